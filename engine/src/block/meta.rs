@@ -1,0 +1,125 @@
+//! `meta.json`: what a block holds, read before any Parquet is opened.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{EngineError, Result};
+use crate::ids::TraceId;
+use crate::schema::{HotColumn, READABLE_FORMATS};
+
+/// Names of the objects of a block under `<tenant>/<block_id>/`.
+pub mod objects {
+    /// Block metadata; written last, so a block without it is incomplete and ignored.
+    pub const META: &str = "meta.json";
+    /// The span table.
+    pub const DATA: &str = "data.parquet";
+    /// Trace-ID bloom filter.
+    pub const BLOOM: &str = "bloom";
+}
+
+/// Block metadata; field names follow Tempo's `meta.json` where the concept is the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockMeta {
+    /// Block format version, checked on read.
+    pub format: String,
+    /// Block ID.
+    #[serde(rename = "blockID")]
+    pub block_id: Uuid,
+    /// Tenant.
+    #[serde(rename = "tenantID")]
+    pub tenant_id: String,
+    /// Earliest span start (RFC3339, second precision, rounded down).
+    pub start_time: String,
+    /// Latest span end (RFC3339, second precision, rounded up).
+    pub end_time: String,
+    /// Earliest span start, nanoseconds.
+    pub start_unix_nano: u64,
+    /// Latest span end, nanoseconds.
+    pub end_unix_nano: u64,
+    /// Number of traces.
+    pub total_objects: u64,
+    /// Number of spans.
+    pub total_spans: u64,
+    /// Bytes of `data.parquet`.
+    pub size: u64,
+    /// Bytes of the Parquet footer.
+    pub footer_size: u64,
+    /// Bytes of the bloom filter.
+    pub bloom_size: u64,
+    /// Number of Parquet row groups.
+    pub row_groups: u64,
+    /// Smallest trace ID (hex).
+    #[serde(rename = "minID")]
+    pub min_id: String,
+    /// Largest trace ID (hex).
+    #[serde(rename = "maxID")]
+    pub max_id: String,
+    /// Attributes stored as columns of their own in this block.
+    pub hot_columns: Vec<HotColumn>,
+    /// Times merged by compaction; 0 for freshly written blocks.
+    pub compaction_level: u32,
+}
+
+/// RFC3339 with second precision.
+pub fn rfc3339_seconds(unix_nano: u64, round_up: bool) -> String {
+    let mut secs = (unix_nano / 1_000_000_000) as i64;
+    if round_up && unix_nano % 1_000_000_000 != 0 {
+        secs += 1;
+    }
+    DateTime::<Utc>::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl BlockMeta {
+    /// Parses `meta.json`, refusing formats this build cannot read.
+    pub fn parse(path: &str, bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Version {
+            format: String,
+            #[serde(rename = "blockID", default)]
+            block_id: String,
+        }
+        let v: Version = serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(path, e))?;
+        if !READABLE_FORMATS.contains(&v.format.as_str()) {
+            return Err(EngineError::UnsupportedFormat {
+                block: v.block_id,
+                found: v.format,
+                supported: READABLE_FORMATS.join(", "),
+            });
+        }
+        serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(path, e))
+    }
+
+    /// Could the block hold spans of `id`?
+    pub fn may_contain_id(&self, id: &TraceId) -> bool {
+        let hex = id.to_hex();
+        self.min_id.as_str() <= hex.as_str() && hex.as_str() <= self.max_id.as_str()
+    }
+
+    /// Does the block overlap `[start, end]` (unix nanoseconds)?
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start_unix_nano <= end && self.end_unix_nano >= start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_formats_are_refused_with_a_clear_error() {
+        let e = BlockMeta::parse("x/meta.json", br#"{"format":"allegro-99","blockID":"b1"}"#).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("allegro-99") && msg.contains("allegro-1") && msg.contains("b1"), "{msg}");
+        assert!(matches!(BlockMeta::parse("x", b"{"), Err(EngineError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn times_are_rounded_outward_to_seconds() {
+        assert_eq!(rfc3339_seconds(1_700_000_000_500_000_000, false), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339_seconds(1_700_000_000_500_000_000, true), "2023-11-14T22:13:21Z");
+    }
+}

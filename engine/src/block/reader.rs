@@ -1,0 +1,137 @@
+//! Reading a block: footer with page index, and the rows of one trace with pruning by row-group
+//! statistics and page index before any data page is fetched.
+
+use std::sync::Arc;
+
+use arrow::array::{BooleanArray, FixedSizeBinaryArray, RecordBatch};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter, RowSelection, RowSelector,
+};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+
+use super::meta::{BlockMeta, objects};
+use super::object_reader::ObjectReader;
+use super::writer::block_path;
+use crate::error::{EngineError, Result};
+use crate::ids::TraceId;
+use crate::schema::col;
+
+fn reader(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> ObjectReader {
+    // The footer size is in meta.json, so the footer (with page index) comes in one read.
+    let hint = (meta.footer_size.max(8) as usize).min(meta.size as usize);
+    ObjectReader::new(store.clone(), block_path(&meta.tenant_id, &meta.block_id, objects::DATA), meta.size, hint)
+}
+
+fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) -> EngineError {
+    EngineError::corrupt(block_path(&meta.tenant_id, &meta.block_id, objects::DATA), e)
+}
+
+/// Loads the Parquet footer and page index of a block (one or two ranged reads).
+pub async fn load_footer(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<ArrowReaderMetadata> {
+    let mut r = reader(store, meta);
+    ArrowReaderMetadata::load_async(&mut r, ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional))
+        .await
+        .map_err(|e| parquet_err(meta, e))
+}
+
+fn trace_id_leaf(md: &ParquetMetaData) -> Result<usize> {
+    md.file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == col::TRACE_ID)
+        .ok_or_else(|| EngineError::corrupt("data.parquet", "no trace_id column"))
+}
+
+fn in_range(min: Option<&[u8]>, max: Option<&[u8]>, id: &[u8]) -> bool {
+    min.is_none_or(|m| m <= id) && max.is_none_or(|m| id <= m)
+}
+
+/// Row groups and rows within them that may hold `id`, from statistics and the page index.
+/// Returns `None` when nothing can match.
+pub fn plan_trace_read(md: &ParquetMetaData, id: &TraceId) -> Result<Option<(Vec<usize>, RowSelection)>> {
+    let leaf = trace_id_leaf(md)?;
+    let mut groups = Vec::new();
+    let mut selectors: Vec<RowSelector> = Vec::new();
+    for rg in 0..md.num_row_groups() {
+        let rgm = md.row_group(rg);
+        let rows = rgm.num_rows() as usize;
+        if let Some(s) = rgm.column(leaf).statistics()
+            && !in_range(s.min_bytes_opt(), s.max_bytes_opt(), &id.0)
+        {
+            continue;
+        }
+        let pages = match (md.column_index(), md.offset_index()) {
+            (Some(ci), Some(oi)) => match (&ci[rg][leaf], oi[rg][leaf].page_locations()) {
+                (ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(idx), locs) if !locs.is_empty() => {
+                    let mut sel = Vec::new();
+                    for (p, loc) in locs.iter().enumerate() {
+                        let first = loc.first_row_index as usize;
+                        let next = locs.get(p + 1).map_or(rows, |l| l.first_row_index as usize);
+                        let hit = in_range(idx.min_value(p), idx.max_value(p), &id.0);
+                        sel.push(if hit { RowSelector::select(next - first) } else { RowSelector::skip(next - first) });
+                    }
+                    Some(sel)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let sel = pages.unwrap_or_else(|| vec![RowSelector::select(rows)]);
+        if sel.iter().all(|s| s.skip) {
+            continue;
+        }
+        groups.push(rg);
+        selectors.extend(sel);
+    }
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((groups, RowSelection::from(selectors))))
+}
+
+/// Reads the rows of trace `id` from a block whose footer is `footer`.
+pub async fn read_trace(
+    store: &Arc<dyn ObjectStore>,
+    meta: &BlockMeta,
+    footer: &ArrowReaderMetadata,
+    id: &TraceId,
+) -> Result<Vec<RecordBatch>> {
+    let Some((groups, selection)) = plan_trace_read(footer.metadata(), id)? else {
+        return Ok(Vec::new());
+    };
+    let leaf = trace_id_leaf(footer.metadata())?;
+    let want = id.0;
+    let mask = ProjectionMask::leaves(footer.parquet_schema(), [leaf]);
+    let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<FixedSizeBinaryArray>()
+            .ok_or_else(|| arrow::error::ArrowError::SchemaError("trace_id is not FixedSizeBinary(16)".into()))?;
+        Ok(BooleanArray::from_iter(ids.iter().map(|v| Some(v == Some(&want[..])))))
+    });
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader(store, meta), footer.clone())
+        .with_row_groups(groups)
+        .with_row_selection(selection)
+        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+        .build()
+        .map_err(|e| parquet_err(meta, e))?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| parquet_err(meta, e))?;
+    Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+}
+
+/// Reads a whole block (for tools and tests; queries go through DataFusion).
+pub async fn read_all(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<Vec<RecordBatch>> {
+    let stream = ParquetRecordBatchStreamBuilder::new(reader(store, meta))
+        .await
+        .map_err(|e| parquet_err(meta, e))?
+        .build()
+        .map_err(|e| parquet_err(meta, e))?;
+    stream.try_collect().await.map_err(|e| parquet_err(meta, e))
+}

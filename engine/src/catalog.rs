@@ -1,0 +1,262 @@
+//! The catalog: blocks per tenant, with byte-bounded caches of block metas, Parquet footers
+//! (with page indexes) and trace-ID blooms, and trace lookup by ID across blocks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use futures::{StreamExt, TryStreamExt};
+use moka::future::Cache;
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use uuid::Uuid;
+
+use crate::block::bloom::TraceBloom;
+use crate::block::meta::{BlockMeta, objects};
+use crate::block::reader::{load_footer, read_trace};
+use crate::block::writer::{EncodedBlock, block_path, put_block};
+use crate::convert::from_arrow::batches_to_resource_spans;
+use crate::convert::normalize::normalize;
+use crate::error::{EngineError, Result};
+use crate::ids::TraceId;
+use crate::storage::{CountingStore, ReadCounters};
+
+/// Cache sizes and refresh period of the catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// Bytes of block metas kept.
+    pub meta_cache_bytes: u64,
+    /// Bytes of Parquet footers and page indexes kept.
+    pub footer_cache_bytes: u64,
+    /// Bytes of bloom filters kept.
+    pub bloom_cache_bytes: u64,
+    /// How long a tenant's block list is trusted before storage is listed again
+    /// (Tempo's `blocklist_poll`).
+    pub blocklist_poll: Duration,
+    /// Blocks read at once by one lookup.
+    pub read_concurrency: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            meta_cache_bytes: 64 << 20,
+            footer_cache_bytes: 256 << 20,
+            bloom_cache_bytes: 256 << 20,
+            blocklist_poll: Duration::from_secs(30),
+            read_concurrency: 8,
+        }
+    }
+}
+
+/// What a trace lookup found and what it cost.
+#[derive(Debug, Default)]
+pub struct TraceLookup {
+    /// The trace, normalised (merged across blocks, exact duplicates removed); empty if absent.
+    pub resource_spans: Vec<ResourceSpans>,
+    /// Blocks of the tenant considered.
+    pub total_blocks: usize,
+    /// Blocks whose data pages were read.
+    pub blocks_read: usize,
+    /// Bytes fetched from storage by this lookup (0 when everything was cached and absent).
+    pub inspected_bytes: u64,
+}
+
+/// Blocks per tenant and the caches in front of them.
+pub struct Catalog {
+    store: Arc<dyn ObjectStore>,
+    counters: Arc<ReadCounters>,
+    cfg: CatalogConfig,
+    tenants: Cache<String, Arc<Vec<Arc<BlockMeta>>>>,
+    metas: Cache<Path, Arc<BlockMeta>>,
+    footers: Cache<Uuid, Arc<ArrowReaderMetadata>>,
+    blooms: Cache<Uuid, Arc<TraceBloom>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("store", &self.store.to_string()).finish()
+    }
+}
+
+fn weigh(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX).max(1)
+}
+
+impl Catalog {
+    /// A catalog over `store`; reads are counted.
+    pub fn new(store: Arc<dyn ObjectStore>, cfg: CatalogConfig) -> Self {
+        let counting = CountingStore::new(store);
+        let counters = counting.counters.clone();
+        Self {
+            store: Arc::new(counting),
+            counters,
+            tenants: Cache::builder().time_to_live(cfg.blocklist_poll).build(),
+            metas: Cache::builder()
+                .weigher(|_, m: &Arc<BlockMeta>| weigh(512 + m.hot_columns.len() * 64))
+                .max_capacity(cfg.meta_cache_bytes)
+                .build(),
+            footers: Cache::builder()
+                .weigher(|_, f: &Arc<ArrowReaderMetadata>| weigh(f.metadata().memory_size()))
+                .max_capacity(cfg.footer_cache_bytes)
+                .build(),
+            blooms: Cache::builder()
+                .weigher(|_, b: &Arc<TraceBloom>| weigh(b.byte_size()))
+                .max_capacity(cfg.bloom_cache_bytes)
+                .build(),
+            cfg,
+        }
+    }
+
+    /// The (counting) object store behind the catalog.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Read requests and bytes fetched from storage so far.
+    pub fn read_counters(&self) -> (u64, u64) {
+        self.counters.snapshot()
+    }
+
+    /// Drops every cache (for cold-cache measurements).
+    pub fn clear_caches(&self) {
+        self.tenants.invalidate_all();
+        self.metas.invalidate_all();
+        self.footers.invalidate_all();
+        self.blooms.invalidate_all();
+    }
+
+    /// Tenants that have at least one block directory in storage.
+    pub async fn list_tenants(&self) -> Result<Vec<String>> {
+        let r = self.store.list_with_delimiter(None).await.map_err(|e| EngineError::storage("/", e))?;
+        let mut out: Vec<String> =
+            r.common_prefixes.iter().filter_map(|p| p.parts().last().map(|s| s.as_ref().to_string())).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The complete blocks of `tenant`, oldest first, listed from storage at most once per
+    /// `blocklist_poll`.
+    pub async fn blocks(&self, tenant: &str) -> Result<Arc<Vec<Arc<BlockMeta>>>> {
+        if let Some(b) = self.tenants.get(tenant).await {
+            return Ok(b);
+        }
+        let list = Arc::new(self.list_blocks(tenant).await?);
+        self.tenants.insert(tenant.to_string(), list.clone()).await;
+        Ok(list)
+    }
+
+    async fn list_blocks(&self, tenant: &str) -> Result<Vec<Arc<BlockMeta>>> {
+        let prefix = Path::from(tenant);
+        let dirs = self.store.list_with_delimiter(Some(&prefix)).await.map_err(|e| EngineError::storage(&prefix, e))?;
+        let paths: Vec<Path> = dirs.common_prefixes.iter().map(|d| d.clone().join(objects::META)).collect();
+        let metas: Vec<Option<Arc<BlockMeta>>> = futures::stream::iter(paths)
+            .map(|p| async move { self.meta(&p).await })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let mut out: Vec<Arc<BlockMeta>> = metas.into_iter().flatten().collect();
+        out.sort_by(|a, b| (a.start_unix_nano, a.block_id).cmp(&(b.start_unix_nano, b.block_id)));
+        Ok(out)
+    }
+
+    /// One block's meta; `None` while the block is incomplete (no meta.json yet) or unreadable.
+    async fn meta(&self, path: &Path) -> Result<Option<Arc<BlockMeta>>> {
+        if let Some(m) = self.metas.get(path).await {
+            return Ok(Some(m));
+        }
+        let bytes = match self.store.get_opts(path, GetOptions::default()).await {
+            Ok(r) => r.bytes().await.map_err(|e| EngineError::storage(path, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(EngineError::storage(path, e)),
+        };
+        match BlockMeta::parse(path.as_ref(), &bytes) {
+            Ok(m) => {
+                let m = Arc::new(m);
+                self.metas.insert(path.clone(), m.clone()).await;
+                Ok(Some(m))
+            }
+            Err(e) => {
+                // One bad block must not hide the others; it is reported and skipped.
+                tracing::warn!(path = %path, error = %e, "skipping block");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores an encoded block and makes it visible at once.
+    pub async fn add_block(&self, block: &EncodedBlock) -> Result<()> {
+        put_block(&self.store, block).await?;
+        let meta = Arc::new(block.meta.clone());
+        let path = block_path(&meta.tenant_id, &meta.block_id, objects::META);
+        self.metas.insert(path, meta.clone()).await;
+        if let Some(list) = self.tenants.get(&meta.tenant_id).await {
+            let mut v = (*list).clone();
+            v.push(meta.clone());
+            self.tenants.insert(meta.tenant_id.clone(), Arc::new(v)).await;
+        }
+        Ok(())
+    }
+
+    async fn bloom(&self, meta: &BlockMeta) -> Result<Arc<TraceBloom>> {
+        let path = block_path(&meta.tenant_id, &meta.block_id, objects::BLOOM);
+        let store = self.store.clone();
+        self.blooms
+            .try_get_with(meta.block_id, async move {
+                let b = store.get_opts(&path, GetOptions::default()).await.map_err(|e| EngineError::storage(&path, e))?;
+                let bytes = b.bytes().await.map_err(|e| EngineError::storage(&path, e))?;
+                Ok::<_, EngineError>(Arc::new(TraceBloom::from_bytes(path.as_ref(), &bytes)?))
+            })
+            .await
+            .map_err(unwrap_arc)
+    }
+
+    /// The Parquet footer and page index of a block, cached.
+    pub async fn footer(&self, meta: &BlockMeta) -> Result<Arc<ArrowReaderMetadata>> {
+        let store = self.store.clone();
+        let m = meta.clone();
+        self.footers
+            .try_get_with(meta.block_id, async move { Ok::<_, EngineError>(Arc::new(load_footer(&store, &m).await?)) })
+            .await
+            .map_err(unwrap_arc)
+    }
+
+    /// Finds every span of trace `id` in `tenant`'s blocks overlapping `[start, end]`
+    /// (unix nanoseconds). Blocks are pruned by time range, then min/max trace ID, then the
+    /// bloom filter; only the survivors' footers and pages are read.
+    pub async fn find_trace(&self, tenant: &str, id: &TraceId, range: Option<(u64, u64)>) -> Result<TraceLookup> {
+        let before = self.counters.snapshot().1;
+        let blocks = self.blocks(tenant).await?;
+        let candidates: Vec<Arc<BlockMeta>> = blocks
+            .iter()
+            .filter(|m| range.is_none_or(|(s, e)| m.overlaps(s, e)) && m.may_contain_id(id))
+            .cloned()
+            .collect();
+        let found: Vec<Option<Vec<RecordBatch>>> = futures::stream::iter(candidates)
+            .map(|m| async move {
+                if !self.bloom(&m).await?.may_contain(id) {
+                    return Ok::<_, EngineError>(None);
+                }
+                let footer = self.footer(&m).await?;
+                Ok(Some(read_trace(&self.store, &m, &footer, id).await?))
+            })
+            .buffer_unordered(self.cfg.read_concurrency.max(1))
+            .try_collect()
+            .await?;
+        let blocks_read = found.iter().filter(|f| f.is_some()).count();
+        let batches: Vec<RecordBatch> = found.into_iter().flatten().flatten().collect();
+        let resource_spans = normalize(batches_to_resource_spans(&batches)?);
+        Ok(TraceLookup {
+            resource_spans,
+            total_blocks: blocks.len(),
+            blocks_read,
+            inspected_bytes: self.counters.snapshot().1.saturating_sub(before),
+        })
+    }
+}
+
+fn unwrap_arc(e: Arc<EngineError>) -> EngineError {
+    Arc::try_unwrap(e).unwrap_or_else(EngineError::Shared)
+}

@@ -1,0 +1,330 @@
+//! [`FlatSpan`]s → a span-table [`RecordBatch`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int32Builder,
+    Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray, UInt32Builder, UInt64Builder,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, SchemaRef};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use super::attrs::OverflowBuilder;
+use super::flatten::FlatSpan;
+use crate::error::{EngineError, Result};
+use crate::schema::{AttrScope, HotColumn, HotType, event_struct_type, link_struct_type, list_item, span_schema};
+
+enum HotBuilder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+}
+
+impl HotBuilder {
+    fn new(ty: HotType) -> Self {
+        match ty {
+            HotType::String => Self::Str(StringBuilder::new()),
+            HotType::Int => Self::Int(Int64Builder::new()),
+            HotType::Float => Self::Float(Float64Builder::new()),
+            HotType::Bool => Self::Bool(BooleanBuilder::new()),
+        }
+    }
+
+    /// Takes the value if its type fits the column.
+    fn take(&mut self, kv: &KeyValue) -> bool {
+        match (self, kv.value.as_ref().and_then(|v| v.value.as_ref())) {
+            (Self::Str(b), Some(Value::StringValue(s))) => b.append_value(s),
+            (Self::Int(b), Some(Value::IntValue(i))) => b.append_value(*i),
+            (Self::Float(b), Some(Value::DoubleValue(f))) => b.append_value(*f),
+            (Self::Bool(b), Some(Value::BoolValue(v))) => b.append_value(*v),
+            _ => return false,
+        }
+        true
+    }
+
+    fn null(&mut self) {
+        match self {
+            Self::Str(b) => b.append_null(),
+            Self::Int(b) => b.append_null(),
+            Self::Float(b) => b.append_null(),
+            Self::Bool(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Str(b) => Arc::new(b.finish()),
+            Self::Int(b) => Arc::new(b.finish()),
+            Self::Float(b) => Arc::new(b.finish()),
+            Self::Bool(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Hot columns plus overflow maps of one scope.
+struct ScopeAttrs {
+    /// Key → index into the hot builders.
+    hot: HashMap<String, usize>,
+    /// Hot builder indexes of this scope, and whether the current row filled them.
+    filled: Vec<(usize, bool)>,
+    overflow: OverflowBuilder,
+}
+
+impl ScopeAttrs {
+    fn new(scope: AttrScope, hot: &[HotColumn]) -> Self {
+        let mine: Vec<(usize, &HotColumn)> = hot.iter().enumerate().filter(|(_, h)| h.scope == scope).collect();
+        Self {
+            hot: mine.iter().map(|(i, h)| (h.key.clone(), *i)).collect(),
+            filled: mine.iter().map(|(i, _)| (*i, false)).collect(),
+            overflow: OverflowBuilder::default(),
+        }
+    }
+
+    /// Routes one attribute set: the first value of a hot key with the column's type goes to the
+    /// column, everything else to the overflow maps. `skip` names a string attribute that has a
+    /// fixed column of its own (`service.name`), taken once.
+    fn push(&mut self, attrs: &[KeyValue], hot: &mut [HotBuilder], mut skip: Option<&str>) {
+        for kv in attrs {
+            if skip == Some(kv.key.as_str())
+                && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()), Some(Value::StringValue(_)))
+            {
+                skip = None;
+                continue;
+            }
+            let taken = match self.hot.get(&kv.key) {
+                Some(&b) => match self.filled.iter_mut().find(|(i, _)| *i == b) {
+                    Some(slot) if !slot.1 && hot[b].take(kv) => {
+                        slot.1 = true;
+                        true
+                    }
+                    _ => false,
+                },
+                None => false,
+            };
+            if !taken {
+                self.overflow.push(kv);
+            }
+        }
+        for (b, f) in self.filled.iter_mut() {
+            if !*f {
+                hot[*b].null();
+            }
+            *f = false;
+        }
+        self.overflow.finish_row();
+    }
+}
+
+/// Builds one record batch of the span table from `spans` with the given hot columns.
+pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBatch> {
+    let schema: SchemaRef = span_schema(hot);
+    let n = spans.len();
+    let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
+    let mut span_id = FixedSizeBinaryBuilder::with_capacity(n, 8);
+    let mut parent = FixedSizeBinaryBuilder::with_capacity(n, 8);
+    let mut trace_state = StringBuilder::new();
+    let mut flags = UInt32Builder::with_capacity(n);
+    let mut name = StringBuilder::new();
+    let mut kind = Int32Builder::with_capacity(n);
+    let mut status_code = Int32Builder::with_capacity(n);
+    let mut status_message = StringBuilder::new();
+    let mut start = UInt64Builder::with_capacity(n);
+    let mut duration = UInt64Builder::with_capacity(n);
+    let mut dropped_attrs = UInt32Builder::with_capacity(n);
+    let mut dropped_events = UInt32Builder::with_capacity(n);
+    let mut dropped_links = UInt32Builder::with_capacity(n);
+    let mut ns_left = Int32Builder::with_capacity(n);
+    let mut ns_right = Int32Builder::with_capacity(n);
+    let mut ns_parent = Int32Builder::with_capacity(n);
+    let mut root_service = StringBuilder::new();
+    let mut root_name = StringBuilder::new();
+    let mut trace_start = UInt64Builder::with_capacity(n);
+    let mut trace_duration = UInt64Builder::with_capacity(n);
+    let mut service_name = StringBuilder::new();
+    let mut res_dropped = UInt32Builder::with_capacity(n);
+    let mut res_schema = StringBuilder::new();
+    let mut res_entities = BinaryBuilder::new();
+    let mut scope_name = StringBuilder::new();
+    let mut scope_version = StringBuilder::new();
+    let mut scope_dropped = UInt32Builder::with_capacity(n);
+    let mut scope_schema = StringBuilder::new();
+
+    let mut hot_builders: Vec<HotBuilder> = hot.iter().map(|h| HotBuilder::new(h.ty)).collect();
+    let mut scopes: Vec<ScopeAttrs> = AttrScope::ALL.iter().map(|s| ScopeAttrs::new(*s, hot)).collect();
+
+    let mut ev = EventColumns::default();
+    let mut lk = LinkColumns::default();
+    let mut ev_lens = Vec::with_capacity(n);
+    let mut lk_lens = Vec::with_capacity(n);
+
+    for s in spans {
+        let sp = &s.span;
+        trace_id.append_value(s.trace_id.0)?;
+        span_id.append_value(s.span_id)?;
+        match s.parent_span_id {
+            Some(p) => parent.append_value(p)?,
+            None => parent.append_null(),
+        }
+        trace_state.append_value(&sp.trace_state);
+        flags.append_value(sp.flags);
+        name.append_value(&sp.name);
+        kind.append_value(sp.kind);
+        let status = sp.status.clone().unwrap_or_default();
+        status_code.append_value(status.code);
+        status_message.append_value(&status.message);
+        start.append_value(sp.start_time_unix_nano);
+        // Wrapping keeps the round trip exact even for spans that end before they start.
+        duration.append_value(sp.end_time_unix_nano.wrapping_sub(sp.start_time_unix_nano));
+        dropped_attrs.append_value(sp.dropped_attributes_count);
+        dropped_events.append_value(sp.dropped_events_count);
+        dropped_links.append_value(sp.dropped_links_count);
+        ns_left.append_value(s.nested.left);
+        ns_right.append_value(s.nested.right);
+        ns_parent.append_value(s.nested.parent);
+        root_service.append_value(&s.trace.root_service);
+        root_name.append_value(&s.trace.root_name);
+        trace_start.append_value(s.trace.start_unix_nano);
+        trace_duration.append_value(s.trace.duration_nano);
+        let svc = s.resource.service_name();
+        service_name.append_option(svc);
+        res_dropped.append_value(s.resource.resource.dropped_attributes_count);
+        res_schema.append_value(&s.resource.schema_url);
+        if s.resource.resource.entity_refs.is_empty() {
+            res_entities.append_null();
+        } else {
+            let only_refs = Resource { entity_refs: s.resource.resource.entity_refs.clone(), ..Default::default() };
+            res_entities.append_value(only_refs.encode_to_vec());
+        }
+        scope_name.append_value(&s.scope.scope.name);
+        scope_version.append_value(&s.scope.scope.version);
+        scope_dropped.append_value(s.scope.scope.dropped_attributes_count);
+        scope_schema.append_value(&s.scope.schema_url);
+
+        for (sa, sc) in scopes.iter_mut().zip(AttrScope::ALL) {
+            match sc {
+                AttrScope::Resource => sa.push(&s.resource.resource.attributes, &mut hot_builders, Some("service.name")),
+                AttrScope::Span => sa.push(&sp.attributes, &mut hot_builders, None),
+                AttrScope::Instrumentation => sa.push(&s.scope.scope.attributes, &mut hot_builders, None),
+            }
+        }
+
+        ev_lens.push(sp.events.len());
+        for e in &sp.events {
+            ev.time.append_value(e.time_unix_nano.wrapping_sub(sp.start_time_unix_nano));
+            ev.name.append_value(&e.name);
+            ev.dropped.append_value(e.dropped_attributes_count);
+            for kv in &e.attributes {
+                ev.attrs.push(kv);
+            }
+            ev.attrs.finish_row();
+        }
+        lk_lens.push(sp.links.len());
+        for l in &sp.links {
+            lk.trace_id.append_value(&l.trace_id);
+            lk.span_id.append_value(&l.span_id);
+            lk.trace_state.append_value(&l.trace_state);
+            lk.flags.append_value(l.flags);
+            lk.dropped.append_value(l.dropped_attributes_count);
+            for kv in &l.attributes {
+                lk.attrs.push(kv);
+            }
+            lk.attrs.finish_row();
+        }
+    }
+
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(trace_id.finish()),
+        Arc::new(span_id.finish()),
+        Arc::new(parent.finish()),
+        Arc::new(trace_state.finish()),
+        Arc::new(flags.finish()),
+        Arc::new(name.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(status_code.finish()),
+        Arc::new(status_message.finish()),
+        Arc::new(start.finish()),
+        Arc::new(duration.finish()),
+        Arc::new(dropped_attrs.finish()),
+        Arc::new(dropped_events.finish()),
+        Arc::new(dropped_links.finish()),
+        Arc::new(ns_left.finish()),
+        Arc::new(ns_right.finish()),
+        Arc::new(ns_parent.finish()),
+        Arc::new(root_service.finish()),
+        Arc::new(root_name.finish()),
+        Arc::new(trace_start.finish()),
+        Arc::new(trace_duration.finish()),
+        Arc::new(service_name.finish()),
+        Arc::new(res_dropped.finish()),
+        Arc::new(res_schema.finish()),
+        Arc::new(res_entities.finish()),
+        Arc::new(scope_name.finish()),
+        Arc::new(scope_version.finish()),
+        Arc::new(scope_dropped.finish()),
+        Arc::new(scope_schema.finish()),
+    ];
+    cols.extend(hot_builders.iter_mut().map(HotBuilder::finish));
+    for sa in &mut scopes {
+        cols.extend(sa.overflow.finish());
+    }
+    cols.push(list(event_struct_type(), ev.finish()?, &ev_lens)?);
+    cols.push(list(link_struct_type(), lk.finish()?, &lk_lens)?);
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
+
+fn list(ty: DataType, values: ArrayRef, lens: &[usize]) -> Result<ArrayRef> {
+    Ok(Arc::new(ListArray::try_new(list_item(ty), OffsetBuffer::from_lengths(lens.iter().copied()), values, None)?))
+}
+
+fn struct_of(ty: DataType, cols: Vec<ArrayRef>) -> Result<ArrayRef> {
+    let DataType::Struct(fields) = ty else {
+        return Err(EngineError::Internal("not a struct type".into()));
+    };
+    Ok(Arc::new(StructArray::try_new(fields, cols, None)?))
+}
+
+#[derive(Default)]
+struct EventColumns {
+    time: UInt64Builder,
+    name: StringBuilder,
+    dropped: UInt32Builder,
+    attrs: OverflowBuilder,
+}
+
+impl EventColumns {
+    fn finish(&mut self) -> Result<ArrayRef> {
+        let mut cols: Vec<ArrayRef> =
+            vec![Arc::new(self.time.finish()), Arc::new(self.name.finish()), Arc::new(self.dropped.finish())];
+        cols.extend(self.attrs.finish());
+        struct_of(event_struct_type(), cols)
+    }
+}
+
+#[derive(Default)]
+struct LinkColumns {
+    trace_id: BinaryBuilder,
+    span_id: BinaryBuilder,
+    trace_state: StringBuilder,
+    flags: UInt32Builder,
+    dropped: UInt32Builder,
+    attrs: OverflowBuilder,
+}
+
+impl LinkColumns {
+    fn finish(&mut self) -> Result<ArrayRef> {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.dropped.finish()),
+        ];
+        cols.extend(self.attrs.finish());
+        struct_of(link_struct_type(), cols)
+    }
+}

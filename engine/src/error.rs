@@ -1,0 +1,83 @@
+//! Error categories of the engine: user mistakes, unsupported requests, storage faults and bugs.
+
+use thiserror::Error;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine, grouped the way callers must react to it.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The caller sent something malformed (bad ID, span without a trace ID, …): a 400.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The request is well formed but asks for something this version cannot do.
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// A block was written by a newer (or unknown) format version.
+    #[error("block {block} has format {found:?}; this build reads {supported}")]
+    UnsupportedFormat {
+        /// The block's ID.
+        block: String,
+        /// The format string found in its meta.json.
+        found: String,
+        /// The format strings this build can read.
+        supported: String,
+    },
+    /// The object store failed (I/O, permissions, network).
+    #[error("storage error at {path}: {source}")]
+    Storage {
+        /// The object the operation touched.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Stored data could not be decoded: a corrupt or foreign file.
+    #[error("corrupt block data in {path}: {message}")]
+    Corrupt {
+        /// The object that failed to decode.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// An error shared by several waiters on one cache load.
+    #[error("{0}")]
+    Shared(std::sync::Arc<EngineError>),
+    /// A bug in Allegro: an invariant that should always hold did not.
+    #[error("internal error (a bug, please report it): {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Builds an [`EngineError::Storage`] for `path`.
+    pub fn storage(path: impl std::fmt::Display, source: object_store::Error) -> Self {
+        Self::Storage { path: path.to_string(), source }
+    }
+
+    /// Builds an [`EngineError::Corrupt`] for `path`.
+    pub fn corrupt(path: impl std::fmt::Display, message: impl std::fmt::Display) -> Self {
+        Self::Corrupt { path: path.to_string(), message: message.to_string() }
+    }
+
+    /// True when the caller, not the system, is at fault.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::InvalidInput(_) | Self::NotSupported(_) => true,
+            Self::Shared(e) => e.is_user_error(),
+            _ => false,
+        }
+    }
+}
+
+impl From<arrow::error::ArrowError> for EngineError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Self::Internal(format!("arrow: {e}"))
+    }
+}
+
+impl From<parquet::errors::ParquetError> for EngineError {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Self::Internal(format!("parquet: {e}"))
+    }
+}

@@ -1,0 +1,82 @@
+//! Which attributes become real columns in a block: chosen per block from statistics.
+//!
+//! Tempo makes users declare "dedicated columns" by hand; Allegro counts instead. A key is hot when
+//! it is present on at least [`HotPolicy::min_fraction`] of the block's spans with one scalar
+//! type; values of other types stay in the overflow maps. Configured keys are always hot.
+
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+
+use crate::convert::flatten::FlatSpan;
+use crate::schema::{AttrScope, HotColumn, HotType};
+
+/// How hot columns are chosen.
+#[derive(Debug, Clone)]
+pub struct HotPolicy {
+    /// Minimum share of spans carrying the key (with its majority type).
+    pub min_fraction: f64,
+    /// At most this many automatic hot columns per scope.
+    pub max_per_scope: usize,
+    /// Columns that are always hot.
+    pub configured: Vec<HotColumn>,
+}
+
+impl Default for HotPolicy {
+    fn default() -> Self {
+        Self { min_fraction: 0.05, max_per_scope: 24, configured: Vec::new() }
+    }
+}
+
+fn hot_type(kv: &KeyValue) -> Option<HotType> {
+    match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(_) => Some(HotType::String),
+        Value::IntValue(_) => Some(HotType::Int),
+        Value::DoubleValue(_) => Some(HotType::Float),
+        Value::BoolValue(_) => Some(HotType::Bool),
+        _ => None,
+    }
+}
+
+impl HotPolicy {
+    /// Chooses the hot columns for `spans`, sorted by scope then key.
+    pub fn choose(&self, spans: &[FlatSpan]) -> Vec<HotColumn> {
+        // (scope, key) -> count per type. Resources and scopes are shared between spans, so their
+        // attributes are counted once per span that carries them, as the column would store them.
+        let mut counts: HashMap<(AttrScope, &str), [usize; 4]> = HashMap::new();
+        for s in spans {
+            let sets = [
+                (AttrScope::Span, &s.span.attributes),
+                (AttrScope::Resource, &s.resource.resource.attributes),
+                (AttrScope::Instrumentation, &s.scope.scope.attributes),
+            ];
+            for (scope, attrs) in sets {
+                for kv in attrs.iter().filter(|kv| !(scope == AttrScope::Resource && kv.key == "service.name")) {
+                    if let Some(t) = hot_type(kv) {
+                        counts.entry((scope, kv.key.as_str())).or_default()[t as usize] += 1;
+                    }
+                }
+            }
+        }
+        let types = [HotType::String, HotType::Int, HotType::Float, HotType::Bool];
+        let min = ((spans.len() as f64) * self.min_fraction).ceil().max(1.0) as usize;
+        let mut by_scope: HashMap<AttrScope, Vec<(usize, HotColumn)>> = HashMap::new();
+        for ((scope, key), c) in counts {
+            let (ti, n) = c.iter().enumerate().max_by_key(|(i, n)| (**n, std::cmp::Reverse(*i))).unwrap_or((0, &0));
+            if *n >= min {
+                by_scope.entry(scope).or_default().push((*n, HotColumn { scope, key: key.to_string(), ty: types[ti] }));
+            }
+        }
+        let mut out: Vec<HotColumn> = self.configured.clone();
+        for (_, mut cands) in by_scope {
+            cands.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
+            for (_, h) in cands.into_iter().take(self.max_per_scope) {
+                if !out.iter().any(|o| o.scope == h.scope && o.key == h.key) {
+                    out.push(h);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
