@@ -1,1 +1,21 @@
-//! placeholder
+//! Deterministic synthetic traces of a realistic system, and the committed test fixtures.
+
+#![warn(missing_docs)]
+
+pub mod emit;
+pub mod generate;
+pub mod rng;
+pub mod topology;
+
+pub use emit::{DatasetError, OtlpFormat, Summary, generate_all, write_blocks, write_otlp_files};
+pub use generate::{GenOptions, Generator};
+
+/// Directory of the committed fixtures.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Options of the committed small fixture (`fixtures/small.otlp.json`).
+pub fn small_fixture_options() -> GenOptions {
+    GenOptions { seed: 1, spans: 400, start_unix_nano: 1_767_225_600_000_000_000, duration_nano: 600_000_000_000 }
+}

@@ -1,1 +1,9 @@
+//! The `allegro` binary's library: config, CLI commands and the Tempo-compatible HTTP API.
 
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod tenant;

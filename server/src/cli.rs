@@ -1,0 +1,93 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+use crate::config::Config;
+
+/// Allegro: a trace analytics engine that speaks Grafana Tempo's protocols.
+#[derive(Debug, Parser)]
+#[command(name = "allegro", version, about)]
+pub struct Cli {
+    /// YAML config file (Tempo-style keys).
+    #[arg(long, global = true, env = "ALLEGRO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded local block store (overrides storage.trace.local.path and
+    /// selects the local backend).
+    #[arg(long, global = true, env = "ALLEGRO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve Tempo's HTTP API over the stored blocks.
+    Serve(commands::serve::ServeArgs),
+    /// Generate data when there is none, serve it, and print how to look at it in Grafana.
+    Demo(commands::demo::DemoArgs),
+    /// Generate a deterministic synthetic dataset (blocks or OTLP files).
+    Gen(commands::gen_cmd::GenArgs),
+    /// List the blocks of a tenant.
+    Blocks(commands::blocks::BlocksArgs),
+}
+
+/// Loads the config file (if any) and applies command-line overrides.
+pub fn load_config(cli: &Cli) -> Result<Config, String> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &cli.data_dir {
+        cfg.storage.trace.backend = "local".into();
+        cfg.storage.trace.local.path = dir.clone();
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// Runs the CLI; the exit code is 0 on success, 1 on a runtime failure, 2 on bad usage or config.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => commands::serve::run(cfg, a).await,
+            Command::Demo(a) => commands::demo::run(cfg, a).await,
+            Command::Gen(a) => commands::gen_cmd::run(cfg, a).await,
+            Command::Blocks(a) => commands::blocks::run(cfg, a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! One module per subcommand.
+
+pub mod blocks;
+pub mod demo;
+pub mod gen_cmd;
+pub mod serve;
+
+use std::sync::Arc;
+
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::storage::open_store;
+
+use crate::config::Config;
+
+/// Opens the configured store and builds the catalog over it.
+pub fn open_catalog(cfg: &Config) -> Result<Arc<Catalog>, String> {
+    let store = open_store(&cfg.backend()).map_err(|e| e.to_string())?;
+    let t = &cfg.storage.trace;
+    let mut cc = CatalogConfig {
+        footer_cache_bytes: t.cache.footer_mb << 20,
+        bloom_cache_bytes: t.cache.bloom_mb << 20,
+        meta_cache_bytes: t.cache.meta_mb << 20,
+        ..Default::default()
+    };
+    if let Some(p) = t.blocklist_poll {
+        cc.blocklist_poll = p;
+    }
+    Ok(Arc::new(Catalog::new(store, cc)))
+}

@@ -1,0 +1,448 @@
+//! The YAML config file. Keys follow Tempo's where the concept is the same; an empty block
+//! (`server:` with nothing under it) means that block's defaults, never zeros.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use allegro_engine::schema::{AttrScope, HotColumn, HotType};
+use allegro_engine::storage::StorageBackend;
+use serde::{Deserialize, Deserializer};
+
+/// A config problem, naming the key and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or a value has the wrong type or an unknown key.
+    #[error("config file {path}: {key}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Dotted path of the key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is well-typed but not acceptable.
+    #[error("config: {key}: {message}")]
+    Invalid {
+        /// Dotted path of the key.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// `null` (an empty YAML block or value) means the default.
+fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Durations as Go writes them (`30s`, `1m30s`, `500ms`).
+fn go_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else { return Ok(None) };
+    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Parses a Go-style duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h30m: {e}"))
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Require `X-Scope-OrgID` on every request (Tempo's `multitenancy_enabled`).
+    #[serde(default, deserialize_with = "null_default")]
+    pub multitenancy_enabled: bool,
+    /// HTTP server.
+    #[serde(default, deserialize_with = "null_default")]
+    pub server: ServerConfig,
+    /// Block storage.
+    #[serde(default, deserialize_with = "null_default")]
+    pub storage: StorageConfig,
+}
+
+/// `server:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[serde(deserialize_with = "null_default")]
+    pub http_listen_address: String,
+    /// Port to listen on (Tempo's default 3200; 0 picks a free port).
+    #[serde(deserialize_with = "null_default_port")]
+    pub http_listen_port: u16,
+    /// Prefix before every API path (`/tempo` → `/tempo/api/...`).
+    #[serde(deserialize_with = "null_default")]
+    pub http_api_prefix: String,
+    /// How long in-flight requests get on shutdown.
+    #[serde(deserialize_with = "go_duration")]
+    pub graceful_shutdown_timeout: Option<Duration>,
+}
+
+fn null_default_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    Ok(Option::<u16>::deserialize(d)?.unwrap_or(DEFAULT_PORT))
+}
+
+/// Tempo's HTTP port.
+pub const DEFAULT_PORT: u16 = 3200;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http_listen_address: "0.0.0.0".into(),
+            http_listen_port: DEFAULT_PORT,
+            http_api_prefix: String::new(),
+            graceful_shutdown_timeout: None,
+        }
+    }
+}
+
+/// `storage:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `storage.trace`.
+    #[serde(deserialize_with = "null_default")]
+    pub trace: TraceStorageConfig,
+}
+
+/// `storage.trace:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceStorageConfig {
+    /// `local`, `s3`, `gcs` or `azure`.
+    #[serde(deserialize_with = "null_default")]
+    pub backend: String,
+    /// `storage.trace.local`.
+    #[serde(deserialize_with = "null_default")]
+    pub local: LocalConfig,
+    /// `storage.trace.s3`.
+    #[serde(deserialize_with = "null_default")]
+    pub s3: S3Config,
+    /// `storage.trace.gcs`.
+    #[serde(deserialize_with = "null_default")]
+    pub gcs: GcsConfig,
+    /// `storage.trace.azure`.
+    #[serde(deserialize_with = "null_default")]
+    pub azure: AzureConfig,
+    /// How often block lists are re-read from storage.
+    #[serde(deserialize_with = "go_duration")]
+    pub blocklist_poll: Option<Duration>,
+    /// `storage.trace.cache` (Allegro's caches).
+    #[serde(deserialize_with = "null_default")]
+    pub cache: CacheConfig,
+    /// `storage.trace.block` (how blocks are written).
+    #[serde(deserialize_with = "null_default")]
+    pub block: BlockConfig,
+}
+
+impl Default for TraceStorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            local: LocalConfig::default(),
+            s3: S3Config::default(),
+            gcs: GcsConfig::default(),
+            azure: AzureConfig::default(),
+            blocklist_poll: None,
+            cache: CacheConfig::default(),
+            block: BlockConfig::default(),
+        }
+    }
+}
+
+/// `storage.trace.local:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Root directory of the blocks.
+    #[serde(deserialize_with = "null_default")]
+    pub path: PathBuf,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("./allegro-data") }
+    }
+}
+
+/// `storage.trace.s3:` (Tempo's keys).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct S3Config {
+    #[serde(deserialize_with = "null_default")]
+    pub bucket: String,
+    #[serde(deserialize_with = "null_default")]
+    pub endpoint: String,
+    #[serde(deserialize_with = "null_default")]
+    pub region: String,
+    #[serde(deserialize_with = "null_default")]
+    pub access_key: String,
+    #[serde(deserialize_with = "null_default")]
+    pub secret_key: String,
+    #[serde(deserialize_with = "null_default")]
+    pub insecure: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub forcepathstyle: bool,
+}
+
+/// `storage.trace.gcs:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct GcsConfig {
+    #[serde(deserialize_with = "null_default")]
+    pub bucket_name: String,
+}
+
+/// `storage.trace.azure:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct AzureConfig {
+    #[serde(deserialize_with = "null_default")]
+    pub container_name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub storage_account_name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub storage_account_key: String,
+}
+
+/// `storage.trace.cache:` sizes in MiB.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Parquet footers and page indexes.
+    #[serde(deserialize_with = "null_default")]
+    pub footer_mb: u64,
+    /// Trace-ID bloom filters.
+    #[serde(deserialize_with = "null_default")]
+    pub bloom_mb: u64,
+    /// Block metas.
+    #[serde(deserialize_with = "null_default")]
+    pub meta_mb: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { footer_mb: 256, bloom_mb: 256, meta_mb: 64 }
+    }
+}
+
+/// `storage.trace.block:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockConfig {
+    /// Rows per Parquet row group.
+    #[serde(deserialize_with = "null_default")]
+    pub row_group_rows: usize,
+    /// Rows per data page.
+    #[serde(deserialize_with = "null_default")]
+    pub page_rows: usize,
+    /// Attributes that always get a column of their own (Tempo's dedicated columns).
+    #[serde(deserialize_with = "null_default")]
+    pub dedicated_columns: Vec<DedicatedColumn>,
+}
+
+impl Default for BlockConfig {
+    fn default() -> Self {
+        let d = allegro_engine::block::writer::BlockWriteOptions::default();
+        Self { row_group_rows: d.row_group_rows, page_rows: d.page_rows, dedicated_columns: Vec::new() }
+    }
+}
+
+/// One configured hot column, as Tempo spells dedicated columns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedicatedColumn {
+    /// `span`, `resource` or `instrumentation` (default `span`).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Attribute name.
+    pub name: String,
+    /// `string`, `int`, `float` or `bool` (default `string`).
+    #[serde(default, rename = "type")]
+    pub ty: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let cfg = Self::parse(&path.display().to_string(), &text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses YAML text (without semantic validation).
+    pub fn parse(name: &str, text: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Parse { path: name.to_string(), key: if key == "." { "(top level)".into() } else { key }, message: e.into_inner().to_string() }
+        })
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| Err(ConfigError::Invalid { key: key.into(), message });
+        let t = &self.storage.trace;
+        match t.backend.as_str() {
+            "local" => {
+                if t.local.path.as_os_str().is_empty() {
+                    return bad("storage.trace.local.path", "must name a directory".into());
+                }
+            }
+            "s3" if t.s3.bucket.is_empty() => {
+                return bad("storage.trace.s3.bucket", "is required when storage.trace.backend is s3".into());
+            }
+            "gcs" if t.gcs.bucket_name.is_empty() => {
+                return bad("storage.trace.gcs.bucket_name", "is required when storage.trace.backend is gcs".into());
+            }
+            "azure" if t.azure.container_name.is_empty() || t.azure.storage_account_name.is_empty() => {
+                return bad(
+                    "storage.trace.azure",
+                    "container_name and storage_account_name are required when storage.trace.backend is azure".into(),
+                );
+            }
+            "s3" | "gcs" | "azure" => {}
+            other => return bad("storage.trace.backend", format!("{other:?} is not one of local, s3, gcs, azure")),
+        }
+        if let Some(d) = t.blocklist_poll
+            && d.is_zero()
+        {
+            return bad("storage.trace.blocklist_poll", "must be positive, e.g. 30s".into());
+        }
+        if t.block.row_group_rows == 0 {
+            return bad("storage.trace.block.row_group_rows", "must be positive (default 65536)".into());
+        }
+        if t.block.page_rows == 0 || t.block.page_rows > t.block.row_group_rows {
+            return bad("storage.trace.block.page_rows", "must be positive and at most row_group_rows (default 4096)".into());
+        }
+        for (i, c) in t.block.dedicated_columns.iter().enumerate() {
+            dedicated(c).map_err(|message| ConfigError::Invalid { key: format!("storage.trace.block.dedicated_columns[{i}]"), message })?;
+        }
+        if !self.server.http_api_prefix.is_empty() && !self.server.http_api_prefix.starts_with('/') {
+            return bad("server.http_api_prefix", format!("{:?} must start with /", self.server.http_api_prefix));
+        }
+        Ok(())
+    }
+
+    /// The storage backend as the engine wants it.
+    pub fn backend(&self) -> StorageBackend {
+        let t = &self.storage.trace;
+        match t.backend.as_str() {
+            "s3" => StorageBackend::S3 {
+                bucket: t.s3.bucket.clone(),
+                endpoint: t.s3.endpoint.clone(),
+                region: t.s3.region.clone(),
+                access_key: t.s3.access_key.clone(),
+                secret_key: t.s3.secret_key.clone(),
+                insecure: t.s3.insecure,
+                forcepathstyle: t.s3.forcepathstyle,
+            },
+            "gcs" => StorageBackend::Gcs { bucket_name: t.gcs.bucket_name.clone() },
+            "azure" => StorageBackend::Azure {
+                container_name: t.azure.container_name.clone(),
+                storage_account_name: t.azure.storage_account_name.clone(),
+                storage_account_key: t.azure.storage_account_key.clone(),
+            },
+            _ => StorageBackend::Local { path: t.local.path.clone() },
+        }
+    }
+
+    /// Configured hot columns (validated).
+    pub fn hot_columns(&self) -> Vec<HotColumn> {
+        self.storage.trace.block.dedicated_columns.iter().filter_map(|c| dedicated(c).ok()).collect()
+    }
+}
+
+fn dedicated(c: &DedicatedColumn) -> Result<HotColumn, String> {
+    let scope = match c.scope.as_deref().unwrap_or("span") {
+        "span" => AttrScope::Span,
+        "resource" => AttrScope::Resource,
+        "instrumentation" => AttrScope::Instrumentation,
+        other => return Err(format!("scope {other:?} is not one of span, resource, instrumentation")),
+    };
+    let ty = match c.ty.as_deref().unwrap_or("string") {
+        "string" => HotType::String,
+        "int" => HotType::Int,
+        "float" => HotType::Float,
+        "bool" => HotType::Bool,
+        other => return Err(format!("type {other:?} is not one of string, int, float, bool")),
+    };
+    if c.name.is_empty() {
+        return Err("name must not be empty".into());
+    }
+    Ok(HotColumn { scope, key: c.name.clone(), ty })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<Config, ConfigError> {
+        let c = Config::parse("test.yaml", y)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_blocks_mean_defaults_not_zeros() {
+        let c = parse("server:\nstorage:\n  trace:\n    local:\n    cache:\n").unwrap();
+        assert_eq!(c.server.http_listen_port, 3200);
+        assert_eq!(c.server.http_listen_address, "0.0.0.0");
+        assert_eq!(c.storage.trace.backend, "local");
+        assert_eq!(c.storage.trace.local.path, PathBuf::from("./allegro-data"));
+        assert_eq!(c.storage.trace.cache.footer_mb, 256);
+        let c = parse("server:\n  http_listen_port:\n").unwrap();
+        assert_eq!(c.server.http_listen_port, 3200);
+        assert_eq!(parse("").unwrap().server.http_listen_port, 3200);
+    }
+
+    #[test]
+    fn tempo_keys_are_read() {
+        let c = parse(
+            "multitenancy_enabled: true\nserver:\n  http_listen_port: 3300\n  graceful_shutdown_timeout: 1m30s\nstorage:\n  trace:\n    backend: s3\n    s3:\n      bucket: traces\n      endpoint: localhost:9000\n      insecure: true\n    blocklist_poll: 5m\n",
+        )
+        .unwrap();
+        assert!(c.multitenancy_enabled);
+        assert_eq!(c.server.http_listen_port, 3300);
+        assert_eq!(c.server.graceful_shutdown_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(c.storage.trace.blocklist_poll, Some(Duration::from_secs(300)));
+        assert!(matches!(c.backend(), StorageBackend::S3 { ref bucket, insecure: true, .. } if bucket == "traces"));
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let msg = |y: &str| parse(y).unwrap_err().to_string();
+        let m = msg("server:\n  http_listen_port: abc\n");
+        assert!(m.contains("server.http_listen_port") && m.contains("line 2"), "{m}");
+        let m = msg("server:\n  htp_listen_port: 1\n");
+        assert!(m.contains("unknown field `htp_listen_port`"), "{m}");
+        let m = msg("storage:\n  trace:\n    backend: s4\n");
+        assert!(m.contains("storage.trace.backend") && m.contains("s4"), "{m}");
+        let m = msg("storage:\n  trace:\n    backend: s3\n");
+        assert!(m.contains("storage.trace.s3.bucket"), "{m}");
+        let m = msg("storage:\n  trace:\n    blocklist_poll: soon\n");
+        assert!(m.contains("storage.trace.blocklist_poll") && m.contains("not a duration"), "{m}");
+        let m = msg("storage:\n  trace:\n    block:\n      dedicated_columns:\n        - {name: x, type: blob}\n");
+        assert!(m.contains("dedicated_columns[0]") && m.contains("blob"), "{m}");
+        let m = msg("server: [1, 2]\n");
+        assert!(m.contains("server"), "{m}");
+    }
+}

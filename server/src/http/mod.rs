@@ -1,0 +1,41 @@
+//! Tempo's HTTP API on axum.
+
+pub mod error;
+pub mod metrics;
+pub mod status;
+pub mod traces;
+
+use std::sync::Arc;
+
+use allegro_engine::catalog::Catalog;
+use axum::Router;
+use axum::routing::get;
+
+use self::metrics::HttpMetrics;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Blocks and lookups.
+    pub catalog: Arc<Catalog>,
+    /// Require `X-Scope-OrgID`.
+    pub multitenancy: bool,
+    /// Request metrics.
+    pub metrics: Arc<HttpMetrics>,
+}
+
+/// The HTTP API, with every route under `prefix` (Tempo's `http_api_prefix`).
+pub fn router(state: AppState, prefix: &str) -> Router {
+    let api = Router::new()
+        .route("/ready", get(status::ready))
+        .route("/api/echo", get(status::echo))
+        .route("/api/status/buildinfo", get(status::buildinfo))
+        .route("/metrics", get(status::metrics))
+        .route("/api/traces/{id}", get(traces::trace_v1))
+        .route("/api/v2/traces/{id}", get(traces::trace_v2))
+        .fallback(status::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state);
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() { api } else { Router::new().nest(prefix, api) }
+}
