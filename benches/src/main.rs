@@ -1,1 +1,79 @@
-fn main() {}
+//! `allegro-bench`: the benchmark runner.
+//!
+//! ```text
+//! cargo run --release -p allegro-benches -- block-write --spans 1000000
+//! cargo run --release -p allegro-benches -- trace-by-id --spans 10000000 --block-spans 100000
+//! ```
+//!
+//! Datasets are generated once per (spans, seed, block size) under `--data` and reused.
+//! Every suite prints a table and, with `--json FILE`, writes the same figures as JSON.
+
+mod dataset;
+mod report;
+mod suites;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Options shared by every suite.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Spans in the dataset.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub spans: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Spans per block.
+    #[arg(long, default_value_t = 100_000)]
+    pub block_spans: u64,
+    /// Where generated datasets are cached.
+    #[arg(long, default_value = "bench-data")]
+    pub data: PathBuf,
+    /// Warm-up iterations (not measured).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Measured repetitions.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "allegro-bench", about = "Allegro benchmark runner")]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// Block encoding: spans/s on one core, bytes/span, compression versus OTLP protobuf.
+    BlockWrite(Common),
+    /// Trace lookup by ID over many blocks: p50/p99 with cold and warm caches, bytes read.
+    TraceById {
+        #[command(flatten)]
+        common: Common,
+        /// Lookups per measured repetition.
+        #[arg(long, default_value_t = 200)]
+        lookups: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = rt.block_on(async {
+        match cli.suite {
+            Suite::BlockWrite(c) => suites::block_write(&c).await,
+            Suite::TraceById { common, lookups } => suites::trace_by_id(&common, lookups).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,75 @@
+//! Figures, percentiles, peak memory, and the table/JSON report.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Median, p99 and mean of durations, in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub n: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// Summarises samples (nearest-rank percentiles).
+    pub fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let n = samples.len().max(1);
+        let rank = |p: f64| samples.get(((p * n as f64).ceil() as usize).saturating_sub(1).min(n - 1)).copied().unwrap_or_default();
+        Self {
+            n: samples.len(),
+            p50_ms: ms(rank(0.50)),
+            p99_ms: ms(rank(0.99)),
+            mean_ms: samples.iter().map(|d| ms(*d)).sum::<f64>() / n as f64,
+            max_ms: samples.last().map_or(0.0, |d| ms(*d)),
+        }
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), bytes.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Prints `rows` as an aligned two-column table and writes the JSON if asked.
+pub fn emit(title: &str, report: &Value, json: Option<&std::path::Path>) -> Result<(), String> {
+    println!("\n== {title} ==");
+    let mut rows = Vec::new();
+    flatten("", report, &mut rows);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("{k:<width$}  {v}");
+    }
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(report).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("(JSON written to {})", path.display());
+    }
+    Ok(())
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        Value::Number(n) => out.push((prefix.to_string(), n.as_f64().map_or_else(|| n.to_string(), |f| if f.fract() == 0.0 { format!("{f:.0}") } else { format!("{f:.3}") }))),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
