@@ -31,14 +31,23 @@ pub struct DatasetInfo {
 
 /// Fixed generation options for a scale, so cached data is comparable between runs.
 pub fn gen_options(c: &Common) -> GenOptions {
-    GenOptions { seed: c.seed, spans: c.spans, start_unix_nano: 1_767_225_600_000_000_000, duration_nano: 24 * 3_600_000_000_000 }
+    GenOptions {
+        seed: c.seed,
+        spans: c.spans,
+        start_unix_nano: 1_767_225_600_000_000_000,
+        duration_nano: 24 * 3_600_000_000_000,
+    }
 }
 
 /// The cached dataset for `c`, generated first if missing. Returns its store and facts.
 pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, DatasetInfo), String> {
-    let dir = c.data.join(format!("spans{}-seed{}-block{}", c.spans, c.seed, c.block_spans));
+    let dir = c.data.join(format!(
+        "spans{}-seed{}-block{}",
+        c.spans, c.seed, c.block_spans
+    ));
     let marker = dir.join("dataset.json");
-    let store = open_store(&StorageBackend::Local { path: dir.clone() }).map_err(|e| e.to_string())?;
+    let store =
+        open_store(&StorageBackend::Local { path: dir.clone() }).map_err(|e| e.to_string())?;
     if let Ok(bytes) = std::fs::read(&marker)
         && let Ok(info) = serde_json::from_slice::<DatasetInfo>(&bytes)
     {
@@ -46,16 +55,27 @@ pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, Datase
     }
     // A half-written dataset from an interrupted run is discarded.
     let _ = std::fs::remove_dir_all(&dir);
-    let store = open_store(&StorageBackend::Local { path: dir.clone() }).map_err(|e| e.to_string())?;
-    eprintln!("generating dataset {} (once; cached for later runs)…", dir.display());
+    let store =
+        open_store(&StorageBackend::Local { path: dir.clone() }).map_err(|e| e.to_string())?;
+    eprintln!(
+        "generating dataset {} (once; cached for later runs)…",
+        dir.display()
+    );
     let t0 = std::time::Instant::now();
     let mut last = 0;
-    let summary = write_blocks(&store, TENANT, gen_options(c), c.block_spans, &BlockWriteOptions::default(), &mut |n| {
-        if n >= last + 1_000_000 {
-            eprintln!("  {n} spans");
-            last = n;
-        }
-    })
+    let summary = write_blocks(
+        &store,
+        TENANT,
+        gen_options(c),
+        c.block_spans,
+        &BlockWriteOptions::default(),
+        &mut |n| {
+            if n >= last + 1_000_000 {
+                eprintln!("  {n} spans");
+                last = n;
+            }
+        },
+    )
     .await
     .map_err(|e| e.to_string())?;
     let info = DatasetInfo {
@@ -65,6 +85,10 @@ pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, Datase
         data_bytes: summary.blocks.iter().map(|b| b.size).sum(),
         write_seconds: t0.elapsed().as_secs_f64(),
     };
-    std::fs::write(&marker, serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &marker,
+        serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     Ok((store, dir, info))
 }

@@ -26,7 +26,16 @@ impl Latency {
         samples.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let n = samples.len().max(1);
-        let rank = |p: f64| samples.get(((p * n as f64).ceil() as usize).saturating_sub(1).min(n - 1)).copied().unwrap_or_default();
+        let rank = |p: f64| {
+            samples
+                .get(
+                    ((p * n as f64).ceil() as usize)
+                        .saturating_sub(1)
+                        .min(n - 1),
+                )
+                .copied()
+                .unwrap_or_default()
+        };
         Self {
             n: samples.len(),
             p50_ms: ms(rank(0.50)),
@@ -41,7 +50,11 @@ impl Latency {
 pub fn peak_rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -55,7 +68,11 @@ pub fn emit(title: &str, report: &Value, json: Option<&std::path::Path>) -> Resu
         println!("{k:<width$}  {v}");
     }
     if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(report).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(report).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
         println!("(JSON written to {})", path.display());
     }
     Ok(())
@@ -65,11 +82,27 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
         }
-        Value::Number(n) => out.push((prefix.to_string(), n.as_f64().map_or_else(|| n.to_string(), |f| if f.fract() == 0.0 { format!("{f:.0}") } else { format!("{f:.3}") }))),
+        Value::Number(n) => out.push((
+            prefix.to_string(),
+            n.as_f64().map_or_else(
+                || n.to_string(),
+                |f| {
+                    if f.fract() == 0.0 {
+                        format!("{f:.0}")
+                    } else {
+                        format!("{f:.3}")
+                    }
+                },
+            ),
+        )),
         other => out.push((prefix.to_string(), other.to_string())),
     }
 }

@@ -30,7 +30,11 @@ pub async fn block_write(c: &Common) -> Result<(), String> {
         }
     }
     let n = allegro_engine::convert::normalize::span_count(&chunk) as u64;
-    let otlp_bytes = ExportTraceServiceRequest { resource_spans: chunk.clone() }.encode_to_vec().len() as u64;
+    let otlp_bytes = ExportTraceServiceRequest {
+        resource_spans: chunk.clone(),
+    }
+    .encode_to_vec()
+    .len() as u64;
     let opts = BlockWriteOptions::default();
     let mut times = Vec::new();
     let mut size = 0;
@@ -39,7 +43,8 @@ pub async fn block_write(c: &Common) -> Result<(), String> {
         let t0 = Instant::now();
         // One core: encode_block is single-threaded by design; blocks are encoded in parallel
         // with each other, not within.
-        let block = tokio::task::block_in_place(|| encode_block(TENANT, input, &opts)).map_err(|e| e.to_string())?;
+        let block = tokio::task::block_in_place(|| encode_block(TENANT, input, &opts))
+            .map_err(|e| e.to_string())?;
         let took = t0.elapsed();
         size = block.meta.size + block.meta.bloom_size;
         if i >= c.warmup {
@@ -67,7 +72,10 @@ pub async fn block_write(c: &Common) -> Result<(), String> {
 /// Looks traces up by ID over the cached dataset, cold and warm.
 pub async fn trace_by_id(c: &Common, lookups: usize) -> Result<(), String> {
     let (_, dir, info) = dataset::ensure(c).await?;
-    let store = || open_store(&allegro_engine::storage::StorageBackend::Local { path: dir.clone() }).map_err(|e| e.to_string());
+    let store = || {
+        open_store(&allegro_engine::storage::StorageBackend::Local { path: dir.clone() })
+            .map_err(|e| e.to_string())
+    };
     let catalog = Catalog::new(store()?, CatalogConfig::default());
     let blocks = catalog.blocks(TENANT).await.map_err(|e| e.to_string())?;
     // Real IDs spread over every block (each block's smallest and largest), plus absent ones.
@@ -78,7 +86,12 @@ pub async fn trace_by_id(c: &Common, lookups: usize) -> Result<(), String> {
         }
     }
     let present: Vec<TraceId> = present.iter().cycle().take(lookups).copied().collect();
-    let absent: Vec<TraceId> = (0..lookups as u64).map(|i| TraceId::parse_hex(&format!("{:032x}", i * 0x9e37_79b9_7f4a_7c15 + 1)).unwrap_or_default()).collect();
+    let absent: Vec<TraceId> = (0..lookups as u64)
+        .map(|i| {
+            TraceId::parse_hex(&format!("{:032x}", i * 0x9e37_79b9_7f4a_7c15 + 1))
+                .unwrap_or_default()
+        })
+        .collect();
 
     // Cold: a fresh catalog per lookup (empty caches; the OS page cache stays warm, as on a
     // machine that has served before — object-store latency is not simulated).
@@ -87,7 +100,10 @@ pub async fn trace_by_id(c: &Common, lookups: usize) -> Result<(), String> {
     for id in present.iter().take(lookups.min(100)) {
         let fresh = Catalog::new(store()?, CatalogConfig::default());
         let t0 = Instant::now();
-        let found = fresh.find_trace(TENANT, id, None).await.map_err(|e| e.to_string())?;
+        let found = fresh
+            .find_trace(TENANT, id, None)
+            .await
+            .map_err(|e| e.to_string())?;
         cold.push(t0.elapsed());
         if found.resource_spans.is_empty() {
             return Err(format!("trace {id} not found"));
@@ -99,7 +115,10 @@ pub async fn trace_by_id(c: &Common, lookups: usize) -> Result<(), String> {
     // Warm: one catalog, caches filled by the warm-up pass.
     for _ in 0..c.warmup {
         for id in &present {
-            catalog.find_trace(TENANT, id, None).await.map_err(|e| e.to_string())?;
+            catalog
+                .find_trace(TENANT, id, None)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     let (_, before) = catalog.read_counters();
@@ -109,7 +128,10 @@ pub async fn trace_by_id(c: &Common, lookups: usize) -> Result<(), String> {
     for _ in 0..c.reps {
         for id in &present {
             let t0 = Instant::now();
-            let found = catalog.find_trace(TENANT, id, None).await.map_err(|e| e.to_string())?;
+            let found = catalog
+                .find_trace(TENANT, id, None)
+                .await
+                .map_err(|e| e.to_string())?;
             warm.push(t0.elapsed());
             blocks_read += found.blocks_read;
         }
@@ -120,7 +142,10 @@ pub async fn trace_by_id(c: &Common, lookups: usize) -> Result<(), String> {
     let mut miss = Vec::new();
     for id in &absent {
         let t0 = Instant::now();
-        catalog.find_trace(TENANT, id, None).await.map_err(|e| e.to_string())?;
+        catalog
+            .find_trace(TENANT, id, None)
+            .await
+            .map_err(|e| e.to_string())?;
         miss.push(t0.elapsed());
     }
     let concurrency = Arc::new(catalog);

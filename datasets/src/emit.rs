@@ -84,7 +84,11 @@ pub async fn write_blocks(
         let mut n = 0u64;
         while n < block_spans.max(1) {
             let Some(t) = g.next_trace() else { break };
-            n += t.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum::<u64>();
+            n += t
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum::<u64>();
             chunk.extend(t);
         }
         // Encode on a blocking thread while the next chunk is generated.
@@ -100,7 +104,9 @@ pub async fn write_blocks(
         progress(g.spans_produced());
         let tenant = tenant.to_string();
         let write = write.clone();
-        pending = Some(tokio::task::spawn_blocking(move || encode_block(&tenant, flatten(chunk).0, &write)));
+        pending = Some(tokio::task::spawn_blocking(move || {
+            encode_block(&tenant, flatten(chunk).0, &write)
+        }));
     }
     summary.spans = g.spans_produced();
     summary.traces = g.traces_produced();
@@ -115,7 +121,10 @@ pub fn write_otlp_files(
     file_spans: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary, DatasetError> {
-    let io = |path: &Path, source| DatasetError::Io { path: path.to_path_buf(), source };
+    let io = |path: &Path, source| DatasetError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let mut g = Generator::new(opts);
     let mut summary = Summary::default();
@@ -124,14 +133,24 @@ pub fn write_otlp_files(
         let mut n = 0u64;
         while n < file_spans.max(1) {
             let Some(t) = g.next_trace() else { break };
-            n += t.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum::<u64>();
+            n += t
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum::<u64>();
             chunk.extend(t);
         }
         if n == 0 {
             break;
         }
         let (ext, bytes) = match format {
-            OtlpFormat::Protobuf => ("pb", ExportTraceServiceRequest { resource_spans: chunk }.encode_to_vec()),
+            OtlpFormat::Protobuf => (
+                "pb",
+                ExportTraceServiceRequest {
+                    resource_spans: chunk,
+                }
+                .encode_to_vec(),
+            ),
             OtlpFormat::Json => {
                 let doc = serde_json::json!({ "resourceSpans": encode_resource_spans(&chunk, Dialect::Otlp) });
                 ("json", doc.to_string().into_bytes())

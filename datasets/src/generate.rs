@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use allegro_engine::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
+use allegro_engine::otlp::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
 use allegro_engine::otlp::resource::v1::Resource;
 use allegro_engine::otlp::trace::v1::span::{Event, Link, SpanKind};
 use allegro_engine::otlp::trace::v1::status::StatusCode;
@@ -27,7 +29,11 @@ pub struct GenOptions {
 const MS: u64 = 1_000_000;
 
 fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue { key: k.to_string(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+    KeyValue {
+        key: k.to_string(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
 }
 fn ks(k: &str, v: impl Into<String>) -> KeyValue {
     kv(k, Value::StringValue(v.into()))
@@ -62,7 +68,14 @@ impl Generator {
             .iter()
             .map(|s| (0..=s.pods).map(|pod| resource(&mut rng, s, pod)).collect())
             .collect();
-        Self { rng, opts, resources, produced: 0, traces: 0, pending: Vec::new() }
+        Self {
+            rng,
+            opts,
+            resources,
+            produced: 0,
+            traces: 0,
+            pending: Vec::new(),
+        }
     }
 
     /// Spans produced so far.
@@ -96,18 +109,56 @@ impl Generator {
         };
         tb.trace_id = tb.rng.id::<16>().to_vec();
         tb.user = tb.rng.range(1, 250_000);
-        let weights = [25.0, 25.0, 14.0, 8.0, 5.0, 12.0, 1.5, 1.0, if self.pending.len() >= 3 { 4.0 } else { 0.0 }];
+        let weights = [
+            25.0,
+            25.0,
+            14.0,
+            8.0,
+            5.0,
+            12.0,
+            1.5,
+            1.0,
+            if self.pending.len() >= 3 { 4.0 } else { 0.0 },
+        ];
         match tb.rng.weighted(&weights) {
             0 => entry_http(&mut tb, "GET", "/", "/", start, home),
             1 => {
                 let id = tb.rng.range(1000, 99_999);
-                entry_http(&mut tb, "GET", "/product/{id}", &format!("/product/{id}"), start, product_page)
+                entry_http(
+                    &mut tb,
+                    "GET",
+                    "/product/{id}",
+                    &format!("/product/{id}"),
+                    start,
+                    product_page,
+                )
             }
             2 => {
-                let q = *tb.rng.pick(&["shoes", "red+dress", "laptop", "coffee+beans", "headphones", "desk+lamp"]);
-                entry_http(&mut tb, "GET", "/search", &format!("/search?q={q}"), start, search)
+                let q = *tb.rng.pick(&[
+                    "shoes",
+                    "red+dress",
+                    "laptop",
+                    "coffee+beans",
+                    "headphones",
+                    "desk+lamp",
+                ]);
+                entry_http(
+                    &mut tb,
+                    "GET",
+                    "/search",
+                    &format!("/search?q={q}"),
+                    start,
+                    search,
+                )
             }
-            3 => entry_http(&mut tb, "POST", "/cart/checkout", "/cart/checkout", start, checkout),
+            3 => entry_http(
+                &mut tb,
+                "POST",
+                "/cart/checkout",
+                "/cart/checkout",
+                start,
+                checkout,
+            ),
             4 => entry_http(&mut tb, "POST", "/login", "/login", start, login),
             5 => healthz(&mut tb, start),
             6 => inventory_import(&mut tb, start),
@@ -118,7 +169,12 @@ impl Generator {
                 consume_batch(&mut tb, start, &batch)
             }
         };
-        let TraceBuilder { spans, pods, pending_out, .. } = tb;
+        let TraceBuilder {
+            spans,
+            pods,
+            pending_out,
+            ..
+        } = tb;
         self.pending.extend(pending_out);
         if self.pending.len() > 64 {
             self.pending.drain(..self.pending.len() - 64);
@@ -133,25 +189,52 @@ fn resource(rng: &mut Rng, s: &crate::topology::Service, pod: usize) -> Resource
     let staging = pod == s.pods;
     let cluster = if staging {
         "staging-us-east-1"
-    } else if pod % 2 == 0 {
+    } else if pod.is_multiple_of(2) {
         "prod-us-east-1"
     } else {
         "prod-eu-west-1"
     };
     let region = &cluster[cluster.find('-').map_or(0, |i| i + 1)..];
-    let hash: String = (0..10).map(|_| *rng.pick(&['b', 'c', 'd', 'f', 'g', 'h', 'j', 'k', 'l', 'm', 'n', 'p', 'q', 'r', '2', '4', '5', '7', '9'])).collect();
-    let suffix: String = (0..5).map(|_| *rng.pick(&['x', 'z', 'v', 'w', 't', 's', '6', '8'])).collect();
-    let node = format!("ip-10-{}-{}-{}.ec2.internal", rng.range(0, 8), rng.range(0, 255), rng.range(1, 255));
+    let hash: String = (0..10)
+        .map(|_| {
+            *rng.pick(&[
+                'b', 'c', 'd', 'f', 'g', 'h', 'j', 'k', 'l', 'm', 'n', 'p', 'q', 'r', '2', '4',
+                '5', '7', '9',
+            ])
+        })
+        .collect();
+    let suffix: String = (0..5)
+        .map(|_| *rng.pick(&['x', 'z', 'v', 'w', 't', 's', '6', '8']))
+        .collect();
+    let node = format!(
+        "ip-10-{}-{}-{}.ec2.internal",
+        rng.range(0, 8),
+        rng.range(0, 255),
+        rng.range(1, 255)
+    );
     let instance = hex::encode(rng.id::<16>());
     Resource {
         attributes: vec![
             ks("service.name", s.name),
             ks("service.namespace", "shop"),
-            ks("service.version", if staging { format!("{}-rc.1", s.version) } else { s.version.to_string() }),
+            ks(
+                "service.version",
+                if staging {
+                    format!("{}-rc.1", s.version)
+                } else {
+                    s.version.to_string()
+                },
+            ),
             ks("service.instance.id", instance),
-            ks("deployment.environment", if staging { "staging" } else { "production" }),
+            ks(
+                "deployment.environment",
+                if staging { "staging" } else { "production" },
+            ),
             ks("k8s.cluster.name", cluster),
-            ks("k8s.namespace.name", if staging { "shop-staging" } else { "shop" }),
+            ks(
+                "k8s.namespace.name",
+                if staging { "shop-staging" } else { "shop" },
+            ),
             ks("k8s.deployment.name", s.name),
             ks("k8s.pod.name", format!("{}-{hash}-{suffix}", s.name)),
             ks("k8s.node.name", node.clone()),
@@ -187,9 +270,24 @@ struct TraceBuilder<'a> {
 type Outcome = (u64, bool);
 
 impl TraceBuilder<'_> {
-    fn open(&mut self, svc: usize, work: Work, kind: SpanKind, name: String, parent: &[u8], start: u64, attributes: Vec<KeyValue>) -> usize {
+    // The arguments are the span's own fields; a builder struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        svc: usize,
+        work: Work,
+        kind: SpanKind,
+        name: String,
+        parent: &[u8],
+        start: u64,
+        attributes: Vec<KeyValue>,
+    ) -> usize {
         if self.pods[svc] == usize::MAX {
-            self.pods[svc] = if self.staging { SERVICES[svc].pods } else { self.rng.range(0, SERVICES[svc].pods as u64) as usize };
+            self.pods[svc] = if self.staging {
+                SERVICES[svc].pods
+            } else {
+                self.rng.range(0, SERVICES[svc].pods as u64) as usize
+            };
         }
         let span = Span {
             trace_id: self.trace_id.clone(),
@@ -216,7 +314,10 @@ impl TraceBuilder<'_> {
         let s = &mut self.spans[i].span;
         s.end_time_unix_nano = end.max(s.start_time_unix_nano + 1_000);
         if failed {
-            s.status = Some(Status { code: StatusCode::Error as i32, message: String::new() });
+            s.status = Some(Status {
+                code: StatusCode::Error as i32,
+                message: String::new(),
+            });
         }
     }
 
@@ -225,18 +326,36 @@ impl TraceBuilder<'_> {
         let (ty, msg) = *self.rng.pick(EXCEPTIONS);
         let lang = SERVICES[self.spans[i].svc].language;
         let frames: Vec<String> = (0..self.rng.range(3, 9))
-            .map(|d| format!("    at shop.{}.handler{}({}.{}:{})", SERVICES[self.spans[i].svc].name.replace('-', "_"), d, lang, "src", 40 + d * 7))
+            .map(|d| {
+                format!(
+                    "    at shop.{}.handler{}({}.{}:{})",
+                    SERVICES[self.spans[i].svc].name.replace('-', "_"),
+                    d,
+                    lang,
+                    "src",
+                    40 + d * 7
+                )
+            })
             .collect();
         let s = &mut self.spans[i].span;
-        let at = s.end_time_unix_nano.saturating_sub(1_000).max(s.start_time_unix_nano);
-        s.status = Some(Status { code: StatusCode::Error as i32, message: msg.to_string() });
+        let at = s
+            .end_time_unix_nano
+            .saturating_sub(1_000)
+            .max(s.start_time_unix_nano);
+        s.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: msg.to_string(),
+        });
         s.events.push(Event {
             time_unix_nano: at,
             name: "exception".into(),
             attributes: vec![
                 ks("exception.type", ty),
                 ks("exception.message", msg),
-                ks("exception.stacktrace", format!("{ty}: {msg}\n{}", frames.join("\n"))),
+                ks(
+                    "exception.stacktrace",
+                    format!("{ty}: {msg}\n{}", frames.join("\n")),
+                ),
                 kv("exception.escaped", Value::BoolValue(true)),
             ],
             dropped_attributes_count: 0,
@@ -244,7 +363,8 @@ impl TraceBuilder<'_> {
     }
 
     fn self_time(&mut self, svc: usize) -> u64 {
-        self.rng.latency(SERVICES[svc].median_ms * MS as f64, 0.6, 0.01)
+        self.rng
+            .latency(SERVICES[svc].median_ms * MS as f64, 0.6, 0.01)
     }
 
     fn net(&mut self) -> u64 {
@@ -274,53 +394,136 @@ fn serve(tb: &mut TraceBuilder, svc: usize, i: usize, start: u64, handler: Handl
     (end, failed)
 }
 
-fn entry_http(tb: &mut TraceBuilder, method: &str, route: &str, path: &str, start: u64, handler: Handler) -> Outcome {
+fn entry_http(
+    tb: &mut TraceBuilder,
+    method: &str,
+    route: &str,
+    path: &str,
+    start: u64,
+    handler: Handler,
+) -> Outcome {
     let user = tb.user;
     let attrs = vec![
         ks("http.request.method", method),
         ks("http.route", route),
         ks("url.path", path.split('?').next().unwrap_or(path)),
         ks("url.scheme", "https"),
-        ks("url.full", format!("https://shop.example.com{path}{}sid={}", if path.contains('?') { "&" } else { "?" }, hex::encode(tb.rng.id::<6>()))),
-        ks("user_agent.original", *tb.rng.pick(&["Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 Safari/605.1.15", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/126.0 Safari/537.36", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Mobile/15E148", "okhttp/4.12.0"])),
-        ks("client.address", format!("{}.{}.{}.{}", tb.rng.range(1, 224), tb.rng.range(0, 256), tb.rng.range(0, 256), tb.rng.range(1, 255))),
+        ks(
+            "url.full",
+            format!(
+                "https://shop.example.com{path}{}sid={}",
+                if path.contains('?') { "&" } else { "?" },
+                hex::encode(tb.rng.id::<6>())
+            ),
+        ),
+        ks(
+            "user_agent.original",
+            *tb.rng.pick(&[
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 Safari/605.1.15",
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/126.0 Safari/537.36",
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Mobile/15E148",
+                "okhttp/4.12.0",
+            ]),
+        ),
+        ks(
+            "client.address",
+            format!(
+                "{}.{}.{}.{}",
+                tb.rng.range(1, 224),
+                tb.rng.range(0, 256),
+                tb.rng.range(0, 256),
+                tb.rng.range(1, 255)
+            ),
+        ),
         ks("enduser.id", format!("user-{user}")),
         ks("session.id", hex::encode(tb.rng.id::<8>())),
     ];
-    let i = tb.open(FRONTEND, Work::Http, SpanKind::Server, format!("{method} {route}"), &[], start, attrs);
+    let i = tb.open(
+        FRONTEND,
+        Work::Http,
+        SpanKind::Server,
+        format!("{method} {route}"),
+        &[],
+        start,
+        attrs,
+    );
     let out = serve(tb, FRONTEND, i, start, handler);
     let code = if out.1 { 500 } else { 200 };
-    tb.spans[i].span.attributes.push(ki("http.response.status_code", code));
+    tb.spans[i]
+        .span
+        .attributes
+        .push(ki("http.response.status_code", code));
     out
 }
 
 /// An HTTP client span in `from` calling `route` on `to`, and the server span there.
 #[allow(clippy::too_many_arguments)]
-fn http(tb: &mut TraceBuilder, from: usize, to: usize, method: &str, route: &str, path: &str, parent: &[u8], start: u64, handler: Handler) -> Outcome {
+fn http(
+    tb: &mut TraceBuilder,
+    from: usize,
+    to: usize,
+    method: &str,
+    route: &str,
+    path: &str,
+    parent: &[u8],
+    start: u64,
+    handler: Handler,
+) -> Outcome {
     let host = SERVICES[to].name;
-    let c = tb.open(from, Work::Http, SpanKind::Client, method.to_string(), parent, start, vec![
-        ks("http.request.method", method),
-        ks("url.full", format!("http://{host}:8080{path}")),
-        ks("server.address", host),
-        ki("server.port", 8080),
-        ks("network.protocol.version", "1.1"),
-    ]);
+    let c = tb.open(
+        from,
+        Work::Http,
+        SpanKind::Client,
+        method.to_string(),
+        parent,
+        start,
+        vec![
+            ks("http.request.method", method),
+            ks("url.full", format!("http://{host}:8080{path}")),
+            ks("server.address", host),
+            ki("server.port", 8080),
+            ks("network.protocol.version", "1.1"),
+        ],
+    );
     let s_start = start + tb.net();
     let cid = tb.id(c);
-    let client_addr = format!("10.{}.{}.{}", tb.rng.range(0, 8), tb.rng.range(0, 256), tb.rng.range(1, 255));
-    let s = tb.open(to, Work::Http, SpanKind::Server, format!("{method} {route}"), &cid, s_start, vec![
-        ks("http.request.method", method),
-        ks("http.route", route),
-        ks("url.path", path.split('?').next().unwrap_or(path)),
-        ks("url.scheme", "http"),
-        ks("server.address", host),
-        ks("client.address", client_addr),
-        ks("enduser.id", format!("user-{}", tb.user)),
-    ]);
+    let client_addr = format!(
+        "10.{}.{}.{}",
+        tb.rng.range(0, 8),
+        tb.rng.range(0, 256),
+        tb.rng.range(1, 255)
+    );
+    let s = tb.open(
+        to,
+        Work::Http,
+        SpanKind::Server,
+        format!("{method} {route}"),
+        &cid,
+        s_start,
+        vec![
+            ks("http.request.method", method),
+            ks("http.route", route),
+            ks("url.path", path.split('?').next().unwrap_or(path)),
+            ks("url.scheme", "http"),
+            ks("server.address", host),
+            ks("client.address", client_addr),
+            ks("enduser.id", format!("user-{}", tb.user)),
+        ],
+    );
     let (end, failed) = serve(tb, to, s, s_start, handler);
-    let code = if failed { *tb.rng.pick(&[500, 502, 503]) } else { *tb.rng.pick(&[200, 200, 200, 201, 204]) };
-    tb.spans[s].span.attributes.push(ki("http.response.status_code", code));
-    tb.spans[c].span.attributes.push(ki("http.response.status_code", code));
+    let code = if failed {
+        *tb.rng.pick(&[500, 502, 503])
+    } else {
+        *tb.rng.pick(&[200, 200, 200, 201, 204])
+    };
+    tb.spans[s]
+        .span
+        .attributes
+        .push(ki("http.response.status_code", code));
+    tb.spans[c]
+        .span
+        .attributes
+        .push(ki("http.response.status_code", code));
     let end = end + tb.net();
     tb.close(c, end, failed);
     (end, failed)
@@ -328,40 +531,102 @@ fn http(tb: &mut TraceBuilder, from: usize, to: usize, method: &str, route: &str
 
 /// A gRPC client span in `from` and the server span in `to`.
 #[allow(clippy::too_many_arguments)]
-fn grpc(tb: &mut TraceBuilder, from: usize, to: usize, service: &str, method: &str, parent: &[u8], start: u64, handler: Handler) -> Outcome {
+fn grpc(
+    tb: &mut TraceBuilder,
+    from: usize,
+    to: usize,
+    service: &str,
+    method: &str,
+    parent: &[u8],
+    start: u64,
+    handler: Handler,
+) -> Outcome {
     let name = format!("{service}/{method}");
-    let attrs = |host: &str| vec![ks("rpc.system", "grpc"), ks("rpc.service", service), ks("rpc.method", method), ks("server.address", host.to_string()), ki("server.port", 50051)];
-    let c = tb.open(from, Work::Grpc, SpanKind::Client, name.clone(), parent, start, attrs(SERVICES[to].name));
+    let attrs = |host: &str| {
+        vec![
+            ks("rpc.system", "grpc"),
+            ks("rpc.service", service),
+            ks("rpc.method", method),
+            ks("server.address", host.to_string()),
+            ki("server.port", 50051),
+        ]
+    };
+    let c = tb.open(
+        from,
+        Work::Grpc,
+        SpanKind::Client,
+        name.clone(),
+        parent,
+        start,
+        attrs(SERVICES[to].name),
+    );
     let s_start = start + tb.net();
     let cid = tb.id(c);
-    let s = tb.open(to, Work::Grpc, SpanKind::Server, name, &cid, s_start, attrs(SERVICES[to].name));
+    let s = tb.open(
+        to,
+        Work::Grpc,
+        SpanKind::Server,
+        name,
+        &cid,
+        s_start,
+        attrs(SERVICES[to].name),
+    );
     let (end, failed) = serve(tb, to, s, s_start, handler);
     let code = if failed { *tb.rng.pick(&[2, 4, 14]) } else { 0 };
-    tb.spans[s].span.attributes.push(ki("rpc.grpc.status_code", code));
-    tb.spans[c].span.attributes.push(ki("rpc.grpc.status_code", code));
+    tb.spans[s]
+        .span
+        .attributes
+        .push(ki("rpc.grpc.status_code", code));
+    tb.spans[c]
+        .span
+        .attributes
+        .push(ki("rpc.grpc.status_code", code));
     let end = end + tb.net();
     tb.close(c, end, failed);
     (end, failed)
 }
 
 /// A database client span.
-fn db(tb: &mut TraceBuilder, svc: usize, system: &str, dbname: &str, op: &str, table: &str, statement: String, parent: &[u8], start: u64) -> Outcome {
+#[allow(clippy::too_many_arguments)]
+fn db(
+    tb: &mut TraceBuilder,
+    svc: usize,
+    system: &str,
+    dbname: &str,
+    op: &str,
+    table: &str,
+    statement: String,
+    parent: &[u8],
+    start: u64,
+) -> Outcome {
     let (host, port) = match system {
         "postgresql" => ("pg-main.shop.svc", 5432),
         "mysql" => ("mysql-inventory.shop.svc", 3306),
         "redis" => ("redis-cache.shop.svc", 6379),
         _ => ("es-search.shop.svc", 9200),
     };
-    let name = if system == "redis" { op.to_string() } else { format!("{op} {dbname}.{table}") };
-    let i = tb.open(svc, Work::Db, SpanKind::Client, name, parent, start, vec![
-        ks("db.system", system),
-        ks("db.name", dbname),
-        ks("db.operation", op),
-        ks("db.sql.table", table),
-        ks("db.statement", statement),
-        ks("server.address", host),
-        ki("server.port", port),
-    ]);
+    let name = if system == "redis" {
+        op.to_string()
+    } else {
+        format!("{op} {dbname}.{table}")
+    };
+    let i = tb.open(
+        svc,
+        Work::Db,
+        SpanKind::Client,
+        name,
+        parent,
+        start,
+        vec![
+            ks("db.system", system),
+            ks("db.name", dbname),
+            ks("db.operation", op),
+            ks("db.sql.table", table),
+            ks("db.statement", statement),
+            ks("server.address", host),
+            ki("server.port", port),
+        ],
+    );
     let median = if system == "redis" { 0.3 } else { 2.0 } * MS as f64;
     let end = start + tb.rng.latency(median, 0.8, 0.02);
     let failed = tb.rng.chance(0.002);
@@ -372,8 +637,23 @@ fn db(tb: &mut TraceBuilder, svc: usize, system: &str, dbname: &str, op: &str, t
     (end, failed)
 }
 
-fn internal(tb: &mut TraceBuilder, svc: usize, name: &str, parent: &[u8], start: u64, handler: Handler) -> Outcome {
-    let i = tb.open(svc, Work::Internal, SpanKind::Internal, name.to_string(), parent, start, vec![ks("code.function", name.to_string())]);
+fn internal(
+    tb: &mut TraceBuilder,
+    svc: usize,
+    name: &str,
+    parent: &[u8],
+    start: u64,
+    handler: Handler,
+) -> Outcome {
+    let i = tb.open(
+        svc,
+        Work::Internal,
+        SpanKind::Internal,
+        name.to_string(),
+        parent,
+        start,
+        vec![ks("code.function", name.to_string())],
+    );
     let id = tb.id(i);
     let (end, failed) = handler(tb, svc, &id, start + 10_000);
     let end = end + tb.rng.latency(0.2 * MS as f64, 0.5, 0.0);
@@ -381,8 +661,11 @@ fn internal(tb: &mut TraceBuilder, svc: usize, name: &str, parent: &[u8], start:
     (end, failed)
 }
 
+/// One call in a sequence: given the start time, returns its outcome.
+type Step<'a> = &'a dyn Fn(&mut TraceBuilder, u64) -> Outcome;
+
 /// Runs calls one after another; returns the last end and whether any failed.
-fn seq(tb: &mut TraceBuilder, start: u64, calls: &[&dyn Fn(&mut TraceBuilder, u64) -> Outcome]) -> Outcome {
+fn seq(tb: &mut TraceBuilder, start: u64, calls: &[Step]) -> Outcome {
     let mut t = start;
     let mut failed = false;
     for c in calls {
@@ -399,18 +682,50 @@ fn noop(_: &mut TraceBuilder, _: usize, _: &[u8], start: u64) -> Outcome {
 
 fn get_product(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
     let id = tb.rng.range(1000, 99_999);
-    let (t, f) = db(tb, svc, "redis", "0", "GET", "products", format!("GET product:{id}"), p, start);
+    let (t, f) = db(
+        tb,
+        svc,
+        "redis",
+        "0",
+        "GET",
+        "products",
+        format!("GET product:{id}"),
+        p,
+        start,
+    );
     if tb.rng.chance(0.3) {
         let sql = "SELECT id, name, price_cents, currency FROM products WHERE id = $1".to_string();
-        let (t2, f2) = db(tb, svc, "postgresql", "catalog", "SELECT", "products", sql, p, t + 10_000);
+        let (t2, f2) = db(
+            tb,
+            svc,
+            "postgresql",
+            "catalog",
+            "SELECT",
+            "products",
+            sql,
+            p,
+            t + 10_000,
+        );
         return (t2, f || f2);
     }
     (t, f)
 }
 
 fn list_products(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    let sql = "SELECT id, name, price_cents FROM products WHERE category_id = $1 ORDER BY rank LIMIT 24".to_string();
-    db(tb, svc, "postgresql", "catalog", "SELECT", "products", sql, p, start)
+    let sql =
+        "SELECT id, name, price_cents FROM products WHERE category_id = $1 ORDER BY rank LIMIT 24"
+            .to_string();
+    db(
+        tb,
+        svc,
+        "postgresql",
+        "catalog",
+        "SELECT",
+        "products",
+        sql,
+        p,
+        start,
+    )
 }
 
 fn recommend(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
@@ -418,7 +733,16 @@ fn recommend(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome
     let mut t = start;
     let mut failed = false;
     for _ in 0..n {
-        let (e, f) = grpc(tb, svc, CATALOG, "shop.catalog.v1.ProductCatalogService", "GetProduct", p, t, get_product);
+        let (e, f) = grpc(
+            tb,
+            svc,
+            CATALOG,
+            "shop.catalog.v1.ProductCatalogService",
+            "GetProduct",
+            p,
+            t,
+            get_product,
+        );
         t = e + 20_000;
         failed |= f;
     }
@@ -427,188 +751,633 @@ fn recommend(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome
 
 fn cart_get(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
     let user = tb.user;
-    db(tb, svc, "redis", "0", "HGETALL", "cart", format!("HGETALL cart:user-{user}"), p, start)
+    db(
+        tb,
+        svc,
+        "redis",
+        "0",
+        "HGETALL",
+        "cart",
+        format!("HGETALL cart:user-{user}"),
+        p,
+        start,
+    )
 }
 
 fn stock(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
     let sql = "SELECT quantity FROM stock WHERE sku = ? AND warehouse_id IN (?, ?)".to_string();
-    db(tb, svc, "mysql", "inventory", "SELECT", "stock", sql, p, start)
+    db(
+        tb,
+        svc,
+        "mysql",
+        "inventory",
+        "SELECT",
+        "stock",
+        sql,
+        p,
+        start,
+    )
 }
 
 fn reserve(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    let sql = "UPDATE stock SET reserved = reserved + ? WHERE sku = ? AND quantity - reserved >= ?".to_string();
-    db(tb, svc, "mysql", "inventory", "UPDATE", "stock", sql, p, start)
+    let sql = "UPDATE stock SET reserved = reserved + ? WHERE sku = ? AND quantity - reserved >= ?"
+        .to_string();
+    db(
+        tb,
+        svc,
+        "mysql",
+        "inventory",
+        "UPDATE",
+        "stock",
+        sql,
+        p,
+        start,
+    )
 }
 
 fn gw_products(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    grpc(tb, svc, CATALOG, "shop.catalog.v1.ProductCatalogService", "ListProducts", p, start, list_products)
+    grpc(
+        tb,
+        svc,
+        CATALOG,
+        "shop.catalog.v1.ProductCatalogService",
+        "ListProducts",
+        p,
+        start,
+        list_products,
+    )
 }
 
 fn gw_recs(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    grpc(tb, svc, RECOMMEND, "shop.recommendation.v1.RecommendationService", "ListRecommendations", p, start, recommend)
+    grpc(
+        tb,
+        svc,
+        RECOMMEND,
+        "shop.recommendation.v1.RecommendationService",
+        "ListRecommendations",
+        p,
+        start,
+        recommend,
+    )
 }
 
 fn gw_cart(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    http(tb, svc, CART, "GET", "/api/cart", "/api/cart", p, start, cart_get)
+    http(
+        tb,
+        svc,
+        CART,
+        "GET",
+        "/api/cart",
+        "/api/cart",
+        p,
+        start,
+        cart_get,
+    )
 }
 
 fn home(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    seq(tb, start, &[
-        &|tb, t| http(tb, svc, GATEWAY, "GET", "/api/products", "/api/products?category=featured", p, t, gw_products),
-        &|tb, t| http(tb, svc, GATEWAY, "GET", "/api/recommendations", "/api/recommendations", p, t, gw_recs),
-        &|tb, t| http(tb, svc, GATEWAY, "GET", "/api/cart", "/api/cart", p, t, gw_cart),
-    ])
+    seq(
+        tb,
+        start,
+        &[
+            &|tb, t| {
+                http(
+                    tb,
+                    svc,
+                    GATEWAY,
+                    "GET",
+                    "/api/products",
+                    "/api/products?category=featured",
+                    p,
+                    t,
+                    gw_products,
+                )
+            },
+            &|tb, t| {
+                http(
+                    tb,
+                    svc,
+                    GATEWAY,
+                    "GET",
+                    "/api/recommendations",
+                    "/api/recommendations",
+                    p,
+                    t,
+                    gw_recs,
+                )
+            },
+            &|tb, t| {
+                http(
+                    tb,
+                    svc,
+                    GATEWAY,
+                    "GET",
+                    "/api/cart",
+                    "/api/cart",
+                    p,
+                    t,
+                    gw_cart,
+                )
+            },
+        ],
+    )
 }
 
 fn product_page(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
     let id = tb.rng.range(1000, 99_999);
     let path = format!("/api/products/{id}");
-    seq(tb, start, &[
-        &|tb, t| http(tb, svc, GATEWAY, "GET", "/api/products/{id}", &path, p, t, |tb, s, p, t| {
-            seq(tb, t, &[
-                &|tb, t| grpc(tb, s, CATALOG, "shop.catalog.v1.ProductCatalogService", "GetProduct", p, t, get_product),
-                &|tb, t| grpc(tb, s, INVENTORY, "shop.inventory.v1.InventoryService", "CheckStock", p, t, stock),
-            ])
-        }),
-        &|tb, t| http(tb, svc, GATEWAY, "GET", "/api/recommendations", "/api/recommendations", p, t, gw_recs),
-    ])
+    seq(
+        tb,
+        start,
+        &[
+            &|tb, t| {
+                http(
+                    tb,
+                    svc,
+                    GATEWAY,
+                    "GET",
+                    "/api/products/{id}",
+                    &path,
+                    p,
+                    t,
+                    |tb, s, p, t| {
+                        seq(
+                            tb,
+                            t,
+                            &[
+                                &|tb, t| {
+                                    grpc(
+                                        tb,
+                                        s,
+                                        CATALOG,
+                                        "shop.catalog.v1.ProductCatalogService",
+                                        "GetProduct",
+                                        p,
+                                        t,
+                                        get_product,
+                                    )
+                                },
+                                &|tb, t| {
+                                    grpc(
+                                        tb,
+                                        s,
+                                        INVENTORY,
+                                        "shop.inventory.v1.InventoryService",
+                                        "CheckStock",
+                                        p,
+                                        t,
+                                        stock,
+                                    )
+                                },
+                            ],
+                        )
+                    },
+                )
+            },
+            &|tb, t| {
+                http(
+                    tb,
+                    svc,
+                    GATEWAY,
+                    "GET",
+                    "/api/recommendations",
+                    "/api/recommendations",
+                    p,
+                    t,
+                    gw_recs,
+                )
+            },
+        ],
+    )
 }
 
 fn search(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    http(tb, svc, GATEWAY, "GET", "/api/search", "/api/search", p, start, |tb, s, p, t| {
-        http(tb, s, SEARCH, "GET", "/v1/search", "/v1/search", p, t, |tb, s, p, t| {
-            let body = r#"{"query":{"multi_match":{"query":"?","fields":["name^3","description"]}},"size":24}"#.to_string();
-            seq(tb, t, &[
-                &|tb, t| db(tb, s, "elasticsearch", "products", "search", "products", body.clone(), p, t),
-                &|tb, t| grpc(tb, s, CATALOG, "shop.catalog.v1.ProductCatalogService", "GetProducts", p, t, list_products),
-            ])
-        })
-    })
+    http(
+        tb,
+        svc,
+        GATEWAY,
+        "GET",
+        "/api/search",
+        "/api/search",
+        p,
+        start,
+        |tb, s, p, t| {
+            http(
+                tb,
+                s,
+                SEARCH,
+                "GET",
+                "/v1/search",
+                "/v1/search",
+                p,
+                t,
+                |tb, s, p, t| {
+                    let body = r#"{"query":{"multi_match":{"query":"?","fields":["name^3","description"]}},"size":24}"#.to_string();
+                    seq(
+                        tb,
+                        t,
+                        &[
+                            &|tb, t| {
+                                db(
+                                    tb,
+                                    s,
+                                    "elasticsearch",
+                                    "products",
+                                    "search",
+                                    "products",
+                                    body.clone(),
+                                    p,
+                                    t,
+                                )
+                            },
+                            &|tb, t| {
+                                grpc(
+                                    tb,
+                                    s,
+                                    CATALOG,
+                                    "shop.catalog.v1.ProductCatalogService",
+                                    "GetProducts",
+                                    p,
+                                    t,
+                                    list_products,
+                                )
+                            },
+                        ],
+                    )
+                },
+            )
+        },
+    )
 }
 
 fn login(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    http(tb, svc, GATEWAY, "POST", "/api/login", "/api/login", p, start, |tb, s, p, t| {
-        http(tb, s, AUTH, "POST", "/v1/sessions", "/v1/sessions", p, t, |tb, s, p, t| {
-            seq(tb, t, &[
-                &|tb, t| db(tb, s, "postgresql", "auth", "SELECT", "users", "SELECT id, password_hash, mfa FROM users WHERE email = $1".into(), p, t),
-                &|tb, t| internal(tb, s, "bcrypt.verify", p, t, |tb, _, _, t| (t + tb.rng.latency(45.0 * MS as f64, 0.1, 0.0), false)),
-                &|tb, t| {
-                    let session = hex::encode(tb.rng.id::<8>());
-                    db(tb, s, "redis", "1", "SETEX", "sessions", format!("SETEX session:{session} 3600"), p, t)
+    http(
+        tb,
+        svc,
+        GATEWAY,
+        "POST",
+        "/api/login",
+        "/api/login",
+        p,
+        start,
+        |tb, s, p, t| {
+            http(
+                tb,
+                s,
+                AUTH,
+                "POST",
+                "/v1/sessions",
+                "/v1/sessions",
+                p,
+                t,
+                |tb, s, p, t| {
+                    seq(
+                        tb,
+                        t,
+                        &[
+                            &|tb, t| {
+                                db(
+                                    tb,
+                                    s,
+                                    "postgresql",
+                                    "auth",
+                                    "SELECT",
+                                    "users",
+                                    "SELECT id, password_hash, mfa FROM users WHERE email = $1"
+                                        .into(),
+                                    p,
+                                    t,
+                                )
+                            },
+                            &|tb, t| {
+                                internal(tb, s, "bcrypt.verify", p, t, |tb, _, _, t| {
+                                    (t + tb.rng.latency(45.0 * MS as f64, 0.1, 0.0), false)
+                                })
+                            },
+                            &|tb, t| {
+                                let session = hex::encode(tb.rng.id::<8>());
+                                db(
+                                    tb,
+                                    s,
+                                    "redis",
+                                    "1",
+                                    "SETEX",
+                                    "sessions",
+                                    format!("SETEX session:{session} 3600"),
+                                    p,
+                                    t,
+                                )
+                            },
+                        ],
+                    )
                 },
-            ])
-        })
-    })
+            )
+        },
+    )
 }
 
 fn checkout(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    http(tb, svc, GATEWAY, "POST", "/api/checkout", "/api/checkout", p, start, |tb, s, p, t| {
-        seq(tb, t, &[
-            &|tb, t| grpc(tb, s, AUTH, "shop.auth.v1.AuthService", "VerifyToken", p, t, |tb, s, p, t| {
-                db(tb, s, "redis", "1", "GET", "sessions", "GET session:<token>".into(), p, t)
-            }),
-            &|tb, t| grpc(tb, s, CHECKOUT, "shop.checkout.v1.CheckoutService", "PlaceOrder", p, t, place_order),
-        ])
-    })
+    http(
+        tb,
+        svc,
+        GATEWAY,
+        "POST",
+        "/api/checkout",
+        "/api/checkout",
+        p,
+        start,
+        |tb, s, p, t| {
+            seq(
+                tb,
+                t,
+                &[
+                    &|tb, t| {
+                        grpc(
+                            tb,
+                            s,
+                            AUTH,
+                            "shop.auth.v1.AuthService",
+                            "VerifyToken",
+                            p,
+                            t,
+                            |tb, s, p, t| {
+                                db(
+                                    tb,
+                                    s,
+                                    "redis",
+                                    "1",
+                                    "GET",
+                                    "sessions",
+                                    "GET session:<token>".into(),
+                                    p,
+                                    t,
+                                )
+                            },
+                        )
+                    },
+                    &|tb, t| {
+                        grpc(
+                            tb,
+                            s,
+                            CHECKOUT,
+                            "shop.checkout.v1.CheckoutService",
+                            "PlaceOrder",
+                            p,
+                            t,
+                            place_order,
+                        )
+                    },
+                ],
+            )
+        },
+    )
 }
 
 fn place_order(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
     let items = tb.rng.range(1, 9);
-    let (mut t, mut failed) = grpc(tb, svc, CART, "shop.cart.v1.CartService", "GetCart", p, start, cart_get);
+    let (mut t, mut failed) = grpc(
+        tb,
+        svc,
+        CART,
+        "shop.cart.v1.CartService",
+        "GetCart",
+        p,
+        start,
+        cart_get,
+    );
     for _ in 0..items {
-        let (e, f) = grpc(tb, svc, INVENTORY, "shop.inventory.v1.InventoryService", "ReserveStock", p, t, reserve);
+        let (e, f) = grpc(
+            tb,
+            svc,
+            INVENTORY,
+            "shop.inventory.v1.InventoryService",
+            "ReserveStock",
+            p,
+            t,
+            reserve,
+        );
         t = e + 10_000;
         failed |= f;
     }
     let order = tb.rng.range(10_000_000, 99_999_999);
-    let (t, f) = seq(tb, t, &[
-        &|tb, t| http(tb, svc, PAYMENT, "POST", "/v2/charges", "/v2/charges", p, t, charge),
-        &|tb, t| grpc(tb, svc, SHIPPING, "shop.shipping.v1.ShippingService", "GetQuote", p, t, |tb, _, _, t| (t + tb.rng.latency(1.5 * MS as f64, 0.4, 0.01), false)),
-        &|tb, t| produce(tb, svc, "orders", order, p, t),
-        &|tb, t| http(tb, svc, EMAIL, "POST", "/send", "/send", p, t, |tb, s, p, t| {
-            internal(tb, s, "render_template", p, t, noop)
-        }),
-    ]);
+    let (t, f) = seq(
+        tb,
+        t,
+        &[
+            &|tb, t| {
+                http(
+                    tb,
+                    svc,
+                    PAYMENT,
+                    "POST",
+                    "/v2/charges",
+                    "/v2/charges",
+                    p,
+                    t,
+                    charge,
+                )
+            },
+            &|tb, t| {
+                grpc(
+                    tb,
+                    svc,
+                    SHIPPING,
+                    "shop.shipping.v1.ShippingService",
+                    "GetQuote",
+                    p,
+                    t,
+                    |tb, _, _, t| (t + tb.rng.latency(1.5 * MS as f64, 0.4, 0.01), false),
+                )
+            },
+            &|tb, t| produce(tb, svc, "orders", order, p, t),
+            &|tb, t| {
+                http(
+                    tb,
+                    svc,
+                    EMAIL,
+                    "POST",
+                    "/send",
+                    "/send",
+                    p,
+                    t,
+                    |tb, s, p, t| internal(tb, s, "render_template", p, t, noop),
+                )
+            },
+        ],
+    );
     (t, failed || f)
 }
 
 fn charge(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    seq(tb, start, &[
-        &|tb, t| internal(tb, svc, "fraud.score", p, t, |tb, _, _, t| (t + tb.rng.latency(6.0 * MS as f64, 0.7, 0.03), false)),
-        &|tb, t| {
-            let key = hex::encode(tb.rng.id::<8>());
-            let c = tb.open(svc, Work::Http, SpanKind::Client, "POST".into(), p, t, vec![
-                ks("http.request.method", "POST"),
-                ks("url.full", format!("https://api.payments.example.com/v1/charges?idempotency_key={key}")),
-                ks("server.address", "api.payments.example.com"),
-                ki("server.port", 443),
-                ks("peer.service", "payments-provider"),
-            ]);
-            let end = t + tb.rng.latency(180.0 * MS as f64, 0.5, 0.03);
-            let failed = tb.rng.chance(0.02);
-            tb.spans[c].span.attributes.push(ki("http.response.status_code", if failed { 402 } else { 200 }));
-            tb.close(c, end, failed);
-            (end, failed)
-        },
-        &|tb, t| db(tb, svc, "postgresql", "payments", "INSERT", "charges", "INSERT INTO charges (order_id, amount_cents, provider_ref) VALUES ($1, $2, $3)".into(), p, t),
-    ])
+    seq(
+        tb,
+        start,
+        &[
+            &|tb, t| {
+                internal(tb, svc, "fraud.score", p, t, |tb, _, _, t| {
+                    (t + tb.rng.latency(6.0 * MS as f64, 0.7, 0.03), false)
+                })
+            },
+            &|tb, t| {
+                let key = hex::encode(tb.rng.id::<8>());
+                let c = tb.open(
+                    svc,
+                    Work::Http,
+                    SpanKind::Client,
+                    "POST".into(),
+                    p,
+                    t,
+                    vec![
+                        ks("http.request.method", "POST"),
+                        ks(
+                            "url.full",
+                            format!(
+                                "https://api.payments.example.com/v1/charges?idempotency_key={key}"
+                            ),
+                        ),
+                        ks("server.address", "api.payments.example.com"),
+                        ki("server.port", 443),
+                        ks("peer.service", "payments-provider"),
+                    ],
+                );
+                let end = t + tb.rng.latency(180.0 * MS as f64, 0.5, 0.03);
+                let failed = tb.rng.chance(0.02);
+                tb.spans[c].span.attributes.push(ki(
+                    "http.response.status_code",
+                    if failed { 402 } else { 200 },
+                ));
+                tb.close(c, end, failed);
+                (end, failed)
+            },
+            &|tb, t| {
+                db(tb, svc, "postgresql", "payments", "INSERT", "charges", "INSERT INTO charges (order_id, amount_cents, provider_ref) VALUES ($1, $2, $3)".into(), p, t)
+            },
+        ],
+    )
 }
 
-fn produce(tb: &mut TraceBuilder, svc: usize, topic: &str, order: u64, p: &[u8], start: u64) -> Outcome {
+fn produce(
+    tb: &mut TraceBuilder,
+    svc: usize,
+    topic: &str,
+    order: u64,
+    p: &[u8],
+    start: u64,
+) -> Outcome {
     let partition = tb.rng.range(0, 12) as i64;
-    let i = tb.open(svc, Work::Messaging, SpanKind::Producer, format!("{topic} publish"), p, start, vec![
-        ks("messaging.system", "kafka"),
-        ks("messaging.destination.name", topic),
-        ks("messaging.operation", "publish"),
-        ks("messaging.kafka.message.key", format!("order-{order}")),
-        ki("messaging.kafka.destination.partition", partition),
-    ]);
+    let i = tb.open(
+        svc,
+        Work::Messaging,
+        SpanKind::Producer,
+        format!("{topic} publish"),
+        p,
+        start,
+        vec![
+            ks("messaging.system", "kafka"),
+            ks("messaging.destination.name", topic),
+            ks("messaging.operation", "publish"),
+            ks("messaging.kafka.message.key", format!("order-{order}")),
+            ki("messaging.kafka.destination.partition", partition),
+        ],
+    );
     let end = start + tb.rng.latency(1.2 * MS as f64, 0.5, 0.01);
     tb.close(i, end, false);
     let pid = tb.id(i);
     if tb.rng.chance(0.7) {
         // Consumed promptly: the consumer continues this trace.
         let c_start = end + tb.rng.latency(15.0 * MS as f64, 1.0, 0.05);
-        let c = tb.open(ORDERS, Work::Messaging, SpanKind::Consumer, format!("{topic} process"), &pid, c_start, vec![
-            ks("messaging.system", "kafka"),
-            ks("messaging.destination.name", topic),
-            ks("messaging.operation", "process"),
-            ks("messaging.consumer.group.name", "order-processor"),
-            ks("messaging.kafka.message.key", format!("order-{order}")),
-        ]);
+        let c = tb.open(
+            ORDERS,
+            Work::Messaging,
+            SpanKind::Consumer,
+            format!("{topic} process"),
+            &pid,
+            c_start,
+            vec![
+                ks("messaging.system", "kafka"),
+                ks("messaging.destination.name", topic),
+                ks("messaging.operation", "process"),
+                ks("messaging.consumer.group.name", "order-processor"),
+                ks("messaging.kafka.message.key", format!("order-{order}")),
+            ],
+        );
         let cid = tb.id(c);
         let (e, f) = process_order(tb, ORDERS, &cid, c_start + 30_000);
         tb.close(c, e, f);
     } else {
         let trace_id = tb.trace_id.clone();
-        tb.pending_out.push(Pending { trace_id, span_id: pid, order });
+        tb.pending_out.push(Pending {
+            trace_id,
+            span_id: pid,
+            order,
+        });
     }
     (end, false)
 }
 
 fn process_order(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
-    seq(tb, start, &[
-        &|tb, t| db(tb, svc, "postgresql", "orders", "INSERT", "orders", "INSERT INTO orders (id, user_id, status, total_cents) VALUES ($1, $2, 'placed', $3)".into(), p, t),
-        &|tb, t| grpc(tb, svc, INVENTORY, "shop.inventory.v1.InventoryService", "CommitReservation", p, t, reserve),
-        &|tb, t| db(tb, svc, "postgresql", "orders", "UPDATE", "orders", "UPDATE orders SET status = 'confirmed' WHERE id = $1".into(), p, t),
-    ])
+    seq(
+        tb,
+        start,
+        &[
+            &|tb, t| {
+                db(tb, svc, "postgresql", "orders", "INSERT", "orders", "INSERT INTO orders (id, user_id, status, total_cents) VALUES ($1, $2, 'placed', $3)".into(), p, t)
+            },
+            &|tb, t| {
+                grpc(
+                    tb,
+                    svc,
+                    INVENTORY,
+                    "shop.inventory.v1.InventoryService",
+                    "CommitReservation",
+                    p,
+                    t,
+                    reserve,
+                )
+            },
+            &|tb, t| {
+                db(
+                    tb,
+                    svc,
+                    "postgresql",
+                    "orders",
+                    "UPDATE",
+                    "orders",
+                    "UPDATE orders SET status = 'confirmed' WHERE id = $1".into(),
+                    p,
+                    t,
+                )
+            },
+        ],
+    )
 }
 
 fn consume_batch(tb: &mut TraceBuilder, start: u64, batch: &[Pending]) -> Outcome {
-    let i = tb.open(ORDERS, Work::Messaging, SpanKind::Consumer, "orders process".into(), &[], start, vec![
-        ks("messaging.system", "kafka"),
-        ks("messaging.destination.name", "orders"),
-        ks("messaging.operation", "process"),
-        ks("messaging.consumer.group.name", "order-processor"),
-        ki("messaging.batch.message_count", batch.len() as i64),
-    ]);
+    let i = tb.open(
+        ORDERS,
+        Work::Messaging,
+        SpanKind::Consumer,
+        "orders process".into(),
+        &[],
+        start,
+        vec![
+            ks("messaging.system", "kafka"),
+            ks("messaging.destination.name", "orders"),
+            ks("messaging.operation", "process"),
+            ks("messaging.consumer.group.name", "order-processor"),
+            ki("messaging.batch.message_count", batch.len() as i64),
+        ],
+    );
     tb.spans[i].span.links = batch
         .iter()
         .map(|b| Link {
             trace_id: b.trace_id.clone(),
             span_id: b.span_id.clone(),
             trace_state: String::new(),
-            attributes: vec![ks("messaging.kafka.message.key", format!("order-{}", b.order))],
+            attributes: vec![ks(
+                "messaging.kafka.message.key",
+                format!("order-{}", b.order),
+            )],
             dropped_attributes_count: 0,
             flags: 0x101,
         })
@@ -626,13 +1395,21 @@ fn consume_batch(tb: &mut TraceBuilder, start: u64, batch: &[Pending]) -> Outcom
 }
 
 fn healthz(tb: &mut TraceBuilder, start: u64) -> Outcome {
-    let i = tb.open(GATEWAY, Work::Http, SpanKind::Server, "GET /healthz".into(), &[], start, vec![
-        ks("http.request.method", "GET"),
-        ks("http.route", "/healthz"),
-        ks("url.path", "/healthz"),
-        ks("user_agent.original", "kube-probe/1.30"),
-        ki("http.response.status_code", 200),
-    ]);
+    let i = tb.open(
+        GATEWAY,
+        Work::Http,
+        SpanKind::Server,
+        "GET /healthz".into(),
+        &[],
+        start,
+        vec![
+            ks("http.request.method", "GET"),
+            ks("http.route", "/healthz"),
+            ks("url.path", "/healthz"),
+            ks("user_agent.original", "kube-probe/1.30"),
+            ki("http.response.status_code", 200),
+        ],
+    );
     let end = start + tb.rng.latency(0.15 * MS as f64, 0.3, 0.0);
     tb.close(i, end, false);
     (end, false)
@@ -640,17 +1417,39 @@ fn healthz(tb: &mut TraceBuilder, start: u64) -> Outcome {
 
 fn inventory_import(tb: &mut TraceBuilder, start: u64) -> Outcome {
     let rows = tb.rng.range(60, 320);
-    let file = format!("s3://shop-feeds/supplier-{}/stock-{}.csv", tb.rng.range(1, 40), tb.rng.range(100_000, 999_999));
-    let i = tb.open(INVENTORY, Work::Internal, SpanKind::Internal, "inventory.import-batch".into(), &[], start, vec![
-        ks("code.function", "ImportJob.run"),
-        ki("import.rows", rows as i64),
-        ks("import.file", file),
-    ]);
+    let file = format!(
+        "s3://shop-feeds/supplier-{}/stock-{}.csv",
+        tb.rng.range(1, 40),
+        tb.rng.range(100_000, 999_999)
+    );
+    let i = tb.open(
+        INVENTORY,
+        Work::Internal,
+        SpanKind::Internal,
+        "inventory.import-batch".into(),
+        &[],
+        start,
+        vec![
+            ks("code.function", "ImportJob.run"),
+            ki("import.rows", rows as i64),
+            ks("import.file", file),
+        ],
+    );
     let id = tb.id(i);
     let mut t = start + 200_000;
     let mut failed = false;
     for _ in 0..rows {
-        let (e, f) = db(tb, INVENTORY, "mysql", "inventory", "UPDATE", "stock", "UPDATE stock SET quantity = ? WHERE sku = ? AND warehouse_id = ?".into(), &id, t);
+        let (e, f) = db(
+            tb,
+            INVENTORY,
+            "mysql",
+            "inventory",
+            "UPDATE",
+            "stock",
+            "UPDATE stock SET quantity = ? WHERE sku = ? AND warehouse_id = ?".into(),
+            &id,
+            t,
+        );
         t = e + 5_000;
         failed |= f;
     }
@@ -661,20 +1460,39 @@ fn inventory_import(tb: &mut TraceBuilder, start: u64) -> Outcome {
 /// A GraphQL resolver chain more than 20 levels deep.
 fn graph_query(tb: &mut TraceBuilder, start: u64) -> Outcome {
     let depth = tb.rng.range(21, 33) as usize;
-    let root = tb.open(GRAPH, Work::Http, SpanKind::Server, "POST /graphql".into(), &[], start, vec![
-        ks("http.request.method", "POST"),
-        ks("http.route", "/graphql"),
-        ks("graphql.operation.name", "CategoryTree"),
-        ks("graphql.operation.type", "query"),
-    ]);
+    let root = tb.open(
+        GRAPH,
+        Work::Http,
+        SpanKind::Server,
+        "POST /graphql".into(),
+        &[],
+        start,
+        vec![
+            ks("http.request.method", "POST"),
+            ks("http.route", "/graphql"),
+            ks("graphql.operation.name", "CategoryTree"),
+            ks("graphql.operation.type", "query"),
+        ],
+    );
     let mut parents = vec![root];
     let mut t = start + 30_000;
     for d in 1..depth {
         let pid = tb.id(parents[d - 1]);
-        let i = tb.open(GRAPH, Work::Internal, SpanKind::Internal, format!("resolve Category.children[{d}]"), &pid, t, vec![
-            ks("graphql.field.path", format!("category{}", ".children".repeat(d))),
-            ki("graphql.field.depth", d as i64),
-        ]);
+        let i = tb.open(
+            GRAPH,
+            Work::Internal,
+            SpanKind::Internal,
+            format!("resolve Category.children[{d}]"),
+            &pid,
+            t,
+            vec![
+                ks(
+                    "graphql.field.path",
+                    format!("category{}", ".children".repeat(d)),
+                ),
+                ki("graphql.field.depth", d as i64),
+            ],
+        );
         parents.push(i);
         t += tb.rng.range(5_000, 40_000);
     }
@@ -684,17 +1502,26 @@ fn graph_query(tb: &mut TraceBuilder, start: u64) -> Outcome {
         end += tb.rng.range(2_000, 20_000);
         tb.close(i, end, failed);
     }
-    tb.spans[root].span.attributes.push(ki("http.response.status_code", if failed { 500 } else { 200 }));
+    tb.spans[root].span.attributes.push(ki(
+        "http.response.status_code",
+        if failed { 500 } else { 200 },
+    ));
     (end, failed)
 }
 
 /// Groups a trace's spans by (service, pod) resource and instrumentation scope.
 fn group(spans: Vec<Rec>, pods: &[usize; 16], resources: &[Vec<Resource>]) -> Vec<ResourceSpans> {
-    let mut by_res: BTreeMap<(usize, usize), BTreeMap<(&'static str, &'static str), Vec<Span>>> = BTreeMap::new();
+    type ByScope = BTreeMap<(&'static str, &'static str), Vec<Span>>;
+    let mut by_res: BTreeMap<(usize, usize), ByScope> = BTreeMap::new();
     for r in spans {
         let pod = pods[r.svc];
         let scope = scope_for(r.work, SERVICES[r.svc].language);
-        by_res.entry((r.svc, pod)).or_default().entry(scope).or_default().push(r.span);
+        by_res
+            .entry((r.svc, pod))
+            .or_default()
+            .entry(scope)
+            .or_default()
+            .push(r.span);
     }
     by_res
         .into_iter()
@@ -703,7 +1530,11 @@ fn group(spans: Vec<Rec>, pods: &[usize; 16], resources: &[Vec<Resource>]) -> Ve
             scope_spans: scopes
                 .into_iter()
                 .map(|((name, version), spans)| ScopeSpans {
-                    scope: Some(InstrumentationScope { name: name.into(), version: version.into(), ..Default::default() }),
+                    scope: Some(InstrumentationScope {
+                        name: name.into(),
+                        version: version.into(),
+                        ..Default::default()
+                    }),
                     spans,
                     schema_url: String::new(),
                 })

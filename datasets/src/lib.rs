@@ -17,5 +17,10 @@ pub fn fixtures_dir() -> std::path::PathBuf {
 
 /// Options of the committed small fixture (`fixtures/small.otlp.json`).
 pub fn small_fixture_options() -> GenOptions {
-    GenOptions { seed: 1, spans: 400, start_unix_nano: 1_767_225_600_000_000_000, duration_nano: 600_000_000_000 }
+    GenOptions {
+        seed: 1,
+        spans: 400,
+        start_unix_nano: 1_767_225_600_000_000_000,
+        duration_nano: 600_000_000_000,
+    }
 }

@@ -18,7 +18,9 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        Self { s: [next(), next(), next(), next()] }
+        Self {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     /// Next 64 random bits.
@@ -41,7 +43,11 @@ impl Rng {
 
     /// Uniform in [lo, hi).
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo { lo } else { lo + self.u64() % (hi - lo) }
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.u64() % (hi - lo)
+        }
     }
 
     /// True with probability `p`.
@@ -80,7 +86,9 @@ impl Rng {
         let mut v = median_ns * (sigma * self.normal()).exp();
         if self.chance(tail_p) {
             // Pareto(alpha = 1.2) multiplier, capped: rare requests 2x–60x slower.
-            v *= (1.0 / (1.0 - self.f64()).max(1e-3)).powf(1.0 / 1.2).clamp(2.0, 60.0);
+            v *= (1.0 / (1.0 - self.f64()).max(1e-3))
+                .powf(1.0 / 1.2)
+                .clamp(2.0, 60.0);
         }
         v.max(1_000.0) as u64
     }

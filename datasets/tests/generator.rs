@@ -7,22 +7,38 @@ use allegro_engine::otlp::common::v1::any_value::Value;
 use allegro_engine::otlp::trace::v1::{ResourceSpans, Span};
 
 fn opts(spans: u64) -> GenOptions {
-    GenOptions { seed: 7, spans, start_unix_nano: 1_767_225_600_000_000_000, duration_nano: 3_600_000_000_000 }
+    GenOptions {
+        seed: 7,
+        spans,
+        start_unix_nano: 1_767_225_600_000_000_000,
+        duration_nano: 3_600_000_000_000,
+    }
 }
 
 fn spans(t: &[ResourceSpans]) -> impl Iterator<Item = (&ResourceSpans, &Span)> {
-    t.iter().flat_map(|r| r.scope_spans.iter().flat_map(move |s| s.spans.iter().map(move |sp| (r, sp))))
+    t.iter().flat_map(|r| {
+        r.scope_spans
+            .iter()
+            .flat_map(move |s| s.spans.iter().map(move |sp| (r, sp)))
+    })
 }
 
-fn str_attr<'a>(attrs: &'a [allegro_engine::otlp::common::v1::KeyValue], key: &str) -> Option<&'a str> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-        Value::StringValue(s) => Some(s.as_str()),
-        _ => None,
+fn str_attr<'a>(
+    attrs: &'a [allegro_engine::otlp::common::v1::KeyValue],
+    key: &str,
+) -> Option<&'a str> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
     })
 }
 
 fn depth(t: &[ResourceSpans]) -> usize {
-    let parent: HashMap<&[u8], &[u8]> = spans(t).map(|(_, s)| (s.span_id.as_slice(), s.parent_span_id.as_slice())).collect();
+    let parent: HashMap<&[u8], &[u8]> = spans(t)
+        .map(|(_, s)| (s.span_id.as_slice(), s.parent_span_id.as_slice()))
+        .collect();
     parent
         .keys()
         .map(|id| {
@@ -52,7 +68,11 @@ fn dataset_looks_like_a_real_system() {
     for t in &traces {
         for (r, s) in spans(t) {
             let res = r.resource.as_ref().unwrap();
-            services.insert(str_attr(&res.attributes, "service.name").unwrap().to_string());
+            services.insert(
+                str_attr(&res.attributes, "service.name")
+                    .unwrap()
+                    .to_string(),
+            );
             resource_keys.extend(res.attributes.iter().map(|kv| kv.key.clone()));
             kinds.insert(s.kind);
             if let Some(d) = str_attr(&s.attributes, "db.system") {
@@ -64,8 +84,15 @@ fn dataset_looks_like_a_real_system() {
             }
             for e in &s.events {
                 if e.name == "exception" {
-                    for k in ["exception.type", "exception.message", "exception.stacktrace"] {
-                        assert!(str_attr(&e.attributes, k).is_some(), "exception event lacks {k}");
+                    for k in [
+                        "exception.type",
+                        "exception.message",
+                        "exception.stacktrace",
+                    ] {
+                        assert!(
+                            str_attr(&e.attributes, k).is_some(),
+                            "exception event lacks {k}"
+                        );
                     }
                     exceptions += 1;
                 }
@@ -78,17 +105,34 @@ fn dataset_looks_like_a_real_system() {
         }
     }
     assert!(services.len() >= 10, "{services:?}");
-    assert_eq!(kinds, (1..=5).collect::<HashSet<i32>>(), "internal, server, client, producer, consumer");
+    assert_eq!(
+        kinds,
+        (1..=5).collect::<HashSet<i32>>(),
+        "internal, server, client, producer, consumer"
+    );
     for d in ["postgresql", "mysql", "redis", "elasticsearch"] {
         assert!(db_systems.contains(d), "{db_systems:?}");
     }
     assert!(statements > 1000);
-    assert!(errors > 100 && exceptions > 50, "errors {errors}, exceptions {exceptions}");
+    assert!(
+        errors > 100 && exceptions > 50,
+        "errors {errors}, exceptions {exceptions}"
+    );
     assert!(links > 10, "links {links}");
-    for k in ["service.version", "deployment.environment", "k8s.pod.name", "k8s.namespace.name", "k8s.cluster.name"] {
+    for k in [
+        "service.version",
+        "deployment.environment",
+        "k8s.pod.name",
+        "k8s.namespace.name",
+        "k8s.cluster.name",
+    ] {
         assert!(resource_keys.contains(k), "missing resource attribute {k}");
     }
-    assert!(users.len() > 1000, "user ids are high-cardinality: {}", users.len());
+    assert!(
+        users.len() > 1000,
+        "user ids are high-cardinality: {}",
+        users.len()
+    );
     // Long tail: p99.9 far above the median.
     durations.sort_unstable();
     let p50 = durations[durations.len() / 2];
@@ -96,15 +140,25 @@ fn dataset_looks_like_a_real_system() {
     assert!(p999 > 20 * p50, "p50 {p50} p99.9 {p999}");
     let sizes: Vec<usize> = traces.iter().map(|t| spans(t).count()).collect();
     assert_eq!(*sizes.iter().min().unwrap(), 1);
-    assert!(*sizes.iter().max().unwrap() >= 200, "max trace size {}", sizes.iter().max().unwrap());
-    assert!(traces.iter().any(|t| depth(t) > 20), "some trace deeper than 20 levels");
+    assert!(
+        *sizes.iter().max().unwrap() >= 200,
+        "max trace size {}",
+        sizes.iter().max().unwrap()
+    );
+    assert!(
+        traces.iter().any(|t| depth(t) > 20),
+        "some trace deeper than 20 levels"
+    );
 }
 
 #[test]
 fn same_seed_same_data_and_times_stay_in_the_window() {
     let o = opts(3_000);
     assert_eq!(generate_all(o.clone()), generate_all(o.clone()));
-    let other = generate_all(GenOptions { seed: 8, ..o.clone() });
+    let other = generate_all(GenOptions {
+        seed: 8,
+        ..o.clone()
+    });
     assert_ne!(generate_all(o.clone()), other);
     for t in generate_all(o.clone()) {
         for (_, s) in spans(&t) {
@@ -122,6 +176,9 @@ fn committed_fixture_matches_the_generator() {
     let path = allegro_datasets::fixtures_dir().join("small.otlp.json");
     let bytes = std::fs::read(&path).unwrap();
     let decoded = allegro_engine::otlp_json::decode_traces_json(&bytes).unwrap();
-    let generated: Vec<ResourceSpans> = generate_all(small_fixture_options()).into_iter().flatten().collect();
+    let generated: Vec<ResourceSpans> = generate_all(small_fixture_options())
+        .into_iter()
+        .flatten()
+        .collect();
     assert_eq!(decoded, generated);
 }

@@ -77,7 +77,9 @@ pub struct Catalog {
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog").field("store", &self.store.to_string()).finish()
+        f.debug_struct("Catalog")
+            .field("store", &self.store.to_string())
+            .finish()
     }
 }
 
@@ -130,9 +132,16 @@ impl Catalog {
 
     /// Tenants that have at least one block directory in storage.
     pub async fn list_tenants(&self) -> Result<Vec<String>> {
-        let r = self.store.list_with_delimiter(None).await.map_err(|e| EngineError::storage("/", e))?;
-        let mut out: Vec<String> =
-            r.common_prefixes.iter().filter_map(|p| p.parts().last().map(|s| s.as_ref().to_string())).collect();
+        let r = self
+            .store
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| EngineError::storage("/", e))?;
+        let mut out: Vec<String> = r
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.parts().next_back().map(|s| s.as_ref().to_string()))
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -150,15 +159,23 @@ impl Catalog {
 
     async fn list_blocks(&self, tenant: &str) -> Result<Vec<Arc<BlockMeta>>> {
         let prefix = Path::from(tenant);
-        let dirs = self.store.list_with_delimiter(Some(&prefix)).await.map_err(|e| EngineError::storage(&prefix, e))?;
-        let paths: Vec<Path> = dirs.common_prefixes.iter().map(|d| d.clone().join(objects::META)).collect();
+        let dirs = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| EngineError::storage(&prefix, e))?;
+        let paths: Vec<Path> = dirs
+            .common_prefixes
+            .iter()
+            .map(|d| d.clone().join(objects::META))
+            .collect();
         let metas: Vec<Option<Arc<BlockMeta>>> = futures::stream::iter(paths)
             .map(|p| async move { self.meta(&p).await })
             .buffer_unordered(16)
             .try_collect()
             .await?;
         let mut out: Vec<Arc<BlockMeta>> = metas.into_iter().flatten().collect();
-        out.sort_by(|a, b| (a.start_unix_nano, a.block_id).cmp(&(b.start_unix_nano, b.block_id)));
+        out.sort_by_key(|m| (m.start_unix_nano, m.block_id));
         Ok(out)
     }
 
@@ -195,7 +212,9 @@ impl Catalog {
         if let Some(list) = self.tenants.get(&meta.tenant_id).await {
             let mut v = (*list).clone();
             v.push(meta.clone());
-            self.tenants.insert(meta.tenant_id.clone(), Arc::new(v)).await;
+            self.tenants
+                .insert(meta.tenant_id.clone(), Arc::new(v))
+                .await;
         }
         Ok(())
     }
@@ -205,8 +224,14 @@ impl Catalog {
         let store = self.store.clone();
         self.blooms
             .try_get_with(meta.block_id, async move {
-                let b = store.get_opts(&path, GetOptions::default()).await.map_err(|e| EngineError::storage(&path, e))?;
-                let bytes = b.bytes().await.map_err(|e| EngineError::storage(&path, e))?;
+                let b = store
+                    .get_opts(&path, GetOptions::default())
+                    .await
+                    .map_err(|e| EngineError::storage(&path, e))?;
+                let bytes = b
+                    .bytes()
+                    .await
+                    .map_err(|e| EngineError::storage(&path, e))?;
                 Ok::<_, EngineError>(Arc::new(TraceBloom::from_bytes(path.as_ref(), &bytes)?))
             })
             .await
@@ -218,7 +243,9 @@ impl Catalog {
         let store = self.store.clone();
         let m = meta.clone();
         self.footers
-            .try_get_with(meta.block_id, async move { Ok::<_, EngineError>(Arc::new(load_footer(&store, &m).await?)) })
+            .try_get_with(meta.block_id, async move {
+                Ok::<_, EngineError>(Arc::new(load_footer(&store, &m).await?))
+            })
             .await
             .map_err(unwrap_arc)
     }
@@ -226,7 +253,12 @@ impl Catalog {
     /// Finds every span of trace `id` in `tenant`'s blocks overlapping `[start, end]`
     /// (unix nanoseconds). Blocks are pruned by time range, then min/max trace ID, then the
     /// bloom filter; only the survivors' footers and pages are read.
-    pub async fn find_trace(&self, tenant: &str, id: &TraceId, range: Option<(u64, u64)>) -> Result<TraceLookup> {
+    pub async fn find_trace(
+        &self,
+        tenant: &str,
+        id: &TraceId,
+        range: Option<(u64, u64)>,
+    ) -> Result<TraceLookup> {
         let before = self.counters.snapshot().1;
         let blocks = self.blocks(tenant).await?;
         let candidates: Vec<Arc<BlockMeta>> = blocks

@@ -52,12 +52,18 @@ pub enum EngineError {
 impl EngineError {
     /// Builds an [`EngineError::Storage`] for `path`.
     pub fn storage(path: impl std::fmt::Display, source: object_store::Error) -> Self {
-        Self::Storage { path: path.to_string(), source }
+        Self::Storage {
+            path: path.to_string(),
+            source,
+        }
     }
 
     /// Builds an [`EngineError::Corrupt`] for `path`.
     pub fn corrupt(path: impl std::fmt::Display, message: impl std::fmt::Display) -> Self {
-        Self::Corrupt { path: path.to_string(), message: message.to_string() }
+        Self::Corrupt {
+            path: path.to_string(),
+            message: message.to_string(),
+        }
     }
 
     /// True when the caller, not the system, is at fault.

@@ -24,7 +24,11 @@ pub struct HotPolicy {
 
 impl Default for HotPolicy {
     fn default() -> Self {
-        Self { min_fraction: 0.05, max_per_scope: 24, configured: Vec::new() }
+        Self {
+            min_fraction: 0.05,
+            max_per_scope: 24,
+            configured: Vec::new(),
+        }
     }
 }
 
@@ -51,7 +55,10 @@ impl HotPolicy {
                 (AttrScope::Instrumentation, &s.scope.scope.attributes),
             ];
             for (scope, attrs) in sets {
-                for kv in attrs.iter().filter(|kv| !(scope == AttrScope::Resource && kv.key == "service.name")) {
+                for kv in attrs
+                    .iter()
+                    .filter(|kv| !(scope == AttrScope::Resource && kv.key == "service.name"))
+                {
                     if let Some(t) = hot_type(kv) {
                         counts.entry((scope, kv.key.as_str())).or_default()[t as usize] += 1;
                     }
@@ -62,9 +69,20 @@ impl HotPolicy {
         let min = ((spans.len() as f64) * self.min_fraction).ceil().max(1.0) as usize;
         let mut by_scope: HashMap<AttrScope, Vec<(usize, HotColumn)>> = HashMap::new();
         for ((scope, key), c) in counts {
-            let (ti, n) = c.iter().enumerate().max_by_key(|(i, n)| (**n, std::cmp::Reverse(*i))).unwrap_or((0, &0));
+            let (ti, n) = c
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, n)| (**n, std::cmp::Reverse(*i)))
+                .unwrap_or((0, &0));
             if *n >= min {
-                by_scope.entry(scope).or_default().push((*n, HotColumn { scope, key: key.to_string(), ty: types[ti] }));
+                by_scope.entry(scope).or_default().push((
+                    *n,
+                    HotColumn {
+                        scope,
+                        key: key.to_string(),
+                        ty: types[ti],
+                    },
+                ));
             }
         }
         let mut out: Vec<HotColumn> = self.configured.clone();

@@ -77,7 +77,10 @@ mod tests {
         let id = TraceId::parse_hex("2a6bee861db8a7dff9561ae4344c226").unwrap();
         assert_eq!(id.to_hex(), "02a6bee861db8a7dff9561ae4344c226");
         assert_eq!(TraceId::parse_hex("1").unwrap().0[15], 1);
-        assert_eq!(TraceId::parse_hex("ABCDEF").unwrap().to_hex(), format!("{:0>32}", "abcdef"));
+        assert_eq!(
+            TraceId::parse_hex("ABCDEF").unwrap().to_hex(),
+            format!("{:0>32}", "abcdef")
+        );
     }
 
     #[test]

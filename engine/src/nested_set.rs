@@ -22,7 +22,11 @@ pub fn prepare_traces(spans: &mut [FlatSpan]) -> usize {
     let mut start = 0;
     while start < spans.len() {
         let id = spans[start].trace_id;
-        let end = start + spans[start..].iter().take_while(|s| s.trace_id == id).count();
+        let end = start
+            + spans[start..]
+                .iter()
+                .take_while(|s| s.trace_id == id)
+                .count();
         prepare_trace(&mut spans[start..end]);
         traces += 1;
         start = end;
@@ -42,11 +46,22 @@ pub fn prepare_trace(spans: &mut [FlatSpan]) {
 
 /// Trace start/duration and root names, as Tempo derives them.
 pub fn trace_level(spans: &[FlatSpan]) -> TraceLevel {
-    let start = spans.iter().map(|s| s.span.start_time_unix_nano).min().unwrap_or(0);
-    let end = spans.iter().map(|s| s.span.end_time_unix_nano).max().unwrap_or(0);
+    let start = spans
+        .iter()
+        .map(|s| s.span.start_time_unix_nano)
+        .min()
+        .unwrap_or(0);
+    let end = spans
+        .iter()
+        .map(|s| s.span.end_time_unix_nano)
+        .max()
+        .unwrap_or(0);
     let root = spans.iter().find(|s| s.parent_span_id.is_none());
     TraceLevel {
-        root_service: root.and_then(|r| r.resource.service_name()).unwrap_or_default().to_string(),
+        root_service: root
+            .and_then(|r| r.resource.service_name())
+            .unwrap_or_default()
+            .to_string(),
         root_name: root.map(|r| r.span.name.clone()).unwrap_or_default(),
         start_unix_nano: start,
         duration_nano: end.saturating_sub(start),
@@ -75,12 +90,18 @@ pub fn nested_set_numbers(spans: &[FlatSpan]) -> Vec<NestedSet> {
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut parent_of: Vec<Option<usize>> = vec![None; n];
     for (i, s) in spans.iter().enumerate() {
-        let Some(pid) = s.parent_span_id else { continue };
+        let Some(pid) = s.parent_span_id else {
+            continue;
+        };
         let cands = by_id.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
         let parent = match cands {
             [one] => Some(*one),
             [a, b] => {
-                let want = if s.span.kind == SPAN_KIND_SERVER { SPAN_KIND_CLIENT } else { SPAN_KIND_SERVER };
+                let want = if s.span.kind == SPAN_KIND_SERVER {
+                    SPAN_KIND_CLIENT
+                } else {
+                    SPAN_KIND_SERVER
+                };
                 [*a, *b].into_iter().find(|&c| spans[c].span.kind == want)
             }
             _ => None,
@@ -133,7 +154,12 @@ mod tests {
             parent_span_id: parent.map(|p| [p; 8]),
             resource: Arc::new(ResourceInfo::default()),
             scope: Arc::new(ScopeInfo::default()),
-            span: Span { start_time_unix_nano: start, end_time_unix_nano: start + 10, kind, ..Default::default() },
+            span: Span {
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + 10,
+                kind,
+                ..Default::default()
+            },
             nested: NestedSet::default(),
             trace: Arc::default(),
         }
@@ -146,25 +172,55 @@ mod tests {
     /// The worked example of tempo-compat.md §7.4: A{B{D}, C}.
     #[test]
     fn worked_example_from_tempo() {
-        let spans = [span(1, None, 0, 2), span(2, Some(1), 1, 2), span(4, Some(2), 2, 2), span(3, Some(1), 3, 2)];
-        assert_eq!(ns(&nested_set_numbers(&spans)), vec![(1, 8, -1), (2, 5, 1), (3, 4, 2), (6, 7, 1)]);
+        let spans = [
+            span(1, None, 0, 2),
+            span(2, Some(1), 1, 2),
+            span(4, Some(2), 2, 2),
+            span(3, Some(1), 3, 2),
+        ];
+        assert_eq!(
+            ns(&nested_set_numbers(&spans)),
+            vec![(1, 8, -1), (2, 5, 1), (3, 4, 2), (6, 7, 1)]
+        );
     }
 
     #[test]
     fn orphans_keep_zero_and_second_root_continues_the_counter() {
-        let spans = [span(1, None, 0, 1), span(2, Some(9), 1, 1), span(3, None, 2, 1), span(4, Some(3), 3, 1)];
-        assert_eq!(ns(&nested_set_numbers(&spans)), vec![(1, 2, -1), (0, 0, 0), (3, 6, -1), (4, 5, 3)]);
+        let spans = [
+            span(1, None, 0, 1),
+            span(2, Some(9), 1, 1),
+            span(3, None, 2, 1),
+            span(4, Some(3), 3, 1),
+        ];
+        assert_eq!(
+            ns(&nested_set_numbers(&spans)),
+            vec![(1, 2, -1), (0, 0, 0), (3, 6, -1), (4, 5, 3)]
+        );
     }
 
     #[test]
     fn zipkin_shared_ids_pair_by_kind_and_three_way_sharing_resets() {
         // client 5 (child of root 1) and server 5 share an ID; 6 is the server's child.
-        let spans = [span(1, None, 0, 2), span(5, Some(1), 1, 3), span(5, Some(5), 2, 2), span(6, Some(5), 3, 3)];
+        let spans = [
+            span(1, None, 0, 2),
+            span(5, Some(1), 1, 3),
+            span(5, Some(5), 2, 2),
+            span(6, Some(5), 3, 3),
+        ];
         let got = ns(&nested_set_numbers(&spans));
         // The server span's parent is the client span (kind pairing); 6 (a client) hangs off the server.
         assert_eq!(got, vec![(1, 8, -1), (2, 7, 1), (3, 6, 2), (4, 5, 3)]);
-        let three = [span(1, None, 0, 2), span(5, Some(1), 1, 3), span(5, Some(1), 2, 2), span(5, Some(1), 3, 1)];
-        assert!(nested_set_numbers(&three).iter().all(|n| *n == NestedSet::default()));
+        let three = [
+            span(1, None, 0, 2),
+            span(5, Some(1), 1, 3),
+            span(5, Some(1), 2, 2),
+            span(5, Some(1), 3, 1),
+        ];
+        assert!(
+            nested_set_numbers(&three)
+                .iter()
+                .all(|n| *n == NestedSet::default())
+        );
     }
 
     #[test]

@@ -62,7 +62,11 @@ pub enum AttrScope {
 
 impl AttrScope {
     /// All scopes that have span-row attribute columns.
-    pub const ALL: [AttrScope; 3] = [AttrScope::Resource, AttrScope::Span, AttrScope::Instrumentation];
+    pub const ALL: [AttrScope; 3] = [
+        AttrScope::Resource,
+        AttrScope::Span,
+        AttrScope::Instrumentation,
+    ];
 
     /// The TraceQL prefix (`span`, `resource`, `instrumentation`).
     pub fn name(self) -> &'static str {
@@ -124,8 +128,11 @@ impl HotColumn {
     }
 }
 
+/// Builds the Arrow value type of one overflow map.
+pub type ValueType = fn() -> DataType;
+
 /// The five typed overflow maps every attribute set has, in schema order.
-pub const OVERFLOW_KINDS: [(&str, fn() -> DataType); 5] = [
+pub const OVERFLOW_KINDS: [(&str, ValueType); 5] = [
     ("attrs_str", || DataType::Utf8),
     ("attrs_int", || DataType::Int64),
     ("attrs_float", || DataType::Float64),
@@ -234,8 +241,16 @@ pub fn span_schema(hot: &[HotColumn]) -> SchemaRef {
     for scope in AttrScope::ALL {
         fields.extend(overflow_fields(&scope.overflow_prefix()));
     }
-    fields.push(Field::new(col::EVENTS, List(list_item(event_struct_type())), false));
-    fields.push(Field::new(col::LINKS, List(list_item(link_struct_type())), false));
+    fields.push(Field::new(
+        col::EVENTS,
+        List(list_item(event_struct_type())),
+        false,
+    ));
+    fields.push(Field::new(
+        col::LINKS,
+        List(list_item(link_struct_type())),
+        false,
+    ));
     Arc::new(Schema::new(fields))
 }
 
@@ -245,7 +260,11 @@ mod tests {
 
     #[test]
     fn hot_columns_are_named_as_traceql_names_them() {
-        let h = HotColumn { scope: AttrScope::Span, key: "http.route".into(), ty: HotType::String };
+        let h = HotColumn {
+            scope: AttrScope::Span,
+            key: "http.route".into(),
+            ty: HotType::String,
+        };
         let schema = span_schema(std::slice::from_ref(&h));
         let f = schema.field_with_name("span.http.route").unwrap();
         assert_eq!(f.data_type(), &DataType::Utf8);

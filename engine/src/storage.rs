@@ -61,15 +61,31 @@ pub enum StorageBackend {
 
 /// Opens the configured object store.
 pub fn open_store(backend: &StorageBackend) -> Result<Arc<dyn ObjectStore>> {
-    let bad = |what: &str, e: object_store::Error| EngineError::InvalidInput(format!("storage.trace.{what}: {e}"));
+    let bad = |what: &str, e: object_store::Error| {
+        EngineError::InvalidInput(format!("storage.trace.{what}: {e}"))
+    };
     Ok(match backend {
         StorageBackend::Local { path } => {
             std::fs::create_dir_all(path).map_err(|e| {
-                EngineError::InvalidInput(format!("storage.trace.local.path {}: cannot create: {e}", path.display()))
+                EngineError::InvalidInput(format!(
+                    "storage.trace.local.path {}: cannot create: {e}",
+                    path.display()
+                ))
             })?;
-            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| bad("local.path", e))?)
+            Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| bad("local.path", e))?,
+            )
         }
-        StorageBackend::S3 { bucket, endpoint, region, access_key, secret_key, insecure, forcepathstyle } => {
+        StorageBackend::S3 {
+            bucket,
+            endpoint,
+            region,
+            access_key,
+            secret_key,
+            insecure,
+            forcepathstyle,
+        } => {
             let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
             if !endpoint.is_empty() {
                 let url = if endpoint.contains("://") {
@@ -83,7 +99,9 @@ pub fn open_store(backend: &StorageBackend) -> Result<Arc<dyn ObjectStore>> {
                 b = b.with_region(region);
             }
             if !access_key.is_empty() {
-                b = b.with_access_key_id(access_key).with_secret_access_key(secret_key);
+                b = b
+                    .with_access_key_id(access_key)
+                    .with_secret_access_key(secret_key);
             }
             b = b.with_virtual_hosted_style_request(!*forcepathstyle);
             Arc::new(b.build().map_err(|e| bad("s3", e))?)
@@ -94,7 +112,11 @@ pub fn open_store(backend: &StorageBackend) -> Result<Arc<dyn ObjectStore>> {
                 .build()
                 .map_err(|e| bad("gcs", e))?,
         ),
-        StorageBackend::Azure { container_name, storage_account_name, storage_account_key } => {
+        StorageBackend::Azure {
+            container_name,
+            storage_account_name,
+            storage_account_key,
+        } => {
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_container_name(container_name)
                 .with_account(storage_account_name);
@@ -118,7 +140,10 @@ pub struct ReadCounters {
 impl ReadCounters {
     /// (requests, bytes) so far.
     pub fn snapshot(&self) -> (u64, u64) {
-        (self.requests.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -134,7 +159,10 @@ pub struct CountingStore {
 impl CountingStore {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, counters: Arc::default() }
+        Self {
+            inner,
+            counters: Arc::default(),
+        }
     }
 
     fn count(&self, bytes: u64) {
@@ -151,7 +179,12 @@ impl fmt::Display for CountingStore {
 
 #[async_trait]
 impl ObjectStore for CountingStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -163,17 +196,29 @@ impl ObjectStore for CountingStore {
         self.inner.put_multipart_opts(location, opts).await
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         let head = options.head;
         let r = self.inner.get_opts(location, options).await?;
         self.count(if head { 0 } else { r.range.end - r.range.start });
         Ok(r)
     }
 
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
         let r = self.inner.get_ranges(location, ranges).await?;
-        self.counters.requests.fetch_add(ranges.len() as u64, Ordering::Relaxed);
-        self.counters.bytes.fetch_add(r.iter().map(|b| b.len() as u64).sum(), Ordering::Relaxed);
+        self.counters
+            .requests
+            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(r.iter().map(|b| b.len() as u64).sum(), Ordering::Relaxed);
         Ok(r)
     }
 
@@ -192,7 +237,12 @@ impl ObjectStore for CountingStore {
         self.inner.list_with_delimiter(prefix).await
     }
 
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
 }

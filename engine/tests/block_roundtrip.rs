@@ -19,7 +19,11 @@ use object_store::ObjectStore;
 use object_store::memory::InMemory;
 
 fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
 }
 
 fn s(v: &str) -> Value {
@@ -35,12 +39,44 @@ fn every_field(trace: u8) -> Vec<ResourceSpans> {
         kv("nan", Value::DoubleValue(f64::INFINITY)),
         kv("bool", Value::BoolValue(true)),
         kv("bytes", Value::BytesValue(vec![0, 1, 255])),
-        kv("arr", Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(s("a")) }, AnyValue { value: Some(Value::IntValue(2)) }] })),
-        kv("kv", Value::KvlistValue(KeyValueList { values: vec![kv("inner", Value::BoolValue(false))] })),
-        KeyValue { key: "empty".into(), value: Some(AnyValue { value: None }), ..Default::default() },
-        KeyValue { key: "none".into(), value: None, ..Default::default() },
+        kv(
+            "arr",
+            Value::ArrayValue(ArrayValue {
+                values: vec![
+                    AnyValue {
+                        value: Some(s("a")),
+                    },
+                    AnyValue {
+                        value: Some(Value::IntValue(2)),
+                    },
+                ],
+            }),
+        ),
+        kv(
+            "kv",
+            Value::KvlistValue(KeyValueList {
+                values: vec![kv("inner", Value::BoolValue(false))],
+            }),
+        ),
+        KeyValue {
+            key: "empty".into(),
+            value: Some(AnyValue { value: None }),
+            ..Default::default()
+        },
+        KeyValue {
+            key: "none".into(),
+            value: None,
+            ..Default::default()
+        },
         // Mixed types under one key across spans: the hot column keeps strings, ints overflow.
-        kv("http.route", if trace % 2 == 0 { s("/a") } else { Value::IntValue(7) }),
+        kv(
+            "http.route",
+            if trace.is_multiple_of(2) {
+                s("/a")
+            } else {
+                Value::IntValue(7)
+            },
+        ),
     ];
     let tid = vec![trace; 16];
     let root = Span {
@@ -56,13 +92,33 @@ fn every_field(trace: u8) -> Vec<ResourceSpans> {
         attributes: all_values.clone(),
         dropped_attributes_count: 3,
         events: vec![
-            Event { time_unix_nano: 1_700_000_000_100_000_000, name: "exception".into(), attributes: all_values.clone(), dropped_attributes_count: 1 },
-            Event { time_unix_nano: 1_600_000_000_000_000_000, name: "before start".into(), attributes: vec![], dropped_attributes_count: 0 },
+            Event {
+                time_unix_nano: 1_700_000_000_100_000_000,
+                name: "exception".into(),
+                attributes: all_values.clone(),
+                dropped_attributes_count: 1,
+            },
+            Event {
+                time_unix_nano: 1_600_000_000_000_000_000,
+                name: "before start".into(),
+                attributes: vec![],
+                dropped_attributes_count: 0,
+            },
         ],
         dropped_events_count: 4,
-        links: vec![Link { trace_id: vec![9; 16], span_id: vec![8; 8], trace_state: "a=b".into(), attributes: all_values.clone(), dropped_attributes_count: 2, flags: 1 }],
+        links: vec![Link {
+            trace_id: vec![9; 16],
+            span_id: vec![8; 8],
+            trace_state: "a=b".into(),
+            attributes: all_values.clone(),
+            dropped_attributes_count: 2,
+            flags: 1,
+        }],
         dropped_links_count: 5,
-        status: Some(Status { message: "boom".into(), code: 2 }),
+        status: Some(Status {
+            message: "boom".into(),
+            code: 2,
+        }),
     };
     let child = Span {
         trace_id: tid,
@@ -79,12 +135,27 @@ fn every_field(trace: u8) -> Vec<ResourceSpans> {
     vec![
         ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", s("api")), kv("service.name", s("dup")), kv("k8s.pod.name", s("api-1")), kv("service.version", Value::IntValue(3))],
+                attributes: vec![
+                    kv("service.name", s("api")),
+                    kv("service.name", s("dup")),
+                    kv("k8s.pod.name", s("api-1")),
+                    kv("service.version", Value::IntValue(3)),
+                ],
                 dropped_attributes_count: 6,
-                entity_refs: vec![EntityRef { schema_url: "u".into(), r#type: "service".into(), id_keys: vec!["service.name".into()], description_keys: vec![] }],
+                entity_refs: vec![EntityRef {
+                    schema_url: "u".into(),
+                    r#type: "service".into(),
+                    id_keys: vec!["service.name".into()],
+                    description_keys: vec![],
+                }],
             }),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "lib".into(), version: "1.2".into(), attributes: all_values.clone(), dropped_attributes_count: 7 }),
+                scope: Some(InstrumentationScope {
+                    name: "lib".into(),
+                    version: "1.2".into(),
+                    attributes: all_values.clone(),
+                    dropped_attributes_count: 7,
+                }),
                 spans: vec![root],
                 schema_url: "scope-schema".into(),
             }],
@@ -92,8 +163,15 @@ fn every_field(trace: u8) -> Vec<ResourceSpans> {
         },
         ResourceSpans {
             // No service.name at all, and no scope message.
-            resource: Some(Resource { attributes: vec![kv("host.name", s("h"))], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { scope: None, spans: vec![child], schema_url: String::new() }],
+            resource: Some(Resource {
+                attributes: vec![kv("host.name", s("h"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: None,
+                spans: vec![child],
+                schema_url: String::new(),
+            }],
             schema_url: String::new(),
         },
     ]
@@ -110,15 +188,30 @@ async fn every_otlp_field_survives_a_block_round_trip() {
     let (spans, rejected) = flatten(input.clone());
     assert!(rejected.is_empty());
     let opts = BlockWriteOptions {
-        hot: HotPolicy { configured: vec![HotColumn { scope: AttrScope::Span, key: "http.route".into(), ty: HotType::String }], ..Default::default() },
+        hot: HotPolicy {
+            configured: vec![HotColumn {
+                scope: AttrScope::Span,
+                key: "http.route".into(),
+                ty: HotType::String,
+            }],
+            ..Default::default()
+        },
         ..Default::default()
     };
     let block = encode_block("t1", spans, &opts).unwrap();
     assert_eq!(block.meta.total_spans, 8);
     assert_eq!(block.meta.total_objects, 4);
-    let names: Vec<String> = block.meta.hot_columns.iter().map(HotColumn::column_name).collect();
+    let names: Vec<String> = block
+        .meta
+        .hot_columns
+        .iter()
+        .map(HotColumn::column_name)
+        .collect();
     assert!(names.contains(&"span.http.route".to_string()), "{names:?}");
-    assert!(names.contains(&"resource.k8s.pod.name".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"resource.k8s.pod.name".to_string()),
+        "{names:?}"
+    );
     let cat = catalog();
     cat.add_block(&block).await.unwrap();
     for t in 1..=4u8 {
@@ -126,8 +219,20 @@ async fn every_otlp_field_survives_a_block_round_trip() {
         assert_eq!(got.resource_spans, normalize(every_field(t)), "trace {t}");
         assert_eq!(got.blocks_read, 1);
     }
-    assert!(cat.find_trace("t1", &TraceId([5; 16]), None).await.unwrap().resource_spans.is_empty());
-    assert!(cat.find_trace("other", &TraceId([1; 16]), None).await.unwrap().resource_spans.is_empty());
+    assert!(
+        cat.find_trace("t1", &TraceId([5; 16]), None)
+            .await
+            .unwrap()
+            .resource_spans
+            .is_empty()
+    );
+    assert!(
+        cat.find_trace("other", &TraceId([1; 16]), None)
+            .await
+            .unwrap()
+            .resource_spans
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -136,23 +241,43 @@ async fn nested_set_and_trace_level_columns_are_stored() {
     let block = encode_block("t", spans, &BlockWriteOptions::default()).unwrap();
     let cat = catalog();
     cat.add_block(&block).await.unwrap();
-    let batches = allegro_engine::block::reader::read_all(cat.store(), &block.meta).await.unwrap();
+    let batches = allegro_engine::block::reader::read_all(cat.store(), &block.meta)
+        .await
+        .unwrap();
     let b = &batches[0];
     let col = |n: &str| b.column_by_name(n).unwrap().clone();
     let left = col("nested_set_left");
-    let left = left.as_any().downcast_ref::<arrow::array::Int32Array>().unwrap();
+    let left = left
+        .as_any()
+        .downcast_ref::<arrow::array::Int32Array>()
+        .unwrap();
     let right = col("nested_set_right");
-    let right = right.as_any().downcast_ref::<arrow::array::Int32Array>().unwrap();
+    let right = right
+        .as_any()
+        .downcast_ref::<arrow::array::Int32Array>()
+        .unwrap();
     let parent = col("nested_set_parent");
-    let parent = parent.as_any().downcast_ref::<arrow::array::Int32Array>().unwrap();
+    let parent = parent
+        .as_any()
+        .downcast_ref::<arrow::array::Int32Array>()
+        .unwrap();
     // root (1..4, parent -1), child (2..3, parent 1).
     assert_eq!((left.value(0), right.value(0), parent.value(0)), (1, 4, -1));
     assert_eq!((left.value(1), right.value(1), parent.value(1)), (2, 3, 1));
     let dur = col("trace_duration_nano");
-    let dur = dur.as_any().downcast_ref::<arrow::array::UInt64Array>().unwrap();
+    let dur = dur
+        .as_any()
+        .downcast_ref::<arrow::array::UInt64Array>()
+        .unwrap();
     assert_eq!(dur.value(1), 900_000_000);
     let root = col("trace_root_service");
-    assert_eq!(root.as_any().downcast_ref::<arrow::array::StringArray>().unwrap().value(1), "api");
+    assert_eq!(
+        root.as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap()
+            .value(1),
+        "api"
+    );
 }
 
 #[tokio::test]
@@ -177,7 +302,10 @@ async fn lookups_prune_blocks_and_merge_a_trace_split_across_blocks() {
     assert_eq!(got.blocks_read, 1);
     // A time range that misses both blocks reads nothing at all.
     let (_, before) = cat.read_counters();
-    let got = cat.find_trace("t", &TraceId([1; 16]), Some((0, 1_000))).await.unwrap();
+    let got = cat
+        .find_trace("t", &TraceId([1; 16]), Some((0, 1_000)))
+        .await
+        .unwrap();
     assert!(got.resource_spans.is_empty());
     assert_eq!(cat.read_counters().1, before);
 }
@@ -190,6 +318,18 @@ async fn malformed_spans_are_set_aside_with_reasons() {
     let (ok, rejected) = flatten(rs);
     assert!(ok.is_empty());
     assert_eq!(rejected.len(), 2);
-    assert!(rejected[0].reason.contains("trace ID must be 16 bytes, got 5"), "{:?}", rejected[0]);
-    assert!(rejected[1].reason.contains("parent span ID must be 8 bytes, got 3"), "{:?}", rejected[1]);
+    assert!(
+        rejected[0]
+            .reason
+            .contains("trace ID must be 16 bytes, got 5"),
+        "{:?}",
+        rejected[0]
+    );
+    assert!(
+        rejected[1]
+            .reason
+            .contains("parent span ID must be 8 bytes, got 3"),
+        "{:?}",
+        rejected[1]
+    );
 }

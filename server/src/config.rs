@@ -41,19 +41,26 @@ pub enum ConfigError {
 }
 
 /// `null` (an empty YAML block or value) means the default.
-fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Durations as Go writes them (`30s`, `1m30s`, `500ms`).
 fn go_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let Some(s) = Option::<String>::deserialize(d)? else { return Ok(None) };
-    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Parses a Go-style duration.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h30m: {e}"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h30m: {e}"))
 }
 
 /// The whole config file.
@@ -172,7 +179,9 @@ pub struct LocalConfig {
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("./allegro-data") }
+        Self {
+            path: PathBuf::from("./allegro-data"),
+        }
     }
 }
 
@@ -236,7 +245,11 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { footer_mb: 256, bloom_mb: 256, meta_mb: 64 }
+        Self {
+            footer_mb: 256,
+            bloom_mb: 256,
+            meta_mb: 64,
+        }
     }
 }
 
@@ -258,7 +271,11 @@ pub struct BlockConfig {
 impl Default for BlockConfig {
     fn default() -> Self {
         let d = allegro_engine::block::writer::BlockWriteOptions::default();
-        Self { row_group_rows: d.row_group_rows, page_rows: d.page_rows, dedicated_columns: Vec::new() }
+        Self {
+            row_group_rows: d.row_group_rows,
+            page_rows: d.page_rows,
+            dedicated_columns: Vec::new(),
+        }
     }
 }
 
@@ -279,7 +296,10 @@ pub struct DedicatedColumn {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         let cfg = Self::parse(&path.display().to_string(), &text)?;
         cfg.validate()?;
         Ok(cfg)
@@ -293,13 +313,26 @@ impl Config {
         let de = serde_yaml::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            ConfigError::Parse { path: name.to_string(), key: if key == "." { "(top level)".into() } else { key }, message: e.into_inner().to_string() }
+            ConfigError::Parse {
+                path: name.to_string(),
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message: e.into_inner().to_string(),
+            }
         })
     }
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| Err(ConfigError::Invalid { key: key.into(), message });
+        let bad = |key: &str, message: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message,
+            })
+        };
         let t = &self.storage.trace;
         match t.backend.as_str() {
             "local" => {
@@ -308,36 +341,65 @@ impl Config {
                 }
             }
             "s3" if t.s3.bucket.is_empty() => {
-                return bad("storage.trace.s3.bucket", "is required when storage.trace.backend is s3".into());
+                return bad(
+                    "storage.trace.s3.bucket",
+                    "is required when storage.trace.backend is s3".into(),
+                );
             }
             "gcs" if t.gcs.bucket_name.is_empty() => {
-                return bad("storage.trace.gcs.bucket_name", "is required when storage.trace.backend is gcs".into());
+                return bad(
+                    "storage.trace.gcs.bucket_name",
+                    "is required when storage.trace.backend is gcs".into(),
+                );
             }
-            "azure" if t.azure.container_name.is_empty() || t.azure.storage_account_name.is_empty() => {
+            "azure"
+                if t.azure.container_name.is_empty() || t.azure.storage_account_name.is_empty() =>
+            {
                 return bad(
                     "storage.trace.azure",
                     "container_name and storage_account_name are required when storage.trace.backend is azure".into(),
                 );
             }
             "s3" | "gcs" | "azure" => {}
-            other => return bad("storage.trace.backend", format!("{other:?} is not one of local, s3, gcs, azure")),
+            other => {
+                return bad(
+                    "storage.trace.backend",
+                    format!("{other:?} is not one of local, s3, gcs, azure"),
+                );
+            }
         }
         if let Some(d) = t.blocklist_poll
             && d.is_zero()
         {
-            return bad("storage.trace.blocklist_poll", "must be positive, e.g. 30s".into());
+            return bad(
+                "storage.trace.blocklist_poll",
+                "must be positive, e.g. 30s".into(),
+            );
         }
         if t.block.row_group_rows == 0 {
-            return bad("storage.trace.block.row_group_rows", "must be positive (default 65536)".into());
+            return bad(
+                "storage.trace.block.row_group_rows",
+                "must be positive (default 65536)".into(),
+            );
         }
         if t.block.page_rows == 0 || t.block.page_rows > t.block.row_group_rows {
-            return bad("storage.trace.block.page_rows", "must be positive and at most row_group_rows (default 4096)".into());
+            return bad(
+                "storage.trace.block.page_rows",
+                "must be positive and at most row_group_rows (default 4096)".into(),
+            );
         }
         for (i, c) in t.block.dedicated_columns.iter().enumerate() {
-            dedicated(c).map_err(|message| ConfigError::Invalid { key: format!("storage.trace.block.dedicated_columns[{i}]"), message })?;
+            dedicated(c).map_err(|message| ConfigError::Invalid {
+                key: format!("storage.trace.block.dedicated_columns[{i}]"),
+                message,
+            })?;
         }
-        if !self.server.http_api_prefix.is_empty() && !self.server.http_api_prefix.starts_with('/') {
-            return bad("server.http_api_prefix", format!("{:?} must start with /", self.server.http_api_prefix));
+        if !self.server.http_api_prefix.is_empty() && !self.server.http_api_prefix.starts_with('/')
+        {
+            return bad(
+                "server.http_api_prefix",
+                format!("{:?} must start with /", self.server.http_api_prefix),
+            );
         }
         Ok(())
     }
@@ -355,19 +417,29 @@ impl Config {
                 insecure: t.s3.insecure,
                 forcepathstyle: t.s3.forcepathstyle,
             },
-            "gcs" => StorageBackend::Gcs { bucket_name: t.gcs.bucket_name.clone() },
+            "gcs" => StorageBackend::Gcs {
+                bucket_name: t.gcs.bucket_name.clone(),
+            },
             "azure" => StorageBackend::Azure {
                 container_name: t.azure.container_name.clone(),
                 storage_account_name: t.azure.storage_account_name.clone(),
                 storage_account_key: t.azure.storage_account_key.clone(),
             },
-            _ => StorageBackend::Local { path: t.local.path.clone() },
+            _ => StorageBackend::Local {
+                path: t.local.path.clone(),
+            },
         }
     }
 
     /// Configured hot columns (validated).
     pub fn hot_columns(&self) -> Vec<HotColumn> {
-        self.storage.trace.block.dedicated_columns.iter().filter_map(|c| dedicated(c).ok()).collect()
+        self.storage
+            .trace
+            .block
+            .dedicated_columns
+            .iter()
+            .filter_map(|c| dedicated(c).ok())
+            .collect()
     }
 }
 
@@ -376,19 +448,31 @@ fn dedicated(c: &DedicatedColumn) -> Result<HotColumn, String> {
         "span" => AttrScope::Span,
         "resource" => AttrScope::Resource,
         "instrumentation" => AttrScope::Instrumentation,
-        other => return Err(format!("scope {other:?} is not one of span, resource, instrumentation")),
+        other => {
+            return Err(format!(
+                "scope {other:?} is not one of span, resource, instrumentation"
+            ));
+        }
     };
     let ty = match c.ty.as_deref().unwrap_or("string") {
         "string" => HotType::String,
         "int" => HotType::Int,
         "float" => HotType::Float,
         "bool" => HotType::Bool,
-        other => return Err(format!("type {other:?} is not one of string, int, float, bool")),
+        other => {
+            return Err(format!(
+                "type {other:?} is not one of string, int, float, bool"
+            ));
+        }
     };
     if c.name.is_empty() {
         return Err("name must not be empty".into());
     }
-    Ok(HotColumn { scope, key: c.name.clone(), ty })
+    Ok(HotColumn {
+        scope,
+        key: c.name.clone(),
+        ty,
+    })
 }
 
 #[cfg(test)]
@@ -422,26 +506,48 @@ mod tests {
         .unwrap();
         assert!(c.multitenancy_enabled);
         assert_eq!(c.server.http_listen_port, 3300);
-        assert_eq!(c.server.graceful_shutdown_timeout, Some(Duration::from_secs(90)));
-        assert_eq!(c.storage.trace.blocklist_poll, Some(Duration::from_secs(300)));
-        assert!(matches!(c.backend(), StorageBackend::S3 { ref bucket, insecure: true, .. } if bucket == "traces"));
+        assert_eq!(
+            c.server.graceful_shutdown_timeout,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            c.storage.trace.blocklist_poll,
+            Some(Duration::from_secs(300))
+        );
+        assert!(
+            matches!(c.backend(), StorageBackend::S3 { ref bucket, insecure: true, .. } if bucket == "traces")
+        );
     }
 
     #[test]
     fn mistakes_name_the_key() {
         let msg = |y: &str| parse(y).unwrap_err().to_string();
         let m = msg("server:\n  http_listen_port: abc\n");
-        assert!(m.contains("server.http_listen_port") && m.contains("line 2"), "{m}");
+        assert!(
+            m.contains("server.http_listen_port") && m.contains("line 2"),
+            "{m}"
+        );
         let m = msg("server:\n  htp_listen_port: 1\n");
         assert!(m.contains("unknown field `htp_listen_port`"), "{m}");
         let m = msg("storage:\n  trace:\n    backend: s4\n");
-        assert!(m.contains("storage.trace.backend") && m.contains("s4"), "{m}");
+        assert!(
+            m.contains("storage.trace.backend") && m.contains("s4"),
+            "{m}"
+        );
         let m = msg("storage:\n  trace:\n    backend: s3\n");
         assert!(m.contains("storage.trace.s3.bucket"), "{m}");
         let m = msg("storage:\n  trace:\n    blocklist_poll: soon\n");
-        assert!(m.contains("storage.trace.blocklist_poll") && m.contains("not a duration"), "{m}");
-        let m = msg("storage:\n  trace:\n    block:\n      dedicated_columns:\n        - {name: x, type: blob}\n");
-        assert!(m.contains("dedicated_columns[0]") && m.contains("blob"), "{m}");
+        assert!(
+            m.contains("storage.trace.blocklist_poll") && m.contains("not a duration"),
+            "{m}"
+        );
+        let m = msg(
+            "storage:\n  trace:\n    block:\n      dedicated_columns:\n        - {name: x, type: blob}\n",
+        );
+        assert!(
+            m.contains("dedicated_columns[0]") && m.contains("blob"),
+            "{m}"
+        );
         let m = msg("server: [1, 2]\n");
         assert!(m.contains("server"), "{m}");
     }

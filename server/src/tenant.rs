@@ -15,13 +15,21 @@ pub fn validate_tenant(id: &str) -> Result<(), String> {
         return Err("tenant ID is empty".into());
     }
     if id.len() > 150 {
-        return Err(format!("tenant ID is {} bytes long; at most 150 are allowed", id.len()));
+        return Err(format!(
+            "tenant ID is {} bytes long; at most 150 are allowed",
+            id.len()
+        ));
     }
     if id == "." || id == ".." {
         return Err(format!("tenant ID {id:?} is not allowed"));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c))) {
-        return Err(format!("tenant ID {id:?} contains {c:?}; allowed are letters, digits and ! - _ . * ' ( )"));
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
+    {
+        return Err(format!(
+            "tenant ID {id:?} contains {c:?}; allowed are letters, digits and ! - _ . * ' ( )"
+        ));
     }
     Ok(())
 }
@@ -34,7 +42,11 @@ pub fn request_tenants(multitenancy: bool, headers: &HeaderMap) -> Result<Vec<St
     }
     let value = headers
         .get(ORG_ID_HEADER)
-        .ok_or_else(|| ApiError::unauthorized("no org id: the X-Scope-OrgID header is required (multitenancy_enabled is true)"))?
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "no org id: the X-Scope-OrgID header is required (multitenancy_enabled is true)",
+            )
+        })?
         .to_str()
         .map_err(|_| ApiError::bad_request("X-Scope-OrgID is not valid text"))?;
     let mut out: Vec<String> = Vec::new();

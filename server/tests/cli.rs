@@ -14,21 +14,41 @@ fn allegro() -> Command {
 fn a_bad_config_is_a_clear_start_up_error_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("server:\n  http_listen_port: lots\n", "server.http_listen_port"),
-        ("storage:\n  trace:\n    backend: tape\n", "storage.trace.backend"),
-        ("storage:\n  trace:\n    backend: s3\n    s3:\n", "storage.trace.s3.bucket"),
-        ("serverr:\n  http_listen_port: 1\n", "unknown field `serverr`"),
+        (
+            "server:\n  http_listen_port: lots\n",
+            "server.http_listen_port",
+        ),
+        (
+            "storage:\n  trace:\n    backend: tape\n",
+            "storage.trace.backend",
+        ),
+        (
+            "storage:\n  trace:\n    backend: s3\n    s3:\n",
+            "storage.trace.s3.bucket",
+        ),
+        (
+            "serverr:\n  http_listen_port: 1\n",
+            "unknown field `serverr`",
+        ),
     ];
     for (yaml, key) in cases {
         let path = dir.path().join("bad.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let out = allegro().arg("--config").arg(&path).arg("serve").output().unwrap();
+        let out = allegro()
+            .arg("--config")
+            .arg(&path)
+            .arg("serve")
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{yaml}: {stderr}");
         assert!(stderr.contains(key), "{yaml}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
-    let out = allegro().args(["--config", "/nonexistent/allegro.yaml", "serve"]).output().unwrap();
+    let out = allegro()
+        .args(["--config", "/nonexistent/allegro.yaml", "serve"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/allegro.yaml"));
 }
@@ -37,36 +57,90 @@ fn a_bad_config_is_a_clear_start_up_error_naming_the_key() {
 fn gen_then_serve_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = allegro().arg("--data-dir").arg(&data).args(["gen", "--spans", "20000", "--block-spans", "5000"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = allegro()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["gen", "--spans", "20000", "--block-spans", "5000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("generated 200") && stdout.contains("4 blocks"), "{stdout}");
-    let listing = allegro().arg("--data-dir").arg(&data).args(["blocks", "--format", "json"]).output().unwrap();
+    assert!(
+        stdout.contains("generated 200") && stdout.contains("4 blocks"),
+        "{stdout}"
+    );
+    let listing = allegro()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["blocks", "--format", "json"])
+        .output()
+        .unwrap();
     let blocks: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
     let blocks = blocks.as_array().unwrap();
     assert_eq!(blocks.len(), 4);
-    let spans: u64 = blocks.iter().map(|b| b["totalSpans"].as_u64().unwrap()).sum();
+    let spans: u64 = blocks
+        .iter()
+        .map(|b| b["totalSpans"].as_u64().unwrap())
+        .sum();
     assert!((20_000..21_000).contains(&spans), "{spans}");
     let id = blocks[2]["maxID"].as_str().unwrap().to_string();
 
-    let mut child = allegro().arg("--data-dir").arg(&data).args(["serve", "--http-listen-port", "0", "--http-listen-address", "127.0.0.1"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = allegro()
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "serve",
+            "--http-listen-port",
+            "0",
+            "--http-listen-address",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("allegro listening on ").unwrap().to_string();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let resp = agent.get(format!("{base}/api/v2/traces/{id}")).call().unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("allegro listening on ")
+        .unwrap()
+        .to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .get(format!("{base}/api/v2/traces/{id}"))
+        .call()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let resp = agent.get(format!("{base}/api/v2/traces/nothex")).call().unwrap();
+    let resp = agent
+        .get(format!("{base}/api/v2/traces/nothex"))
+        .call()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     // SIGTERM: a graceful, successful exit.
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     let start = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "{status}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "server did not stop on SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -74,14 +148,41 @@ fn gen_then_serve_then_sigterm() {
 #[test]
 fn gen_writes_otlp_files_that_decode_to_the_same_spans() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--spans", "3000", "--seed", "4", "--start", "2026-01-01T00:00:00Z", "--duration", "5m", "--file-spans", "1000"];
+    let args = [
+        "--spans",
+        "3000",
+        "--seed",
+        "4",
+        "--start",
+        "2026-01-01T00:00:00Z",
+        "--duration",
+        "5m",
+        "--file-spans",
+        "1000",
+    ];
     for (format, ext) in [("otlp-json", "json"), ("otlp-proto", "pb")] {
         let out_dir = dir.path().join(format);
-        let out = allegro().arg("gen").args(args).args(["--format", format, "--out"]).arg(&out_dir).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut files: Vec<_> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let out = allegro()
+            .arg("gen")
+            .args(args)
+            .args(["--format", format, "--out"])
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut files: Vec<_> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
-        assert!(files.len() >= 3 && files.iter().all(|f| f.extension().unwrap() == ext), "{files:?}");
+        assert!(
+            files.len() >= 3 && files.iter().all(|f| f.extension().unwrap() == ext),
+            "{files:?}"
+        );
     }
     let count = |format: &str| -> usize {
         let mut n = 0;
@@ -91,7 +192,11 @@ fn gen_writes_otlp_files_that_decode_to_the_same_spans() {
                 allegro_engine::otlp_json::decode_traces_json(&bytes).unwrap()
             } else {
                 use prost::Message;
-                allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest::decode(&*bytes).unwrap().resource_spans
+                allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest::decode(
+                    &*bytes,
+                )
+                .unwrap()
+                .resource_spans
             };
             n += allegro_engine::convert::normalize::span_count(&rs);
         }
@@ -99,7 +204,10 @@ fn gen_writes_otlp_files_that_decode_to_the_same_spans() {
     };
     assert_eq!(count("otlp-json"), count("otlp-proto"));
     assert!(count("otlp-json") >= 3000);
-    let bad = allegro().args(["gen", "--start", "last tuesday"]).output().unwrap();
+    let bad = allegro()
+        .args(["gen", "--start", "last tuesday"])
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--start"));
 }

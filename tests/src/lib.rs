@@ -35,22 +35,34 @@ impl TestServer {
     pub fn start(cfg: Config) -> Self {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
                 if let Err(e) = serve_on(&cfg, listener).await {
                     eprintln!("test server failed: {e}");
                 }
             });
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not start");
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Self { base: format!("http://{addr}"), agent }
+        Self {
+            base: format!("http://{addr}"),
+            agent,
+        }
     }
 
     /// `GET path` with optional extra headers.
@@ -61,9 +73,23 @@ impl TestServer {
         }
         let mut resp = req.call().expect("request failed");
         let status = resp.status().as_u16();
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let body = resp.body_mut().with_config().limit(512 << 20).read_to_vec().expect("body");
-        Answer { status, content_type, body }
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(512 << 20)
+            .read_to_vec()
+            .expect("body");
+        Answer {
+            status,
+            content_type,
+            body,
+        }
     }
 }
 

@@ -9,16 +9,36 @@ use allegro_engine::storage::{StorageBackend, open_store};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_skip_blocks_by_bloom_and_pages_by_index() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&StorageBackend::Local { path: dir.path().to_path_buf() }).unwrap();
-    let opts = GenOptions { seed: 5, spans: 60_000, start_unix_nano: 1_767_225_600_000_000_000, duration_nano: 3_600_000_000_000 };
-    let summary = write_blocks(&store, "t", opts.clone(), 2_000, &BlockWriteOptions::default(), &mut |_| {}).await.unwrap();
+    let store = open_store(&StorageBackend::Local {
+        path: dir.path().to_path_buf(),
+    })
+    .unwrap();
+    let opts = GenOptions {
+        seed: 5,
+        spans: 60_000,
+        start_unix_nano: 1_767_225_600_000_000_000,
+        duration_nano: 3_600_000_000_000,
+    };
+    let summary = write_blocks(
+        &store,
+        "t",
+        opts.clone(),
+        2_000,
+        &BlockWriteOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     let blocks = summary.blocks.len();
     assert!(blocks >= 25, "{blocks} blocks");
     let data_bytes: u64 = summary.blocks.iter().map(|b| b.size).sum();
     let catalog = Catalog::new(store, CatalogConfig::default());
     let traces = generate_all(opts);
-    let sample: Vec<TraceId> =
-        traces.iter().step_by(53).map(|t| TraceId::from_bytes(&t[0].scope_spans[0].spans[0].trace_id).unwrap()).collect();
+    let sample: Vec<TraceId> = traces
+        .iter()
+        .step_by(53)
+        .map(|t| TraceId::from_bytes(&t[0].scope_spans[0].spans[0].trace_id).unwrap())
+        .collect();
     // Warm the caches (footers, blooms, metas) once, then measure.
     for id in &sample {
         catalog.find_trace("t", id, None).await.unwrap();
@@ -35,13 +55,23 @@ async fn lookups_skip_blocks_by_bloom_and_pages_by_index() {
     // Random trace IDs overlap every block's min/max, so the bloom does the pruning: at 1%
     // false positives, barely more than one block per lookup has its pages read.
     let avg_blocks = blocks_read as f64 / sample.len() as f64;
-    assert!(avg_blocks < 1.0 + 0.05 * blocks as f64, "{avg_blocks} blocks read per lookup of {blocks}");
+    assert!(
+        avg_blocks < 1.0 + 0.05 * blocks as f64,
+        "{avg_blocks} blocks read per lookup of {blocks}"
+    );
     // And within a block only the pages holding the trace: a small share of the data.
-    assert!(per_lookup < data_bytes as f64 / blocks as f64, "{per_lookup} bytes per lookup; one block is {}", data_bytes / blocks as u64);
+    assert!(
+        per_lookup < data_bytes as f64 / blocks as f64,
+        "{per_lookup} bytes per lookup; one block is {}",
+        data_bytes / blocks as u64
+    );
     // An absent ID is answered from cached blooms alone, with no storage read in most cases.
     let (_, before) = catalog.read_counters();
     for i in 0..50u8 {
-        let found = catalog.find_trace("t", &TraceId([i.wrapping_add(1); 16]), None).await.unwrap();
+        let found = catalog
+            .find_trace("t", &TraceId([i.wrapping_add(1); 16]), None)
+            .await
+            .unwrap();
         assert!(found.resource_spans.is_empty());
     }
     let absent = (catalog.read_counters().1 - before) as f64 / 50.0;

@@ -65,10 +65,32 @@ mod tests {
             }
         };
         let q = |f: &str| format!("SELECT a.name, b.name FROM s a, s b WHERE {f} ORDER BY 1, 2");
-        assert_eq!(pairs(&q("nested_set_is_descendant(a.l, a.r, b.l, b.r)")).await, ["B<A", "C<A", "D<A", "D<B"]);
-        assert_eq!(pairs(&q("nested_set_is_child(a.p, b.l)")).await, ["B<A", "C<A", "D<B"]);
-        assert_eq!(pairs(&q("nested_set_is_sibling(a.p, a.l, b.p, b.l)")).await, ["B<C", "C<B"]);
-        let nulls = ctx.sql("SELECT nested_set_is_child(CAST(NULL AS INT), CAST(1 AS INT))").await.unwrap().collect().await.unwrap();
-        assert!(nulls[0].column(0).as_any().downcast_ref::<BooleanArray>().unwrap().is_null(0));
+        assert_eq!(
+            pairs(&q("nested_set_is_descendant(a.l, a.r, b.l, b.r)")).await,
+            ["B<A", "C<A", "D<A", "D<B"]
+        );
+        assert_eq!(
+            pairs(&q("nested_set_is_child(a.p, b.l)")).await,
+            ["B<A", "C<A", "D<B"]
+        );
+        assert_eq!(
+            pairs(&q("nested_set_is_sibling(a.p, a.l, b.p, b.l)")).await,
+            ["B<C", "C<B"]
+        );
+        let nulls = ctx
+            .sql("SELECT nested_set_is_child(CAST(NULL AS INT), CAST(1 AS INT))")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert!(
+            nulls[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .unwrap()
+                .is_null(0)
+        );
     }
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int32Array};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 /// Which relation a [`NestedSetPredicate`] tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +62,14 @@ pub struct NestedSetPredicate {
 impl NestedSetPredicate {
     /// The UDF for `relation`.
     pub fn new(relation: Relation) -> Self {
-        Self { relation, signature: Signature::uniform(relation.arity(), vec![DataType::Int32], Volatility::Immutable) }
+        Self {
+            relation,
+            signature: Signature::uniform(
+                relation.arity(),
+                vec![DataType::Int32],
+                Volatility::Immutable,
+            ),
+        }
     }
 }
 

@@ -30,9 +30,16 @@ impl TraceBloom {
     /// A filter sized for `n` IDs at false-positive rate `fpp`.
     pub fn with_capacity(n: usize, fpp: f64) -> Self {
         let n = n.max(1) as f64;
-        let bits = (-(n * fpp.ln()) / (std::f64::consts::LN_2.powi(2))).ceil().max(64.0);
-        let k = ((bits / n) * std::f64::consts::LN_2).round().clamp(1.0, 16.0) as u32;
-        Self { k, words: vec![0; (bits as usize).div_ceil(64)] }
+        let bits = (-(n * fpp.ln()) / (std::f64::consts::LN_2.powi(2)))
+            .ceil()
+            .max(64.0);
+        let k = ((bits / n) * std::f64::consts::LN_2)
+            .round()
+            .clamp(1.0, 16.0) as u32;
+        Self {
+            k,
+            words: vec![0; (bits as usize).div_ceil(64)],
+        }
     }
 
     fn positions(&self, id: &TraceId) -> impl Iterator<Item = usize> + '_ {
@@ -52,7 +59,8 @@ impl TraceBloom {
 
     /// False means the ID is certainly absent.
     pub fn may_contain(&self, id: &TraceId) -> bool {
-        self.positions(id).all(|p| self.words[p / 64] & (1 << (p % 64)) != 0)
+        self.positions(id)
+            .all(|p| self.words[p / 64] & (1 << (p % 64)) != 0)
     }
 
     /// Size in memory and on disk.
@@ -83,7 +91,10 @@ impl TraceBloom {
         if b.len() != 12 + n * 8 || n == 0 || k == 0 {
             return Err(bad("bloom filter length does not match its header"));
         }
-        let words = b[12..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+        let words = b[12..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
         Ok(Self { k, words })
     }
 }

@@ -65,7 +65,7 @@ pub struct BlockMeta {
 /// RFC3339 with second precision.
 pub fn rfc3339_seconds(unix_nano: u64, round_up: bool) -> String {
     let mut secs = (unix_nano / 1_000_000_000) as i64;
-    if round_up && unix_nano % 1_000_000_000 != 0 {
+    if round_up && !unix_nano.is_multiple_of(1_000_000_000) {
         secs += 1;
     }
     DateTime::<Utc>::from_timestamp(secs, 0)
@@ -82,7 +82,8 @@ impl BlockMeta {
             #[serde(rename = "blockID", default)]
             block_id: String,
         }
-        let v: Version = serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(path, e))?;
+        let v: Version =
+            serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(path, e))?;
         if !READABLE_FORMATS.contains(&v.format.as_str()) {
             return Err(EngineError::UnsupportedFormat {
                 block: v.block_id,
@@ -111,15 +112,28 @@ mod tests {
 
     #[test]
     fn unknown_formats_are_refused_with_a_clear_error() {
-        let e = BlockMeta::parse("x/meta.json", br#"{"format":"allegro-99","blockID":"b1"}"#).unwrap_err();
+        let e = BlockMeta::parse("x/meta.json", br#"{"format":"allegro-99","blockID":"b1"}"#)
+            .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("allegro-99") && msg.contains("allegro-1") && msg.contains("b1"), "{msg}");
-        assert!(matches!(BlockMeta::parse("x", b"{"), Err(EngineError::Corrupt { .. })));
+        assert!(
+            msg.contains("allegro-99") && msg.contains("allegro-1") && msg.contains("b1"),
+            "{msg}"
+        );
+        assert!(matches!(
+            BlockMeta::parse("x", b"{"),
+            Err(EngineError::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn times_are_rounded_outward_to_seconds() {
-        assert_eq!(rfc3339_seconds(1_700_000_000_500_000_000, false), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339_seconds(1_700_000_000_500_000_000, true), "2023-11-14T22:13:21Z");
+        assert_eq!(
+            rfc3339_seconds(1_700_000_000_500_000_000, false),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            rfc3339_seconds(1_700_000_000_500_000_000, true),
+            "2023-11-14T22:13:21Z"
+        );
     }
 }

@@ -25,7 +25,12 @@ pub struct ObjectReader {
 impl ObjectReader {
     /// A reader of `path`, `size` bytes long; `footer_hint` bytes are fetched for the footer.
     pub fn new(store: Arc<dyn ObjectStore>, path: Path, size: u64, footer_hint: usize) -> Self {
-        Self { store, path, size, footer_hint }
+        Self {
+            store,
+            path,
+            size,
+            footer_hint,
+        }
     }
 }
 
@@ -36,21 +41,39 @@ fn external(e: object_store::Error) -> ParquetError {
 impl AsyncFileReader for ObjectReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes>> {
         async move {
-            let opts = GetOptions { range: Some(GetRange::Bounded(range)), ..Default::default() };
-            let r = self.store.get_opts(&self.path, opts).await.map_err(external)?;
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(range)),
+                ..Default::default()
+            };
+            let r = self
+                .store
+                .get_opts(&self.path, opts)
+                .await
+                .map_err(external)?;
             r.bytes().await.map_err(external)
         }
         .boxed()
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, Result<Vec<Bytes>>> {
-        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(external) }.boxed()
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        }
+        .boxed()
     }
 
-    fn get_metadata<'a>(&'a mut self, options: Option<&'a ArrowReaderOptions>) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
         async move {
             let policy = match options {
-                Some(o) if o.column_index_policy() != PageIndexPolicy::Skip => PageIndexPolicy::Optional,
+                Some(o) if o.column_index_policy() != PageIndexPolicy::Skip => {
+                    PageIndexPolicy::Optional
+                }
                 _ => PageIndexPolicy::Skip,
             };
             let size = self.size;

@@ -24,19 +24,33 @@ use crate::schema::col;
 fn reader(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> ObjectReader {
     // The footer size is in meta.json, so the footer (with page index) comes in one read.
     let hint = (meta.footer_size.max(8) as usize).min(meta.size as usize);
-    ObjectReader::new(store.clone(), block_path(&meta.tenant_id, &meta.block_id, objects::DATA), meta.size, hint)
+    ObjectReader::new(
+        store.clone(),
+        block_path(&meta.tenant_id, &meta.block_id, objects::DATA),
+        meta.size,
+        hint,
+    )
 }
 
 fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) -> EngineError {
-    EngineError::corrupt(block_path(&meta.tenant_id, &meta.block_id, objects::DATA), e)
+    EngineError::corrupt(
+        block_path(&meta.tenant_id, &meta.block_id, objects::DATA),
+        e,
+    )
 }
 
 /// Loads the Parquet footer and page index of a block (one or two ranged reads).
-pub async fn load_footer(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<ArrowReaderMetadata> {
+pub async fn load_footer(
+    store: &Arc<dyn ObjectStore>,
+    meta: &BlockMeta,
+) -> Result<ArrowReaderMetadata> {
     let mut r = reader(store, meta);
-    ArrowReaderMetadata::load_async(&mut r, ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional))
-        .await
-        .map_err(|e| parquet_err(meta, e))
+    ArrowReaderMetadata::load_async(
+        &mut r,
+        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+    )
+    .await
+    .map_err(|e| parquet_err(meta, e))
 }
 
 fn trace_id_leaf(md: &ParquetMetaData) -> Result<usize> {
@@ -54,7 +68,10 @@ fn in_range(min: Option<&[u8]>, max: Option<&[u8]>, id: &[u8]) -> bool {
 
 /// Row groups and rows within them that may hold `id`, from statistics and the page index.
 /// Returns `None` when nothing can match.
-pub fn plan_trace_read(md: &ParquetMetaData, id: &TraceId) -> Result<Option<(Vec<usize>, RowSelection)>> {
+pub fn plan_trace_read(
+    md: &ParquetMetaData,
+    id: &TraceId,
+) -> Result<Option<(Vec<usize>, RowSelection)>> {
     let leaf = trace_id_leaf(md)?;
     let mut groups = Vec::new();
     let mut selectors: Vec<RowSelector> = Vec::new();
@@ -74,7 +91,11 @@ pub fn plan_trace_read(md: &ParquetMetaData, id: &TraceId) -> Result<Option<(Vec
                         let first = loc.first_row_index as usize;
                         let next = locs.get(p + 1).map_or(rows, |l| l.first_row_index as usize);
                         let hit = in_range(idx.min_value(p), idx.max_value(p), &id.0);
-                        sel.push(if hit { RowSelector::select(next - first) } else { RowSelector::skip(next - first) });
+                        sel.push(if hit {
+                            RowSelector::select(next - first)
+                        } else {
+                            RowSelector::skip(next - first)
+                        });
                     }
                     Some(sel)
                 }
@@ -113,16 +134,24 @@ pub async fn read_trace(
             .column(0)
             .as_any()
             .downcast_ref::<FixedSizeBinaryArray>()
-            .ok_or_else(|| arrow::error::ArrowError::SchemaError("trace_id is not FixedSizeBinary(16)".into()))?;
-        Ok(BooleanArray::from_iter(ids.iter().map(|v| Some(v == Some(&want[..])))))
+            .ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError("trace_id is not FixedSizeBinary(16)".into())
+            })?;
+        Ok(BooleanArray::from_iter(
+            ids.iter().map(|v| Some(v == Some(&want[..]))),
+        ))
     });
-    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader(store, meta), footer.clone())
-        .with_row_groups(groups)
-        .with_row_selection(selection)
-        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
-        .build()
+    let stream =
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader(store, meta), footer.clone())
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .build()
+            .map_err(|e| parquet_err(meta, e))?;
+    let batches: Vec<RecordBatch> = stream
+        .try_collect()
+        .await
         .map_err(|e| parquet_err(meta, e))?;
-    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| parquet_err(meta, e))?;
     Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
 }
 

@@ -40,7 +40,14 @@ pub struct BlockWriteOptions {
 
 impl Default for BlockWriteOptions {
     fn default() -> Self {
-        Self { hot: HotPolicy::default(), row_group_rows: 65_536, page_rows: 4_096, batch_rows: 8_192, zstd_level: 3, bloom_fpp: 0.01 }
+        Self {
+            hot: HotPolicy::default(),
+            row_group_rows: 65_536,
+            page_rows: 4_096,
+            batch_rows: 8_192,
+            zstd_level: 3,
+            bloom_fpp: 0.01,
+        }
     }
 }
 
@@ -61,7 +68,8 @@ pub fn block_path(tenant: &str, block_id: &Uuid, object: &str) -> Path {
 }
 
 fn writer_properties(opts: &BlockWriteOptions, traces: usize) -> Result<WriterProperties> {
-    let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| EngineError::InvalidInput(format!("zstd level: {e}")))?;
+    let level = ZstdLevel::try_new(opts.zstd_level)
+        .map_err(|e| EngineError::InvalidInput(format!("zstd level: {e}")))?;
     let plain = |p: &str| ColumnPath::from(p);
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
@@ -69,7 +77,11 @@ fn writer_properties(opts: &BlockWriteOptions, traces: usize) -> Result<WriterPr
         .set_data_page_row_count_limit(opts.page_rows)
         .set_write_batch_size(opts.page_rows.min(1024))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
         // Unique per span: dictionaries would only cost.
         .set_column_dictionary_enabled(plain(col::SPAN_ID), false)
         .set_column_dictionary_enabled(plain(col::PARENT_SPAN_ID), false)
@@ -85,15 +97,22 @@ fn writer_properties(opts: &BlockWriteOptions, traces: usize) -> Result<WriterPr
 /// Encodes spans into a block of `tenant`: sorts by trace ID then start time, computes nested
 /// sets and trace-level columns, chooses hot columns, and writes zstd Parquet with page index,
 /// statistics and a trace-ID bloom filter. CPU-bound: call from a blocking thread.
-pub fn encode_block(tenant: &str, mut spans: Vec<FlatSpan>, opts: &BlockWriteOptions) -> Result<EncodedBlock> {
+pub fn encode_block(
+    tenant: &str,
+    mut spans: Vec<FlatSpan>,
+    opts: &BlockWriteOptions,
+) -> Result<EncodedBlock> {
     if spans.is_empty() {
-        return Err(EngineError::InvalidInput("a block needs at least one span".into()));
+        return Err(EngineError::InvalidInput(
+            "a block needs at least one span".into(),
+        ));
     }
     let traces = prepare_traces(&mut spans);
     let hot = opts.hot.choose(&spans);
     let schema = span_schema(&hot);
     let mut data = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut data, schema, Some(writer_properties(opts, traces)?))?;
+    let mut writer =
+        ArrowWriter::try_new(&mut data, schema, Some(writer_properties(opts, traces)?))?;
     let mut bloom = TraceBloom::with_capacity(traces, opts.bloom_fpp);
     let mut start = u64::MAX;
     let mut end = 0u64;
@@ -138,12 +157,23 @@ pub fn encode_block(tenant: &str, mut spans: Vec<FlatSpan>, opts: &BlockWriteOpt
         hot_columns: hot,
         compaction_level: 0,
     };
-    Ok(EncodedBlock { meta, data: Bytes::from(data), bloom: Bytes::from(bloom) })
+    Ok(EncodedBlock {
+        meta,
+        data: Bytes::from(data),
+        bloom: Bytes::from(bloom),
+    })
 }
 
 fn footer_len(file: &[u8]) -> u64 {
     match file.len().checked_sub(8) {
-        Some(at) => u64::from(u32::from_le_bytes([file[at], file[at + 1], file[at + 2], file[at + 3]])) + 8,
+        Some(at) => {
+            u64::from(u32::from_le_bytes([
+                file[at],
+                file[at + 1],
+                file[at + 2],
+                file[at + 3],
+            ])) + 8
+        }
         None => 0,
     }
 }
@@ -162,7 +192,8 @@ pub async fn put_block(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) -> Re
     };
     put(objects::DATA, block.data.clone()).await?;
     put(objects::BLOOM, block.bloom.clone()).await?;
-    let meta = serde_json::to_vec_pretty(m).map_err(|e| EngineError::Internal(format!("meta.json: {e}")))?;
+    let meta = serde_json::to_vec_pretty(m)
+        .map_err(|e| EngineError::Internal(format!("meta.json: {e}")))?;
     put(objects::META, Bytes::from(meta)).await?;
     Ok(())
 }

@@ -98,24 +98,32 @@ pub struct OverflowReader<'a> {
 }
 
 fn as_map(a: &ArrayRef) -> Result<&MapArray> {
-    a.as_any()
-        .downcast_ref::<MapArray>()
-        .ok_or_else(|| EngineError::Internal(format!("expected a map column, got {}", a.data_type())))
+    a.as_any().downcast_ref::<MapArray>().ok_or_else(|| {
+        EngineError::Internal(format!("expected a map column, got {}", a.data_type()))
+    })
 }
 
 fn child<T: 'static>(a: &ArrayRef) -> Result<&T> {
-    a.as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| EngineError::Internal(format!("unexpected map child type {}", a.data_type())))
+    a.as_any().downcast_ref::<T>().ok_or_else(|| {
+        EngineError::Internal(format!("unexpected map child type {}", a.data_type()))
+    })
 }
 
 impl<'a> OverflowReader<'a> {
     /// Wraps the five map columns (in schema order).
     pub fn new(cols: &'a [ArrayRef]) -> Result<Self> {
         if cols.len() != 5 {
-            return Err(EngineError::Internal("overflow maps must be five columns".into()));
+            return Err(EngineError::Internal(
+                "overflow maps must be five columns".into(),
+            ));
         }
-        let maps = [as_map(&cols[0])?, as_map(&cols[1])?, as_map(&cols[2])?, as_map(&cols[3])?, as_map(&cols[4])?];
+        let maps = [
+            as_map(&cols[0])?,
+            as_map(&cols[1])?,
+            as_map(&cols[2])?,
+            as_map(&cols[3])?,
+            as_map(&cols[4])?,
+        ];
         let keys = [
             child::<StringArray>(maps[0].keys())?,
             child::<StringArray>(maps[1].keys())?,
@@ -151,7 +159,11 @@ impl<'a> OverflowReader<'a> {
                         EngineError::corrupt("attrs_other", format!("attribute {key:?}: {e}"))
                     })?),
                 };
-                out.push(KeyValue { key, value, ..Default::default() });
+                out.push(KeyValue {
+                    key,
+                    value,
+                    ..Default::default()
+                });
             }
         }
         Ok(())

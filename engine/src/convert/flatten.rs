@@ -20,10 +20,13 @@ pub struct ResourceInfo {
 impl ResourceInfo {
     /// The first string `service.name` attribute, if any.
     pub fn service_name(&self) -> Option<&str> {
-        self.resource.attributes.iter().find_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) if kv.key == "service.name" => Some(s.as_str()),
-            _ => None,
-        })
+        self.resource
+            .attributes
+            .iter()
+            .find_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(s) if kv.key == "service.name" => Some(s.as_str()),
+                _ => None,
+            })
     }
 }
 
@@ -101,7 +104,10 @@ pub fn flatten(batches: Vec<ResourceSpans>) -> (Vec<FlatSpan>, Vec<Rejected>) {
             schema_url: rs.schema_url,
         });
         for (si, ss) in rs.scope_spans.into_iter().enumerate() {
-            let scope = Arc::new(ScopeInfo { scope: ss.scope.unwrap_or_default(), schema_url: ss.schema_url });
+            let scope = Arc::new(ScopeInfo {
+                scope: ss.scope.unwrap_or_default(),
+                schema_url: ss.schema_url,
+            });
             for (pi, span) in ss.spans.into_iter().enumerate() {
                 match validate(&span) {
                     Ok((trace_id, span_id, parent_span_id)) => out.push(FlatSpan {
@@ -114,7 +120,10 @@ pub fn flatten(batches: Vec<ResourceSpans>) -> (Vec<FlatSpan>, Vec<Rejected>) {
                         nested: NestedSet::default(),
                         trace: Arc::default(),
                     }),
-                    Err(reason) => rejected.push(Rejected { position: (ri, si, pi), reason }),
+                    Err(reason) => rejected.push(Rejected {
+                        position: (ri, si, pi),
+                        reason,
+                    }),
                 }
             }
         }
@@ -128,17 +137,24 @@ fn validate(span: &Span) -> Result<Ids, String> {
     let trace_id = match TraceId::from_bytes(&span.trace_id) {
         Ok(t) => t,
         Err(_) if span.trace_id.len() == 16 => return Err("trace ID is all zeros".into()),
-        Err(_) => return Err(format!("trace ID must be 16 bytes, got {}", span.trace_id.len())),
+        Err(_) => {
+            return Err(format!(
+                "trace ID must be 16 bytes, got {}",
+                span.trace_id.len()
+            ));
+        }
     };
     let span_id = span_id_from_bytes(&span.span_id)
         .map_err(|_| format!("span ID must be 8 bytes, got {}", span.span_id.len()))?;
     let parent = if span.parent_span_id.is_empty() {
         None
     } else {
-        Some(
-            span_id_from_bytes(&span.parent_span_id)
-                .map_err(|_| format!("parent span ID must be 8 bytes, got {}", span.parent_span_id.len()))?,
-        )
+        Some(span_id_from_bytes(&span.parent_span_id).map_err(|_| {
+            format!(
+                "parent span ID must be 8 bytes, got {}",
+                span.parent_span_id.len()
+            )
+        })?)
     };
     Ok((trace_id, span_id, parent))
 }

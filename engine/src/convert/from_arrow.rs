@@ -25,13 +25,19 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 }
 
 fn typed<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
-    column(batch, name)?.as_any().downcast_ref::<T>().ok_or_else(|| {
-        EngineError::corrupt("span batch", format!("column {name:?} has unexpected type"))
-    })
+    column(batch, name)?
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| {
+            EngineError::corrupt("span batch", format!("column {name:?} has unexpected type"))
+        })
 }
 
 fn overflow_cols(batch: &RecordBatch, prefix: &str) -> Result<Vec<ArrayRef>> {
-    OVERFLOW_KINDS.iter().map(|(n, _)| column(batch, &format!("{prefix}{n}")).cloned()).collect()
+    OVERFLOW_KINDS
+        .iter()
+        .map(|(n, _)| column(batch, &format!("{prefix}{n}")).cloned())
+        .collect()
 }
 
 /// A hot column: its scope, key and values.
@@ -47,13 +53,34 @@ impl Hot<'_> {
             return None;
         }
         let v = match self.values.data_type() {
-            DataType::Utf8 => Value::StringValue(self.values.as_string::<i32>().value(row).to_string()),
-            DataType::Int64 => Value::IntValue(self.values.as_any().downcast_ref::<Int64Array>()?.value(row)),
-            DataType::Float64 => Value::DoubleValue(self.values.as_any().downcast_ref::<Float64Array>()?.value(row)),
-            DataType::Boolean => Value::BoolValue(self.values.as_any().downcast_ref::<BooleanArray>()?.value(row)),
+            DataType::Utf8 => {
+                Value::StringValue(self.values.as_string::<i32>().value(row).to_string())
+            }
+            DataType::Int64 => Value::IntValue(
+                self.values
+                    .as_any()
+                    .downcast_ref::<Int64Array>()?
+                    .value(row),
+            ),
+            DataType::Float64 => Value::DoubleValue(
+                self.values
+                    .as_any()
+                    .downcast_ref::<Float64Array>()?
+                    .value(row),
+            ),
+            DataType::Boolean => Value::BoolValue(
+                self.values
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()?
+                    .value(row),
+            ),
             _ => return None,
         };
-        Some(KeyValue { key: self.key.clone(), value: Some(scalar(v)), ..Default::default() })
+        Some(KeyValue {
+            key: self.key.clone(),
+            value: Some(scalar(v)),
+            ..Default::default()
+        })
     }
 }
 
@@ -62,8 +89,16 @@ fn hot_columns(batch: &RecordBatch) -> Vec<Hot<'_>> {
     let mut out = Vec::new();
     for (i, f) in schema.fields().iter().enumerate() {
         for scope in AttrScope::ALL {
-            if let Some(key) = f.name().strip_prefix(scope.name()).and_then(|r| r.strip_prefix('.')) {
-                out.push(Hot { scope, key: key.to_string(), values: batch.column(i) });
+            if let Some(key) = f
+                .name()
+                .strip_prefix(scope.name())
+                .and_then(|r| r.strip_prefix('.'))
+            {
+                out.push(Hot {
+                    scope,
+                    key: key.to_string(),
+                    values: batch.column(i),
+                });
             }
         }
     }
@@ -86,13 +121,21 @@ pub fn batches_to_resource_spans(batches: &[RecordBatch]) -> Result<Vec<Resource
             let (resource, res_schema) = rows.resource(row)?;
             let rkey = (resource.encode_to_vec(), res_schema.clone()).encode_key();
             let ri = *res_index.entry(rkey).or_insert_with(|| {
-                out.push(ResourceSpans { resource: Some(resource), scope_spans: vec![], schema_url: res_schema });
+                out.push(ResourceSpans {
+                    resource: Some(resource),
+                    scope_spans: vec![],
+                    schema_url: res_schema,
+                });
                 out.len() - 1
             });
             let (scope, scope_schema) = rows.scope(row)?;
             let skey = (scope.encode_to_vec(), scope_schema.clone()).encode_key();
             let si = *scope_index.entry((ri, skey)).or_insert_with(|| {
-                out[ri].scope_spans.push(ScopeSpans { scope: Some(scope), spans: vec![], schema_url: scope_schema });
+                out[ri].scope_spans.push(ScopeSpans {
+                    scope: Some(scope),
+                    spans: vec![],
+                    schema_url: scope_schema,
+                });
                 out[ri].scope_spans.len() - 1
             });
             out[ri].scope_spans[si].spans.push(rows.span(row)?);
@@ -163,7 +206,9 @@ impl NestedCols {
         let attrs = OVERFLOW_KINDS
             .iter()
             .map(|(n, _)| {
-                strukt.column_by_name(n).cloned().ok_or_else(|| EngineError::corrupt("span batch", format!("nested {n} missing")))
+                strukt.column_by_name(n).cloned().ok_or_else(|| {
+                    EngineError::corrupt("span batch", format!("nested {n} missing"))
+                })
             })
             .collect::<Result<_>>()?;
         Ok(Self { strukt, attrs })
@@ -173,7 +218,12 @@ impl NestedCols {
         self.strukt
             .column_by_name(name)
             .and_then(|c| c.as_any().downcast_ref::<T>())
-            .ok_or_else(|| EngineError::corrupt("span batch", format!("nested column {name:?} missing or mistyped")))
+            .ok_or_else(|| {
+                EngineError::corrupt(
+                    "span batch",
+                    format!("nested column {name:?} missing or mistyped"),
+                )
+            })
     }
 }
 
@@ -217,7 +267,12 @@ impl<'a> BatchRows<'a> {
     }
 
     fn attrs(&self, scope: AttrScope, row: usize) -> Result<Vec<KeyValue>> {
-        let mut out: Vec<KeyValue> = self.hot.iter().filter(|h| h.scope == scope).filter_map(|h| h.value(row)).collect();
+        let mut out: Vec<KeyValue> = self
+            .hot
+            .iter()
+            .filter(|h| h.scope == scope)
+            .filter_map(|h| h.value(row))
+            .collect();
         if let Some((_, cols)) = self.overflow.iter().find(|(s, _)| *s == scope) {
             OverflowReader::new(cols)?.read_row(row, &mut out)?;
         }
@@ -229,7 +284,9 @@ impl<'a> BatchRows<'a> {
         if self.service_name.is_valid(row) {
             attributes.push(KeyValue {
                 key: "service.name".into(),
-                value: Some(scalar(Value::StringValue(self.service_name.value(row).to_string()))),
+                value: Some(scalar(Value::StringValue(
+                    self.service_name.value(row).to_string(),
+                ))),
                 ..Default::default()
             });
         }
@@ -241,7 +298,11 @@ impl<'a> BatchRows<'a> {
         } else {
             Vec::new()
         };
-        let resource = Resource { attributes, dropped_attributes_count: self.res_dropped.value(row), entity_refs };
+        let resource = Resource {
+            attributes,
+            dropped_attributes_count: self.res_dropped.value(row),
+            entity_refs,
+        };
         Ok((resource, self.res_schema.value(row).to_string()))
     }
 
@@ -265,7 +326,11 @@ impl<'a> BatchRows<'a> {
             trace_id: self.trace_id.value(row).to_vec(),
             span_id: self.span_id.value(row).to_vec(),
             trace_state: self.trace_state.value(row).to_string(),
-            parent_span_id: if self.parent.is_valid(row) { self.parent.value(row).to_vec() } else { Vec::new() },
+            parent_span_id: if self.parent.is_valid(row) {
+                self.parent.value(row).to_vec()
+            } else {
+                Vec::new()
+            },
             flags: self.flags.value(row),
             name: self.name.value(row).to_string(),
             kind: self.kind.value(row),
@@ -277,7 +342,10 @@ impl<'a> BatchRows<'a> {
             dropped_events_count: self.dropped_events.value(row),
             links: self.links(row)?,
             dropped_links_count: self.dropped_links.value(row),
-            status: Some(Status { message: self.status_message.value(row).to_string(), code: self.status_code.value(row) }),
+            status: Some(Status {
+                message: self.status_message.value(row).to_string(),
+                code: self.status_code.value(row),
+            }),
         })
     }
 

@@ -9,7 +9,11 @@ use prost::Message;
 
 /// By key; duplicate keys (which OTLP forbids but clients send) by their encoded value.
 fn sort_attrs(a: &mut [KeyValue]) {
-    a.sort_by(|x, y| x.key.cmp(&y.key).then_with(|| x.encode_to_vec().cmp(&y.encode_to_vec())));
+    a.sort_by(|x, y| {
+        x.key
+            .cmp(&y.key)
+            .then_with(|| x.encode_to_vec().cmp(&y.encode_to_vec()))
+    });
 }
 
 fn normalize_span(s: &mut Span) {
@@ -36,7 +40,14 @@ pub fn normalize(input: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
         let pos = match out.iter().position(|(k, _)| *k == key) {
             Some(p) => p,
             None => {
-                out.push((key, ResourceSpans { resource: Some(resource), scope_spans: vec![], schema_url: rs.schema_url.clone() }));
+                out.push((
+                    key,
+                    ResourceSpans {
+                        resource: Some(resource),
+                        scope_spans: vec![],
+                        schema_url: rs.schema_url.clone(),
+                    },
+                ));
                 out.len() - 1
             }
         };
@@ -44,11 +55,17 @@ pub fn normalize(input: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
         for mut ss in rs.scope_spans {
             let mut scope = ss.scope.take().unwrap_or_default();
             sort_attrs(&mut scope.attributes);
-            let found = target.iter().position(|t| t.scope.as_ref() == Some(&scope) && t.schema_url == ss.schema_url);
+            let found = target
+                .iter()
+                .position(|t| t.scope.as_ref() == Some(&scope) && t.schema_url == ss.schema_url);
             let idx = match found {
                 Some(i) => i,
                 None => {
-                    target.push(ScopeSpans { scope: Some(scope), spans: vec![], schema_url: ss.schema_url.clone() });
+                    target.push(ScopeSpans {
+                        scope: Some(scope),
+                        spans: vec![],
+                        schema_url: ss.schema_url.clone(),
+                    });
                     target.len() - 1
                 }
             };
@@ -62,7 +79,8 @@ pub fn normalize(input: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
     for (_, rs) in &mut result {
         rs.scope_spans.retain(|ss| !ss.spans.is_empty());
         for ss in &mut rs.scope_spans {
-            let mut keyed: Vec<(Vec<u8>, Span)> = ss.spans.drain(..).map(|s| (s.encode_to_vec(), s)).collect();
+            let mut keyed: Vec<(Vec<u8>, Span)> =
+                ss.spans.drain(..).map(|s| (s.encode_to_vec(), s)).collect();
             keyed.sort_by(|a, b| {
                 (&a.1.trace_id, a.1.start_time_unix_nano, &a.1.span_id, &a.0).cmp(&(
                     &b.1.trace_id,
@@ -74,7 +92,12 @@ pub fn normalize(input: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
             keyed.dedup_by(|a, b| a.0 == b.0);
             ss.spans = keyed.into_iter().map(|(_, s)| s).collect();
         }
-        rs.scope_spans.sort_by_key(|ss| (ss.scope.as_ref().map(Message::encode_to_vec), ss.schema_url.clone()));
+        rs.scope_spans.sort_by_key(|ss| {
+            (
+                ss.scope.as_ref().map(Message::encode_to_vec),
+                ss.schema_url.clone(),
+            )
+        });
     }
     result.retain(|(_, rs)| !rs.scope_spans.is_empty());
     result.sort_by(|a, b| a.0.cmp(&b.0));
@@ -83,5 +106,8 @@ pub fn normalize(input: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
 
 /// Number of spans in OTLP data.
 pub fn span_count(rs: &[ResourceSpans]) -> usize {
-    rs.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+    rs.iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
 }

@@ -16,7 +16,9 @@ use prost::Message;
 use super::attrs::OverflowBuilder;
 use super::flatten::FlatSpan;
 use crate::error::{EngineError, Result};
-use crate::schema::{AttrScope, HotColumn, HotType, event_struct_type, link_struct_type, list_item, span_schema};
+use crate::schema::{
+    AttrScope, HotColumn, HotType, event_struct_type, link_struct_type, list_item, span_schema,
+};
 
 enum HotBuilder {
     Str(StringBuilder),
@@ -77,7 +79,11 @@ struct ScopeAttrs {
 
 impl ScopeAttrs {
     fn new(scope: AttrScope, hot: &[HotColumn]) -> Self {
-        let mine: Vec<(usize, &HotColumn)> = hot.iter().enumerate().filter(|(_, h)| h.scope == scope).collect();
+        let mine: Vec<(usize, &HotColumn)> = hot
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.scope == scope)
+            .collect();
         Self {
             hot: mine.iter().map(|(i, h)| (h.key.clone(), *i)).collect(),
             filled: mine.iter().map(|(i, _)| (*i, false)).collect(),
@@ -91,7 +97,10 @@ impl ScopeAttrs {
     fn push(&mut self, attrs: &[KeyValue], hot: &mut [HotBuilder], mut skip: Option<&str>) {
         for kv in attrs {
             if skip == Some(kv.key.as_str())
-                && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()), Some(Value::StringValue(_)))
+                && matches!(
+                    kv.value.as_ref().and_then(|v| v.value.as_ref()),
+                    Some(Value::StringValue(_))
+                )
             {
                 skip = None;
                 continue;
@@ -155,7 +164,10 @@ pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBat
     let mut scope_schema = StringBuilder::new();
 
     let mut hot_builders: Vec<HotBuilder> = hot.iter().map(|h| HotBuilder::new(h.ty)).collect();
-    let mut scopes: Vec<ScopeAttrs> = AttrScope::ALL.iter().map(|s| ScopeAttrs::new(*s, hot)).collect();
+    let mut scopes: Vec<ScopeAttrs> = AttrScope::ALL
+        .iter()
+        .map(|s| ScopeAttrs::new(*s, hot))
+        .collect();
 
     let mut ev = EventColumns::default();
     let mut lk = LinkColumns::default();
@@ -197,7 +209,10 @@ pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBat
         if s.resource.resource.entity_refs.is_empty() {
             res_entities.append_null();
         } else {
-            let only_refs = Resource { entity_refs: s.resource.resource.entity_refs.clone(), ..Default::default() };
+            let only_refs = Resource {
+                entity_refs: s.resource.resource.entity_refs.clone(),
+                ..Default::default()
+            };
             res_entities.append_value(only_refs.encode_to_vec());
         }
         scope_name.append_value(&s.scope.scope.name);
@@ -207,15 +222,22 @@ pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBat
 
         for (sa, sc) in scopes.iter_mut().zip(AttrScope::ALL) {
             match sc {
-                AttrScope::Resource => sa.push(&s.resource.resource.attributes, &mut hot_builders, Some("service.name")),
+                AttrScope::Resource => sa.push(
+                    &s.resource.resource.attributes,
+                    &mut hot_builders,
+                    Some("service.name"),
+                ),
                 AttrScope::Span => sa.push(&sp.attributes, &mut hot_builders, None),
-                AttrScope::Instrumentation => sa.push(&s.scope.scope.attributes, &mut hot_builders, None),
+                AttrScope::Instrumentation => {
+                    sa.push(&s.scope.scope.attributes, &mut hot_builders, None)
+                }
             }
         }
 
         ev_lens.push(sp.events.len());
         for e in &sp.events {
-            ev.time.append_value(e.time_unix_nano.wrapping_sub(sp.start_time_unix_nano));
+            ev.time
+                .append_value(e.time_unix_nano.wrapping_sub(sp.start_time_unix_nano));
             ev.name.append_value(&e.name);
             ev.dropped.append_value(e.dropped_attributes_count);
             for kv in &e.attributes {
@@ -278,7 +300,12 @@ pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBat
 }
 
 fn list(ty: DataType, values: ArrayRef, lens: &[usize]) -> Result<ArrayRef> {
-    Ok(Arc::new(ListArray::try_new(list_item(ty), OffsetBuffer::from_lengths(lens.iter().copied()), values, None)?))
+    Ok(Arc::new(ListArray::try_new(
+        list_item(ty),
+        OffsetBuffer::from_lengths(lens.iter().copied()),
+        values,
+        None,
+    )?))
 }
 
 fn struct_of(ty: DataType, cols: Vec<ArrayRef>) -> Result<ArrayRef> {
@@ -298,8 +325,11 @@ struct EventColumns {
 
 impl EventColumns {
     fn finish(&mut self) -> Result<ArrayRef> {
-        let mut cols: Vec<ArrayRef> =
-            vec![Arc::new(self.time.finish()), Arc::new(self.name.finish()), Arc::new(self.dropped.finish())];
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.dropped.finish()),
+        ];
         cols.extend(self.attrs.finish());
         struct_of(event_struct_type(), cols)
     }

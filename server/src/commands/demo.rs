@@ -20,9 +20,15 @@ pub struct DemoArgs {
 /// `allegro demo`.
 pub async fn run(cfg: Config, args: DemoArgs) -> Result<(), String> {
     let catalog = open_catalog(&cfg)?;
-    let mut blocks = catalog.blocks(SINGLE_TENANT).await.map_err(|e| e.to_string())?;
+    let mut blocks = catalog
+        .blocks(SINGLE_TENANT)
+        .await
+        .map_err(|e| e.to_string())?;
     if blocks.is_empty() {
-        println!("no data yet: generating {} spans of a simulated online shop over the last hour…", args.spans);
+        println!(
+            "no data yet: generating {} spans of a simulated online shop over the last hour…",
+            args.spans
+        );
         let gen_args = GenArgs {
             spans: args.spans,
             seed: 1,
@@ -35,11 +41,26 @@ pub async fn run(cfg: Config, args: DemoArgs) -> Result<(), String> {
             file_spans: 10_000,
         };
         let s = generate(&cfg, &gen_args).await?;
-        println!("wrote {} spans in {} traces to {} blocks", s.spans, s.traces, s.blocks.len());
+        println!(
+            "wrote {} spans in {} traces to {} blocks",
+            s.spans,
+            s.traces,
+            s.blocks.len()
+        );
         catalog.clear_caches();
-        blocks = catalog.blocks(SINGLE_TENANT).await.map_err(|e| e.to_string())?;
+        blocks = catalog
+            .blocks(SINGLE_TENANT)
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    let listener = bind(&cfg, &ServeArgs { http_listen_port: args.http_listen_port, http_listen_address: None }).await?;
+    let listener = bind(
+        &cfg,
+        &ServeArgs {
+            http_listen_port: args.http_listen_port,
+            http_listen_address: None,
+        },
+    )
+    .await?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let spans: u64 = blocks.iter().map(|b| b.total_spans).sum();
     let traces: u64 = blocks.iter().map(|b| b.total_objects).sum();

@@ -61,29 +61,43 @@ pub fn parse_start(s: &str) -> Result<u64, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(secs.saturating_mul(1_000_000_000));
     }
-    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| format!("--start {s:?}: expected RFC3339 or unix seconds: {e}"))?;
-    u64::try_from(t.timestamp_nanos_opt().unwrap_or(0)).map_err(|_| format!("--start {s:?} is before 1970"))
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("--start {s:?}: expected RFC3339 or unix seconds: {e}"))?;
+    u64::try_from(t.timestamp_nanos_opt().unwrap_or(0))
+        .map_err(|_| format!("--start {s:?} is before 1970"))
 }
 
 /// Generation options from the arguments.
 pub fn gen_options(args: &GenArgs) -> Result<GenOptions, String> {
-    let duration = parse_duration(&args.duration).map_err(|e| format!("--duration: {e}"))?.as_nanos() as u64;
+    let duration = parse_duration(&args.duration)
+        .map_err(|e| format!("--duration: {e}"))?
+        .as_nanos() as u64;
     if duration == 0 {
         return Err("--duration must be positive".into());
     }
     let start = match &args.start {
         Some(s) => parse_start(s)?,
         None => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_nanos() as u64;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_nanos() as u64;
             now.saturating_sub(duration)
         }
     };
-    Ok(GenOptions { seed: args.seed, spans: args.spans, start_unix_nano: start, duration_nano: duration })
+    Ok(GenOptions {
+        seed: args.seed,
+        spans: args.spans,
+        start_unix_nano: start,
+        duration_nano: duration,
+    })
 }
 
 fn progress_bar(total: u64) -> ProgressBar {
     let pb = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} spans ({per_sec}, eta {eta})") {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} spans ({per_sec}, eta {eta})",
+    ) {
         pb.set_style(style);
     }
     pb
@@ -99,18 +113,38 @@ pub async fn generate(cfg: &Config, args: &GenArgs) -> Result<Summary, String> {
         GenFormat::Blocks => {
             let store = open_store(&cfg.backend()).map_err(|e| e.to_string())?;
             let write = BlockWriteOptions {
-                hot: HotPolicy { configured: cfg.hot_columns(), ..Default::default() },
+                hot: HotPolicy {
+                    configured: cfg.hot_columns(),
+                    ..Default::default()
+                },
                 row_group_rows: cfg.storage.trace.block.row_group_rows,
                 page_rows: cfg.storage.trace.block.page_rows,
                 ..Default::default()
             };
-            write_blocks(&store, &args.tenant, opts, args.block_spans, &write, &mut tick).await.map_err(|e| e.to_string())?
+            write_blocks(
+                &store,
+                &args.tenant,
+                opts,
+                args.block_spans,
+                &write,
+                &mut tick,
+            )
+            .await
+            .map_err(|e| e.to_string())?
         }
         GenFormat::OtlpProto | GenFormat::OtlpJson => {
-            let out = args.out.clone().ok_or("--out DIR is required for OTLP output")?;
-            let format = if args.format == GenFormat::OtlpProto { OtlpFormat::Protobuf } else { OtlpFormat::Json };
+            let out = args
+                .out
+                .clone()
+                .ok_or("--out DIR is required for OTLP output")?;
+            let format = if args.format == GenFormat::OtlpProto {
+                OtlpFormat::Protobuf
+            } else {
+                OtlpFormat::Json
+            };
             let spans = args.file_spans;
-            tokio::task::block_in_place(|| write_otlp_files(&out, format, opts, spans, &mut tick)).map_err(|e| e.to_string())?
+            tokio::task::block_in_place(|| write_otlp_files(&out, format, opts, spans, &mut tick))
+                .map_err(|e| e.to_string())?
         }
     };
     pb.finish_and_clear();
@@ -122,7 +156,11 @@ pub async fn run(cfg: Config, args: GenArgs) -> Result<(), String> {
     let t0 = Instant::now();
     let s = generate(&cfg, &args).await?;
     let secs = t0.elapsed().as_secs_f64();
-    let what = if s.blocks.is_empty() { format!("{} files", s.files.len()) } else { format!("{} blocks", s.blocks.len()) };
+    let what = if s.blocks.is_empty() {
+        format!("{} files", s.files.len())
+    } else {
+        format!("{} blocks", s.blocks.len())
+    };
     println!(
         "generated {} spans in {} traces: {what}, {} bytes ({:.1} bytes/span) in {secs:.1}s ({:.0} spans/s)",
         s.spans,
@@ -132,7 +170,10 @@ pub async fn run(cfg: Config, args: GenArgs) -> Result<(), String> {
         s.spans as f64 / secs.max(1e-9)
     );
     if let Some(b) = s.blocks.first() {
-        println!("first trace ID: {}   (try: curl http://localhost:3200/api/v2/traces/{})", b.min_id, b.min_id);
+        println!(
+            "first trace ID: {}   (try: curl http://localhost:3200/api/v2/traces/{})",
+            b.min_id, b.min_id
+        );
     }
     Ok(())
 }

@@ -24,20 +24,32 @@ pub struct ServeArgs {
 
 /// Binds the listener from config and overrides.
 pub async fn bind(cfg: &Config, args: &ServeArgs) -> Result<TcpListener, String> {
-    let host = args.http_listen_address.clone().unwrap_or_else(|| cfg.server.http_listen_address.clone());
+    let host = args
+        .http_listen_address
+        .clone()
+        .unwrap_or_else(|| cfg.server.http_listen_address.clone());
     let port = args.http_listen_port.unwrap_or(cfg.server.http_listen_port);
-    TcpListener::bind((host.as_str(), port)).await.map_err(|e| format!("cannot listen on {host}:{port} (server.http_listen_port): {e}"))
+    TcpListener::bind((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot listen on {host}:{port} (server.http_listen_port): {e}"))
 }
 
 /// Serves until SIGTERM or Ctrl-C; in-flight requests finish first.
 pub async fn serve_on(cfg: &Config, listener: TcpListener) -> Result<(), String> {
     let catalog = open_catalog(cfg)?;
-    let state = AppState { catalog, multitenancy: cfg.multitenancy_enabled, metrics: Arc::new(HttpMetrics::default()) };
+    let state = AppState {
+        catalog,
+        multitenancy: cfg.multitenancy_enabled,
+        metrics: Arc::new(HttpMetrics::default()),
+    };
     let app = router(state, &cfg.server.http_api_prefix);
     let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("allegro listening on http://{addr}");
     tracing::info!(%addr, "serving the Tempo HTTP API");
-    let grace = cfg.server.graceful_shutdown_timeout.unwrap_or(Duration::from_secs(30));
+    let grace = cfg
+        .server
+        .graceful_shutdown_timeout
+        .unwrap_or(Duration::from_secs(30));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     let result = server.into_future();
     tokio::pin!(result);

@@ -16,17 +16,26 @@ pub struct ApiError {
 impl ApiError {
     /// 400: the request is malformed.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
     }
 
     /// 401: the tenant header is missing.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, message: message.into() }
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+        }
     }
 
     /// 404: nothing there.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, message: message.into() }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
     }
 }
 
@@ -41,7 +50,10 @@ impl From<EngineError> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        Self { status, message: e.to_string() }
+        Self {
+            status,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -49,6 +61,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = self.message;
         body.push('\n');
-        (self.status, [("content-type", "text/plain; charset=utf-8")], body).into_response()
+        (
+            self.status,
+            [("content-type", "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
     }
 }

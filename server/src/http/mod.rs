@@ -34,8 +34,15 @@ pub fn router(state: AppState, prefix: &str) -> Router {
         .route("/api/traces/{id}", get(traces::trace_v1))
         .route("/api/v2/traces/{id}", get(traces::trace_v2))
         .fallback(status::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state);
     let prefix = prefix.trim_end_matches('/');
-    if prefix.is_empty() { api } else { Router::new().nest(prefix, api) }
+    if prefix.is_empty() {
+        api
+    } else {
+        Router::new().nest(prefix, api)
+    }
 }

@@ -21,7 +21,10 @@ use crate::tenant::request_tenants;
 
 /// True when the client asked for protobuf (Tempo matches a substring of `Accept`).
 fn wants_protobuf(headers: &HeaderMap) -> bool {
-    headers.get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/protobuf"))
+    headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/protobuf"))
 }
 
 /// `start`/`end` in unix seconds, both optional; 0 means unset as in Tempo.
@@ -29,18 +32,30 @@ fn time_range(q: &HashMap<String, String>) -> Result<Option<(u64, u64)>, ApiErro
     let parse = |k: &str| -> Result<u64, ApiError> {
         match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
             None => Ok(0),
-            Some(v) => v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid {k} {v:?}: expected unix seconds"))),
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid {k} {v:?}: expected unix seconds"))
+            }),
         }
     };
     let (start, end) = (parse("start")?, parse("end")?);
     if start == 0 && end == 0 {
         return Ok(None);
     }
-    let end = if end == 0 { u64::MAX / 1_000_000_000 } else { end };
+    let end = if end == 0 {
+        u64::MAX / 1_000_000_000
+    } else {
+        end
+    };
     if end < start {
-        return Err(ApiError::bad_request(format!("invalid start/end: end {end} is before start {start}")));
+        return Err(ApiError::bad_request(format!(
+            "invalid start/end: end {end} is before start {start}"
+        )));
     }
-    Ok(Some((start.saturating_mul(1_000_000_000), end.saturating_mul(1_000_000_000).saturating_add(999_999_999))))
+    Ok(Some((
+        start.saturating_mul(1_000_000_000),
+        end.saturating_mul(1_000_000_000)
+            .saturating_add(999_999_999),
+    )))
 }
 
 /// Grafana drops a resource with no attributes and panics on absent resource/scope/status:
@@ -51,7 +66,9 @@ fn grafana_safe(mut rs: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
         if res.attributes.is_empty() {
             res.attributes.push(KeyValue {
                 key: "service.name".into(),
-                value: Some(AnyValue { value: Some(Value::StringValue("unknown_service".into())) }),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("unknown_service".into())),
+                }),
                 ..Default::default()
             });
         }
@@ -70,7 +87,12 @@ struct Found {
     inspected_bytes: u64,
 }
 
-async fn lookup(state: &AppState, headers: &HeaderMap, id: &str, q: &HashMap<String, String>) -> Result<Found, ApiError> {
+async fn lookup(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    q: &HashMap<String, String>,
+) -> Result<Found, ApiError> {
     let tenants = request_tenants(state.multitenancy, headers)?;
     let trace_id = TraceId::parse_hex(id).map_err(|e| match e {
         EngineError::InvalidInput(m) => ApiError::bad_request(format!("invalid trace id: {m}")),
@@ -85,9 +107,15 @@ async fn lookup(state: &AppState, headers: &HeaderMap, id: &str, q: &HashMap<Str
         all.extend(found.resource_spans);
     }
     if all.is_empty() {
-        return Err(ApiError::not_found(format!("trace not found: {}", trace_id.to_hex())));
+        return Err(ApiError::not_found(format!(
+            "trace not found: {}",
+            trace_id.to_hex()
+        )));
     }
-    Ok(Found { resource_spans: grafana_safe(all), inspected_bytes })
+    Ok(Found {
+        resource_spans: grafana_safe(all),
+        inspected_bytes,
+    })
 }
 
 fn protobuf(bytes: Vec<u8>) -> Response {
@@ -107,9 +135,16 @@ pub async fn trace_v1(
 ) -> Result<Response, ApiError> {
     let found = lookup(&state, &headers, &id, &q).await?;
     if wants_protobuf(&headers) {
-        return Ok(protobuf(Trace { resource_spans: found.resource_spans }.encode_to_vec()));
+        return Ok(protobuf(
+            Trace {
+                resource_spans: found.resource_spans,
+            }
+            .encode_to_vec(),
+        ));
     }
-    Ok(json_body(json!({ "batches": encode_resource_spans(&found.resource_spans, Dialect::Tempo) })))
+    Ok(json_body(
+        json!({ "batches": encode_resource_spans(&found.resource_spans, Dialect::Tempo) }),
+    ))
 }
 
 /// `GET /api/v2/traces/{id}`: `tempopb.TraceByIDResponse`.
@@ -122,8 +157,12 @@ pub async fn trace_v2(
     let found = lookup(&state, &headers, &id, &q).await?;
     if wants_protobuf(&headers) {
         let resp = TraceByIdResponse {
-            trace: Some(Trace { resource_spans: found.resource_spans }),
-            metrics: Some(TraceByIdMetrics { inspected_bytes: found.inspected_bytes }),
+            trace: Some(Trace {
+                resource_spans: found.resource_spans,
+            }),
+            metrics: Some(TraceByIdMetrics {
+                inspected_bytes: found.inspected_bytes,
+            }),
             status: PartialStatus::Complete as i32,
             message: String::new(),
         };
@@ -131,7 +170,10 @@ pub async fn trace_v2(
     }
     let mut metrics = serde_json::Map::new();
     if found.inspected_bytes > 0 {
-        metrics.insert("inspectedBytes".into(), json!(found.inspected_bytes.to_string()));
+        metrics.insert(
+            "inspectedBytes".into(),
+            json!(found.inspected_bytes.to_string()),
+        );
     }
     Ok(json_body(json!({
         "trace": { "resourceSpans": encode_resource_spans(&found.resource_spans, Dialect::Tempo) },
@@ -144,15 +186,29 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn time_ranges_are_seconds_and_checked() {
         assert_eq!(time_range(&q(&[])).unwrap(), None);
-        assert_eq!(time_range(&q(&[("start", "0"), ("end", "0")])).unwrap(), None);
-        assert_eq!(time_range(&q(&[("start", "10"), ("end", "20")])).unwrap(), Some((10_000_000_000, 20_999_999_999)));
-        assert!(time_range(&q(&[("start", "x")])).unwrap_err().message.contains("invalid start"));
+        assert_eq!(
+            time_range(&q(&[("start", "0"), ("end", "0")])).unwrap(),
+            None
+        );
+        assert_eq!(
+            time_range(&q(&[("start", "10"), ("end", "20")])).unwrap(),
+            Some((10_000_000_000, 20_999_999_999))
+        );
+        assert!(
+            time_range(&q(&[("start", "x")]))
+                .unwrap_err()
+                .message
+                .contains("invalid start")
+        );
         assert!(time_range(&q(&[("start", "20"), ("end", "10")])).is_err());
     }
 
@@ -161,11 +217,18 @@ mod tests {
         use allegro_engine::otlp::trace::v1::{ScopeSpans, Span};
         let rs = vec![ResourceSpans {
             resource: None,
-            scope_spans: vec![ScopeSpans { scope: None, spans: vec![Span::default()], schema_url: String::new() }],
+            scope_spans: vec![ScopeSpans {
+                scope: None,
+                spans: vec![Span::default()],
+                schema_url: String::new(),
+            }],
             schema_url: String::new(),
         }];
         let out = grafana_safe(rs);
-        assert_eq!(out[0].resource.as_ref().unwrap().attributes[0].key, "service.name");
+        assert_eq!(
+            out[0].resource.as_ref().unwrap().attributes[0].key,
+            "service.name"
+        );
         assert!(out[0].scope_spans[0].scope.is_some());
         assert!(out[0].scope_spans[0].spans[0].status.is_some());
     }
