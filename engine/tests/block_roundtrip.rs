@@ -333,3 +333,46 @@ async fn malformed_spans_are_set_aside_with_reasons() {
         rejected[1]
     );
 }
+
+#[tokio::test]
+async fn a_block_of_an_unknown_format_is_skipped_and_the_others_stay_listed() {
+    use object_store::path::Path;
+    use object_store::{PutOptions, PutPayload};
+    let cat = catalog();
+    let block = encode_block(
+        "t",
+        flatten(every_field(1)).0,
+        &BlockWriteOptions::default(),
+    )
+    .unwrap();
+    cat.add_block(&block).await.unwrap();
+    // A block written by a future version, and an incomplete one (no meta.json yet).
+    let future = br#"{"format":"allegro-9","blockID":"7a1c0f3e-0000-4000-8000-000000000000"}"#;
+    let put = |p: &str, b: &'static [u8]| {
+        let store = cat.store().clone();
+        let path = Path::from(p);
+        async move {
+            store
+                .put_opts(&path, PutPayload::from_static(b), PutOptions::default())
+                .await
+                .unwrap()
+        }
+    };
+    put("t/7a1c0f3e-0000-4000-8000-000000000000/meta.json", future).await;
+    put(
+        "t/11111111-0000-4000-8000-000000000000/data.parquet",
+        b"partial",
+    )
+    .await;
+    cat.clear_caches();
+    let blocks = cat.blocks("t").await.unwrap();
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].block_id, block.meta.block_id);
+    assert_eq!(
+        cat.find_trace("t", &TraceId([1; 16]), None)
+            .await
+            .unwrap()
+            .resource_spans,
+        normalize(every_field(1))
+    );
+}
