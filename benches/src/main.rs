@@ -8,6 +8,10 @@
 //! Datasets are generated once per (spans, seed, block size) under `--data` and reused.
 //! Every suite prints a table and, with `--json FILE`, writes the same figures as JSON.
 
+// The allocator the server uses too: span conversion allocates many small strings.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod dataset;
 mod report;
 mod suites;

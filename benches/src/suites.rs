@@ -23,7 +23,7 @@ pub async fn block_write(c: &Common) -> Result<(), String> {
     let spans = c.block_spans.min(c.spans);
     let mut g = Generator::new(gen_options(c));
     let mut chunk: Vec<ResourceSpans> = Vec::new();
-    while allegro_engine::convert::normalize::span_count(&chunk) < spans as usize {
+    while g.spans_produced() < spans {
         match g.next_trace() {
             Some(t) => chunk.extend(t),
             None => break,
@@ -51,6 +51,28 @@ pub async fn block_write(c: &Common) -> Result<(), String> {
             times.push(took);
         }
     }
+    // Where the time goes, measured once outside the timed runs.
+    let mut input = flatten(chunk.clone()).0;
+    let t0 = Instant::now();
+    allegro_engine::nested_set::prepare_traces(&mut input);
+    let t_prepare = t0.elapsed();
+    let t0 = Instant::now();
+    let hot = opts.hot.choose(&input);
+    let t_hot = t0.elapsed();
+    let t0 = Instant::now();
+    let mut batches = Vec::new();
+    for c in input.chunks(opts.batch_rows) {
+        batches.push(
+            allegro_engine::convert::to_arrow::spans_to_batch(c, &hot)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let t_arrow = t0.elapsed();
+    let phases = json!({
+        "sort_and_nested_sets_ms": t_prepare.as_secs_f64() * 1e3,
+        "choose_hot_columns_ms": t_hot.as_secs_f64() * 1e3,
+        "to_arrow_ms": t_arrow.as_secs_f64() * 1e3,
+    });
     let lat = Latency::of(times.clone());
     let median = Duration::from_secs_f64(lat.p50_ms / 1e3);
     let report = json!({
@@ -59,6 +81,7 @@ pub async fn block_write(c: &Common) -> Result<(), String> {
         "reps": c.reps,
         "encode_ms": lat,
         "spans_per_second_one_core": n as f64 / median.as_secs_f64(),
+        "phases": phases,
         "block_bytes": size,
         "bytes_per_span": size as f64 / n as f64,
         "otlp_protobuf_bytes": otlp_bytes,

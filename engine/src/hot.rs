@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 
 use crate::convert::flatten::FlatSpan;
@@ -47,21 +49,40 @@ impl HotPolicy {
     pub fn choose(&self, spans: &[FlatSpan]) -> Vec<HotColumn> {
         // (scope, key) -> count per type. Resources and scopes are shared between spans, so their
         // attributes are counted once per span that carries them, as the column would store them.
-        let mut counts: HashMap<(AttrScope, &str), [usize; 4]> = HashMap::new();
+        let mut counts: HashMap<(AttrScope, &str), [usize; 4], RandomState> = HashMap::default();
+        // Resources and scopes are shared: count each distinct one once, weighted by its spans.
+        type Shared<'a> = (AttrScope, &'a [KeyValue], usize);
+        let mut shared: HashMap<(usize, usize), Shared, RandomState> = HashMap::default();
         for s in spans {
-            let sets = [
-                (AttrScope::Span, &s.span.attributes),
-                (AttrScope::Resource, &s.resource.resource.attributes),
-                (AttrScope::Instrumentation, &s.scope.scope.attributes),
-            ];
-            for (scope, attrs) in sets {
-                for kv in attrs
-                    .iter()
-                    .filter(|kv| !(scope == AttrScope::Resource && kv.key == "service.name"))
-                {
-                    if let Some(t) = hot_type(kv) {
-                        counts.entry((scope, kv.key.as_str())).or_default()[t as usize] += 1;
-                    }
+            for kv in &s.span.attributes {
+                if let Some(t) = hot_type(kv) {
+                    counts
+                        .entry((AttrScope::Span, kv.key.as_str()))
+                        .or_default()[t as usize] += 1;
+                }
+            }
+            let res = (
+                AttrScope::Resource,
+                s.resource.resource.attributes.as_slice(),
+            );
+            let scope = (
+                AttrScope::Instrumentation,
+                s.scope.scope.attributes.as_slice(),
+            );
+            for (i, (sc, attrs)) in [res, scope].into_iter().enumerate() {
+                shared
+                    .entry((i, attrs.as_ptr() as usize))
+                    .or_insert((sc, attrs, 0))
+                    .2 += 1;
+            }
+        }
+        for (scope, attrs, weight) in shared.into_values() {
+            let counted = attrs
+                .iter()
+                .filter(|kv| !(scope == AttrScope::Resource && kv.key == "service.name"));
+            for kv in counted {
+                if let Some(t) = hot_type(kv) {
+                    counts.entry((scope, kv.key.as_str())).or_default()[t as usize] += weight;
                 }
             }
         }

@@ -4,20 +4,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::convert::flatten::{FlatSpan, NestedSet, TraceLevel};
+use crate::ids::TraceId;
 
 const SPAN_KIND_SERVER: i32 = 2;
 const SPAN_KIND_CLIENT: i32 = 3;
 
 /// Sorts spans by trace ID, then start time, then span ID, and fills in every span's nested-set
 /// numbers and trace-level columns. Returns the number of traces.
-pub fn prepare_traces(spans: &mut [FlatSpan]) -> usize {
-    spans.sort_unstable_by(|a, b| {
-        (a.trace_id, a.span.start_time_unix_nano, a.span_id).cmp(&(
-            b.trace_id,
-            b.span.start_time_unix_nano,
-            b.span_id,
-        ))
-    });
+pub fn prepare_traces(spans: &mut Vec<FlatSpan>) -> usize {
+    // Spans are large; sort a permutation and move each span once.
+    let mut order: Vec<(TraceId, u64, [u8; 8], usize)> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.trace_id, s.span.start_time_unix_nano, s.span_id, i))
+        .collect();
+    order.sort_unstable();
+    let mut slots: Vec<Option<FlatSpan>> = std::mem::take(spans).into_iter().map(Some).collect();
+    spans.extend(order.iter().filter_map(|o| slots[o.3].take()));
     let mut traces = 0;
     let mut start = 0;
     while start < spans.len() {
@@ -76,7 +79,8 @@ pub fn trace_level(spans: &[FlatSpan]) -> TraceLevel {
 pub fn nested_set_numbers(spans: &[FlatSpan]) -> Vec<NestedSet> {
     let n = spans.len();
     let mut out = vec![NestedSet::default(); n];
-    let mut by_id: HashMap<[u8; 8], Vec<usize>> = HashMap::with_capacity(n);
+    let mut by_id: HashMap<[u8; 8], Vec<usize>, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(n, Default::default());
     let mut roots = Vec::new();
     for (i, s) in spans.iter().enumerate() {
         if s.parent_span_id.is_none() {
@@ -144,7 +148,6 @@ pub fn nested_set_numbers(spans: &[FlatSpan]) -> Vec<NestedSet> {
 mod tests {
     use super::*;
     use crate::convert::flatten::{ResourceInfo, ScopeInfo};
-    use crate::ids::TraceId;
     use opentelemetry_proto::tonic::trace::v1::Span;
 
     fn span(id: u8, parent: Option<u8>, start: u64, kind: i32) -> FlatSpan {

@@ -1,6 +1,8 @@
 //! [`FlatSpan`]s → a span-table [`RecordBatch`].
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -71,7 +73,7 @@ impl HotBuilder {
 /// Hot columns plus overflow maps of one scope.
 struct ScopeAttrs {
     /// Key → index into the hot builders.
-    hot: HashMap<String, usize>,
+    hot: HashMap<String, usize, RandomState>,
     /// Hot builder indexes of this scope, and whether the current row filled them.
     filled: Vec<(usize, bool)>,
     overflow: OverflowBuilder,
@@ -186,9 +188,12 @@ pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBat
         flags.append_value(sp.flags);
         name.append_value(&sp.name);
         kind.append_value(sp.kind);
-        let status = sp.status.clone().unwrap_or_default();
-        status_code.append_value(status.code);
-        status_message.append_value(&status.message);
+        let (code, message) = sp
+            .status
+            .as_ref()
+            .map_or((0, ""), |st| (st.code, st.message.as_str()));
+        status_code.append_value(code);
+        status_message.append_value(message);
         start.append_value(sp.start_time_unix_nano);
         // Wrapping keeps the round trip exact even for spans that end before they start.
         duration.append_value(sp.end_time_unix_nano.wrapping_sub(sp.start_time_unix_nano));
