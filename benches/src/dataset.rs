@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use allegro_datasets::{GenOptions, write_blocks};
-use allegro_engine::block::writer::BlockWriteOptions;
+use allegro_engine::block::writer::{BlockCompression, BlockWriteOptions};
 use allegro_engine::storage::{StorageBackend, open_store};
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,15 @@ pub fn gen_options(c: &Common) -> GenOptions {
         start_unix_nano: 1_767_225_600_000_000_000,
         duration_nano: 24 * 3_600_000_000_000,
     }
+}
+
+/// Block options for the run.
+pub fn write_options(c: &Common) -> Result<BlockWriteOptions, String> {
+    let compression = BlockCompression::parse(&c.compression).map_err(|e| e.to_string())?;
+    Ok(BlockWriteOptions {
+        compression,
+        ..Default::default()
+    })
 }
 
 /// The cached dataset for `c`, generated first if missing. Returns its store and facts.

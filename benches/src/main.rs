@@ -41,6 +41,9 @@ pub struct Common {
     /// Measured repetitions.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
+    /// Page compression of the blocks: lz4, zstd, zstd:LEVEL, snappy, none.
+    #[arg(long, default_value = "lz4")]
+    pub compression: String,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

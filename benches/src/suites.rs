@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allegro_datasets::Generator;
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::block::writer::encode_block;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::convert::flatten::flatten;
 use allegro_engine::ids::TraceId;
@@ -35,7 +35,7 @@ pub async fn block_write(c: &Common) -> Result<(), String> {
     }
     .encode_to_vec()
     .len() as u64;
-    let opts = BlockWriteOptions::default();
+    let opts = dataset::write_options(c)?;
     let mut times = Vec::new();
     let mut size = 0;
     for i in 0..c.warmup + c.reps {
@@ -77,6 +77,7 @@ pub async fn block_write(c: &Common) -> Result<(), String> {
     let median = Duration::from_secs_f64(lat.p50_ms / 1e3);
     let report = json!({
         "suite": "block-write",
+        "compression": c.compression,
         "spans_per_block": n,
         "reps": c.reps,
         "encode_ms": lat,
@@ -189,6 +190,7 @@ pub async fn trace_by_id(c: &Common, lookups: usize) -> Result<(), String> {
     let concurrent_rate = present.len() as f64 / t0.elapsed().as_secs_f64();
     let report = json!({
         "suite": "trace-by-id",
+        "compression": c.compression,
         "dataset": { "spans": info.spans, "traces": info.traces, "blocks": info.blocks, "data_bytes": info.data_bytes,
                      "bytes_per_span": info.data_bytes as f64 / info.spans as f64 },
         "cold": { "latency": Latency::of(cold), "bytes_read_per_lookup": cold_bytes / n_cold },

@@ -236,6 +236,24 @@ async fn every_otlp_field_survives_a_block_round_trip() {
 }
 
 #[tokio::test]
+async fn every_compression_reads_back() {
+    use allegro_engine::block::writer::BlockCompression;
+    for c in ["lz4", "zstd", "zstd:9", "snappy", "none"] {
+        let opts = BlockWriteOptions {
+            compression: BlockCompression::parse(c).unwrap(),
+            ..Default::default()
+        };
+        let block = encode_block("t", flatten(every_field(3)).0, &opts).unwrap();
+        let cat = catalog();
+        cat.add_block(&block).await.unwrap();
+        let got = cat.find_trace("t", &TraceId([3; 16]), None).await.unwrap();
+        assert_eq!(got.resource_spans, normalize(every_field(3)), "{c}");
+    }
+    assert!(BlockCompression::parse("zstd:40").is_err());
+    assert!(BlockCompression::parse("brotli").is_err());
+}
+
+#[tokio::test]
 async fn nested_set_and_trace_level_columns_are_stored() {
     let (spans, _) = flatten(every_field(1));
     let block = encode_block("t", spans, &BlockWriteOptions::default()).unwrap();

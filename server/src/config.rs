@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use allegro_engine::block::writer::BlockCompression;
 use allegro_engine::schema::{AttrScope, HotColumn, HotType};
 use allegro_engine::storage::StorageBackend;
 use serde::{Deserialize, Deserializer};
@@ -263,6 +264,9 @@ pub struct BlockConfig {
     /// Rows per data page.
     #[serde(deserialize_with = "null_default")]
     pub page_rows: usize,
+    /// Page compression: `lz4` (default, fastest lookups), `zstd`, `zstd:LEVEL`, `snappy`, `none`.
+    #[serde(deserialize_with = "null_default")]
+    pub compression: String,
     /// Attributes that always get a column of their own (Tempo's dedicated columns).
     #[serde(deserialize_with = "null_default")]
     pub dedicated_columns: Vec<DedicatedColumn>,
@@ -274,6 +278,7 @@ impl Default for BlockConfig {
         Self {
             row_group_rows: d.row_group_rows,
             page_rows: d.page_rows,
+            compression: String::new(),
             dedicated_columns: Vec::new(),
         }
     }
@@ -388,6 +393,7 @@ impl Config {
                 "must be positive and at most row_group_rows (default 4096)".into(),
             );
         }
+        self.block_compression()?;
         for (i, c) in t.block.dedicated_columns.iter().enumerate() {
             dedicated(c).map_err(|message| ConfigError::Invalid {
                 key: format!("storage.trace.block.dedicated_columns[{i}]"),
@@ -428,6 +434,20 @@ impl Config {
             _ => StorageBackend::Local {
                 path: t.local.path.clone(),
             },
+        }
+    }
+
+    /// Block compression (empty means the default, lz4).
+    pub fn block_compression(&self) -> Result<BlockCompression, ConfigError> {
+        match self.storage.trace.block.compression.as_str() {
+            "" => Ok(BlockCompression::Lz4),
+            s => BlockCompression::parse(s).map_err(|e| ConfigError::Invalid {
+                key: "storage.trace.block.compression".into(),
+                message: e
+                    .to_string()
+                    .trim_start_matches("invalid input: ")
+                    .to_string(),
+            }),
         }
     }
 
@@ -546,6 +566,11 @@ mod tests {
         );
         assert!(
             m.contains("dedicated_columns[0]") && m.contains("blob"),
+            "{m}"
+        );
+        let m = msg("storage:\n  trace:\n    block:\n      compression: brotli\n");
+        assert!(
+            m.contains("storage.trace.block.compression") && m.contains("brotli"),
             "{m}"
         );
         let m = msg("server: [1, 2]\n");

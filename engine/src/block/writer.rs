@@ -22,6 +22,58 @@ use crate::nested_set::prepare_traces;
 use crate::schema::{FORMAT_V1, col, span_schema};
 
 /// How blocks are encoded.
+/// Page compression of `data.parquet`.
+///
+/// LZ4 is the default: parquet-rs builds a zstd compressor and decompressor for every column
+/// chunk it opens, which costs more than the decompression itself for point reads (a trace
+/// lookup opens ~100 column chunks). zstd makes blocks ~15% smaller at about 4x the lookup
+/// latency (see docs/benchmarks.md); choose it for archival storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockCompression {
+    /// LZ4 (raw block format).
+    Lz4,
+    /// zstd at the given level (1–22).
+    Zstd(i32),
+    /// Snappy.
+    Snappy,
+    /// No compression.
+    None,
+}
+
+impl BlockCompression {
+    /// Parses `lz4`, `zstd`, `zstd:LEVEL`, `snappy` or `none`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "lz4" => Ok(Self::Lz4),
+            "zstd" => Ok(Self::Zstd(3)),
+            "snappy" => Ok(Self::Snappy),
+            "none" => Ok(Self::None),
+            other => match other
+                .strip_prefix("zstd:")
+                .and_then(|l| l.parse::<i32>().ok())
+            {
+                Some(l) if (1..=22).contains(&l) => Ok(Self::Zstd(l)),
+                _ => Err(EngineError::InvalidInput(format!(
+                    "compression {other:?} is not one of lz4, zstd, zstd:LEVEL (1-22), snappy, none"
+                ))),
+            },
+        }
+    }
+
+    fn parquet(self) -> Result<Compression> {
+        Ok(match self {
+            Self::Lz4 => Compression::LZ4_RAW,
+            Self::Zstd(l) => Compression::ZSTD(
+                ZstdLevel::try_new(l)
+                    .map_err(|e| EngineError::InvalidInput(format!("zstd level: {e}")))?,
+            ),
+            Self::Snappy => Compression::SNAPPY,
+            Self::None => Compression::UNCOMPRESSED,
+        })
+    }
+}
+
+/// How blocks are encoded.
 #[derive(Debug, Clone)]
 pub struct BlockWriteOptions {
     /// How hot attribute columns are chosen.
@@ -32,8 +84,8 @@ pub struct BlockWriteOptions {
     pub page_rows: usize,
     /// Spans converted to Arrow at a time (bounds memory while writing).
     pub batch_rows: usize,
-    /// zstd level.
-    pub zstd_level: i32,
+    /// Page compression.
+    pub compression: BlockCompression,
     /// Bloom filter false-positive rate.
     pub bloom_fpp: f64,
 }
@@ -45,8 +97,8 @@ impl Default for BlockWriteOptions {
             row_group_rows: 65_536,
             page_rows: 4_096,
             batch_rows: 8_192,
-            zstd_level: 3,
-            bloom_fpp: 0.01,
+            compression: BlockCompression::Lz4,
+            bloom_fpp: 0.001,
         }
     }
 }
@@ -68,11 +120,9 @@ pub fn block_path(tenant: &str, block_id: &Uuid, object: &str) -> Path {
 }
 
 fn writer_properties(opts: &BlockWriteOptions, traces: usize) -> Result<WriterProperties> {
-    let level = ZstdLevel::try_new(opts.zstd_level)
-        .map_err(|e| EngineError::InvalidInput(format!("zstd level: {e}")))?;
     let plain = |p: &str| ColumnPath::from(p);
     Ok(WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
+        .set_compression(opts.compression.parquet()?)
         .set_max_row_group_row_count(Some(opts.row_group_rows))
         .set_data_page_row_count_limit(opts.page_rows)
         .set_write_batch_size(opts.page_rows.min(1024))

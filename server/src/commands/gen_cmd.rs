@@ -119,6 +119,7 @@ pub async fn generate(cfg: &Config, args: &GenArgs) -> Result<Summary, String> {
                 },
                 row_group_rows: cfg.storage.trace.block.row_group_rows,
                 page_rows: cfg.storage.trace.block.page_rows,
+                compression: cfg.block_compression().map_err(|e| e.to_string())?,
                 ..Default::default()
             };
             write_blocks(
