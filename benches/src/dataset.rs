@@ -51,8 +51,11 @@ pub fn write_options(c: &Common) -> Result<BlockWriteOptions, String> {
 /// The cached dataset for `c`, generated first if missing. Returns its store and facts.
 pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, DatasetInfo), String> {
     let dir = c.data.join(format!(
-        "spans{}-seed{}-block{}",
-        c.spans, c.seed, c.block_spans
+        "spans{}-seed{}-block{}-{}",
+        c.spans,
+        c.seed,
+        c.block_spans,
+        c.compression.replace(':', "")
     ));
     let marker = dir.join("dataset.json");
     let store =
@@ -77,7 +80,7 @@ pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, Datase
         TENANT,
         gen_options(c),
         c.block_spans,
-        &BlockWriteOptions::default(),
+        &write_options(c)?,
         &mut |n| {
             if n >= last + 1_000_000 {
                 eprintln!("  {n} spans");
