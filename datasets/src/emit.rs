@@ -59,6 +59,19 @@ pub enum OtlpFormat {
     Json,
 }
 
+/// Whole traces from `g` until at least `spans` spans (fewer at the end); returns them and
+/// their span count.
+fn next_chunk(g: &mut Generator, spans: u64) -> (Vec<ResourceSpans>, u64) {
+    let mut chunk = Vec::new();
+    let mut n = 0u64;
+    while n < spans.max(1) {
+        let Some(t) = g.next_trace() else { break };
+        n += allegro_engine::convert::normalize::span_count(&t) as u64;
+        chunk.extend(t);
+    }
+    (chunk, n)
+}
+
 /// Generates every trace of `opts` into memory (for fixtures and tests; use the writers for
 /// large datasets).
 pub fn generate_all(opts: GenOptions) -> Vec<Vec<ResourceSpans>> {
@@ -80,17 +93,7 @@ pub async fn write_blocks(
     let mut summary = Summary::default();
     let mut pending: Option<tokio::task::JoinHandle<Result<_, EngineError>>> = None;
     loop {
-        let mut chunk: Vec<ResourceSpans> = Vec::new();
-        let mut n = 0u64;
-        while n < block_spans.max(1) {
-            let Some(t) = g.next_trace() else { break };
-            n += t
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len() as u64)
-                .sum::<u64>();
-            chunk.extend(t);
-        }
+        let (chunk, n) = next_chunk(&mut g, block_spans);
         // Encode on a blocking thread while the next chunk is generated.
         if let Some(h) = pending.take() {
             let block = h.await.map_err(|e| DatasetError::Task(e.to_string()))??;
@@ -129,17 +132,7 @@ pub fn write_otlp_files(
     let mut g = Generator::new(opts);
     let mut summary = Summary::default();
     loop {
-        let mut chunk: Vec<ResourceSpans> = Vec::new();
-        let mut n = 0u64;
-        while n < file_spans.max(1) {
-            let Some(t) = g.next_trace() else { break };
-            n += t
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len() as u64)
-                .sum::<u64>();
-            chunk.extend(t);
-        }
+        let (chunk, n) = next_chunk(&mut g, file_spans);
         if n == 0 {
             break;
         }

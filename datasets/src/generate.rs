@@ -362,6 +362,23 @@ impl TraceBuilder<'_> {
         });
     }
 
+    /// Tags a client/server pair with the response status and closes the client span after
+    /// the server's answer has travelled back.
+    fn finish_call(
+        &mut self,
+        client: usize,
+        server: usize,
+        status: KeyValue,
+        end: u64,
+        failed: bool,
+    ) -> Outcome {
+        self.spans[server].span.attributes.push(status.clone());
+        self.spans[client].span.attributes.push(status);
+        let end = end + self.net();
+        self.close(client, end, failed);
+        (end, failed)
+    }
+
     fn self_time(&mut self, svc: usize) -> u64 {
         self.rng
             .latency(SERVICES[svc].median_ms * MS as f64, 0.6, 0.01)
@@ -516,17 +533,7 @@ fn http(
     } else {
         *tb.rng.pick(&[200, 200, 200, 201, 204])
     };
-    tb.spans[s]
-        .span
-        .attributes
-        .push(ki("http.response.status_code", code));
-    tb.spans[c]
-        .span
-        .attributes
-        .push(ki("http.response.status_code", code));
-    let end = end + tb.net();
-    tb.close(c, end, failed);
-    (end, failed)
+    tb.finish_call(c, s, ki("http.response.status_code", code), end, failed)
 }
 
 /// A gRPC client span in `from` and the server span in `to`.
@@ -573,17 +580,7 @@ fn grpc(
     );
     let (end, failed) = serve(tb, to, s, s_start, handler);
     let code = if failed { *tb.rng.pick(&[2, 4, 14]) } else { 0 };
-    tb.spans[s]
-        .span
-        .attributes
-        .push(ki("rpc.grpc.status_code", code));
-    tb.spans[c]
-        .span
-        .attributes
-        .push(ki("rpc.grpc.status_code", code));
-    let end = end + tb.net();
-    tb.close(c, end, failed);
-    (end, failed)
+    tb.finish_call(c, s, ki("rpc.grpc.status_code", code), end, failed)
 }
 
 /// A database client span.

@@ -168,9 +168,11 @@ fn same_seed_same_data_and_times_stay_in_the_window() {
     }
 }
 
-/// The committed fixture is exactly what the generator makes for its options: regenerate it
-/// with `cargo run -p allegro-server -- gen --spans 400 --seed 1 --start 2026-01-01T00:00:00Z
-/// --duration 10m --format otlp-json --out datasets/fixtures/small` if the generator changes on purpose.
+/// The committed fixture is exactly what the generator makes for its options. If the generator
+/// changes on purpose, regenerate it:
+/// `cargo run -- gen --spans 400 --seed 1 --start 2026-01-01T00:00:00Z --duration 10m
+/// --format otlp-json --file-spans 100000 --out /tmp/fx && cp /tmp/fx/traces-00000.json
+/// datasets/fixtures/small.otlp.json`
 #[test]
 fn committed_fixture_matches_the_generator() {
     let path = allegro_datasets::fixtures_dir().join("small.otlp.json");

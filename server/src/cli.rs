@@ -10,7 +10,11 @@ use crate::config::Config;
 
 /// Allegro: a trace analytics engine that speaks Grafana Tempo's protocols.
 #[derive(Debug, Parser)]
-#[command(name = "allegro", version, about = "Allegro: a trace analytics engine that speaks Grafana Tempo's protocols")]
+#[command(
+    name = "allegro",
+    version,
+    about = "Allegro: a trace analytics engine that speaks Grafana Tempo's protocols"
+)]
 pub struct Cli {
     /// YAML config file (Tempo-style keys).
     #[arg(long, global = true, env = "ALLEGRO_CONFIG")]
