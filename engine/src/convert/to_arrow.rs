@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int32Builder,
-    Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray, UInt32Builder, UInt64Builder,
+    Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray, UInt32Array, UInt32Builder,
+    UInt64Builder,
 };
 use arrow::buffer::OffsetBuffer;
+use arrow::compute::take;
 use arrow::datatypes::{DataType, SchemaRef};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -131,7 +133,55 @@ impl ScopeAttrs {
     }
 }
 
+/// Distinct shared items (resources or scopes) by address, and each span's index among them.
+fn distinct<'a, T>(items: impl Iterator<Item = &'a Arc<T>>) -> (Vec<u32>, Vec<&'a Arc<T>>)
+where
+    T: 'a,
+{
+    let mut seen: HashMap<usize, u32, RandomState> = HashMap::default();
+    let mut list = Vec::new();
+    let idx = items
+        .map(|it| {
+            *seen
+                .entry(Arc::as_ptr(it) as *const () as usize)
+                .or_insert_with(|| {
+                    list.push(it);
+                    (list.len() - 1) as u32
+                })
+        })
+        .collect();
+    (idx, list)
+}
+
+/// Hot columns (of `scope` only, by position in `hot`) and the five overflow maps of a list of
+/// attribute sets, one row per set.
+type AttrColumns = (Vec<(usize, ArrayRef)>, Vec<ArrayRef>);
+
+fn attr_columns<'a>(
+    sets: impl Iterator<Item = &'a [KeyValue]>,
+    scope: AttrScope,
+    hot: &[HotColumn],
+    skip: Option<&str>,
+) -> AttrColumns {
+    let mut builders: Vec<HotBuilder> = hot.iter().map(|h| HotBuilder::new(h.ty)).collect();
+    let mut attrs = ScopeAttrs::new(scope, hot);
+    for set in sets {
+        attrs.push(set, &mut builders, skip);
+    }
+    let hot_cols = hot
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.scope == scope)
+        .map(|(i, _)| (i, builders[i].finish()))
+        .collect();
+    (hot_cols, attrs.overflow.finish())
+}
+
 /// Builds one record batch of the span table from `spans` with the given hot columns.
+///
+/// Resources and scopes are shared by many spans: their columns (service name, hot resource
+/// attributes, overflow maps, …) are built once per distinct resource or scope and gathered to
+/// span rows with `take`, instead of being routed attribute by attribute for every span.
 pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBatch> {
     let schema: SchemaRef = span_schema(hot);
     let n = spans.len();
@@ -156,21 +206,6 @@ pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBat
     let mut root_name = StringBuilder::new();
     let mut trace_start = UInt64Builder::with_capacity(n);
     let mut trace_duration = UInt64Builder::with_capacity(n);
-    let mut service_name = StringBuilder::new();
-    let mut res_dropped = UInt32Builder::with_capacity(n);
-    let mut res_schema = StringBuilder::new();
-    let mut res_entities = BinaryBuilder::new();
-    let mut scope_name = StringBuilder::new();
-    let mut scope_version = StringBuilder::new();
-    let mut scope_dropped = UInt32Builder::with_capacity(n);
-    let mut scope_schema = StringBuilder::new();
-
-    let mut hot_builders: Vec<HotBuilder> = hot.iter().map(|h| HotBuilder::new(h.ty)).collect();
-    let mut scopes: Vec<ScopeAttrs> = AttrScope::ALL
-        .iter()
-        .map(|s| ScopeAttrs::new(*s, hot))
-        .collect();
-
     let mut ev = EventColumns::default();
     let mut lk = LinkColumns::default();
     let mut ev_lens = Vec::with_capacity(n);
@@ -207,37 +242,6 @@ pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBat
         root_name.append_value(&s.trace.root_name);
         trace_start.append_value(s.trace.start_unix_nano);
         trace_duration.append_value(s.trace.duration_nano);
-        let svc = s.resource.service_name();
-        service_name.append_option(svc);
-        res_dropped.append_value(s.resource.resource.dropped_attributes_count);
-        res_schema.append_value(&s.resource.schema_url);
-        if s.resource.resource.entity_refs.is_empty() {
-            res_entities.append_null();
-        } else {
-            let only_refs = Resource {
-                entity_refs: s.resource.resource.entity_refs.clone(),
-                ..Default::default()
-            };
-            res_entities.append_value(only_refs.encode_to_vec());
-        }
-        scope_name.append_value(&s.scope.scope.name);
-        scope_version.append_value(&s.scope.scope.version);
-        scope_dropped.append_value(s.scope.scope.dropped_attributes_count);
-        scope_schema.append_value(&s.scope.schema_url);
-
-        for (sa, sc) in scopes.iter_mut().zip(AttrScope::ALL) {
-            match sc {
-                AttrScope::Resource => sa.push(
-                    &s.resource.resource.attributes,
-                    &mut hot_builders,
-                    Some("service.name"),
-                ),
-                AttrScope::Span => sa.push(&sp.attributes, &mut hot_builders, None),
-                AttrScope::Instrumentation => {
-                    sa.push(&s.scope.scope.attributes, &mut hot_builders, None)
-                }
-            }
-        }
 
         ev_lens.push(sp.events.len());
         for e in &sp.events {
@@ -264,6 +268,63 @@ pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBat
         }
     }
 
+    // Resource-level columns, once per distinct resource.
+    let (res_idx, resources) = distinct(spans.iter().map(|s| &s.resource));
+    let res_take = UInt32Array::from(res_idx);
+    let mut service_name = StringBuilder::new();
+    let mut res_dropped = UInt32Builder::with_capacity(resources.len());
+    let mut res_schema = StringBuilder::new();
+    let mut res_entities = BinaryBuilder::new();
+    for r in &resources {
+        service_name.append_option(r.service_name());
+        res_dropped.append_value(r.resource.dropped_attributes_count);
+        res_schema.append_value(&r.schema_url);
+        if r.resource.entity_refs.is_empty() {
+            res_entities.append_null();
+        } else {
+            let only_refs = Resource {
+                entity_refs: r.resource.entity_refs.clone(),
+                ..Default::default()
+            };
+            res_entities.append_value(only_refs.encode_to_vec());
+        }
+    }
+    let res_attrs = attr_columns(
+        resources.iter().map(|r| r.resource.attributes.as_slice()),
+        AttrScope::Resource,
+        hot,
+        Some("service.name"),
+    );
+
+    // Scope-level columns, once per distinct scope.
+    let (scope_idx, scopes) = distinct(spans.iter().map(|s| &s.scope));
+    let scope_take = UInt32Array::from(scope_idx);
+    let mut scope_name = StringBuilder::new();
+    let mut scope_version = StringBuilder::new();
+    let mut scope_dropped = UInt32Builder::with_capacity(scopes.len());
+    let mut scope_schema = StringBuilder::new();
+    for sc in &scopes {
+        scope_name.append_value(&sc.scope.name);
+        scope_version.append_value(&sc.scope.version);
+        scope_dropped.append_value(sc.scope.dropped_attributes_count);
+        scope_schema.append_value(&sc.schema_url);
+    }
+    let scope_attrs = attr_columns(
+        scopes.iter().map(|s| s.scope.attributes.as_slice()),
+        AttrScope::Instrumentation,
+        hot,
+        None,
+    );
+
+    let span_attrs = attr_columns(
+        spans.iter().map(|s| s.span.attributes.as_slice()),
+        AttrScope::Span,
+        hot,
+        None,
+    );
+
+    let by_res = |a: ArrayRef| -> Result<ArrayRef> { Ok(take(&a, &res_take, None)?) };
+    let by_scope = |a: ArrayRef| -> Result<ArrayRef> { Ok(take(&a, &scope_take, None)?) };
     let mut cols: Vec<ArrayRef> = vec![
         Arc::new(trace_id.finish()),
         Arc::new(span_id.finish()),
@@ -286,18 +347,34 @@ pub fn spans_to_batch(spans: &[FlatSpan], hot: &[HotColumn]) -> Result<RecordBat
         Arc::new(root_name.finish()),
         Arc::new(trace_start.finish()),
         Arc::new(trace_duration.finish()),
-        Arc::new(service_name.finish()),
-        Arc::new(res_dropped.finish()),
-        Arc::new(res_schema.finish()),
-        Arc::new(res_entities.finish()),
-        Arc::new(scope_name.finish()),
-        Arc::new(scope_version.finish()),
-        Arc::new(scope_dropped.finish()),
-        Arc::new(scope_schema.finish()),
+        by_res(Arc::new(service_name.finish()))?,
+        by_res(Arc::new(res_dropped.finish()))?,
+        by_res(Arc::new(res_schema.finish()))?,
+        by_res(Arc::new(res_entities.finish()))?,
+        by_scope(Arc::new(scope_name.finish()))?,
+        by_scope(Arc::new(scope_version.finish()))?,
+        by_scope(Arc::new(scope_dropped.finish()))?,
+        by_scope(Arc::new(scope_schema.finish()))?,
     ];
-    cols.extend(hot_builders.iter_mut().map(HotBuilder::finish));
-    for sa in &mut scopes {
-        cols.extend(sa.overflow.finish());
+    let mut hot_cols: Vec<Option<ArrayRef>> = vec![None; hot.len()];
+    for (i, a) in res_attrs.0 {
+        hot_cols[i] = Some(by_res(a)?);
+    }
+    for (i, a) in scope_attrs.0 {
+        hot_cols[i] = Some(by_scope(a)?);
+    }
+    for (i, a) in span_attrs.0 {
+        hot_cols[i] = Some(a);
+    }
+    for c in hot_cols {
+        cols.push(c.ok_or_else(|| EngineError::Internal("hot column without a scope".into()))?);
+    }
+    for a in res_attrs.1 {
+        cols.push(by_res(a)?);
+    }
+    cols.extend(span_attrs.1);
+    for a in scope_attrs.1 {
+        cols.push(by_scope(a)?);
     }
     cols.push(list(event_struct_type(), ev.finish()?, &ev_lens)?);
     cols.push(list(link_struct_type(), lk.finish()?, &lk_lens)?);
