@@ -13,10 +13,19 @@ const SPAN_KIND_CLIENT: i32 = 3;
 /// numbers and trace-level columns. Returns the number of traces.
 pub fn prepare_traces(spans: &mut Vec<FlatSpan>) -> usize {
     // Spans are large; sort a permutation and move each span once.
-    let mut order: Vec<(TraceId, u64, [u8; 8], usize)> = spans
+    // Big-endian integers order exactly as the bytes do, and compare without memcmp.
+    let mut order: Vec<(u128, u64, u64, usize)> = spans
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.trace_id, s.span.start_time_unix_nano, s.span_id, i))
+        .map(|(i, s)| {
+            let TraceId(id) = s.trace_id;
+            (
+                u128::from_be_bytes(id),
+                s.span.start_time_unix_nano,
+                u64::from_be_bytes(s.span_id),
+                i,
+            )
+        })
         .collect();
     order.sort_unstable();
     let mut slots: Vec<Option<FlatSpan>> = std::mem::take(spans).into_iter().map(Some).collect();
