@@ -832,6 +832,21 @@ fn gw_cart(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
     )
 }
 
+/// The frontend asking the gateway for recommendations (home and product pages).
+fn frontend_recommendations(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
+    http(
+        tb,
+        svc,
+        GATEWAY,
+        "GET",
+        "/api/recommendations",
+        "/api/recommendations",
+        p,
+        start,
+        gw_recs,
+    )
+}
+
 fn home(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
     seq(
         tb,
@@ -850,19 +865,7 @@ fn home(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outcome {
                     gw_products,
                 )
             },
-            &|tb, t| {
-                http(
-                    tb,
-                    svc,
-                    GATEWAY,
-                    "GET",
-                    "/api/recommendations",
-                    "/api/recommendations",
-                    p,
-                    t,
-                    gw_recs,
-                )
-            },
+            &|tb, t| frontend_recommendations(tb, svc, p, t),
             &|tb, t| {
                 http(
                     tb,
@@ -931,19 +934,7 @@ fn product_page(tb: &mut TraceBuilder, svc: usize, p: &[u8], start: u64) -> Outc
                     },
                 )
             },
-            &|tb, t| {
-                http(
-                    tb,
-                    svc,
-                    GATEWAY,
-                    "GET",
-                    "/api/recommendations",
-                    "/api/recommendations",
-                    p,
-                    t,
-                    gw_recs,
-                )
-            },
+            &|tb, t| frontend_recommendations(tb, svc, p, t),
         ],
     )
 }
