@@ -219,9 +219,13 @@ impl Catalog {
         Ok(())
     }
 
-    async fn bloom(&self, meta: &BlockMeta) -> Result<Arc<TraceBloom>> {
+    async fn bloom(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        meta: &BlockMeta,
+    ) -> Result<Arc<TraceBloom>> {
         let path = block_path(&meta.tenant_id, &meta.block_id, objects::BLOOM);
-        let store = self.store.clone();
+        let store = store.clone();
         self.blooms
             .try_get_with(meta.block_id, async move {
                 let b = store
@@ -240,7 +244,15 @@ impl Catalog {
 
     /// The Parquet footer and page index of a block, cached.
     pub async fn footer(&self, meta: &BlockMeta) -> Result<Arc<ArrowReaderMetadata>> {
-        let store = self.store.clone();
+        self.footer_via(&self.store, meta).await
+    }
+
+    async fn footer_via(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        meta: &BlockMeta,
+    ) -> Result<Arc<ArrowReaderMetadata>> {
+        let store = store.clone();
         let m = meta.clone();
         self.footers
             .try_get_with(meta.block_id, async move {
@@ -259,7 +271,11 @@ impl Catalog {
         id: &TraceId,
         range: Option<(u64, u64)>,
     ) -> Result<TraceLookup> {
-        let before = self.counters.snapshot().1;
+        // Reads of this lookup go through its own counter, so concurrent lookups do not mix.
+        let counting = CountingStore::new(self.store.clone());
+        let mine = counting.counters.clone();
+        let store: Arc<dyn ObjectStore> = Arc::new(counting);
+        let store = &store;
         let blocks = self.blocks(tenant).await?;
         let candidates: Vec<Arc<BlockMeta>> = blocks
             .iter()
@@ -268,11 +284,11 @@ impl Catalog {
             .collect();
         let found: Vec<Option<Vec<RecordBatch>>> = futures::stream::iter(candidates)
             .map(|m| async move {
-                if !self.bloom(&m).await?.may_contain(id) {
+                if !self.bloom(store, &m).await?.may_contain(id) {
                     return Ok::<_, EngineError>(None);
                 }
-                let footer = self.footer(&m).await?;
-                Ok(Some(read_trace(&self.store, &m, &footer, id).await?))
+                let footer = self.footer_via(store, &m).await?;
+                Ok(Some(read_trace(store, &m, &footer, id).await?))
             })
             .buffer_unordered(self.cfg.read_concurrency.max(1))
             .try_collect()
@@ -284,7 +300,7 @@ impl Catalog {
             resource_spans,
             total_blocks: blocks.len(),
             blocks_read,
-            inspected_bytes: self.counters.snapshot().1.saturating_sub(before),
+            inspected_bytes: mine.snapshot().1,
         })
     }
 }

@@ -318,6 +318,19 @@ async fn lookups_prune_blocks_and_merge_a_trace_split_across_blocks() {
     // Trace 2 is outside the second block's min/max ID range: only one block is read.
     let got = cat.find_trace("t", &TraceId([2; 16]), None).await.unwrap();
     assert_eq!(got.blocks_read, 1);
+    // Each lookup reports what it read itself: warm repeats read the same pages.
+    let a = cat
+        .find_trace("t", &TraceId([1; 16]), None)
+        .await
+        .unwrap()
+        .inspected_bytes;
+    let b = cat
+        .find_trace("t", &TraceId([1; 16]), None)
+        .await
+        .unwrap()
+        .inspected_bytes;
+    assert!(a > 0);
+    assert_eq!(a, b);
     // A time range that misses both blocks reads nothing at all.
     let (_, before) = cat.read_counters();
     let got = cat
