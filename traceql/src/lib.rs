@@ -1,5 +1,11 @@
-//! TraceQL front end: pest grammar, typed AST, validation, canonical printer and errors with
-//! positions. Deliberately free of DataFusion so it builds and tests in seconds.
+//! TraceQL front end: a pest grammar of TraceQL as Tempo 2.9/3.x accepts it, with errors that
+//! show line, column and a caret. Deliberately free of DataFusion so it builds in seconds.
 //!
-//! The language layer is built by the TraceQL front-end issue; until then this crate only
-//! reserves its place in the workspace (nothing depends on it yet).
+//! Status: the grammar (this module) recognises the language; the typed AST, validation,
+//! canonical printer and rewrites are the rest of the TraceQL front-end issue.
+
+#![warn(missing_docs)]
+
+mod parser;
+
+pub use parser::{ParseError, Rule, parse_tree};
