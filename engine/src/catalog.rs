@@ -242,12 +242,8 @@ impl Catalog {
             .map_err(unwrap_arc)
     }
 
-    /// The Parquet footer and page index of a block, cached.
-    pub async fn footer(&self, meta: &BlockMeta) -> Result<Arc<ArrowReaderMetadata>> {
-        self.footer_via(&self.store, meta).await
-    }
-
-    async fn footer_via(
+    /// The Parquet footer and page index of a block, cached; loaded through `store`.
+    async fn footer(
         &self,
         store: &Arc<dyn ObjectStore>,
         meta: &BlockMeta,
@@ -287,7 +283,7 @@ impl Catalog {
                 if !self.bloom(store, &m).await?.may_contain(id) {
                     return Ok::<_, EngineError>(None);
                 }
-                let footer = self.footer_via(store, &m).await?;
+                let footer = self.footer(store, &m).await?;
                 Ok(Some(read_trace(store, &m, &footer, id).await?))
             })
             .buffer_unordered(self.cfg.read_concurrency.max(1))

@@ -42,7 +42,7 @@ impl TraceBloom {
         }
     }
 
-    fn positions(&self, id: &TraceId) -> impl Iterator<Item = usize> + '_ {
+    fn positions(&self, id: &TraceId) -> impl Iterator<Item = usize> + use<> {
         let m = (self.words.len() * 64) as u64;
         let h1 = fnv1a(0xcbf2_9ce4_8422_2325, &id.0);
         let h2 = fnv1a(0x8422_2325_cbf2_9ce4, &id.0) | 1;
@@ -51,8 +51,7 @@ impl TraceBloom {
 
     /// Adds an ID.
     pub fn insert(&mut self, id: &TraceId) {
-        let pos: Vec<usize> = self.positions(id).collect();
-        for p in pos {
+        for p in self.positions(id) {
             self.words[p / 64] |= 1 << (p % 64);
         }
     }

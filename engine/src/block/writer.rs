@@ -167,12 +167,11 @@ pub fn encode_block(
     let mut bloom = TraceBloom::with_capacity(traces, opts.bloom_fpp);
     let mut start = u64::MAX;
     let mut end = 0u64;
+    let mut last = None;
     for s in &spans {
         start = start.min(s.span.start_time_unix_nano);
         end = end.max(s.span.end_time_unix_nano.max(s.span.start_time_unix_nano));
-    }
-    let mut last = None;
-    for s in &spans {
+        // Spans are sorted by trace, so each trace is inserted once.
         if last != Some(s.trace_id) {
             bloom.insert(&s.trace_id);
             last = Some(s.trace_id);

@@ -189,6 +189,20 @@ struct BatchRows<'a> {
     link_cols: NestedCols,
 }
 
+/// The element indexes of `row` in a list column.
+fn list_range(list: &ListArray, row: usize) -> std::ops::Range<usize> {
+    let offsets = list.value_offsets();
+    offsets[row] as usize..offsets[row + 1] as usize
+}
+
+/// The attributes of nested element `i`, sorted by key.
+fn sorted_attrs(reader: &OverflowReader<'_>, i: usize) -> Result<Vec<KeyValue>> {
+    let mut attributes = Vec::new();
+    reader.read_row(i, &mut attributes)?;
+    sort_attrs(&mut attributes);
+    Ok(attributes)
+}
+
 /// Columns of the `events` or `links` struct, flattened.
 struct NestedCols {
     strukt: StructArray,
@@ -350,9 +364,8 @@ impl<'a> BatchRows<'a> {
     }
 
     fn events(&self, row: usize, start: u64) -> Result<Vec<Event>> {
-        let offsets = self.events.value_offsets();
-        let (a, b) = (offsets[row] as usize, offsets[row + 1] as usize);
-        if a == b {
+        let items = list_range(self.events, row);
+        if items.is_empty() {
             return Ok(Vec::new());
         }
         let c = &self.event_cols;
@@ -360,11 +373,9 @@ impl<'a> BatchRows<'a> {
         let name: &StringArray = c.col("name")?;
         let dropped: &UInt32Array = c.col("dropped_attributes_count")?;
         let reader = OverflowReader::new(&c.attrs)?;
-        (a..b)
+        items
             .map(|i| {
-                let mut attributes = Vec::new();
-                reader.read_row(i, &mut attributes)?;
-                sort_attrs(&mut attributes);
+                let attributes = sorted_attrs(&reader, i)?;
                 Ok(Event {
                     time_unix_nano: start.wrapping_add(time.value(i)),
                     name: name.value(i).to_string(),
@@ -376,9 +387,8 @@ impl<'a> BatchRows<'a> {
     }
 
     fn links(&self, row: usize) -> Result<Vec<Link>> {
-        let offsets = self.links.value_offsets();
-        let (a, b) = (offsets[row] as usize, offsets[row + 1] as usize);
-        if a == b {
+        let items = list_range(self.links, row);
+        if items.is_empty() {
             return Ok(Vec::new());
         }
         let c = &self.link_cols;
@@ -388,11 +398,9 @@ impl<'a> BatchRows<'a> {
         let flags: &UInt32Array = c.col("flags")?;
         let dropped: &UInt32Array = c.col("dropped_attributes_count")?;
         let reader = OverflowReader::new(&c.attrs)?;
-        (a..b)
+        items
             .map(|i| {
-                let mut attributes = Vec::new();
-                reader.read_row(i, &mut attributes)?;
-                sort_attrs(&mut attributes);
+                let attributes = sorted_attrs(&reader, i)?;
                 Ok(Link {
                     trace_id: trace_id.value(i).to_vec(),
                     span_id: span_id.value(i).to_vec(),
