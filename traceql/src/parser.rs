@@ -3,6 +3,9 @@
 use pest::Parser;
 use pest::iterators::Pairs;
 
+use crate::ast::Span;
+use crate::error::Error;
+
 mod grammar {
     #![allow(missing_docs)]
     //! The pest parser generated from `traceql.pest`; `Rule` names the grammar's rules.
@@ -16,83 +19,98 @@ mod grammar {
 pub use grammar::Rule;
 use grammar::TraceQlParser;
 
-/// A parse error: where, what was expected, and the source line with a caret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{rendered}")]
-pub struct ParseError {
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column (in characters).
-    pub column: usize,
-    /// What was wrong, in one line.
-    pub message: String,
-    /// The full message with the source line and a caret under the position.
-    pub rendered: String,
-}
-
+/// How a grammar rule reads in "expected ..." messages.
 fn describe(rule: &Rule) -> String {
-    let name = format!("{rule:?}");
-    match name.as_str() {
-        "EOI" => "end of query".into(),
-        n if n.starts_with("op_") => format!("operator ({})", &n[3..]),
-        n => n.replace('_', " "),
-    }
+    let sym = match rule {
+        Rule::EOI => return "end of query".into(),
+        Rule::op_and => "&&",
+        Rule::op_or => "||",
+        Rule::op_ge => ">=",
+        Rule::op_le => "<=",
+        Rule::op_ne => "!=",
+        Rule::op_re => "=~",
+        Rule::op_nre | Rule::op_not_sibling => "!~",
+        Rule::op_eq => "=",
+        Rule::op_gt | Rule::op_child => ">",
+        Rule::op_lt | Rule::op_parent => "<",
+        Rule::op_add => "+",
+        Rule::op_sub | Rule::op_neg => "-",
+        Rule::op_mul => "*",
+        Rule::op_div => "/",
+        Rule::op_mod => "%",
+        Rule::op_pow => "^",
+        Rule::op_not => "!",
+        Rule::op_descendant => ">>",
+        Rule::op_ancestor => "<<",
+        Rule::op_sibling => "~",
+        Rule::op_not_child => "!>",
+        Rule::op_not_parent => "!<",
+        Rule::op_not_descendant => "!>>",
+        Rule::op_not_ancestor => "!<<",
+        Rule::op_union_child => "&>",
+        Rule::op_union_parent => "&<",
+        Rule::op_union_descendant => "&>>",
+        Rule::op_union_ancestor => "&<<",
+        Rule::op_union_sibling => "&~",
+        Rule::spanset_filter => return "a spanset filter `{ ... }`".into(),
+        Rule::field_expr => return "an expression".into(),
+        Rule::attribute | Rule::attr_scope => {
+            return "an attribute (`.name`, `span.name`...)".into();
+        }
+        Rule::attr_name => return "an attribute name".into(),
+        Rule::intrinsic => return "an intrinsic (`duration`, `name`...)".into(),
+        Rule::aggregate | Rule::agg_count | Rule::agg_fn => {
+            return "an aggregate (`count()`, `avg(...)`...)".into();
+        }
+        Rule::hints => return "`with(...)`".into(),
+        other => return format!("{other:?}").replace('_', " "),
+    };
+    format!("`{sym}`")
 }
 
-impl From<pest::error::Error<Rule>> for ParseError {
-    fn from(e: pest::error::Error<Rule>) -> Self {
-        let (line, column) = match e.line_col {
-            pest::error::LineColLocation::Pos(p) => p,
-            pest::error::LineColLocation::Span(p, _) => p,
-        };
-        let e = e.renamed_rules(describe);
-        let message = match &e.variant {
-            pest::error::ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
-                let mut names: Vec<String> = positives.iter().map(describe).collect();
-                names.dedup();
-                format!(
-                    "syntax error at line {line}, column {column}: expected {}",
-                    names.join(", ")
-                )
-            }
-            _ => format!("syntax error at line {line}, column {column}"),
-        };
-        Self {
-            line,
-            column,
-            rendered: format!("{message}\n{e}"),
-            message,
+fn from_pest(source: &str, e: pest::error::Error<Rule>) -> Error {
+    let (start, end) = match e.location {
+        pest::error::InputLocation::Pos(p) => (p, p + 1),
+        pest::error::InputLocation::Span(s) => s,
+    };
+    let found = source[start.min(source.len())..]
+        .chars()
+        .next()
+        .map_or("end of query".to_string(), |c| format!("`{c}`"));
+    let message = match &e.variant {
+        pest::error::ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
+            let mut names: Vec<String> = positives.iter().map(describe).collect();
+            names.sort();
+            names.dedup();
+            let list = match names.len() {
+                1 => names[0].clone(),
+                n if n > 8 => format!("{}, ... ({} choices)", names[..8].join(", "), n),
+                _ => {
+                    let last = names.pop().unwrap_or_default();
+                    format!("{} or {last}", names.join(", "))
+                }
+            };
+            format!("unexpected {found}, expected {list}")
         }
-    }
+        _ => format!("unexpected {found}"),
+    };
+    Error::parse(source, Span::new(start, end), message)
 }
 
 /// Parses `query` into its parse tree.
-pub fn parse_tree(query: &str) -> Result<Pairs<'_, Rule>, ParseError> {
-    let pairs = TraceQlParser::parse(Rule::root, query).map_err(ParseError::from)?;
-    check(pairs.clone())?;
+pub fn parse_tree(query: &str) -> Result<Pairs<'_, Rule>, Error> {
+    let pairs = TraceQlParser::parse(Rule::root, query).map_err(|e| from_pest(query, e))?;
+    check(query, pairs.clone())?;
     Ok(pairs)
 }
 
-fn custom(span: pest::Span<'_>, message: &str) -> ParseError {
-    let e = pest::error::Error::new_from_span(
-        pest::error::ErrorVariant::<Rule>::CustomError {
-            message: message.to_string(),
-        },
-        span,
-    );
-    let (line, column) = span.start_pos().line_col();
-    let message = format!("syntax error at line {line}, column {column}: {message}");
-    ParseError {
-        line,
-        column,
-        rendered: format!("{message}\n{e}"),
-        message,
-    }
+fn custom(source: &str, span: pest::Span<'_>, message: &str) -> Error {
+    Error::parse(source, Span::new(span.start(), span.end()), message)
 }
 
 /// What the grammar cannot say: scalar filters need an aggregate, metrics arithmetic needs a
-/// metrics query, integers must fit in 64 bits.
-fn check(pairs: Pairs<'_, Rule>) -> Result<(), ParseError> {
+/// metrics query.
+fn check(source: &str, pairs: Pairs<'_, Rule>) -> Result<(), Error> {
     // Only the outermost arithmetic must contain a metrics query: `(1 + 2) + ({} | rate())`.
     for top in pairs.clone().flat_map(|root| root.into_inner()) {
         if top.as_rule() == Rule::metrics_math
@@ -103,29 +121,25 @@ fn check(pairs: Pairs<'_, Rule>) -> Result<(), ParseError> {
                 .any(|c| c.as_rule() == Rule::metrics_query)
         {
             return Err(custom(
+                source,
                 top.as_span(),
                 "expected a metrics query, e.g. {} | rate()",
             ));
         }
     }
     for p in pairs.flatten() {
-        match p.as_rule() {
-            Rule::scalar_filter
-                if !p
-                    .clone()
-                    .into_inner()
-                    .flatten()
-                    .any(|c| c.as_rule() == Rule::aggregate) =>
-            {
-                return Err(custom(
-                    p.as_span(),
-                    "a scalar filter compares an aggregate such as count() or avg(duration)",
-                ));
-            }
-            Rule::integer if p.as_str().parse::<i64>().is_err() => {
-                return Err(custom(p.as_span(), "integer does not fit in 64 bits"));
-            }
-            _ => {}
+        if p.as_rule() == Rule::scalar_filter
+            && !p
+                .clone()
+                .into_inner()
+                .flatten()
+                .any(|c| c.as_rule() == Rule::aggregate)
+        {
+            return Err(custom(
+                source,
+                p.as_span(),
+                "a scalar filter compares an aggregate such as count() or avg(duration)",
+            ));
         }
     }
     Ok(())
@@ -140,6 +154,7 @@ mod tests {
         let e = parse_tree("{ .a = 1 &&\n  .b == 2 }").unwrap_err();
         assert_eq!((e.line, e.column), (2, 7), "{e}");
         assert!(e.rendered.contains("2 |   .b == 2 }"), "{e}");
+        assert!(e.message.contains("unexpected `=`"), "{e}");
         assert!(e.rendered.contains('^'), "{e}");
     }
 

@@ -1,11 +1,13 @@
-//! Tempo's own TraceQL corpus (`shared/conformance/traceql/test_examples.yaml`) against the
-//! grammar. The grammar decides only "parses or not": `valid`, `validate_fails`, `unsupported`
-//! and `dump` queries must parse, `parse_fails` must not. Until the front end is complete the
-//! test ratchets: it fails if fewer queries behave than the recorded baseline, and prints every
-//! miss so the next change can fix them.
+//! Tempo's own TraceQL corpus (`shared/conformance/traceql/test_examples.yaml`), required at
+//! 100%: `valid` parses and validates, `parse_fails` fails to parse, `validate_fails` parses and
+//! fails validation with an ordinary error, `unsupported` parses and fails with the distinct
+//! unsupported error. Valid and unsupported queries also round-trip through the printer, as
+//! Tempo's `TestStringer` requires, and every error shows its position and a caret.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use allegro_traceql::{Error, ErrorKind, parse, validate};
 
 fn corpus() -> Option<BTreeMap<String, Vec<String>>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -24,46 +26,66 @@ fn corpus() -> Option<BTreeMap<String, Vec<String>>> {
     }
 }
 
-/// Queries of each section that behave today. Raise these as the front end grows; never lower.
-/// (The grammar alone reaches every section in full; validation is what remains.)
-const BASELINE: &[(&str, usize)] = &[
-    ("valid", 284),
-    ("parse_fails", 87),
-    ("validate_fails", 70),
-    ("unsupported", 22),
-];
+/// What our front end does with a query: `Ok` or the kind of error.
+fn outcome(q: &str) -> Result<(), Error> {
+    let ast = parse(q)?;
+    validate(q, &ast)
+}
+
+fn assert_well_rendered(q: &str, e: &Error) {
+    let pos = format!("--> {}:{}", e.line, e.column);
+    assert!(
+        e.rendered.contains(&pos) && e.rendered.contains('^'),
+        "error for {q:?} lacks position or caret:\n{e}"
+    );
+}
+
+fn assert_round_trips(q: &str) {
+    let ast = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+    let printed = ast.to_string();
+    let again = parse(&printed).unwrap_or_else(|e| panic!("{q} printed as {printed}: {e}"));
+    assert_eq!(again, ast, "{q} printed as {printed} parses differently");
+    assert_eq!(
+        again.to_string(),
+        printed,
+        "printing is not idempotent for {q}"
+    );
+}
 
 #[test]
-fn tempo_corpus_parses_as_tempo_does() {
+fn tempo_corpus_behaves_exactly_as_tempo() {
     let Some(corpus) = corpus() else { return };
-    let mut report = Vec::new();
+    let mut misses = Vec::new();
+    let mut total = 0;
     for (section, queries) in &corpus {
-        let should_parse = section != "parse_fails";
-        let mut ok = 0;
+        let want = match section.as_str() {
+            "valid" => None,
+            "parse_fails" => Some(ErrorKind::Parse),
+            "validate_fails" => Some(ErrorKind::Validate),
+            "unsupported" => Some(ErrorKind::Unsupported),
+            "dump" => continue,
+            other => panic!("unknown corpus section {other}"),
+        };
         for q in queries {
-            let parsed = allegro_traceql::parse_tree(q).is_ok();
-            if parsed == should_parse {
-                ok += 1;
-            } else {
-                eprintln!(
-                    "[{section}] {} {q}",
-                    if should_parse {
-                        "does not parse:"
-                    } else {
-                        "parses but must not:"
-                    }
-                );
+            total += 1;
+            let got = outcome(q);
+            if let Err(e) = &got {
+                assert_well_rendered(q, e);
+            }
+            let got_kind = got.as_ref().err().map(|e| e.kind);
+            if got_kind != want {
+                misses.push(format!("[{section}] {q}\n    got {got:?}"));
+            }
+            if matches!(want, None | Some(ErrorKind::Unsupported)) {
+                assert_round_trips(q);
             }
         }
-        eprintln!("{section}: {ok}/{}", queries.len());
-        report.push((section.clone(), ok, queries.len()));
     }
-    for (section, min) in BASELINE {
-        let (_, ok, total) = report
-            .iter()
-            .find(|(s, _, _)| s == section)
-            .cloned()
-            .unwrap_or_default();
-        assert!(ok >= *min, "{section}: {ok}/{total} behave, baseline {min}");
-    }
+    assert!(total > 400, "corpus looks truncated: {total} queries");
+    assert!(
+        misses.is_empty(),
+        "{} of {total} corpus queries misbehave:\n{}",
+        misses.len(),
+        misses.join("\n")
+    );
 }
