@@ -740,7 +740,7 @@ pub fn negate_static(v: Static) -> Option<Static> {
 }
 
 /// Arithmetic on two number literals with Tempo's rules: integer arithmetic when both are
-/// integers (`/` truncates; `^` is `rhs^lhs`, Tempo's quirk), float otherwise.
+/// integers (`/` truncates), float otherwise.
 pub fn fold_numbers(op: BinaryOp, lhs: &Static, rhs: &Static) -> Result<Static, String> {
     fn as_f64(s: &Static) -> Option<f64> {
         match s {
@@ -761,9 +761,9 @@ pub fn fold_numbers(op: BinaryOp, lhs: &Static, rhs: &Static) -> Result<Static, 
             BinaryOp::Div => a.checked_div(b),
             BinaryOp::Mod => a.checked_rem(b),
             BinaryOp::Pow => {
-                // Tempo evaluates int ^ int as rhs^lhs; overflow saturates like Go's
-                // conversion of +Inf.
-                let v = (b as f64).powf(a as f64);
+                // lhs^rhs. (Tempo evaluates int ^ int as rhs^lhs, a bug: `2 ^ 3` is 9 there;
+                // see docs/traceql.md.) Overflow saturates like Go's conversion of +Inf.
+                let v = (a as f64).powf(b as f64);
                 return Ok(Static::Int(if v.is_nan() { i64::MIN } else { v as i64 }));
             }
             _ => return Err(format!("{} is not arithmetic", op.symbol())),

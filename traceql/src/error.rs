@@ -65,20 +65,38 @@ impl Error {
             ErrorKind::Validate => "invalid query",
             ErrorKind::Unsupported => "unsupported",
         };
-        // Underline the span on its first line (at least one caret).
+        // Underline the span on its first line (at least one caret), showing a window of a
+        // long line around the position.
         let line_end = line_start + line_text.len();
-        let under_start = source[line_start..start].chars().count();
-        let under_len = source[start..end.min(line_end).max(start)]
+        let chars: Vec<char> = line_text.chars().collect();
+        let at = source[line_start..start].chars().count();
+        let len = source[start..end.min(line_end).max(start)]
             .chars()
             .count()
             .max(1);
+        let (from, to) = if chars.len() <= MAX_SHOWN {
+            (0, chars.len())
+        } else {
+            let from = at.saturating_sub(MAX_SHOWN / 2);
+            (from, (from + MAX_SHOWN).min(chars.len()))
+        };
+        let mut text: String = chars[from..to].iter().collect();
+        let mut offset = at - from;
+        if from > 0 {
+            text.insert_str(0, "...");
+            offset += 3;
+        }
+        if to < chars.len() {
+            text.push_str("...");
+        }
+        let len = len.min(to.saturating_sub(at)).max(1);
         let gutter = line.to_string().len();
         let pad = " ".repeat(gutter);
         let rendered = format!(
             "{headline}: {message}\n{pad}--> {line}:{column}\n{pad} |\n{line} | {text}\n{pad} | {spaces}{carets}",
-            text = line_text.replace('\t', " "),
-            spaces = " ".repeat(under_start),
-            carets = "^".repeat(under_len),
+            text = text.replace('\t', " "),
+            spaces = " ".repeat(offset),
+            carets = "^".repeat(len),
         );
         Self {
             kind,
@@ -112,6 +130,9 @@ impl Error {
     }
 }
 
+/// Longest stretch of a source line shown under an error.
+const MAX_SHOWN: usize = 100;
+
 /// Line (1-based), column (1-based, characters), the line's text and its start offset.
 fn locate(source: &str, at: usize) -> (usize, usize, &str, usize) {
     let line_start = source[..at].rfind('\n').map_or(0, |i| i + 1);
@@ -142,6 +163,19 @@ mod tests {
             e.rendered,
             "syntax error: expected a value\n --> 2:6\n  |\n2 |   .b == 2 }\n  |      ^^"
         );
+    }
+
+    #[test]
+    fn long_lines_show_a_window_around_the_position() {
+        let src = format!("{{ {} && .b == 2 }}", ".a = 1 && ".repeat(100));
+        let at = src.find("==").unwrap();
+        let e = Error::parse(&src, Span::new(at, at + 2), "unexpected `=`");
+        let shown = e.rendered.lines().nth(3).unwrap();
+        let carets = e.rendered.lines().nth(4).unwrap();
+        assert!(shown.starts_with(&format!("{} | ...", e.line)), "{shown}");
+        assert!(shown.len() < 120, "{shown}");
+        let col = carets.find('^').unwrap();
+        assert_eq!(&shown[col..col + 2], "==", "{}", e.rendered);
     }
 
     #[test]

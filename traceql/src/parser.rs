@@ -63,6 +63,12 @@ fn describe(rule: &Rule) -> String {
             return "an aggregate (`count()`, `avg(...)`...)".into();
         }
         Rule::hints => return "`with(...)`".into(),
+        Rule::integer => return "an integer".into(),
+        Rule::float => return "a float".into(),
+        Rule::duration => return "a duration".into(),
+        Rule::string | Rule::raw_string => return "a string".into(),
+        Rule::keyword => return "a keyword (true, nil, ok, server...)".into(),
+        Rule::named_int => return "minInt or maxInt".into(),
         other => return format!("{other:?}").replace('_', " "),
     };
     format!("`{sym}`")
@@ -94,14 +100,209 @@ fn from_pest(source: &str, e: pest::error::Error<Rule>) -> Error {
         }
         _ => format!("unexpected {found}"),
     };
+    if let Some(hint) = unknown_word(&source[start.min(source.len())..]) {
+        let len = hint.0;
+        return Error::parse(source, Span::new(start, start + len), hint.1);
+    }
     Error::parse(source, Span::new(start, end), message)
+}
+
+/// A clearer message when the parser stopped at a word it does not know: a misspelt scoped
+/// intrinsic (`trace:status`) or an attribute without its scope (`attribute`).
+fn unknown_word(rest: &str) -> Option<(usize, String)> {
+    let len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(rest.len());
+    let word = &rest[..len];
+    if word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let known = |w: &str| {
+        crate::ast::Intrinsic::from_name(w).is_some()
+            || matches!(
+                w,
+                "true"
+                    | "false"
+                    | "nil"
+                    | "ok"
+                    | "error"
+                    | "unset"
+                    | "unspecified"
+                    | "internal"
+                    | "server"
+                    | "client"
+                    | "producer"
+                    | "consumer"
+                    | "minInt"
+                    | "maxInt"
+            )
+    };
+    if known(word) {
+        return None;
+    }
+    if let Some((scope, _)) = word.split_once(':') {
+        let names: Vec<&str> = crate::ast::Intrinsic::ALL
+            .iter()
+            .map(|i| i.name())
+            .filter(|n| n.starts_with(&format!("{scope}:")))
+            .collect();
+        let mut scoped: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        // Spellings that name a bare intrinsic too.
+        let extra: &[&str] = match scope {
+            "span" => &[
+                "span:duration",
+                "span:name",
+                "span:kind",
+                "span:status",
+                "span:statusMessage",
+            ],
+            "trace" => &["trace:duration", "trace:rootName", "trace:rootService"],
+            _ => &[],
+        };
+        scoped.extend(extra.iter().map(|s| s.to_string()));
+        scoped.sort();
+        return Some((
+            len,
+            if scoped.is_empty() {
+                format!("unknown scope in `{word}`")
+            } else {
+                format!(
+                    "unknown intrinsic `{word}`; {scope}: has {}",
+                    scoped.join(", ")
+                )
+            },
+        ));
+    }
+    let lower = [
+        "by", "count", "avg", "min", "max", "sum", "select", "coalesce", "with",
+    ];
+    if lower.contains(&word) || word.ends_with("_over_time") || word == "rate" {
+        return None;
+    }
+    Some((
+        len,
+        format!(
+            "unknown identifier `{word}`: attributes are written `.{word}`, `span.{word}` or \
+             `resource.{word}`"
+        ),
+    ))
 }
 
 /// Parses `query` into its parse tree.
 pub fn parse_tree(query: &str) -> Result<Pairs<'_, Rule>, Error> {
+    check_nesting(query)?;
     let pairs = TraceQlParser::parse(Rule::root, query).map_err(|e| from_pest(query, e))?;
     check(query, pairs.clone())?;
+    check_length(query, pairs.clone())?;
     Ok(pairs)
+}
+
+/// Deepest bracket nesting accepted. The parser and every pass over the tree recurse, and a
+/// server thread's stack is small: limits keep hostile input an error, never a crash.
+pub const MAX_NESTING: usize = 64;
+/// Most operators in one query (a 512-term `||` chain has 1023). Every pass recurses once per
+/// operator at worst; with this bound a query needs under 4 MiB of stack in a debug build.
+pub const MAX_OPERATORS: usize = 1024;
+
+/// Refuses bracket nesting deeper than [`MAX_NESTING`], skipping strings and comments.
+fn check_nesting(src: &str) -> Result<(), Error> {
+    let bytes = src.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' | b'`' => {
+                let close = bytes[i];
+                i += 1;
+                while i < bytes.len() && bytes[i] != close {
+                    i += if bytes[i] == b'\\' && close == b'"' {
+                        2
+                    } else {
+                        1
+                    };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'(' | b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(Error::parse(
+                        src,
+                        Span::new(i, i + 1),
+                        format!("brackets nested more than {MAX_NESTING} deep"),
+                    ));
+                }
+            }
+            b')' | b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Refuses queries of more than [`MAX_OPERATORS`] operators.
+fn check_length(src: &str, pairs: Pairs<'_, Rule>) -> Result<(), Error> {
+    let operators = pairs.flatten().filter(|p| is_operator(p.as_rule())).count();
+    if operators > MAX_OPERATORS {
+        return Err(Error::parse(
+            src,
+            Span::new(0, src.len()),
+            format!("query too long: {operators} operators, at most {MAX_OPERATORS}"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_operator(rule: Rule) -> bool {
+    use Rule::*;
+    matches!(
+        rule,
+        op_and
+            | op_or
+            | op_ge
+            | op_le
+            | op_ne
+            | op_re
+            | op_nre
+            | op_eq
+            | op_gt
+            | op_lt
+            | op_add
+            | op_sub
+            | op_mul
+            | op_div
+            | op_mod
+            | op_pow
+            | op_neg
+            | op_not
+            | op_descendant
+            | op_ancestor
+            | op_sibling
+            | op_child
+            | op_parent
+            | op_not_child
+            | op_not_parent
+            | op_not_descendant
+            | op_not_ancestor
+            | op_not_sibling
+            | op_union_child
+            | op_union_parent
+            | op_union_descendant
+            | op_union_ancestor
+            | op_union_sibling
+    )
 }
 
 fn custom(source: &str, span: pest::Span<'_>, message: &str) -> Error {

@@ -1,8 +1,8 @@
 //! The canonical printer: one spelling per AST, which parses back to the same AST.
 //!
 //! Conventions follow Tempo's stringer where it round-trips: every operand that is not a
-//! literal or a field is parenthesised (`{ (.a * .b) + .c }`), intrinsics print by their
-//! canonical names (`span:name` prints as `name`). Where Tempo's output would not parse back
+//! literal or a field is parenthesised (`{ (.a * .b) + .c }`) except that chains of one
+//! operator stay flat (`{ (.a = 1) || (.a = 2) || (.a = 3) }`, so long chains do not nest), and intrinsics print by their canonical names (`span:name` prints as `name`). Where Tempo's output would not parse back
 //! Allegro differs: strings print double-quoted with Go escapes (Tempo's back-ticks cannot hold
 //! a back-tick), durations as Go durations (`1h30m`), `{}` stays `{}`.
 
@@ -90,12 +90,15 @@ fn spanset(f: &mut Formatter<'_>, e: &SpansetExpr, pipelines: bool) -> fmt::Resu
                 if i == 1 {
                     write!(f, " {} ", op.symbol())?;
                 }
-                if let SpansetExpr::Op { .. } = **side {
-                    f.write_str("(")?;
-                    spanset(f, side, pipelines)?;
-                    f.write_str(")")?;
-                } else {
-                    spanset(f, side, pipelines)?;
+                match **side {
+                    // Both levels are left-associative: a left operand of the same level is
+                    // the chain going on.
+                    SpansetExpr::Op { op: inner, .. } if !(i == 0 && inner == *op) => {
+                        f.write_str("(")?;
+                        spanset(f, side, pipelines)?;
+                        f.write_str(")")?;
+                    }
+                    _ => spanset(f, side, pipelines)?,
                 }
             }
             Ok(())
@@ -118,6 +121,13 @@ impl Display for SpansetFilter {
     }
 }
 
+/// Whether a binary operand needs no parentheses: it continues a chain of its parent's very
+/// operator on the side it associates to (`^` to the right, everything else to the left).
+/// Mixed operators of one level stay parenthesised: `(a && b) || c` reads right.
+fn continues_chain(parent: BinaryOp, child: BinaryOp, left: bool) -> bool {
+    parent == child && left == (parent != BinaryOp::Pow)
+}
+
 impl Display for FieldExpr {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let wrap = |f: &mut Formatter<'_>, e: &FieldExpr| match &e.kind {
@@ -128,9 +138,20 @@ impl Display for FieldExpr {
             FieldKind::Static(s) => write!(f, "{s}"),
             FieldKind::Ref(r) => write!(f, "{r}"),
             FieldKind::Binary { op, lhs, rhs } => {
-                wrap(f, lhs)?;
-                write!(f, " {} ", op.symbol())?;
-                wrap(f, rhs)
+                for (i, side) in [lhs, rhs].into_iter().enumerate() {
+                    if i == 1 {
+                        write!(f, " {} ", op.symbol())?;
+                    }
+                    match &side.kind {
+                        FieldKind::Binary { op: inner, .. }
+                            if continues_chain(*op, *inner, i == 0) =>
+                        {
+                            write!(f, "{side}")?
+                        }
+                        _ => wrap(f, side)?,
+                    }
+                }
+                Ok(())
             }
             FieldKind::Unary { op, expr } => match op {
                 UnaryOp::Neg => {
@@ -287,10 +308,13 @@ impl Display for ScalarExpr {
                     if i == 1 {
                         write!(f, " {} ", op.symbol())?;
                     }
-                    if let ScalarExpr::Binary { .. } = **side {
-                        write!(f, "({side})")?;
-                    } else {
-                        write!(f, "{side}")?;
+                    match **side {
+                        ScalarExpr::Binary { op: inner, .. }
+                            if !continues_chain(*op, inner, i == 0) =>
+                        {
+                            write!(f, "({side})")?
+                        }
+                        _ => write!(f, "{side}")?,
                     }
                 }
                 Ok(())
@@ -317,6 +341,11 @@ impl Display for MetricsExpr {
                     }
                     match **side {
                         MetricsExpr::Number(_) => write!(f, "{side}")?,
+                        MetricsExpr::Binary { op: inner, .. }
+                            if continues_chain(*op, inner, i == 0) =>
+                        {
+                            write!(f, "{side}")?
+                        }
                         _ => write!(f, "({side})")?,
                     }
                 }
