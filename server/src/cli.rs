@@ -39,6 +39,8 @@ pub enum Command {
     Gen(commands::gen_cmd::GenArgs),
     /// List the blocks of a tenant.
     Blocks(commands::blocks::BlocksArgs),
+    /// TraceQL tools: `allegro traceql check '<query>'`.
+    Traceql(commands::traceql_cmd::TraceqlArgs),
 }
 
 /// Loads the config file (if any) and applies command-line overrides.
@@ -58,6 +60,10 @@ pub fn load_config(cli: &Cli) -> Result<Config, String> {
 /// Runs the CLI; the exit code is 0 on success, 1 on a runtime failure, 2 on bad usage or config.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The language tools need neither config, data nor a runtime.
+    if let Command::Traceql(args) = cli.command {
+        return commands::traceql_cmd::run(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -73,8 +79,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // 8 MiB worker stacks: the TraceQL front end's limits are sized for them.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(rt) => rt,
@@ -89,6 +97,7 @@ pub fn main() -> ExitCode {
             Command::Demo(a) => commands::demo::run(cfg, a).await,
             Command::Gen(a) => commands::gen_cmd::run(cfg, a).await,
             Command::Blocks(a) => commands::blocks::run(cfg, a).await,
+            Command::Traceql(_) => Ok(()),
         }
     });
     match result {

@@ -211,3 +211,85 @@ fn gen_writes_otlp_files_that_decode_to_the_same_spans() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--start"));
 }
+
+fn traceql_check(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut cmd = allegro();
+    cmd.args(["traceql", "check"]).args(args);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn traceql_check_prints_canonical_form_or_error_with_exit_codes() {
+    let (code, out, _) = traceql_check(&["{ span:name = \"x\" && .a * .b + .c > 1 }"], None);
+    assert_eq!(code, 0);
+    assert_eq!(out, "{ (name = \"x\") && (((.a * .b) + .c) > 1) }\n");
+
+    let (code, out, err) = traceql_check(&["{ .a == 1 }"], None);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(err.contains("--> 1:7"), "{err}");
+    assert!(err.contains("1 | { .a == 1 }\n  |       ^"), "{err}");
+
+    let (code, _, err) = traceql_check(&["{ 1 = \"foo\" }"], None);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("must operate on the same type"), "{err}");
+
+    let (code, _, err) = traceql_check(&["{ parent.a != 3 }"], None);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not yet supported"), "{err}");
+}
+
+#[test]
+fn traceql_check_json_and_stdin() {
+    let (code, out, _) = traceql_check(&["-", "--format", "json"], Some("{ .a = 1 }\n"));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        v,
+        serde_json::json!({"ok": true, "canonical": "{ .a = 1 }"})
+    );
+
+    let (code, out, _) = traceql_check(
+        &["--format", "json", "-"],
+        Some("{ .a = 1 &&\n  .b = = 2 }"),
+    );
+    assert_eq!(code, 2);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["kind"], "parse");
+    assert_eq!(
+        (v["line"].as_u64(), v["column"].as_u64()),
+        (Some(2), Some(8))
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unexpected `=`"),
+        "{v}"
+    );
+
+    let (code, out, _) = traceql_check(&["{ status > ok }", "--format", "json"], None);
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["kind"], "validate");
+}

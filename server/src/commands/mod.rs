@@ -4,6 +4,7 @@ pub mod blocks;
 pub mod demo;
 pub mod gen_cmd;
 pub mod serve;
+pub mod traceql_cmd;
 
 use std::sync::Arc;
 
