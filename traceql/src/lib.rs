@@ -15,6 +15,7 @@
 pub mod ast;
 mod build;
 mod error;
+pub mod fuzzing;
 mod lexical;
 mod parser;
 mod print;

@@ -1,0 +1,47 @@
+//! The TraceQL front-end fuzzer: random token soup, mutations of Tempo's corpus, and printed
+//! random ASTs, each parsed, validated, printed, re-parsed and compared. Any panic or
+//! round-trip difference stops the run and prints the input.
+//!
+//! ```text
+//! cargo run --release -p allegro-traceql --example fuzz -- [INPUTS] [SEED]
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use allegro_traceql::fuzzing::fuzz;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let inputs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let seed: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance/traceql/test_examples.yaml");
+    let seeds: Vec<String> = std::fs::read_to_string(&corpus)
+        .ok()
+        .and_then(|t| serde_yaml::from_str::<std::collections::BTreeMap<String, Vec<String>>>(&t).ok())
+        .map(|m| m.into_values().flatten().collect())
+        .unwrap_or_else(|| {
+            eprintln!("corpus not found at {}; fuzzing without seeds", corpus.display());
+            Vec::new()
+        });
+    let started = Instant::now();
+    let report = std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || fuzz(&seeds, inputs, seed))
+        .expect("thread")
+        .join()
+        .expect("the fuzzer itself does not panic");
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} inputs in {secs:.1}s ({:.0}/s): {} parsed, {} valid, seed {seed}",
+        report.inputs,
+        report.inputs as f64 / secs,
+        report.parsed,
+        report.valid
+    );
+    if let Some((input, why)) = report.failure {
+        println!("FAILURE on input {input:?}:\n{why}");
+        std::process::exit(1);
+    }
+}
