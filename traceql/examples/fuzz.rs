@@ -13,16 +13,24 @@ use allegro_traceql::fuzzing::fuzz;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let inputs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let inputs: u64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let seed: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/conformance/traceql/test_examples.yaml");
     let seeds: Vec<String> = std::fs::read_to_string(&corpus)
         .ok()
-        .and_then(|t| serde_yaml::from_str::<std::collections::BTreeMap<String, Vec<String>>>(&t).ok())
+        .and_then(|t| {
+            serde_yaml::from_str::<std::collections::BTreeMap<String, Vec<String>>>(&t).ok()
+        })
         .map(|m| m.into_values().flatten().collect())
         .unwrap_or_else(|| {
-            eprintln!("corpus not found at {}; fuzzing without seeds", corpus.display());
+            eprintln!(
+                "corpus not found at {}; fuzzing without seeds",
+                corpus.display()
+            );
             Vec::new()
         });
     let started = Instant::now();

@@ -59,7 +59,9 @@ pub struct Gen {
 impl Gen {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { rng: Rng::new(seed) }
+        Self {
+            rng: Rng::new(seed),
+        }
     }
 
     fn text(&mut self, alphabet: &[char], max: usize) -> String {
@@ -68,7 +70,11 @@ impl Gen {
     }
 
     fn number(&mut self, negative_ok: bool) -> Static {
-        let sign = if negative_ok && self.rng.one_in(3) { -1 } else { 1 };
+        let sign = if negative_ok && self.rng.one_in(3) {
+            -1
+        } else {
+            1
+        };
         match self.rng.below(4) {
             0 => Static::Int(sign * (self.rng.next_u64() >> self.rng.below(64).max(1)) as i64),
             1 => Static::Int(sign * self.rng.below(100) as i64),
@@ -82,7 +88,11 @@ impl Gen {
 
     fn duration(&mut self, negative_ok: bool) -> Static {
         let d = (self.rng.next_u64() >> self.rng.below(64).max(1)) as i64;
-        Static::Duration(if negative_ok && self.rng.one_in(3) { -d } else { d })
+        Static::Duration(if negative_ok && self.rng.one_in(3) {
+            -d
+        } else {
+            d
+        })
     }
 
     /// A literal as it can appear inside `{ }` (never negative: `-` is an operator there).
@@ -119,10 +129,14 @@ impl Gen {
             Scope::Link,
             Scope::Instrumentation,
         ]);
-        let parent = matches!(scope, Scope::None | Scope::Span | Scope::Resource) && self.rng.one_in(5);
+        let parent =
+            matches!(scope, Scope::None | Scope::Span | Scope::Resource) && self.rng.one_in(5);
         let mut name = self.text(NAME_CHARS, 8);
         if self.rng.one_in(6) {
-            name = format!("{}.{name}", self.rng.pick(&["span", "resource", "parent", "3"]));
+            name = format!(
+                "{}.{name}",
+                self.rng.pick(&["span", "resource", "parent", "3"])
+            );
         }
         FieldRef::Attribute(Attribute {
             scope,
@@ -251,7 +265,9 @@ impl Gen {
             }),
             2 => Stage::By(self.field(2)),
             3 => Stage::Select(
-                (0..1 + self.rng.below(3)).map(|_| self.field_ref()).collect(),
+                (0..1 + self.rng.below(3))
+                    .map(|_| self.field_ref())
+                    .collect(),
                 Span::default(),
             ),
             _ => Stage::Coalesce,
@@ -285,10 +301,12 @@ impl Gen {
             _ => MetricsFn::Compare {
                 filter: self.filter(),
                 top_n: self.rng.below(2000) as i64,
-                window: self
-                    .rng
-                    .one_in(2)
-                    .then(|| (self.rng.below(1 << 30) as i64, self.rng.below(1 << 30) as i64)),
+                window: self.rng.one_in(2).then(|| {
+                    (
+                        self.rng.below(1 << 30) as i64,
+                        self.rng.below(1 << 30) as i64,
+                    )
+                }),
             },
         }
     }
@@ -313,7 +331,9 @@ impl Gen {
             pipeline: self.pipeline(2),
             function: self.metrics_fn(),
             by: (0..self.rng.below(3)).map(|_| self.field_ref()).collect(),
-            stages: (0..self.rng.below(3)).map(|_| self.second_stage()).collect(),
+            stages: (0..self.rng.below(3))
+                .map(|_| self.second_stage())
+                .collect(),
             span: Span::default(),
         }
     }
@@ -341,7 +361,9 @@ impl Gen {
         if query && self.rng.one_in(3) {
             MetricsExpr::Staged {
                 expr: Box::new(binary),
-                stages: (0..1 + self.rng.below(2)).map(|_| self.second_stage()).collect(),
+                stages: (0..1 + self.rng.below(2))
+                    .map(|_| self.second_stage())
+                    .collect(),
             }
         } else {
             binary
@@ -366,7 +388,10 @@ impl Gen {
             _ => self.static_value(),
         };
         Hint {
-            name: self.rng.pick(&["sample", "most_recent", "_x9", "skip_ast_transformations"]).to_string(),
+            name: self
+                .rng
+                .pick(&["sample", "most_recent", "_x9", "skip_ast_transformations"])
+                .to_string(),
             value,
         }
     }
@@ -430,12 +455,81 @@ pub struct FuzzReport {
 }
 
 const TOKENS: &[&str] = &[
-    "{", "}", "(", ")", "[", "]", " ", ".", ",", "|", "&&", "||", "=", "!=", "=~", "!~", ">", ">=",
-    "<", "<=", ">>", "<<", "~", "!>", "!<", "&>", "&<", "&>>", "&<<", "&~", "+", "-", "*", "/",
-    "%", "^", "!", "\"", "`", "\\", "1", "1.5", "10s", "1d2h", ".5", "µs", "nil", "true", "ok",
-    "server", "span.", "resource.", "parent.", ".a", "name", "duration", "span:id", "trace:",
-    "count()", "avg(", "by(", "select(", "coalesce()", "rate()", "quantile_over_time(",
-    "compare(", "topk(", "with(", "sample=", "//", "/*", "*/", "\n", "minInt", "é",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    " ",
+    ".",
+    ",",
+    "|",
+    "&&",
+    "||",
+    "=",
+    "!=",
+    "=~",
+    "!~",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    ">>",
+    "<<",
+    "~",
+    "!>",
+    "!<",
+    "&>",
+    "&<",
+    "&>>",
+    "&<<",
+    "&~",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "^",
+    "!",
+    "\"",
+    "`",
+    "\\",
+    "1",
+    "1.5",
+    "10s",
+    "1d2h",
+    ".5",
+    "µs",
+    "nil",
+    "true",
+    "ok",
+    "server",
+    "span.",
+    "resource.",
+    "parent.",
+    ".a",
+    "name",
+    "duration",
+    "span:id",
+    "trace:",
+    "count()",
+    "avg(",
+    "by(",
+    "select(",
+    "coalesce()",
+    "rate()",
+    "quantile_over_time(",
+    "compare(",
+    "topk(",
+    "with(",
+    "sample=",
+    "//",
+    "/*",
+    "*/",
+    "\n",
+    "minInt",
+    "é",
 ];
 
 /// Checks one input: no panic, and a query that parses prints to text that parses back to the
