@@ -12,6 +12,19 @@ pub use generate::{GenOptions, Generator};
 
 /// Directory of the committed fixtures.
 pub fn fixtures_dir() -> std::path::PathBuf {
+    // Under `cargo test`/`run`, CARGO_MANIFEST_DIR names the running package, a direct child of
+    // the workspace root. The compile-time path goes stale when a shared target directory
+    // built in another checkout is reused (cargo hashes workspace members by relative path).
+    if let Some(p) = std::env::var_os("CARGO_MANIFEST_DIR")
+        .and_then(|d| {
+            std::path::Path::new(&d)
+                .parent()
+                .map(|r| r.join("datasets/fixtures"))
+        })
+        .filter(|p| p.is_dir())
+    {
+        return p;
+    }
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 

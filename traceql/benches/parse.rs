@@ -10,14 +10,12 @@
 //! noise from a 2-core machine without hiding slow queries.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 const REPS: usize = 201;
 
 fn main() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/traceql/test_examples.yaml");
+    let path = allegro_traceql::fuzzing::corpus_path();
     let text = std::fs::read_to_string(&path).expect("corpus");
     let corpus: BTreeMap<String, Vec<String>> = serde_yaml::from_str(&text).expect("yaml");
     let queries: Vec<&String> = corpus.values().flatten().collect();

@@ -6,10 +6,9 @@
 //! cargo run --release -p allegro-traceql --example fuzz -- [INPUTS] [SEED]
 //! ```
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use allegro_traceql::fuzzing::fuzz;
+use allegro_traceql::fuzzing::{fuzz, on_server_stack};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -18,8 +17,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let seed: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/traceql/test_examples.yaml");
+    let corpus = allegro_traceql::fuzzing::corpus_path();
     let seeds: Vec<String> = std::fs::read_to_string(&corpus)
         .ok()
         .and_then(|t| {
@@ -34,12 +32,7 @@ fn main() {
             Vec::new()
         });
     let started = Instant::now();
-    let report = std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || fuzz(&seeds, inputs, seed))
-        .expect("thread")
-        .join()
-        .expect("the fuzzer itself does not panic");
+    let report = on_server_stack(move || fuzz(&seeds, inputs, seed));
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{} inputs in {secs:.1}s ({:.0}/s): {} parsed, {} valid, seed {seed}",

@@ -5,8 +5,34 @@
 //! ASTs at the front end and reports any panic or round-trip failure.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 
 use crate::ast::*;
+
+/// This crate's directory: at run time when cargo provides it (the compile-time path goes stale
+/// when a target directory built in another checkout is reused).
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.join("src/traceql.pest").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// Where Tempo's corpus lives: `shared/` next to the project folder.
+pub fn corpus_path() -> PathBuf {
+    crate_dir().join("../../shared/conformance/traceql/test_examples.yaml")
+}
+
+/// Runs `f` on a thread with the 8 MiB stack the server gives its workers.
+pub fn on_server_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match std::thread::Builder::new().stack_size(8 << 20).spawn(f) {
+        Ok(h) => match h.join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        },
+        Err(e) => panic!("cannot start a thread: {e}"),
+    }
+}
 
 /// SplitMix64: small, seedable, good enough to drive generators.
 #[derive(Debug, Clone)]

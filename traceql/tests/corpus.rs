@@ -5,13 +5,11 @@
 //! Tempo's `TestStringer` requires, and every error shows its position and a caret.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use allegro_traceql::{Error, ErrorKind, parse, validate};
 
 fn corpus() -> Option<BTreeMap<String, Vec<String>>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/traceql/test_examples.yaml");
+    let path = allegro_traceql::fuzzing::corpus_path();
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(serde_yaml::from_str(&text).expect("corpus is valid YAML")),
         Err(e) => {

@@ -14,7 +14,6 @@
 //! golden` to fill in what the front end does now, then check the result by hand.
 
 use std::fmt::Write;
-use std::path::PathBuf;
 
 use allegro_traceql::{RewriteOptions, parse, rewrite, validate};
 
@@ -46,7 +45,7 @@ fn describe(e: &allegro_traceql::Error) -> String {
 
 #[test]
 fn golden_files() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = allegro_traceql::fuzzing::crate_dir().join("tests/golden");
     let update = std::env::var("UPDATE_GOLDEN").is_ok();
     let mut failures = Vec::new();
     let mut paths: Vec<_> = std::fs::read_dir(&dir)

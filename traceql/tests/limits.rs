@@ -2,20 +2,12 @@
 //! server gives its workers, in a debug build (whose frames are several times larger than a
 //! release build's), so recursion that could overflow there fails here.
 
+use allegro_traceql::fuzzing::on_server_stack;
 use allegro_traceql::{ErrorKind, compile, parse, validate};
-
-fn on_small_stack(f: impl FnOnce() + Send + 'static) {
-    std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(f)
-        .expect("thread")
-        .join()
-        .expect("no panic or overflow");
-}
 
 #[test]
 fn deep_nesting_is_a_parse_error() {
-    on_small_stack(|| {
+    on_server_stack(|| {
         let q = format!("{{ {}.a{} }}", "(".repeat(10_000), ")".repeat(10_000));
         let e = parse(&q).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Parse);
@@ -31,7 +23,7 @@ fn deep_nesting_is_a_parse_error() {
 
 #[test]
 fn brackets_inside_strings_do_not_count() {
-    on_small_stack(|| {
+    on_server_stack(|| {
         let q = format!("{{ .a = \"{}\" }}", "(".repeat(500));
         compile(&q).expect("brackets in a string are text");
     });
@@ -39,7 +31,7 @@ fn brackets_inside_strings_do_not_count() {
 
 #[test]
 fn long_or_chains_work_up_to_the_limit() {
-    on_small_stack(|| {
+    on_server_stack(|| {
         let terms: Vec<String> = (0..512).map(|i| format!(".a = {i}")).collect();
         let q = format!("{{ {} }}", terms.join(" || "));
         let ast = parse(&q).expect("512 terms parse");
@@ -61,7 +53,7 @@ fn long_or_chains_work_up_to_the_limit() {
 
 #[test]
 fn long_prefix_and_power_chains_do_not_overflow() {
-    on_small_stack(|| {
+    on_server_stack(|| {
         for q in [
             format!("{{ {}true }}", "!".repeat(1024)),
             format!("{{ {}.a > 1 }}", "-".repeat(1023)),

@@ -1,21 +1,12 @@
 //! Property tests: random ASTs print to text that parses back to the same AST, and a short
 //! fuzz run finds no panic (the long run is `examples/fuzz.rs`, see docs/traceql.md).
 
-use allegro_traceql::fuzzing::{Gen, check_one, fuzz};
+use allegro_traceql::fuzzing::{Gen, check_one, fuzz, on_server_stack};
 use allegro_traceql::parse;
-
-fn on_big_stack(f: impl FnOnce() + Send + 'static) {
-    std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(f)
-        .expect("thread")
-        .join()
-        .expect("no panic");
-}
 
 #[test]
 fn printed_random_asts_parse_back_equal() {
-    on_big_stack(|| {
+    on_server_stack(|| {
         let mut g = Gen::new(7);
         for i in 0..5_000 {
             let ast = g.query();
@@ -30,7 +21,7 @@ fn printed_random_asts_parse_back_equal() {
 
 #[test]
 fn a_short_fuzz_run_is_clean() {
-    on_big_stack(|| {
+    on_server_stack(|| {
         let seeds = vec![
             "{ .a = 1 && span.b =~ \"x.*\" } >> { kind = server } | count() > 2".to_string(),
             "{} | quantile_over_time(duration, .5, .99) by (resource.service.name) | topk(5)"
