@@ -178,11 +178,6 @@ impl SpansetOp {
             SpansetOp::UnionSibling => "&~",
         }
     }
-
-    /// `&&` and `||` bind looser than the structural operators.
-    pub fn is_logical(self) -> bool {
-        matches!(self, SpansetOp::And | SpansetOp::Union)
-    }
 }
 
 /// `lhs OP rhs` where at least one side aggregates: `count() > 2`, `avg(duration) < 1s`.
@@ -358,11 +353,6 @@ impl BinaryOp {
                 | BinaryOp::Mod
                 | BinaryOp::Pow
         )
-    }
-
-    /// `= != < <= > >= =~ !~`.
-    pub fn is_comparison(self) -> bool {
-        !self.is_arithmetic() && !matches!(self, BinaryOp::And | BinaryOp::Or)
     }
 }
 
@@ -564,33 +554,46 @@ impl Intrinsic {
         }
     }
 
+    /// Every spelling the grammar accepts, bare and scoped, with the intrinsic it names.
+    pub const SPELLINGS: [(&'static str, Intrinsic); 30] = [
+        ("duration", Intrinsic::Duration),
+        ("span:duration", Intrinsic::Duration),
+        ("name", Intrinsic::Name),
+        ("span:name", Intrinsic::Name),
+        ("status", Intrinsic::Status),
+        ("span:status", Intrinsic::Status),
+        ("statusMessage", Intrinsic::StatusMessage),
+        ("span:statusMessage", Intrinsic::StatusMessage),
+        ("kind", Intrinsic::Kind),
+        ("span:kind", Intrinsic::Kind),
+        ("span:childCount", Intrinsic::ChildCount),
+        ("parent", Intrinsic::Parent),
+        ("traceDuration", Intrinsic::TraceDuration),
+        ("trace:duration", Intrinsic::TraceDuration),
+        ("rootName", Intrinsic::TraceRootName),
+        ("trace:rootName", Intrinsic::TraceRootName),
+        ("rootServiceName", Intrinsic::TraceRootService),
+        ("trace:rootService", Intrinsic::TraceRootService),
+        ("trace:id", Intrinsic::TraceId),
+        ("span:id", Intrinsic::SpanId),
+        ("span:parentID", Intrinsic::ParentId),
+        ("event:name", Intrinsic::EventName),
+        ("event:timeSinceStart", Intrinsic::EventTimeSinceStart),
+        ("link:traceID", Intrinsic::LinkTraceId),
+        ("link:spanID", Intrinsic::LinkSpanId),
+        ("instrumentation:name", Intrinsic::InstrumentationName),
+        ("instrumentation:version", Intrinsic::InstrumentationVersion),
+        ("nestedSetLeft", Intrinsic::NestedSetLeft),
+        ("nestedSetRight", Intrinsic::NestedSetRight),
+        ("nestedSetParent", Intrinsic::NestedSetParent),
+    ];
+
     /// The intrinsic spelled `text` (bare or scoped), if any.
     pub fn from_name(text: &str) -> Option<Intrinsic> {
-        Some(match text {
-            "duration" | "span:duration" => Intrinsic::Duration,
-            "name" | "span:name" => Intrinsic::Name,
-            "status" | "span:status" => Intrinsic::Status,
-            "statusMessage" | "span:statusMessage" => Intrinsic::StatusMessage,
-            "kind" | "span:kind" => Intrinsic::Kind,
-            "span:childCount" => Intrinsic::ChildCount,
-            "parent" => Intrinsic::Parent,
-            "traceDuration" | "trace:duration" => Intrinsic::TraceDuration,
-            "rootName" | "trace:rootName" => Intrinsic::TraceRootName,
-            "rootServiceName" | "trace:rootService" => Intrinsic::TraceRootService,
-            "trace:id" => Intrinsic::TraceId,
-            "span:id" => Intrinsic::SpanId,
-            "span:parentID" => Intrinsic::ParentId,
-            "event:name" => Intrinsic::EventName,
-            "event:timeSinceStart" => Intrinsic::EventTimeSinceStart,
-            "link:traceID" => Intrinsic::LinkTraceId,
-            "link:spanID" => Intrinsic::LinkSpanId,
-            "instrumentation:name" => Intrinsic::InstrumentationName,
-            "instrumentation:version" => Intrinsic::InstrumentationVersion,
-            "nestedSetLeft" => Intrinsic::NestedSetLeft,
-            "nestedSetRight" => Intrinsic::NestedSetRight,
-            "nestedSetParent" => Intrinsic::NestedSetParent,
-            _ => return None,
-        })
+        Self::SPELLINGS
+            .iter()
+            .find(|(s, _)| *s == text)
+            .map(|(_, i)| *i)
     }
 }
 

@@ -82,6 +82,32 @@ fn span(p: &Pair<'_, Rule>) -> Span {
     Span::new(p.as_span().start(), p.as_span().end())
 }
 
+/// The literal a keyword names (`true`, `nil`, `ok`, `server`, ...).
+pub(crate) fn keyword(text: &str) -> Option<Static> {
+    Some(match text {
+        "true" => Static::Bool(true),
+        "false" => Static::Bool(false),
+        "nil" => Static::Nil,
+        "ok" => Static::Status(Status::Ok),
+        "error" => Static::Status(Status::Error),
+        "unset" => Static::Status(Status::Unset),
+        "unspecified" => Static::Kind(Kind::Unspecified),
+        "internal" => Static::Kind(Kind::Internal),
+        "server" => Static::Kind(Kind::Server),
+        "client" => Static::Kind(Kind::Client),
+        "producer" => Static::Kind(Kind::Producer),
+        "consumer" => Static::Kind(Kind::Consumer),
+        _ => return None,
+    })
+}
+
+/// Whether a parse-tree node is an operator token (infix or prefix).
+pub(crate) fn is_operator(rule: Rule) -> bool {
+    binary_op(rule).is_some()
+        || spanset_op(rule).is_some()
+        || matches!(rule, Rule::op_neg | Rule::op_not)
+}
+
 fn binary_op(rule: Rule) -> Option<BinaryOp> {
     Some(match rule {
         Rule::op_and => BinaryOp::And,
@@ -210,8 +236,10 @@ impl<'s> Builder<'s> {
     }
 
     fn only_child<'a>(&self, p: Pair<'a, Rule>) -> R<Pair<'a, Rule>> {
-        let err = self.internal(&p);
-        p.into_inner().next().ok_or(err)
+        p.clone()
+            .into_inner()
+            .next()
+            .ok_or_else(|| self.internal(&p))
     }
 
     fn spanset_expr(&self, p: Pair<'_, Rule>) -> R<SpansetExpr> {
@@ -362,21 +390,7 @@ impl<'s> Builder<'s> {
             }
             Rule::raw_string => Static::Str(text[1..text.len() - 1].to_string()),
             Rule::named_int => Static::Int(if text == "minInt" { i64::MIN } else { i64::MAX }),
-            Rule::keyword => match text {
-                "true" => Static::Bool(true),
-                "false" => Static::Bool(false),
-                "nil" => Static::Nil,
-                "ok" => Static::Status(Status::Ok),
-                "error" => Static::Status(Status::Error),
-                "unset" => Static::Status(Status::Unset),
-                "unspecified" => Static::Kind(Kind::Unspecified),
-                "internal" => Static::Kind(Kind::Internal),
-                "server" => Static::Kind(Kind::Server),
-                "client" => Static::Kind(Kind::Client),
-                "producer" => Static::Kind(Kind::Producer),
-                "consumer" => Static::Kind(Kind::Consumer),
-                _ => return Err(self.internal(&p)),
-            },
+            Rule::keyword => keyword(text).ok_or_else(|| self.internal(&p))?,
             _ => return Err(self.internal(&p)),
         })
     }

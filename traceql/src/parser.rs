@@ -3,7 +3,7 @@
 use pest::Parser;
 use pest::iterators::Pairs;
 
-use crate::ast::Span;
+use crate::ast::{Intrinsic, Span};
 use crate::error::Error;
 
 mod grammar {
@@ -117,50 +117,20 @@ fn unknown_word(rest: &str) -> Option<(usize, String)> {
     if word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
-    let known = |w: &str| {
-        crate::ast::Intrinsic::from_name(w).is_some()
-            || matches!(
-                w,
-                "true"
-                    | "false"
-                    | "nil"
-                    | "ok"
-                    | "error"
-                    | "unset"
-                    | "unspecified"
-                    | "internal"
-                    | "server"
-                    | "client"
-                    | "producer"
-                    | "consumer"
-                    | "minInt"
-                    | "maxInt"
-            )
-    };
-    if known(word) {
+    if Intrinsic::from_name(word).is_some()
+        || crate::build::keyword(word).is_some()
+        || matches!(word, "minInt" | "maxInt")
+    {
         return None;
     }
     if let Some((scope, _)) = word.split_once(':') {
-        let names: Vec<&str> = crate::ast::Intrinsic::ALL
+        let prefix = format!("{scope}:");
+        let mut scoped: Vec<&str> = Intrinsic::SPELLINGS
             .iter()
-            .map(|i| i.name())
-            .filter(|n| n.starts_with(&format!("{scope}:")))
+            .map(|(s, _)| *s)
+            .filter(|s| s.starts_with(&prefix))
             .collect();
-        let mut scoped: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        // Spellings that name a bare intrinsic too.
-        let extra: &[&str] = match scope {
-            "span" => &[
-                "span:duration",
-                "span:name",
-                "span:kind",
-                "span:status",
-                "span:statusMessage",
-            ],
-            "trace" => &["trace:duration", "trace:rootName", "trace:rootService"],
-            _ => &[],
-        };
-        scoped.extend(extra.iter().map(|s| s.to_string()));
-        scoped.sort();
+        scoped.sort_unstable();
         return Some((
             len,
             if scoped.is_empty() {
@@ -193,7 +163,6 @@ pub fn parse_tree(query: &str) -> Result<Pairs<'_, Rule>, Error> {
     check_nesting(query)?;
     let pairs = TraceQlParser::parse(Rule::root, query).map_err(|e| from_pest(query, e))?;
     check(query, pairs.clone())?;
-    check_length(query, pairs.clone())?;
     Ok(pairs)
 }
 
@@ -252,65 +221,12 @@ fn check_nesting(src: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Refuses queries of more than [`MAX_OPERATORS`] operators.
-fn check_length(src: &str, pairs: Pairs<'_, Rule>) -> Result<(), Error> {
-    let operators = pairs.flatten().filter(|p| is_operator(p.as_rule())).count();
-    if operators > MAX_OPERATORS {
-        return Err(Error::parse(
-            src,
-            Span::new(0, src.len()),
-            format!("query too long: {operators} operators, at most {MAX_OPERATORS}"),
-        ));
-    }
-    Ok(())
-}
-
-fn is_operator(rule: Rule) -> bool {
-    use Rule::*;
-    matches!(
-        rule,
-        op_and
-            | op_or
-            | op_ge
-            | op_le
-            | op_ne
-            | op_re
-            | op_nre
-            | op_eq
-            | op_gt
-            | op_lt
-            | op_add
-            | op_sub
-            | op_mul
-            | op_div
-            | op_mod
-            | op_pow
-            | op_neg
-            | op_not
-            | op_descendant
-            | op_ancestor
-            | op_sibling
-            | op_child
-            | op_parent
-            | op_not_child
-            | op_not_parent
-            | op_not_descendant
-            | op_not_ancestor
-            | op_not_sibling
-            | op_union_child
-            | op_union_parent
-            | op_union_descendant
-            | op_union_ancestor
-            | op_union_sibling
-    )
-}
-
 fn custom(source: &str, span: pest::Span<'_>, message: &str) -> Error {
     Error::parse(source, Span::new(span.start(), span.end()), message)
 }
 
 /// What the grammar cannot say: scalar filters need an aggregate, metrics arithmetic needs a
-/// metrics query.
+/// metrics query, and a query holds at most [`MAX_OPERATORS`] operators.
 fn check(source: &str, pairs: Pairs<'_, Rule>) -> Result<(), Error> {
     // Only the outermost arithmetic must contain a metrics query: `(1 + 2) + ({} | rate())`.
     for top in pairs.clone().flat_map(|root| root.into_inner()) {
@@ -328,7 +244,9 @@ fn check(source: &str, pairs: Pairs<'_, Rule>) -> Result<(), Error> {
             ));
         }
     }
+    let mut operators = 0;
     for p in pairs.flatten() {
+        operators += crate::build::is_operator(p.as_rule()) as usize;
         if p.as_rule() == Rule::scalar_filter
             && !p
                 .clone()
@@ -342,6 +260,13 @@ fn check(source: &str, pairs: Pairs<'_, Rule>) -> Result<(), Error> {
                 "a scalar filter compares an aggregate such as count() or avg(duration)",
             ));
         }
+    }
+    if operators > MAX_OPERATORS {
+        return Err(Error::parse(
+            source,
+            Span::new(0, source.len()),
+            format!("query too long: {operators} operators, at most {MAX_OPERATORS}"),
+        ));
     }
     Ok(())
 }

@@ -128,6 +128,27 @@ fn continues_chain(parent: BinaryOp, child: BinaryOp, left: bool) -> bool {
     parent == child && left == (parent != BinaryOp::Pow)
 }
 
+/// `lhs OP rhs`, parenthesising an operand when `parens(operand, is_left)` says so.
+fn infix<T: Display>(
+    f: &mut Formatter<'_>,
+    op: BinaryOp,
+    lhs: &T,
+    rhs: &T,
+    parens: impl Fn(&T, bool) -> bool,
+) -> fmt::Result {
+    for (side, left) in [(lhs, true), (rhs, false)] {
+        if !left {
+            write!(f, " {} ", op.symbol())?;
+        }
+        if parens(side, left) {
+            write!(f, "({side})")?;
+        } else {
+            write!(f, "{side}")?;
+        }
+    }
+    Ok(())
+}
+
 impl Display for FieldExpr {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let wrap = |f: &mut Formatter<'_>, e: &FieldExpr| match &e.kind {
@@ -138,20 +159,11 @@ impl Display for FieldExpr {
             FieldKind::Static(s) => write!(f, "{s}"),
             FieldKind::Ref(r) => write!(f, "{r}"),
             FieldKind::Binary { op, lhs, rhs } => {
-                for (i, side) in [lhs, rhs].into_iter().enumerate() {
-                    if i == 1 {
-                        write!(f, " {} ", op.symbol())?;
-                    }
-                    match &side.kind {
-                        FieldKind::Binary { op: inner, .. }
-                            if continues_chain(*op, *inner, i == 0) =>
-                        {
-                            write!(f, "{side}")?
-                        }
-                        _ => wrap(f, side)?,
-                    }
-                }
-                Ok(())
+                infix(f, *op, &**lhs, &**rhs, |side, left| match &side.kind {
+                    FieldKind::Static(_) | FieldKind::Ref(_) => false,
+                    FieldKind::Binary { op: inner, .. } => !continues_chain(*op, *inner, left),
+                    _ => true,
+                })
             }
             FieldKind::Unary { op, expr } => match op {
                 UnaryOp::Neg => {
@@ -292,33 +304,16 @@ impl Display for Aggregate {
     }
 }
 
-/// A scalar expression, as an error message quotes it.
-pub fn scalar(s: &ScalarExpr) -> String {
-    s.to_string()
-}
-
 impl Display for ScalarExpr {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
             ScalarExpr::Static(s, _) => write!(f, "{s}"),
             ScalarExpr::Aggregate(a) => write!(f, "{a}"),
             ScalarExpr::Pipeline(p, a) => write!(f, "({p} | {a})"),
-            ScalarExpr::Binary { op, lhs, rhs } => {
-                for (i, side) in [lhs, rhs].into_iter().enumerate() {
-                    if i == 1 {
-                        write!(f, " {} ", op.symbol())?;
-                    }
-                    match **side {
-                        ScalarExpr::Binary { op: inner, .. }
-                            if !continues_chain(*op, inner, i == 0) =>
-                        {
-                            write!(f, "({side})")?
-                        }
-                        _ => write!(f, "{side}")?,
-                    }
-                }
-                Ok(())
-            }
+            ScalarExpr::Binary { op, lhs, rhs } => infix(f, *op, &**lhs, &**rhs, |side, left| {
+                matches!(side, ScalarExpr::Binary { op: inner, .. }
+                    if !continues_chain(*op, *inner, left))
+            }),
         }
     }
 }
@@ -335,21 +330,11 @@ impl Display for MetricsExpr {
             MetricsExpr::Query(q) => write!(f, "{q}"),
             MetricsExpr::Number(n) => write!(f, "{n}"),
             MetricsExpr::Binary { op, lhs, rhs } => {
-                for (i, side) in [lhs, rhs].into_iter().enumerate() {
-                    if i == 1 {
-                        write!(f, " {} ", op.symbol())?;
-                    }
-                    match **side {
-                        MetricsExpr::Number(_) => write!(f, "{side}")?,
-                        MetricsExpr::Binary { op: inner, .. }
-                            if continues_chain(*op, inner, i == 0) =>
-                        {
-                            write!(f, "{side}")?
-                        }
-                        _ => write!(f, "({side})")?,
-                    }
-                }
-                Ok(())
+                infix(f, *op, &**lhs, &**rhs, |side, left| match side {
+                    MetricsExpr::Number(_) => false,
+                    MetricsExpr::Binary { op: inner, .. } => !continues_chain(*op, *inner, left),
+                    _ => true,
+                })
             }
             MetricsExpr::Staged { expr, stages } => {
                 match **expr {

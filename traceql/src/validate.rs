@@ -451,7 +451,7 @@ impl Validator<'_> {
                 format!(
                     "scalar filter with `{}` on the left (only a single aggregate compared with \
                      a number is)",
-                    crate::print::scalar(&f.lhs)
+                    f.lhs
                 ),
             ));
         }
@@ -461,7 +461,7 @@ impl Validator<'_> {
                 f.rhs.span(),
                 format!(
                     "scalar filter with `{}` on the right (only a number or duration is)",
-                    crate::print::scalar(&f.rhs)
+                    f.rhs
                 ),
             ));
         }
