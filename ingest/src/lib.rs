@@ -1,5 +1,22 @@
-//! OTLP ingest: receivers, WAL, live head and block flushing.
+//! OTLP ingest: limits, the write-ahead log, the live head, trace cutting and block flushing.
 //!
-//! Built by the ingest issue on top of `allegro_engine::convert::flatten` (OTLP → rows with
-//! malformed spans set aside) and `allegro_engine::block::writer` (blocks); until then this
-//! crate only reserves its place in the workspace.
+//! ```text
+//! request → rate limit → truncate attributes → check IDs, regroup by trace → trace limits
+//!         → WAL (group commit, fsync) → live head (queryable) → ack
+//! flush loop: idle/old traces → head block → cut by age/size → Parquet block → catalog
+//!             → `Flushed` WAL record → old WAL segments deleted
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod head;
+pub mod ingester;
+pub mod limits;
+pub mod metrics;
+pub mod prepare;
+pub mod truncate;
+pub mod wal;
+pub mod zipkin;
+
+pub use ingester::{Ingester, IngesterConfig, OpenSummary, PushOutcome};

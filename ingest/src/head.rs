@@ -1,0 +1,315 @@
+//! One tenant's live head: traces still receiving spans, complete traces waiting to be cut into a
+//! block (the head block), and cut blocks being written. Everything here is queryable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allegro_engine::ids::TraceId;
+
+use crate::prepare::TraceChunk;
+
+type Map<V> = HashMap<TraceId, V, foldhash::fast::RandomState>;
+
+/// A trace's data in memory: its chunks concatenated (a valid OTLP `TracesData`).
+#[derive(Debug, Clone)]
+pub struct HeldTrace {
+    /// Concatenated chunks.
+    pub data: Vec<u8>,
+    /// Spans in `data`.
+    pub spans: u32,
+    /// Smallest WAL sequence number of its chunks (what the WAL must keep).
+    pub first_seq: u64,
+    /// Largest WAL sequence number of its chunks (what a `Flushed` record names).
+    pub last_seq: u64,
+}
+
+impl HeldTrace {
+    fn new(seq: u64) -> Self {
+        Self {
+            data: Vec::new(),
+            spans: 0,
+            first_seq: seq,
+            last_seq: seq,
+        }
+    }
+
+    fn absorb(&mut self, other: HeldTrace) {
+        self.data.extend_from_slice(&other.data);
+        self.spans += other.spans;
+        self.first_seq = self.first_seq.min(other.first_seq);
+        self.last_seq = self.last_seq.max(other.last_seq);
+    }
+}
+
+#[derive(Debug)]
+struct Live {
+    held: HeldTrace,
+    created: Instant,
+    last_seen: Instant,
+}
+
+/// Traces cut from the head, being written as one block.
+#[derive(Debug)]
+pub struct CutBlock {
+    /// Tenant.
+    pub tenant: String,
+    /// The traces.
+    pub traces: Map<HeldTrace>,
+    /// Spans in the block.
+    pub spans: u64,
+    /// Bytes of trace data.
+    pub bytes: u64,
+}
+
+/// When traces are complete and when the head block is cut.
+#[derive(Debug, Clone)]
+pub struct CutPolicy {
+    /// A trace without new spans for this long is complete.
+    pub trace_idle_period: Duration,
+    /// A trace live for this long is complete even if spans keep coming.
+    pub max_trace_live: Duration,
+    /// The head block is cut when its oldest complete trace is this old.
+    pub max_block_duration: Duration,
+    /// The head block is cut when it holds this many bytes.
+    pub max_block_bytes: u64,
+}
+
+/// One tenant's head.
+#[derive(Debug)]
+pub struct TenantHead {
+    tenant: String,
+    live: Map<Live>,
+    live_bytes: u64,
+    live_spans: u64,
+    done: Map<HeldTrace>,
+    done_bytes: u64,
+    done_spans: u64,
+    done_since: Option<Instant>,
+    cutting: Vec<Arc<CutBlock>>,
+}
+
+impl TenantHead {
+    /// An empty head.
+    pub fn new(tenant: &str) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            live: Map::default(),
+            live_bytes: 0,
+            live_spans: 0,
+            done: Map::default(),
+            done_bytes: 0,
+            done_spans: 0,
+            done_since: None,
+            cutting: Vec::new(),
+        }
+    }
+
+    /// Bytes of a live trace (0 when not live).
+    pub fn live_trace_bytes(&self, id: &TraceId) -> Option<usize> {
+        self.live.get(id).map(|l| l.held.data.len())
+    }
+
+    /// Number of live traces.
+    pub fn live_traces(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Appends chunks that were written to the WAL with sequence number `seq`.
+    pub fn apply(&mut self, seq: u64, chunks: &[TraceChunk], now: Instant) {
+        for c in chunks {
+            let l = self.live.entry(c.id).or_insert_with(|| Live {
+                held: HeldTrace::new(seq),
+                created: now,
+                last_seen: now,
+            });
+            l.held.data.extend_from_slice(&c.data);
+            l.held.spans += c.spans;
+            l.held.last_seq = seq;
+            l.last_seen = now;
+            self.live_bytes += c.data.len() as u64;
+            self.live_spans += u64::from(c.spans);
+        }
+    }
+
+    /// Puts a trace rebuilt by WAL replay back as live.
+    pub fn restore(&mut self, id: TraceId, held: HeldTrace, now: Instant) {
+        self.live_bytes += held.data.len() as u64;
+        self.live_spans += u64::from(held.spans);
+        match self.live.get_mut(&id) {
+            Some(l) => l.held.absorb(held),
+            None => {
+                self.live.insert(
+                    id,
+                    Live {
+                        held,
+                        created: now,
+                        last_seen: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Moves idle and over-age traces (all of them with `force`) to the head block.
+    pub fn sweep(&mut self, now: Instant, p: &CutPolicy, force: bool) {
+        let due: Vec<TraceId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| {
+                force
+                    || now.saturating_duration_since(l.last_seen) >= p.trace_idle_period
+                    || now.saturating_duration_since(l.created) >= p.max_trace_live
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(l) = self.live.remove(&id) else {
+                continue;
+            };
+            let bytes = l.held.data.len() as u64;
+            let spans = u64::from(l.held.spans);
+            self.live_bytes -= bytes;
+            self.live_spans -= spans;
+            self.done_bytes += bytes;
+            self.done_spans += spans;
+            self.done_since.get_or_insert(now);
+            // A trace that completes again before its first part is cut stays one trace.
+            match self.done.get_mut(&id) {
+                Some(d) => d.absorb(l.held),
+                None => {
+                    self.done.insert(id, l.held);
+                }
+            }
+        }
+    }
+
+    /// Cuts the head block when it is old or big enough (or whenever non-empty with `force`).
+    pub fn cut(&mut self, now: Instant, p: &CutPolicy, force: bool) -> Option<Arc<CutBlock>> {
+        let since = self.done_since?;
+        let due = force
+            || self.done_bytes >= p.max_block_bytes
+            || now.saturating_duration_since(since) >= p.max_block_duration;
+        if !due || self.done.is_empty() {
+            return None;
+        }
+        let block = Arc::new(CutBlock {
+            tenant: self.tenant.clone(),
+            traces: std::mem::take(&mut self.done),
+            spans: std::mem::take(&mut self.done_spans),
+            bytes: std::mem::take(&mut self.done_bytes),
+        });
+        self.done_since = None;
+        self.cutting.push(block.clone());
+        Some(block)
+    }
+
+    /// Forgets a cut block once it is durable and in the catalog.
+    pub fn cut_done(&mut self, block: &Arc<CutBlock>) {
+        self.cutting.retain(|b| !Arc::ptr_eq(b, block));
+    }
+
+    /// The data of trace `id` held anywhere in the head (each part a `TracesData`).
+    pub fn find(&self, id: &TraceId) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if let Some(l) = self.live.get(id) {
+            out.push(l.held.data.clone());
+        }
+        if let Some(d) = self.done.get(id) {
+            out.push(d.data.clone());
+        }
+        for b in &self.cutting {
+            if let Some(d) = b.traces.get(id) {
+                out.push(d.data.clone());
+            }
+        }
+        out
+    }
+
+    /// The oldest WAL sequence number whose data is still only in memory.
+    pub fn oldest_needed_seq(&self) -> Option<u64> {
+        let live = self.live.values().map(|l| l.held.first_seq);
+        let done = self.done.values().map(|d| d.first_seq);
+        let cutting = self
+            .cutting
+            .iter()
+            .flat_map(|b| b.traces.values().map(|d| d.first_seq));
+        live.chain(done).chain(cutting).min()
+    }
+
+    /// (live traces, spans in memory, bytes in memory).
+    pub fn sizes(&self) -> (usize, u64, u64) {
+        let (cs, cb) = self
+            .cutting
+            .iter()
+            .fold((0, 0), |(s, b), c| (s + c.spans, b + c.bytes));
+        (
+            self.live.len(),
+            self.live_spans + self.done_spans + cs,
+            self.live_bytes + self.done_bytes + cb,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn chunk(id: u8, data: &'static [u8]) -> TraceChunk {
+        TraceChunk {
+            id: TraceId([id; 16]),
+            spans: 1,
+            data: Bytes::from_static(data),
+        }
+    }
+
+    fn policy() -> CutPolicy {
+        CutPolicy {
+            trace_idle_period: Duration::from_secs(5),
+            max_trace_live: Duration::from_secs(30),
+            max_block_duration: Duration::from_secs(60),
+            max_block_bytes: 10,
+        }
+    }
+
+    #[test]
+    fn traces_complete_when_idle_or_old_and_blocks_cut_by_size_or_age() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let p = policy();
+        let mut h = TenantHead::new("t");
+        h.apply(1, &[chunk(1, b"ab"), chunk(2, b"c")], s(0));
+        h.apply(2, &[chunk(1, b"d")], s(3));
+        assert_eq!(h.oldest_needed_seq(), Some(1));
+        // Trace 2 has been idle 5 s at t=5; trace 1 only 2 s.
+        h.sweep(s(5), &p, false);
+        assert_eq!(h.live_traces(), 1);
+        assert_eq!(h.find(&TraceId([2; 16])), vec![b"c".to_vec()]);
+        // Trace 1 keeps receiving spans but is complete after 30 s of life.
+        for t in 6..30 {
+            h.apply(2 + t, &[chunk(1, b"x")], s(t));
+            h.sweep(s(t), &p, false);
+            assert_eq!(h.live_traces(), 1, "t={t}");
+        }
+        h.sweep(s(30), &p, false);
+        assert_eq!(h.live_traces(), 0);
+        // 3 + 24 bytes ≥ 10: cut by size.
+        let b = h.cut(s(30), &p, false).unwrap();
+        assert_eq!(b.traces.len(), 2);
+        assert_eq!(b.traces[&TraceId([1; 16])].last_seq, 31);
+        assert_eq!(b.spans, 27);
+        // Still queryable while being written; a late span starts a new live trace.
+        h.apply(40, &[chunk(1, b"late")], s(31));
+        assert_eq!(h.find(&TraceId([1; 16])).len(), 2);
+        assert_eq!(h.oldest_needed_seq(), Some(1));
+        h.cut_done(&b);
+        assert_eq!(h.oldest_needed_seq(), Some(40));
+        // Cut by age: a small block waits for max_block_duration.
+        h.sweep(s(40), &p, false);
+        assert!(h.cut(s(41), &p, false).is_none());
+        assert!(h.cut(s(100), &p, false).is_some());
+        assert_eq!(h.sizes().0, 0);
+    }
+}

@@ -1,0 +1,525 @@
+//! The ingester: limits → WAL → live head → blocks, and trace lookup in the head.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::catalog::Catalog;
+use allegro_engine::convert::flatten::flatten;
+use allegro_engine::convert::normalize::normalize;
+use allegro_engine::ids::TraceId;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{IngestError, Result};
+use crate::head::{CutBlock, CutPolicy, HeldTrace, TenantHead};
+use crate::limits::{Overrides, RateLimiter};
+use crate::metrics::{HeadGauges, IngestMetrics, RefuseReason};
+use crate::prepare::{decode_chunks, prepare};
+use crate::truncate::truncate_attributes;
+use crate::wal::{self, Record, Wal, WalOptions, WalSink};
+
+/// Everything the ingester is configured with.
+#[derive(Debug, Clone)]
+pub struct IngesterConfig {
+    /// The WAL.
+    pub wal: WalOptions,
+    /// When traces complete and blocks are cut.
+    pub cut: CutPolicy,
+    /// How often the head is checked for complete traces and due blocks.
+    pub flush_check_period: Duration,
+    /// How blocks are encoded.
+    pub block: BlockWriteOptions,
+    /// Per-tenant limits.
+    pub overrides: Overrides,
+}
+
+impl IngesterConfig {
+    /// Defaults with the WAL in `wal_dir`.
+    pub fn new(wal_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            wal: WalOptions::new(wal_dir),
+            cut: CutPolicy {
+                trace_idle_period: Duration::from_secs(5),
+                max_trace_live: Duration::from_secs(30),
+                max_block_duration: Duration::from_secs(300),
+                max_block_bytes: 64 << 20,
+            },
+            flush_check_period: Duration::from_secs(1),
+            block: BlockWriteOptions::default(),
+            overrides: Overrides::default(),
+        }
+    }
+}
+
+/// What happened to a pushed request that was not refused as a whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PushOutcome {
+    /// Spans stored.
+    pub accepted: u64,
+    /// Spans refused (OTLP partial success).
+    pub rejected: u64,
+    /// Why, when some were refused.
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Heads {
+    tenants: RwLock<HashMap<String, Arc<Mutex<TenantHead>>>>,
+}
+
+impl Heads {
+    fn get(&self, tenant: &str) -> Option<Arc<Mutex<TenantHead>>> {
+        self.tenants.read().get(tenant).cloned()
+    }
+
+    fn get_or_create(&self, tenant: &str) -> Arc<Mutex<TenantHead>> {
+        if let Some(h) = self.get(tenant) {
+            return h;
+        }
+        self.tenants
+            .write()
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(TenantHead::new(tenant))))
+            .clone()
+    }
+
+    fn all(&self) -> Vec<(String, Arc<Mutex<TenantHead>>)> {
+        let mut v: Vec<_> = self
+            .tenants
+            .read()
+            .iter()
+            .map(|(t, h)| (t.clone(), h.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+impl WalSink for Heads {
+    fn apply(&self, seq: u64, record: &Record) {
+        if let Record::Append { tenant, chunks } = record {
+            self.get_or_create(tenant)
+                .lock()
+                .apply(seq, chunks, Instant::now());
+        }
+    }
+}
+
+/// Receives spans, keeps them durable and queryable, and turns them into blocks.
+pub struct Ingester {
+    cfg: IngesterConfig,
+    catalog: Arc<Catalog>,
+    heads: Arc<Heads>,
+    wal: Mutex<Option<Arc<Wal>>>,
+    limiter: RateLimiter,
+    metrics: Arc<IngestMetrics>,
+    closing: AtomicBool,
+    /// Cut blocks whose write failed, retried by the flush loop.
+    retry: Mutex<Vec<Arc<CutBlock>>>,
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Ingester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingester").finish_non_exhaustive()
+    }
+}
+
+/// What opening the ingester found in the WAL.
+#[derive(Debug, Default)]
+pub struct OpenSummary {
+    /// Spans replayed into the head.
+    pub replayed_spans: u64,
+    /// Traces replayed.
+    pub replayed_traces: usize,
+    /// WAL records read.
+    pub records: usize,
+    /// Torn tails cut off.
+    pub torn: Vec<String>,
+}
+
+impl Ingester {
+    /// Replays the WAL into the head, then starts the WAL writer.
+    pub fn open(
+        cfg: IngesterConfig,
+        catalog: Arc<Catalog>,
+        metrics: Arc<IngestMetrics>,
+    ) -> Result<(Arc<Self>, OpenSummary)> {
+        type Parts = Vec<(u64, u32, bytes::Bytes)>;
+        let mut rebuilt: HashMap<String, HashMap<TraceId, Parts>> = HashMap::new();
+        let summary = wal::replay(&cfg.wal.dir, |seq, rec| match rec {
+            Record::Append { tenant, chunks } => {
+                let t = rebuilt.entry(tenant).or_default();
+                for c in chunks {
+                    t.entry(c.id).or_default().push((seq, c.spans, c.data));
+                }
+            }
+            Record::Flushed { tenant, traces } => {
+                if let Some(t) = rebuilt.get_mut(&tenant) {
+                    for (id, upto) in traces {
+                        if let Some(parts) = t.get_mut(&id) {
+                            parts.retain(|(s, _, _)| *s > upto);
+                            if parts.is_empty() {
+                                t.remove(&id);
+                            }
+                        }
+                    }
+                }
+            }
+        })?;
+        let heads = Arc::new(Heads::default());
+        let now = Instant::now();
+        let mut out = OpenSummary {
+            records: summary.records,
+            torn: summary.torn.clone(),
+            ..Default::default()
+        };
+        for (tenant, traces) in rebuilt {
+            let head = heads.get_or_create(&tenant);
+            let mut head = head.lock();
+            for (id, parts) in traces {
+                let mut held = HeldTrace {
+                    data: Vec::new(),
+                    spans: 0,
+                    first_seq: u64::MAX,
+                    last_seq: 0,
+                };
+                for (seq, spans, data) in parts {
+                    held.data.extend_from_slice(&data);
+                    held.spans += spans;
+                    held.first_seq = held.first_seq.min(seq);
+                    held.last_seq = held.last_seq.max(seq);
+                }
+                out.replayed_spans += u64::from(held.spans);
+                out.replayed_traces += 1;
+                head.restore(id, held, now);
+            }
+        }
+        metrics.replayed(out.replayed_spans, out.torn.len());
+        let wal = Wal::start(
+            cfg.wal.clone(),
+            summary.next_seq,
+            heads.clone(),
+            metrics.clone(),
+        )?;
+        let ing = Arc::new(Self {
+            cfg,
+            catalog,
+            heads,
+            wal: Mutex::new(Some(Arc::new(wal))),
+            limiter: RateLimiter::default(),
+            metrics,
+            closing: AtomicBool::new(false),
+            retry: Mutex::default(),
+            flush_lock: tokio::sync::Mutex::new(()),
+        });
+        Ok((ing, out))
+    }
+
+    /// The metrics of the ingest path.
+    pub fn metrics(&self) -> &Arc<IngestMetrics> {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IngesterConfig {
+        &self.cfg
+    }
+
+    fn wal(&self) -> Result<Arc<Wal>> {
+        self.wal.lock().clone().ok_or(IngestError::ShuttingDown)
+    }
+
+    /// Accepts a decoded request of `request_bytes` bytes for `tenant` from `protocol`: rate
+    /// limit, attribute truncation, ID checks and trace limits, then the WAL. Returns once the
+    /// spans are durable and queryable.
+    pub async fn push(
+        &self,
+        tenant: &str,
+        protocol: &'static str,
+        mut batches: Vec<ResourceSpans>,
+        request_bytes: usize,
+    ) -> Result<PushOutcome> {
+        if self.closing.load(Ordering::Relaxed) {
+            return Err(IngestError::ShuttingDown);
+        }
+        let total: u64 = batches
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum();
+        let limits = self.cfg.overrides.limits(tenant);
+        if let Err(m) = self.limiter.take(tenant, limits, request_bytes as u64) {
+            self.metrics.refused(
+                tenant,
+                RefuseReason::RateLimited,
+                total,
+                request_bytes as u64,
+            );
+            return Err(IngestError::RateLimited(m));
+        }
+        let cut = truncate_attributes(&mut batches, limits.max_attribute_bytes);
+        self.metrics.truncated(tenant, cut);
+        let mut prepared = prepare(&batches);
+        drop(batches);
+        let mut outcome = PushOutcome::default();
+        let mut reasons: Vec<String> = Vec::new();
+        if !prepared.bad.is_empty() {
+            let n = prepared.bad.len() as u64;
+            self.metrics
+                .refused(tenant, RefuseReason::InvalidSpan, n, 0);
+            outcome.rejected += n;
+            let b = &prepared.bad[0];
+            reasons.push(format!(
+                "{n} span(s) with invalid IDs, e.g. resourceSpans[{}].scopeSpans[{}].spans[{}]: {}",
+                b.position.0, b.position.1, b.position.2, b.reason
+            ));
+        }
+        // Trace limits are checked against the head as it is when the request arrives.
+        {
+            let head = self.heads.get_or_create(tenant);
+            let head = head.lock();
+            let mut live = head.live_traces();
+            let (mut too_large, mut too_many) = (0u64, 0u64);
+            prepared
+                .chunks
+                .retain(|c| match head.live_trace_bytes(&c.id) {
+                    have if limits.max_bytes_per_trace > 0
+                        && have.unwrap_or(0) + c.data.len() > limits.max_bytes_per_trace =>
+                    {
+                        too_large += u64::from(c.spans);
+                        false
+                    }
+                    Some(_) => true,
+                    None if limits.max_traces_per_user > 0
+                        && live >= limits.max_traces_per_user =>
+                    {
+                        too_many += u64::from(c.spans);
+                        false
+                    }
+                    None => {
+                        live += 1;
+                        true
+                    }
+                });
+            if too_large > 0 {
+                self.metrics
+                    .refused(tenant, RefuseReason::TraceTooLarge, too_large, 0);
+                outcome.rejected += too_large;
+                reasons.push(format!(
+                    "TRACE_TOO_LARGE: {too_large} span(s) refused: their trace would exceed max_bytes_per_trace ({} bytes) for tenant {tenant}",
+                    limits.max_bytes_per_trace
+                ));
+            }
+            if too_many > 0 {
+                self.metrics
+                    .refused(tenant, RefuseReason::LiveTracesExceeded, too_many, 0);
+                outcome.rejected += too_many;
+                reasons.push(format!(
+                    "LIVE_TRACES_EXCEEDED: {too_many} span(s) of new traces refused: tenant {tenant} has max_traces_per_user ({}) live traces",
+                    limits.max_traces_per_user
+                ));
+            }
+        }
+        outcome.message = reasons.join("; ");
+        let accepted: u64 = prepared.chunks.iter().map(|c| u64::from(c.spans)).sum();
+        if accepted == 0 {
+            if total == 0 {
+                return Ok(outcome);
+            }
+            if outcome.rejected == 0 {
+                return Err(IngestError::Internal(
+                    "spans vanished while preparing".into(),
+                ));
+            }
+            return Ok(outcome);
+        }
+        let wal = self.wal()?;
+        let rec = Record::Append {
+            tenant: tenant.to_string(),
+            chunks: prepared.chunks,
+        };
+        if let Err(e) = wal.write(rec).await {
+            self.metrics.refused(
+                tenant,
+                RefuseReason::WalFailure,
+                accepted,
+                request_bytes as u64,
+            );
+            return Err(e);
+        }
+        self.metrics
+            .received(tenant, protocol, accepted, request_bytes as u64);
+        outcome.accepted = accepted;
+        Ok(outcome)
+    }
+
+    /// Spans of trace `id` held in `tenant`'s head (live, complete or being written).
+    pub fn find_trace(&self, tenant: &str, id: &TraceId) -> Result<Vec<ResourceSpans>> {
+        let Some(head) = self.heads.get(tenant) else {
+            return Ok(Vec::new());
+        };
+        let parts = head.lock().find(id);
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend(decode_chunks(&p).map_err(|e| {
+                IngestError::Internal(format!("head data of trace {id} does not decode: {e}"))
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Head sizes per tenant.
+    pub fn gauges(&self) -> Vec<HeadGauges> {
+        self.heads
+            .all()
+            .into_iter()
+            .map(|(tenant, h)| {
+                let (live_traces, spans, bytes) = h.lock().sizes();
+                HeadGauges {
+                    tenant,
+                    live_traces,
+                    spans,
+                    bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// Renders the ingest metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.metrics.render(out, &self.gauges());
+    }
+
+    /// One round of the flush loop: completes idle traces, cuts due blocks and writes them.
+    /// With `force` every live trace is completed and every head block cut (shutdown, tests).
+    pub async fn flush(&self, force: bool) -> Result<usize> {
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let now = Instant::now();
+        let mut due: Vec<Arc<CutBlock>> = std::mem::take(&mut *self.retry.lock());
+        for (_, h) in self.heads.all() {
+            let mut h = h.lock();
+            h.sweep(now, &self.cfg.cut, force);
+            if let Some(b) = h.cut(now, &self.cfg.cut, force) {
+                due.push(b);
+            }
+        }
+        let mut written = 0;
+        let mut first_err = None;
+        for b in due {
+            match self.write_block(&b).await {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    tracing::error!(tenant = %b.tenant, error = %e, "block flush failed; will retry");
+                    self.metrics.flush_failed();
+                    self.retry.lock().push(b);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if written > 0 {
+            let wal = self.wal()?;
+            wal.delete_before(self.oldest_needed_seq()).await;
+        }
+        match first_err {
+            Some(e) if force => Err(e),
+            _ => Ok(written),
+        }
+    }
+
+    fn oldest_needed_seq(&self) -> u64 {
+        let retry = self
+            .retry
+            .lock()
+            .iter()
+            .flat_map(|b| b.traces.values().map(|t| t.first_seq))
+            .min();
+        self.heads
+            .all()
+            .iter()
+            .filter_map(|(_, h)| h.lock().oldest_needed_seq())
+            .chain(retry)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    async fn write_block(&self, b: &Arc<CutBlock>) -> Result<()> {
+        let started = Instant::now();
+        let block = b.clone();
+        let opts = self.cfg.block.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let mut spans = Vec::with_capacity(block.spans as usize);
+            for (id, t) in &block.traces {
+                let rs = decode_chunks(&t.data).map_err(|e| {
+                    IngestError::Internal(format!("head data of trace {id} does not decode: {e}"))
+                })?;
+                // Exact duplicates (client retries) are dropped before they reach a block.
+                let (flat, bad) = flatten(normalize(rs));
+                if !bad.is_empty() {
+                    return Err(IngestError::Internal(format!(
+                        "trace {id}: {} span(s) failed checks they passed on arrival",
+                        bad.len()
+                    )));
+                }
+                spans.extend(flat);
+            }
+            Ok::<_, IngestError>(encode_block(&block.tenant, spans, &opts)?)
+        })
+        .await
+        .map_err(|e| IngestError::Internal(format!("block encoder panicked: {e}")))??;
+        self.catalog.add_block(&encoded).await?;
+        let traces: Vec<(TraceId, u64)> =
+            b.traces.iter().map(|(id, t)| (*id, t.last_seq)).collect();
+        self.wal()?
+            .write(Record::Flushed {
+                tenant: b.tenant.clone(),
+                traces,
+            })
+            .await?;
+        if let Some(h) = self.heads.get(&b.tenant) {
+            h.lock().cut_done(b);
+        }
+        self.metrics
+            .flushed(&b.tenant, encoded.meta.total_spans, started.elapsed());
+        tracing::info!(
+            tenant = %b.tenant,
+            block = %encoded.meta.block_id,
+            spans = encoded.meta.total_spans,
+            traces = encoded.meta.total_objects,
+            bytes = encoded.meta.size,
+            took_ms = started.elapsed().as_millis() as u64,
+            "flushed block"
+        );
+        Ok(())
+    }
+
+    /// Runs the flush loop until shutdown.
+    pub async fn run_flush_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.cfg.flush_check_period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.closing.load(Ordering::Relaxed) {
+            tick.tick().await;
+            if let Err(e) = self.flush(false).await {
+                tracing::error!(error = %e, "flush round failed");
+            }
+        }
+    }
+
+    /// Stops taking data, writes everything in memory to blocks and closes the WAL. What
+    /// cannot be written stays in the WAL for the next start.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.closing.store(true, Ordering::Relaxed);
+        let r = self.flush(true).await;
+        if let Some(w) = self.wal.lock().take()
+            && let Ok(w) = Arc::try_unwrap(w)
+        {
+            tokio::task::spawn_blocking(move || w.close())
+                .await
+                .map_err(|e| IngestError::Internal(e.to_string()))?;
+        }
+        r.map(|_| ())
+    }
+}

@@ -1,0 +1,280 @@
+//! The ingester end to end on a real directory: pushes are durable and queryable at once,
+//! replay after a crash rebuilds the head exactly, flushed traces are not replayed again, torn
+//! tails are cut, and WAL segments go once their blocks are durable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::convert::normalize::{normalize, span_count};
+use allegro_engine::ids::TraceId;
+use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_ingest::wal::segment;
+use allegro_ingest::{Ingester, IngesterConfig};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+fn catalog(dir: &std::path::Path) -> Arc<Catalog> {
+    let store = open_store(&StorageBackend::Local {
+        path: dir.join("blocks"),
+    })
+    .unwrap();
+    Arc::new(Catalog::new(store, CatalogConfig::default()))
+}
+
+fn config(dir: &std::path::Path) -> IngesterConfig {
+    let mut c = IngesterConfig::new(dir.join("wal"));
+    c.cut.trace_idle_period = Duration::from_millis(1);
+    c.cut.max_block_duration = Duration::from_secs(3600);
+    c
+}
+
+fn span(trace: u8, id: u64, name: &str) -> Span {
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: id.to_be_bytes().to_vec(),
+        name: name.into(),
+        start_time_unix_nano: 1_700_000_000_000_000_000 + id,
+        end_time_unix_nano: 1_700_000_000_000_000_000 + id + 1000,
+        ..Default::default()
+    }
+}
+
+fn batch(spans: Vec<Span>) -> Vec<ResourceSpans> {
+    vec![ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("svc".into())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        schema_url: String::new(),
+    }]
+}
+
+/// Span names of a trace in head ∪ blocks, duplicates removed exactly as queries do.
+async fn names(ing: &Ingester, cat: &Catalog, trace: u8) -> Vec<String> {
+    let id = TraceId([trace; 16]);
+    let mut rs = ing.find_trace("t", &id).unwrap();
+    cat.clear_caches();
+    rs.extend(cat.find_trace("t", &id, None).await.unwrap().resource_spans);
+    let rs = normalize(rs);
+    let mut n: Vec<String> = rs
+        .iter()
+        .flat_map(|r| r.scope_spans.iter().flat_map(|s| s.spans.iter()))
+        .map(|s| s.name.clone())
+        .collect();
+    n.sort();
+    n
+}
+
+async fn block_spans(cat: &Catalog) -> u64 {
+    cat.clear_caches();
+    cat.blocks("t")
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.total_spans)
+        .sum()
+}
+
+#[tokio::test]
+async fn acknowledged_spans_survive_a_crash_and_flushes_are_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path());
+    {
+        let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+        assert_eq!(s.replayed_spans, 0);
+        let out = ing
+            .push(
+                "t",
+                "test",
+                batch(vec![span(1, 1, "a"), span(2, 2, "b")]),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!((out.accepted, out.rejected), (2, 0));
+        // Queryable the moment the push returns.
+        assert_eq!(names(&ing, &cat, 1).await, ["a"]);
+        ing.push("t", "test", batch(vec![span(1, 3, "c")]), 100)
+            .await
+            .unwrap();
+        // Crash: no shutdown, nothing flushed.
+    }
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    assert_eq!((s.replayed_spans, s.replayed_traces), (3, 2));
+    assert_eq!(names(&ing, &cat, 1).await, ["a", "c"]);
+    // Flush trace 1 and 2 into a block, then a late span of trace 1 arrives.
+    assert_eq!(ing.flush(true).await.unwrap(), 1);
+    assert_eq!(block_spans(&cat).await, 3);
+    ing.push("t", "test", batch(vec![span(1, 4, "late")]), 100)
+        .await
+        .unwrap();
+    assert_eq!(names(&ing, &cat, 1).await, ["a", "c", "late"]);
+    drop(ing);
+    // Replay keeps only what no block holds: the late span.
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    assert_eq!((s.replayed_spans, s.replayed_traces), (1, 1));
+    assert_eq!(names(&ing, &cat, 1).await, ["a", "c", "late"]);
+    assert_eq!(names(&ing, &cat, 2).await, ["b"]);
+    ing.flush(true).await.unwrap();
+    assert_eq!(block_spans(&cat).await, 4);
+    // Everything is in blocks: the WAL keeps only the open segment.
+    ing.shutdown().await.unwrap();
+    let segs = segment::list(&dir.path().join("wal")).unwrap();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    assert_eq!(s.replayed_spans, 0);
+    assert_eq!(names(&ing, &cat, 1).await, ["a", "c", "late"]);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_everything_before_it_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path());
+    {
+        let (ing, _) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+        for i in 0..10u8 {
+            ing.push(
+                "t",
+                "test",
+                batch(vec![span(i + 1, u64::from(i) + 1, "x")]),
+                10,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let segs = segment::list(&dir.path().join("wal")).unwrap();
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(&last.path).unwrap().len();
+    // A crash in the middle of the last record: chop 5 bytes off, then add garbage.
+    let mut data = std::fs::read(&last.path).unwrap();
+    data.truncate(len as usize - 5);
+    data.extend_from_slice(b"\xde\xad");
+    std::fs::write(&last.path, &data).unwrap();
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    assert_eq!(s.torn.len(), 1, "{:?}", s.torn);
+    assert!(
+        s.torn[0].contains("truncated to the last whole record"),
+        "{}",
+        s.torn[0]
+    );
+    assert_eq!(s.replayed_spans, 9);
+    assert_eq!(names(&ing, &cat, 9).await, ["x"]);
+    assert!(names(&ing, &cat, 10).await.is_empty());
+    // The file was repaired: a second start finds no tear.
+    drop(ing);
+    let (_, s) = Ingester::open(config(dir.path()), cat, Default::default()).unwrap();
+    assert!(s.torn.is_empty());
+    assert_eq!(s.replayed_spans, 9);
+}
+
+#[tokio::test]
+async fn concurrent_pushes_share_fsyncs_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path());
+    let (ing, _) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..50u8 {
+        let ing = ing.clone();
+        tasks.push(tokio::spawn(async move {
+            ing.push("t", "test", batch(vec![span(t + 1, 1, "p")]), 10)
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().accepted, 1);
+    }
+    let text = {
+        let mut s = String::new();
+        ing.render_metrics(&mut s);
+        s
+    };
+    let fsyncs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("allegro_wal_fsync_duration_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=50).contains(&fsyncs), "{fsyncs}");
+    assert!(
+        text.contains("allegro_ingest_spans_received_total{tenant=\"t\",protocol=\"test\"} 50")
+    );
+    ing.flush(true).await.unwrap();
+    let id = TraceId([7; 16]);
+    cat.clear_caches();
+    let found = cat.find_trace("t", &id, None).await.unwrap();
+    assert_eq!(span_count(&found.resource_spans), 1);
+}
+
+#[tokio::test]
+async fn limits_refuse_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path());
+    let mut cfg = config(dir.path());
+    cfg.overrides.defaults.max_traces_per_user = 2;
+    cfg.overrides.defaults.max_bytes_per_trace = 300;
+    cfg.overrides.defaults.rate_limit_bytes = 1000;
+    cfg.overrides.defaults.burst_size_bytes = 1000;
+    let (ing, _) = Ingester::open(cfg, cat, Default::default()).unwrap();
+    let out = ing
+        .push(
+            "t",
+            "test",
+            batch(vec![span(1, 1, "a"), span(2, 2, "b"), span(3, 3, "c")]),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.rejected), (2, 1));
+    assert!(
+        out.message.contains("LIVE_TRACES_EXCEEDED"),
+        "{}",
+        out.message
+    );
+    // Trace 1 grows past 300 bytes: the span that would cross the limit is refused.
+    let mut grew = 0;
+    for i in 10..20 {
+        let out = ing
+            .push("t", "test", batch(vec![span(1, i, "more")]), 10)
+            .await
+            .unwrap();
+        if out.rejected > 0 {
+            assert!(out.message.contains("TRACE_TOO_LARGE"), "{}", out.message);
+            break;
+        }
+        grew += 1;
+    }
+    assert!((1..9).contains(&grew), "{grew}");
+    // 1000 bytes of burst: the next big request is refused whole.
+    let e = ing
+        .push("t", "test", batch(vec![span(1, 99, "x")]), 990)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("RATE_LIMITED"), "{e}");
+    // Bad IDs are refused span by span.
+    let mut bad = span(2, 50, "bad");
+    bad.span_id = vec![1, 2, 3];
+    let out = ing
+        .push("t", "test", batch(vec![bad, span(2, 51, "ok")]), 10)
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.rejected), (1, 1));
+    assert!(
+        out.message.contains("span ID must be 8 bytes, got 3"),
+        "{}",
+        out.message
+    );
+}
