@@ -141,6 +141,8 @@ impl Catalog {
             .common_prefixes
             .iter()
             .filter_map(|p| p.parts().next_back().map(|s| s.as_ref().to_string()))
+            // Dot-directories are not tenants (the WAL lives in `.wal`).
+            .filter(|t| !t.starts_with('.'))
             .collect();
         out.sort();
         Ok(out)

@@ -4,9 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use allegro_engine::block::writer::BlockCompression;
+use allegro_engine::block::writer::{BlockCompression, BlockWriteOptions};
+use allegro_engine::hot::HotPolicy;
 use allegro_engine::schema::{AttrScope, HotColumn, HotType};
 use allegro_engine::storage::StorageBackend;
+use allegro_ingest::IngesterConfig;
+use allegro_ingest::limits::{Limits, Overrides};
 use serde::{Deserialize, Deserializer};
 
 /// A config problem, naming the key and what is wrong.
@@ -77,6 +80,230 @@ pub struct Config {
     /// Block storage.
     #[serde(default, deserialize_with = "null_default")]
     pub storage: StorageConfig,
+    /// Receivers (`distributor.receivers`).
+    #[serde(default, deserialize_with = "null_default")]
+    pub distributor: DistributorConfig,
+    /// Live head, trace completion and block cutting.
+    #[serde(default, deserialize_with = "null_default")]
+    pub ingester: IngesterSection,
+    /// Per-tenant limits.
+    #[serde(default, deserialize_with = "null_default")]
+    pub overrides: OverridesConfig,
+}
+
+/// A present key with an empty value (`grpc:`) means "on, with defaults"; only an absent key
+/// means off.
+fn present<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+}
+
+/// `distributor:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributorConfig {
+    /// `distributor.receivers`; absent means OTLP gRPC and HTTP on their standard ports.
+    #[serde(deserialize_with = "present")]
+    pub receivers: Option<ReceiversConfig>,
+}
+
+impl Default for DistributorConfig {
+    fn default() -> Self {
+        Self { receivers: None }
+    }
+}
+
+impl DistributorConfig {
+    /// The receivers in effect.
+    pub fn effective_receivers(&self) -> ReceiversConfig {
+        self.receivers.clone().unwrap_or_else(|| ReceiversConfig {
+            otlp: Some(OtlpReceiver {
+                protocols: OtlpProtocols {
+                    grpc: Some(GrpcReceiver::default()),
+                    http: Some(HttpReceiver::default()),
+                },
+            }),
+            zipkin: None,
+        })
+    }
+}
+
+/// `distributor.receivers:` (the OpenTelemetry Collector's receiver keys, as in Tempo).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiversConfig {
+    /// `otlp:`.
+    #[serde(deserialize_with = "present")]
+    pub otlp: Option<OtlpReceiver>,
+    /// `zipkin:` (Zipkin v2 JSON on `/api/v2/spans`).
+    #[serde(deserialize_with = "present")]
+    pub zipkin: Option<ZipkinReceiver>,
+}
+
+/// `otlp:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpReceiver {
+    /// `otlp.protocols`.
+    #[serde(deserialize_with = "null_default")]
+    pub protocols: OtlpProtocols,
+}
+
+/// `otlp.protocols:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpProtocols {
+    /// `grpc:` (TraceService/Export).
+    #[serde(deserialize_with = "present")]
+    pub grpc: Option<GrpcReceiver>,
+    /// `http:` (`POST /v1/traces`).
+    #[serde(deserialize_with = "present")]
+    pub http: Option<HttpReceiver>,
+}
+
+/// `otlp.protocols.grpc:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcReceiver {
+    /// `host:port` to listen on.
+    #[serde(deserialize_with = "null_default")]
+    pub endpoint: String,
+    /// Largest message accepted, in MiB.
+    #[serde(deserialize_with = "null_default")]
+    pub max_recv_msg_size_mib: usize,
+}
+
+impl Default for GrpcReceiver {
+    fn default() -> Self {
+        Self {
+            endpoint: "0.0.0.0:4317".into(),
+            max_recv_msg_size_mib: 16,
+        }
+    }
+}
+
+/// `otlp.protocols.http:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpReceiver {
+    /// `host:port` to listen on.
+    #[serde(deserialize_with = "null_default")]
+    pub endpoint: String,
+    /// Largest request body accepted (bytes, after decompression).
+    #[serde(deserialize_with = "null_default")]
+    pub max_request_body_size: usize,
+}
+
+impl Default for HttpReceiver {
+    fn default() -> Self {
+        Self {
+            endpoint: "0.0.0.0:4318".into(),
+            max_request_body_size: 20 << 20,
+        }
+    }
+}
+
+/// `zipkin:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZipkinReceiver {
+    /// `host:port` to listen on.
+    #[serde(deserialize_with = "null_default")]
+    pub endpoint: String,
+    /// Largest request body accepted (bytes, after decompression).
+    #[serde(deserialize_with = "null_default")]
+    pub max_request_body_size: usize,
+}
+
+impl Default for ZipkinReceiver {
+    fn default() -> Self {
+        Self {
+            endpoint: "0.0.0.0:9411".into(),
+            max_request_body_size: 20 << 20,
+        }
+    }
+}
+
+/// `ingester:` (Tempo's live-store/ingester keys).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngesterSection {
+    /// A trace without new spans for this long is complete.
+    #[serde(deserialize_with = "go_duration", alias = "max_trace_idle")]
+    pub trace_idle_period: Option<Duration>,
+    /// A trace is complete after this long even if spans keep coming.
+    #[serde(deserialize_with = "go_duration", alias = "trace_live_period")]
+    pub max_trace_live: Option<Duration>,
+    /// How often traces and blocks are checked.
+    #[serde(deserialize_with = "go_duration")]
+    pub flush_check_period: Option<Duration>,
+    /// The head block is cut after this long.
+    #[serde(deserialize_with = "go_duration")]
+    pub max_block_duration: Option<Duration>,
+    /// The head block is cut at this many bytes.
+    #[serde(deserialize_with = "null_default")]
+    pub max_block_bytes: u64,
+}
+
+impl Default for IngesterSection {
+    fn default() -> Self {
+        Self {
+            trace_idle_period: None,
+            max_trace_live: None,
+            flush_check_period: None,
+            max_block_duration: None,
+            max_block_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `overrides:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverridesConfig {
+    /// Limits of every tenant without its own.
+    #[serde(deserialize_with = "null_default")]
+    pub defaults: TenantLimits,
+    /// Tenants with their own limits; unset keys take the defaults' values.
+    #[serde(deserialize_with = "null_default")]
+    pub per_tenant: std::collections::BTreeMap<String, TenantLimits>,
+}
+
+/// One set of limits, in Tempo's layout.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// `ingestion:`.
+    #[serde(deserialize_with = "null_default")]
+    pub ingestion: IngestionLimits,
+    /// `global:`.
+    #[serde(deserialize_with = "null_default")]
+    pub global: GlobalLimits,
+}
+
+/// `overrides.*.ingestion:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestionLimits {
+    /// Only `local` is supported (one process).
+    pub rate_strategy: Option<String>,
+    /// Bytes per second.
+    pub rate_limit_bytes: Option<u64>,
+    /// Burst bytes.
+    pub burst_size_bytes: Option<u64>,
+    /// Live traces per tenant.
+    pub max_traces_per_user: Option<usize>,
+    /// Attribute values are cut to this many bytes.
+    pub max_attribute_bytes: Option<usize>,
+}
+
+/// `overrides.*.global:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlobalLimits {
+    /// Bytes one trace may hold in the live head.
+    pub max_bytes_per_trace: Option<usize>,
 }
 
 /// `server:`.
@@ -152,6 +379,22 @@ pub struct TraceStorageConfig {
     /// `storage.trace.block` (how blocks are written).
     #[serde(deserialize_with = "null_default")]
     pub block: BlockConfig,
+    /// `storage.trace.wal`.
+    #[serde(deserialize_with = "null_default")]
+    pub wal: WalConfig,
+}
+
+/// `storage.trace.wal:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Directory of the WAL; default `<storage.trace.local.path>/.wal` for the local backend,
+    /// `./allegro-wal` otherwise.
+    #[serde(deserialize_with = "null_default")]
+    pub path: PathBuf,
+    /// Segment size in bytes before a new segment starts (default 64 MiB).
+    #[serde(deserialize_with = "null_default")]
+    pub segment_bytes: u64,
 }
 
 impl Default for TraceStorageConfig {
@@ -165,6 +408,7 @@ impl Default for TraceStorageConfig {
             blocklist_poll: None,
             cache: CacheConfig::default(),
             block: BlockConfig::default(),
+            wal: WalConfig::default(),
         }
     }
 }
@@ -400,6 +644,39 @@ impl Config {
                 message,
             })?;
         }
+        let r = self.distributor.effective_receivers();
+        let endpoints = [
+            r.otlp
+                .as_ref()
+                .and_then(|o| o.protocols.grpc.as_ref())
+                .map(|g| {
+                    (
+                        "distributor.receivers.otlp.protocols.grpc.endpoint",
+                        &g.endpoint,
+                    )
+                }),
+            r.otlp
+                .as_ref()
+                .and_then(|o| o.protocols.http.as_ref())
+                .map(|h| {
+                    (
+                        "distributor.receivers.otlp.protocols.http.endpoint",
+                        &h.endpoint,
+                    )
+                }),
+            r.zipkin
+                .as_ref()
+                .map(|z| ("distributor.receivers.zipkin.endpoint", &z.endpoint)),
+        ];
+        for (key, ep) in endpoints.into_iter().flatten() {
+            if !ep
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                return bad(key, format!("{ep:?} is not host:port, e.g. 0.0.0.0:4317"));
+            }
+        }
+        self.ingester_config()?;
         if !self.server.http_api_prefix.is_empty() && !self.server.http_api_prefix.starts_with('/')
         {
             return bad(
@@ -451,6 +728,106 @@ impl Config {
         }
     }
 
+    /// How blocks are written (from `storage.trace.block`).
+    pub fn block_write_options(&self) -> Result<BlockWriteOptions, ConfigError> {
+        Ok(BlockWriteOptions {
+            hot: HotPolicy {
+                configured: self.hot_columns(),
+                ..Default::default()
+            },
+            row_group_rows: self.storage.trace.block.row_group_rows,
+            page_rows: self.storage.trace.block.page_rows,
+            compression: self.block_compression()?,
+            ..Default::default()
+        })
+    }
+
+    /// The WAL directory in effect.
+    pub fn wal_dir(&self) -> PathBuf {
+        let t = &self.storage.trace;
+        if !t.wal.path.as_os_str().is_empty() {
+            t.wal.path.clone()
+        } else if t.backend == "local" {
+            t.local.path.join(".wal")
+        } else {
+            PathBuf::from("./allegro-wal")
+        }
+    }
+
+    /// Per-tenant limits: Allegro's defaults, then `overrides.defaults`, then each tenant's.
+    pub fn overrides(&self) -> Result<Overrides, ConfigError> {
+        let defaults = apply_limits(
+            Limits::default(),
+            &self.overrides.defaults,
+            "overrides.defaults",
+        )?;
+        let mut per_tenant = std::collections::HashMap::new();
+        for (t, l) in &self.overrides.per_tenant {
+            crate::tenant::validate_tenant(t).map_err(|message| ConfigError::Invalid {
+                key: format!("overrides.per_tenant.{t}"),
+                message,
+            })?;
+            per_tenant.insert(
+                t.clone(),
+                apply_limits(defaults.clone(), l, &format!("overrides.per_tenant.{t}"))?,
+            );
+        }
+        Ok(Overrides {
+            defaults,
+            per_tenant,
+        })
+    }
+
+    /// The ingester's settings.
+    pub fn ingester_config(&self) -> Result<IngesterConfig, ConfigError> {
+        let mut c = IngesterConfig::new(self.wal_dir());
+        let i = &self.ingester;
+        let positive = |key: &str, d: Option<Duration>, slot: &mut Duration| match d {
+            Some(d) if d.is_zero() => Err(ConfigError::Invalid {
+                key: format!("ingester.{key}"),
+                message: "must be positive".into(),
+            }),
+            Some(d) => {
+                *slot = d;
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        positive(
+            "trace_idle_period",
+            i.trace_idle_period,
+            &mut c.cut.trace_idle_period,
+        )?;
+        positive(
+            "max_trace_live",
+            i.max_trace_live,
+            &mut c.cut.max_trace_live,
+        )?;
+        positive(
+            "max_block_duration",
+            i.max_block_duration,
+            &mut c.cut.max_block_duration,
+        )?;
+        positive(
+            "flush_check_period",
+            i.flush_check_period,
+            &mut c.flush_check_period,
+        )?;
+        if i.max_block_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "ingester.max_block_bytes".into(),
+                message: "must be positive (default 67108864)".into(),
+            });
+        }
+        c.cut.max_block_bytes = i.max_block_bytes;
+        if self.storage.trace.wal.segment_bytes > 0 {
+            c.wal.segment_bytes = self.storage.trace.wal.segment_bytes;
+        }
+        c.block = self.block_write_options()?;
+        c.overrides = self.overrides()?;
+        Ok(c)
+    }
+
     /// Configured hot columns (validated).
     pub fn hot_columns(&self) -> Vec<HotColumn> {
         self.storage
@@ -461,6 +838,46 @@ impl Config {
             .filter_map(|c| dedicated(c).ok())
             .collect()
     }
+}
+
+fn apply_limits(mut l: Limits, t: &TenantLimits, key: &str) -> Result<Limits, ConfigError> {
+    match t.ingestion.rate_strategy.as_deref() {
+        None | Some("local") => {}
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: format!("{key}.ingestion.rate_strategy"),
+                message: format!(
+                    "{other:?} is not supported: Allegro runs one distributor, so only \"local\" applies"
+                ),
+            });
+        }
+    }
+    let i = &t.ingestion;
+    if let Some(v) = i.rate_limit_bytes {
+        l.rate_limit_bytes = v;
+    }
+    if let Some(v) = i.burst_size_bytes {
+        l.burst_size_bytes = v;
+    }
+    if let Some(v) = i.max_traces_per_user {
+        l.max_traces_per_user = v;
+    }
+    if let Some(v) = i.max_attribute_bytes {
+        l.max_attribute_bytes = v;
+    }
+    if let Some(v) = t.global.max_bytes_per_trace {
+        l.max_bytes_per_trace = v;
+    }
+    if l.rate_limit_bytes > 0 && l.burst_size_bytes < l.rate_limit_bytes {
+        return Err(ConfigError::Invalid {
+            key: format!("{key}.ingestion.burst_size_bytes"),
+            message: format!(
+                "{} is below rate_limit_bytes ({}): no second's worth of data could ever pass",
+                l.burst_size_bytes, l.rate_limit_bytes
+            ),
+        });
+    }
+    Ok(l)
 }
 
 fn dedicated(c: &DedicatedColumn) -> Result<HotColumn, String> {
@@ -537,6 +954,66 @@ mod tests {
         assert!(
             matches!(c.backend(), StorageBackend::S3 { ref bucket, insecure: true, .. } if bucket == "traces")
         );
+    }
+
+    #[test]
+    fn receivers_follow_tempo_presence_rules() {
+        let c = parse("").unwrap();
+        let r = c.distributor.effective_receivers();
+        let otlp = r.otlp.unwrap();
+        assert_eq!(otlp.protocols.grpc.unwrap().endpoint, "0.0.0.0:4317");
+        assert_eq!(otlp.protocols.http.unwrap().endpoint, "0.0.0.0:4318");
+        assert!(r.zipkin.is_none());
+        // Present-but-empty blocks are on with defaults; absent ones are off.
+        let c = parse(
+            "distributor:\n  receivers:\n    otlp:\n      protocols:\n        http:\n    zipkin:\n",
+        )
+        .unwrap();
+        let r = c.distributor.effective_receivers();
+        let otlp = r.otlp.unwrap();
+        assert!(otlp.protocols.grpc.is_none());
+        assert_eq!(otlp.protocols.http.unwrap().max_request_body_size, 20 << 20);
+        assert_eq!(r.zipkin.unwrap().endpoint, "0.0.0.0:9411");
+        let m = parse("distributor:\n  receivers:\n    zipkin:\n      endpoint: nowhere\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("distributor.receivers.zipkin.endpoint") && m.contains("host:port"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn overrides_layer_defaults_then_tenants() {
+        let c = parse("overrides:\n  defaults:\n    ingestion:\n      rate_limit_bytes: 1000\n      burst_size_bytes: 5000\n    global:\n      max_bytes_per_trace: 77\n  per_tenant:\n    big:\n      ingestion:\n        max_traces_per_user: 9\n").unwrap();
+        let o = c.overrides().unwrap();
+        assert_eq!(o.limits("anyone").rate_limit_bytes, 1000);
+        assert_eq!(o.limits("anyone").max_traces_per_user, 10_000);
+        assert_eq!(o.limits("big").max_traces_per_user, 9);
+        assert_eq!(o.limits("big").max_bytes_per_trace, 77);
+        assert_eq!(o.limits("big").burst_size_bytes, 5000);
+        let m = parse("overrides:\n  defaults:\n    ingestion:\n      rate_strategy: global\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("rate_strategy") && m.contains("local"), "{m}");
+        let m = parse("overrides:\n  defaults:\n    ingestion:\n      rate_limit_bytes: 10\n      burst_size_bytes: 5\n").unwrap_err().to_string();
+        assert!(m.contains("burst_size_bytes"), "{m}");
+        let m = parse("overrides:\n  per_tenant:\n    \"a/b\":\n      global:\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("overrides.per_tenant.a/b"), "{m}");
+        let c = parse("ingester:\n  trace_idle_period: 2s\n  max_trace_live: 1m\n").unwrap();
+        let i = c.ingester_config().unwrap();
+        assert_eq!(i.cut.trace_idle_period, Duration::from_secs(2));
+        assert_eq!(i.cut.max_trace_live, Duration::from_secs(60));
+        assert_eq!(i.cut.max_block_duration, Duration::from_secs(300));
+        assert!(
+            parse("ingester:\n  max_trace_live: 0s\n")
+                .unwrap_err()
+                .to_string()
+                .contains("ingester.max_trace_live")
+        );
+        assert_eq!(c.wal_dir(), PathBuf::from("./allegro-data/.wal"));
     }
 
     #[test]

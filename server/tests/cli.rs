@@ -53,6 +53,9 @@ fn a_bad_config_is_a_clear_start_up_error_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/allegro.yaml"));
 }
 
+/// Receivers on free loopback ports, so tests never fight over 4317/4318.
+const LOOPBACK_RECEIVERS: &str = "distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:0\n        http:\n          endpoint: 127.0.0.1:0\n";
+
 #[test]
 fn gen_then_serve_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,9 +92,13 @@ fn gen_then_serve_then_sigterm() {
     assert!((20_000..21_000).contains(&spans), "{spans}");
     let id = blocks[2]["maxID"].as_str().unwrap().to_string();
 
+    let cfg = dir.path().join("allegro.yaml");
+    std::fs::write(&cfg, LOOPBACK_RECEIVERS).unwrap();
     let mut child = allegro()
         .arg("--data-dir")
         .arg(&data)
+        .arg("--config")
+        .arg(&cfg)
         .args([
             "serve",
             "--http-listen-port",

@@ -3,13 +3,15 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use allegro_server::commands::serve::serve_on;
-use allegro_server::config::Config;
+use allegro_server::commands::serve::{Addresses, serve_with};
+use allegro_server::config::{Config, GrpcReceiver, HttpReceiver, ReceiversConfig, ZipkinReceiver};
 
 /// A server running on its own thread and runtime, on a free loopback port.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// Where everything listens.
+    pub addrs: Addresses,
     agent: ureq::Agent,
 }
 
@@ -44,14 +46,15 @@ impl TestServer {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind");
-                tx.send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                if let Err(e) = serve_on(&cfg, listener).await {
+                let ready = move |a: Addresses| {
+                    let _ = tx.send(a);
+                };
+                if let Err(e) = serve_with(&cfg, listener, ready).await {
                     eprintln!("test server failed: {e}");
                 }
             });
         });
-        let addr = rx
+        let addrs = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server did not start");
         let agent = ureq::Agent::config_builder()
@@ -60,9 +63,28 @@ impl TestServer {
             .build()
             .into();
         Self {
-            base: format!("http://{addr}"),
+            base: format!("http://{}", addrs.http),
+            addrs,
             agent,
         }
+    }
+
+    /// `http://127.0.0.1:PORT` of the OTLP/HTTP receiver.
+    pub fn otlp_http(&self) -> String {
+        format!(
+            "http://{}",
+            self.addrs.otlp_http.expect("OTLP/HTTP receiver is off")
+        )
+    }
+
+    /// `POST path` to `base` with a body and headers.
+    pub fn post(&self, base: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let mut req = self.agent.post(format!("{base}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send(body).expect("request failed");
+        answer(resp)
     }
 
     /// `GET path` with optional extra headers.
@@ -71,31 +93,50 @@ impl TestServer {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let mut resp = req.call().expect("request failed");
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(512 << 20)
-            .read_to_vec()
-            .expect("body");
-        Answer {
-            status,
-            content_type,
-            body,
-        }
+        answer(req.call().expect("request failed"))
     }
 }
 
-/// A config whose local store is `dir`.
+fn answer(mut resp: ureq::http::Response<ureq::Body>) -> Answer {
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(512 << 20)
+        .read_to_vec()
+        .expect("body");
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// A config whose local store is `dir`, with every receiver on a free loopback port.
 pub fn config_for(dir: &std::path::Path) -> Config {
     let mut cfg = Config::default();
     cfg.storage.trace.local.path = dir.to_path_buf();
+    let mut r = ReceiversConfig::default();
+    let mut otlp = allegro_server::config::OtlpReceiver::default();
+    otlp.protocols.grpc = Some(GrpcReceiver {
+        endpoint: "127.0.0.1:0".into(),
+        ..Default::default()
+    });
+    otlp.protocols.http = Some(HttpReceiver {
+        endpoint: "127.0.0.1:0".into(),
+        ..Default::default()
+    });
+    r.otlp = Some(otlp);
+    r.zipkin = Some(ZipkinReceiver {
+        endpoint: "127.0.0.1:0".into(),
+        ..Default::default()
+    });
+    cfg.distributor.receivers = Some(r);
     cfg
 }

@@ -1,15 +1,20 @@
-//! `allegro serve`.
+//! `allegro serve`: the query API, the receivers and the ingester in one process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use allegro_ingest::Ingester;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::open_catalog;
 use crate::config::Config;
 use crate::http::metrics::HttpMetrics;
 use crate::http::{AppState, router};
+use crate::receivers::otlp_grpc::OtlpGrpc;
+use crate::receivers::otlp_http::{self, OtlpHttp};
+use crate::receivers::zipkin::{self, Zipkin};
 
 /// Options of `allegro serve`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -20,6 +25,19 @@ pub struct ServeArgs {
     /// Address (overrides server.http_listen_address).
     #[arg(long)]
     pub http_listen_address: Option<String>,
+}
+
+/// Where a running server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// Tempo's HTTP API.
+    pub http: SocketAddr,
+    /// OTLP/gRPC, when enabled.
+    pub otlp_grpc: Option<SocketAddr>,
+    /// OTLP/HTTP, when enabled.
+    pub otlp_http: Option<SocketAddr>,
+    /// Zipkin, when enabled.
+    pub zipkin: Option<SocketAddr>,
 }
 
 /// Binds the listener from config and overrides.
@@ -34,32 +52,166 @@ pub async fn bind(cfg: &Config, args: &ServeArgs) -> Result<TcpListener, String>
         .map_err(|e| format!("cannot listen on {host}:{port} (server.http_listen_port): {e}"))
 }
 
+async fn bind_endpoint(key: &str, endpoint: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(endpoint)
+        .await
+        .map_err(|e| format!("cannot listen on {endpoint} ({key}): {e}"))
+}
+
 /// Serves until SIGTERM or Ctrl-C; in-flight requests finish first.
 pub async fn serve_on(cfg: &Config, listener: TcpListener) -> Result<(), String> {
+    serve_with(cfg, listener, |_| {}).await
+}
+
+/// Like [`serve_on`], telling `ready` where everything listens once the WAL is replayed.
+pub async fn serve_with(
+    cfg: &Config,
+    listener: TcpListener,
+    ready: impl FnOnce(Addresses),
+) -> Result<(), String> {
     let catalog = open_catalog(cfg)?;
+    let icfg = cfg.ingester_config().map_err(|e| e.to_string())?;
+    let wal_dir = icfg.wal.dir.clone();
+    let (ingester, replay) = Ingester::open(icfg, catalog.clone(), Default::default())
+        .map_err(|e| format!("cannot open the WAL in {}: {e}", wal_dir.display()))?;
+    if replay.records > 0 {
+        tracing::info!(
+            records = replay.records,
+            spans = replay.replayed_spans,
+            traces = replay.replayed_traces,
+            torn_tails = replay.torn.len(),
+            "replayed the WAL"
+        );
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let receivers = cfg.distributor.effective_receivers();
+    let mut addrs = Addresses {
+        http: listener.local_addr().map_err(|e| e.to_string())?,
+        otlp_grpc: None,
+        otlp_http: None,
+        zipkin: None,
+    };
+    let otlp = receivers.otlp.unwrap_or_default().protocols;
+    if let Some(g) = otlp.grpc {
+        let l = bind_endpoint(
+            "distributor.receivers.otlp.protocols.grpc.endpoint",
+            &g.endpoint,
+        )
+        .await?;
+        addrs.otlp_grpc = Some(l.local_addr().map_err(|e| e.to_string())?);
+        let svc = OtlpGrpc {
+            ingester: ingester.clone(),
+            multitenancy: cfg.multitenancy_enabled,
+        }
+        .service(g.max_recv_msg_size_mib << 20);
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+                .map_err(|e| format!("OTLP/gRPC receiver: {e}"))
+        });
+    }
+    if let Some(h) = otlp.http {
+        let l = bind_endpoint(
+            "distributor.receivers.otlp.protocols.http.endpoint",
+            &h.endpoint,
+        )
+        .await?;
+        addrs.otlp_http = Some(l.local_addr().map_err(|e| e.to_string())?);
+        let app = otlp_http::router(OtlpHttp {
+            ingester: ingester.clone(),
+            multitenancy: cfg.multitenancy_enabled,
+            max_body: h.max_request_body_size,
+        });
+        tasks.spawn(serve_axum(l, app, stop_rx.clone(), "OTLP/HTTP receiver"));
+    }
+    if let Some(z) = receivers.zipkin {
+        let l = bind_endpoint("distributor.receivers.zipkin.endpoint", &z.endpoint).await?;
+        addrs.zipkin = Some(l.local_addr().map_err(|e| e.to_string())?);
+        let app = zipkin::router(Zipkin {
+            ingester: ingester.clone(),
+            multitenancy: cfg.multitenancy_enabled,
+            max_body: z.max_request_body_size,
+        });
+        tasks.spawn(serve_axum(l, app, stop_rx.clone(), "Zipkin receiver"));
+    }
     let state = AppState {
         catalog,
         multitenancy: cfg.multitenancy_enabled,
         metrics: Arc::new(HttpMetrics::default()),
+        ingester: Some(ingester.clone()),
     };
     let app = router(state, &cfg.server.http_api_prefix);
-    let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("allegro listening on http://{addr}");
-    tracing::info!(%addr, "serving the Tempo HTTP API");
+    tasks.spawn(serve_axum(listener, app, stop_rx.clone(), "HTTP API"));
+    let flusher = tokio::spawn(ingester.clone().run_flush_loop());
+    println!("allegro listening on http://{}", addrs.http);
+    for (name, a) in [
+        ("OTLP/gRPC", addrs.otlp_grpc),
+        ("OTLP/HTTP", addrs.otlp_http),
+        ("Zipkin", addrs.zipkin),
+    ] {
+        if let Some(a) = a {
+            println!("{name} receiver on {a}");
+        }
+    }
+    tracing::info!(addr = %addrs.http, "serving the Tempo HTTP API");
+    ready(addrs);
     let grace = cfg
         .server
         .graceful_shutdown_timeout
         .unwrap_or(Duration::from_secs(30));
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
-    let result = server.into_future();
-    tokio::pin!(result);
-    tokio::select! {
-        r = &mut result => r.map_err(|e| e.to_string()),
-        _ = async { shutdown_signal().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("graceful shutdown timed out; stopping");
-            Ok(())
-        }
+    // Runs until a signal or until a listener fails.
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        Some(r) = tasks.join_next() => Some(match r {
+            Ok(Ok(())) => "a listener stopped".to_string(),
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        }),
+    };
+    let _ = stop_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::warn!("graceful shutdown timed out; stopping");
     }
+    flusher.abort();
+    // What is still in memory goes to blocks; what cannot stays in the WAL.
+    if let Err(e) = tokio::time::timeout(grace, ingester.shutdown())
+        .await
+        .unwrap_or_else(|_| {
+            Err(allegro_ingest::error::IngestError::Internal(
+                "flush timed out".into(),
+            ))
+        })
+    {
+        tracing::warn!(error = %e, "not everything was flushed at shutdown; the WAL keeps it for the next start");
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn serve_axum(
+    l: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+) -> Result<(), String> {
+    axum::serve(l, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 async fn shutdown_signal() {

@@ -39,6 +39,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 500: a bug or a server-side fault; logged.
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::error!(error = %message, "request failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match &e {

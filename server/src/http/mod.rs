@@ -8,6 +8,7 @@ pub mod traces;
 use std::sync::Arc;
 
 use allegro_engine::catalog::Catalog;
+use allegro_ingest::Ingester;
 use axum::Router;
 use axum::routing::get;
 
@@ -22,6 +23,8 @@ pub struct AppState {
     pub multitenancy: bool,
     /// Request metrics.
     pub metrics: Arc<HttpMetrics>,
+    /// The live head, when this process ingests.
+    pub ingester: Option<Arc<Ingester>>,
 }
 
 /// The HTTP API, with every route under `prefix` (Tempo's `http_api_prefix`).

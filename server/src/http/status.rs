@@ -36,10 +36,13 @@ pub async fn buildinfo() -> Json<serde_json::Value> {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([("content-type", "text/plain; version=0.0.4")], {
+        let mut text = state.metrics.render();
+        if let Some(i) = &state.ingester {
+            i.render_metrics(&mut text);
+        }
+        text
+    })
 }
 
 /// Anything else.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use allegro_engine::convert::normalize::normalize;
 use allegro_engine::error::EngineError;
 use allegro_engine::ids::TraceId;
 use allegro_engine::otlp::common::v1::{AnyValue, KeyValue, any_value::Value};
@@ -105,7 +106,16 @@ async fn lookup(
         let found = state.catalog.find_trace(t, &trace_id, range).await?;
         inspected_bytes += found.inspected_bytes;
         all.extend(found.resource_spans);
+        if let Some(ing) = &state.ingester {
+            let live = ing
+                .find_trace(t, &trace_id)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            // Head data is not cut to the time range: it is recent by definition.
+            all.extend(live);
+        }
     }
+    // Head and blocks may both hold a span while a block is being written: merge exactly.
+    let all = normalize(all);
     if all.is_empty() {
         return Err(ApiError::not_found(format!(
             "trace not found: {}",
