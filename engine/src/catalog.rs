@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::block::bloom::TraceBloom;
 use crate::block::meta::{BlockMeta, objects};
 use crate::block::reader::{load_footer, read_trace};
-use crate::block::writer::{EncodedBlock, block_path, put_block};
+use crate::block::writer::{EncodedBlock, block_path, put_block_data, put_block_meta};
 use crate::convert::from_arrow::batches_to_resource_spans;
 use crate::convert::normalize::normalize;
 use crate::error::{EngineError, Result};
@@ -207,7 +207,33 @@ impl Catalog {
 
     /// Stores an encoded block and makes it visible at once.
     pub async fn add_block(&self, block: &EncodedBlock) -> Result<()> {
-        put_block(&self.store, block).await?;
+        put_block_data(&self.store, block).await?;
+        self.publish_block(block).await
+    }
+
+    /// Stores a block's data without making it visible; [`Catalog::publish_block`] does that.
+    /// Lets a writer record elsewhere that the block exists before anyone can read it.
+    pub async fn stage_block(&self, block: &EncodedBlock) -> Result<()> {
+        put_block_data(&self.store, block).await
+    }
+
+    /// True when the block's `meta.json` is in storage (the block is visible).
+    pub async fn block_is_published(&self, tenant: &str, block_id: &Uuid) -> Result<bool> {
+        let path = block_path(tenant, block_id, objects::META);
+        let head = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&path, head).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(EngineError::storage(&path, e)),
+        }
+    }
+
+    /// Writes a staged block's `meta.json` and makes it visible at once.
+    pub async fn publish_block(&self, block: &EncodedBlock) -> Result<()> {
+        put_block_meta(&self.store, block).await?;
         let meta = Arc::new(block.meta.clone());
         let path = block_path(&meta.tenant_id, &meta.block_id, objects::META);
         self.metas.insert(path, meta.clone()).await;

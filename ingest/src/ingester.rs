@@ -143,33 +143,68 @@ pub struct OpenSummary {
 
 impl Ingester {
     /// Replays the WAL into the head, then starts the WAL writer.
-    pub fn open(
+    pub async fn open(
         cfg: IngesterConfig,
         catalog: Arc<Catalog>,
         metrics: Arc<IngestMetrics>,
     ) -> Result<(Arc<Self>, OpenSummary)> {
+        let mut records = Vec::new();
+        let dir = cfg.wal.dir.clone();
+        let summary = tokio::task::spawn_blocking(move || {
+            wal::replay(&dir, |seq, rec| records.push((seq, rec))).map(|s| (s, records))
+        })
+        .await
+        .map_err(|e| IngestError::Internal(format!("WAL replay panicked: {e}")))?;
+        let (summary, records) = summary?;
+        // A `Flushed` record counts only if its block was published before the crash.
+        let mut published: HashMap<(String, [u8; 16]), bool> = HashMap::new();
+        for (_, r) in &records {
+            if let Record::Flushed { tenant, block, .. } = r
+                && !published.contains_key(&(tenant.clone(), *block))
+            {
+                let id = uuid::Uuid::from_bytes(*block);
+                let p = catalog.block_is_published(tenant, &id).await?;
+                if !p {
+                    tracing::warn!(%tenant, block = %id, "block was not published before the crash; its spans are replayed");
+                }
+                published.insert((tenant.clone(), *block), p);
+            }
+        }
         type Parts = Vec<(u64, u32, bytes::Bytes)>;
         let mut rebuilt: HashMap<String, HashMap<TraceId, Parts>> = HashMap::new();
-        let summary = wal::replay(&cfg.wal.dir, |seq, rec| match rec {
-            Record::Append { tenant, chunks } => {
-                let t = rebuilt.entry(tenant).or_default();
-                for c in chunks {
-                    t.entry(c.id).or_default().push((seq, c.spans, c.data));
+        for (seq, rec) in records {
+            match rec {
+                Record::Append { tenant, chunks } => {
+                    let t = rebuilt.entry(tenant).or_default();
+                    for c in chunks {
+                        t.entry(c.id).or_default().push((seq, c.spans, c.data));
+                    }
                 }
-            }
-            Record::Flushed { tenant, traces } => {
-                if let Some(t) = rebuilt.get_mut(&tenant) {
-                    for (id, upto) in traces {
-                        if let Some(parts) = t.get_mut(&id) {
-                            parts.retain(|(s, _, _)| *s > upto);
-                            if parts.is_empty() {
-                                t.remove(&id);
+                Record::Flushed {
+                    tenant,
+                    block,
+                    traces,
+                } => {
+                    if !published
+                        .get(&(tenant.clone(), block))
+                        .copied()
+                        .unwrap_or(false)
+                    {
+                        continue;
+                    }
+                    if let Some(t) = rebuilt.get_mut(&tenant) {
+                        for (id, upto) in traces {
+                            if let Some(parts) = t.get_mut(&id) {
+                                parts.retain(|(s, _, _)| *s > upto);
+                                if parts.is_empty() {
+                                    t.remove(&id);
+                                }
                             }
                         }
                     }
                 }
             }
-        })?;
+        }
         let heads = Arc::new(Heads::default());
         let now = Instant::now();
         let mut out = OpenSummary {
@@ -470,15 +505,19 @@ impl Ingester {
         })
         .await
         .map_err(|e| IngestError::Internal(format!("block encoder panicked: {e}")))??;
-        self.catalog.add_block(&encoded).await?;
+        // Data first (invisible), then the WAL learns of the block, then it is published: a
+        // crash at any point leaves each span either replayed or in a visible block, not both.
+        self.catalog.stage_block(&encoded).await?;
         let traces: Vec<(TraceId, u64)> =
             b.traces.iter().map(|(id, t)| (*id, t.last_seq)).collect();
         self.wal()?
             .write(Record::Flushed {
                 tenant: b.tenant.clone(),
+                block: *encoded.meta.block_id.as_bytes(),
                 traces,
             })
             .await?;
+        self.catalog.publish_block(&encoded).await?;
         if let Some(h) = self.heads.get(&b.tenant) {
             h.lock().cut_done(b);
         }

@@ -92,7 +92,9 @@ async fn acknowledged_spans_survive_a_crash_and_flushes_are_not_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path());
     {
-        let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+        let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+            .await
+            .unwrap();
         assert_eq!(s.replayed_spans, 0);
         let out = ing
             .push(
@@ -111,7 +113,9 @@ async fn acknowledged_spans_survive_a_crash_and_flushes_are_not_replayed() {
             .unwrap();
         // Crash: no shutdown, nothing flushed.
     }
-    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+        .await
+        .unwrap();
     assert_eq!((s.replayed_spans, s.replayed_traces), (3, 2));
     assert_eq!(names(&ing, &cat, 1).await, ["a", "c"]);
     // Flush trace 1 and 2 into a block, then a late span of trace 1 arrives.
@@ -123,7 +127,9 @@ async fn acknowledged_spans_survive_a_crash_and_flushes_are_not_replayed() {
     assert_eq!(names(&ing, &cat, 1).await, ["a", "c", "late"]);
     drop(ing);
     // Replay keeps only what no block holds: the late span.
-    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+        .await
+        .unwrap();
     assert_eq!((s.replayed_spans, s.replayed_traces), (1, 1));
     assert_eq!(names(&ing, &cat, 1).await, ["a", "c", "late"]);
     assert_eq!(names(&ing, &cat, 2).await, ["b"]);
@@ -133,7 +139,9 @@ async fn acknowledged_spans_survive_a_crash_and_flushes_are_not_replayed() {
     ing.shutdown().await.unwrap();
     let segs = segment::list(&dir.path().join("wal")).unwrap();
     assert_eq!(segs.len(), 1, "{segs:?}");
-    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+        .await
+        .unwrap();
     assert_eq!(s.replayed_spans, 0);
     assert_eq!(names(&ing, &cat, 1).await, ["a", "c", "late"]);
 }
@@ -143,7 +151,9 @@ async fn a_torn_tail_is_cut_and_everything_before_it_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path());
     {
-        let (ing, _) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+        let (ing, _) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+            .await
+            .unwrap();
         for i in 0..10u8 {
             ing.push(
                 "t",
@@ -163,7 +173,9 @@ async fn a_torn_tail_is_cut_and_everything_before_it_is_kept() {
     data.truncate(len as usize - 5);
     data.extend_from_slice(b"\xde\xad");
     std::fs::write(&last.path, &data).unwrap();
-    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+        .await
+        .unwrap();
     assert_eq!(s.torn.len(), 1, "{:?}", s.torn);
     assert!(
         s.torn[0].contains("truncated to the last whole record"),
@@ -175,7 +187,9 @@ async fn a_torn_tail_is_cut_and_everything_before_it_is_kept() {
     assert!(names(&ing, &cat, 10).await.is_empty());
     // The file was repaired: a second start finds no tear.
     drop(ing);
-    let (_, s) = Ingester::open(config(dir.path()), cat, Default::default()).unwrap();
+    let (_, s) = Ingester::open(config(dir.path()), cat, Default::default())
+        .await
+        .unwrap();
     assert!(s.torn.is_empty());
     assert_eq!(s.replayed_spans, 9);
 }
@@ -184,7 +198,9 @@ async fn a_torn_tail_is_cut_and_everything_before_it_is_kept() {
 async fn concurrent_pushes_share_fsyncs_and_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path());
-    let (ing, _) = Ingester::open(config(dir.path()), cat.clone(), Default::default()).unwrap();
+    let (ing, _) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for t in 0..50u8 {
         let ing = ing.clone();
@@ -228,7 +244,7 @@ async fn limits_refuse_with_reasons() {
     cfg.overrides.defaults.max_bytes_per_trace = 300;
     cfg.overrides.defaults.rate_limit_bytes = 1000;
     cfg.overrides.defaults.burst_size_bytes = 1000;
-    let (ing, _) = Ingester::open(cfg, cat, Default::default()).unwrap();
+    let (ing, _) = Ingester::open(cfg, cat, Default::default()).await.unwrap();
     let out = ing
         .push(
             "t",

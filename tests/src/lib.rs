@@ -140,3 +140,36 @@ pub fn config_for(dir: &std::path::Path) -> Config {
     cfg.distributor.receivers = Some(r);
     cfg
 }
+
+/// The workspace root (from the run-time manifest directory, which stays right when a shared
+/// target directory is reused across checkouts).
+pub fn workspace_dir() -> std::path::PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run under cargo");
+    std::path::Path::new(&manifest)
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A Python 3 that can import every module in `modules`. Without one the test fails under
+/// `CI=true` (a real client is part of the acceptance) and is skipped with a note otherwise.
+pub fn python_with(modules: &[&str]) -> Option<String> {
+    let check = format!("import {}", modules.join(", "));
+    for py in ["python3", "python"] {
+        let ok = std::process::Command::new(py)
+            .args(["-c", &check])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(py.to_string());
+        }
+    }
+    let msg = format!(
+        "no Python with {modules:?}: pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http"
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{msg}");
+    }
+    eprintln!("skipped: {msg}");
+    None
+}

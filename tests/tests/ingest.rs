@@ -67,7 +67,8 @@ fn every_receiver_makes_spans_queryable_at_once() {
         ExportTraceServiceResponse::default()
     );
     // 2. OTLP/HTTP JSON (hex IDs, numeric enums).
-    let json = serde_json::json!({"resourceSpans": encode_resource_spans(&traces[1], Dialect::Otlp)});
+    let json =
+        serde_json::json!({"resourceSpans": encode_resource_spans(&traces[1], Dialect::Otlp)});
     let a = srv.post(&otlp, "/v1/traces", &[JSON], json.to_string().as_bytes());
     assert_eq!((a.status, a.text().as_str()), (200, "{}"));
     // 3. gzip'd protobuf.
@@ -105,7 +106,10 @@ fn every_receiver_makes_spans_queryable_at_once() {
     assert_eq!(got[0].scope_spans[0].spans[0].name, "get /api");
     // Sending a trace again changes nothing: exact duplicates merge.
     srv.post(&otlp, "/v1/traces", &[PROTO], &request(&traces[0]));
-    assert_eq!(fetch(&srv, &trace_id(&traces[0]), &[]).unwrap(), normalize(traces[0].clone()));
+    assert_eq!(
+        fetch(&srv, &trace_id(&traces[0]), &[]).unwrap(),
+        normalize(traces[0].clone())
+    );
 }
 
 fn status_of(a: &allegro_tests::Answer) -> RpcStatus {
@@ -128,7 +132,8 @@ fn bad_requests_get_the_right_status_and_lose_nothing_else() {
     }
     cfg.overrides.per_tenant.insert(
         "slow".into(),
-        serde_yaml::from_str("ingestion: {rate_limit_bytes: 20000, burst_size_bytes: 20000}").unwrap(),
+        serde_yaml::from_str("ingestion: {rate_limit_bytes: 20000, burst_size_bytes: 20000}")
+            .unwrap(),
     );
     let srv = TestServer::start(cfg);
     let otlp = srv.otlp_http();
@@ -137,18 +142,43 @@ fn bad_requests_get_the_right_status_and_lose_nothing_else() {
     let good = srv.post(&otlp, "/v1/traces", &[PROTO, t], &request(&traces[0]));
     assert_eq!(good.status, 200, "{}", good.text());
 
-    let a = srv.post(&otlp, "/v1/traces", &[PROTO, t], b"\xff\xff\xff not protobuf");
+    let a = srv.post(
+        &otlp,
+        "/v1/traces",
+        &[PROTO, t],
+        b"\xff\xff\xff not protobuf",
+    );
     assert_eq!(a.status, 400);
     let st = status_of(&a);
     assert_eq!(st.code, tonic::Code::InvalidArgument as i32);
-    assert!(st.message.contains("malformed OTLP protobuf"), "{}", st.message);
+    assert!(
+        st.message.contains("malformed OTLP protobuf"),
+        "{}",
+        st.message
+    );
 
-    let a = srv.post(&otlp, "/v1/traces", &[JSON, t], br#"{"resourceSpans": [{"scopeSpans": 7}]}"#);
+    let a = srv.post(
+        &otlp,
+        "/v1/traces",
+        &[JSON, t],
+        br#"{"resourceSpans": [{"scopeSpans": 7}]}"#,
+    );
     assert_eq!(a.status, 400);
     let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
-    assert!(v["message"].as_str().unwrap().contains("malformed OTLP JSON"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed OTLP JSON"),
+        "{v}"
+    );
 
-    let a = srv.post(&otlp, "/v1/traces", &[("Content-Type", "text/plain"), t], b"hello");
+    let a = srv.post(
+        &otlp,
+        "/v1/traces",
+        &[("Content-Type", "text/plain"), t],
+        b"hello",
+    );
     assert_eq!(a.status, 415);
     assert!(status_of(&a).message.contains("application/x-protobuf"));
 
@@ -158,15 +188,35 @@ fn bad_requests_get_the_right_status_and_lose_nothing_else() {
     // A small gzip body that inflates past the limit is refused too.
     let bomb = gzip(&vec![0u8; 1 << 20]);
     assert!(bomb.len() < 64 << 10);
-    let a = srv.post(&otlp, "/v1/traces", &[PROTO, t, ("Content-Encoding", "gzip")], &bomb);
+    let a = srv.post(
+        &otlp,
+        "/v1/traces",
+        &[PROTO, t, ("Content-Encoding", "gzip")],
+        &bomb,
+    );
     assert_eq!(a.status, 413);
-    let a = srv.post(&otlp, "/v1/traces", &[PROTO, t, ("Content-Encoding", "gzip")], b"not gzip");
+    let a = srv.post(
+        &otlp,
+        "/v1/traces",
+        &[PROTO, t, ("Content-Encoding", "gzip")],
+        b"not gzip",
+    );
     assert_eq!(a.status, 400);
     assert!(status_of(&a).message.contains("malformed gzip body"));
-    let a = srv.post(&otlp, "/v1/traces", &[PROTO, t, ("Content-Encoding", "br")], b"x");
+    let a = srv.post(
+        &otlp,
+        "/v1/traces",
+        &[PROTO, t, ("Content-Encoding", "br")],
+        b"x",
+    );
     assert_eq!(a.status, 415);
 
-    let a = srv.post(&otlp, "/v1/traces", &[PROTO, ("X-Scope-OrgID", "a/b")], &request(&traces[1]));
+    let a = srv.post(
+        &otlp,
+        "/v1/traces",
+        &[PROTO, ("X-Scope-OrgID", "a/b")],
+        &request(&traces[1]),
+    );
     assert_eq!(a.status, 400);
     assert!(status_of(&a).message.contains("tenant ID"));
     let a = srv.post(&otlp, "/v1/traces", &[PROTO], &request(&traces[1]));
@@ -177,15 +227,25 @@ fn bad_requests_get_the_right_status_and_lose_nothing_else() {
     mixed[0].scope_spans[0].spans[0].span_id = vec![1, 2, 3];
     let a = srv.post(&otlp, "/v1/traces", &[PROTO, t], &request(&mixed));
     assert_eq!(a.status, 200);
-    let p = ExportTraceServiceResponse::decode(&*a.body).unwrap().partial_success.unwrap();
+    let p = ExportTraceServiceResponse::decode(&*a.body)
+        .unwrap()
+        .partial_success
+        .unwrap();
     assert_eq!(p.rejected_spans, 1);
-    assert!(p.error_message.contains("span ID must be 8 bytes, got 3"), "{}", p.error_message);
+    assert!(
+        p.error_message.contains("span ID must be 8 bytes, got 3"),
+        "{}",
+        p.error_message
+    );
 
     // Over the rate: 429 with Retry-After, for that tenant only.
     let slow = ("X-Scope-OrgID", "slow");
     let mut statuses = Vec::new();
     for tr in &traces[3..8] {
-        statuses.push(srv.post(&otlp, "/v1/traces", &[PROTO, slow], &request(tr)).status);
+        statuses.push(
+            srv.post(&otlp, "/v1/traces", &[PROTO, slow], &request(tr))
+                .status,
+        );
     }
     assert!(statuses.contains(&429), "{statuses:?}");
     assert_eq!(statuses[0], 200);
@@ -214,23 +274,48 @@ fn bad_requests_get_the_right_status_and_lose_nothing_else() {
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         let mut statuses = Vec::new();
         for tr in &traces[3..10] {
-            statuses.push(c.export(req(Some("slow"), tr)).await.map(|_| ()).map_err(|e| e.code()));
+            statuses.push(
+                c.export(req(Some("slow"), tr))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.code()),
+            );
         }
-        assert!(statuses.contains(&Err(tonic::Code::ResourceExhausted)), "{statuses:?}");
+        assert!(
+            statuses.contains(&Err(tonic::Code::ResourceExhausted)),
+            "{statuses:?}"
+        );
         let ok = c.export(req(Some("team-a"), &traces[1])).await.unwrap();
         assert!(ok.into_inner().partial_success.is_none());
     });
 
     // The server kept serving and every good request's data is there.
     let t = [("X-Scope-OrgID", "team-a")];
-    assert_eq!(fetch(&srv, &trace_id(&traces[0]), &t).unwrap(), normalize(traces[0].clone()));
-    assert_eq!(fetch(&srv, &trace_id(&traces[1]), &t).unwrap(), normalize(traces[1].clone()));
+    assert_eq!(
+        fetch(&srv, &trace_id(&traces[0]), &t).unwrap(),
+        normalize(traces[0].clone())
+    );
+    assert_eq!(
+        fetch(&srv, &trace_id(&traces[1]), &t).unwrap(),
+        normalize(traces[1].clone())
+    );
     let mut kept = traces[2].clone();
     kept[0].scope_spans[0].spans.remove(0);
-    assert_eq!(fetch(&srv, &trace_id(&traces[2]), &t).unwrap(), normalize(kept));
+    assert_eq!(
+        fetch(&srv, &trace_id(&traces[2]), &t).unwrap(),
+        normalize(kept)
+    );
     let m = srv.get("/metrics", &[]).text();
-    assert!(m.contains("allegro_ingest_spans_refused_total{tenant=\"slow\",reason=\"rate_limited\"}"), "{m}");
-    assert!(m.contains("allegro_ingest_spans_refused_total{tenant=\"team-a\",reason=\"invalid_span\"} 1"), "{m}");
+    assert!(
+        m.contains("allegro_ingest_spans_refused_total{tenant=\"slow\",reason=\"rate_limited\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "allegro_ingest_spans_refused_total{tenant=\"team-a\",reason=\"invalid_span\"} 1"
+        ),
+        "{m}"
+    );
 }
 
 #[test]
@@ -244,16 +329,25 @@ fn the_head_becomes_blocks_and_the_wal_shrinks() {
     let traces = generate_all(small_fixture_options());
     let otlp = srv.otlp_http();
     for t in &traces[..5] {
-        assert_eq!(srv.post(&otlp, "/v1/traces", &[PROTO], &request(t)).status, 200);
+        assert_eq!(
+            srv.post(&otlp, "/v1/traces", &[PROTO], &request(t)).status,
+            200
+        );
     }
     let start = Instant::now();
     loop {
         let m = srv.get("/metrics", &[]).text();
         if m.contains("allegro_blocks_flushed_total{tenant=\"single-tenant\"} 1") {
-            assert!(m.contains("allegro_head_spans{tenant=\"single-tenant\"} 0"), "{m}");
+            assert!(
+                m.contains("allegro_head_spans{tenant=\"single-tenant\"} 0"),
+                "{m}"
+            );
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "no block after 20 s:\n{m}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no block after 20 s:\n{m}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // The block is in storage, every trace is served from it, and the WAL dropped its segment.
@@ -261,7 +355,10 @@ fn the_head_becomes_blocks_and_the_wal_shrinks() {
     let blocks: Vec<_> = std::fs::read_dir(&tenant_dir).unwrap().collect();
     assert_eq!(blocks.len(), 1);
     for t in &traces[..5] {
-        assert_eq!(fetch(&srv, &trace_id(t), &[]).unwrap(), normalize(t.clone()));
+        assert_eq!(
+            fetch(&srv, &trace_id(t), &[]).unwrap(),
+            normalize(t.clone())
+        );
     }
     let start = Instant::now();
     loop {
@@ -269,7 +366,10 @@ fn the_head_becomes_blocks_and_the_wal_shrinks() {
         if segs == 1 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{segs} WAL segments remain");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{segs} WAL segments remain"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // A late span of a flushed trace goes to a later block; lookups merge both.
@@ -280,5 +380,8 @@ fn the_head_becomes_blocks_and_the_wal_shrinks() {
     srv.post(&otlp, "/v1/traces", &[PROTO], &request(&late));
     let mut all = traces[0].clone();
     all.extend(late);
-    assert_eq!(fetch(&srv, &trace_id(&traces[0]), &[]).unwrap(), normalize(all));
+    assert_eq!(
+        fetch(&srv, &trace_id(&traces[0]), &[]).unwrap(),
+        normalize(all)
+    );
 }

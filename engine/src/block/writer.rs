@@ -230,20 +230,33 @@ fn footer_len(file: &[u8]) -> u64 {
 
 /// Stores an encoded block. `meta.json` goes last: a block is visible only once complete.
 pub async fn put_block(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) -> Result<()> {
-    let m = &block.meta;
-    let put = |object: &'static str, bytes: Bytes| {
-        let path = block_path(&m.tenant_id, &m.block_id, object);
-        async move {
-            store
-                .put_opts(&path, PutPayload::from_bytes(bytes), PutOptions::default())
-                .await
-                .map_err(|e| EngineError::storage(&path, e))
-        }
-    };
-    put(objects::DATA, block.data.clone()).await?;
-    put(objects::BLOOM, block.bloom.clone()).await?;
-    let meta = serde_json::to_vec_pretty(m)
-        .map_err(|e| EngineError::Internal(format!("meta.json: {e}")))?;
-    put(objects::META, Bytes::from(meta)).await?;
+    put_block_data(store, block).await?;
+    put_block_meta(store, block).await
+}
+
+async fn put_object(
+    store: &Arc<dyn ObjectStore>,
+    m: &BlockMeta,
+    object: &str,
+    bytes: Bytes,
+) -> Result<()> {
+    let path = block_path(&m.tenant_id, &m.block_id, object);
+    store
+        .put_opts(&path, PutPayload::from_bytes(bytes), PutOptions::default())
+        .await
+        .map_err(|e| EngineError::storage(&path, e))?;
     Ok(())
+}
+
+/// Stores a block's data and bloom; it stays invisible until [`put_block_meta`].
+pub async fn put_block_data(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) -> Result<()> {
+    put_object(store, &block.meta, objects::DATA, block.data.clone()).await?;
+    put_object(store, &block.meta, objects::BLOOM, block.bloom.clone()).await
+}
+
+/// Stores a block's `meta.json`, which makes it visible.
+pub async fn put_block_meta(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) -> Result<()> {
+    let meta = serde_json::to_vec_pretty(&block.meta)
+        .map_err(|e| EngineError::Internal(format!("meta.json: {e}")))?;
+    put_object(store, &block.meta, objects::META, Bytes::from(meta)).await
 }

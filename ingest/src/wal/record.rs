@@ -25,10 +25,14 @@ pub enum Record {
         /// The chunks.
         chunks: Vec<TraceChunk>,
     },
-    /// These traces' data up to the given sequence numbers is in a durable block.
+    /// These traces' data up to the given sequence numbers is in block `block`. Written after
+    /// the block's data is stored but before it is published; replay honours it only when the
+    /// block was published, so a crash in between neither loses nor duplicates spans.
     Flushed {
         /// The tenant.
         tenant: String,
+        /// The block's ID (UUID bytes).
+        block: [u8; 16],
         /// (trace, last sequence number included in the block).
         traces: Vec<(TraceId, u64)>,
     },
@@ -71,7 +75,8 @@ impl Record {
                     out.extend_from_slice(&c.data);
                 }
             }
-            Record::Flushed { traces, .. } => {
+            Record::Flushed { traces, block, .. } => {
+                out.extend_from_slice(block);
                 out.extend_from_slice(&(traces.len() as u32).to_le_bytes());
                 for (id, upto) in traces {
                     out.extend_from_slice(&id.0);
@@ -161,9 +166,14 @@ fn decode_body(body: &Bytes) -> Option<(u64, Record)> {
     let seq = c.u64()?;
     let tlen = c.u16()? as usize;
     let tenant = String::from_utf8(c.take(tlen)?.to_vec()).ok()?;
+    let block = if kind == KIND_FLUSHED {
+        Some(c.id()?.0)
+    } else {
+        None
+    };
     let n = c.u32()? as usize;
-    let rec = match kind {
-        KIND_APPEND => {
+    let rec = match (kind, block) {
+        (KIND_APPEND, _) => {
             let mut chunks = Vec::with_capacity(n.min(1 << 16));
             for _ in 0..n {
                 let id = c.id()?;
@@ -177,12 +187,16 @@ fn decode_body(body: &Bytes) -> Option<(u64, Record)> {
             }
             Record::Append { tenant, chunks }
         }
-        KIND_FLUSHED => {
+        (KIND_FLUSHED, Some(block)) => {
             let mut traces = Vec::with_capacity(n.min(1 << 16));
             for _ in 0..n {
                 traces.push((c.id()?, c.u64()?));
             }
-            Record::Flushed { tenant, traces }
+            Record::Flushed {
+                tenant,
+                block,
+                traces,
+            }
         }
         _ => return None,
     };
@@ -217,6 +231,7 @@ mod tests {
                 8,
                 Record::Flushed {
                     tenant: "single-tenant".into(),
+                    block: [9; 16],
                     traces: vec![(TraceId([1; 16]), 7)],
                 },
             ),

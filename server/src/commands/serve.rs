@@ -73,6 +73,7 @@ pub async fn serve_with(
     let icfg = cfg.ingester_config().map_err(|e| e.to_string())?;
     let wal_dir = icfg.wal.dir.clone();
     let (ingester, replay) = Ingester::open(icfg, catalog.clone(), Default::default())
+        .await
         .map_err(|e| format!("cannot open the WAL in {}: {e}", wal_dir.display()))?;
     if replay.records > 0 {
         tracing::info!(
