@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p allegro-benches -- block-write --spans 1000000
 //! cargo run --release -p allegro-benches -- trace-by-id --spans 10000000 --block-spans 100000
+//! cargo run --release -p allegro-benches -- ingest --protocol grpc --rate 0 --connections 8
 //! ```
 //!
 //! Datasets are generated once per (spans, seed, block size) under `--data` and reused.
@@ -13,6 +14,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod dataset;
+mod ingest;
 mod report;
 mod suites;
 
@@ -68,6 +70,8 @@ enum Suite {
         #[arg(long, default_value_t = 200)]
         lookups: usize,
     },
+    /// Ingest load generator: OTLP over HTTP or gRPC against a server it starts.
+    Ingest(ingest::IngestArgs),
 }
 
 fn main() {
@@ -80,6 +84,7 @@ fn main() {
         match cli.suite {
             Suite::BlockWrite(c) => suites::block_write(&c).await,
             Suite::TraceById { common, lookups } => suites::trace_by_id(&common, lookups).await,
+            Suite::Ingest(a) => ingest::run(&a).await,
         }
     });
     if let Err(e) = result {

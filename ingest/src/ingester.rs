@@ -552,7 +552,8 @@ impl Ingester {
     pub async fn shutdown(&self) -> Result<()> {
         self.closing.store(true, Ordering::Relaxed);
         let r = self.flush(true).await;
-        if let Some(w) = self.wal.lock().take()
+        let wal = self.wal.lock().take();
+        if let Some(w) = wal
             && let Ok(w) = Arc::try_unwrap(w)
         {
             tokio::task::spawn_blocking(move || w.close())

@@ -82,11 +82,14 @@ impl RefuseReason {
     }
 }
 
+/// (spans, bytes) per (tenant, label).
+type Counts<L> = Mutex<BTreeMap<(String, L), (u64, u64)>>;
+
 /// Counters and histograms of the ingest path.
 #[derive(Debug)]
 pub struct IngestMetrics {
-    received: Mutex<BTreeMap<(String, &'static str), (u64, u64)>>,
-    refused: Mutex<BTreeMap<(String, RefuseReason), (u64, u64)>>,
+    received: Counts<&'static str>,
+    refused: Counts<RefuseReason>,
     truncated: Mutex<BTreeMap<String, u64>>,
     wal_bytes: AtomicU64,
     wal_segments: AtomicU64,

@@ -100,18 +100,12 @@ fn present<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
 }
 
 /// `distributor:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistributorConfig {
     /// `distributor.receivers`; absent means OTLP gRPC and HTTP on their standard ports.
     #[serde(deserialize_with = "present")]
     pub receivers: Option<ReceiversConfig>,
-}
-
-impl Default for DistributorConfig {
-    fn default() -> Self {
-        Self { receivers: None }
-    }
 }
 
 impl DistributorConfig {
@@ -669,9 +663,9 @@ impl Config {
                 .map(|z| ("distributor.receivers.zipkin.endpoint", &z.endpoint)),
         ];
         for (key, ep) in endpoints.into_iter().flatten() {
-            if !ep
+            if ep
                 .rsplit_once(':')
-                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
             {
                 return bad(key, format!("{ep:?} is not host:port, e.g. 0.0.0.0:4317"));
             }

@@ -300,3 +300,71 @@ fn traceql_check_json_and_stdin() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["kind"], "validate");
 }
+
+#[test]
+fn demo_sends_live_traffic_through_otlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("allegro.yaml");
+    std::fs::write(&cfg, LOOPBACK_RECEIVERS).unwrap();
+    let mut child = allegro()
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "demo",
+            "--spans",
+            "2000",
+            "--rate",
+            "400",
+            "--http-listen-port",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut base = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(b) = line.strip_prefix("allegro listening on ") {
+            base = b.replace("0.0.0.0", "127.0.0.1");
+        }
+        if line.starts_with("sending ~400 live spans/s") {
+            break;
+        }
+    }
+    assert!(!base.is_empty());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let start = std::time::Instant::now();
+    let received = loop {
+        let m = agent
+            .get(format!("{base}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let n: u64 = m
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "allegro_ingest_spans_received_total{tenant=\"single-tenant\",protocol=\"otlp_grpc\"} ",
+                )
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if n >= 400 || start.elapsed() > Duration::from_secs(20) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        received >= 400,
+        "only {received} live spans arrived in 20 s"
+    );
+}

@@ -2,7 +2,14 @@
 
 use super::gen_cmd::{GenArgs, GenFormat, generate};
 use super::open_catalog;
-use super::serve::{ServeArgs, bind, serve_on};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use allegro_datasets::{GenOptions, Generator};
+use allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use allegro_engine::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
+use allegro_engine::otlp::trace::v1::ResourceSpans;
+
+use super::serve::{Addresses, ServeArgs, bind, serve_with};
 use crate::config::Config;
 use crate::tenant::SINGLE_TENANT;
 
@@ -15,6 +22,9 @@ pub struct DemoArgs {
     /// Port (overrides server.http_listen_port).
     #[arg(long)]
     pub http_listen_port: Option<u16>,
+    /// Live spans per second sent through OTLP/gRPC while serving (0: none).
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
 }
 
 /// `allegro demo`.
@@ -79,5 +89,90 @@ Stop with Ctrl-C.
 ",
         blocks.len()
     );
-    serve_on(&cfg, listener).await
+    let rate = args.rate;
+    serve_with(&cfg, listener, move |a: Addresses| {
+        if rate == 0 {
+            return;
+        }
+        match a.otlp_grpc {
+            Some(addr) => {
+                println!("sending ~{rate} live spans/s of the simulated shop to OTLP/gRPC {addr}");
+                tokio::spawn(live_traffic(format!("http://{addr}"), rate));
+            }
+            None => println!("no live traffic: the OTLP/gRPC receiver is off in this config"),
+        }
+    })
+    .await
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Moves a generated trace so it starts at `now` (span, event and link times alike).
+fn shift_to_now(trace: &mut [ResourceSpans], now: u64) {
+    let spans = || {
+        trace
+            .iter()
+            .flat_map(|r| r.scope_spans.iter().flat_map(|s| s.spans.iter()))
+    };
+    let Some(first) = spans().map(|s| s.start_time_unix_nano).min() else {
+        return;
+    };
+    let shift = |t: &mut u64| *t = t.saturating_sub(first).saturating_add(now);
+    for s in trace
+        .iter_mut()
+        .flat_map(|r| r.scope_spans.iter_mut().flat_map(|s| s.spans.iter_mut()))
+    {
+        shift(&mut s.start_time_unix_nano);
+        shift(&mut s.end_time_unix_nano);
+        for e in &mut s.events {
+            shift(&mut e.time_unix_nano);
+        }
+    }
+}
+
+/// The generator's traffic through the real OTLP receiver, ~`rate` spans/s, until the process
+/// stops. Export failures are logged and retried with the next batch.
+async fn live_traffic(url: String, rate: u64) {
+    let mut client = loop {
+        match TraceServiceClient::connect(url.clone()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "demo traffic: cannot connect yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut g = Generator::new(GenOptions {
+        seed: now_nanos(),
+        spans: u64::MAX,
+        start_unix_nano: now_nanos(),
+        duration_nano: 1,
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let per_tick = (rate / 4).max(1);
+    loop {
+        tick.tick().await;
+        let mut batch = Vec::new();
+        let mut spans = 0u64;
+        while spans < per_tick {
+            let Some(mut t) = g.next_trace() else { return };
+            shift_to_now(&mut t, now_nanos());
+            spans += t
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum::<u64>();
+            batch.extend(t);
+        }
+        let req = ExportTraceServiceRequest {
+            resource_spans: batch,
+        };
+        if let Err(e) = client.export(req).await {
+            tracing::warn!(error = %e, "demo traffic: export failed");
+        }
+    }
 }

@@ -59,7 +59,7 @@ impl TraceService for OtlpGrpc {
             .await
             .map_err(|e| status(e.into()))?;
         Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
+            partial_success: (o.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: o.rejected as i64,
                 error_message: o.message,
             }),
