@@ -15,6 +15,9 @@ pub enum IngestError {
     /// The tenant sent more bytes than its rate and burst allow: 429 / RESOURCE_EXHAUSTED.
     #[error("{0}")]
     RateLimited(String),
+    /// The head is full until flushing catches up: 503 / UNAVAILABLE (retryable).
+    #[error("{0}")]
+    Backpressure(String),
     /// The WAL could not make the batch durable: nothing was acknowledged (503 / UNAVAILABLE).
     #[error("write-ahead log: {0}")]
     Wal(String),

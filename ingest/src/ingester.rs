@@ -34,6 +34,9 @@ pub struct IngesterConfig {
     pub block: BlockWriteOptions,
     /// Per-tenant limits.
     pub overrides: Overrides,
+    /// Bytes a tenant's head may hold (live, complete and being written); past it pushes get a
+    /// retryable refusal until flushing catches up (Tempo's `max_live_traces_bytes`).
+    pub max_head_bytes: u64,
 }
 
 impl IngesterConfig {
@@ -50,6 +53,7 @@ impl IngesterConfig {
             flush_check_period: Duration::from_secs(1),
             block: BlockWriteOptions::default(),
             overrides: Overrides::default(),
+            max_head_bytes: 512 << 20,
         }
     }
 }
@@ -317,6 +321,16 @@ impl Ingester {
         {
             let head = self.heads.get_or_create(tenant);
             let head = head.lock();
+            let held = head.sizes().2;
+            if self.cfg.max_head_bytes > 0 && held >= self.cfg.max_head_bytes {
+                drop(head);
+                self.metrics
+                    .refused(tenant, RefuseReason::HeadFull, total, request_bytes as u64);
+                return Err(IngestError::Backpressure(format!(
+                    "HEAD_FULL: tenant {tenant} holds {held} bytes not yet in blocks (max_head_bytes {}); block flushing is behind, retry shortly",
+                    self.cfg.max_head_bytes
+                )));
+            }
             let mut live = head.live_traces();
             let (mut too_large, mut too_many) = (0u64, 0u64);
             prepared
@@ -491,8 +505,15 @@ impl Ingester {
                 let rs = decode_chunks(&t.data).map_err(|e| {
                     IngestError::Internal(format!("head data of trace {id} does not decode: {e}"))
                 })?;
-                // Exact duplicates (client retries) are dropped before they reach a block.
-                let (flat, bad) = flatten(normalize(rs));
+                // Exact duplicates (client retries) are dropped before they reach a block;
+                // normalising costs, so only traces with a repeated span ID pay for it.
+                let mut seen = std::collections::HashSet::new();
+                let repeated = rs
+                    .iter()
+                    .flat_map(|r| r.scope_spans.iter().flat_map(|s| s.spans.iter()))
+                    .any(|s| !seen.insert(s.span_id.as_slice()));
+                let rs = if repeated { normalize(rs) } else { rs };
+                let (flat, bad) = flatten(rs);
                 if !bad.is_empty() {
                     return Err(IngestError::Internal(format!(
                         "trace {id}: {} span(s) failed checks they passed on arrival",

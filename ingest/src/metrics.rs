@@ -66,6 +66,8 @@ pub enum RefuseReason {
     MalformedRequest,
     /// The WAL could not take it.
     WalFailure,
+    /// The head held `max_head_bytes`: flushing is behind.
+    HeadFull,
 }
 
 impl RefuseReason {
@@ -78,6 +80,7 @@ impl RefuseReason {
             Self::InvalidSpan => "invalid_span",
             Self::MalformedRequest => "malformed_request",
             Self::WalFailure => "wal_failure",
+            Self::HeadFull => "head_full",
         }
     }
 }

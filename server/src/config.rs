@@ -238,6 +238,10 @@ pub struct IngesterSection {
     /// The head block is cut at this many bytes.
     #[serde(deserialize_with = "null_default")]
     pub max_block_bytes: u64,
+    /// Bytes a tenant's head may hold before pushes are refused (503, retryable) until
+    /// flushing catches up; 0 = unbounded.
+    #[serde(deserialize_with = "null_default")]
+    pub max_head_bytes: u64,
 }
 
 impl Default for IngesterSection {
@@ -248,6 +252,7 @@ impl Default for IngesterSection {
             flush_check_period: None,
             max_block_duration: None,
             max_block_bytes: 64 << 20,
+            max_head_bytes: 512 << 20,
         }
     }
 }
@@ -814,6 +819,7 @@ impl Config {
             });
         }
         c.cut.max_block_bytes = i.max_block_bytes;
+        c.max_head_bytes = i.max_head_bytes;
         if self.storage.trace.wal.segment_bytes > 0 {
             c.wal.segment_bytes = self.storage.trace.wal.segment_bytes;
         }

@@ -34,7 +34,7 @@ impl OtlpGrpc {
 }
 
 fn status(r: Refusal) -> Status {
-    if matches!(r, Refusal::Internal(_) | Refusal::Unavailable(_)) {
+    if matches!(r, Refusal::Internal(_)) {
         tracing::error!(error = r.message(), "OTLP/gRPC export failed");
     }
     Status::new(r.grpc_code(), r.message())

@@ -135,7 +135,7 @@ async fn export(State(s): State<OtlpHttp>, headers: HeaderMap, body: Body) -> Re
     match handle(&s, &headers, body, format).await {
         Ok(o) => success(format, &o),
         Err(r) => {
-            if matches!(r, Refusal::Internal(_) | Refusal::Unavailable(_)) {
+            if matches!(r, Refusal::Internal(_)) {
                 tracing::error!(error = r.message(), "OTLP/HTTP export failed");
             }
             refusal_response(&r, format == Format::Json)
