@@ -354,24 +354,29 @@ impl Ingester {
                         true
                     }
                 });
-            if too_large > 0 {
-                self.metrics
-                    .refused(tenant, RefuseReason::TraceTooLarge, too_large, 0);
-                outcome.rejected += too_large;
-                reasons.push(format!(
+            let mut refuse = |reason: RefuseReason, spans: u64, why: String| {
+                if spans > 0 {
+                    self.metrics.refused(tenant, reason, spans, 0);
+                    outcome.rejected += spans;
+                    reasons.push(why);
+                }
+            };
+            refuse(
+                RefuseReason::TraceTooLarge,
+                too_large,
+                format!(
                     "TRACE_TOO_LARGE: {too_large} span(s) refused: their trace would exceed max_bytes_per_trace ({} bytes) for tenant {tenant}",
                     limits.max_bytes_per_trace
-                ));
-            }
-            if too_many > 0 {
-                self.metrics
-                    .refused(tenant, RefuseReason::LiveTracesExceeded, too_many, 0);
-                outcome.rejected += too_many;
-                reasons.push(format!(
+                ),
+            );
+            refuse(
+                RefuseReason::LiveTracesExceeded,
+                too_many,
+                format!(
                     "LIVE_TRACES_EXCEEDED: {too_many} span(s) of new traces refused: tenant {tenant} has max_traces_per_user ({}) live traces",
                     limits.max_traces_per_user
-                ));
-            }
+                ),
+            );
         }
         outcome.message = reasons.join("; ");
         let accepted: u64 = prepared.chunks.iter().map(|c| u64::from(c.spans)).sum();

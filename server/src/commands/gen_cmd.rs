@@ -4,8 +4,6 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use allegro_datasets::{GenOptions, OtlpFormat, Summary, write_blocks, write_otlp_files};
-use allegro_engine::block::writer::BlockWriteOptions;
-use allegro_engine::hot::HotPolicy;
 use allegro_engine::storage::open_store;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -112,16 +110,7 @@ pub async fn generate(cfg: &Config, args: &GenArgs) -> Result<Summary, String> {
     let summary = match args.format {
         GenFormat::Blocks => {
             let store = open_store(&cfg.backend()).map_err(|e| e.to_string())?;
-            let write = BlockWriteOptions {
-                hot: HotPolicy {
-                    configured: cfg.hot_columns(),
-                    ..Default::default()
-                },
-                row_group_rows: cfg.storage.trace.block.row_group_rows,
-                page_rows: cfg.storage.trace.block.page_rows,
-                compression: cfg.block_compression().map_err(|e| e.to_string())?,
-                ..Default::default()
-            };
+            let write = cfg.block_write_options().map_err(|e| e.to_string())?;
             write_blocks(
                 &store,
                 &args.tenant,
