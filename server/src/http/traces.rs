@@ -102,6 +102,7 @@ async fn lookup(
     let range = time_range(q)?;
     let mut all = Vec::new();
     let mut inspected_bytes = 0;
+    let mut from_head = false;
     for t in &tenants {
         let found = state.catalog.find_trace(t, &trace_id, range).await?;
         inspected_bytes += found.inspected_bytes;
@@ -111,11 +112,13 @@ async fn lookup(
                 .find_trace(t, &trace_id)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             // Head data is not cut to the time range: it is recent by definition.
+            from_head |= !live.is_empty();
             all.extend(live);
         }
     }
     // Head and blocks may both hold a span while a block is being written: merge exactly.
-    let all = normalize(all);
+    // Block results come normalised from the catalog already.
+    let all = if from_head { normalize(all) } else { all };
     if all.is_empty() {
         return Err(ApiError::not_found(format!(
             "trace not found: {}",
