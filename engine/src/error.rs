@@ -11,6 +11,10 @@ pub enum EngineError {
     /// The caller sent something malformed (bad ID, span without a trace ID, …): a 400.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A TraceQL query that does not parse, validate, or uses something not supported; the
+    /// error carries the position and a caret.
+    #[error("{0}")]
+    Query(allegro_traceql::Error),
     /// The request is well formed but asks for something this version cannot do.
     #[error("not supported: {0}")]
     NotSupported(String),
@@ -69,7 +73,7 @@ impl EngineError {
     /// True when the caller, not the system, is at fault.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::InvalidInput(_) | Self::NotSupported(_) => true,
+            Self::InvalidInput(_) | Self::NotSupported(_) | Self::Query(_) => true,
             Self::Shared(e) => e.is_user_error(),
             _ => false,
         }

@@ -87,6 +87,8 @@ pub struct TenantHead {
     done_spans: u64,
     done_since: Option<Instant>,
     cutting: Vec<Arc<CutBlock>>,
+    /// Bumped whenever the spans held change, so query snapshots can be reused until then.
+    generation: u64,
 }
 
 impl TenantHead {
@@ -102,7 +104,24 @@ impl TenantHead {
             done_spans: 0,
             done_since: None,
             cutting: Vec::new(),
+            generation: 0,
         }
+    }
+
+    /// Changes whenever spans are added or leave the head.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Every trace's data held anywhere in the head (live, complete, being written).
+    pub fn all_data(&self) -> Vec<Vec<u8>> {
+        let live = self.live.values().map(|l| l.held.data.clone());
+        let done = self.done.values().map(|d| d.data.clone());
+        let cutting = self
+            .cutting
+            .iter()
+            .flat_map(|b| b.traces.values().map(|d| d.data.clone()));
+        live.chain(done).chain(cutting).collect()
     }
 
     /// Bytes of a live trace (0 when not live).
@@ -117,6 +136,7 @@ impl TenantHead {
 
     /// Appends chunks that were written to the WAL with sequence number `seq`.
     pub fn apply(&mut self, seq: u64, chunks: &[TraceChunk], now: Instant) {
+        self.generation += 1;
         for c in chunks {
             let l = self.live.entry(c.id).or_insert_with(|| Live {
                 held: HeldTrace::new(seq),
@@ -134,6 +154,7 @@ impl TenantHead {
 
     /// Puts a trace rebuilt by WAL replay back as live.
     pub fn restore(&mut self, id: TraceId, held: HeldTrace, now: Instant) {
+        self.generation += 1;
         self.live_bytes += held.data.len() as u64;
         self.live_spans += u64::from(held.spans);
         match self.live.get_mut(&id) {
@@ -206,6 +227,7 @@ impl TenantHead {
 
     /// Forgets a cut block once it is durable and in the catalog.
     pub fn cut_done(&mut self, block: &Arc<CutBlock>) {
+        self.generation += 1;
         self.cutting.retain(|b| !Arc::ptr_eq(b, block));
     }
 

@@ -9,7 +9,10 @@ use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
 use allegro_engine::catalog::Catalog;
 use allegro_engine::convert::flatten::flatten;
 use allegro_engine::convert::normalize::normalize;
+use allegro_engine::convert::to_arrow::resource_spans_to_batches;
 use allegro_engine::ids::TraceId;
+use allegro_engine::query::LiveSpans;
+use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::{Mutex, RwLock};
 
@@ -124,6 +127,8 @@ pub struct Ingester {
     /// Cut blocks whose write failed, retried by the flush loop.
     retry: Mutex<Vec<Arc<CutBlock>>>,
     flush_lock: tokio::sync::Mutex<()>,
+    /// Per tenant: the head generation last converted for queries, and the batches.
+    snapshots: Mutex<HashMap<String, (u64, Arc<Vec<RecordBatch>>)>>,
 }
 
 impl std::fmt::Debug for Ingester {
@@ -254,6 +259,7 @@ impl Ingester {
             closing: AtomicBool::new(false),
             retry: Mutex::default(),
             flush_lock: tokio::sync::Mutex::new(()),
+            snapshots: Mutex::default(),
         });
         Ok((ing, out))
     }
@@ -426,6 +432,35 @@ impl Ingester {
         Ok(out)
     }
 
+    /// `tenant`'s head as span-table batches, rebuilt only when the head changed since the
+    /// last query.
+    pub fn live_snapshot(&self, tenant: &str) -> Result<Arc<Vec<RecordBatch>>> {
+        let Some(head) = self.heads.get(tenant) else {
+            return Ok(Arc::new(Vec::new()));
+        };
+        let (generation, parts) = {
+            let h = head.lock();
+            let generation = h.generation();
+            if let Some((g, b)) = self.snapshots.lock().get(tenant)
+                && *g == generation
+            {
+                return Ok(b.clone());
+            }
+            (generation, h.all_data())
+        };
+        let mut data = Vec::new();
+        for p in parts {
+            data.extend(decode_chunks(&p).map_err(|e| {
+                IngestError::Internal(format!("head data of tenant {tenant} does not decode: {e}"))
+            })?);
+        }
+        let batches = Arc::new(resource_spans_to_batches(data, 8192)?);
+        self.snapshots
+            .lock()
+            .insert(tenant.to_string(), (generation, batches.clone()));
+        Ok(batches)
+    }
+
     /// Head sizes per tenant.
     pub fn gauges(&self) -> Vec<HeadGauges> {
         self.heads
@@ -587,5 +622,14 @@ impl Ingester {
                 .map_err(|e| IngestError::Internal(e.to_string()))?;
         }
         r.map(|_| ())
+    }
+}
+
+impl LiveSpans for Ingester {
+    fn live_batches(&self, tenant: &str) -> allegro_engine::error::Result<Vec<RecordBatch>> {
+        match self.live_snapshot(tenant) {
+            Ok(b) => Ok(b.as_ref().clone()),
+            Err(e) => Err(allegro_engine::error::EngineError::Internal(e.to_string())),
+        }
     }
 }

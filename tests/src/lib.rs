@@ -1,5 +1,8 @@
 //! Helpers for the integration tests: a real server on a loopback port, and a plain HTTP client.
 
+pub mod dataset;
+pub mod golden;
+
 use std::sync::mpsc;
 use std::time::Duration;
 

@@ -3,8 +3,9 @@
 #![warn(missing_docs)]
 
 pub mod nested_set;
+pub mod spansets;
 
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 use crate::nested_set::{NestedSetPredicate, Relation};
@@ -17,10 +18,18 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
         .collect()
 }
 
-/// Registers every UDF with `ctx`.
+/// Every UDAF of this crate.
+pub fn all_udafs() -> Vec<AggregateUDF> {
+    vec![AggregateUDF::from(spansets::TraceqlSpansets::default())]
+}
+
+/// Registers every UDF and UDAF with `ctx`.
 pub fn register_all(ctx: &SessionContext) {
     for f in all_udfs() {
         ctx.register_udf(f);
+    }
+    for f in all_udafs() {
+        ctx.register_udaf(f);
     }
 }
 

@@ -413,3 +413,29 @@ impl<'a> BatchRows<'a> {
             .collect()
     }
 }
+
+/// One row of the span table as OTLP: its resource, scope and span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowSpan {
+    /// The span's resource (with `service.name` restored).
+    pub resource: Resource,
+    /// The span's instrumentation scope.
+    pub scope: InstrumentationScope,
+    /// The span.
+    pub span: Span,
+}
+
+/// Converts every row of `batch` to OTLP, in row order (for search results, which need each
+/// span next to its row's other columns).
+pub fn batch_to_row_spans(batch: &RecordBatch) -> Result<Vec<RowSpan>> {
+    let rows = BatchRows::new(batch)?;
+    (0..batch.num_rows())
+        .map(|row| {
+            Ok(RowSpan {
+                resource: rows.resource(row)?.0,
+                scope: rows.scope(row)?.0,
+                span: rows.span(row)?,
+            })
+        })
+        .collect()
+}

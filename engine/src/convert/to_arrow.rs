@@ -440,3 +440,17 @@ impl LinkColumns {
         struct_of(link_struct_type(), cols)
     }
 }
+
+/// Converts OTLP data to span-table batches of at most `rows` rows without hot columns, with
+/// nested sets and trace-level columns computed per trace (how the live head is queried).
+pub fn resource_spans_to_batches(
+    data: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
+    rows: usize,
+) -> Result<Vec<RecordBatch>> {
+    let (mut spans, _rejected) = crate::convert::flatten::flatten(data);
+    crate::nested_set::prepare_traces(&mut spans);
+    spans
+        .chunks(rows.max(1))
+        .map(|c| spans_to_batch(c, &[]))
+        .collect()
+}

@@ -1,0 +1,73 @@
+//! TraceQL on DataFusion: sources (blocks ∪ live head), translation, planning and search.
+
+pub mod plan;
+pub mod search;
+pub mod table;
+pub mod translate;
+
+use std::sync::Arc;
+
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::catalog::Catalog;
+use crate::error::{EngineError, Result};
+
+pub use self::table::LiveSpans;
+
+/// Runs TraceQL over a tenant's blocks and live spans. One per process; cheap to share.
+pub struct QueryEngine {
+    catalog: Arc<Catalog>,
+    live: Option<Arc<dyn LiveSpans>>,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl QueryEngine {
+    /// An engine over `catalog`'s blocks and, when given, the live head.
+    pub fn new(catalog: Arc<Catalog>, live: Option<Arc<dyn LiveSpans>>) -> Result<Self> {
+        // One runtime for all queries, so DataFusion's Parquet metadata cache is shared.
+        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(df_err)?;
+        let url = ObjectStoreUrl::parse(table::STORE_URL).map_err(df_err)?;
+        runtime.register_object_store(url.as_ref(), catalog.store().clone());
+        Ok(Self {
+            catalog,
+            live,
+            runtime,
+        })
+    }
+
+    /// The catalog searched.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// A fresh session with Allegro's UDFs, sharing the runtime.
+    pub fn session(&self) -> SessionContext {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        allegro_udfs::register_all(&ctx);
+        ctx
+    }
+}
+
+/// DataFusion errors: per-trace evaluation errors are the user's (Tempo returns them as 400s);
+/// everything else is ours.
+pub fn df_err(e: datafusion::error::DataFusionError) -> EngineError {
+    let text = e.to_string();
+    if text.contains(allegro_udfs::spansets::eval::MULTIPLE_SPANSETS) {
+        return EngineError::InvalidInput(allegro_udfs::spansets::eval::MULTIPLE_SPANSETS.into());
+    }
+    if text.contains("Divide by zero") {
+        return EngineError::InvalidInput("division by zero".into());
+    }
+    match e.find_root() {
+        datafusion::error::DataFusionError::NotImplemented(m) => {
+            EngineError::NotSupported(m.clone())
+        }
+        _ => EngineError::Internal(format!("datafusion: {text}")),
+    }
+}

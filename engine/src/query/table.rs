@@ -1,0 +1,122 @@
+//! The span table as DataFusion sees it: blocks grouped by schema, plus the live head.
+//!
+//! Blocks choose their hot columns independently, so two blocks may disagree on the schema.
+//! Rather than widening every block to a union schema (and losing the typed column of a key
+//! whose type flips between blocks), blocks with the same hot columns form one
+//! [`BlocksTable`], and the planner translates each query once per group. Pruning by tenant and
+//! time uses `meta.json` before any Parquet is opened; inside a group, DataFusion prunes row
+//! groups, pages and bloom filters with the pushed-down predicate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::block::meta::{BlockMeta, objects};
+use crate::block::writer::block_path;
+use crate::schema::{HotColumn, span_schema};
+
+/// Where the object store is registered in a query session.
+pub const STORE_URL: &str = "allegro://blocks";
+
+/// Spans not yet in a block, for queries: the live head of one tenant.
+pub trait LiveSpans: Send + Sync {
+    /// The tenant's live spans as span-table batches without hot columns (every attribute in
+    /// the overflow maps), nested sets computed per trace.
+    fn live_batches(&self, tenant: &str) -> crate::error::Result<Vec<RecordBatch>>;
+}
+
+/// Blocks that share one schema, scanned as one table.
+#[derive(Debug)]
+pub struct BlocksTable {
+    schema: SchemaRef,
+    blocks: Vec<Arc<BlockMeta>>,
+}
+
+impl BlocksTable {
+    /// A table over `blocks`, which must all have `hot` columns.
+    pub fn new(hot: &[HotColumn], blocks: Vec<Arc<BlockMeta>>) -> Self {
+        Self {
+            schema: span_schema(hot),
+            blocks,
+        }
+    }
+}
+
+/// Groups blocks by their hot columns (equal hot columns ⇒ equal schema).
+pub fn group_by_schema(blocks: &[Arc<BlockMeta>]) -> Vec<(Vec<HotColumn>, Vec<Arc<BlockMeta>>)> {
+    let mut groups: BTreeMap<Vec<HotColumn>, Vec<Arc<BlockMeta>>> = BTreeMap::new();
+    for b in blocks {
+        groups
+            .entry(b.hot_columns.clone())
+            .or_default()
+            .push(b.clone());
+    }
+    groups.into_iter().collect()
+}
+
+#[async_trait]
+impl TableProvider for BlocksTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::common::Result<Vec<TableProviderFilterPushDown>> {
+        // DataFusion keeps the filter above the scan and also pushes it into the Parquet reader
+        // (statistics, page index, bloom filters, late materialisation).
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let partitions = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> =
+            vec![Vec::new(); partitions.min(self.blocks.len()).max(1)];
+        // Largest first onto the emptiest group keeps partitions even.
+        let mut blocks = self.blocks.clone();
+        blocks.sort_by(|a, b| b.size.cmp(&a.size));
+        let mut load = vec![0u64; groups.len()];
+        for b in blocks {
+            let i = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
+            load[i] += b.size;
+            let path = block_path(&b.tenant_id, &b.block_id, objects::DATA);
+            groups[i].push(PartitionedFile::new(path.to_string(), b.size));
+        }
+        let source = ParquetSource::new(self.schema.clone())
+            .with_enable_page_index(true)
+            .with_bloom_filter_on_read(true)
+            .with_pushdown_filters(true)
+            .with_reorder_filters(true);
+        let conf = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        ParquetFormat::default()
+            .create_physical_plan(state, conf)
+            .await
+    }
+}

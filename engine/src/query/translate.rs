@@ -1,0 +1,562 @@
+//! TraceQL field expressions → DataFusion expressions over one span-table schema.
+//!
+//! TraceQL is dynamically typed: an attribute holds a string on one span and an int on the next.
+//! Every value is therefore translated to a [`Typed`]: one DataFusion expression per TraceQL type
+//! (null where the span's value has another type), and operators combine the slots that may
+//! meet under Tempo's rules (tempo-compat.md §1.10–1.11): mismatched types are false, never an
+//! error; int/float/duration compare numerically; strings compare byte-wise; regexes are fully
+//! anchored; nil equals nothing. A boolean result may be NULL where TraceQL says false — filters
+//! treat both alike, and `!` coalesces first.
+//!
+//! Attribute lookup depends on the block: a hot attribute is a column of its own, every other one
+//! sits in its scope's typed overflow map. Translation is per schema, so each block group gets
+//! the cheapest access path and its Parquet statistics can prune.
+
+use std::collections::HashMap;
+use std::ops::{Neg, Not};
+
+use allegro_traceql::ast::{
+    Attribute, BinaryOp, FieldExpr, FieldKind, Intrinsic, Kind, ListOp, Scope, Static, Status,
+    UnaryOp,
+};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::functions::expr_fn::{coalesce, encode, get_field, ltrim, power};
+use datafusion::logical_expr::{Expr, Operator, binary_expr, cast, col, lit};
+
+use crate::error::{EngineError, Result};
+use crate::schema::{AttrScope, HotColumn, HotType, col as c};
+
+/// One value per TraceQL type; `None` where the value can never have that type.
+#[derive(Debug, Clone, Default)]
+pub struct Typed {
+    /// Strings.
+    pub str: Option<Expr>,
+    /// Integers (Int64).
+    pub int: Option<Expr>,
+    /// Floats (Float64).
+    pub float: Option<Expr>,
+    /// Booleans.
+    pub bool: Option<Expr>,
+    /// Durations in nanoseconds (Int64).
+    pub dur: Option<Expr>,
+    /// Span status in **OTLP** numbering (Int32), so comparisons hit the stored column.
+    pub status: Option<Expr>,
+    /// Span kind in **OTLP** numbering (Int32).
+    pub kind: Option<Expr>,
+    /// Arrays, kvlists, bytes (protobuf `AnyValue`): only existence is answered.
+    pub other: Option<Expr>,
+}
+
+impl Typed {
+    fn slots(&self) -> impl Iterator<Item = &Expr> {
+        [
+            &self.str,
+            &self.int,
+            &self.float,
+            &self.bool,
+            &self.dur,
+            &self.status,
+            &self.kind,
+            &self.other,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// True where the value is not nil.
+    pub fn exists(&self) -> Expr {
+        self.slots()
+            .map(|e| e.clone().is_not_null())
+            .reduce(Expr::or)
+            .unwrap_or(lit(false))
+    }
+
+    /// The value as Float64 when numeric (nil otherwise): aggregate inputs.
+    pub fn as_float(&self) -> Option<Expr> {
+        let parts: Vec<Expr> = [
+            self.float.clone(),
+            self.int.clone().map(|e| cast(e, DataType::Float64)),
+            self.dur.clone().map(|e| cast(e, DataType::Float64)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match parts.len() {
+            0 => None,
+            1 => parts.into_iter().next(),
+            _ => Some(coalesce(parts)),
+        }
+    }
+
+    fn int_like(&self) -> Vec<Expr> {
+        [self.int.clone(), self.dur.clone()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The value as type-tagged text (`by()` keys), nil as NULL.
+    pub fn as_key(&self) -> Expr {
+        use allegro_udfs::spansets::key::KeyType;
+        let tagged = |t: KeyType, e: &Expr| {
+            binary_expr(
+                lit(t.tag()),
+                Operator::StringConcat,
+                cast(e.clone(), DataType::Utf8),
+            )
+        };
+        let mut arms: Vec<(Expr, Expr)> = Vec::new();
+        let mut add = |slot: &Option<Expr>, then: &dyn Fn(&Expr) -> Expr| {
+            if let Some(e) = slot {
+                arms.push((e.clone().is_not_null(), then(e)));
+            }
+        };
+        add(&self.str, &|e| tagged(KeyType::Str, e));
+        add(&self.int, &|e| tagged(KeyType::Int, e));
+        add(&self.float, &|e| tagged(KeyType::Float, e));
+        add(&self.bool, &|e| tagged(KeyType::Bool, e));
+        add(&self.dur, &|e| tagged(KeyType::Duration, e));
+        add(&self.status, &|e| {
+            case_of(
+                e.clone(),
+                vec![(lit(2i32), lit("S:error")), (lit(1i32), lit("S:ok"))],
+                lit("S:unset"),
+            )
+        });
+        add(&self.kind, &|e| {
+            let names = [
+                (1, "internal"),
+                (2, "server"),
+                (3, "client"),
+                (4, "producer"),
+                (5, "consumer"),
+            ];
+            let arms = names
+                .iter()
+                .map(|(otlp, name)| (lit(*otlp as i32), lit(format!("K:{name}"))))
+                .collect();
+            case_of(e.clone(), arms, lit("K:unspecified"))
+        });
+        case_when(arms, lit(ScalarValue::Utf8(None)))
+    }
+}
+
+/// TraceQL's status numbering → OTLP's (tempo-compat.md §1.8).
+pub fn status_to_otlp(s: Status) -> i32 {
+    match s {
+        Status::Error => 2,
+        Status::Ok => 1,
+        Status::Unset => 0,
+    }
+}
+
+/// TraceQL's kind numbering → OTLP's.
+pub fn kind_to_otlp(k: Kind) -> i32 {
+    match k {
+        Kind::Unspecified => 0,
+        Kind::Internal => 1,
+        Kind::Client => 3,
+        Kind::Server => 2,
+        Kind::Producer => 4,
+        Kind::Consumer => 5,
+    }
+}
+
+/// Translates expressions for one schema (one set of hot columns).
+pub struct Translator<'a> {
+    hot: HashMap<(AttrScope, &'a str), HotType>,
+}
+
+fn not_supported(what: impl Into<String>) -> EngineError {
+    EngineError::NotSupported(what.into())
+}
+
+impl<'a> Translator<'a> {
+    /// A translator for a table with `hot` columns.
+    pub fn new(hot: &'a [HotColumn]) -> Self {
+        Self {
+            hot: hot
+                .iter()
+                .map(|h| ((h.scope, h.key.as_str()), h.ty))
+                .collect(),
+        }
+    }
+
+    /// A boolean condition; NULL means false.
+    pub fn condition(&self, e: &FieldExpr) -> Result<Expr> {
+        match &e.kind {
+            FieldKind::Static(Static::Bool(b)) => Ok(lit(*b)),
+            FieldKind::Binary { op, lhs, rhs } => match op {
+                BinaryOp::And => Ok(self.condition(lhs)?.and(self.condition(rhs)?)),
+                BinaryOp::Or => Ok(self.condition(lhs)?.or(self.condition(rhs)?)),
+                op if op.is_arithmetic() => self.truthy(e),
+                op => Ok(compare(&self.value(lhs)?, *op, &self.value(rhs)?)),
+            },
+            FieldKind::Unary { op, expr } => match op {
+                UnaryOp::Not => {
+                    // TRUE where the operand is false *or* NULL (NULL means false here).
+                    let x = self.condition(expr)?;
+                    Ok(case_when(
+                        vec![(x, lit(ScalarValue::Boolean(None)))],
+                        lit(true),
+                    ))
+                }
+                UnaryOp::Exists => Ok(self.value(expr)?.exists()),
+                UnaryOp::NotExists => Ok(self.value(expr)?.exists().not()),
+                UnaryOp::Neg => self.truthy(e),
+            },
+            FieldKind::List { op, expr, values } => {
+                let v = self.value(expr)?;
+                let (bop, any) = match op {
+                    ListOp::In => (BinaryOp::Eq, true),
+                    ListOp::NotIn => (BinaryOp::Neq, false),
+                    ListOp::MatchAny => (BinaryOp::Regex, true),
+                    ListOp::MatchNone => (BinaryOp::NotRegex, false),
+                };
+                let parts = values
+                    .iter()
+                    .map(|s| Ok(compare(&v, bop, &static_value(s)?)));
+                let parts: Vec<Expr> = parts.collect::<Result<_>>()?;
+                Ok(parts
+                    .into_iter()
+                    .reduce(|a, b| if any { a.or(b) } else { a.and(b) })
+                    .unwrap_or(lit(!any)))
+            }
+            FieldKind::Ref(_) | FieldKind::Static(_) => self.truthy(e),
+        }
+    }
+
+    fn truthy(&self, e: &FieldExpr) -> Result<Expr> {
+        Ok(match self.value(e)?.bool {
+            Some(b) => b.eq(lit(true)),
+            None => lit(false),
+        })
+    }
+
+    /// The value of an expression, one slot per type.
+    pub fn value(&self, e: &FieldExpr) -> Result<Typed> {
+        match &e.kind {
+            FieldKind::Static(s) => static_value(s),
+            FieldKind::Ref(allegro_traceql::ast::FieldRef::Intrinsic(i)) => intrinsic(*i),
+            FieldKind::Ref(allegro_traceql::ast::FieldRef::Attribute(a)) => self.attribute(a),
+            FieldKind::Binary { op, lhs, rhs } if op.is_arithmetic() => {
+                Ok(arithmetic(&self.value(lhs)?, *op, &self.value(rhs)?))
+            }
+            FieldKind::Unary {
+                op: UnaryOp::Neg,
+                expr,
+            } => {
+                let v = self.value(expr)?;
+                Ok(Typed {
+                    int: v.int.map(|e| e.neg()),
+                    float: v.float.map(|e| e.neg()),
+                    dur: v.dur.map(|e| e.neg()),
+                    ..Typed::default()
+                })
+            }
+            _ => Ok(Typed {
+                bool: Some(self.condition(e)?),
+                ..Typed::default()
+            }),
+        }
+    }
+
+    /// An attribute, looked up as Tempo does: scoped in its scope; unscoped in the span, then
+    /// the resource, then the instrumentation scope (the first that has the key wins).
+    pub fn attribute(&self, a: &Attribute) -> Result<Typed> {
+        if a.parent {
+            return Err(not_supported(format!("parent attributes ({a})")));
+        }
+        match a.scope {
+            Scope::Span => Ok(self.scoped(AttrScope::Span, &a.name)),
+            Scope::Resource => Ok(self.scoped(AttrScope::Resource, &a.name)),
+            Scope::Instrumentation => Ok(self.scoped(AttrScope::Instrumentation, &a.name)),
+            Scope::Event | Scope::Link => Err(not_supported(format!(
+                "{} attributes in conditions ({a})",
+                a.scope.name()
+            ))),
+            Scope::None => {
+                let order = [
+                    AttrScope::Span,
+                    AttrScope::Resource,
+                    AttrScope::Instrumentation,
+                ]
+                .map(|s| self.scoped(s, &a.name));
+                Ok(first_present(&order))
+            }
+        }
+    }
+
+    fn scoped(&self, scope: AttrScope, key: &str) -> Typed {
+        let hot = self.hot.get(&(scope, key)).copied();
+        let map = |suffix: &str| {
+            get_field(
+                col(format!("{}attrs_{suffix}", scope.overflow_prefix())),
+                key,
+            )
+        };
+        let slot = |t: HotType, suffix: &str| {
+            if hot == Some(t) {
+                col(datafusion::common::Column::from_name(format!(
+                    "{}.{key}",
+                    scope.name()
+                )))
+            } else {
+                map(suffix)
+            }
+        };
+        let mut str = slot(HotType::String, "str");
+        if scope == AttrScope::Resource && key == "service.name" {
+            // The first string service.name has a column of its own; any other stays in the map.
+            str = coalesce(vec![col(c::SERVICE_NAME), str]);
+        }
+        Typed {
+            str: Some(str),
+            int: Some(slot(HotType::Int, "int")),
+            float: Some(slot(HotType::Float, "float")),
+            bool: Some(slot(HotType::Bool, "bool")),
+            other: Some(map("other")),
+            ..Typed::default()
+        }
+    }
+}
+
+/// `CASE WHEN arm THEN value ... ELSE otherwise END`.
+pub fn case_when(arms: Vec<(Expr, Expr)>, otherwise: Expr) -> Expr {
+    if arms.is_empty() {
+        return otherwise;
+    }
+    Expr::Case(datafusion::logical_expr::expr::Case {
+        expr: None,
+        when_then_expr: arms
+            .into_iter()
+            .map(|(w, t)| (Box::new(w), Box::new(t)))
+            .collect(),
+        else_expr: Some(Box::new(otherwise)),
+    })
+}
+
+/// `CASE base WHEN value THEN result ... ELSE otherwise END`.
+fn case_of(base: Expr, arms: Vec<(Expr, Expr)>, otherwise: Expr) -> Expr {
+    case_when(
+        arms.into_iter()
+            .map(|(v, t)| (base.clone().eq(v), t))
+            .collect(),
+        otherwise,
+    )
+}
+
+/// Per slot: the first scope that has the key (any type) supplies the value.
+fn first_present(order: &[Typed]) -> Typed {
+    let pick = |f: &dyn Fn(&Typed) -> Option<Expr>| -> Option<Expr> {
+        let (last, init) = order.split_last()?;
+        let arms = init
+            .iter()
+            .map(|t| (t.exists(), f(t).unwrap_or(lit(ScalarValue::Null))))
+            .collect();
+        Some(case_when(arms, f(last).unwrap_or(lit(ScalarValue::Null))))
+    };
+    Typed {
+        str: pick(&|t| t.str.clone()),
+        int: pick(&|t| t.int.clone()),
+        float: pick(&|t| t.float.clone()),
+        bool: pick(&|t| t.bool.clone()),
+        other: pick(&|t| t.other.clone()),
+        ..Typed::default()
+    }
+}
+
+/// A literal's slot.
+pub fn static_value(s: &Static) -> Result<Typed> {
+    let mut t = Typed::default();
+    match s {
+        Static::Nil => {}
+        Static::Bool(b) => t.bool = Some(lit(*b)),
+        Static::Int(i) => t.int = Some(lit(*i)),
+        Static::Float(f) => t.float = Some(lit(*f)),
+        Static::Str(s) => t.str = Some(lit(s.clone())),
+        Static::Duration(d) => t.dur = Some(lit(*d)),
+        Static::Status(s) => t.status = Some(lit(status_to_otlp(*s))),
+        Static::Kind(k) => t.kind = Some(lit(kind_to_otlp(*k))),
+    }
+    Ok(t)
+}
+
+fn hex(column: &str) -> Expr {
+    encode(cast(col(column), DataType::Binary), lit("hex"))
+}
+
+/// An intrinsic's slot.
+pub fn intrinsic(i: Intrinsic) -> Result<Typed> {
+    let as_i64 = |name: &str| cast(col(name), DataType::Int64);
+    let mut t = Typed::default();
+    match i {
+        Intrinsic::Duration => t.dur = Some(as_i64(c::DURATION)),
+        Intrinsic::Name => t.str = Some(col(c::NAME)),
+        Intrinsic::Status => t.status = Some(col(c::STATUS_CODE)),
+        Intrinsic::StatusMessage => t.str = Some(col(c::STATUS_MESSAGE)),
+        Intrinsic::Kind => t.kind = Some(col(c::KIND)),
+        Intrinsic::TraceDuration => t.dur = Some(as_i64(c::TRACE_DURATION)),
+        Intrinsic::TraceRootName => t.str = Some(col(c::TRACE_ROOT_NAME)),
+        Intrinsic::TraceRootService => t.str = Some(col(c::TRACE_ROOT_SERVICE)),
+        // Tempo trims leading zeros of the written ID; compare trimmed with trimmed.
+        Intrinsic::TraceId => t.str = Some(ltrim(vec![hex(c::TRACE_ID), lit("0")])),
+        Intrinsic::SpanId => t.str = Some(hex(c::SPAN_ID)),
+        Intrinsic::ParentId => t.str = Some(hex(c::PARENT_SPAN_ID)),
+        Intrinsic::InstrumentationName => t.str = Some(col(c::SCOPE_NAME)),
+        Intrinsic::InstrumentationVersion => t.str = Some(col(c::SCOPE_VERSION)),
+        Intrinsic::NestedSetLeft => t.int = Some(as_i64(c::NESTED_SET_LEFT)),
+        Intrinsic::NestedSetRight => t.int = Some(as_i64(c::NESTED_SET_RIGHT)),
+        Intrinsic::NestedSetParent => t.int = Some(as_i64(c::NESTED_SET_PARENT)),
+        Intrinsic::ChildCount
+        | Intrinsic::Parent
+        | Intrinsic::EventName
+        | Intrinsic::EventTimeSinceStart
+        | Intrinsic::LinkTraceId
+        | Intrinsic::LinkSpanId => {
+            return Err(not_supported(format!(
+                "the intrinsic {} in conditions",
+                i.name()
+            )));
+        }
+    }
+    Ok(t)
+}
+
+fn sql_op(op: BinaryOp) -> Option<Operator> {
+    Some(match op {
+        BinaryOp::Eq => Operator::Eq,
+        BinaryOp::Neq => Operator::NotEq,
+        BinaryOp::Lt => Operator::Lt,
+        BinaryOp::Lte => Operator::LtEq,
+        BinaryOp::Gt => Operator::Gt,
+        BinaryOp::Gte => Operator::GtEq,
+        BinaryOp::Add => Operator::Plus,
+        BinaryOp::Sub => Operator::Minus,
+        BinaryOp::Mul => Operator::Multiply,
+        BinaryOp::Div => Operator::Divide,
+        BinaryOp::Mod => Operator::Modulo,
+        _ => return None,
+    })
+}
+
+fn literal_i64(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(ScalarValue::Int64(Some(v)), _) => Some(*v),
+        _ => None,
+    }
+}
+
+fn literal_str(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(ScalarValue::Utf8(Some(v)), _) => Some(v),
+        _ => None,
+    }
+}
+
+/// `l OP r` for a comparison operator: the OR of every pair of slots that may meet.
+pub fn compare(l: &Typed, op: BinaryOp, r: &Typed) -> Expr {
+    let mut parts: Vec<Expr> = Vec::new();
+    if matches!(op, BinaryOp::Regex | BinaryOp::NotRegex) {
+        if let (Some(a), Some(b)) = (&l.str, &r.str) {
+            // Fully anchored, as Prometheus' FastRegexMatcher (tempo-compat.md §1.11).
+            let pattern = match literal_str(b) {
+                Some(p) => lit(format!("^(?s:{p})$")),
+                None => binary_expr(
+                    binary_expr(lit("^(?s:"), Operator::StringConcat, b.clone()),
+                    Operator::StringConcat,
+                    lit(")$"),
+                ),
+            };
+            let o = if op == BinaryOp::Regex {
+                Operator::RegexMatch
+            } else {
+                Operator::RegexNotMatch
+            };
+            parts.push(binary_expr(a.clone(), o, pattern));
+        }
+        return parts.into_iter().reduce(Expr::or).unwrap_or(lit(false));
+    }
+    let Some(o) = sql_op(op) else {
+        return lit(false);
+    };
+    let mut pair = |a: &Option<Expr>, b: &Option<Expr>| {
+        if let (Some(a), Some(b)) = (a, b) {
+            parts.push(binary_expr(a.clone(), o, b.clone()));
+        }
+    };
+    pair(&l.str, &r.str);
+    let ordering = !matches!(op, BinaryOp::Eq | BinaryOp::Neq);
+    if !ordering {
+        pair(&l.bool, &r.bool);
+        pair(&l.status, &r.status);
+        pair(&l.kind, &r.kind);
+    }
+    // Integers and durations compare as i64; anything with a float compares as f64.
+    for a in l.int_like() {
+        for b in r.int_like() {
+            parts.push(binary_expr(a.clone(), o, b));
+        }
+    }
+    let fl = |t: &Typed| t.as_float();
+    if let (Some(lf), Some(b)) = (fl(l), &r.float) {
+        parts.push(binary_expr(lf, o, b.clone()));
+    }
+    if let (Some(a), Some(rf)) = (&l.float, fl(r))
+        && r.float.is_none()
+    {
+        parts.push(binary_expr(a.clone(), o, rf));
+    }
+    if !ordering {
+        // An int literal against a status: Tempo compares the raw TraceQL number.
+        for (s, i) in [(&l.status, &r.int), (&r.status, &l.int)] {
+            if let (Some(s), Some(n)) = (s, i.as_ref().and_then(literal_i64)) {
+                let otlp = match n {
+                    0 => Some(2),
+                    1 => Some(1),
+                    2 => Some(0),
+                    _ => None,
+                };
+                parts.push(match otlp {
+                    Some(v) => binary_expr(s.clone(), o, lit(v)),
+                    None => lit(op == BinaryOp::Neq),
+                });
+            }
+        }
+    }
+    parts.into_iter().reduce(Expr::or).unwrap_or(lit(false))
+}
+
+/// `l OP r` for `+ - * / % ^`: integer arithmetic when both are ints, float otherwise.
+pub fn arithmetic(l: &Typed, op: BinaryOp, r: &Typed) -> Typed {
+    let mut t = Typed::default();
+    if op == BinaryOp::Pow {
+        if let (Some(a), Some(b)) = (&l.int, &r.int) {
+            // Tempo's quirk: int ^ int evaluates rhs ^ lhs.
+            let f = |e: &Expr| cast(e.clone(), DataType::Float64);
+            t.int = Some(cast(power(f(b), f(a)), DataType::Int64));
+        }
+        if let (Some(a), Some(b)) = (l.as_float(), r.as_float()) {
+            t.float = Some(power(a, b));
+        }
+    } else if let Some(o) = sql_op(op) {
+        if let (Some(a), Some(b)) = (&l.int, &r.int) {
+            t.int = Some(binary_expr(a.clone(), o, b.clone()));
+        }
+        if let (Some(a), Some(b)) = (l.as_float(), r.as_float()) {
+            t.float = Some(binary_expr(a, o, b));
+        }
+    }
+    // When both sides are ints the int slot holds the result; the float slot must then be
+    // empty, or the two would disagree (1 / 10 is 0, not 0.1).
+    if let Some(i) = &t.int
+        && let Some(f) = t.float.take()
+    {
+        t.float = Some(case_when(
+            vec![(i.clone().is_null(), f)],
+            lit(ScalarValue::Float64(None)),
+        ));
+    }
+    t
+}

@@ -1,0 +1,119 @@
+//! TraceQL golden files (`tests/traceql/*.tql`), in the spirit of sqllogictest:
+//!
+//! ```text
+//! # comment
+//! dataset basic            # tests/traceql/data/basic.traces
+//!
+//! query
+//! { status = error }
+//! ----
+//! t1: A
+//! t3: B C
+//!
+//! error
+//! { span:childCount > 1 }
+//! ----
+//! not supported
+//! ```
+//!
+//! A `query` lists every matching trace (by name, sorted) with its spansets; spans of a spanset
+//! are space-separated and sorted, spansets are separated by ` | ` and sorted. No lines means
+//! no trace matches. An `error` case expects the query to fail with a message containing the
+//! text after `----`.
+
+/// One case of a golden file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    /// Line of the case's keyword, for messages.
+    pub line: usize,
+    /// The query.
+    pub query: String,
+    /// What is expected.
+    pub expect: Expect,
+}
+
+/// The expected outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// These result lines, in order.
+    Rows(Vec<String>),
+    /// An error whose message contains this text.
+    Error(String),
+}
+
+/// A parsed golden file.
+#[derive(Debug, Clone, Default)]
+pub struct GoldenFile {
+    /// The dataset name.
+    pub dataset: String,
+    /// The cases in order.
+    pub cases: Vec<Case>,
+}
+
+/// Parses a golden file.
+pub fn parse(text: &str) -> Result<GoldenFile, String> {
+    let mut out = GoldenFile::default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim();
+        if line.is_empty() || line.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("dataset ") {
+            out.dataset = name.trim().to_string();
+            i += 1;
+            continue;
+        }
+        let is_error = match line {
+            "query" => false,
+            "error" => true,
+            other => {
+                return Err(format!(
+                    "line {}: expected query, error or dataset, got {other:?}",
+                    i + 1
+                ));
+            }
+        };
+        let start = i + 1;
+        i += 1;
+        let mut query = Vec::new();
+        while i < lines.len() && lines[i].trim() != "----" {
+            query.push(lines[i]);
+            i += 1;
+        }
+        if i == lines.len() {
+            return Err(format!("line {start}: case without ----"));
+        }
+        i += 1;
+        let mut expect = Vec::new();
+        while i < lines.len() && !lines[i].trim().is_empty() {
+            expect.push(lines[i].trim().to_string());
+            i += 1;
+        }
+        out.cases.push(Case {
+            line: start,
+            query: query.join("\n"),
+            expect: if is_error {
+                Expect::Error(expect.join(" "))
+            } else {
+                Expect::Rows(expect)
+            },
+        });
+    }
+    if out.dataset.is_empty() {
+        return Err("no dataset line".into());
+    }
+    Ok(out)
+}
+
+/// Formats one trace's spansets as a result line: `t1: A B | C`.
+pub fn result_line(trace: &str, mut spansets: Vec<Vec<String>>) -> String {
+    for s in &mut spansets {
+        s.sort();
+    }
+    let mut sets: Vec<String> = spansets.into_iter().map(|s| s.join(" ")).collect();
+    sets.sort();
+    format!("{trace}: {}", sets.join(" | "))
+}

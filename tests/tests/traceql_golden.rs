@@ -1,0 +1,158 @@
+//! Runs every golden file under `tests/traceql/` against the engine twice: once with the
+//! dataset written as Parquet blocks (two blocks, so hot columns and unions are exercised), once
+//! with every span in the live head.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::convert::flatten::flatten;
+use allegro_engine::convert::to_arrow::resource_spans_to_batches;
+use allegro_engine::query::search::SearchRequest;
+use allegro_engine::query::{LiveSpans, QueryEngine};
+use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_tests::dataset::{self, Dataset};
+use allegro_tests::golden::{self, Expect, result_line};
+use arrow::record_batch::RecordBatch;
+
+const TENANT: &str = "single-tenant";
+
+struct StaticLive(Vec<RecordBatch>);
+
+impl LiveSpans for StaticLive {
+    fn live_batches(&self, _tenant: &str) -> allegro_engine::error::Result<Vec<RecordBatch>> {
+        Ok(self.0.clone())
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql")
+}
+
+async fn engine_over_blocks(ds: &Dataset, dir: &Path) -> QueryEngine {
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .unwrap();
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    // Two blocks: odd and even traces, so each block chooses its own hot columns.
+    for parity in 0..2 {
+        let rs: Vec<_> = ds
+            .traces
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == parity)
+            .flat_map(|(_, t)| t.spans.clone())
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let (spans, rejected) = flatten(rs);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).unwrap();
+        catalog.add_block(&block).await.unwrap();
+    }
+    QueryEngine::new(catalog, None).unwrap()
+}
+
+fn engine_over_head(ds: &Dataset, dir: &Path) -> QueryEngine {
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .unwrap();
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let batches = resource_spans_to_batches(ds.resource_spans(), 7).unwrap();
+    QueryEngine::new(catalog, Some(Arc::new(StaticLive(batches)))).unwrap()
+}
+
+async fn run(engine: &QueryEngine, ds: &Dataset, query: &str) -> Result<Vec<String>, String> {
+    let req = SearchRequest {
+        query: query.to_string(),
+        limit: 1000,
+        spss: 1000,
+        range: None,
+    };
+    let resp = engine
+        .search(&[TENANT.to_string()], &req)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut lines: Vec<String> = resp
+        .traces
+        .iter()
+        .map(|t| {
+            let name = ds.trace_name(&t.trace_id).expect("unknown trace in result");
+            let sets = t
+                .span_sets
+                .iter()
+                .map(|s| {
+                    assert_eq!(s.matched as usize, s.spans.len(), "spss must not cut here");
+                    s.spans
+                        .iter()
+                        .map(|sp| {
+                            ds.span_name(name, &sp.span_id)
+                                .expect("unknown span")
+                                .to_string()
+                        })
+                        .collect()
+                })
+                .collect();
+            result_line(name, sets)
+        })
+        .collect();
+    lines.sort();
+    Ok(lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_files() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tql"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for file in &files {
+        let g = golden::parse(&std::fs::read_to_string(file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let data = golden_dir()
+            .join("data")
+            .join(format!("{}.traces", g.dataset));
+        let ds = dataset::parse(&std::fs::read_to_string(&data).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = engine_over_blocks(&ds, &dir.path().join("blocks")).await;
+        let head = engine_over_head(&ds, &dir.path().join("head"));
+        for case in &g.cases {
+            cases += 1;
+            for (mode, engine) in [("blocks", &blocks), ("head", &head)] {
+                let got = run(engine, &ds, &case.query).await;
+                let ok = match (&case.expect, &got) {
+                    (Expect::Rows(want), Ok(rows)) => want == rows,
+                    (Expect::Error(want), Err(e)) => e.contains(want.as_str()),
+                    _ => false,
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{}:{} [{mode}] {}\n  expected: {:?}\n  got:      {:?}",
+                        file.file_name().unwrap().to_string_lossy(),
+                        case.line,
+                        case.query,
+                        case.expect,
+                        got
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} golden cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{cases} golden cases passed in {} files", files.len());
+}

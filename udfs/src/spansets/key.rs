@@ -1,0 +1,52 @@
+//! `by()` keys travel as text with a one-letter type tag, so values of different types never
+//! group together (`"s:1"` and `"i:1"` differ, as Tempo's typed statics do).
+
+/// The type tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    /// `s:` string.
+    Str,
+    /// `i:` integer.
+    Int,
+    /// `f:` float.
+    Float,
+    /// `b:` boolean.
+    Bool,
+    /// `d:` duration in nanoseconds.
+    Duration,
+    /// `S:` span status (TraceQL name).
+    Status,
+    /// `K:` span kind (TraceQL name).
+    Kind,
+}
+
+impl KeyType {
+    /// The tag written before the value.
+    pub fn tag(self) -> &'static str {
+        match self {
+            KeyType::Str => "s:",
+            KeyType::Int => "i:",
+            KeyType::Float => "f:",
+            KeyType::Bool => "b:",
+            KeyType::Duration => "d:",
+            KeyType::Status => "S:",
+            KeyType::Kind => "K:",
+        }
+    }
+}
+
+/// Splits a key into its type and value text.
+pub fn decode(key: &str) -> Option<(KeyType, &str)> {
+    let (tag, value) = key.split_at_checked(2)?;
+    let t = match tag {
+        "s:" => KeyType::Str,
+        "i:" => KeyType::Int,
+        "f:" => KeyType::Float,
+        "b:" => KeyType::Bool,
+        "d:" => KeyType::Duration,
+        "S:" => KeyType::Status,
+        "K:" => KeyType::Kind,
+        _ => return None,
+    };
+    Some((t, value))
+}

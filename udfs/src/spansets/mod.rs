@@ -1,0 +1,363 @@
+//! `traceql_spansets(program, left, right, parent, span_id, leaf..., value..., key...)`: the
+//! per-trace evaluation of a TraceQL search as an aggregate grouped by `trace_id`.
+//!
+//! The planner filters spans by the OR of every leaf condition next to the scan, so this UDAF
+//! only ever sees the spans that matched something, never whole traces. It returns the trace's
+//! spansets as JSON (`[{"spans":[["<span id>",left],...],"attrs":[["by(x)","s:v"]]}]`), or NULL
+//! when the trace has none.
+
+pub mod eval;
+pub mod key;
+pub mod program;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array,
+    Int32Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+use datafusion::physical_expr::expressions::Literal;
+use parking_lot::Mutex;
+
+use self::eval::SpanRow;
+use self::program::Program;
+
+/// The UDAF's name.
+pub const NAME: &str = "traceql_spansets";
+/// Arguments before the leaves: program, left, right, parent, span_id.
+const FIXED_ARGS: usize = 5;
+/// Most leaves a query may have (one bit each).
+pub const MAX_LEAVES: usize = 64;
+
+/// The per-trace TraceQL evaluator; see the module docs.
+#[derive(Debug)]
+pub struct TraceqlSpansets {
+    signature: Signature,
+    /// Parsing the program per group would dominate: keep the last one.
+    parsed: Mutex<Option<(String, Arc<Program>)>>,
+}
+
+impl PartialEq for TraceqlSpansets {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for TraceqlSpansets {}
+impl std::hash::Hash for TraceqlSpansets {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        NAME.hash(state)
+    }
+}
+
+impl Default for TraceqlSpansets {
+    fn default() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+            parsed: Mutex::new(None),
+        }
+    }
+}
+
+impl TraceqlSpansets {
+    fn program(&self, text: &str) -> Result<Arc<Program>> {
+        let mut cache = self.parsed.lock();
+        if let Some((t, p)) = cache.as_ref()
+            && t == text
+        {
+            return Ok(p.clone());
+        }
+        let p: Program = match serde_json::from_str(text) {
+            Ok(p) => p,
+            Err(e) => return plan_err!("{NAME}: bad program: {e}"),
+        };
+        if p.leaves > MAX_LEAVES {
+            return plan_err!(
+                "a TraceQL query may have at most {MAX_LEAVES} spanset filters, this one has {}",
+                p.leaves
+            );
+        }
+        let p = Arc::new(p);
+        *cache = Some((text.to_string(), p.clone()));
+        Ok(p)
+    }
+}
+
+impl AggregateUDFImpl for TraceqlSpansets {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[rows]", args.name),
+            DataType::Binary,
+            true,
+        ))])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let text = args
+            .exprs
+            .first()
+            .and_then(|e| e.downcast_ref::<Literal>())
+            .and_then(|l| match l.value() {
+                ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+                _ => None,
+            });
+        let Some(text) = text else {
+            return plan_err!("{NAME}: the first argument must be a literal program");
+        };
+        let program = self.program(&text)?;
+        let want = FIXED_ARGS + program.leaves + program.values + program.keys;
+        if args.exprs.len() != want {
+            return plan_err!(
+                "{NAME}: expected {want} arguments, got {}",
+                args.exprs.len()
+            );
+        }
+        Ok(Box::new(SpansetsAccumulator {
+            program,
+            rows: Vec::new(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct SpansetsAccumulator {
+    program: Arc<Program>,
+    rows: Vec<SpanRow>,
+}
+
+fn downcast<'a, T: 'static>(a: &'a ArrayRef, what: &str) -> Result<&'a T> {
+    match a.as_any().downcast_ref::<T>() {
+        Some(t) => Ok(t),
+        None => exec_err!("{NAME}: {what} has type {}", a.data_type()),
+    }
+}
+
+impl Accumulator for SpansetsAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let p = &self.program;
+        let left = downcast::<Int32Array>(&values[1], "left")?;
+        let right = downcast::<Int32Array>(&values[2], "right")?;
+        let parent = downcast::<Int32Array>(&values[3], "parent")?;
+        let ids = downcast::<FixedSizeBinaryArray>(&values[4], "span_id")?;
+        let mut at = FIXED_ARGS;
+        let leaves: Vec<&BooleanArray> = values[at..at + p.leaves]
+            .iter()
+            .map(|a| downcast::<BooleanArray>(a, "a leaf"))
+            .collect::<Result<_>>()?;
+        at += p.leaves;
+        let nums: Vec<&Float64Array> = values[at..at + p.values]
+            .iter()
+            .map(|a| downcast::<Float64Array>(a, "a value"))
+            .collect::<Result<_>>()?;
+        at += p.values;
+        let keys: Vec<_> = values[at..at + p.keys]
+            .iter()
+            .map(|a| a.as_string_opt::<i32>())
+            .collect::<Option<Vec<_>>>()
+            .map_or_else(|| exec_err!("{NAME}: keys must be Utf8"), Ok)?;
+        for i in 0..left.len() {
+            let mut bits = 0u64;
+            for (b, l) in leaves.iter().enumerate() {
+                if l.is_valid(i) && l.value(i) {
+                    bits |= 1 << b;
+                }
+            }
+            let mut span_id = [0u8; 8];
+            if ids.is_valid(i) && ids.value(i).len() == 8 {
+                span_id.copy_from_slice(ids.value(i));
+            }
+            self.rows.push(SpanRow {
+                left: left.value(i),
+                right: right.value(i),
+                parent: parent.value(i),
+                span_id,
+                leaves: bits,
+                values: nums
+                    .iter()
+                    .map(|a| a.is_valid(i).then(|| a.value(i)))
+                    .collect(),
+                keys: keys
+                    .iter()
+                    .map(|a| a.is_valid(i).then(|| a.value(i).to_string()))
+                    .collect(),
+            });
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        // The same span may arrive twice (a block and the head); exact repeats count once.
+        self.rows.sort_by(|a, b| {
+            (a.left, a.span_id, a.right, a.parent).cmp(&(b.left, b.span_id, b.right, b.parent))
+        });
+        self.rows.dedup_by(|a, b| {
+            a.left == b.left && a.span_id == b.span_id && a.right == b.right && a.parent == b.parent
+        });
+        let sets = match eval::run(&self.program, &self.rows) {
+            Ok(s) => s,
+            Err(e) => return exec_err!("{e}"),
+        };
+        if sets.is_empty() {
+            return Ok(ScalarValue::Utf8(None));
+        }
+        let json: Vec<serde_json::Value> = sets
+            .iter()
+            .map(|s| {
+                let spans: Vec<serde_json::Value> = s
+                    .spans
+                    .iter()
+                    .map(|&i| {
+                        let r = &self.rows[i];
+                        serde_json::json!([hex(&r.span_id), r.left])
+                    })
+                    .collect();
+                serde_json::json!({"spans": spans, "attrs": s.attrs})
+            })
+            .collect();
+        Ok(ScalarValue::Utf8(Some(
+            serde_json::Value::Array(json).to_string(),
+        )))
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>()
+            + self.rows.capacity() * size_of::<SpanRow>()
+            + self
+                .rows
+                .iter()
+                .map(|r| {
+                    r.values.capacity() * 16
+                        + r.keys.iter().flatten().map(|k| k.len() + 24).sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let mut out = Vec::with_capacity(self.rows.len() * 40);
+        out.extend((self.rows.len() as u32).to_le_bytes());
+        for r in &self.rows {
+            encode_row(r, &mut out);
+        }
+        Ok(vec![ScalarValue::Binary(Some(out))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let Some(bin) = states.first() else {
+            return Ok(());
+        };
+        let bin = downcast::<BinaryArray>(bin, "state")?;
+        for b in bin.iter().flatten() {
+            if decode_rows(b, &self.program, &mut self.rows).is_none() {
+                return exec_err!("{NAME}: corrupt partial state");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(DIGITS[(x >> 4) as usize] as char);
+        s.push(DIGITS[(x & 15) as usize] as char);
+    }
+    s
+}
+
+fn encode_row(r: &SpanRow, out: &mut Vec<u8>) {
+    for n in [r.left, r.right, r.parent] {
+        out.extend(n.to_le_bytes());
+    }
+    out.extend(r.span_id);
+    out.extend(r.leaves.to_le_bytes());
+    for v in &r.values {
+        match v {
+            Some(v) => {
+                out.push(1);
+                out.extend(v.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+    for k in &r.keys {
+        match k {
+            Some(k) => {
+                out.push(1);
+                out.extend((k.len() as u32).to_le_bytes());
+                out.extend(k.as_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_at_checked(N)?;
+        self.0 = rest;
+        head.try_into().ok()
+    }
+
+    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+}
+
+fn decode_rows(b: &[u8], p: &Program, out: &mut Vec<SpanRow>) -> Option<()> {
+    let mut c = Cursor(b);
+    let n = u32::from_le_bytes(c.take()?);
+    for _ in 0..n {
+        let left = i32::from_le_bytes(c.take()?);
+        let right = i32::from_le_bytes(c.take()?);
+        let parent = i32::from_le_bytes(c.take()?);
+        let span_id = c.take::<8>()?;
+        let leaves = u64::from_le_bytes(c.take()?);
+        let mut values = Vec::with_capacity(p.values);
+        for _ in 0..p.values {
+            values.push(match c.take::<1>()?[0] {
+                0 => None,
+                _ => Some(f64::from_le_bytes(c.take()?)),
+            });
+        }
+        let mut keys = Vec::with_capacity(p.keys);
+        for _ in 0..p.keys {
+            keys.push(match c.take::<1>()?[0] {
+                0 => None,
+                _ => {
+                    let len = u32::from_le_bytes(c.take()?) as usize;
+                    Some(String::from_utf8(c.bytes(len)?.to_vec()).ok()?)
+                }
+            });
+        }
+        out.push(SpanRow {
+            left,
+            right,
+            parent,
+            span_id,
+            leaves,
+            values,
+            keys,
+        });
+    }
+    Some(())
+}
