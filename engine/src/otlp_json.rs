@@ -207,7 +207,8 @@ fn encode_span(s: &Span, d: Dialect) -> J {
     o.done()
 }
 
-fn attrs(kvs: &[KeyValue], d: Dialect) -> Vec<J> {
+/// Encodes attributes as OTLP/jsonpb `KeyValue` objects.
+pub fn attrs(kvs: &[KeyValue], d: Dialect) -> Vec<J> {
     kvs.iter()
         .map(|kv| {
             let mut o = Obj::new();

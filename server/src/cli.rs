@@ -39,6 +39,10 @@ pub enum Command {
     Gen(commands::gen_cmd::GenArgs),
     /// List the blocks of a tenant.
     Blocks(commands::blocks::BlocksArgs),
+    /// Search with TraceQL over the stored blocks, without a server.
+    Query(commands::query::QueryArgs),
+    /// Show how a TraceQL query runs: AST, per-trace program, logical and physical plans.
+    Explain(commands::query::ExplainArgs),
     /// TraceQL tools: `allegro traceql check '<query>'`.
     Traceql(commands::traceql_cmd::TraceqlArgs),
 }
@@ -97,11 +101,14 @@ pub fn main() -> ExitCode {
             Command::Demo(a) => commands::demo::run(cfg, a).await,
             Command::Gen(a) => commands::gen_cmd::run(cfg, a).await,
             Command::Blocks(a) => commands::blocks::run(cfg, a).await,
+            Command::Query(a) => return commands::query::run(cfg, a).await,
+            Command::Explain(a) => return commands::query::explain(cfg, a).await,
             Command::Traceql(_) => Ok(()),
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)

@@ -144,8 +144,14 @@ pub async fn serve_with(
         });
         tasks.spawn(serve_axum(l, app, stop_rx.clone(), "Zipkin receiver"));
     }
+    let live: Arc<dyn allegro_engine::query::LiveSpans> = ingester.clone();
+    let query = Arc::new(
+        allegro_engine::query::QueryEngine::new(catalog.clone(), Some(live))
+            .map_err(|e| format!("query engine: {e}"))?,
+    );
     let state = AppState {
         catalog,
+        query,
         multitenancy: cfg.multitenancy_enabled,
         metrics: Arc::new(HttpMetrics::default()),
         ingester: Some(ingester.clone()),

@@ -55,7 +55,6 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
             EngineError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            EngineError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
             e if e.is_user_error() => StatusCode::BAD_REQUEST,
             _ => {
                 tracing::error!(error = %e, "request failed");

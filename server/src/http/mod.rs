@@ -2,12 +2,14 @@
 
 pub mod error;
 pub mod metrics;
+pub mod search;
 pub mod status;
 pub mod traces;
 
 use std::sync::Arc;
 
 use allegro_engine::catalog::Catalog;
+use allegro_engine::query::QueryEngine;
 use allegro_ingest::Ingester;
 use axum::Router;
 use axum::routing::get;
@@ -25,6 +27,8 @@ pub struct AppState {
     pub metrics: Arc<HttpMetrics>,
     /// The live head, when this process ingests.
     pub ingester: Option<Arc<Ingester>>,
+    /// TraceQL over blocks and the live head.
+    pub query: Arc<QueryEngine>,
 }
 
 /// The HTTP API, with every route under `prefix` (Tempo's `http_api_prefix`).
@@ -36,6 +40,7 @@ pub fn router(state: AppState, prefix: &str) -> Router {
         .route("/metrics", get(status::metrics))
         .route("/api/traces/{id}", get(traces::trace_v1))
         .route("/api/v2/traces/{id}", get(traces::trace_v2))
+        .route("/api/search", get(search::search))
         .fallback(status::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -21,7 +21,7 @@ use super::error::ApiError;
 use crate::tenant::request_tenants;
 
 /// True when the client asked for protobuf (Tempo matches a substring of `Accept`).
-fn wants_protobuf(headers: &HeaderMap) -> bool {
+pub fn wants_protobuf(headers: &HeaderMap) -> bool {
     headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -29,7 +29,7 @@ fn wants_protobuf(headers: &HeaderMap) -> bool {
 }
 
 /// `start`/`end` in unix seconds, both optional; 0 means unset as in Tempo.
-fn time_range(q: &HashMap<String, String>) -> Result<Option<(u64, u64)>, ApiError> {
+pub fn time_range(q: &HashMap<String, String>) -> Result<Option<(u64, u64)>, ApiError> {
     let parse = |k: &str| -> Result<u64, ApiError> {
         match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
             None => Ok(0),
