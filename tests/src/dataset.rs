@@ -181,7 +181,6 @@ fn kv(key: &str, v: AnyValue) -> KeyValue {
 struct Open {
     indent: usize,
     id: [u8; 8],
-    start: u64,
 }
 
 /// Parses a dataset file.

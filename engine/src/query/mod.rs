@@ -3,6 +3,7 @@
 pub mod plan;
 pub mod search;
 pub mod table;
+pub mod tags;
 pub mod translate;
 
 use std::sync::Arc;

@@ -42,15 +42,15 @@ pub struct SearchRequest {
 }
 
 /// One searchable table: its hot columns and provider.
-struct Source {
-    hot: Vec<HotColumn>,
-    table: Arc<dyn TableProvider>,
+pub(crate) struct Source {
+    pub(crate) hot: Vec<HotColumn>,
+    pub(crate) table: Arc<dyn TableProvider>,
 }
 
 /// What a tenant's search reads.
-struct Sources {
-    tables: Vec<Source>,
-    blocks: Vec<Arc<BlockMeta>>,
+pub(crate) struct Sources {
+    pub(crate) tables: Vec<Source>,
+    pub(crate) blocks: Vec<Arc<BlockMeta>>,
     live_spans: u64,
     live_traces: u64,
 }
@@ -66,7 +66,7 @@ pub struct Explained {
 }
 
 impl QueryEngine {
-    async fn sources(&self, tenant: &str, range: Range) -> Result<Sources> {
+    pub(crate) async fn sources(&self, tenant: &str, range: Range) -> Result<Sources> {
         let all = self.catalog.blocks(tenant).await?;
         let blocks: Vec<Arc<BlockMeta>> = all
             .iter()
@@ -307,7 +307,8 @@ fn count_traces(batches: &[RecordBatch]) -> u64 {
     ids.len() as u64
 }
 
-fn bytes_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+/// Bytes the plan's scans read (DataFusion's `bytes_scanned` metric), summed over the tree.
+pub fn bytes_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     let mine = plan
         .metrics()
         .and_then(|m| m.sum_by_name("bytes_scanned"))

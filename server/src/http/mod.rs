@@ -4,6 +4,7 @@ pub mod error;
 pub mod metrics;
 pub mod search;
 pub mod status;
+pub mod tags;
 pub mod traces;
 
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub fn router(state: AppState, prefix: &str) -> Router {
         .route("/api/traces/{id}", get(traces::trace_v1))
         .route("/api/v2/traces/{id}", get(traces::trace_v2))
         .route("/api/search", get(search::search))
+        .route("/api/search/tags", get(tags::tags_v1))
+        .route("/api/v2/search/tags", get(tags::tags_v2))
+        .route("/api/search/tag/{tag}/values", get(tags::values_v1))
+        .route("/api/v2/search/tag/{tag}/values", get(tags::values_v2))
         .fallback(status::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,0 +1,372 @@
+//! Tag names and tag values (`/api/search/tags`, `/api/v2/search/tag/{tag}/values`, ...).
+//!
+//! Names come from the blocks' metadata (hot columns) and the key columns of the overflow maps,
+//! which hold only keys (dictionary-encoded, a few bytes a span) — never the values. Values are
+//! `SELECT DISTINCT` over the one column (or map entry) that holds the attribute, filtered by
+//! the optional query's conditions, so Parquet prunes like any search.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use allegro_traceql::ast::{
+    BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, QueryBody, SpansetExpr, Stage,
+};
+use arrow::array::{Array, RecordBatch};
+use arrow::util::display::ArrayFormatter;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};
+use datafusion::physical_plan::collect;
+
+use super::plan::Range;
+use super::translate::{Translator, Typed};
+use super::{QueryEngine, df_err};
+use crate::error::{EngineError, Result};
+use crate::schema::{AttrScope, col as c};
+
+/// A tag value with its TraceQL type, as `/api/v2/search/tag/{tag}/values` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TagValue {
+    /// `string`, `int`, `float`, `bool`, `duration` or `keyword`.
+    pub kind: &'static str,
+    /// The value as text.
+    pub value: String,
+}
+
+/// What answering a tags request cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TagMetrics {
+    /// Bytes read from storage.
+    pub inspected_bytes: u64,
+    /// Blocks in range.
+    pub total_blocks: u32,
+}
+
+/// Intrinsics listed under the `intrinsic` scope (every spelling Allegro can search).
+pub fn intrinsic_tags() -> Vec<&'static str> {
+    let mut v: Vec<&str> = Intrinsic::SPELLINGS
+        .iter()
+        .filter(|(_, i)| !matches!(i, Intrinsic::Parent | Intrinsic::ChildCount))
+        .map(|(s, _)| *s)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The conditions of a `q` filter that narrow tag values: the first spanset filter's
+/// expression. Queries that are not a plain search narrow nothing, as in Tempo.
+fn narrowing(q: Option<&str>) -> Option<FieldExpr> {
+    let q = allegro_traceql::compile(q?.trim()).ok()?;
+    let QueryBody::Spans(p) = q.body else {
+        return None;
+    };
+    match p.stages.first()? {
+        Stage::Spanset(SpansetExpr::Filter(f)) => f.expr.clone(),
+        _ => None,
+    }
+}
+
+impl QueryEngine {
+    /// Attribute names per scope (`span`, `resource`, `instrumentation`, `event`, `link`) of
+    /// `tenant`'s data in range.
+    pub async fn tag_names(
+        &self,
+        tenant: &str,
+        range: Range,
+    ) -> Result<(BTreeMap<&'static str, BTreeSet<String>>, TagMetrics)> {
+        let src = self.sources(tenant, range).await?;
+        let mut out: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+        for b in &src.blocks {
+            for h in &b.hot_columns {
+                out.entry(h.scope.name()).or_default().insert(h.key.clone());
+            }
+        }
+        let mut metrics = TagMetrics {
+            total_blocks: src.blocks.len() as u32,
+            ..Default::default()
+        };
+        let ctx = self.session();
+        for (i, s) in src.tables.iter().enumerate() {
+            let name = format!("t{i}");
+            ctx.register_table(&name, s.table.clone()).map_err(df_err)?;
+            let mut parts: Vec<String> = Vec::new();
+            for scope in AttrScope::ALL {
+                for kind in ["str", "int", "float", "bool", "other"] {
+                    parts.push(format!(
+                        "SELECT DISTINCT '{}' AS scope, unnest(map_keys(\"{}attrs_{kind}\")) AS k FROM {name}",
+                        scope.name(),
+                        scope.overflow_prefix()
+                    ));
+                }
+            }
+            for (scope, column) in [("event", c::EVENTS), ("link", c::LINKS)] {
+                for kind in ["str", "int", "float", "bool", "other"] {
+                    parts.push(format!(
+                        "SELECT DISTINCT '{scope}' AS scope, unnest(map_keys(e['attrs_{kind}'])) AS k \
+                         FROM (SELECT unnest(\"{column}\") AS e FROM {name})"
+                    ));
+                }
+            }
+            let sql = format!(
+                "SELECT DISTINCT scope, k FROM ({})",
+                parts.join(" UNION ALL ")
+            );
+            let df = ctx.sql(&sql).await.map_err(df_err)?;
+            let plan = df.create_physical_plan().await.map_err(df_err)?;
+            let batches = collect(plan.clone(), ctx.task_ctx())
+                .await
+                .map_err(df_err)?;
+            metrics.inspected_bytes += super::search::bytes_scanned(&plan);
+            for b in &batches {
+                for (scope, key) in string_pairs(b)? {
+                    let scope = match scope.as_str() {
+                        "span" => "span",
+                        "resource" => "resource",
+                        "instrumentation" => "instrumentation",
+                        "event" => "event",
+                        _ => "link",
+                    };
+                    out.entry(scope).or_default().insert(key);
+                }
+            }
+            if !src.blocks.is_empty() || i + 1 == src.tables.len() {
+                // Every span has a service; its column is not a map.
+                out.entry("resource")
+                    .or_default()
+                    .insert("service.name".into());
+            }
+        }
+        Ok((out, metrics))
+    }
+
+    /// Distinct values of `field` in `tenant`'s data in range, narrowed by the conditions of
+    /// `q`, at most `limit`.
+    pub async fn tag_values(
+        &self,
+        tenant: &str,
+        field: &FieldRef,
+        q: Option<&str>,
+        range: Range,
+        limit: usize,
+    ) -> Result<(Vec<TagValue>, TagMetrics)> {
+        let src = self.sources(tenant, range).await?;
+        let cond = narrowing(q);
+        let ctx = self.session();
+        let mut metrics = TagMetrics {
+            total_blocks: src.blocks.len() as u32,
+            ..Default::default()
+        };
+        let mut out: BTreeSet<TagValue> = BTreeSet::new();
+        for s in &src.tables {
+            let t = Translator::new(&s.hot);
+            let typed = match field {
+                FieldRef::Intrinsic(i) => super::translate::intrinsic(*i),
+                FieldRef::Attribute(a) => t.attribute(a),
+            };
+            let typed = match typed {
+                Ok(v) => v,
+                Err(EngineError::NotSupported(m)) => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "no values for {field}: {m}"
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
+            let filter = match &cond {
+                Some(e) => Some(t.condition(e)?),
+                None => None,
+            };
+            for (kind, slot) in slots(&typed) {
+                let mut f = slot.clone().is_not_null();
+                if let Some(c) = &filter {
+                    f = f.and(c.clone());
+                }
+                if let Some((start, end)) = range {
+                    f = f
+                        .and(col(c::TRACE_START).lt_eq(lit(end)))
+                        .and((col(c::TRACE_START) + col(c::TRACE_DURATION)).gt_eq(lit(start)));
+                }
+                let plan =
+                    LogicalPlanBuilder::scan("spans", provider_as_source(s.table.clone()), None)
+                        .and_then(|b| b.filter(f))
+                        .and_then(|b| b.project(vec![slot.alias("v")]))
+                        .and_then(|b| b.distinct())
+                        .and_then(|b| b.limit(0, Some(limit + 1)))
+                        .and_then(|b| b.build())
+                        .map_err(df_err)?;
+                let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+                let physical = df.create_physical_plan().await.map_err(df_err)?;
+                let batches = collect(physical.clone(), ctx.task_ctx())
+                    .await
+                    .map_err(df_err)?;
+                metrics.inspected_bytes += super::search::bytes_scanned(&physical);
+                for b in &batches {
+                    for v in render(b, kind)? {
+                        out.insert(TagValue { kind, value: v });
+                    }
+                }
+            }
+        }
+        let mut values: Vec<TagValue> = out.into_iter().collect();
+        values.truncate(limit);
+        Ok((values, metrics))
+    }
+}
+
+fn slots(t: &Typed) -> Vec<(&'static str, Expr)> {
+    use super::translate::case_when;
+    use datafusion::common::ScalarValue;
+    let mut v = Vec::new();
+    let mut add = |kind: &'static str, e: &Option<Expr>| {
+        if let Some(e) = e {
+            v.push((kind, e.clone()));
+        }
+    };
+    add("string", &t.str);
+    add("int", &t.int);
+    add("float", &t.float);
+    add("bool", &t.bool);
+    add("duration", &t.dur);
+    if let Some(s) = &t.status {
+        let arms = vec![
+            (s.clone().eq(lit(2i32)), lit("error")),
+            (s.clone().eq(lit(1i32)), lit("ok")),
+        ];
+        v.push(("keyword", case_when(arms, lit("unset"))));
+    }
+    if let Some(k) = &t.kind {
+        let names = [
+            (1, "internal"),
+            (2, "server"),
+            (3, "client"),
+            (4, "producer"),
+            (5, "consumer"),
+        ];
+        let arms = names
+            .iter()
+            .map(|(n, s)| (k.clone().eq(lit(*n as i32)), lit(*s)))
+            .collect();
+        v.push((
+            "keyword",
+            case_when(arms, lit(ScalarValue::Utf8(Some("unspecified".into())))),
+        ));
+    }
+    v
+}
+
+fn render(b: &RecordBatch, kind: &str) -> Result<Vec<String>> {
+    let a = b.column(0);
+    let mut out = Vec::with_capacity(a.len());
+    if kind == "duration" {
+        let ints = arrow::compute::cast(a, &arrow::datatypes::DataType::Int64)?;
+        let ints = ints
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .ok_or_else(|| EngineError::Internal("duration values are not Int64".into()))?;
+        for v in ints.iter().flatten() {
+            out.push(format_duration(v));
+        }
+        return Ok(out);
+    }
+    let f = ArrayFormatter::try_new(a.as_ref(), &Default::default())?;
+    for i in 0..a.len() {
+        if a.is_valid(i) {
+            out.push(f.value(i).to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// A duration as TraceQL writes it (`1.5s`, `250ms`, `10ns`).
+pub fn format_duration(ns: i64) -> String {
+    for (unit, size) in [
+        ("h", 3_600_000_000_000i64),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("µs", 1_000),
+    ] {
+        if ns.abs() >= size {
+            let v = ns as f64 / size as f64;
+            return format!("{}{unit}", trim_float(v));
+        }
+    }
+    format!("{ns}ns")
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn string_pairs(b: &RecordBatch) -> Result<Vec<(String, String)>> {
+    let f0 = ArrayFormatter::try_new(b.column(0).as_ref(), &Default::default())?;
+    let f1 = ArrayFormatter::try_new(b.column(1).as_ref(), &Default::default())?;
+    Ok((0..b.num_rows())
+        .filter(|&i| b.column(1).is_valid(i))
+        .map(|i| (f0.value(i).to_string(), f1.value(i).to_string()))
+        .collect())
+}
+
+/// The field a tag names: a TraceQL identifier (`resource.service.name`, `.http.method`,
+/// `span:name`) or, for the v1 API, a bare attribute name.
+pub fn parse_tag(tag: &str, bare: bool) -> Result<FieldRef> {
+    let text = if bare && Intrinsic::from_name(tag).is_none() && !tag.starts_with('.') {
+        format!(".{}", quote_if_needed(tag))
+    } else {
+        tag.to_string()
+    };
+    let q = allegro_traceql::parse(&format!("{{ {text} = nil }}"))
+        .map_err(|_| EngineError::InvalidInput(format!("invalid tag {tag:?}: expected an attribute like resource.service.name or an intrinsic like span:name")))?;
+    if let QueryBody::Spans(p) = &q.body
+        && let Some(Stage::Spanset(SpansetExpr::Filter(f))) = p.stages.first()
+        && let Some(FieldExpr {
+            kind:
+                FieldKind::Binary {
+                    op: BinaryOp::Eq,
+                    lhs,
+                    ..
+                },
+            ..
+        }) = &f.expr
+        && let FieldKind::Ref(r) = &lhs.kind
+    {
+        return Ok(r.clone());
+    }
+    Err(EngineError::InvalidInput(format!("invalid tag {tag:?}")))
+}
+
+fn quote_if_needed(k: &str) -> String {
+    if k.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+    {
+        k.to_string()
+    } else {
+        format!("\"{}\"", k.replace('"', "\\\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_parse_as_fields() {
+        assert_eq!(
+            parse_tag("span:name", false).unwrap(),
+            FieldRef::Intrinsic(Intrinsic::Name)
+        );
+        assert_eq!(
+            parse_tag("resource.service.name", false)
+                .unwrap()
+                .to_string(),
+            "resource.service.name"
+        );
+        assert_eq!(
+            parse_tag("service.name", true).unwrap().to_string(),
+            ".service.name"
+        );
+        assert!(parse_tag("{", false).is_err());
+        assert_eq!(format_duration(1_500_000_000), "1.5s");
+        assert_eq!(format_duration(250_000_000), "250ms");
+        assert_eq!(format_duration(10), "10ns");
+    }
+}
