@@ -331,7 +331,6 @@ pub fn parse(text: &str) -> Result<Dataset, String> {
         stack.push(Open {
             indent,
             id: span_id,
-            start,
         });
     }
     Ok(ds)

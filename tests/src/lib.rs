@@ -2,6 +2,7 @@
 
 pub mod dataset;
 pub mod golden;
+pub mod reference;
 
 use std::sync::mpsc;
 use std::time::Duration;

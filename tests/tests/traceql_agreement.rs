@@ -1,0 +1,193 @@
+//! The engine must agree with the plain reference evaluator (tests/src/reference.rs) on every
+//! golden query and every query of `tests/traceql/generated.queries`, over the generated
+//! dataset: most traces in Parquet blocks, the newest in the live head.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use allegro_datasets::{GenOptions, Generator};
+use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::convert::flatten::flatten;
+use allegro_engine::convert::to_arrow::resource_spans_to_batches;
+use allegro_engine::query::search::SearchRequest;
+use allegro_engine::query::{LiveSpans, QueryEngine};
+use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_tests::golden::{self, Expect};
+use allegro_tests::reference;
+use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+const TENANT: &str = "single-tenant";
+
+struct StaticLive(Vec<RecordBatch>);
+
+impl LiveSpans for StaticLive {
+    fn live_batches(&self, _tenant: &str) -> allegro_engine::error::Result<Vec<RecordBatch>> {
+        Ok(self.0.clone())
+    }
+}
+
+fn queries(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files.into_iter().filter(|f| f.is_file()) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        match f.extension().and_then(|e| e.to_str()) {
+            Some("tql") => out.extend(
+                golden::parse(&text)
+                    .unwrap()
+                    .cases
+                    .into_iter()
+                    .filter(|c| matches!(c.expect, Expect::Rows(_)))
+                    .map(|c| c.query),
+            ),
+            Some("queries") => out.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_agrees_with_the_reference_evaluator() {
+    let mut generator = Generator::new(GenOptions {
+        seed: 42,
+        spans: 30_000,
+        start_unix_nano: 1_767_225_600_000_000_000,
+        duration_nano: 600_000_000_000,
+    });
+    let mut traces: Vec<Vec<ResourceSpans>> = Vec::new();
+    while let Some(t) = generator.next_trace() {
+        traces.push(t);
+    }
+    let all: Vec<ResourceSpans> = traces.iter().flatten().cloned().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&StorageBackend::Local {
+        path: dir.path().to_path_buf(),
+    })
+    .unwrap();
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    // Three blocks of older traces, the newest tenth live.
+    let live_from = traces.len() * 9 / 10;
+    for chunk in traces[..live_from].chunks(live_from.div_ceil(3)) {
+        let (spans, rejected) = flatten(chunk.iter().flatten().cloned().collect());
+        assert!(rejected.is_empty());
+        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).unwrap();
+        catalog.add_block(&block).await.unwrap();
+    }
+    let live = resource_spans_to_batches(
+        traces[live_from..].iter().flatten().cloned().collect(),
+        4096,
+    )
+    .unwrap();
+    let engine = QueryEngine::new(catalog, Some(Arc::new(StaticLive(live)))).unwrap();
+    let rtraces = reference::traces(&all);
+
+    let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql");
+    let queries = queries(&dir);
+    assert!(queries.len() > 100, "only {} queries", queries.len());
+    let mut failures = Vec::new();
+    let mut non_empty = 0;
+    for q in &queries {
+        let ast = allegro_traceql::compile(q).unwrap();
+        let mut want: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
+        let mut want_err = None;
+        for t in &rtraces {
+            match reference::search(&ast, t) {
+                Ok(sets) if !sets.is_empty() => {
+                    want.insert(hex::encode(&t.id).trim_start_matches('0').to_string(), sets);
+                }
+                Ok(_) => {}
+                Err(e) => want_err = Some(e),
+            }
+        }
+        let req = SearchRequest {
+            query: q.clone(),
+            limit: 1_000_000,
+            spss: 1_000_000,
+            range: None,
+        };
+        let got = engine.search(&[TENANT.to_string()], &req).await;
+        match (got, want_err) {
+            (Err(e), Some(_)) if e.to_string().contains("multiple spansets") => continue,
+            (Err(e), _) => failures.push(format!("{q}: engine failed: {e}")),
+            (Ok(_), Some(e)) => failures.push(format!(
+                "{q}: reference failed ({e}) but the engine did not"
+            )),
+            (Ok(resp), None) => {
+                let got: BTreeMap<String, Vec<Vec<String>>> = resp
+                    .traces
+                    .iter()
+                    .map(|t| {
+                        let mut sets: Vec<Vec<String>> = t
+                            .span_sets
+                            .iter()
+                            .map(|s| {
+                                let mut v: Vec<String> =
+                                    s.spans.iter().map(|x| x.span_id.clone()).collect();
+                                v.sort();
+                                v
+                            })
+                            .collect();
+                        sets.sort();
+                        (t.trace_id.clone(), sets)
+                    })
+                    .collect();
+                if !want.is_empty() {
+                    non_empty += 1;
+                }
+                if got != want {
+                    let missing: Vec<_> = want
+                        .keys()
+                        .filter(|k| !got.contains_key(*k))
+                        .take(3)
+                        .collect();
+                    let extra: Vec<_> = got
+                        .keys()
+                        .filter(|k| !want.contains_key(*k))
+                        .take(3)
+                        .collect();
+                    let differ: Vec<_> = want
+                        .iter()
+                        .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+                        .take(1)
+                        .map(|(k, v)| format!("{k}: want {v:?} got {:?}", got[k]))
+                        .collect();
+                    failures.push(format!(
+                        "{q}: {} traces expected, {} returned; missing {missing:?}, extra {extra:?}, differing {differ:?}",
+                        want.len(),
+                        got.len()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries disagree:\n{}",
+        failures.len(),
+        queries.len(),
+        failures.join("\n")
+    );
+    // Most generated-dataset queries must match something, or the agreement says little.
+    assert!(
+        non_empty >= 40,
+        "only {non_empty} queries matched any trace"
+    );
+    eprintln!(
+        "{} queries agree ({non_empty} with matches) over {} traces",
+        queries.len(),
+        rtraces.len()
+    );
+}
