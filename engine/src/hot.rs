@@ -47,6 +47,13 @@ fn hot_type(kv: &KeyValue) -> Option<HotType> {
 impl HotPolicy {
     /// Chooses the hot columns for `spans`, sorted by scope then key.
     pub fn choose(&self, spans: &[FlatSpan]) -> Vec<HotColumn> {
+        self.choose_and_scan(spans).0
+    }
+
+    /// Chooses the hot columns, and lists the keys that hold arrays, kvlists or bytes anywhere
+    /// (they live in `attrs_other`; queries need array semantics only for those).
+    pub fn choose_and_scan(&self, spans: &[FlatSpan]) -> (Vec<HotColumn>, Vec<AttrKey>) {
+        let mut others: std::collections::BTreeSet<(AttrScope, &str)> = Default::default();
         // (scope, key) -> count per type. Resources and scopes are shared between spans, so their
         // attributes are counted once per span that carries them, as the column would store them.
         let mut counts: HashMap<(AttrScope, &str), [usize; 4], RandomState> = HashMap::default();
@@ -55,10 +62,15 @@ impl HotPolicy {
         let mut shared: HashMap<(usize, usize), Shared, RandomState> = HashMap::default();
         for s in spans {
             for kv in &s.span.attributes {
-                if let Some(t) = hot_type(kv) {
-                    counts
-                        .entry((AttrScope::Span, kv.key.as_str()))
-                        .or_default()[t as usize] += 1;
+                match hot_type(kv) {
+                    Some(t) => {
+                        counts
+                            .entry((AttrScope::Span, kv.key.as_str()))
+                            .or_default()[t as usize] += 1
+                    }
+                    None => {
+                        others.insert((AttrScope::Span, kv.key.as_str()));
+                    }
                 }
             }
             let res = (
@@ -81,8 +93,13 @@ impl HotPolicy {
                 .iter()
                 .filter(|kv| !(scope == AttrScope::Resource && kv.key == "service.name"));
             for kv in counted {
-                if let Some(t) = hot_type(kv) {
-                    counts.entry((scope, kv.key.as_str())).or_default()[t as usize] += weight;
+                match hot_type(kv) {
+                    Some(t) => {
+                        counts.entry((scope, kv.key.as_str())).or_default()[t as usize] += weight
+                    }
+                    None => {
+                        others.insert((scope, kv.key.as_str()));
+                    }
                 }
             }
         }
@@ -116,6 +133,24 @@ impl HotPolicy {
             }
         }
         out.sort();
-        out
+        let others = others
+            .into_iter()
+            .map(|(scope, key)| AttrKey {
+                scope,
+                key: key.to_string(),
+            })
+            .collect();
+        (out, others)
     }
+}
+
+/// An attribute key of a scope.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct AttrKey {
+    /// Scope of the attribute.
+    pub scope: AttrScope,
+    /// The key.
+    pub key: String,
 }

@@ -129,6 +129,8 @@ enum V {
     Status(i64),
     Kind(i64),
     Arr(Vec<V>),
+    /// Values of several events or links: a comparison holds when it holds for any.
+    Any(Vec<V>),
 }
 
 fn any(v: &AnyValue) -> V {
@@ -251,6 +253,17 @@ impl Ctx<'_> {
                     Intrinsic::ParentId => V::Str(hex::encode(&sp.parent_span_id)),
                     Intrinsic::InstrumentationName => V::Str(s.scope.name.clone()),
                     Intrinsic::InstrumentationVersion => V::Str(s.scope.version.clone()),
+                    Intrinsic::EventName => {
+                        V::Any(sp.events.iter().map(|e| V::Str(e.name.clone())).collect())
+                    }
+                    Intrinsic::EventTimeSinceStart => V::Any(
+                        sp.events
+                            .iter()
+                            .map(|e| {
+                                V::Dur(e.time_unix_nano as i64 - sp.start_time_unix_nano as i64)
+                            })
+                            .collect(),
+                    ),
                     Intrinsic::NestedSetLeft => V::Int(self.t.nested[i].0),
                     Intrinsic::NestedSetRight => V::Int(self.t.nested[i].1),
                     Intrinsic::NestedSetParent => V::Int(self.t.nested[i].2),
@@ -302,11 +315,11 @@ impl Ctx<'_> {
             FieldKind::Unary {
                 op: UnaryOp::Exists,
                 expr,
-            } => self.value(i, expr) != V::Nil,
+            } => !nil(&self.value(i, expr)),
             FieldKind::Unary {
                 op: UnaryOp::NotExists,
                 expr,
-            } => self.value(i, expr) == V::Nil,
+            } => nil(&self.value(i, expr)),
             FieldKind::List { op, expr, values } => {
                 let v = self.value(i, expr);
                 let each = |o: BinaryOp| {
@@ -325,6 +338,11 @@ impl Ctx<'_> {
             _ => self.value(i, e) == V::Bool(true),
         }
     }
+}
+
+/// Nil, or no event/link has the attribute.
+fn nil(v: &V) -> bool {
+    matches!(v, V::Nil) || matches!(v, V::Any(xs) if xs.is_empty())
 }
 
 fn stat(s: &Static) -> V {
@@ -389,6 +407,8 @@ fn ordering<T: PartialOrd>(op: BinaryOp, a: T, b: T) -> bool {
 fn cmp(op: BinaryOp, a: &V, b: &V) -> bool {
     match (a, b) {
         (V::Nil, _) | (_, V::Nil) => false,
+        (V::Any(xs), y) => xs.iter().any(|x| cmp(op, x, y)),
+        (x, V::Any(ys)) => ys.iter().any(|y| cmp(op, x, y)),
         (V::Arr(xs), s) | (s, V::Arr(xs)) if !matches!(s, V::Arr(_)) => {
             let flip = matches!(a, V::Arr(_));
             let one = |x: &V| if flip { cmp(op, x, s) } else { cmp(op, s, x) };

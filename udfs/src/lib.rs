@@ -4,6 +4,7 @@
 
 pub mod nested_set;
 pub mod spansets;
+pub mod traceql_match;
 
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
@@ -15,6 +16,7 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
     [Relation::Descendant, Relation::Child, Relation::Sibling]
         .into_iter()
         .map(|r| ScalarUDF::from(NestedSetPredicate::new(r)))
+        .chain([ScalarUDF::from(traceql_match::TraceqlMatch::default())])
         .collect()
 }
 

@@ -58,6 +58,10 @@ pub struct BlockMeta {
     pub max_id: String,
     /// Attributes stored as columns of their own in this block.
     pub hot_columns: Vec<HotColumn>,
+    /// Keys holding arrays, kvlists or bytes somewhere in the block (`None` in blocks written
+    /// before this was recorded: any key may).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_keys: Option<Vec<crate::hot::AttrKey>>,
     /// Times merged by compaction; 0 for freshly written blocks.
     pub compaction_level: u32,
 }

@@ -158,7 +158,7 @@ pub fn encode_block(
         ));
     }
     let traces = prepare_traces(&mut spans);
-    let hot = opts.hot.choose(&spans);
+    let (hot, other_keys) = opts.hot.choose_and_scan(&spans);
     let schema = span_schema(&hot);
     // About 40 bytes per span end up on disk; reserving avoids regrowing a large buffer.
     let mut data = Vec::with_capacity(spans.len() * 48);
@@ -205,6 +205,7 @@ pub fn encode_block(
         min_id,
         max_id,
         hot_columns: hot,
+        other_keys: Some(other_keys),
         compaction_level: 0,
     };
     Ok(EncodedBlock {

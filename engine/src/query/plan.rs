@@ -336,10 +336,11 @@ fn time_filter(range: Range) -> Option<Expr> {
 pub fn span_rows(
     table: Arc<dyn TableProvider>,
     hot: &[HotColumn],
+    others: Option<&std::collections::HashSet<(crate::schema::AttrScope, String)>>,
     c: &Compiled,
     range: Range,
 ) -> Result<LogicalPlan> {
-    let t = Translator::new(hot);
+    let t = Translator::new(hot).with_others(others);
     let leaves: Vec<Expr> = c
         .leaves
         .iter()

@@ -1,7 +1,7 @@
 //! `/api/search`: run the plan, then read the few result traces whole to fill in Tempo's
 //! response (root service and name, duration, service stats, span attributes, `select`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use allegro_traceql::ast::{FieldRef, Intrinsic, Scope};
@@ -23,7 +23,7 @@ use crate::block::meta::BlockMeta;
 use crate::convert::from_arrow::{RowSpan, batch_to_row_spans};
 use crate::error::{EngineError, Result};
 use crate::ids::TraceId;
-use crate::schema::{HotColumn, col as c};
+use crate::schema::{AttrScope, HotColumn, col as c};
 use crate::tempopb::{
     SearchMetrics, SearchResponse, SearchSpan, ServiceStats, SpanSet, TraceSearchMetadata,
 };
@@ -44,6 +44,8 @@ pub struct SearchRequest {
 /// One searchable table: its hot columns and provider.
 pub(crate) struct Source {
     pub(crate) hot: Vec<HotColumn>,
+    /// Keys that may hold arrays (`None`: unknown, any may).
+    pub(crate) others: Option<HashSet<(AttrScope, String)>>,
     pub(crate) table: Arc<dyn TableProvider>,
 }
 
@@ -75,9 +77,21 @@ impl QueryEngine {
             .collect();
         let mut tables: Vec<Source> = group_by_schema(&blocks)
             .into_iter()
-            .map(|(hot, metas)| Source {
-                table: Arc::new(BlocksTable::new(&hot, metas)),
-                hot,
+            .map(|(hot, metas)| {
+                let others = metas.iter().try_fold(HashSet::new(), |mut acc, m| {
+                    acc.extend(
+                        m.other_keys
+                            .as_ref()?
+                            .iter()
+                            .map(|k| (k.scope, k.key.clone())),
+                    );
+                    Some(acc)
+                });
+                Source {
+                    table: Arc::new(BlocksTable::new(&hot, metas)),
+                    hot,
+                    others,
+                }
             })
             .collect();
         let (mut live_spans, mut live_traces) = (0, 0);
@@ -89,6 +103,7 @@ impl QueryEngine {
                 let mem = MemTable::try_new(first.schema(), vec![batches]).map_err(df_err)?;
                 tables.push(Source {
                     hot: Vec::new(),
+                    others: None,
                     table: Arc::new(mem),
                 });
             }
@@ -115,7 +130,7 @@ impl QueryEngine {
         let inputs = src
             .tables
             .iter()
-            .map(|s| plan::span_rows(s.table.clone(), &s.hot, c, req.range))
+            .map(|s| plan::span_rows(s.table.clone(), &s.hot, s.others.as_ref(), c, req.range))
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(plan::search_plan(inputs, c, req.limit.max(1))?))
     }

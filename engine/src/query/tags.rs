@@ -156,7 +156,7 @@ impl QueryEngine {
         };
         let mut out: BTreeSet<TagValue> = BTreeSet::new();
         for s in &src.tables {
-            let t = Translator::new(&s.hot);
+            let t = Translator::new(&s.hot).with_others(s.others.as_ref());
             let typed = match field {
                 FieldRef::Intrinsic(i) => super::translate::intrinsic(*i),
                 FieldRef::Attribute(a) => t.attribute(a),

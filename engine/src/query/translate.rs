@@ -46,6 +46,51 @@ pub struct Typed {
     pub kind: Option<Expr>,
     /// Arrays, kvlists, bytes (protobuf `AnyValue`): only existence is answered.
     pub other: Option<Expr>,
+    /// Values a span holds several of (events, links, array elements): compared with
+    /// `traceql_match`, any-semantics.
+    pub multi: Vec<Multi>,
+}
+
+/// A multi-valued source of a [`Typed`].
+#[derive(Debug, Clone)]
+pub struct Multi {
+    /// The column (events, links, or an `attrs_other` entry).
+    pub source: Expr,
+    /// `traceql_match`'s kind: `event_attr`, `link_attr`, `event_name`, `array`, ...
+    pub kind: &'static str,
+    /// Attribute key (empty for intrinsics and arrays).
+    pub key: String,
+    /// Only where this holds (unscoped lookup: no earlier scope has the key).
+    pub guard: Option<Expr>,
+}
+
+impl Multi {
+    fn new(source: Expr, kind: &'static str, key: &str) -> Self {
+        Self {
+            source,
+            kind,
+            key: key.to_string(),
+            guard: None,
+        }
+    }
+
+    /// `traceql_match(source, kind, key, op, value)`, under the guard.
+    pub fn call(&self, op: &str, value: Expr) -> Expr {
+        let udf = datafusion::logical_expr::ScalarUDF::from(
+            allegro_udfs::traceql_match::TraceqlMatch::default(),
+        );
+        let m = udf.call(vec![
+            self.source.clone(),
+            lit(self.kind),
+            lit(self.key.clone()),
+            lit(op),
+            value,
+        ]);
+        match &self.guard {
+            Some(g) => g.clone().and(m),
+            None => m,
+        }
+    }
 }
 
 impl Typed {
@@ -66,8 +111,14 @@ impl Typed {
 
     /// True where the value is not nil.
     pub fn exists(&self) -> Expr {
+        let multi = self
+            .multi
+            .iter()
+            .filter(|m| m.kind != "array")
+            .map(|m| m.call("exists", lit(ScalarValue::Null)));
         self.slots()
             .map(|e| e.clone().is_not_null())
+            .chain(multi)
             .reduce(Expr::or)
             .unwrap_or(lit(false))
     }
@@ -166,6 +217,8 @@ pub fn kind_to_otlp(k: Kind) -> i32 {
 /// Translates expressions for one schema (one set of hot columns).
 pub struct Translator<'a> {
     hot: HashMap<(AttrScope, &'a str), HotType>,
+    /// Keys that may hold arrays here; `None`: any may.
+    others: Option<&'a std::collections::HashSet<(AttrScope, String)>>,
 }
 
 fn not_supported(what: impl Into<String>) -> EngineError {
@@ -180,7 +233,18 @@ impl<'a> Translator<'a> {
                 .iter()
                 .map(|h| ((h.scope, h.key.as_str()), h.ty))
                 .collect(),
+            others: None,
         }
+    }
+
+    /// Only `others` may hold arrays (so comparisons on every other key keep a plain,
+    /// prunable form).
+    pub fn with_others(
+        mut self,
+        others: Option<&'a std::collections::HashSet<(AttrScope, String)>>,
+    ) -> Self {
+        self.others = others;
+        self
     }
 
     /// A boolean condition; NULL means false.
@@ -272,17 +336,16 @@ impl<'a> Translator<'a> {
             Scope::Span => Ok(self.scoped(AttrScope::Span, &a.name)),
             Scope::Resource => Ok(self.scoped(AttrScope::Resource, &a.name)),
             Scope::Instrumentation => Ok(self.scoped(AttrScope::Instrumentation, &a.name)),
-            Scope::Event | Scope::Link => Err(not_supported(format!(
-                "{} attributes in conditions ({a})",
-                a.scope.name()
-            ))),
+            Scope::Event => Ok(nested(c::EVENTS, "event_attr", &a.name)),
+            Scope::Link => Ok(nested(c::LINKS, "link_attr", &a.name)),
             Scope::None => {
                 let order = [
-                    AttrScope::Span,
-                    AttrScope::Resource,
-                    AttrScope::Instrumentation,
-                ]
-                .map(|s| self.scoped(s, &a.name));
+                    self.scoped(AttrScope::Span, &a.name),
+                    self.scoped(AttrScope::Resource, &a.name),
+                    nested(c::EVENTS, "event_attr", &a.name),
+                    nested(c::LINKS, "link_attr", &a.name),
+                    self.scoped(AttrScope::Instrumentation, &a.name),
+                ];
                 Ok(first_present(&order))
             }
         }
@@ -308,8 +371,9 @@ impl<'a> Translator<'a> {
         };
         let mut str = slot(HotType::String, "str");
         if scope == AttrScope::Resource && key == "service.name" {
-            // The first string service.name has a column of its own; any other stays in the map.
-            str = coalesce(vec![col(c::SERVICE_NAME), str]);
+            // The (first) string service.name has a column of its own, with statistics and a
+            // dictionary, so conditions on it prune.
+            str = col(c::SERVICE_NAME);
         }
         Typed {
             str: Some(str),
@@ -317,6 +381,14 @@ impl<'a> Translator<'a> {
             float: Some(slot(HotType::Float, "float")),
             bool: Some(slot(HotType::Bool, "bool")),
             other: Some(map("other")),
+            multi: if self
+                .others
+                .is_none_or(|o| o.contains(&(scope, key.to_string())))
+            {
+                vec![Multi::new(map("other"), "array", key)]
+            } else {
+                Vec::new()
+            },
             ..Typed::default()
         }
     }
@@ -347,8 +419,29 @@ fn case_of(base: Expr, arms: Vec<(Expr, Expr)>, otherwise: Expr) -> Expr {
     )
 }
 
+/// An attribute of events or links (or an intrinsic of theirs): multi-valued only.
+fn nested(column: &str, kind: &'static str, key: &str) -> Typed {
+    Typed {
+        multi: vec![Multi::new(col(column), kind, key)],
+        ..Typed::default()
+    }
+}
+
 /// Per slot: the first scope that has the key (any type) supplies the value.
 fn first_present(order: &[Typed]) -> Typed {
+    let mut multi = Vec::new();
+    let mut earlier: Vec<Expr> = Vec::new();
+    for t in order {
+        let none_before = earlier.iter().cloned().map(Expr::not).reduce(Expr::and);
+        for m in &t.multi {
+            let guard = match (none_before.clone(), m.guard.clone()) {
+                (Some(a), Some(b)) => Some(a.and(b)),
+                (a, b) => a.or(b),
+            };
+            multi.push(Multi { guard, ..m.clone() });
+        }
+        earlier.push(t.exists());
+    }
     let pick = |f: &dyn Fn(&Typed) -> Option<Expr>| -> Option<Expr> {
         let (last, init) = order.split_last()?;
         let arms = init
@@ -363,6 +456,7 @@ fn first_present(order: &[Typed]) -> Typed {
         float: pick(&|t| t.float.clone()),
         bool: pick(&|t| t.bool.clone()),
         other: pick(&|t| t.other.clone()),
+        multi,
         ..Typed::default()
     }
 }
@@ -409,12 +503,11 @@ pub fn intrinsic(i: Intrinsic) -> Result<Typed> {
         Intrinsic::NestedSetLeft => t.int = Some(as_i64(c::NESTED_SET_LEFT)),
         Intrinsic::NestedSetRight => t.int = Some(as_i64(c::NESTED_SET_RIGHT)),
         Intrinsic::NestedSetParent => t.int = Some(as_i64(c::NESTED_SET_PARENT)),
-        Intrinsic::ChildCount
-        | Intrinsic::Parent
-        | Intrinsic::EventName
-        | Intrinsic::EventTimeSinceStart
-        | Intrinsic::LinkTraceId
-        | Intrinsic::LinkSpanId => {
+        Intrinsic::EventName => return Ok(nested(c::EVENTS, "event_name", "")),
+        Intrinsic::EventTimeSinceStart => return Ok(nested(c::EVENTS, "event_time", "")),
+        Intrinsic::LinkTraceId => return Ok(nested(c::LINKS, "link_trace_id", "")),
+        Intrinsic::LinkSpanId => return Ok(nested(c::LINKS, "link_span_id", "")),
+        Intrinsic::ChildCount | Intrinsic::Parent => {
             return Err(not_supported(format!(
                 "the intrinsic {} in conditions",
                 i.name()
@@ -441,6 +534,21 @@ fn sql_op(op: BinaryOp) -> Option<Operator> {
     })
 }
 
+/// The value of a literal operand (one populated slot holding a literal), for `traceql_match`.
+fn literal_of(t: &Typed) -> Option<Expr> {
+    if !t.multi.is_empty() || t.status.is_some() || t.kind.is_some() {
+        return None;
+    }
+    let mut slots = [&t.str, &t.int, &t.float, &t.bool, &t.dur]
+        .into_iter()
+        .flatten();
+    let one = slots.next()?;
+    if slots.next().is_some() || !matches!(one, Expr::Literal(..)) {
+        return None;
+    }
+    Some(one.clone())
+}
+
 fn literal_i64(e: &Expr) -> Option<i64> {
     match e {
         Expr::Literal(ScalarValue::Int64(Some(v)), _) => Some(*v),
@@ -458,6 +566,20 @@ fn literal_str(e: &Expr) -> Option<&str> {
 /// `l OP r` for a comparison operator: the OR of every pair of slots that may meet.
 pub fn compare(l: &Typed, op: BinaryOp, r: &Typed) -> Expr {
     let mut parts: Vec<Expr> = Vec::new();
+    if let Some(v) = literal_of(r) {
+        parts.extend(l.multi.iter().map(|m| m.call(op.symbol(), v.clone())));
+    }
+    let flipped = match op {
+        BinaryOp::Lt => Some(BinaryOp::Gt),
+        BinaryOp::Lte => Some(BinaryOp::Gte),
+        BinaryOp::Gt => Some(BinaryOp::Lt),
+        BinaryOp::Gte => Some(BinaryOp::Lte),
+        BinaryOp::Eq | BinaryOp::Neq => Some(op),
+        _ => None,
+    };
+    if let (Some(v), Some(f)) = (literal_of(l), flipped) {
+        parts.extend(r.multi.iter().map(|m| m.call(f.symbol(), v.clone())));
+    }
     if matches!(op, BinaryOp::Regex | BinaryOp::NotRegex) {
         if let (Some(a), Some(b)) = (&l.str, &r.str) {
             // Fully anchored, as Prometheus' FastRegexMatcher (tempo-compat.md §1.11).
