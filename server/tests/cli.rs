@@ -368,3 +368,91 @@ fn demo_sends_live_traffic_through_otlp() {
         "only {received} live spans arrived in 20 s"
     );
 }
+
+#[test]
+fn query_and_explain_run_embedded_on_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gen_out = allegro()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["gen", "--spans", "20000", "--block-spans", "10000"])
+        .output()
+        .unwrap();
+    assert!(gen_out.status.success());
+    let run = |args: &[&str]| {
+        let out = allegro()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // JSON is Tempo's search response: newest first, each trace with a matching error span.
+    let (code, stdout, stderr) = run(&[
+        "query",
+        "{ status = error }",
+        "--format",
+        "json",
+        "--limit",
+        "5",
+        "--spss",
+        "2",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let traces = v["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 5);
+    let starts: Vec<u64> = traces
+        .iter()
+        .map(|t| t["startTimeUnixNano"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] >= w[1]), "{starts:?}");
+    for t in traces {
+        let spans = t["spanSets"][0]["spans"].as_array().unwrap();
+        assert!(!spans.is_empty() && spans.len() <= 2);
+        assert_eq!(spans[0]["attributes"][0]["value"]["stringValue"], "error");
+    }
+    assert_eq!(v["metrics"]["totalBlocks"], 2);
+    // The table names the traces and their spans.
+    let (code, stdout, _) = run(&[
+        "query",
+        "{ resource.service.name = \"checkout-service\" } >> { status = error }",
+        "--limit",
+        "2",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.starts_with("TRACE") && stdout.contains("spanset:"),
+        "{stdout}"
+    );
+    // A window before the data finds nothing.
+    let (code, stdout, _) = run(&["query", "{ }", "--start", "1000", "--end", "2000"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("0 traces"), "{stdout}");
+    // A bad query: exit 2, position and caret.
+    let (code, _, stderr) = run(&["query", "{ .a = }"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("1:8") && stderr.contains('^'), "{stderr}");
+    // explain shows the plans and the predicate pushed into the Parquet scan.
+    let (code, stdout, stderr) = run(&[
+        "explain",
+        "{ resource.service.name = \"cart-service\" && span.http.route = \"/api/cart\" }",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for part in [
+        "== AST ==",
+        "== Logical plan",
+        "== Physical plan ==",
+        "traceql_spansets",
+        "pruning_predicate=",
+        "service_name",
+    ] {
+        assert!(stdout.contains(part), "{part} missing:\n{stdout}");
+    }
+}
