@@ -115,6 +115,9 @@ impl WalSink for Heads {
     }
 }
 
+/// A head converted for queries: the head generation it was taken at, and its batches.
+type Snapshot = (u64, Arc<Vec<RecordBatch>>);
+
 /// Receives spans, keeps them durable and queryable, and turns them into blocks.
 pub struct Ingester {
     cfg: IngesterConfig,
@@ -128,7 +131,7 @@ pub struct Ingester {
     retry: Mutex<Vec<Arc<CutBlock>>>,
     flush_lock: tokio::sync::Mutex<()>,
     /// Per tenant: the head generation last converted for queries, and the batches.
-    snapshots: Mutex<HashMap<String, (u64, Arc<Vec<RecordBatch>>)>>,
+    snapshots: Mutex<HashMap<String, Snapshot>>,
 }
 
 impl std::fmt::Debug for Ingester {

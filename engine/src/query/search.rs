@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 
 use super::plan::{self, Compiled, Range};
 use super::table::{BlocksTable, group_by_schema};
+use super::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
 use super::{QueryEngine, df_err};
 use crate::block::meta::BlockMeta;
 use crate::convert::from_arrow::{RowSpan, batch_to_row_spans};
@@ -352,22 +353,11 @@ fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a KeyValue> {
 }
 
 fn status_name(code: i32) -> &'static str {
-    match code {
-        2 => "error",
-        1 => "ok",
-        _ => "unset",
-    }
+    enum_name(&STATUS_NAMES, code)
 }
 
 fn kind_name(kind: i32) -> &'static str {
-    match kind {
-        1 => "internal",
-        2 => "server",
-        3 => "client",
-        4 => "producer",
-        5 => "consumer",
-        _ => "unspecified",
-    }
+    enum_name(&KIND_NAMES, kind)
 }
 
 fn service_of(r: &RowSpan) -> String {

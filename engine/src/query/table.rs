@@ -97,7 +97,7 @@ impl TableProvider for BlocksTable {
             vec![Vec::new(); partitions.min(self.blocks.len()).max(1)];
         // Largest first onto the emptiest group keeps partitions even.
         let mut blocks = self.blocks.clone();
-        blocks.sort_by(|a, b| b.size.cmp(&a.size));
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.size));
         let mut load = vec![0u64; groups.len()];
         for b in blocks {
             let i = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);

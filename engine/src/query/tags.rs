@@ -17,7 +17,7 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};
 use datafusion::physical_plan::collect;
 
 use super::plan::Range;
-use super::translate::{Translator, Typed};
+use super::translate::{KIND_NAMES, STATUS_NAMES, Translator, Typed, enum_names};
 use super::{QueryEngine, df_err};
 use crate::error::{EngineError, Result};
 use crate::schema::{AttrScope, col as c};
@@ -212,8 +212,6 @@ impl QueryEngine {
 }
 
 fn slots(t: &Typed) -> Vec<(&'static str, Expr)> {
-    use super::translate::case_when;
-    use datafusion::common::ScalarValue;
     let mut v = Vec::new();
     let mut add = |kind: &'static str, e: &Option<Expr>| {
         if let Some(e) = e {
@@ -226,28 +224,10 @@ fn slots(t: &Typed) -> Vec<(&'static str, Expr)> {
     add("bool", &t.bool);
     add("duration", &t.dur);
     if let Some(s) = &t.status {
-        let arms = vec![
-            (s.clone().eq(lit(2i32)), lit("error")),
-            (s.clone().eq(lit(1i32)), lit("ok")),
-        ];
-        v.push(("keyword", case_when(arms, lit("unset"))));
+        v.push(("keyword", enum_names(s, &STATUS_NAMES, "")));
     }
     if let Some(k) = &t.kind {
-        let names = [
-            (1, "internal"),
-            (2, "server"),
-            (3, "client"),
-            (4, "producer"),
-            (5, "consumer"),
-        ];
-        let arms = names
-            .iter()
-            .map(|(n, s)| (k.clone().eq(lit(*n as i32)), lit(*s)))
-            .collect();
-        v.push((
-            "keyword",
-            case_when(arms, lit(ScalarValue::Utf8(Some("unspecified".into())))),
-        ));
+        v.push(("keyword", enum_names(k, &KIND_NAMES, "")));
     }
     v
 }

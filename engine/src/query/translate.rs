@@ -168,29 +168,39 @@ impl Typed {
         add(&self.float, &|e| tagged(KeyType::Float, e));
         add(&self.bool, &|e| tagged(KeyType::Bool, e));
         add(&self.dur, &|e| tagged(KeyType::Duration, e));
-        add(&self.status, &|e| {
-            case_of(
-                e.clone(),
-                vec![(lit(2i32), lit("S:error")), (lit(1i32), lit("S:ok"))],
-                lit("S:unset"),
-            )
-        });
-        add(&self.kind, &|e| {
-            let names = [
-                (1, "internal"),
-                (2, "server"),
-                (3, "client"),
-                (4, "producer"),
-                (5, "consumer"),
-            ];
-            let arms = names
-                .iter()
-                .map(|(otlp, name)| (lit(*otlp as i32), lit(format!("K:{name}"))))
-                .collect();
-            case_of(e.clone(), arms, lit("K:unspecified"))
-        });
+        add(&self.status, &|e| enum_names(e, &STATUS_NAMES, "S:"));
+        add(&self.kind, &|e| enum_names(e, &KIND_NAMES, "K:"));
         case_when(arms, lit(ScalarValue::Utf8(None)))
     }
+}
+
+/// OTLP status codes and their TraceQL names (the first is the fallback).
+pub const STATUS_NAMES: [(i32, &str); 3] = [(0, "unset"), (1, "ok"), (2, "error")];
+/// OTLP span kinds and their TraceQL names (the first is the fallback).
+pub const KIND_NAMES: [(i32, &str); 6] = [
+    (0, "unspecified"),
+    (1, "internal"),
+    (2, "server"),
+    (3, "client"),
+    (4, "producer"),
+    (5, "consumer"),
+];
+
+/// The TraceQL name of an OTLP enum value in `names`.
+pub fn enum_name(names: &[(i32, &'static str)], v: i32) -> &'static str {
+    names
+        .iter()
+        .find(|(n, _)| *n == v)
+        .map_or(names[0].1, |(_, s)| s)
+}
+
+/// `CASE e WHEN otlp THEN '<prefix><name>' ... END` for an OTLP enum column.
+pub fn enum_names(e: &Expr, names: &[(i32, &str)], prefix: &str) -> Expr {
+    let arms = names[1..]
+        .iter()
+        .map(|(n, s)| (lit(*n), lit(format!("{prefix}{s}"))))
+        .collect();
+    case_of(e.clone(), arms, lit(format!("{prefix}{}", names[0].1)))
 }
 
 /// TraceQL's status numbering → OTLP's (tempo-compat.md §1.8).

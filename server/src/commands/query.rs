@@ -118,8 +118,8 @@ pub async fn run(cfg: Config, a: QueryArgs) -> Result<ExitCode, String> {
 
 fn print_table(r: &SearchResponse) {
     println!(
-        "{:<32} {:<24} {:>10}  {:<20} {}",
-        "TRACE", "START", "DURATION", "ROOT SERVICE", "ROOT NAME"
+        "{:<32} {:<24} {:>10}  {:<20} ROOT NAME",
+        "TRACE", "START", "DURATION", "ROOT SERVICE"
     );
     for t in &r.traces {
         let start = chrono::DateTime::from_timestamp_nanos(t.start_time_unix_nano as i64)
