@@ -4,6 +4,7 @@
 //! cargo run --release -p allegro-benches -- block-write --spans 1000000
 //! cargo run --release -p allegro-benches -- trace-by-id --spans 10000000 --block-spans 100000
 //! cargo run --release -p allegro-benches -- ingest --protocol grpc --rate 0 --connections 8
+//! cargo run --release -p allegro-benches -- search --spans 1000000
 //! ```
 //!
 //! Datasets are generated once per (spans, seed, block size) under `--data` and reused.
@@ -16,6 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod dataset;
 mod ingest;
 mod report;
+mod search;
 mod suites;
 
 use std::path::PathBuf;
@@ -70,6 +72,8 @@ enum Suite {
         #[arg(long, default_value_t = 200)]
         lookups: usize,
     },
+    /// TraceQL search: latency per representative query, spans/s, bytes read, peak memory.
+    Search(Common),
     /// Ingest load generator: OTLP over HTTP or gRPC against a server it starts.
     Ingest(ingest::IngestArgs),
 }
@@ -84,6 +88,7 @@ fn main() {
         match cli.suite {
             Suite::BlockWrite(c) => suites::block_write(&c).await,
             Suite::TraceById { common, lookups } => suites::trace_by_id(&common, lookups).await,
+            Suite::Search(c) => search::run(&c).await,
             Suite::Ingest(a) => ingest::run(&a).await,
         }
     });
