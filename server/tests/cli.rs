@@ -110,9 +110,9 @@ fn gen_then_serve_then_sigterm() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // Kept open until the end: the server keeps printing status lines.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    reader.read_line(&mut line).unwrap();
     let base = line
         .trim()
         .strip_prefix("allegro listening on ")

@@ -159,14 +159,14 @@ pub async fn serve_with(
     let app = router(state, &cfg.server.http_api_prefix);
     tasks.spawn(serve_axum(listener, app, stop_rx.clone(), "HTTP API"));
     let flusher = tokio::spawn(ingester.clone().run_flush_loop());
-    println!("allegro listening on http://{}", addrs.http);
+    say(&format!("allegro listening on http://{}", addrs.http));
     for (name, a) in [
         ("OTLP/gRPC", addrs.otlp_grpc),
         ("OTLP/HTTP", addrs.otlp_http),
         ("Zipkin", addrs.zipkin),
     ] {
         if let Some(a) = a {
-            println!("{name} receiver on {a}");
+            say(&format!("{name} receiver on {a}"));
         }
     }
     tracing::info!(addr = %addrs.http, "serving the Tempo HTTP API");
@@ -241,4 +241,13 @@ async fn shutdown_signal() {
 pub async fn run(cfg: Config, args: ServeArgs) -> Result<(), String> {
     let listener = bind(&cfg, &args).await?;
     serve_on(&cfg, listener).await
+}
+
+/// Prints a status line; a closed stdout (a supervisor that stopped reading) must not take the
+/// server down, so write errors are ignored.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
