@@ -19,14 +19,26 @@ use crate::report::{Latency, emit, peak_rss};
 pub const QUERIES: [(&str, &str); 10] = [
     ("all", "{ }"),
     ("errors", "{ status = error }"),
-    ("service", "{ resource.service.name = \"checkout-service\" }"),
-    ("route+duration", "{ span.http.route = \"/api/cart\" && duration > 5ms }"),
+    (
+        "service",
+        "{ resource.service.name = \"checkout-service\" }",
+    ),
+    (
+        "route+duration",
+        "{ span.http.route = \"/api/cart\" && duration > 5ms }",
+    ),
     ("unscoped", "{ .db.system = \"postgresql\" }"),
     ("regex", "{ name =~ \"GET /api/.*\" }"),
-    ("descendant", "{ resource.service.name = \"api-gateway\" } >> { status = error }"),
+    (
+        "descendant",
+        "{ resource.service.name = \"api-gateway\" } >> { status = error }",
+    ),
     ("count", "{ kind = server } | count() > 3"),
     ("by", "{ status = error } | by(resource.service.name)"),
-    ("structure-tab", "({ resource.service.name = \"web-frontend\" } &>> { status = error }) || ({ resource.service.name = \"web-frontend\" }) | select(status, resource.service.name, name, nestedSetParent, nestedSetLeft, nestedSetRight)"),
+    (
+        "structure-tab",
+        "({ resource.service.name = \"web-frontend\" } &>> { status = error }) || ({ resource.service.name = \"web-frontend\" }) | select(status, resource.service.name, name, nestedSetParent, nestedSetLeft, nestedSetRight)",
+    ),
 ];
 
 /// Runs the suite.
@@ -46,13 +58,19 @@ pub async fn run(c: &Common) -> Result<(), String> {
             range: None,
         };
         for _ in 0..c.warmup {
-            engine.search(&tenants, &req).await.map_err(|e| format!("{name}: {e}"))?;
+            engine
+                .search(&tenants, &req)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
         }
         let mut samples = Vec::new();
         let mut last = None;
         for _ in 0..c.reps {
             let t0 = Instant::now();
-            let r = engine.search(&tenants, &req).await.map_err(|e| format!("{name}: {e}"))?;
+            let r = engine
+                .search(&tenants, &req)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
             samples.push(t0.elapsed());
             last = Some(r);
         }

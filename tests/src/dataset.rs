@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn indentation_builds_the_tree() {
         let ds = parse(
-            "trace t1\n  A service=shop kind=server span.n=1 span.s=\"x y\"\n    B dur=5ms\n  C\n",
+            "trace t1\n  A service=shop kind=server span.n=1 span.s=\"x y\"\n    B dur=5ms\n    C\n  D\n",
         )
         .unwrap();
         let t = &ds.traces[0];
@@ -355,6 +355,8 @@ mod tests {
         assert_eq!(span(1).parent_span_id, span(0).span_id);
         assert_eq!(span(2).parent_span_id, span(0).span_id);
         assert!(span(0).parent_span_id.is_empty());
+        // Back at A's indentation: a second root.
+        assert!(span(3).parent_span_id.is_empty());
         assert_eq!(span(0).kind, 2);
         assert_eq!(
             span(1).end_time_unix_nano - span(1).start_time_unix_nano,
