@@ -52,6 +52,8 @@ struct Live {
 /// Traces cut from the head, being written as one block.
 #[derive(Debug)]
 pub struct CutBlock {
+    /// Unique within the head (a cache key for query snapshots).
+    pub id: u64,
     /// Tenant.
     pub tenant: String,
     /// The traces.
@@ -87,8 +89,21 @@ pub struct TenantHead {
     done_spans: u64,
     done_since: Option<Instant>,
     cutting: Vec<Arc<CutBlock>>,
-    /// Bumped whenever the spans held change, so query snapshots can be reused until then.
-    generation: u64,
+    /// Traces moved to `done` by one sweep, under an ID that changes when their data does:
+    /// the immutable parts a query snapshot can convert once and reuse.
+    done_chunks: Vec<(u64, Vec<TraceId>)>,
+    chunk_seq: u64,
+}
+
+/// The head's data for a query snapshot.
+#[derive(Debug, Default)]
+pub struct SnapshotParts {
+    /// Live traces (still changing: converted every time).
+    pub live: Vec<Vec<u8>>,
+    /// Immutable parts the caller did not have, by key.
+    pub fresh: Vec<(u64, Vec<Vec<u8>>)>,
+    /// Keys of every immutable part now in the head.
+    pub keys: Vec<u64>,
 }
 
 impl TenantHead {
@@ -104,24 +119,41 @@ impl TenantHead {
             done_spans: 0,
             done_since: None,
             cutting: Vec::new(),
-            generation: 0,
+            done_chunks: Vec::new(),
+            chunk_seq: 0,
         }
     }
 
-    /// Changes whenever spans are added or leave the head.
-    pub fn generation(&self) -> u64 {
-        self.generation
+    fn next_chunk(&mut self) -> u64 {
+        self.chunk_seq += 1;
+        self.chunk_seq
     }
 
-    /// Every trace's data held anywhere in the head (live, complete, being written).
-    pub fn all_data(&self) -> Vec<Vec<u8>> {
-        let live = self.live.values().map(|l| l.held.data.clone());
-        let done = self.done.values().map(|d| d.data.clone());
-        let cutting = self
-            .cutting
-            .iter()
-            .flat_map(|b| b.traces.values().map(|d| d.data.clone()));
-        live.chain(done).chain(cutting).collect()
+    /// The head's data for a query: live traces always, immutable parts (complete traces by
+    /// sweep, blocks being written) only where `have(key)` is false.
+    pub fn snapshot_parts(&self, have: impl Fn(u64) -> bool) -> SnapshotParts {
+        let mut out = SnapshotParts {
+            live: self.live.values().map(|l| l.held.data.clone()).collect(),
+            ..Default::default()
+        };
+        for (key, ids) in &self.done_chunks {
+            out.keys.push(*key);
+            if !have(*key) {
+                let data = ids
+                    .iter()
+                    .filter_map(|id| self.done.get(id).map(|d| d.data.clone()))
+                    .collect();
+                out.fresh.push((*key, data));
+            }
+        }
+        for b in &self.cutting {
+            out.keys.push(b.id);
+            if !have(b.id) {
+                out.fresh
+                    .push((b.id, b.traces.values().map(|d| d.data.clone()).collect()));
+            }
+        }
+        out
     }
 
     /// Bytes of a live trace (0 when not live).
@@ -136,7 +168,6 @@ impl TenantHead {
 
     /// Appends chunks that were written to the WAL with sequence number `seq`.
     pub fn apply(&mut self, seq: u64, chunks: &[TraceChunk], now: Instant) {
-        self.generation += 1;
         for c in chunks {
             let l = self.live.entry(c.id).or_insert_with(|| Live {
                 held: HeldTrace::new(seq),
@@ -154,7 +185,6 @@ impl TenantHead {
 
     /// Puts a trace rebuilt by WAL replay back as live.
     pub fn restore(&mut self, id: TraceId, held: HeldTrace, now: Instant) {
-        self.generation += 1;
         self.live_bytes += held.data.len() as u64;
         self.live_spans += u64::from(held.spans);
         match self.live.get_mut(&id) {
@@ -184,6 +214,11 @@ impl TenantHead {
             })
             .map(|(id, _)| *id)
             .collect();
+        if due.is_empty() {
+            return;
+        }
+        let chunk = self.next_chunk();
+        let mut moved = Vec::with_capacity(due.len());
         for id in due {
             let Some(l) = self.live.remove(&id) else {
                 continue;
@@ -197,11 +232,22 @@ impl TenantHead {
             self.done_since.get_or_insert(now);
             // A trace that completes again before its first part is cut stays one trace.
             match self.done.get_mut(&id) {
-                Some(d) => d.absorb(l.held),
+                Some(d) => {
+                    d.absorb(l.held);
+                    // Its earlier chunk's data changed: give that chunk a new key.
+                    let fresh = self.next_chunk();
+                    if let Some(c) = self.done_chunks.iter_mut().find(|c| c.1.contains(&id)) {
+                        c.0 = fresh;
+                    }
+                }
                 None => {
                     self.done.insert(id, l.held);
+                    moved.push(id);
                 }
             }
+        }
+        if !moved.is_empty() {
+            self.done_chunks.push((chunk, moved));
         }
     }
 
@@ -214,7 +260,9 @@ impl TenantHead {
         if !due || self.done.is_empty() {
             return None;
         }
+        self.done_chunks.clear();
         let block = Arc::new(CutBlock {
+            id: self.next_chunk(),
             tenant: self.tenant.clone(),
             traces: std::mem::take(&mut self.done),
             spans: std::mem::take(&mut self.done_spans),
@@ -227,7 +275,6 @@ impl TenantHead {
 
     /// Forgets a cut block once it is durable and in the catalog.
     pub fn cut_done(&mut self, block: &Arc<CutBlock>) {
-        self.generation += 1;
         self.cutting.retain(|b| !Arc::ptr_eq(b, block));
     }
 
@@ -294,6 +341,46 @@ mod tests {
             max_block_duration: Duration::from_secs(60),
             max_block_bytes: 10,
         }
+    }
+
+    #[test]
+    fn query_snapshots_reuse_immutable_parts() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let p = CutPolicy {
+            max_block_bytes: 1 << 20,
+            ..policy()
+        };
+        let mut h = TenantHead::new("t");
+        h.apply(1, &[chunk(1, b"a"), chunk(2, b"b")], s(0));
+        let none = h.snapshot_parts(|_| false);
+        assert_eq!((none.live.len(), none.keys.len()), (2, 0));
+        h.sweep(s(6), &p, false);
+        h.apply(2, &[chunk(3, b"c")], s(6));
+        let first = h.snapshot_parts(|_| false);
+        assert_eq!(first.live, vec![b"c".to_vec()]);
+        assert_eq!(first.keys.len(), 1);
+        let mut done = first.fresh[0].1.clone();
+        done.sort();
+        assert_eq!(done, vec![b"a".to_vec(), b"b".to_vec()]);
+        // A caller that has the part gets only its key.
+        let key = first.keys[0];
+        let again = h.snapshot_parts(|k| k == key);
+        assert!(again.fresh.is_empty());
+        assert_eq!(again.keys, vec![key]);
+        // Trace 1 completes again before the cut: its chunk changed, so its key did.
+        h.apply(3, &[chunk(1, b"z")], s(7));
+        h.sweep(s(13), &p, false);
+        let after = h.snapshot_parts(|k| k == key);
+        assert!(!after.keys.contains(&key));
+        assert_eq!(after.keys.len(), 2);
+        // Cut: the block is one part with a new key, and the done chunks are gone.
+        let block = h.cut(s(100), &p, true).unwrap();
+        let cut = h.snapshot_parts(|_| false);
+        assert_eq!(cut.keys, vec![block.id]);
+        assert_eq!(cut.fresh[0].1.len(), 3);
+        h.cut_done(&block);
+        assert!(h.snapshot_parts(|_| false).keys.is_empty());
     }
 
     #[test]

@@ -115,8 +115,8 @@ impl WalSink for Heads {
     }
 }
 
-/// A head converted for queries: the head generation it was taken at, and its batches.
-type Snapshot = (u64, Arc<Vec<RecordBatch>>);
+/// Converted immutable parts of the heads, by (tenant, part key).
+type Snapshots = HashMap<(String, u64), Arc<Vec<RecordBatch>>>;
 
 /// Receives spans, keeps them durable and queryable, and turns them into blocks.
 pub struct Ingester {
@@ -130,8 +130,8 @@ pub struct Ingester {
     /// Cut blocks whose write failed, retried by the flush loop.
     retry: Mutex<Vec<Arc<CutBlock>>>,
     flush_lock: tokio::sync::Mutex<()>,
-    /// Per tenant: the head generation last converted for queries, and the batches.
-    snapshots: Mutex<HashMap<String, Snapshot>>,
+    /// Query snapshots of the heads' immutable parts.
+    snapshots: Mutex<Snapshots>,
 }
 
 impl std::fmt::Debug for Ingester {
@@ -435,33 +435,44 @@ impl Ingester {
         Ok(out)
     }
 
-    /// `tenant`'s head as span-table batches, rebuilt only when the head changed since the
-    /// last query.
-    pub fn live_snapshot(&self, tenant: &str) -> Result<Arc<Vec<RecordBatch>>> {
+    /// `tenant`'s head as span-table batches. Complete traces and blocks being written do not
+    /// change, so their conversion is cached by part; only live traces are converted per call.
+    pub fn live_snapshot(&self, tenant: &str) -> Result<Vec<RecordBatch>> {
         let Some(head) = self.heads.get(tenant) else {
-            return Ok(Arc::new(Vec::new()));
+            return Ok(Vec::new());
         };
-        let (generation, parts) = {
+        let parts = {
             let h = head.lock();
-            let generation = h.generation();
-            if let Some((g, b)) = self.snapshots.lock().get(tenant)
-                && *g == generation
-            {
-                return Ok(b.clone());
-            }
-            (generation, h.all_data())
+            let cache = self.snapshots.lock();
+            h.snapshot_parts(|k| cache.contains_key(&(tenant.to_string(), k)))
         };
-        let mut data = Vec::new();
-        for p in parts {
-            data.extend(decode_chunks(&p).map_err(|e| {
-                IngestError::Internal(format!("head data of tenant {tenant} does not decode: {e}"))
-            })?);
+        let convert = |data: Vec<Vec<u8>>| -> Result<Vec<RecordBatch>> {
+            let mut rs = Vec::new();
+            for p in data {
+                rs.extend(decode_chunks(&p).map_err(|e| {
+                    IngestError::Internal(format!(
+                        "head data of tenant {tenant} does not decode: {e}"
+                    ))
+                })?);
+            }
+            Ok(resource_spans_to_batches(rs, 8192)?)
+        };
+        let mut fresh = Vec::with_capacity(parts.fresh.len());
+        for (key, data) in parts.fresh {
+            fresh.push((key, Arc::new(convert(data)?)));
         }
-        let batches = Arc::new(resource_spans_to_batches(data, 8192)?);
-        self.snapshots
-            .lock()
-            .insert(tenant.to_string(), (generation, batches.clone()));
-        Ok(batches)
+        let mut out = convert(parts.live)?;
+        let mut cache = self.snapshots.lock();
+        for (key, batches) in fresh {
+            cache.insert((tenant.to_string(), key), batches);
+        }
+        cache.retain(|(t, k), _| t != tenant || parts.keys.contains(k));
+        for k in &parts.keys {
+            if let Some(b) = cache.get(&(tenant.to_string(), *k)) {
+                out.extend(b.iter().cloned());
+            }
+        }
+        Ok(out)
     }
 
     /// Head sizes per tenant.
@@ -631,7 +642,7 @@ impl Ingester {
 impl LiveSpans for Ingester {
     fn live_batches(&self, tenant: &str) -> allegro_engine::error::Result<Vec<RecordBatch>> {
         match self.live_snapshot(tenant) {
-            Ok(b) => Ok(b.as_ref().clone()),
+            Ok(b) => Ok(b),
             Err(e) => Err(allegro_engine::error::EngineError::Internal(e.to_string())),
         }
     }
