@@ -13,7 +13,6 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::prelude::SessionContext;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 use super::plan::{self, Compiled, Range};
@@ -117,14 +116,12 @@ impl QueryEngine {
         })
     }
 
-    async fn plan(
+    fn plan(
         &self,
-        ctx: &SessionContext,
         src: &Sources,
         c: &Compiled,
         req: &SearchRequest,
     ) -> Result<Option<LogicalPlan>> {
-        let _ = ctx;
         if src.tables.is_empty() {
             return Ok(None);
         }
@@ -141,7 +138,7 @@ impl QueryEngine {
         let compiled = plan::compile_search(&req.query)?;
         let ctx = self.session();
         let src = self.sources(tenant, req.range).await?;
-        let Some(plan) = self.plan(&ctx, &src, &compiled, req).await? else {
+        let Some(plan) = self.plan(&src, &compiled, req)? else {
             return Ok(Explained {
                 compiled,
                 logical: "EmptyRelation (no blocks or live spans in range)".into(),
@@ -178,7 +175,7 @@ impl QueryEngine {
             metrics.inspected_traces = metrics
                 .inspected_traces
                 .saturating_add(traces.min(u32::MAX as u64) as u32);
-            if let Some(plan) = self.plan(&ctx, &src, &compiled, req).await? {
+            if let Some(plan) = self.plan(&src, &compiled, req)? {
                 let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
                 let physical = df.create_physical_plan().await.map_err(df_err)?;
                 let batches = collect(physical.clone(), ctx.task_ctx())
@@ -230,8 +227,7 @@ impl QueryEngine {
                 continue;
             };
             let rows = self.fetch(src, &ids).await?;
-            for (_, t, id, sets) in found.iter().filter(|f| &f.1 == tenant) {
-                let _ = t;
+            for (_, _, id, sets) in found.iter().filter(|f| &f.1 == tenant) {
                 let empty = Vec::new();
                 let trace_rows = rows.get(id).unwrap_or(&empty);
                 traces.push(assemble(id, trace_rows, sets, &compiled, req.spss)?);
