@@ -2,6 +2,7 @@
 
 pub mod plan;
 pub mod search;
+pub mod spans_table;
 pub mod table;
 pub mod tags;
 pub mod translate;

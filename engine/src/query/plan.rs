@@ -7,7 +7,7 @@
 //!   Sort(trace_start DESC)
 //!     Filter(spansets IS NOT NULL)
 //!       Aggregate(GROUP BY trace_id: traceql_spansets(program, ...), min(trace_start))
-//!         Union                               -- one input per block schema, plus the head
+//!         TableScan(spans)          -- SpansTable: the union of, per block schema and the head,
 //!           Projection(ids, nested sets, leaf0.., v0.., k0..)
 //!             Filter(leaf0 OR leaf1 OR ... AND time range)   -- pushed into the Parquet scan
 //!               TableScan(blocks with one schema | live head)
@@ -386,16 +386,13 @@ pub fn span_rows(
         .map_err(df_err)
 }
 
-/// The whole search plan over the per-span inputs (one per table).
-pub fn search_plan(inputs: Vec<LogicalPlan>, c: &Compiled, limit: usize) -> Result<LogicalPlan> {
-    let mut it = inputs.into_iter();
-    let Some(first) = it.next() else {
-        return Err(EngineError::Internal("a search plan needs an input".into()));
-    };
-    let mut b = LogicalPlanBuilder::from(first);
-    for p in it {
-        b = b.union(p).map_err(df_err)?;
-    }
+/// The whole search plan over the `spans` table of the query.
+pub fn search_plan(
+    spans: Arc<dyn TableProvider>,
+    c: &Compiled,
+    limit: usize,
+) -> Result<LogicalPlan> {
+    let b = LogicalPlanBuilder::scan("spans", provider_as_source(spans), None).map_err(df_err)?;
     let program = serde_json::to_string(&c.program)
         .map_err(|e| EngineError::Internal(format!("program: {e}")))?;
     let mut args = vec![

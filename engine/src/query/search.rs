@@ -16,6 +16,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 use super::plan::{self, Compiled, Range};
+use super::spans_table::SpansTable;
 use super::table::{BlocksTable, group_by_schema};
 use super::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
 use super::{QueryEngine, df_err};
@@ -27,6 +28,7 @@ use crate::schema::{AttrScope, HotColumn, col as c};
 use crate::tempopb::{
     SearchMetrics, SearchResponse, SearchSpan, ServiceStats, SpanSet, TraceSearchMetadata,
 };
+use datafusion::prelude::SessionContext;
 
 /// A TraceQL search.
 #[derive(Debug, Clone)]
@@ -116,12 +118,14 @@ impl QueryEngine {
         })
     }
 
-    fn plan(
+    /// The per-span plans of every source, and the search plan over their union.
+    async fn plan(
         &self,
+        ctx: &SessionContext,
         src: &Sources,
         c: &Compiled,
         req: &SearchRequest,
-    ) -> Result<Option<LogicalPlan>> {
+    ) -> Result<Option<(Vec<LogicalPlan>, LogicalPlan)>> {
         if src.tables.is_empty() {
             return Ok(None);
         }
@@ -130,7 +134,9 @@ impl QueryEngine {
             .iter()
             .map(|s| plan::span_rows(s.table.clone(), &s.hot, s.others.as_ref(), c, req.range))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(plan::search_plan(inputs, c, req.limit.max(1))?))
+        let spans = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
+        let top = plan::search_plan(spans, c, req.limit.max(1))?;
+        Ok(Some((inputs, top)))
     }
 
     /// Explains a search over `tenant`'s data: the compiled program and both plans.
@@ -138,7 +144,7 @@ impl QueryEngine {
         let compiled = plan::compile_search(&req.query)?;
         let ctx = self.session();
         let src = self.sources(tenant, req.range).await?;
-        let Some(plan) = self.plan(&src, &compiled, req)? else {
+        let Some((inputs, plan)) = self.plan(&ctx, &src, &compiled, req).await? else {
             return Ok(Explained {
                 compiled,
                 logical: "EmptyRelation (no blocks or live spans in range)".into(),
@@ -146,12 +152,20 @@ impl QueryEngine {
             });
         };
         let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-        let logical = df.logical_plan().clone();
-        let optimised = ctx.state().optimize(&logical).map_err(df_err)?;
+        let state = ctx.state();
+        let mut logical = state
+            .optimize(df.logical_plan())
+            .map_err(df_err)?
+            .display_indent()
+            .to_string();
+        for (i, input) in inputs.iter().enumerate() {
+            let o = state.optimize(input).map_err(df_err)?;
+            logical.push_str(&format!("\n-- spans input {i} --\n{}", o.display_indent()));
+        }
         let physical = df.create_physical_plan().await.map_err(df_err)?;
         Ok(Explained {
             compiled,
-            logical: optimised.display_indent().to_string(),
+            logical,
             physical: datafusion::physical_plan::displayable(physical.as_ref())
                 .indent(true)
                 .to_string(),
@@ -175,7 +189,7 @@ impl QueryEngine {
             metrics.inspected_traces = metrics
                 .inspected_traces
                 .saturating_add(traces.min(u32::MAX as u64) as u32);
-            if let Some(plan) = self.plan(&src, &compiled, req)? {
+            if let Some((_, plan)) = self.plan(&ctx, &src, &compiled, req).await? {
                 let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
                 let physical = df.create_physical_plan().await.map_err(df_err)?;
                 let batches = collect(physical.clone(), ctx.task_ctx())
