@@ -53,7 +53,18 @@ impl HotPolicy {
     /// Chooses the hot columns, and lists the keys that hold arrays, kvlists or bytes anywhere
     /// (they live in `attrs_other`; queries need array semantics only for those).
     pub fn choose_and_scan(&self, spans: &[FlatSpan]) -> (Vec<HotColumn>, Vec<AttrKey>) {
+        let (hot, others, _) = self.choose_and_scan_keys(spans);
+        (hot, others)
+    }
+
+    /// As [`HotPolicy::choose_and_scan`], plus every attribute key of every scope in `spans`
+    /// (so queries can skip scopes that never have a key, and tag names need no scan).
+    pub fn choose_and_scan_keys(
+        &self,
+        spans: &[FlatSpan],
+    ) -> (Vec<HotColumn>, Vec<AttrKey>, AttributeKeys) {
         let mut others: std::collections::BTreeSet<(AttrScope, &str)> = Default::default();
+        let mut keys = KeySets::default();
         // (scope, key) -> count per type. Resources and scopes are shared between spans, so their
         // attributes are counted once per span that carries them, as the column would store them.
         let mut counts: HashMap<(AttrScope, &str), [usize; 4], RandomState> = HashMap::default();
@@ -88,7 +99,22 @@ impl HotPolicy {
                     .2 += 1;
             }
         }
+        for s in spans {
+            for e in &s.span.events {
+                keys.event
+                    .extend(e.attributes.iter().map(|kv| kv.key.as_str()));
+            }
+            for l in &s.span.links {
+                keys.link
+                    .extend(l.attributes.iter().map(|kv| kv.key.as_str()));
+            }
+        }
         for (scope, attrs, weight) in shared.into_values() {
+            let set = match scope {
+                AttrScope::Resource => &mut keys.resource,
+                _ => &mut keys.instrumentation,
+            };
+            set.extend(attrs.iter().map(|kv| kv.key.as_str()));
             let counted = attrs
                 .iter()
                 .filter(|kv| !(scope == AttrScope::Resource && kv.key == "service.name"));
@@ -106,6 +132,13 @@ impl HotPolicy {
         let types = [HotType::String, HotType::Int, HotType::Float, HotType::Bool];
         let min = ((spans.len() as f64) * self.min_fraction).ceil().max(1.0) as usize;
         let mut by_scope: HashMap<AttrScope, Vec<(usize, HotColumn)>> = HashMap::new();
+        keys.span.extend(
+            counts
+                .keys()
+                .chain(others.iter())
+                .filter(|(sc, _)| *sc == AttrScope::Span)
+                .map(|(_, k)| *k),
+        );
         for ((scope, key), c) in counts {
             let (ti, n) = c
                 .iter()
@@ -133,6 +166,13 @@ impl HotPolicy {
             }
         }
         out.sort();
+        let all = AttributeKeys {
+            span: keys.span.into_iter().map(String::from).collect(),
+            resource: keys.resource.into_iter().map(String::from).collect(),
+            instrumentation: keys.instrumentation.into_iter().map(String::from).collect(),
+            event: keys.event.into_iter().map(String::from).collect(),
+            link: keys.link.into_iter().map(String::from).collect(),
+        };
         let others = others
             .into_iter()
             .map(|(scope, key)| AttrKey {
@@ -140,7 +180,45 @@ impl HotPolicy {
                 key: key.to_string(),
             })
             .collect();
-        (out, others)
+        (out, others, all)
+    }
+}
+
+#[derive(Default)]
+struct KeySets<'a> {
+    span: std::collections::BTreeSet<&'a str>,
+    resource: std::collections::BTreeSet<&'a str>,
+    instrumentation: std::collections::BTreeSet<&'a str>,
+    event: std::collections::BTreeSet<&'a str>,
+    link: std::collections::BTreeSet<&'a str>,
+}
+
+/// Every attribute key of a block, per scope (sorted), as recorded in `meta.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttributeKeys {
+    /// Span attribute keys.
+    pub span: Vec<String>,
+    /// Resource attribute keys.
+    pub resource: Vec<String>,
+    /// Instrumentation-scope attribute keys.
+    pub instrumentation: Vec<String>,
+    /// Event attribute keys.
+    pub event: Vec<String>,
+    /// Link attribute keys.
+    pub link: Vec<String>,
+}
+
+impl AttributeKeys {
+    /// The keys of scope `name` (`span`, `resource`, `instrumentation`, `event`, `link`).
+    pub fn scope(&self, name: &str) -> &[String] {
+        match name {
+            "span" => &self.span,
+            "resource" => &self.resource,
+            "instrumentation" => &self.instrumentation,
+            "event" => &self.event,
+            "link" => &self.link,
+            _ => &[],
+        }
     }
 }
 
@@ -153,4 +231,82 @@ pub struct AttrKey {
     pub scope: AttrScope,
     /// The key.
     pub key: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+    use crate::convert::flatten::flatten;
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_key_of_every_scope_is_recorded_and_array_keys_apart() {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: vec![
+                kv("http.route", Value::StringValue("/a".into())),
+                kv("tags", Value::ArrayValue(ArrayValue { values: vec![] })),
+            ],
+            events: vec![Event {
+                attributes: vec![kv("exception.type", Value::StringValue("E".into()))],
+                ..Default::default()
+            }],
+            links: vec![Link {
+                trace_id: vec![3; 16],
+                span_id: vec![4; 8],
+                attributes: vec![kv("link.kind", Value::IntValue(1))],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rs = ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", Value::StringValue("shop".into())),
+                    kv("env", Value::StringValue("prod".into())),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    attributes: vec![kv("lib.flag", Value::BoolValue(true))],
+                    ..Default::default()
+                }),
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (spans, _) = flatten(vec![rs]);
+        let (hot, others, keys) = HotPolicy::default().choose_and_scan_keys(&spans);
+        assert!(
+            hot.iter()
+                .any(|h| h.key == "http.route" && h.scope == AttrScope::Span)
+        );
+        assert_eq!(
+            others,
+            vec![AttrKey {
+                scope: AttrScope::Span,
+                key: "tags".into()
+            }]
+        );
+        assert_eq!(keys.span, ["http.route", "tags"]);
+        assert_eq!(keys.resource, ["env", "service.name"]);
+        assert_eq!(keys.instrumentation, ["lib.flag"]);
+        assert_eq!(keys.event, ["exception.type"]);
+        assert_eq!(keys.link, ["link.kind"]);
+    }
 }

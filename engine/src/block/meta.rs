@@ -62,6 +62,9 @@ pub struct BlockMeta {
     /// before this was recorded: any key may).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other_keys: Option<Vec<crate::hot::AttrKey>>,
+    /// Every attribute key per scope (`None` in blocks written before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute_keys: Option<crate::hot::AttributeKeys>,
     /// Times merged by compaction; 0 for freshly written blocks.
     pub compaction_level: u32,
 }

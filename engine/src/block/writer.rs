@@ -158,7 +158,7 @@ pub fn encode_block(
         ));
     }
     let traces = prepare_traces(&mut spans);
-    let (hot, other_keys) = opts.hot.choose_and_scan(&spans);
+    let (hot, other_keys, attribute_keys) = opts.hot.choose_and_scan_keys(&spans);
     let schema = span_schema(&hot);
     // About 40 bytes per span end up on disk; reserving avoids regrowing a large buffer.
     let mut data = Vec::with_capacity(spans.len() * 48);
@@ -206,6 +206,7 @@ pub fn encode_block(
         max_id,
         hot_columns: hot,
         other_keys: Some(other_keys),
+        attribute_keys: Some(attribute_keys),
         compaction_level: 0,
     };
     Ok(EncodedBlock {

@@ -33,7 +33,7 @@ use datafusion::logical_expr::{
 use super::df_err;
 use super::translate::Translator;
 use crate::error::{EngineError, Result};
-use crate::schema::{HotColumn, col as c};
+use crate::schema::col as c;
 
 /// A search query split into what DataFusion computes per span and what runs per trace.
 #[derive(Debug, Clone)]
@@ -332,15 +332,16 @@ fn time_filter(range: Range) -> Option<Expr> {
     )
 }
 
-/// The per-span part over one table with `hot` columns.
-pub fn span_rows(
-    table: Arc<dyn TableProvider>,
-    hot: &[HotColumn],
-    others: Option<&std::collections::HashSet<(crate::schema::AttrScope, String)>>,
+/// The per-span part over one source (a block group or the head).
+pub(crate) fn span_rows(
+    src: &super::search::Source,
     c: &Compiled,
     range: Range,
 ) -> Result<LogicalPlan> {
-    let t = Translator::new(hot).with_others(others);
+    let table = src.table.clone();
+    let t = Translator::new(&src.hot)
+        .with_others(src.others.as_ref())
+        .with_keys(src.keys.as_ref());
     let leaves: Vec<Expr> = c
         .leaves
         .iter()

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use super::plan::{self, Compiled, Range};
 use super::spans_table::SpansTable;
 use super::table::{BlocksTable, group_by_schema};
-use super::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
+use super::translate::{KIND_NAMES, KnownKeys, STATUS_NAMES, enum_name};
 use super::{QueryEngine, df_err};
 use crate::block::meta::BlockMeta;
 use crate::convert::from_arrow::{RowSpan, batch_to_row_spans};
@@ -48,6 +48,8 @@ pub(crate) struct Source {
     pub(crate) hot: Vec<HotColumn>,
     /// Keys that may hold arrays (`None`: unknown, any may).
     pub(crate) others: Option<HashSet<(AttrScope, String)>>,
+    /// Attribute keys present per scope (`None`: unknown).
+    pub(crate) keys: Option<KnownKeys>,
     pub(crate) table: Arc<dyn TableProvider>,
 }
 
@@ -89,10 +91,20 @@ impl QueryEngine {
                     );
                     Some(acc)
                 });
+                let keys = metas.iter().try_fold(KnownKeys::new(), |mut acc, m| {
+                    let k = m.attribute_keys.as_ref()?;
+                    for scope in ["span", "resource", "instrumentation", "event", "link"] {
+                        acc.entry(scope)
+                            .or_default()
+                            .extend(k.scope(scope).iter().cloned());
+                    }
+                    Some(acc)
+                });
                 Source {
                     table: Arc::new(BlocksTable::new(&hot, metas)),
                     hot,
                     others,
+                    keys,
                 }
             })
             .collect();
@@ -106,6 +118,7 @@ impl QueryEngine {
                 tables.push(Source {
                     hot: Vec::new(),
                     others: None,
+                    keys: None,
                     table: Arc::new(mem),
                 });
             }
@@ -132,7 +145,7 @@ impl QueryEngine {
         let inputs = src
             .tables
             .iter()
-            .map(|s| plan::span_rows(s.table.clone(), &s.hot, s.others.as_ref(), c, req.range))
+            .map(|s| plan::span_rows(s, c, req.range))
             .collect::<Result<Vec<_>>>()?;
         let spans = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
         let top = plan::search_plan(spans, c, req.limit.max(1))?;

@@ -85,6 +85,15 @@ impl QueryEngine {
         };
         let ctx = self.session();
         for (i, s) in src.tables.iter().enumerate() {
+            if let Some(keys) = &s.keys {
+                // Recorded at write time: no data to read.
+                for (scope, names) in keys {
+                    if !names.is_empty() {
+                        out.entry(scope).or_default().extend(names.iter().cloned());
+                    }
+                }
+                continue;
+            }
             let name = format!("t{i}");
             ctx.register_table(&name, s.table.clone()).map_err(df_err)?;
             let mut parts: Vec<String> = Vec::new();
@@ -156,7 +165,9 @@ impl QueryEngine {
         };
         let mut out: BTreeSet<TagValue> = BTreeSet::new();
         for s in &src.tables {
-            let t = Translator::new(&s.hot).with_others(s.others.as_ref());
+            let t = Translator::new(&s.hot)
+                .with_others(s.others.as_ref())
+                .with_keys(s.keys.as_ref());
             let typed = match field {
                 FieldRef::Intrinsic(i) => super::translate::intrinsic(*i),
                 FieldRef::Attribute(a) => t.attribute(a),

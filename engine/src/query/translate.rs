@@ -94,6 +94,11 @@ impl Multi {
 }
 
 impl Typed {
+    /// True when the value can never exist (no slot at all).
+    pub fn is_empty(&self) -> bool {
+        self.slots().next().is_none() && self.multi.is_empty()
+    }
+
     fn slots(&self) -> impl Iterator<Item = &Expr> {
         [
             &self.str,
@@ -224,8 +229,14 @@ pub fn kind_to_otlp(k: Kind) -> i32 {
     }
 }
 
+/// Attribute keys present per scope name (`span`, `resource`, `instrumentation`, `event`,
+/// `link`) in a group of blocks.
+pub type KnownKeys = HashMap<&'static str, std::collections::HashSet<String>>;
+
 /// Translates expressions for one schema (one set of hot columns).
 pub struct Translator<'a> {
+    /// Keys present per scope; `None`: unknown, any may be.
+    keys: Option<&'a KnownKeys>,
     hot: HashMap<(AttrScope, &'a str), HotType>,
     /// Keys that may hold arrays here; `None`: any may.
     others: Option<&'a std::collections::HashSet<(AttrScope, String)>>,
@@ -244,6 +255,27 @@ impl<'a> Translator<'a> {
                 .map(|h| ((h.scope, h.key.as_str()), h.ty))
                 .collect(),
             others: None,
+            keys: None,
+        }
+    }
+
+    /// Only `keys` exist here: lookups of any other key read nothing (and unscoped lookups
+    /// skip the scopes that never have the key).
+    pub fn with_keys(mut self, keys: Option<&'a KnownKeys>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    fn may_have(&self, scope: &str, key: &str) -> bool {
+        self.keys
+            .is_none_or(|k| k.get(scope).is_some_and(|s| s.contains(key)))
+    }
+
+    fn events_or_links(&self, column: &str, kind: &'static str, scope: &str, key: &str) -> Typed {
+        if self.may_have(scope, key) {
+            nested(column, kind, key)
+        } else {
+            Typed::default()
         }
     }
 
@@ -346,22 +378,33 @@ impl<'a> Translator<'a> {
             Scope::Span => Ok(self.scoped(AttrScope::Span, &a.name)),
             Scope::Resource => Ok(self.scoped(AttrScope::Resource, &a.name)),
             Scope::Instrumentation => Ok(self.scoped(AttrScope::Instrumentation, &a.name)),
-            Scope::Event => Ok(nested(c::EVENTS, "event_attr", &a.name)),
-            Scope::Link => Ok(nested(c::LINKS, "link_attr", &a.name)),
+            Scope::Event => Ok(self.events_or_links(c::EVENTS, "event_attr", "event", &a.name)),
+            Scope::Link => Ok(self.events_or_links(c::LINKS, "link_attr", "link", &a.name)),
             Scope::None => {
-                let order = [
+                let order: Vec<Typed> = [
                     self.scoped(AttrScope::Span, &a.name),
                     self.scoped(AttrScope::Resource, &a.name),
-                    nested(c::EVENTS, "event_attr", &a.name),
-                    nested(c::LINKS, "link_attr", &a.name),
+                    self.events_or_links(c::EVENTS, "event_attr", "event", &a.name),
+                    self.events_or_links(c::LINKS, "link_attr", "link", &a.name),
                     self.scoped(AttrScope::Instrumentation, &a.name),
-                ];
-                Ok(first_present(&order))
+                ]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect();
+                Ok(match order.len() {
+                    0 => Typed::default(),
+                    1 => order.into_iter().next().unwrap_or_default(),
+                    _ => first_present(&order),
+                })
             }
         }
     }
 
     fn scoped(&self, scope: AttrScope, key: &str) -> Typed {
+        let service = scope == AttrScope::Resource && key == "service.name";
+        if !service && !self.may_have(scope.name(), key) {
+            return Typed::default();
+        }
         let hot = self.hot.get(&(scope, key)).copied();
         let map = |suffix: &str| {
             get_field(
