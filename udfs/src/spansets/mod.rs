@@ -13,13 +13,15 @@ pub mod program;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array,
-    Int32Array,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, FixedSizeBinaryArray,
+    Float64Array, Int32Array, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
 use datafusion::physical_expr::expressions::Literal;
 use parking_lot::Mutex;
 
@@ -108,6 +110,30 @@ impl AggregateUDFImpl for TraceqlSpansets {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(SpansetsAccumulator {
+            program: self.checked_program(&args)?,
+            rows: Vec::new(),
+        }))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(SpansetsGroups {
+            program: self.checked_program(&args)?,
+            groups: Vec::new(),
+        }))
+    }
+}
+
+impl TraceqlSpansets {
+    /// The program of the first (literal) argument, checked against the argument count.
+    fn checked_program(&self, args: &AccumulatorArgs) -> Result<Arc<Program>> {
         let text = args
             .exprs
             .first()
@@ -127,10 +153,7 @@ impl AggregateUDFImpl for TraceqlSpansets {
                 args.exprs.len()
             );
         }
-        Ok(Box::new(SpansetsAccumulator {
-            program,
-            rows: Vec::new(),
-        }))
+        Ok(program)
     }
 }
 
@@ -149,111 +172,21 @@ fn downcast<'a, T: 'static>(a: &'a ArrayRef, what: &str) -> Result<&'a T> {
 
 impl Accumulator for SpansetsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let p = &self.program;
-        let left = downcast::<Int32Array>(&values[1], "left")?;
-        let right = downcast::<Int32Array>(&values[2], "right")?;
-        let parent = downcast::<Int32Array>(&values[3], "parent")?;
-        let ids = downcast::<FixedSizeBinaryArray>(&values[4], "span_id")?;
-        let mut at = FIXED_ARGS;
-        let leaves: Vec<&BooleanArray> = values[at..at + p.leaves]
-            .iter()
-            .map(|a| downcast::<BooleanArray>(a, "a leaf"))
-            .collect::<Result<_>>()?;
-        at += p.leaves;
-        let nums: Vec<&Float64Array> = values[at..at + p.values]
-            .iter()
-            .map(|a| downcast::<Float64Array>(a, "a value"))
-            .collect::<Result<_>>()?;
-        at += p.values;
-        let keys: Vec<_> = values[at..at + p.keys]
-            .iter()
-            .map(|a| a.as_string_opt::<i32>())
-            .collect::<Option<Vec<_>>>()
-            .map_or_else(|| exec_err!("{NAME}: keys must be Utf8"), Ok)?;
-        for i in 0..left.len() {
-            let mut bits = 0u64;
-            for (b, l) in leaves.iter().enumerate() {
-                if l.is_valid(i) && l.value(i) {
-                    bits |= 1 << b;
-                }
-            }
-            let mut span_id = [0u8; 8];
-            if ids.is_valid(i) && ids.value(i).len() == 8 {
-                span_id.copy_from_slice(ids.value(i));
-            }
-            self.rows.push(SpanRow {
-                left: left.value(i),
-                right: right.value(i),
-                parent: parent.value(i),
-                span_id,
-                leaves: bits,
-                values: nums
-                    .iter()
-                    .map(|a| a.is_valid(i).then(|| a.value(i)))
-                    .collect(),
-                keys: keys
-                    .iter()
-                    .map(|a| a.is_valid(i).then(|| a.value(i).to_string()))
-                    .collect(),
-            });
-        }
+        let cols = Columns::new(values, &self.program)?;
+        self.rows.extend((0..cols.len()).map(|i| cols.row(i)));
         Ok(())
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        // The same span may arrive twice (a block and the head); exact repeats count once.
-        self.rows.sort_by(|a, b| {
-            (a.left, a.span_id, a.right, a.parent).cmp(&(b.left, b.span_id, b.right, b.parent))
-        });
-        self.rows.dedup_by(|a, b| {
-            a.left == b.left && a.span_id == b.span_id && a.right == b.right && a.parent == b.parent
-        });
-        let sets = match eval::run(&self.program, &self.rows) {
-            Ok(s) => s,
-            Err(e) => return exec_err!("{e}"),
-        };
-        if sets.is_empty() {
-            return Ok(ScalarValue::Utf8(None));
-        }
-        let json: Vec<serde_json::Value> = sets
-            .iter()
-            .map(|s| {
-                let spans: Vec<serde_json::Value> = s
-                    .spans
-                    .iter()
-                    .map(|&i| {
-                        let r = &self.rows[i];
-                        serde_json::json!([hex(&r.span_id), r.left])
-                    })
-                    .collect();
-                serde_json::json!({"spans": spans, "attrs": s.attrs})
-            })
-            .collect();
-        Ok(ScalarValue::Utf8(Some(
-            serde_json::Value::Array(json).to_string(),
-        )))
+        Ok(ScalarValue::Utf8(finish(&self.program, &mut self.rows)?))
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>()
-            + self.rows.capacity() * size_of::<SpanRow>()
-            + self
-                .rows
-                .iter()
-                .map(|r| {
-                    r.values.capacity() * 16
-                        + r.keys.iter().flatten().map(|k| k.len() + 24).sum::<usize>()
-                })
-                .sum::<usize>()
+        size_of::<Self>() + rows_size(&self.rows)
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let mut out = Vec::with_capacity(self.rows.len() * 40);
-        out.extend((self.rows.len() as u32).to_le_bytes());
-        for r in &self.rows {
-            encode_row(r, &mut out);
-        }
-        Ok(vec![ScalarValue::Binary(Some(out))])
+        Ok(vec![ScalarValue::Binary(Some(encode_state(&self.rows)))])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
@@ -267,6 +200,220 @@ impl Accumulator for SpansetsAccumulator {
             }
         }
         Ok(())
+    }
+}
+
+/// Typed views of the UDAF's argument columns.
+struct Columns<'a> {
+    left: &'a Int32Array,
+    right: &'a Int32Array,
+    parent: &'a Int32Array,
+    ids: &'a FixedSizeBinaryArray,
+    leaves: Vec<&'a BooleanArray>,
+    nums: Vec<&'a Float64Array>,
+    keys: Vec<&'a datafusion::arrow::array::StringArray>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(values: &'a [ArrayRef], p: &Program) -> Result<Self> {
+        let mut at = FIXED_ARGS;
+        let leaves = values[at..at + p.leaves]
+            .iter()
+            .map(|a| downcast::<BooleanArray>(a, "a leaf"))
+            .collect::<Result<_>>()?;
+        at += p.leaves;
+        let nums = values[at..at + p.values]
+            .iter()
+            .map(|a| downcast::<Float64Array>(a, "a value"))
+            .collect::<Result<_>>()?;
+        at += p.values;
+        let keys = values[at..at + p.keys]
+            .iter()
+            .map(|a| a.as_string_opt::<i32>())
+            .collect::<Option<Vec<_>>>()
+            .map_or_else(|| exec_err!("{NAME}: keys must be Utf8"), Ok)?;
+        Ok(Self {
+            left: downcast::<Int32Array>(&values[1], "left")?,
+            right: downcast::<Int32Array>(&values[2], "right")?,
+            parent: downcast::<Int32Array>(&values[3], "parent")?,
+            ids: downcast::<FixedSizeBinaryArray>(&values[4], "span_id")?,
+            leaves,
+            nums,
+            keys,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.left.len()
+    }
+
+    fn row(&self, i: usize) -> SpanRow {
+        let mut bits = 0u64;
+        for (b, l) in self.leaves.iter().enumerate() {
+            if l.is_valid(i) && l.value(i) {
+                bits |= 1 << b;
+            }
+        }
+        let mut span_id = [0u8; 8];
+        if self.ids.is_valid(i) && self.ids.value(i).len() == 8 {
+            span_id.copy_from_slice(self.ids.value(i));
+        }
+        SpanRow {
+            left: self.left.value(i),
+            right: self.right.value(i),
+            parent: self.parent.value(i),
+            span_id,
+            leaves: bits,
+            values: self
+                .nums
+                .iter()
+                .map(|a| a.is_valid(i).then(|| a.value(i)))
+                .collect(),
+            keys: self
+                .keys
+                .iter()
+                .map(|a| a.is_valid(i).then(|| a.value(i).to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// Runs the program over one trace's rows: its spansets as JSON, or `None` when it has none.
+fn finish(program: &Program, rows: &mut Vec<SpanRow>) -> Result<Option<String>> {
+    // The same span may arrive twice (a block and the head); exact repeats count once.
+    rows.sort_by(|a, b| {
+        (a.left, a.span_id, a.right, a.parent).cmp(&(b.left, b.span_id, b.right, b.parent))
+    });
+    rows.dedup_by(|a, b| {
+        a.left == b.left && a.span_id == b.span_id && a.right == b.right && a.parent == b.parent
+    });
+    let sets = match eval::run(program, rows) {
+        Ok(s) => s,
+        Err(e) => return exec_err!("{e}"),
+    };
+    if sets.is_empty() {
+        return Ok(None);
+    }
+    let json: Vec<serde_json::Value> = sets
+        .iter()
+        .map(|s| {
+            let spans: Vec<serde_json::Value> = s
+                .spans
+                .iter()
+                .map(|&i| serde_json::json!([hex(&rows[i].span_id), rows[i].left]))
+                .collect();
+            serde_json::json!({"spans": spans, "attrs": s.attrs})
+        })
+        .collect();
+    Ok(Some(serde_json::Value::Array(json).to_string()))
+}
+
+fn rows_size(rows: &[SpanRow]) -> usize {
+    size_of_val(rows)
+        + rows
+            .iter()
+            .map(|r| {
+                r.values.capacity() * 16
+                    + r.keys.iter().flatten().map(|k| k.len() + 24).sum::<usize>()
+            })
+            .sum::<usize>()
+}
+
+fn encode_state(rows: &[SpanRow]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 40 + 4);
+    out.extend((rows.len() as u32).to_le_bytes());
+    for r in rows {
+        encode_row(r, &mut out);
+    }
+    out
+}
+
+/// The per-trace evaluator over all traces of a batch at once (DataFusion's fast path for
+/// many groups: no boxed accumulator per trace).
+struct SpansetsGroups {
+    program: Arc<Program>,
+    groups: Vec<Vec<SpanRow>>,
+}
+
+impl GroupsAccumulator for SpansetsGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let cols = Columns::new(values, &self.program)?;
+        for (i, &g) in group_indices.iter().enumerate() {
+            if opt_filter.is_some_and(|f| !(f.is_valid(i) && f.value(i))) {
+                continue;
+            }
+            self.groups[g].push(cols.row(i));
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let mut out = StringBuilder::new();
+        for mut rows in emit_to.take_needed(&mut self.groups) {
+            out.append_option(finish(&self.program, &mut rows)?);
+        }
+        Ok(Arc::new(out.finish()))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let mut out = BinaryBuilder::new();
+        for rows in emit_to.take_needed(&mut self.groups) {
+            out.append_value(encode_state(&rows));
+        }
+        Ok(vec![Arc::new(out.finish())])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let Some(bin) = values.first() else {
+            return Ok(());
+        };
+        let bin = downcast::<BinaryArray>(bin, "state")?;
+        for (i, &g) in group_indices.iter().enumerate() {
+            if bin.is_valid(i)
+                && decode_rows(bin.value(i), &self.program, &mut self.groups[g]).is_none()
+            {
+                return exec_err!("{NAME}: corrupt partial state");
+            }
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let cols = Columns::new(values, &self.program)?;
+        let mut out = BinaryBuilder::new();
+        for i in 0..cols.len() {
+            let keep = opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+            let rows = if keep { vec![cols.row(i)] } else { Vec::new() };
+            out.append_value(encode_state(&rows));
+        }
+        Ok(vec![Arc::new(out.finish())])
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>()
+            + self.groups.capacity() * size_of::<Vec<SpanRow>>()
+            + self
+                .groups
+                .iter()
+                .map(|g| rows_size(g.as_slice()))
+                .sum::<usize>()
     }
 }
 
