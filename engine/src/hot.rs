@@ -209,7 +209,10 @@ pub struct AttributeKeys {
 }
 
 impl AttributeKeys {
-    /// The keys of scope `name` (`span`, `resource`, `instrumentation`, `event`, `link`).
+    /// The scopes, by TraceQL name.
+    pub const SCOPES: [&'static str; 5] = ["span", "resource", "instrumentation", "event", "link"];
+
+    /// The keys of scope `name` (one of [`AttributeKeys::SCOPES`]).
     pub fn scope(&self, name: &str) -> &[String] {
         match name {
             "span" => &self.span,

@@ -24,6 +24,9 @@ use datafusion::logical_expr::{
 };
 use regex::Regex;
 
+use crate::spansets::hex;
+use crate::spansets::program::Cmp;
+
 /// The UDF's name.
 pub const NAME: &str = "traceql_match";
 
@@ -56,12 +59,7 @@ enum Val<'a> {
 /// The comparison.
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
-    Eq,
-    Neq,
-    Lt,
-    Lte,
-    Gt,
-    Gte,
+    Cmp(Cmp),
     Regex,
     NotRegex,
     Exists,
@@ -69,12 +67,12 @@ enum Op {
 
 fn parse_op(s: &str) -> Option<Op> {
     Some(match s {
-        "=" => Op::Eq,
-        "!=" => Op::Neq,
-        "<" => Op::Lt,
-        "<=" => Op::Lte,
-        ">" => Op::Gt,
-        ">=" => Op::Gte,
+        "=" => Op::Cmp(Cmp::Eq),
+        "!=" => Op::Cmp(Cmp::Neq),
+        "<" => Op::Cmp(Cmp::Lt),
+        "<=" => Op::Cmp(Cmp::Lte),
+        ">" => Op::Cmp(Cmp::Gt),
+        ">=" => Op::Cmp(Cmp::Gte),
         "=~" => Op::Regex,
         "!~" => Op::NotRegex,
         "exists" => Op::Exists,
@@ -94,12 +92,7 @@ enum Lit {
 
 fn ord<T: PartialOrd>(op: Op, a: T, b: T) -> bool {
     match op {
-        Op::Eq => a == b,
-        Op::Neq => a != b,
-        Op::Lt => a < b,
-        Op::Lte => a <= b,
-        Op::Gt => a > b,
-        Op::Gte => a >= b,
+        Op::Cmp(c) => c.holds(a, b),
         _ => false,
     }
 }
@@ -114,7 +107,7 @@ fn holds(op: Op, v: &Val, lit: &Lit) -> bool {
         (Val::Str(s), Lit::Str(l, re)) => str_holds(op, s, l, re.as_ref()),
         (Val::Owned(s), Lit::Str(l, re)) => str_holds(op, s, l, re.as_ref()),
         (Val::Int(a) | Val::Dur(a), Lit::Int(b) | Lit::Dur(b)) => ord(op, a, b),
-        (Val::Bool(a), Lit::Bool(b)) if matches!(op, Op::Eq | Op::Neq) => ord(op, a, b),
+        (Val::Bool(a), Lit::Bool(b)) if matches!(op, Op::Cmp(Cmp::Eq | Cmp::Neq)) => ord(op, a, b),
         (v, Lit::Float(b)) => num(v).is_some_and(|a| ord(op, a, *b)),
         (Val::Float(a), Lit::Int(b) | Lit::Dur(b)) => ord(op, *a, *b as f64),
         _ => false,
@@ -256,10 +249,6 @@ fn struct_attr<'a>(s: &'a StructArray, e: usize, key: &str, out: &mut Vec<Val<'a
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn literal_text(v: &ColumnarValue, what: &str) -> Result<String> {
     match v {
         ColumnarValue::Scalar(ScalarValue::Utf8(Some(s))) => Ok(s.clone()),
@@ -332,7 +321,10 @@ impl ScalarUDFImpl for TraceqlMatch {
                 } else {
                     match op {
                         // Negations hold when no element matches the positive form.
-                        Op::Neq => !vals.is_empty() && !vals.iter().any(|v| holds(Op::Eq, v, &lit)),
+                        Op::Cmp(Cmp::Neq) => {
+                            !vals.is_empty()
+                                && !vals.iter().any(|v| holds(Op::Cmp(Cmp::Eq), v, &lit))
+                        }
                         Op::NotRegex => {
                             !vals.is_empty() && !vals.iter().any(|v| holds(Op::Regex, v, &lit))
                         }
@@ -420,8 +412,16 @@ mod tests {
         let mut out = Vec::new();
         any_value(&any, &mut out, 0).unwrap();
         assert_eq!(out, vec![Val::Owned("a".into()), Val::Int(7)]);
-        assert!(holds(Op::Eq, &out[0], &Lit::Str("a".into(), None)));
-        assert!(holds(Op::Gt, &out[1], &Lit::Float(6.5)));
-        assert!(!holds(Op::Eq, &out[1], &Lit::Str("7".into(), None)));
+        assert!(holds(
+            Op::Cmp(Cmp::Eq),
+            &out[0],
+            &Lit::Str("a".into(), None)
+        ));
+        assert!(holds(Op::Cmp(Cmp::Gt), &out[1], &Lit::Float(6.5)));
+        assert!(!holds(
+            Op::Cmp(Cmp::Eq),
+            &out[1],
+            &Lit::Str("7".into(), None)
+        ));
     }
 }

@@ -73,3 +73,28 @@ pub fn df_err(e: datafusion::error::DataFusionError) -> EngineError {
         _ => EngineError::Internal(format!("datafusion: {text}")),
     }
 }
+
+/// Executes `df`: its batches, and the bytes its Parquet scans read (DataFusion's
+/// `bytes_scanned`, summed over the plan).
+pub(crate) async fn collect_counted(
+    ctx: &SessionContext,
+    df: datafusion::dataframe::DataFrame,
+) -> Result<(Vec<arrow::record_batch::RecordBatch>, u64)> {
+    let plan = df.create_physical_plan().await.map_err(df_err)?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
+        .await
+        .map_err(df_err)?;
+    Ok((batches, bytes_scanned(&plan)))
+}
+
+fn bytes_scanned(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> u64 {
+    let mine = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name("bytes_scanned"))
+        .map_or(0, |v| v.as_usize() as u64);
+    mine + plan
+        .children()
+        .iter()
+        .map(|c| bytes_scanned(c))
+        .sum::<u64>()
+}

@@ -133,11 +133,14 @@ impl Compiler<'_> {
     /// Translates once against an empty schema, so unsupported constructs fail at compile
     /// time with their position rather than per block.
     fn check(&self, e: &FieldExpr) -> Result<()> {
-        let t = Translator::new(&[]);
-        match t.condition(e) {
+        self.positioned(e, Translator::new(&[]).condition(e).map(drop))
+    }
+
+    /// A translation failure as the user sees it: "not supported" gets `e`'s position.
+    fn positioned(&self, e: &FieldExpr, r: Result<()>) -> Result<()> {
+        match r {
             Err(EngineError::NotSupported(m)) => Err(self.unsupported(e.span, m)),
-            Err(other) => Err(other),
-            Ok(_) => Ok(()),
+            other => other,
         }
     }
 
@@ -169,11 +172,7 @@ impl Compiler<'_> {
     }
 
     fn check_value(&self, e: &FieldExpr) -> Result<()> {
-        match Translator::new(&[]).value(e) {
-            Err(EngineError::NotSupported(m)) => Err(self.unsupported(e.span, m)),
-            Err(other) => Err(other),
-            Ok(_) => Ok(()),
-        }
+        self.positioned(e, Translator::new(&[]).value(e).map(drop))
     }
 
     fn set_expr(&mut self, e: &SpansetExpr) -> Result<prog::SetExpr> {
@@ -321,7 +320,8 @@ pub mod out {
 /// The time window of a search, unix nanoseconds, inclusive.
 pub type Range = Option<(u64, u64)>;
 
-fn time_filter(range: Range) -> Option<Expr> {
+/// Rows of traces overlapping the window (none for no window).
+pub(crate) fn time_filter(range: Range) -> Option<Expr> {
     let (start, end) = range?;
     // A trace qualifies when it overlaps the window.
     let trace_end = col(c::TRACE_START) + col(c::TRACE_DURATION);

@@ -12,17 +12,17 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col, lit};
-use datafusion::physical_plan::{ExecutionPlan, collect};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 use super::plan::{self, Compiled, Range};
 use super::spans_table::SpansTable;
 use super::table::{BlocksTable, group_by_schema};
 use super::translate::{KIND_NAMES, KnownKeys, STATUS_NAMES, enum_name};
-use super::{QueryEngine, df_err};
+use super::{QueryEngine, collect_counted, df_err};
 use crate::block::meta::BlockMeta;
 use crate::convert::from_arrow::{RowSpan, batch_to_row_spans};
 use crate::error::{EngineError, Result};
+use crate::hot::AttributeKeys;
 use crate::ids::TraceId;
 use crate::schema::{AttrScope, HotColumn, col as c};
 use crate::tempopb::{
@@ -93,7 +93,7 @@ impl QueryEngine {
                 });
                 let keys = metas.iter().try_fold(KnownKeys::new(), |mut acc, m| {
                     let k = m.attribute_keys.as_ref()?;
-                    for scope in ["span", "resource", "instrumentation", "event", "link"] {
+                    for scope in AttributeKeys::SCOPES {
                         acc.entry(scope)
                             .or_default()
                             .extend(k.scope(scope).iter().cloned());
@@ -204,11 +204,8 @@ impl QueryEngine {
                 .saturating_add(traces.min(u32::MAX as u64) as u32);
             if let Some((_, plan)) = self.plan(&ctx, &src, &compiled, req).await? {
                 let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-                let physical = df.create_physical_plan().await.map_err(df_err)?;
-                let batches = collect(physical.clone(), ctx.task_ctx())
-                    .await
-                    .map_err(df_err)?;
-                metrics.inspected_bytes += bytes_scanned(&physical);
+                let (batches, bytes) = collect_counted(&ctx, df).await?;
+                metrics.inspected_bytes += bytes;
                 for b in &batches {
                     let ids = fixed(b, c::TRACE_ID)?;
                     let sets = b
@@ -335,28 +332,13 @@ fn fixed<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a FixedSizeBinaryArray>
 }
 
 fn count_traces(batches: &[RecordBatch]) -> u64 {
-    let mut ids = std::collections::HashSet::new();
+    let mut ids: HashSet<&[u8]> = HashSet::new();
     for b in batches {
         if let Ok(a) = fixed(b, c::TRACE_ID) {
-            for i in 0..a.len() {
-                ids.insert(a.value(i).to_vec());
-            }
+            ids.extend((0..a.len()).map(|i| a.value(i)));
         }
     }
     ids.len() as u64
-}
-
-/// Bytes the plan's scans read (DataFusion's `bytes_scanned` metric), summed over the tree.
-pub fn bytes_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
-    let mine = plan
-        .metrics()
-        .and_then(|m| m.sum_by_name("bytes_scanned"))
-        .map_or(0, |v| v.as_usize() as u64);
-    mine + plan
-        .children()
-        .iter()
-        .map(|c| bytes_scanned(c))
-        .sum::<u64>()
 }
 
 fn str_value(s: impl Into<String>) -> Option<AnyValue> {

@@ -13,14 +13,14 @@ use allegro_traceql::ast::{
 use arrow::array::{Array, RecordBatch};
 use arrow::util::display::ArrayFormatter;
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};
-use datafusion::physical_plan::collect;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 
 use super::plan::Range;
 use super::translate::{KIND_NAMES, STATUS_NAMES, Translator, Typed, enum_names};
-use super::{QueryEngine, df_err};
+use super::{QueryEngine, collect_counted, df_err};
 use crate::error::{EngineError, Result};
-use crate::schema::{AttrScope, col as c};
+use crate::hot::AttributeKeys;
+use crate::schema::{AttrScope, OVERFLOW_KINDS, col as c};
 
 /// A tag value with its TraceQL type, as `/api/v2/search/tag/{tag}/values` returns it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -98,18 +98,18 @@ impl QueryEngine {
             ctx.register_table(&name, s.table.clone()).map_err(df_err)?;
             let mut parts: Vec<String> = Vec::new();
             for scope in AttrScope::ALL {
-                for kind in ["str", "int", "float", "bool", "other"] {
+                for (map, _) in OVERFLOW_KINDS {
                     parts.push(format!(
-                        "SELECT DISTINCT '{}' AS scope, unnest(map_keys(\"{}attrs_{kind}\")) AS k FROM {name}",
+                        "SELECT DISTINCT '{}' AS scope, unnest(map_keys(\"{}{map}\")) AS k FROM {name}",
                         scope.name(),
                         scope.overflow_prefix()
                     ));
                 }
             }
             for (scope, column) in [("event", c::EVENTS), ("link", c::LINKS)] {
-                for kind in ["str", "int", "float", "bool", "other"] {
+                for (map, _) in OVERFLOW_KINDS {
                     parts.push(format!(
-                        "SELECT DISTINCT '{scope}' AS scope, unnest(map_keys(e['attrs_{kind}'])) AS k \
+                        "SELECT DISTINCT '{scope}' AS scope, unnest(map_keys(e['{map}'])) AS k \
                          FROM (SELECT unnest(\"{column}\") AS e FROM {name})"
                     ));
                 }
@@ -119,29 +119,19 @@ impl QueryEngine {
                 parts.join(" UNION ALL ")
             );
             let df = ctx.sql(&sql).await.map_err(df_err)?;
-            let plan = df.create_physical_plan().await.map_err(df_err)?;
-            let batches = collect(plan.clone(), ctx.task_ctx())
-                .await
-                .map_err(df_err)?;
-            metrics.inspected_bytes += super::search::bytes_scanned(&plan);
+            let (batches, bytes) = collect_counted(&ctx, df).await?;
+            metrics.inspected_bytes += bytes;
             for b in &batches {
                 for (scope, key) in string_pairs(b)? {
-                    let scope = match scope.as_str() {
-                        "span" => "span",
-                        "resource" => "resource",
-                        "instrumentation" => "instrumentation",
-                        "event" => "event",
-                        _ => "link",
-                    };
-                    out.entry(scope).or_default().insert(key);
+                    if let Some(scope) = AttributeKeys::SCOPES.iter().find(|s| **s == scope) {
+                        out.entry(*scope).or_default().insert(key);
+                    }
                 }
             }
-            if !src.blocks.is_empty() || i + 1 == src.tables.len() {
-                // Every span has a service; its column is not a map.
-                out.entry("resource")
-                    .or_default()
-                    .insert("service.name".into());
-            }
+            // Every resource's service.name lives in its own column, not in a map.
+            out.entry("resource")
+                .or_default()
+                .insert("service.name".into());
         }
         Ok((out, metrics))
     }
@@ -190,10 +180,8 @@ impl QueryEngine {
                 if let Some(c) = &filter {
                     f = f.and(c.clone());
                 }
-                if let Some((start, end)) = range {
-                    f = f
-                        .and(col(c::TRACE_START).lt_eq(lit(end)))
-                        .and((col(c::TRACE_START) + col(c::TRACE_DURATION)).gt_eq(lit(start)));
+                if let Some(t) = super::plan::time_filter(range) {
+                    f = f.and(t);
                 }
                 let plan =
                     LogicalPlanBuilder::scan("spans", provider_as_source(s.table.clone()), None)
@@ -204,11 +192,8 @@ impl QueryEngine {
                         .and_then(|b| b.build())
                         .map_err(df_err)?;
                 let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-                let physical = df.create_physical_plan().await.map_err(df_err)?;
-                let batches = collect(physical.clone(), ctx.task_ctx())
-                    .await
-                    .map_err(df_err)?;
-                metrics.inspected_bytes += super::search::bytes_scanned(&physical);
+                let (batches, bytes) = collect_counted(&ctx, df).await?;
+                metrics.inspected_bytes += bytes;
                 for b in &batches {
                     for v in render(b, kind)? {
                         out.insert(TagValue { kind, value: v });

@@ -417,7 +417,8 @@ impl GroupsAccumulator for SpansetsGroups {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex of `b` (span IDs in results, link IDs in comparisons).
+pub(crate) fn hex(b: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {

@@ -111,7 +111,7 @@ pub enum Cmp {
 
 impl Cmp {
     /// Applies the comparison.
-    pub fn holds(self, a: f64, b: f64) -> bool {
+    pub fn holds<T: PartialOrd>(self, a: T, b: T) -> bool {
         match self {
             Cmp::Eq => a == b,
             Cmp::Neq => a != b,
