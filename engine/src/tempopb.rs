@@ -153,3 +153,87 @@ pub struct SearchMetrics {
     #[prost(uint64, tag = "7")]
     pub inspected_spans: u64,
 }
+
+/// `tempopb.QueryRangeResponse`: a TraceQL metrics range query's series.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct QueryRangeResponse {
+    /// One per label set.
+    #[prost(message, repeated, tag = "1")]
+    pub series: Vec<TimeSeries>,
+    /// What answering cost.
+    #[prost(message, optional, tag = "2")]
+    pub metrics: Option<SearchMetrics>,
+    /// Complete or partial.
+    #[prost(enumeration = "PartialStatus", tag = "3")]
+    pub status: i32,
+    /// Why the result is partial.
+    #[prost(string, tag = "4")]
+    pub message: String,
+}
+
+/// `tempopb.TimeSeries`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TimeSeries {
+    /// Typed labels (`__name__`, `by()` attributes, `p`, `__bucket`, `__meta_type`).
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+    /// Samples at interval ends; NaN intervals left out.
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+    /// Spans behind the samples.
+    #[prost(message, repeated, tag = "4")]
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// `tempopb.Sample`.
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct Sample {
+    /// The value.
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    /// The interval's end, unix milliseconds.
+    #[prost(int64, tag = "2")]
+    pub timestamp_ms: i64,
+}
+
+/// `tempopb.Exemplar`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Exemplar {
+    /// `trace:id`, `span:id` and the span's grouping attributes.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+    /// The span's value (seconds for durations; NaN for counts).
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    /// The span's start, unix milliseconds.
+    #[prost(int64, tag = "3")]
+    pub timestamp_ms: i64,
+}
+
+/// `tempopb.QueryInstantResponse`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct QueryInstantResponse {
+    /// One value per label set.
+    #[prost(message, repeated, tag = "1")]
+    pub series: Vec<InstantSeries>,
+    /// What answering cost.
+    #[prost(message, optional, tag = "2")]
+    pub metrics: Option<SearchMetrics>,
+    /// Complete or partial.
+    #[prost(enumeration = "PartialStatus", tag = "3")]
+    pub status: i32,
+    /// Why the result is partial.
+    #[prost(string, tag = "4")]
+    pub message: String,
+}
+
+/// `tempopb.InstantSeries`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct InstantSeries {
+    /// Typed labels.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+    /// The value over the whole range.
+    #[prost(double, tag = "2")]
+    pub value: f64,
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use allegro_engine::block::writer::{BlockCompression, BlockWriteOptions};
 use allegro_engine::hot::HotPolicy;
+use allegro_engine::query::metrics::MetricsLimits;
 use allegro_engine::schema::{AttrScope, HotColumn, HotType};
 use allegro_engine::storage::StorageBackend;
 use allegro_ingest::IngesterConfig;
@@ -89,6 +90,38 @@ pub struct Config {
     /// Per-tenant limits.
     #[serde(default, deserialize_with = "null_default")]
     pub overrides: OverridesConfig,
+    /// Query limits (Tempo's `query_frontend`).
+    #[serde(default, deserialize_with = "null_default")]
+    pub query_frontend: QueryFrontendConfig,
+}
+
+/// `query_frontend:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryFrontendConfig {
+    /// `metrics:` (TraceQL metrics).
+    #[serde(deserialize_with = "null_default")]
+    pub metrics: FrontendMetricsConfig,
+}
+
+/// `query_frontend.metrics:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontendMetricsConfig {
+    /// Longest range of a metrics query (24h).
+    #[serde(deserialize_with = "go_duration")]
+    pub max_duration: Option<Duration>,
+    /// Most intervals of a range query (10000).
+    pub max_intervals: Option<u64>,
+    /// Exemplars per series, default and cap (100).
+    pub max_exemplars: Option<u32>,
+    /// Most series in a response (1000); more gives a partial response.
+    pub max_response_series: Option<u32>,
+    /// How far back `mode=recent` reaches (15m, Tempo's `query_backend_after`).
+    #[serde(deserialize_with = "go_duration")]
+    pub query_backend_after: Option<Duration>,
+    /// Spans a `with(sample=true)` query aims to read (2000000).
+    pub sample_target_spans: Option<u64>,
 }
 
 /// A present key with an empty value (`grpc:`) means "on, with defaults"; only an absent key
@@ -279,7 +312,48 @@ pub struct TenantLimits {
     /// `global:`.
     #[serde(deserialize_with = "null_default")]
     pub global: GlobalLimits,
+    /// `metrics_generator:` (which processors run for the tenant).
+    #[serde(deserialize_with = "null_default")]
+    pub metrics_generator: GeneratorOverrides,
 }
+
+/// `overrides.*.metrics_generator:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorOverrides {
+    /// `service-graphs`, `span-metrics`, `local-blocks`; unset = all. TraceQL metrics need
+    /// `local-blocks` (Tempo's recent store).
+    pub processors: Option<Vec<String>>,
+}
+
+/// TraceQL metrics settings in effect.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// Query limits.
+    pub limits: MetricsLimits,
+    defaults: Option<Vec<String>>,
+    per_tenant: std::collections::HashMap<String, Option<Vec<String>>>,
+}
+
+impl MetricsSettings {
+    /// True when `tenant` has the recent store. Unlike Tempo, where no processor runs until
+    /// one is listed, an Allegro tenant without `processors` has every processor: TraceQL
+    /// metrics work out of the box, and listing processors without `local-blocks` turns
+    /// them off.
+    pub fn enabled(&self, tenant: &str) -> bool {
+        let p = self.per_tenant.get(tenant).unwrap_or(&self.defaults);
+        p.as_ref()
+            .is_none_or(|p| p.iter().any(|x| x == "local-blocks"))
+    }
+}
+
+/// Processor names Tempo accepts.
+pub const PROCESSORS: [&str; 4] = [
+    "service-graphs",
+    "span-metrics",
+    "local-blocks",
+    "host-info",
+];
 
 /// `overrides.*.ingestion:`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -772,6 +846,72 @@ impl Config {
             );
         }
         Ok(Overrides {
+            defaults,
+            per_tenant,
+        })
+    }
+
+    /// TraceQL metrics limits and which tenants have the recent store (`local-blocks`).
+    pub fn traceql_metrics(&self) -> Result<MetricsSettings, ConfigError> {
+        let m = &self.query_frontend.metrics;
+        let mut limits = MetricsLimits::default();
+        let positive = |key: &str, zero: bool| -> Result<(), ConfigError> {
+            if zero {
+                return Err(ConfigError::Invalid {
+                    key: format!("query_frontend.metrics.{key}"),
+                    message: "must be positive".into(),
+                });
+            }
+            Ok(())
+        };
+        if let Some(d) = m.max_duration {
+            positive("max_duration", d.is_zero())?;
+            limits.max_duration = d;
+        }
+        if let Some(n) = m.max_intervals {
+            positive("max_intervals", n == 0)?;
+            limits.max_intervals = n;
+        }
+        if let Some(n) = m.max_exemplars {
+            limits.max_exemplars = n;
+        }
+        if let Some(n) = m.max_response_series {
+            positive("max_response_series", n == 0)?;
+            limits.max_series = n;
+        }
+        if let Some(d) = m.query_backend_after {
+            limits.recent_window = d;
+        }
+        if let Some(n) = m.sample_target_spans {
+            positive("sample_target_spans", n == 0)?;
+            limits.sample_target_spans = n;
+        }
+        let check = |key: &str, p: &Option<Vec<String>>| -> Result<(), ConfigError> {
+            for name in p.iter().flatten() {
+                if !PROCESSORS.contains(&name.as_str()) {
+                    return Err(ConfigError::Invalid {
+                        key: format!("{key}.metrics_generator.processors"),
+                        message: format!(
+                            "unknown processor {name:?}; expected one of {}",
+                            PROCESSORS.join(", ")
+                        ),
+                    });
+                }
+            }
+            Ok(())
+        };
+        let defaults = self.overrides.defaults.metrics_generator.processors.clone();
+        check("overrides.defaults", &defaults)?;
+        let mut per_tenant = std::collections::HashMap::new();
+        for (t, l) in &self.overrides.per_tenant {
+            let p = &l.metrics_generator.processors;
+            check(&format!("overrides.per_tenant.{t}"), p)?;
+            if p.is_some() {
+                per_tenant.insert(t.clone(), p.clone());
+            }
+        }
+        Ok(MetricsSettings {
+            limits,
             defaults,
             per_tenant,
         })

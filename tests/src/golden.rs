@@ -16,6 +16,10 @@
 //! not supported
 //! ```
 //!
+//! Metrics goldens (`tests/traceql/metrics/`) add `range <start> <end> <step>` (offsets from
+//! the dataset's first trace, e.g. `range 0s 40s 10s`, or `range 0s 40s instant`), and
+//! expect one line per series: `{labels}: <offset>=<value> ...`.
+//!
 //! A `query` lists every matching trace (by name, sorted) with its spansets; spans of a spanset
 //! are space-separated and sorted, spansets are separated by ` | ` and sorted. No lines means
 //! no trace matches. An `error` case expects the query to fail with a message containing the
@@ -30,6 +34,9 @@ pub struct Case {
     pub query: String,
     /// What is expected.
     pub expect: Expect,
+    /// The `range` directive in effect (metrics goldens): `<start> <end> <step>` offsets from
+    /// the dataset's base time, or `<start> <end> instant`.
+    pub range: Option<String>,
 }
 
 /// The expected outcome.
@@ -53,6 +60,7 @@ pub struct GoldenFile {
 /// Parses a golden file.
 pub fn parse(text: &str) -> Result<GoldenFile, String> {
     let mut out = GoldenFile::default();
+    let mut range: Option<String> = None;
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
     while i < lines.len() {
@@ -63,6 +71,11 @@ pub fn parse(text: &str) -> Result<GoldenFile, String> {
         }
         if let Some(name) = line.strip_prefix("dataset ") {
             out.dataset = name.trim().to_string();
+            i += 1;
+            continue;
+        }
+        if let Some(r) = line.strip_prefix("range ") {
+            range = Some(r.trim().to_string());
             i += 1;
             continue;
         }
@@ -100,6 +113,7 @@ pub fn parse(text: &str) -> Result<GoldenFile, String> {
             } else {
                 Expect::Rows(expect)
             },
+            range: range.clone(),
         });
     }
     if out.dataset.is_empty() {

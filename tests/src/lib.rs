@@ -1,6 +1,7 @@
 //! Helpers for the integration tests: a real server on a loopback port, and a plain HTTP client.
 
 pub mod dataset;
+pub mod engines;
 pub mod golden;
 pub mod reference;
 

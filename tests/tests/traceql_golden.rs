@@ -3,67 +3,15 @@
 //! with every span in the live head.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
-use allegro_engine::catalog::{Catalog, CatalogConfig};
-use allegro_engine::convert::flatten::flatten;
-use allegro_engine::convert::to_arrow::resource_spans_to_batches;
+use allegro_engine::query::QueryEngine;
 use allegro_engine::query::search::SearchRequest;
-use allegro_engine::query::{LiveSpans, QueryEngine};
-use allegro_engine::storage::{StorageBackend, open_store};
 use allegro_tests::dataset::{self, Dataset};
+use allegro_tests::engines::{TENANT, over_blocks, over_head};
 use allegro_tests::golden::{self, Expect, result_line};
-use arrow::record_batch::RecordBatch;
-
-const TENANT: &str = "single-tenant";
-
-struct StaticLive(Vec<RecordBatch>);
-
-impl LiveSpans for StaticLive {
-    fn live_batches(&self, _tenant: &str) -> allegro_engine::error::Result<Vec<RecordBatch>> {
-        Ok(self.0.clone())
-    }
-}
 
 fn golden_dir() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql")
-}
-
-async fn engine_over_blocks(ds: &Dataset, dir: &Path) -> QueryEngine {
-    let store = open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .unwrap();
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
-    // Two blocks: odd and even traces, so each block chooses its own hot columns.
-    for parity in 0..2 {
-        let rs: Vec<_> = ds
-            .traces
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == parity)
-            .flat_map(|(_, t)| t.spans.clone())
-            .collect();
-        if rs.is_empty() {
-            continue;
-        }
-        let (spans, rejected) = flatten(rs);
-        assert!(rejected.is_empty(), "{rejected:?}");
-        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).unwrap();
-        catalog.add_block(&block).await.unwrap();
-    }
-    QueryEngine::new(catalog, None).unwrap()
-}
-
-fn engine_over_head(ds: &Dataset, dir: &Path) -> QueryEngine {
-    let store = open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .unwrap();
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
-    let batches = resource_spans_to_batches(ds.resource_spans(), 7).unwrap();
-    QueryEngine::new(catalog, Some(Arc::new(StaticLive(batches)))).unwrap()
 }
 
 async fn run(engine: &QueryEngine, ds: &Dataset, query: &str) -> Result<Vec<String>, String> {
@@ -124,8 +72,8 @@ async fn golden_files() {
         let ds = dataset::parse(&std::fs::read_to_string(&data).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", data.display()));
         let dir = tempfile::tempdir().unwrap();
-        let blocks = engine_over_blocks(&ds, &dir.path().join("blocks")).await;
-        let head = engine_over_head(&ds, &dir.path().join("head"));
+        let blocks = over_blocks(&ds, &dir.path().join("blocks")).await;
+        let head = over_head(&ds, &dir.path().join("head"));
         for case in &g.cases {
             cases += 1;
             for (mode, engine) in [("blocks", &blocks), ("head", &head)] {

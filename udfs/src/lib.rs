@@ -2,6 +2,8 @@
 
 #![warn(missing_docs)]
 
+pub mod exemplars;
+pub mod log2_bucket;
 pub mod nested_set;
 pub mod spansets;
 pub mod traceql_match;
@@ -16,13 +18,19 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
     [Relation::Descendant, Relation::Child, Relation::Sibling]
         .into_iter()
         .map(|r| ScalarUDF::from(NestedSetPredicate::new(r)))
-        .chain([ScalarUDF::from(traceql_match::TraceqlMatch::default())])
+        .chain([
+            ScalarUDF::from(traceql_match::TraceqlMatch::default()),
+            ScalarUDF::from(log2_bucket::Log2Bucket::default()),
+        ])
         .collect()
 }
 
 /// Every UDAF of this crate.
 pub fn all_udafs() -> Vec<AggregateUDF> {
-    vec![AggregateUDF::from(spansets::TraceqlSpansets::default())]
+    vec![
+        AggregateUDF::from(spansets::TraceqlSpansets::default()),
+        AggregateUDF::from(exemplars::TraceqlExemplars::default()),
+    ]
 }
 
 /// Registers every UDF and UDAF with `ctx`.

@@ -1,5 +1,6 @@
 //! TraceQL on DataFusion: sources (blocks ∪ live head), translation, planning and search.
 
+pub mod metrics;
 pub mod plan;
 pub mod search;
 pub mod spans_table;

@@ -393,6 +393,15 @@ pub fn search_plan(
     c: &Compiled,
     limit: usize,
 ) -> Result<LogicalPlan> {
+    spansets(spans, c)?
+        .sort(vec![col(out::TRACE_START).sort(false, false)])
+        .and_then(|b| b.limit(0, Some(limit)))
+        .and_then(|b| b.build())
+        .map_err(df_err)
+}
+
+/// Every trace with spansets: `(trace_id, spansets, trace_start)`.
+pub fn spansets(spans: Arc<dyn TableProvider>, c: &Compiled) -> Result<LogicalPlanBuilder> {
     let b = LogicalPlanBuilder::scan("spans", provider_as_source(spans), None).map_err(df_err)?;
     let program = serde_json::to_string(&c.program)
         .map_err(|e| EngineError::Internal(format!("program: {e}")))?;
@@ -415,8 +424,5 @@ pub fn search_plan(
         ],
     )
     .and_then(|b| b.filter(col(out::SPANSETS).is_not_null()))
-    .and_then(|b| b.sort(vec![col(out::TRACE_START).sort(false, false)]))
-    .and_then(|b| b.limit(0, Some(limit)))
-    .and_then(|b| b.build())
     .map_err(df_err)
 }

@@ -57,8 +57,8 @@ pub(crate) struct Source {
 pub(crate) struct Sources {
     pub(crate) tables: Vec<Source>,
     pub(crate) blocks: Vec<Arc<BlockMeta>>,
-    live_spans: u64,
-    live_traces: u64,
+    pub(crate) live_spans: u64,
+    pub(crate) live_traces: u64,
 }
 
 /// The plans of a query, for `explain`.
@@ -73,10 +73,21 @@ pub struct Explained {
 
 impl QueryEngine {
     pub(crate) async fn sources(&self, tenant: &str, range: Range) -> Result<Sources> {
+        self.sources_picked(tenant, range, &|_| true, true).await
+    }
+
+    /// The sources of `tenant` in range: blocks `keep` accepts, and the head when `live`.
+    pub(crate) async fn sources_picked(
+        &self,
+        tenant: &str,
+        range: Range,
+        keep: &(dyn Fn(&BlockMeta) -> bool + Sync),
+        live: bool,
+    ) -> Result<Sources> {
         let all = self.catalog.blocks(tenant).await?;
         let blocks: Vec<Arc<BlockMeta>> = all
             .iter()
-            .filter(|b| range.is_none_or(|(s, e)| b.overlaps(s, e)))
+            .filter(|b| range.is_none_or(|(s, e)| b.overlaps(s, e)) && keep(b))
             .cloned()
             .collect();
         let mut tables: Vec<Source> = group_by_schema(&blocks)
@@ -109,8 +120,8 @@ impl QueryEngine {
             })
             .collect();
         let (mut live_spans, mut live_traces) = (0, 0);
-        if let Some(live) = &self.live {
-            let batches = live.live_batches(tenant)?;
+        if let Some(head) = self.live.as_ref().filter(|_| live) {
+            let batches = head.live_batches(tenant)?;
             if let Some(first) = batches.first() {
                 live_spans = batches.iter().map(|b| b.num_rows() as u64).sum();
                 live_traces = count_traces(&batches);

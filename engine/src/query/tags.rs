@@ -16,11 +16,13 @@ use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 
 use super::plan::Range;
+use super::search::Source;
 use super::translate::{KIND_NAMES, STATUS_NAMES, Translator, Typed, enum_names};
 use super::{QueryEngine, collect_counted, df_err};
 use crate::error::{EngineError, Result};
 use crate::hot::AttributeKeys;
 use crate::schema::{AttrScope, OVERFLOW_KINDS, col as c};
+use datafusion::prelude::SessionContext;
 
 /// A tag value with its TraceQL type, as `/api/v2/search/tag/{tag}/values` returns it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,39 +96,10 @@ impl QueryEngine {
                 }
                 continue;
             }
-            let name = format!("t{i}");
-            ctx.register_table(&name, s.table.clone()).map_err(df_err)?;
-            let mut parts: Vec<String> = Vec::new();
-            for scope in AttrScope::ALL {
-                for (map, _) in OVERFLOW_KINDS {
-                    parts.push(format!(
-                        "SELECT DISTINCT '{}' AS scope, unnest(map_keys(\"{}{map}\")) AS k FROM {name}",
-                        scope.name(),
-                        scope.overflow_prefix()
-                    ));
-                }
-            }
-            for (scope, column) in [("event", c::EVENTS), ("link", c::LINKS)] {
-                for (map, _) in OVERFLOW_KINDS {
-                    parts.push(format!(
-                        "SELECT DISTINCT '{scope}' AS scope, unnest(map_keys(e['{map}'])) AS k \
-                         FROM (SELECT unnest(\"{column}\") AS e FROM {name})"
-                    ));
-                }
-            }
-            let sql = format!(
-                "SELECT DISTINCT scope, k FROM ({})",
-                parts.join(" UNION ALL ")
-            );
-            let df = ctx.sql(&sql).await.map_err(df_err)?;
-            let (batches, bytes) = collect_counted(&ctx, df).await?;
+            let (pairs, bytes) = self.scanned_keys(&ctx, i, s).await?;
             metrics.inspected_bytes += bytes;
-            for b in &batches {
-                for (scope, key) in string_pairs(b)? {
-                    if let Some(scope) = AttributeKeys::SCOPES.iter().find(|s| **s == scope) {
-                        out.entry(*scope).or_default().insert(key);
-                    }
-                }
+            for (scope, key) in pairs {
+                out.entry(scope).or_default().insert(key);
             }
             // Every resource's service.name lives in its own column, not in a map.
             out.entry("resource")
@@ -134,6 +107,51 @@ impl QueryEngine {
                 .insert("service.name".into());
         }
         Ok((out, metrics))
+    }
+
+    /// Attribute keys per scope found by reading a source's overflow maps (sources without
+    /// recorded `attributeKeys`: the head, older blocks), and the bytes read.
+    pub(crate) async fn scanned_keys(
+        &self,
+        ctx: &SessionContext,
+        i: usize,
+        s: &Source,
+    ) -> Result<(Vec<(&'static str, String)>, u64)> {
+        let name = format!("t{i}");
+        ctx.register_table(&name, s.table.clone()).map_err(df_err)?;
+        let mut parts: Vec<String> = Vec::new();
+        for scope in AttrScope::ALL {
+            for (map, _) in OVERFLOW_KINDS {
+                parts.push(format!(
+                    "SELECT DISTINCT '{}' AS scope, unnest(map_keys(\"{}{map}\")) AS k FROM {name}",
+                    scope.name(),
+                    scope.overflow_prefix()
+                ));
+            }
+        }
+        for (scope, column) in [("event", c::EVENTS), ("link", c::LINKS)] {
+            for (map, _) in OVERFLOW_KINDS {
+                parts.push(format!(
+                    "SELECT DISTINCT '{scope}' AS scope, unnest(map_keys(e['{map}'])) AS k \
+                     FROM (SELECT unnest(\"{column}\") AS e FROM {name})"
+                ));
+            }
+        }
+        let sql = format!(
+            "SELECT DISTINCT scope, k FROM ({})",
+            parts.join(" UNION ALL ")
+        );
+        let df = ctx.sql(&sql).await.map_err(df_err)?;
+        let (batches, bytes) = collect_counted(ctx, df).await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            for (scope, key) in string_pairs(b)? {
+                if let Some(scope) = AttributeKeys::SCOPES.iter().find(|s| **s == scope) {
+                    out.push((*scope, key));
+                }
+            }
+        }
+        Ok((out, bytes))
     }
 
     /// Distinct values of `field` in `tenant`'s data in range, narrowed by the conditions of

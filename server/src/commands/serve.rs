@@ -155,6 +155,7 @@ pub async fn serve_with(
         multitenancy: cfg.multitenancy_enabled,
         metrics: Arc::new(HttpMetrics::default()),
         ingester: Some(ingester.clone()),
+        traceql_metrics: Arc::new(cfg.traceql_metrics().map_err(|e| format!("config: {e}"))?),
     };
     let app = router(state, &cfg.server.http_api_prefix);
     tasks.spawn(serve_axum(listener, app, stop_rx.clone(), "HTTP API"));

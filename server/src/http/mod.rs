@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod search;
 pub mod status;
 pub mod tags;
+pub mod traceql_metrics;
 pub mod traces;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub ingester: Option<Arc<Ingester>>,
     /// TraceQL over blocks and the live head.
     pub query: Arc<QueryEngine>,
+    /// TraceQL metrics limits and which tenants have them.
+    pub traceql_metrics: Arc<crate::config::MetricsSettings>,
 }
 
 /// The HTTP API, with every route under `prefix` (Tempo's `http_api_prefix`).
@@ -42,6 +45,11 @@ pub fn router(state: AppState, prefix: &str) -> Router {
         .route("/api/traces/{id}", get(traces::trace_v1))
         .route("/api/v2/traces/{id}", get(traces::trace_v2))
         .route("/api/search", get(search::search))
+        .route(
+            "/api/metrics/query_range",
+            get(traceql_metrics::query_range),
+        )
+        .route("/api/metrics/query", get(traceql_metrics::query_instant))
         .route("/api/search/tags", get(tags::tags_v1))
         .route("/api/v2/search/tags", get(tags::tags_v2))
         .route("/api/search/tag/{tag}/values", get(tags::values_v1))

@@ -1,0 +1,562 @@
+//! TraceQL metrics (`/api/metrics/query_range`, `/api/metrics/query`): every first stage is a
+//! DataFusion aggregation over the same span tables as search ([`plan`]); the final stage
+//! (rates, quantiles, exemplars, second stages, arithmetic) runs on the small aggregated
+//! result ([`raw`], [`series`]).
+
+pub mod compare;
+pub mod compile;
+pub mod grid;
+pub mod plan;
+pub mod raw;
+pub mod series;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use allegro_traceql::ast::{BinaryOp, Query, SecondStage, Static};
+use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use self::compile::{FirstStage, Func, Node, compile_metrics};
+use self::grid::{Grid, default_step};
+use self::plan::{Needs, Sampling};
+use self::raw::{ExemplarPicker, Raw};
+use self::series::{SeriesSet, combine, filter, to_proto, top_bottom, with_scalar};
+use super::search::Sources;
+use super::spans_table::SpansTable;
+use super::{QueryEngine, collect_counted, df_err};
+use crate::error::{EngineError, Result};
+use crate::tempopb::{
+    InstantSeries, PartialStatus, QueryInstantResponse, QueryRangeResponse, SearchMetrics,
+};
+
+/// Which data a metrics query reads (`mode=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The recent store: the live head plus blocks that ended within the recent window.
+    Recent,
+    /// Blocks only.
+    Blocks,
+    /// Everything (default).
+    #[default]
+    All,
+}
+
+impl Mode {
+    /// Parses `recent`, `blocks` or `all` (Tempo's `queryMode`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "recent" => Some(Mode::Recent),
+            "blocks" | "backend" => Some(Mode::Blocks),
+            "all" | "" => Some(Mode::All),
+            _ => None,
+        }
+    }
+}
+
+/// The query frontend's metrics limits (Tempo `query_frontend.metrics`).
+#[derive(Debug, Clone)]
+pub struct MetricsLimits {
+    /// Longest range.
+    pub max_duration: Duration,
+    /// Most intervals.
+    pub max_intervals: u64,
+    /// Exemplars per series by default and at most.
+    pub max_exemplars: u32,
+    /// Most series returned (more → partial response).
+    pub max_series: u32,
+    /// How far back the recent store reaches.
+    pub recent_window: Duration,
+    /// Spans a `with(sample=true)` query aims to read.
+    pub sample_target_spans: u64,
+}
+
+impl Default for MetricsLimits {
+    fn default() -> Self {
+        Self {
+            max_duration: Duration::from_secs(24 * 3600),
+            max_intervals: 10_000,
+            max_exemplars: 100,
+            max_series: 1000,
+            recent_window: Duration::from_secs(15 * 60),
+            sample_target_spans: 2_000_000,
+        }
+    }
+}
+
+/// A metrics query.
+#[derive(Debug, Clone)]
+pub struct MetricsRequest {
+    /// The TraceQL.
+    pub query: String,
+    /// Range start, unix ns.
+    pub start: u64,
+    /// Range end, unix ns.
+    pub end: u64,
+    /// Step, ns (`None`: Tempo's default for the range).
+    pub step: Option<u64>,
+    /// Exemplars per series (`None`: the limit's default).
+    pub exemplars: Option<u32>,
+    /// Most series (`None`: the limit's default).
+    pub max_series: Option<u32>,
+    /// Which data.
+    pub mode: Mode,
+}
+
+/// What a query read, and whether it was sampled.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cost {
+    metrics: SearchMetrics,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The sampling a query's hints ask for, given how many spans the range holds.
+fn sampling(q: &Query, spans: u64, limits: &MetricsLimits) -> Option<Sampling> {
+    let fixed = |name: &str| match q.hint(name) {
+        Some(Static::Float(f)) => Some(*f),
+        _ => None,
+    };
+    if let Some(r) = fixed("sample")
+        .or(fixed("trace_sample"))
+        .or(fixed("span_sample"))
+    {
+        return Sampling::at(r);
+    }
+    match q.hint("sample") {
+        Some(Static::Bool(true)) if spans > limits.sample_target_spans => {
+            Sampling::at(limits.sample_target_spans as f64 / spans as f64)
+        }
+        _ => None,
+    }
+}
+
+impl QueryEngine {
+    /// The grid of a range request, checked against the limits.
+    pub fn range_grid(req: &MetricsRequest, limits: &MetricsLimits) -> Result<Grid> {
+        check_range(req, limits)?;
+        let step = req.step.unwrap_or_else(|| default_step(req.start, req.end));
+        let grid = Grid::range(req.start, req.end, step)?;
+        let intervals = grid.intervals() as u64;
+        if intervals > limits.max_intervals {
+            return Err(EngineError::InvalidInput(format!(
+                "range specified by start and end ({}) exceeds {} intervals at step {}; \
+                 use a larger step",
+                humantime::format_duration(Duration::from_nanos(req.end - req.start)),
+                limits.max_intervals,
+                humantime::format_duration(Duration::from_nanos(step)),
+            )));
+        }
+        Ok(grid)
+    }
+
+    /// `/api/metrics/query_range`.
+    pub async fn query_range(
+        &self,
+        tenants: &[String],
+        req: &MetricsRequest,
+        limits: &MetricsLimits,
+    ) -> Result<QueryRangeResponse> {
+        let (q, node) = compile_metrics(&req.query)?;
+        let grid = Self::range_grid(req, limits)?;
+        let exemplars = exemplar_limit(&q, req.exemplars, limits);
+        let (set, cost) = self
+            .run(tenants, &q, &node, &grid, req.mode, exemplars, limits)
+            .await?;
+        let max = req.max_series.unwrap_or(limits.max_series).max(1) as usize;
+        let mut series = to_proto(&set, &grid);
+        let (status, message) = truncate(&mut series, max);
+        Ok(QueryRangeResponse {
+            series,
+            metrics: Some(cost.metrics),
+            status,
+            message,
+        })
+    }
+
+    /// `/api/metrics/query`: one value per series over `[start, end]`.
+    pub async fn query_instant(
+        &self,
+        tenants: &[String],
+        req: &MetricsRequest,
+        limits: &MetricsLimits,
+    ) -> Result<QueryInstantResponse> {
+        let (q, node) = compile_metrics(&req.query)?;
+        check_range(req, limits)?;
+        let grid = Grid::instant(req.start, req.end)?;
+        let (set, cost) = self
+            .run(tenants, &q, &node, &grid, req.mode, 0, limits)
+            .await?;
+        let max = req.max_series.unwrap_or(limits.max_series).max(1) as usize;
+        let mut series: Vec<InstantSeries> = set
+            .values()
+            .filter_map(|s| {
+                let v = *s.values.first()?;
+                (!v.is_nan()).then(|| InstantSeries {
+                    labels: series::key_values(&s.labels),
+                    value: v,
+                })
+            })
+            .collect();
+        let (status, message) = truncate(&mut series, max);
+        Ok(QueryInstantResponse {
+            series,
+            metrics: Some(cost.metrics),
+            status,
+            message,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        tenants: &[String],
+        q: &Query,
+        node: &Node,
+        grid: &Grid,
+        mode: Mode,
+        exemplars: u32,
+        limits: &MetricsLimits,
+    ) -> Result<(SeriesSet, Cost)> {
+        let mut cost = Cost::default();
+        let mut picker = ExemplarPicker::new(exemplars as usize);
+        let set = Box::pin(self.eval(tenants, q, node, grid, mode, &mut picker, limits, &mut cost))
+            .await?;
+        Ok((set, cost))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn eval(
+        &self,
+        tenants: &[String],
+        q: &Query,
+        node: &Node,
+        grid: &Grid,
+        mode: Mode,
+        picker: &mut ExemplarPicker,
+        limits: &MetricsLimits,
+        cost: &mut Cost,
+    ) -> Result<SeriesSet> {
+        Ok(match node {
+            Node::Query(st) => {
+                let set = self
+                    .first_stage(tenants, q, st, grid, mode, picker, limits, cost)
+                    .await?;
+                second_stages(set, &st.stages, grid)
+            }
+            Node::Number(_) => {
+                return Err(EngineError::InvalidInput(
+                    "a metrics query needs at least one `| function()`".into(),
+                ));
+            }
+            Node::Binary { op, lhs, rhs } => {
+                let f = |a: f64, b: f64| compile::arith(*op, a, b).unwrap_or(f64::NAN);
+                match (lhs.as_ref(), rhs.as_ref()) {
+                    (Node::Number(n), other) => {
+                        let s = Box::pin(
+                            self.eval(tenants, q, other, grid, mode, picker, limits, cost),
+                        )
+                        .await?;
+                        with_scalar(s, *n, true, f)
+                    }
+                    (other, Node::Number(n)) => {
+                        let s = Box::pin(
+                            self.eval(tenants, q, other, grid, mode, picker, limits, cost),
+                        )
+                        .await?;
+                        with_scalar(s, *n, false, f)
+                    }
+                    (l, r) => {
+                        let l =
+                            Box::pin(self.eval(tenants, q, l, grid, mode, picker, limits, cost))
+                                .await?;
+                        let r =
+                            Box::pin(self.eval(tenants, q, r, grid, mode, picker, limits, cost))
+                                .await?;
+                        combine(l, r, f)
+                    }
+                }
+            }
+            Node::Staged { node, stages } => {
+                let s =
+                    Box::pin(self.eval(tenants, q, node, grid, mode, picker, limits, cost)).await?;
+                second_stages(s, stages, grid)
+            }
+        })
+    }
+
+    /// The sources a metrics query reads.
+    async fn metric_sources(
+        &self,
+        tenant: &str,
+        grid: &Grid,
+        mode: Mode,
+        limits: &MetricsLimits,
+    ) -> Result<Sources> {
+        let range = Some((grid.start, grid.end));
+        let recent_from = now_ns().saturating_sub(limits.recent_window.as_nanos() as u64);
+        match mode {
+            Mode::All => self.sources_picked(tenant, range, &|_| true, true).await,
+            Mode::Blocks => self.sources_picked(tenant, range, &|_| true, false).await,
+            Mode::Recent => {
+                self.sources_picked(tenant, range, &|b| b.end_unix_nano >= recent_from, true)
+                    .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn first_stage(
+        &self,
+        tenants: &[String],
+        q: &Query,
+        st: &FirstStage,
+        grid: &Grid,
+        mode: Mode,
+        picker: &mut ExemplarPicker,
+        limits: &MetricsLimits,
+        cost: &mut Cost,
+    ) -> Result<SeriesSet> {
+        let mut per_tenant = Vec::with_capacity(tenants.len());
+        let mut spans = 0;
+        for t in tenants {
+            let src = self.metric_sources(t, grid, mode, limits).await?;
+            spans += src.blocks.iter().map(|b| b.total_spans).sum::<u64>() + src.live_spans;
+            per_tenant.push(src);
+        }
+        let sampling = sampling(q, spans, limits);
+        if let Func::Compare { .. } = st.func {
+            return self.compare(&per_tenant, st, grid, sampling, cost).await;
+        }
+        let wants_exemplars = picker_wants(picker, grid);
+        let needs = Needs {
+            ids: wants_exemplars || st.simple.is_none(),
+            sampling,
+        };
+        // Candidates per (interval, series): enough for Tempo's two per time slice.
+        let per_group = wants_exemplars.then(|| {
+            let slices = (picker_max(picker) / 2).max(1) as i64;
+            let intervals = grid.intervals().max(1) as i64;
+            (2 * ((slices + intervals - 1) / intervals)).clamp(2, 100)
+        });
+        let mut raw = Raw::default();
+        for src in &per_tenant {
+            account(cost, src);
+            if src.tables.is_empty() {
+                continue;
+            }
+            let ctx = self.session();
+            let matched = match st.simple {
+                Some(_) => None,
+                None => Some(
+                    self.matched_spans(&ctx, src, st, grid, sampling, cost)
+                        .await?,
+                ),
+            };
+            let inputs = src
+                .tables
+                .iter()
+                .map(|s| plan::rows(s, st, grid, needs))
+                .collect::<Result<Vec<_>>>()?;
+            let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
+            let p = plan::aggregate(table, matched, st, grid, needs, per_group)?;
+            let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
+            let (batches, bytes) = collect_counted(&ctx, df).await?;
+            cost.metrics.inspected_bytes += bytes;
+            raw.add_batches(&batches, st.by.len(), grid.intervals())?;
+        }
+        let duration = plan::is_duration(&st.func);
+        Ok(raw::finish(st, raw, grid, duration, picker))
+    }
+
+    /// Spans chosen by a pipeline with spanset or structural operators: the search program
+    /// per trace over every trace overlapping the range, as a `(m_trace, m_span)` table.
+    async fn matched_spans(
+        &self,
+        ctx: &SessionContext,
+        src: &Sources,
+        st: &FirstStage,
+        grid: &Grid,
+        sampling: Option<Sampling>,
+        cost: &mut Cost,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        let inputs = src
+            .tables
+            .iter()
+            .map(|s| {
+                let p = super::plan::span_rows(s, &st.pipeline, Some((grid.start, grid.end)))?;
+                match sampling {
+                    None => Ok(p),
+                    Some(smp) => datafusion::logical_expr::LogicalPlanBuilder::from(p)
+                        .filter(smp.filter())
+                        .and_then(|b| b.build())
+                        .map_err(df_err),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let spans = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
+        let p = super::plan::spansets(spans, &st.pipeline)?
+            .build()
+            .map_err(df_err)?;
+        let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
+        let (batches, bytes) = collect_counted(ctx, df).await?;
+        cost.metrics.inspected_bytes += bytes;
+        let mut traces = FixedSizeBinaryBuilder::new(16);
+        let mut spans = FixedSizeBinaryBuilder::new(8);
+        for b in &batches {
+            let ids = b
+                .column_by_name(crate::schema::col::TRACE_ID)
+                .and_then(|a| {
+                    a.as_any()
+                        .downcast_ref::<arrow::array::FixedSizeBinaryArray>()
+                })
+                .ok_or_else(|| EngineError::Internal("spansets plan lost trace_id".into()))?;
+            let sets = b
+                .column_by_name(super::plan::out::SPANSETS)
+                .and_then(|a| a.as_any().downcast_ref::<arrow::array::StringArray>())
+                .ok_or_else(|| EngineError::Internal("spansets plan lost spansets".into()))?;
+            for i in 0..b.num_rows() {
+                let parsed: serde_json::Value = serde_json::from_str(sets.value(i))
+                    .map_err(|e| EngineError::Internal(format!("spansets JSON: {e}")))?;
+                let mut seen = HashSet::new();
+                for set in parsed.as_array().into_iter().flatten() {
+                    for span in set["spans"].as_array().into_iter().flatten() {
+                        let Some(id) = span[0].as_str().and_then(unhex8) else {
+                            continue;
+                        };
+                        if seen.insert(id) {
+                            traces
+                                .append_value(ids.value(i))
+                                .map_err(|e| EngineError::Internal(format!("matched ids: {e}")))?;
+                            spans
+                                .append_value(id)
+                                .map_err(|e| EngineError::Internal(format!("matched ids: {e}")))?;
+                        }
+                    }
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(plan::out::M_TRACE, DataType::FixedSizeBinary(16), false),
+            Field::new(plan::out::M_SPAN, DataType::FixedSizeBinary(8), false),
+        ]));
+        let cols: Vec<ArrayRef> = vec![Arc::new(traces.finish()), Arc::new(spans.finish())];
+        let batch = RecordBatch::try_new(schema.clone(), cols)
+            .map_err(|e| EngineError::Internal(format!("matched ids: {e}")))?;
+        let mem = MemTable::try_new(schema, vec![vec![batch]]).map_err(df_err)?;
+        Ok(Arc::new(mem))
+    }
+}
+
+fn unhex8(s: &str) -> Option<[u8; 8]> {
+    let mut out = [0u8; 8];
+    if s.len() != 16 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn picker_wants(p: &ExemplarPicker, grid: &Grid) -> bool {
+    p.max() > 0 && !grid.instant
+}
+
+fn picker_max(p: &ExemplarPicker) -> usize {
+    p.max()
+}
+
+/// Adds what a tenant's sources hold to the query's metrics.
+fn account(cost: &mut Cost, src: &Sources) {
+    let m = &mut cost.metrics;
+    m.total_blocks += src.blocks.len() as u32;
+    m.total_block_bytes += src.blocks.iter().map(|b| b.size).sum::<u64>();
+    m.inspected_spans += src.blocks.iter().map(|b| b.total_spans).sum::<u64>() + src.live_spans;
+    let traces = src.blocks.iter().map(|b| b.total_objects).sum::<u64>() + src.live_traces;
+    m.inspected_traces = m
+        .inspected_traces
+        .saturating_add(traces.min(u32::MAX as u64) as u32);
+    m.total_jobs += 1;
+    m.completed_jobs += 1;
+}
+
+fn check_range(req: &MetricsRequest, limits: &MetricsLimits) -> Result<()> {
+    if req.end <= req.start {
+        return Err(EngineError::InvalidInput(
+            "invalid range: end must be after start".into(),
+        ));
+    }
+    let range = Duration::from_nanos(req.end - req.start);
+    if range > limits.max_duration {
+        return Err(EngineError::InvalidInput(format!(
+            "metrics query time range exceeds the maximum allowed duration of {}",
+            humantime::format_duration(limits.max_duration)
+        )));
+    }
+    Ok(())
+}
+
+/// Exemplars per series: the hint `with(exemplars=...)` over the parameter over the default,
+/// capped by the limit.
+fn exemplar_limit(q: &Query, param: Option<u32>, limits: &MetricsLimits) -> u32 {
+    let hinted = match q.hint("exemplars") {
+        Some(Static::Bool(false)) => Some(0),
+        Some(Static::Bool(true)) => Some(limits.max_exemplars),
+        Some(Static::Int(n)) => Some((*n).max(0).min(u32::MAX as i64) as u32),
+        _ => None,
+    };
+    hinted
+        .or(param)
+        .unwrap_or(limits.max_exemplars)
+        .min(limits.max_exemplars)
+}
+
+fn truncate<T>(series: &mut Vec<T>, max: usize) -> (i32, String) {
+    if series.len() <= max {
+        return (PartialStatus::Complete as i32, String::new());
+    }
+    series.truncate(max);
+    (
+        PartialStatus::Partial as i32,
+        format!(
+            "Response exceeds maximum series limit of {max}, a partial response is returned. \
+             Warning: the accuracy of each individual value is not guaranteed."
+        ),
+    )
+}
+
+/// `topk`, `bottomk` and comparison filters, left to right.
+fn second_stages(mut set: SeriesSet, stages: &[SecondStage], grid: &Grid) -> SeriesSet {
+    for s in stages {
+        set = match s {
+            SecondStage::TopK(n, _) => {
+                top_bottom(set, (*n).max(0) as usize, true, grid.intervals())
+            }
+            SecondStage::BottomK(n, _) => {
+                top_bottom(set, (*n).max(0) as usize, false, grid.intervals())
+            }
+            SecondStage::Filter(op, x) => {
+                let x = *x;
+                let op = *op;
+                filter(set, move |v| match op {
+                    BinaryOp::Gt => v > x,
+                    BinaryOp::Gte => v >= x,
+                    BinaryOp::Lt => v < x,
+                    BinaryOp::Lte => v <= x,
+                    BinaryOp::Eq => v == x,
+                    BinaryOp::Neq => v != x,
+                    _ => true,
+                })
+            }
+        };
+    }
+    set
+}

@@ -1,0 +1,283 @@
+//! Metrics queries as DataFusion plans. Per source (a block group or the head), the spans of
+//! the query become rows of `(ts, [trace_id, span_id], [w], [v], [b], k0..kn)`:
+//!
+//! ```text
+//! Aggregate(GROUP BY interval(ts), k0.., [b]:
+//!           count | sum(w), sum(v [* w]), min(v), max(v), count(v), traceql_exemplars(..))
+//!   TableScan(spans)                       -- SpansTable: union of the sources' rows
+//!     Projection(ts, v, b, k0..)
+//!       Filter(condition AND start < ts <= end [AND trace_id < sample bound])
+//!         TableScan(blocks with one schema | live head)
+//! ```
+//!
+//! Filters with spanset or structural operators first run the search program per trace
+//! (`traceql_spansets`) to find the matching spans; the rows are then joined with those
+//! `(trace_id, span_id)` pairs before the same aggregation. Every aggregate is mergeable
+//! (counts, sums, min/max, log2-bucket counts), so partial results of tenants, and later of
+//! nodes, combine exactly.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::provider_as_source;
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::logical_expr::{
+    AggregateUDF, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, col, lit,
+};
+
+use super::compile::{FirstStage, Func};
+use super::grid::Grid;
+use crate::error::Result;
+use crate::query::df_err;
+use crate::query::search::Source;
+use crate::query::translate::{Translator, Typed};
+use crate::schema::col as c;
+
+/// Output columns of the per-span rows and of the aggregation.
+pub mod out {
+    /// Span start (UInt64 ns).
+    pub const TS: &str = "ts";
+    /// Sampling weight (Float64).
+    pub const W: &str = "w";
+    /// The function's value (Float64; durations in seconds).
+    pub const V: &str = "v";
+    /// Log2 bucket upper bound (Int64).
+    pub const B: &str = "b";
+    /// Interval index.
+    pub const I: &str = "i";
+    /// Spans (weighted when sampling).
+    pub const N: &str = "n";
+    /// Sum of values.
+    pub const SUM: &str = "vsum";
+    /// Smallest value.
+    pub const MIN: &str = "vmin";
+    /// Largest value.
+    pub const MAX: &str = "vmax";
+    /// Spans with a value (weighted).
+    pub const NV: &str = "nv";
+    /// Exemplar candidates.
+    pub const EX: &str = "ex";
+    /// Matched trace IDs (complex filters).
+    pub const M_TRACE: &str = "m_trace";
+    /// Matched span IDs (complex filters).
+    pub const M_SPAN: &str = "m_span";
+
+    /// The name of `by()` key `i`.
+    pub fn key(i: usize) -> String {
+        format!("k{i}")
+    }
+}
+
+/// Trace-level sampling: keep traces whose ID sorts below `bound`; scale by `weight`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// The first two bytes of the exclusive upper trace ID.
+    pub prefix: u16,
+    /// 1 / the fraction of the trace-ID space kept.
+    pub weight: f64,
+}
+
+impl Sampling {
+    /// Sampling at `rate` (0 < rate < 1), quantised to 1/65536 of the ID space.
+    pub fn at(rate: f64) -> Option<Self> {
+        if !(rate > 0.0 && rate < 1.0) {
+            return None;
+        }
+        let prefix = ((rate * 65536.0).floor() as u32).clamp(1, 65535) as u16;
+        Some(Self {
+            prefix,
+            weight: 65536.0 / prefix as f64,
+        })
+    }
+
+    /// The kept fraction.
+    pub fn rate(&self) -> f64 {
+        1.0 / self.weight
+    }
+
+    /// `trace_id < bound`: blocks are sorted by trace ID, so Parquet statistics and the page
+    /// index skip everything above the bound.
+    pub fn filter(&self) -> Expr {
+        let mut bound = vec![0u8; 16];
+        bound[..2].copy_from_slice(&self.prefix.to_be_bytes());
+        col(c::TRACE_ID).lt(lit(ScalarValue::FixedSizeBinary(16, Some(bound))))
+    }
+}
+
+/// Which columns the rows need beyond `ts`, `v`, `b` and the keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    /// `trace_id` and `span_id` (exemplars, per-trace matches).
+    pub ids: bool,
+    /// Sampling applied to these rows.
+    pub sampling: Option<Sampling>,
+}
+
+/// The value column of `func` over `t`: durations in seconds.
+fn value_expr(t: &Typed) -> Expr {
+    match (&t.dur, t.as_float()) {
+        (Some(d), _) => cast(d.clone(), DataType::Float64) / lit(1e9),
+        (None, Some(f)) => cast(f, DataType::Float64),
+        (None, None) => lit(ScalarValue::Float64(None)),
+    }
+}
+
+/// The log2 bucket of an integer or duration value (floats are not bucketed, as in Tempo).
+fn bucket_expr(t: &Typed) -> Expr {
+    let udf = ScalarUDF::from(allegro_udfs::log2_bucket::Log2Bucket::default());
+    match (&t.dur, &t.int) {
+        (Some(d), _) => udf.call(vec![cast(d.clone(), DataType::Int64)]),
+        (None, Some(i)) => udf.call(vec![cast(i.clone(), DataType::Int64)]),
+        _ => lit(ScalarValue::Int64(None)),
+    }
+}
+
+/// True when the value of `func` is a duration (bucket labels in seconds).
+pub fn is_duration(func: &Func) -> bool {
+    func.value()
+        .is_some_and(|e| Translator::new(&[]).value(e).is_ok_and(|t| t.dur.is_some()))
+}
+
+/// The per-span rows of one source.
+pub(crate) fn rows(
+    src: &Source,
+    st: &FirstStage,
+    grid: &Grid,
+    needs: Needs,
+) -> Result<LogicalPlan> {
+    let t = Translator::new(&src.hot)
+        .with_others(src.others.as_ref())
+        .with_keys(src.keys.as_ref());
+    let condition = match &st.simple {
+        Some(None) => lit(true),
+        Some(Some(e)) => t.condition(e)?,
+        None => st
+            .pipeline
+            .leaves
+            .iter()
+            .map(|l| match l {
+                None => Ok(lit(true)),
+                Some(e) => t.condition(e),
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .reduce(Expr::or)
+            .unwrap_or(lit(false)),
+    };
+    let mut filter = grid.filter(col(c::START_TIME)).and(condition);
+    if let Some(s) = needs.sampling {
+        filter = s.filter().and(filter);
+    }
+    let mut proj = vec![col(c::START_TIME).alias(out::TS)];
+    if needs.ids {
+        proj.push(col(c::TRACE_ID));
+        proj.push(col(c::SPAN_ID));
+    }
+    if let Some(s) = needs.sampling {
+        proj.push(lit(s.weight).alias(out::W));
+    }
+    if let Some(e) = st.func.value() {
+        let typed = t.value(e)?;
+        proj.push(value_expr(&typed).alias(out::V));
+        if st.func.bucketed() {
+            proj.push(bucket_expr(&typed).alias(out::B));
+        }
+    }
+    for (i, k) in st.by.iter().enumerate() {
+        let e = allegro_traceql::ast::FieldExpr {
+            kind: allegro_traceql::ast::FieldKind::Ref(k.clone()),
+            span: Default::default(),
+        };
+        proj.push(cast(t.value(&e)?.as_key(), DataType::Utf8).alias(out::key(i)));
+    }
+    LogicalPlanBuilder::scan("spans", provider_as_source(src.table.clone()), None)
+        .and_then(|b| b.filter(filter))
+        .and_then(|b| b.project(proj))
+        .and_then(|b| b.build())
+        .map_err(df_err)
+}
+
+/// The aggregation over the query's rows (`spans`, optionally joined with `matched`).
+pub(crate) fn aggregate(
+    spans: Arc<dyn TableProvider>,
+    matched: Option<Arc<dyn TableProvider>>,
+    st: &FirstStage,
+    grid: &Grid,
+    needs: Needs,
+    exemplars_per_group: Option<i64>,
+) -> Result<LogicalPlan> {
+    let mut b =
+        LogicalPlanBuilder::scan("spans", provider_as_source(spans), None).map_err(df_err)?;
+    if let Some(m) = matched {
+        let right =
+            LogicalPlanBuilder::scan("matched", provider_as_source(m), None).map_err(df_err)?;
+        b = b
+            .join(
+                right.build().map_err(df_err)?,
+                JoinType::LeftSemi,
+                (
+                    vec![c::TRACE_ID, c::SPAN_ID],
+                    vec![out::M_TRACE, out::M_SPAN],
+                ),
+                None,
+            )
+            .map_err(df_err)?;
+    }
+    let mut group = vec![grid.interval(col(out::TS)).alias(out::I)];
+    group.extend((0..st.by.len()).map(|i| col(out::key(i))));
+    if st.func.bucketed() {
+        b = b.filter(col(out::B).is_not_null()).map_err(df_err)?;
+        group.push(col(out::B));
+    }
+    let weighted = needs.sampling.is_some();
+    let mut aggs = vec![if weighted {
+        sum(col(out::W)).alias(out::N)
+    } else {
+        count(lit(1)).alias(out::N)
+    }];
+    if st.func.value().is_some() {
+        let v = col(out::V);
+        if weighted {
+            aggs.push(sum(v.clone() * col(out::W)).alias(out::SUM));
+            aggs.push(
+                sum(Expr::Case(datafusion::logical_expr::Case {
+                    expr: None,
+                    when_then_expr: vec![(
+                        Box::new(v.clone().is_not_null()),
+                        Box::new(col(out::W)),
+                    )],
+                    else_expr: None,
+                }))
+                .alias(out::NV),
+            );
+        } else {
+            aggs.push(sum(v.clone()).alias(out::SUM));
+            aggs.push(count(v.clone()).alias(out::NV));
+        }
+        aggs.push(min(v.clone()).alias(out::MIN));
+        aggs.push(max(v).alias(out::MAX));
+    }
+    if let Some(k) = exemplars_per_group {
+        let v = if st.func.value().is_some() {
+            col(out::V)
+        } else {
+            lit(ScalarValue::Float64(None))
+        };
+        let udaf = AggregateUDF::from(allegro_udfs::exemplars::TraceqlExemplars::default());
+        aggs.push(
+            udaf.call(vec![
+                col(c::TRACE_ID),
+                col(c::SPAN_ID),
+                col(out::TS),
+                v,
+                lit(k),
+            ])
+            .alias(out::EX),
+        );
+    }
+    b.aggregate(group, aggs)
+        .and_then(|b| b.build())
+        .map_err(df_err)
+}

@@ -1,0 +1,63 @@
+//! Query engines over a golden dataset: as Parquet blocks, or all in the live head.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::convert::flatten::flatten;
+use allegro_engine::convert::to_arrow::resource_spans_to_batches;
+use allegro_engine::query::{LiveSpans, QueryEngine};
+use allegro_engine::storage::{StorageBackend, open_store};
+use arrow::record_batch::RecordBatch;
+
+use crate::dataset::Dataset;
+
+/// The tenant the engines hold data for.
+pub const TENANT: &str = "single-tenant";
+
+/// A fixed live head.
+pub struct StaticLive(pub Vec<RecordBatch>);
+
+impl LiveSpans for StaticLive {
+    fn live_batches(&self, _tenant: &str) -> allegro_engine::error::Result<Vec<RecordBatch>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Two blocks under `dir`: odd and even traces, so each block chooses its own hot columns.
+pub async fn over_blocks(ds: &Dataset, dir: &Path) -> QueryEngine {
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .expect("store");
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    for parity in 0..2 {
+        let rs: Vec<_> = ds
+            .traces
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == parity)
+            .flat_map(|(_, t)| t.spans.clone())
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let (spans, rejected) = flatten(rs);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).expect("block");
+        catalog.add_block(&block).await.expect("add block");
+    }
+    QueryEngine::new(catalog, None).expect("engine")
+}
+
+/// Every span of `ds` in the live head, no blocks.
+pub fn over_head(ds: &Dataset, dir: &Path) -> QueryEngine {
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .expect("store");
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let batches = resource_spans_to_batches(ds.resource_spans(), 7).expect("batches");
+    QueryEngine::new(catalog, Some(Arc::new(StaticLive(batches)))).expect("engine")
+}

@@ -1,0 +1,160 @@
+//! Runs the TraceQL metrics golden files (`tests/traceql/metrics/*.tql`) against the engine,
+//! with the dataset as Parquet blocks and all in the live head. Each series prints as
+//! `{labels}: <offset s>=<value> ...` (labels sorted, strings quoted; values with at most six
+//! decimals; NaN samples absent), sorted by labels.
+
+use std::path::{Path, PathBuf};
+
+use allegro_engine::query::QueryEngine;
+use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
+use allegro_tests::dataset::{self, BASE_NANOS, parse_duration};
+use allegro_tests::engines::{TENANT, over_blocks, over_head};
+use allegro_tests::golden::{self, Expect};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+
+fn golden_dir() -> PathBuf {
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql/metrics")
+}
+
+/// `{k="v", n=1}` as Grafana names a series, keys sorted.
+pub fn labels_text(labels: &[KeyValue]) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => format!("{s:?}"),
+                Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::DoubleValue(d)) => d.to_string(),
+                Some(Value::BoolValue(b)) => b.to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("{}={v}", kv.key)
+        })
+        .collect();
+    parts.sort();
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn number(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.to_string() }
+}
+
+fn offset(ms: i64) -> String {
+    let base_ms = (BASE_NANOS / 1_000_000) as i64;
+    number((ms - base_ms) as f64 / 1000.0)
+}
+
+async fn run(engine: &QueryEngine, query: &str, range: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<&str> = range.split_whitespace().collect();
+    let at = |s: &str| BASE_NANOS + parse_duration(s).expect("range offset");
+    let (start, end) = (at(parts[0]), at(parts[1]));
+    let instant = parts[2] == "instant";
+    let req = MetricsRequest {
+        query: query.to_string(),
+        start,
+        end,
+        step: (!instant).then(|| parse_duration(parts[2]).expect("step")),
+        exemplars: Some(0),
+        max_series: None,
+        mode: Mode::All,
+    };
+    let limits = MetricsLimits::default();
+    let tenants = [TENANT.to_string()];
+    let mut lines: Vec<String> = if instant {
+        let r = engine
+            .query_instant(&tenants, &req, &limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        r.series
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {}={}",
+                    labels_text(&s.labels),
+                    offset((end / 1_000_000) as i64),
+                    number(s.value)
+                )
+            })
+            .collect()
+    } else {
+        let r = engine
+            .query_range(&tenants, &req, &limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        r.series
+            .iter()
+            .map(|s| {
+                let samples: Vec<String> = s
+                    .samples
+                    .iter()
+                    .map(|x| format!("{}={}", offset(x.timestamp_ms), number(x.value)))
+                    .collect();
+                format!("{}: {}", labels_text(&s.labels), samples.join(" "))
+            })
+            .collect()
+    };
+    lines.sort();
+    Ok(lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_golden_files() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tql"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for file in &files {
+        let g = golden::parse(&std::fs::read_to_string(file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let data = golden_dir()
+            .join("../data")
+            .join(format!("{}.traces", g.dataset));
+        let ds = dataset::parse(&std::fs::read_to_string(&data).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = over_blocks(&ds, &dir.path().join("blocks")).await;
+        let head = over_head(&ds, &dir.path().join("head"));
+        for case in &g.cases {
+            cases += 1;
+            let range = case
+                .range
+                .as_deref()
+                .unwrap_or_else(|| panic!("{}:{}: no range line", file.display(), case.line));
+            for (mode, engine) in [("blocks", &blocks), ("head", &head)] {
+                let got = run(engine, &case.query, range).await;
+                let ok = match (&case.expect, &got) {
+                    (Expect::Rows(want), Ok(rows)) => want == rows,
+                    (Expect::Error(want), Err(e)) => e.contains(want.as_str()),
+                    _ => false,
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{}:{} [{mode}] {}\n  expected: {:#?}\n  got:      {:#?}",
+                        file.file_name().unwrap().to_string_lossy(),
+                        case.line,
+                        case.query,
+                        case.expect,
+                        got
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} metrics golden cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{cases} metrics golden cases passed in {} files",
+        files.len()
+    );
+}
