@@ -41,6 +41,8 @@ pub enum Command {
     Blocks(commands::blocks::BlocksArgs),
     /// Search with TraceQL over the stored blocks, without a server.
     Query(commands::query::QueryArgs),
+    /// Run a TraceQL metrics query over the stored blocks: series with sparklines.
+    Metrics(commands::metrics_cmd::MetricsArgs),
     /// Show how a TraceQL query runs: AST, per-trace program, logical and physical plans.
     Explain(commands::query::ExplainArgs),
     /// TraceQL tools: `allegro traceql check '<query>'`.
@@ -103,6 +105,7 @@ pub fn main() -> ExitCode {
             Command::Blocks(a) => commands::blocks::run(cfg, a).await,
             Command::Query(a) => return commands::query::run(cfg, a).await,
             Command::Explain(a) => return commands::query::explain(cfg, a).await,
+            Command::Metrics(a) => return commands::metrics_cmd::run(cfg, a).await,
             Command::Traceql(_) => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)

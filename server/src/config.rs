@@ -750,6 +750,7 @@ impl Config {
             }
         }
         self.ingester_config()?;
+        self.traceql_metrics()?;
         if !self.server.http_api_prefix.is_empty() && !self.server.http_api_prefix.starts_with('/')
         {
             return bad(

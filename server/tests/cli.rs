@@ -439,6 +439,51 @@ fn query_and_explain_run_embedded_on_the_data_directory() {
     let (code, _, stderr) = run(&["query", "{ .a = }"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("1:8") && stderr.contains('^'), "{stderr}");
+    // Metrics: a sparkline table; per-service rates add up to the total; JSON is Tempo's.
+    let (code, stdout, stderr) = run(&[
+        "metrics",
+        "{ } | count_over_time() by (resource.service.name)",
+        "--since",
+        "2h",
+        "--step",
+        "10m",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("SERIES") && stdout.contains("resource.service.name=\"cart-service\""),
+        "{stdout}"
+    );
+    assert!(stdout.chars().any(|c| "▁▂▃▄▅▆▇█".contains(c)), "{stdout}");
+    let (code, stdout, stderr) = run(&[
+        "metrics",
+        "{ } | count_over_time() by (resource.service.name)",
+        "--since",
+        "2h",
+        "--step",
+        "10m",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let counted: f64 = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["samples"].as_array().unwrap().iter())
+        .map(|x| x["value"].as_f64().unwrap_or(0.0))
+        .sum();
+    // Whole traces: a few more than the 20000 asked for, each counted once.
+    let stored: f64 = v["metrics"]["inspectedSpans"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(stored >= 20000.0);
+    assert_eq!(counted, stored, "every stored span counted once");
+    let (code, _, stderr) = run(&["metrics", "{ } | rate() by (", "--since", "1h"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains('^'), "{stderr}");
     // explain shows the plans and the predicate pushed into the Parquet scan.
     let (code, stdout, stderr) = run(&[
         "explain",

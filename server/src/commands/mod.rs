@@ -3,6 +3,7 @@
 pub mod blocks;
 pub mod demo;
 pub mod gen_cmd;
+pub mod metrics_cmd;
 pub mod query;
 pub mod serve;
 pub mod traceql_cmd;
