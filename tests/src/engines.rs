@@ -9,7 +9,9 @@ use allegro_engine::convert::flatten::flatten;
 use allegro_engine::convert::to_arrow::resource_spans_to_batches;
 use allegro_engine::query::{LiveSpans, QueryEngine};
 use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_datasets::{GenOptions, Generator};
 use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use crate::dataset::Dataset;
 
@@ -61,3 +63,41 @@ pub fn over_head(ds: &Dataset, dir: &Path) -> QueryEngine {
     let batches = resource_spans_to_batches(ds.resource_spans(), 7).expect("batches");
     QueryEngine::new(catalog, Some(Arc::new(StaticLive(batches)))).expect("engine")
 }
+
+/// The generated shop (`spans` spans over 10 minutes from 2026-01-01): the older nine tenths
+/// of its traces in three Parquet blocks under `dir`, the newest tenth in the live head.
+/// Returns the engine and every trace's OTLP data.
+pub async fn generated(dir: &Path, seed: u64, spans: u64) -> (QueryEngine, Vec<ResourceSpans>) {
+    let mut generator = Generator::new(GenOptions {
+        seed,
+        spans,
+        start_unix_nano: GENERATED_START,
+        duration_nano: 600_000_000_000,
+    });
+    let mut traces: Vec<Vec<ResourceSpans>> = Vec::new();
+    while let Some(t) = generator.next_trace() {
+        traces.push(t);
+    }
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .expect("store");
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let live_from = traces.len() * 9 / 10;
+    for chunk in traces[..live_from].chunks(live_from.div_ceil(3)) {
+        let (spans, rejected) = flatten(chunk.iter().flatten().cloned().collect());
+        assert!(rejected.is_empty());
+        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).expect("block");
+        catalog.add_block(&block).await.expect("add block");
+    }
+    let live = resource_spans_to_batches(
+        traces[live_from..].iter().flatten().cloned().collect(),
+        4096,
+    )
+    .expect("batches");
+    let engine = QueryEngine::new(catalog, Some(Arc::new(StaticLive(live)))).expect("engine");
+    (engine, traces.into_iter().flatten().collect())
+}
+
+/// Where [`generated`] data starts: 2026-01-01T00:00:00Z.
+pub const GENERATED_START: u64 = 1_767_225_600_000_000_000;

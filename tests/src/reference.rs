@@ -699,3 +699,219 @@ pub fn search(q: &Query, t: &RTrace) -> Result<Vec<Vec<String>>, String> {
     out.sort();
     Ok(out)
 }
+
+/// A metrics series as the reference computes it: labels as Grafana names them
+/// (`{k="v", n=1}`, keys sorted) → value per sample timestamp (ms); NaN samples absent.
+pub type RefSeries = std::collections::BTreeMap<String, std::collections::BTreeMap<i64, f64>>;
+
+fn label_text(v: &V) -> String {
+    match v {
+        V::Str(s) => format!("{s:?}"),
+        V::Int(i) => i.to_string(),
+        V::Float(f) => f.to_string(),
+        V::Bool(b) => b.to_string(),
+        V::Status(s) => format!("{:?}", ["error", "ok", "unset"][*s as usize]),
+        V::Kind(k) => format!(
+            "{:?}",
+            ["unspecified", "internal", "client", "server", "producer", "consumer"][*k as usize]
+        ),
+        other => panic!("reference: no label text for {other:?}"),
+    }
+}
+
+/// Tempo's `Log2Quantile`, written out step by step over `(bound, count)` ascending.
+fn quantile(p: f64, buckets: &[(f64, f64)]) -> f64 {
+    let total: f64 = buckets.iter().map(|b| b.1).sum();
+    if buckets.is_empty() || !(0.0..=1.0).contains(&p) {
+        return 0.0;
+    }
+    let want = (p * total).ceil().max(1.0);
+    let mut seen = 0.0;
+    let mut prev: Option<f64> = None;
+    for &(bound, n) in buckets {
+        if seen + n == want {
+            return bound;
+        }
+        if seen + n > want {
+            let frac = (want - seen) / n;
+            let hi = bound.log2();
+            let lo = prev.map_or(hi - 1.0, f64::log2);
+            return 2f64.powf(lo + (hi - lo) * frac);
+        }
+        seen += n;
+        prev = Some(bound);
+    }
+    buckets.last().map_or(0.0, |b| b.0)
+}
+
+/// Evaluates a single-stage metrics query (`rate`, `count_over_time`, `min/max/sum/avg_over_time`,
+/// `quantile_over_time`, `histogram_over_time`, with `by()`) over `traces` for the range
+/// `[start, end]` at `step` (ns), as Tempo's documentation describes it: the grid aligned to the
+/// step with one extra leading interval, right-closed intervals stamped at their end, spans by
+/// start time. `keep` chooses which traces count (sampling checks) and `scale` multiplies
+/// counts and sums.
+pub fn metrics(
+    q: &Query,
+    traces: &[RTrace],
+    (start, end, step): (u64, u64, u64),
+    keep: &dyn Fn(&RTrace) -> bool,
+    scale: f64,
+) -> Result<RefSeries, String> {
+    let QueryBody::Metrics(MetricsExpr::Query(mq)) = &q.body else {
+        panic!("reference: one metrics query without arithmetic");
+    };
+    let mut lo = start - start % step;
+    if lo > step {
+        lo -= step;
+    }
+    let hi = end.div_ceil(step) * step;
+    let n = ((hi - lo) / step) as usize;
+    let stamp = |i: usize| ((lo + (i as u64 + 1) * step) / 1_000_000) as i64;
+    let attr = match &mq.function {
+        MetricsFn::MinOverTime(f)
+        | MetricsFn::MaxOverTime(f)
+        | MetricsFn::SumOverTime(f)
+        | MetricsFn::AvgOverTime(f)
+        | MetricsFn::HistogramOverTime(f)
+        | MetricsFn::QuantileOverTime(f, _) => Some(f.clone()),
+        _ => None,
+    };
+    // (labels, bucket label) → per interval: one entry per span (its value, or NaN).
+    type Key = (Vec<(String, String)>, Option<String>);
+    let mut cells: HashMap<Key, Vec<Vec<f64>>> = HashMap::new();
+    let mut buckets: HashMap<Vec<(String, String)>, Vec<Vec<(f64, f64)>>> = HashMap::new();
+    for t in traces.iter().filter(|t| keep(t)) {
+        let run = Run { c: Ctx { t } };
+        let all = Set {
+            spans: (0..t.spans.len()).collect(),
+            attrs: vec![],
+        };
+        let mut spans = BTreeSet::new();
+        for s in run.pipeline(&mq.pipeline, vec![all])? {
+            spans.extend(s.spans);
+        }
+        for i in spans {
+            let ts = t.spans[i].span.start_time_unix_nano;
+            if ts <= lo || ts > hi {
+                continue;
+            }
+            let at = ((ts - lo - 1) / step) as usize;
+            let mut labels: Vec<(String, String)> = mq
+                .by
+                .iter()
+                .filter_map(|f| {
+                    let v = run.c.field(i, f);
+                    (!nil(&v)).then(|| (f.to_string(), label_text(&v)))
+                })
+                .collect();
+            if labels.is_empty() {
+                labels.push(match mq.by.first() {
+                    Some(f) => (f.to_string(), "\"nil\"".into()),
+                    None => ("__name__".into(), format!("{:?}", mq.function.name())),
+                });
+            }
+            let v = attr.as_ref().map(|f| run.c.field(i, f));
+            match &mq.function {
+                MetricsFn::HistogramOverTime(_) | MetricsFn::QuantileOverTime(..) => {
+                    let (raw, secs) = match &v {
+                        Some(V::Dur(d)) => (*d, true),
+                        Some(V::Int(x)) => (*x, false),
+                        _ => continue,
+                    };
+                    if raw < 2 {
+                        continue;
+                    }
+                    let mut b: i64 = 2;
+                    while b < raw {
+                        b *= 2;
+                    }
+                    let bound = if secs { b as f64 / 1e9 } else { b as f64 };
+                    let mut l = labels.clone();
+                    if mq.by.is_empty() {
+                        l.clear();
+                    }
+                    if matches!(mq.function, MetricsFn::HistogramOverTime(_)) {
+                        let label = if secs { bound.to_string() } else { b.to_string() };
+                        cells
+                            .entry((l, Some(label)))
+                            .or_insert_with(|| vec![Vec::new(); n])[at]
+                            .push(f64::NAN);
+                    } else {
+                        let slot = buckets.entry(l).or_insert_with(|| vec![Vec::new(); n]);
+                        match slot[at].iter_mut().find(|x| x.0 == bound) {
+                            Some(x) => x.1 += scale,
+                            None => slot[at].push((bound, scale)),
+                        }
+                    }
+                }
+                _ => {
+                    let x = match &v {
+                        Some(V::Dur(d)) => *d as f64 / 1e9,
+                        Some(V::Int(x)) => *x as f64,
+                        Some(V::Float(x)) => *x,
+                        Some(_) => f64::NAN,
+                        None => 0.0,
+                    };
+                    cells
+                        .entry((labels, None))
+                        .or_insert_with(|| vec![Vec::new(); n])[at]
+                        .push(x);
+                }
+            }
+        }
+    }
+    let text = |mut l: Vec<(String, String)>| {
+        l.sort();
+        let parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{{{}}}", parts.join(", "))
+    };
+    let mut out = RefSeries::new();
+    let step_s = step as f64 / 1e9;
+    for ((labels, bucket), per) in cells {
+        let mut l = labels;
+        if let Some(b) = bucket {
+            l.push(("__bucket".into(), b));
+        }
+        let mut samples = std::collections::BTreeMap::new();
+        for (i, xs) in per.iter().enumerate() {
+            let nums: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
+            let value = match &mq.function {
+                MetricsFn::Rate => xs.len() as f64 * scale / step_s,
+                MetricsFn::CountOverTime | MetricsFn::HistogramOverTime(_) => {
+                    xs.len() as f64 * scale
+                }
+                _ if nums.is_empty() => continue,
+                MetricsFn::MinOverTime(_) => nums.iter().copied().fold(f64::INFINITY, f64::min),
+                MetricsFn::MaxOverTime(_) => {
+                    nums.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                }
+                MetricsFn::SumOverTime(_) => nums.iter().sum::<f64>() * scale,
+                MetricsFn::AvgOverTime(_) => nums.iter().sum::<f64>() / nums.len() as f64,
+                _ => continue,
+            };
+            samples.insert(stamp(i), value);
+        }
+        if !samples.is_empty() {
+            out.insert(text(l), samples);
+        }
+    }
+    if let MetricsFn::QuantileOverTime(_, ps) = &mq.function {
+        for (labels, per) in buckets {
+            for p in ps {
+                let mut l = labels.clone();
+                l.push(("p".into(), p.to_string()));
+                let samples = per
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        let mut b = b.clone();
+                        b.sort_by(|x, y| x.0.total_cmp(&y.0));
+                        (stamp(i), quantile(*p, &b))
+                    })
+                    .collect();
+                out.insert(text(l), samples);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -4,30 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use allegro_datasets::{GenOptions, Generator};
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
-use allegro_engine::catalog::{Catalog, CatalogConfig};
-use allegro_engine::convert::flatten::flatten;
-use allegro_engine::convert::to_arrow::resource_spans_to_batches;
 use allegro_engine::query::search::SearchRequest;
-use allegro_engine::query::{LiveSpans, QueryEngine};
-use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_tests::engines::{TENANT, generated};
 use allegro_tests::golden::{self, Expect};
 use allegro_tests::reference;
-use arrow::record_batch::RecordBatch;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-
-const TENANT: &str = "single-tenant";
-
-struct StaticLive(Vec<RecordBatch>);
-
-impl LiveSpans for StaticLive {
-    fn live_batches(&self, _tenant: &str) -> allegro_engine::error::Result<Vec<RecordBatch>> {
-        Ok(self.0.clone())
-    }
-}
 
 fn queries(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -61,37 +42,8 @@ fn queries(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_agrees_with_the_reference_evaluator() {
-    let mut generator = Generator::new(GenOptions {
-        seed: 42,
-        spans: 30_000,
-        start_unix_nano: 1_767_225_600_000_000_000,
-        duration_nano: 600_000_000_000,
-    });
-    let mut traces: Vec<Vec<ResourceSpans>> = Vec::new();
-    while let Some(t) = generator.next_trace() {
-        traces.push(t);
-    }
-    let all: Vec<ResourceSpans> = traces.iter().flatten().cloned().collect();
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&StorageBackend::Local {
-        path: dir.path().to_path_buf(),
-    })
-    .unwrap();
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
-    // Three blocks of older traces, the newest tenth live.
-    let live_from = traces.len() * 9 / 10;
-    for chunk in traces[..live_from].chunks(live_from.div_ceil(3)) {
-        let (spans, rejected) = flatten(chunk.iter().flatten().cloned().collect());
-        assert!(rejected.is_empty());
-        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).unwrap();
-        catalog.add_block(&block).await.unwrap();
-    }
-    let live = resource_spans_to_batches(
-        traces[live_from..].iter().flatten().cloned().collect(),
-        4096,
-    )
-    .unwrap();
-    let engine = QueryEngine::new(catalog, Some(Arc::new(StaticLive(live)))).unwrap();
+    let (engine, all) = generated(dir.path(), 42, 30_000).await;
     let rtraces = reference::traces(&all);
 
     let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql");
