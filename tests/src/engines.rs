@@ -3,13 +3,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use allegro_datasets::{GenOptions, Generator};
 use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::convert::flatten::flatten;
 use allegro_engine::convert::to_arrow::resource_spans_to_batches;
 use allegro_engine::query::{LiveSpans, QueryEngine};
 use allegro_engine::storage::{StorageBackend, open_store};
-use allegro_datasets::{GenOptions, Generator};
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 

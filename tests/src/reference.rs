@@ -713,7 +713,14 @@ fn label_text(v: &V) -> String {
         V::Status(s) => format!("{:?}", ["error", "ok", "unset"][*s as usize]),
         V::Kind(k) => format!(
             "{:?}",
-            ["unspecified", "internal", "client", "server", "producer", "consumer"][*k as usize]
+            [
+                "unspecified",
+                "internal",
+                "client",
+                "server",
+                "producer",
+                "consumer"
+            ][*k as usize]
         ),
         other => panic!("reference: no label text for {other:?}"),
     }
@@ -831,7 +838,11 @@ pub fn metrics(
                         l.clear();
                     }
                     if matches!(mq.function, MetricsFn::HistogramOverTime(_)) {
-                        let label = if secs { bound.to_string() } else { b.to_string() };
+                        let label = if secs {
+                            bound.to_string()
+                        } else {
+                            b.to_string()
+                        };
                         cells
                             .entry((l, Some(label)))
                             .or_insert_with(|| vec![Vec::new(); n])[at]
@@ -882,9 +893,7 @@ pub fn metrics(
                 }
                 _ if nums.is_empty() => continue,
                 MetricsFn::MinOverTime(_) => nums.iter().copied().fold(f64::INFINITY, f64::min),
-                MetricsFn::MaxOverTime(_) => {
-                    nums.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-                }
+                MetricsFn::MaxOverTime(_) => nums.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 MetricsFn::SumOverTime(_) => nums.iter().sum::<f64>() * scale,
                 MetricsFn::AvgOverTime(_) => nums.iter().sum::<f64>() / nums.len() as f64,
                 _ => continue,
