@@ -35,7 +35,7 @@ pub fn gen_options(c: &Common) -> GenOptions {
         seed: c.seed,
         spans: c.spans,
         start_unix_nano: 1_767_225_600_000_000_000,
-        duration_nano: 24 * 3_600_000_000_000,
+        duration_nano: (c.duration_secs() * 1e9) as u64,
     }
 }
 
@@ -50,8 +50,14 @@ pub fn write_options(c: &Common) -> Result<BlockWriteOptions, String> {
 
 /// The cached dataset for `c`, generated first if missing. Returns its store and facts.
 pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, DatasetInfo), String> {
+    // The default 24h keeps the names of datasets cached before `--duration` existed.
+    let span = if c.duration == "24h" {
+        String::new()
+    } else {
+        format!("-{}", c.duration)
+    };
     let dir = c.data.join(format!(
-        "spans{}-seed{}-block{}-{}",
+        "spans{}-seed{}-block{}-{}{span}",
         c.spans,
         c.seed,
         c.block_spans,

@@ -17,6 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod dataset;
 mod ingest;
 mod report;
+mod metrics;
 mod search;
 mod suites;
 
@@ -45,6 +46,9 @@ pub struct Common {
     /// Measured repetitions.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
+    /// Time the generated data covers (`24h`, `6h`).
+    #[arg(long, default_value = "24h")]
+    pub duration: String,
     /// Page compression of the blocks: lz4, zstd, zstd:LEVEL, snappy, none.
     #[arg(long, default_value = "lz4")]
     pub compression: String,
@@ -74,8 +78,17 @@ enum Suite {
     },
     /// TraceQL search: latency per representative query, spans/s, bytes read, peak memory.
     Search(Common),
+    /// TraceQL metrics: Drilldown's queries over 1h and 6h, against DuckDB on the same files.
+    Metrics(metrics::MetricsArgs),
     /// Ingest load generator: OTLP over HTTP or gRPC against a server it starts.
     Ingest(ingest::IngestArgs),
+}
+
+impl Common {
+    /// The generated time span in seconds.
+    pub fn duration_secs(&self) -> f64 {
+        humantime::parse_duration(&self.duration).map_or(86_400.0, |d| d.as_secs_f64())
+    }
 }
 
 fn main() {
@@ -89,6 +102,7 @@ fn main() {
             Suite::BlockWrite(c) => suites::block_write(&c).await,
             Suite::TraceById { common, lookups } => suites::trace_by_id(&common, lookups).await,
             Suite::Search(c) => search::run(&c).await,
+            Suite::Metrics(a) => metrics::run(&a).await,
             Suite::Ingest(a) => ingest::run(&a).await,
         }
     });
