@@ -33,6 +33,9 @@ use crate::tempopb::{
     InstantSeries, PartialStatus, QueryInstantResponse, QueryRangeResponse, SearchMetrics,
 };
 
+/// Spans the exemplar pass aims to look at.
+const EXEMPLAR_SPANS: u64 = 50_000;
+
 /// Which data a metrics query reads (`mode=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -337,9 +340,20 @@ impl QueryEngine {
         }
         let wants_exemplars = picker_wants(picker, grid);
         let needs = Needs {
-            ids: wants_exemplars || st.simple.is_none(),
+            ids: st.simple.is_none(),
             sampling,
         };
+        // Exemplars come from a second, small pass over the traces whose IDs sort lowest: a
+        // uniform pick that the trace-ID order of blocks lets the scan prune to a few pages,
+        // so the main pass never reads span and trace IDs.
+        let ex_needs = wants_exemplars.then(|| {
+            let share = (EXEMPLAR_SPANS as f64 / spans.max(1) as f64)
+                .min(sampling.map_or(1.0, |s| s.rate()));
+            Needs {
+                ids: true,
+                sampling: Sampling::at(share),
+            }
+        });
         // Candidates per (interval, series): enough for Tempo's two per time slice.
         let per_group = wants_exemplars.then(|| {
             let slices = (picker_max(picker) / 2).max(1) as i64;
@@ -360,17 +374,20 @@ impl QueryEngine {
                         .await?,
                 ),
             };
-            let inputs = src
-                .tables
-                .iter()
-                .map(|s| plan::rows(s, st, grid, needs))
-                .collect::<Result<Vec<_>>>()?;
-            let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
-            let p = plan::aggregate(table, matched, st, grid, needs, per_group)?;
-            let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
-            let (batches, bytes) = collect_counted(&ctx, df).await?;
-            cost.metrics.inspected_bytes += bytes;
-            raw.add_batches(&batches, st.by.len(), grid.intervals())?;
+            for (pass, per_group) in [(Some(needs), None), (ex_needs, per_group)] {
+                let Some(pass) = pass else { continue };
+                let inputs = src
+                    .tables
+                    .iter()
+                    .map(|s| plan::rows(s, st, grid, pass))
+                    .collect::<Result<Vec<_>>>()?;
+                let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
+                let p = plan::aggregate(table, matched.clone(), st, grid, pass, per_group)?;
+                let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
+                let (batches, bytes) = collect_counted(&ctx, df).await?;
+                cost.metrics.inspected_bytes += bytes;
+                raw.add_batches(&batches, st.by.len(), grid.intervals(), per_group.is_some())?;
+            }
         }
         let duration = plan::is_duration(&st.func);
         Ok(raw::finish(st, raw, grid, duration, picker))

@@ -80,12 +80,14 @@ fn f64s(b: &RecordBatch, name: &str) -> Result<Option<Vec<f64>>> {
 }
 
 impl Raw {
-    /// Adds the aggregation's output batches.
+    /// Adds the aggregation's output batches (only their exemplar candidates when
+    /// `exemplars_only`: that pass saw a sample of the spans).
     pub fn add_batches(
         &mut self,
         batches: &[RecordBatch],
         keys: usize,
         intervals: usize,
+        exemplars_only: bool,
     ) -> Result<()> {
         for b in batches {
             let lost = |c: &str| EngineError::Internal(format!("metrics plan lost column {c}"));
@@ -146,6 +148,13 @@ impl Raw {
                         _ => Vec::new(),
                     },
                 };
+                if exemplars_only {
+                    // Candidates only join series the exact pass found.
+                    if let Some(cells) = self.groups.get_mut(&(key, bk)) {
+                        cells[at].ex.extend(cell.ex);
+                    }
+                    continue;
+                }
                 let cells = self
                     .groups
                     .entry((key, bk))
