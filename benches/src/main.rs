@@ -16,8 +16,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod dataset;
 mod ingest;
-mod report;
 mod metrics;
+mod report;
 mod search;
 mod suites;
 

@@ -20,8 +20,16 @@ use crate::report::{Latency, emit, peak_rss};
 /// Drilldown's panels (grafana-clients.md §2.2): name, query, the step divisor (range / n).
 pub const QUERIES: [(&str, &str, u64); 8] = [
     ("red-rate", "{nestedSetParent<0 && true} | rate()", 64),
-    ("red-errors", "{nestedSetParent<0 && true && status=error} | rate()", 64),
-    ("heatmap", "{nestedSetParent<0 && true} | histogram_over_time(duration)", 24),
+    (
+        "red-errors",
+        "{nestedSetParent<0 && true && status=error} | rate()",
+        64,
+    ),
+    (
+        "heatmap",
+        "{nestedSetParent<0 && true} | histogram_over_time(duration)",
+        24,
+    ),
     (
         "breakdown-rate",
         "{nestedSetParent<0 && true && resource.service.name != nil} | rate() by(resource.service.name)",
@@ -37,8 +45,16 @@ pub const QUERIES: [(&str, &str, u64); 8] = [
         "{nestedSetParent<0 && true && resource.service.name != nil} | quantile_over_time(duration, 0.9) by(resource.service.name)",
         64,
     ),
-    ("compare", "{nestedSetParent<0 && true} | compare({status = error}, 10)", 1),
-    ("all-spans-rate", "{} | rate() by(resource.service.name)", 64),
+    (
+        "compare",
+        "{nestedSetParent<0 && true} | compare({status = error}, 10)",
+        1,
+    ),
+    (
+        "all-spans-rate",
+        "{} | rate() by(resource.service.name)",
+        64,
+    ),
 ];
 
 /// Options of the metrics suite.
@@ -61,11 +77,7 @@ struct Run {
     bytes: u64,
 }
 
-async fn run_query(
-    engine: &QueryEngine,
-    c: &Common,
-    req: &MetricsRequest,
-) -> Result<Run, String> {
+async fn run_query(engine: &QueryEngine, c: &Common, req: &MetricsRequest) -> Result<Run, String> {
     let tenants = [TENANT.to_string()];
     let limits = MetricsLimits::default();
     for _ in 0..c.warmup {
@@ -105,7 +117,10 @@ fn sample_error(
         .map(|s| {
             (
                 key(s),
-                s.samples.iter().map(|x| (x.timestamp_ms, x.value)).collect(),
+                s.samples
+                    .iter()
+                    .map(|x| (x.timestamp_ms, x.value))
+                    .collect(),
             )
         })
         .collect();
@@ -113,7 +128,10 @@ fn sample_error(
     for s in exact {
         let g = got.get(&key(s));
         for x in &s.samples {
-            let y = g.and_then(|g| g.get(&x.timestamp_ms)).copied().unwrap_or(0.0);
+            let y = g
+                .and_then(|g| g.get(&x.timestamp_ms))
+                .copied()
+                .unwrap_or(0.0);
             te += x.value;
             tg += y;
             if x.value != 0.0 {

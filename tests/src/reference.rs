@@ -786,7 +786,8 @@ pub fn metrics(
     // (labels, bucket label) → per interval: one entry per span (its value, or NaN).
     type Key = (Vec<(String, String)>, Option<String>);
     let mut cells: HashMap<Key, Vec<Vec<f64>>> = HashMap::new();
-    let mut buckets: HashMap<Vec<(String, String)>, Vec<Vec<(f64, f64)>>> = HashMap::new();
+    type Labels = Vec<(String, String)>;
+    let mut buckets: HashMap<Labels, Vec<Vec<(f64, f64)>>> = HashMap::new();
     for t in traces.iter().filter(|t| keep(t)) {
         let run = Run { c: Ctx { t } };
         let all = Set {

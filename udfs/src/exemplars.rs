@@ -147,7 +147,7 @@ struct Inputs<'a> {
 
 impl<'a> Inputs<'a> {
     fn new(values: &'a [ArrayRef]) -> Result<Self> {
-        fn get<'a, T: 'static>(values: &'a [ArrayRef], i: usize) -> Result<&'a T> {
+        fn get<T: 'static>(values: &[ArrayRef], i: usize) -> Result<&T> {
             match values.get(i).and_then(|a| a.as_any().downcast_ref::<T>()) {
                 Some(t) => Ok(t),
                 None => exec_err!(

@@ -338,7 +338,7 @@ impl QueryEngine {
         if let Func::Compare { .. } = st.func {
             return self.compare(&per_tenant, st, grid, sampling, cost).await;
         }
-        let wants_exemplars = picker_wants(picker, grid);
+        let wants_exemplars = picker.max() > 0 && !grid.instant;
         let needs = Needs {
             ids: st.simple.is_none(),
             sampling,
@@ -356,7 +356,7 @@ impl QueryEngine {
         });
         // Candidates per (interval, series): enough for Tempo's two per time slice.
         let per_group = wants_exemplars.then(|| {
-            let slices = (picker_max(picker) / 2).max(1) as i64;
+            let slices = (picker.max() / 2).max(1) as i64;
             let intervals = grid.intervals().max(1) as i64;
             (2 * ((slices + intervals - 1) / intervals)).clamp(2, 100)
         });
@@ -481,14 +481,6 @@ fn unhex8(s: &str) -> Option<[u8; 8]> {
         *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-fn picker_wants(p: &ExemplarPicker, grid: &Grid) -> bool {
-    p.max() > 0 && !grid.instant
-}
-
-fn picker_max(p: &ExemplarPicker) -> usize {
-    p.max()
 }
 
 /// Adds what a tenant's sources hold to the query's metrics.

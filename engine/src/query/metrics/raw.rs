@@ -55,6 +55,9 @@ impl Cell {
     }
 }
 
+/// `(bucket bound, count)` pairs of one interval.
+type Buckets = Vec<(f64, f64)>;
+
 /// `(by() keys, log2 bucket)`.
 pub type GroupKey = (Vec<Option<String>>, Option<i64>);
 
@@ -304,7 +307,7 @@ pub fn finish(
         }
         Func::Quantile(_, qs) => {
             // Buckets per group and interval.
-            let mut by_group: BTreeMap<Vec<Option<String>>, Vec<Vec<(f64, f64)>>> = BTreeMap::new();
+            let mut by_group: BTreeMap<Vec<Option<String>>, Vec<Buckets>> = BTreeMap::new();
             let mut cands: BTreeMap<Vec<Option<String>>, Vec<Candidate>> = BTreeMap::new();
             for ((keys, b), cells) in groups {
                 let Some(b) = b else { continue };

@@ -142,6 +142,8 @@ pub fn log2_quantile(p: f64, buckets: &[(f64, f64)]) -> f64 {
 
 /// `topk(n)` (`top = true`) or `bottomk(n)`: at each timestamp keep the n highest (lowest)
 /// series, ties by label key; other points become NaN; emptied series go.
+// Indexing by interval reads across every series at once, which an iterator cannot.
+#[allow(clippy::needless_range_loop)]
 pub fn top_bottom(set: SeriesSet, n: usize, top: bool, intervals: usize) -> SeriesSet {
     let mut keep: Vec<Vec<bool>> = set.values().map(|s| vec![false; s.values.len()]).collect();
     let series: Vec<&Series> = set.values().collect();
