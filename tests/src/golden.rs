@@ -131,3 +131,24 @@ pub fn result_line(trace: &str, mut spansets: Vec<Vec<String>>) -> String {
     sets.sort();
     format!("{trace}: {}", sets.join(" | "))
 }
+
+/// A metrics series' labels as Grafana names a series: `{k="v", n=1}`, keys sorted, strings
+/// quoted.
+pub fn labels_text(labels: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => format!("{s:?}"),
+                Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::DoubleValue(d)) => d.to_string(),
+                Some(Value::BoolValue(b)) => b.to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("{}={v}", kv.key)
+        })
+        .collect();
+    parts.sort();
+    format!("{{{}}}", parts.join(", "))
+}

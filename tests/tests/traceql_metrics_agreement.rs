@@ -6,8 +6,8 @@
 
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use allegro_tests::engines::{GENERATED_START, TENANT, generated};
+use allegro_tests::golden::labels_text;
 use allegro_tests::reference::{self, RefSeries};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 const QUERIES: &[&str] = &[
     "{ } | rate()",
@@ -31,24 +31,6 @@ const QUERIES: &[&str] = &[
     "{ status = error } && { kind = client } | count_over_time()",
     "{ } | count() > 20 | rate()",
 ];
-
-fn labels_text(labels: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|kv| {
-            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => format!("{s:?}"),
-                Some(Value::IntValue(i)) => i.to_string(),
-                Some(Value::DoubleValue(d)) => d.to_string(),
-                Some(Value::BoolValue(b)) => b.to_string(),
-                other => format!("{other:?}"),
-            };
-            format!("{}={v}", kv.key)
-        })
-        .collect();
-    parts.sort();
-    format!("{{{}}}", parts.join(", "))
-}
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)

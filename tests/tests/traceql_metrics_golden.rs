@@ -9,30 +9,10 @@ use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use allegro_tests::dataset::{self, BASE_NANOS, parse_duration};
 use allegro_tests::engines::{TENANT, over_blocks, over_head};
-use allegro_tests::golden::{self, Expect};
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+use allegro_tests::golden::{self, Expect, labels_text};
 
 fn golden_dir() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql/metrics")
-}
-
-/// `{k="v", n=1}` as Grafana names a series, keys sorted.
-pub fn labels_text(labels: &[KeyValue]) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|kv| {
-            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => format!("{s:?}"),
-                Some(Value::IntValue(i)) => i.to_string(),
-                Some(Value::DoubleValue(d)) => d.to_string(),
-                Some(Value::BoolValue(b)) => b.to_string(),
-                other => format!("{other:?}"),
-            };
-            format!("{}={v}", kv.key)
-        })
-        .collect();
-    parts.sort();
-    format!("{{{}}}", parts.join(", "))
 }
 
 fn number(v: f64) -> String {

@@ -20,13 +20,12 @@ use datafusion::logical_expr::{
 
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
-use super::plan::{Sampling, out};
+use super::plan::{Sampling, out, span_condition, translator};
 use super::series::{LabelValue, Series, SeriesSet, insert};
 use super::{Cost, account};
 use crate::error::{EngineError, Result};
 use crate::query::search::{Source, Sources};
 use crate::query::spans_table::SpansTable;
-use crate::query::translate::Translator;
 use crate::query::{QueryEngine, collect_counted, df_err};
 use crate::schema::col as c;
 
@@ -65,22 +64,8 @@ fn rows(
             "compare rows for another function".into(),
         ));
     };
-    let t = Translator::new(&src.hot)
-        .with_others(src.others.as_ref())
-        .with_keys(src.keys.as_ref());
-    let base = match &st.simple {
-        Some(None) => lit(true),
-        Some(Some(e)) => t.condition(e)?,
-        None => st
-            .pipeline
-            .leaves
-            .iter()
-            .map(|l| l.as_ref().map_or(Ok(lit(true)), |e| t.condition(e)))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .reduce(Expr::or)
-            .unwrap_or(lit(false)),
-    };
+    let t = translator(src);
+    let base = span_condition(&t, st)?;
     let mut f = grid.filter(col(c::START_TIME)).and(base);
     if let Some(s) = sampling {
         f = s.filter().and(f);

@@ -140,6 +140,31 @@ pub fn is_duration(func: &Func) -> bool {
         .is_some_and(|e| Translator::new(&[]).value(e).is_ok_and(|t| t.dur.is_some()))
 }
 
+/// The translator for one source's schema.
+pub(crate) fn translator(src: &Source) -> Translator<'_> {
+    Translator::new(&src.hot)
+        .with_others(src.others.as_ref())
+        .with_keys(src.keys.as_ref())
+}
+
+/// Spans a first stage counts: its one filter, or (per-trace evaluation to follow) any of its
+/// spanset filters.
+pub(crate) fn span_condition(t: &Translator, st: &FirstStage) -> Result<Expr> {
+    Ok(match &st.simple {
+        Some(None) => lit(true),
+        Some(Some(e)) => t.condition(e)?,
+        None => st
+            .pipeline
+            .leaves
+            .iter()
+            .map(|l| l.as_ref().map_or(Ok(lit(true)), |e| t.condition(e)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .reduce(Expr::or)
+            .unwrap_or(lit(false)),
+    })
+}
+
 /// The per-span rows of one source.
 pub(crate) fn rows(
     src: &Source,
@@ -147,25 +172,8 @@ pub(crate) fn rows(
     grid: &Grid,
     needs: Needs,
 ) -> Result<LogicalPlan> {
-    let t = Translator::new(&src.hot)
-        .with_others(src.others.as_ref())
-        .with_keys(src.keys.as_ref());
-    let condition = match &st.simple {
-        Some(None) => lit(true),
-        Some(Some(e)) => t.condition(e)?,
-        None => st
-            .pipeline
-            .leaves
-            .iter()
-            .map(|l| match l {
-                None => Ok(lit(true)),
-                Some(e) => t.condition(e),
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .reduce(Expr::or)
-            .unwrap_or(lit(false)),
-    };
+    let t = translator(src);
+    let condition = span_condition(&t, st)?;
     let mut filter = grid.filter(col(c::START_TIME)).and(condition);
     if let Some(s) = needs.sampling {
         filter = s.filter().and(filter);
