@@ -61,6 +61,26 @@ pub(crate) struct Sources {
     pub(crate) live_traces: u64,
 }
 
+impl Sources {
+    /// Spans held in blocks and the head.
+    pub(crate) fn spans(&self) -> u64 {
+        self.blocks.iter().map(|b| b.total_spans).sum::<u64>() + self.live_spans
+    }
+
+    /// Adds what these sources hold (blocks, bytes, spans, traces) and one job to `m`.
+    pub(crate) fn account(&self, m: &mut SearchMetrics) {
+        m.total_blocks += self.blocks.len() as u32;
+        m.total_block_bytes += self.blocks.iter().map(|b| b.size).sum::<u64>();
+        m.inspected_spans += self.spans();
+        let traces = self.blocks.iter().map(|b| b.total_objects).sum::<u64>() + self.live_traces;
+        m.inspected_traces = m
+            .inspected_traces
+            .saturating_add(traces.min(u32::MAX as u64) as u32);
+        m.total_jobs += 1;
+        m.completed_jobs += 1;
+    }
+}
+
 /// The plans of a query, for `explain`.
 pub struct Explained {
     /// What the planner compiled.
@@ -205,14 +225,7 @@ impl QueryEngine {
         for tenant in tenants {
             let ctx = self.session();
             let src = self.sources(tenant, req.range).await?;
-            metrics.total_blocks += src.blocks.len() as u32;
-            metrics.total_block_bytes += src.blocks.iter().map(|b| b.size).sum::<u64>();
-            metrics.inspected_spans +=
-                src.blocks.iter().map(|b| b.total_spans).sum::<u64>() + src.live_spans;
-            let traces = src.blocks.iter().map(|b| b.total_objects).sum::<u64>() + src.live_traces;
-            metrics.inspected_traces = metrics
-                .inspected_traces
-                .saturating_add(traces.min(u32::MAX as u64) as u32);
+            src.account(&mut metrics);
             if let Some((_, plan)) = self.plan(&ctx, &src, &compiled, req).await? {
                 let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
                 let (batches, bytes) = collect_counted(&ctx, df).await?;
@@ -242,8 +255,6 @@ impl QueryEngine {
                     }
                 }
             }
-            metrics.total_jobs += 1;
-            metrics.completed_jobs += 1;
             per_tenant.insert(tenant.clone(), src);
         }
         found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.0.cmp(&b.2.0)));

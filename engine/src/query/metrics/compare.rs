@@ -15,14 +15,13 @@ use arrow::datatypes::{DataType, UInt64Type};
 use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{
-    Expr, GroupingSet, JoinType, LogicalPlan, LogicalPlanBuilder, cast, col, lit,
+    Expr, GroupingSet, LogicalPlan, LogicalPlanBuilder, cast, col, lit,
 };
 
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
-use super::plan::{Sampling, out, span_condition, translator};
+use super::plan::{Sampling, matched_rows, out, span_condition, translator};
 use super::series::{LabelValue, Series, SeriesSet, insert};
-use super::{Cost, account};
 use crate::error::{EngineError, Result};
 use crate::query::search::{Source, Sources};
 use crate::query::spans_table::SpansTable;
@@ -107,7 +106,7 @@ impl QueryEngine {
         st: &FirstStage,
         grid: &Grid,
         sampling: Option<Sampling>,
-        cost: &mut Cost,
+        cost: &mut crate::tempopb::SearchMetrics,
     ) -> Result<SeriesSet> {
         let Func::Compare { top_n, .. } = &st.func else {
             return Err(EngineError::Internal("compare() expected".into()));
@@ -116,7 +115,7 @@ impl QueryEngine {
         // (selection?, attribute) → value → counts per interval.
         let mut counts: HashMap<(bool, String), HashMap<String, Vec<f64>>> = HashMap::new();
         for src in per_tenant {
-            account(cost, src);
+            src.account(cost);
             if src.tables.is_empty() {
                 continue;
             }
@@ -135,24 +134,7 @@ impl QueryEngine {
                 .map(|s| rows(s, st, grid, &fields, sampling))
                 .collect::<Result<Vec<_>>>()?;
             let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
-            let mut b = LogicalPlanBuilder::scan("spans", provider_as_source(table), None)
-                .map_err(df_err)?;
-            if let Some(m) = matched {
-                let right = LogicalPlanBuilder::scan("matched", provider_as_source(m), None)
-                    .and_then(|r| r.build())
-                    .map_err(df_err)?;
-                b = b
-                    .join(
-                        right,
-                        JoinType::LeftSemi,
-                        (
-                            vec![c::TRACE_ID, c::SPAN_ID],
-                            vec![out::M_TRACE, out::M_SPAN],
-                        ),
-                        None,
-                    )
-                    .map_err(df_err)?;
-            }
+            let b = matched_rows(table, matched)?;
             let i = grid.interval(col(out::TS)).alias(out::I);
             let b = b
                 .project(
@@ -179,7 +161,7 @@ impl QueryEngine {
                 .map_err(df_err)?;
             let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
             let (batches, bytes) = collect_counted(&ctx, df).await?;
-            cost.metrics.inspected_bytes += bytes;
+            cost.inspected_bytes += bytes;
             let names: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
             for bt in &batches {
                 let lost = || EngineError::Internal("compare plan lost a column".into());

@@ -12,7 +12,7 @@ pub mod series;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use allegro_traceql::ast::{BinaryOp, Query, SecondStage, Static};
 use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, RecordBatch};
@@ -29,6 +29,7 @@ use super::search::Sources;
 use super::spans_table::SpansTable;
 use super::{QueryEngine, collect_counted, df_err};
 use crate::error::{EngineError, Result};
+use crate::ids::span_id_from_bytes;
 use crate::tempopb::{
     InstantSeries, PartialStatus, QueryInstantResponse, QueryRangeResponse, SearchMetrics,
 };
@@ -109,18 +110,6 @@ pub struct MetricsRequest {
     pub mode: Mode,
 }
 
-/// What a query read, and whether it was sampled.
-#[derive(Debug, Default, Clone, Copy)]
-struct Cost {
-    metrics: SearchMetrics,
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// The sampling a query's hints ask for, given how many spans the range holds.
 fn sampling(q: &Query, spans: u64, limits: &MetricsLimits) -> Option<Sampling> {
     let fixed = |name: &str| match q.hint(name) {
@@ -178,7 +167,7 @@ impl QueryEngine {
         let (status, message) = truncate(&mut series, max);
         Ok(QueryRangeResponse {
             series,
-            metrics: Some(cost.metrics),
+            metrics: Some(cost),
             status,
             message,
         })
@@ -211,7 +200,7 @@ impl QueryEngine {
         let (status, message) = truncate(&mut series, max);
         Ok(QueryInstantResponse {
             series,
-            metrics: Some(cost.metrics),
+            metrics: Some(cost),
             status,
             message,
         })
@@ -227,8 +216,8 @@ impl QueryEngine {
         mode: Mode,
         exemplars: u32,
         limits: &MetricsLimits,
-    ) -> Result<(SeriesSet, Cost)> {
-        let mut cost = Cost::default();
+    ) -> Result<(SeriesSet, SearchMetrics)> {
+        let mut cost = SearchMetrics::default();
         let mut picker = ExemplarPicker::new(exemplars as usize);
         let set = Box::pin(self.eval(tenants, q, node, grid, mode, &mut picker, limits, &mut cost))
             .await?;
@@ -245,7 +234,7 @@ impl QueryEngine {
         mode: Mode,
         picker: &mut ExemplarPicker,
         limits: &MetricsLimits,
-        cost: &mut Cost,
+        cost: &mut SearchMetrics,
     ) -> Result<SeriesSet> {
         Ok(match node {
             Node::Query(st) => {
@@ -304,7 +293,8 @@ impl QueryEngine {
         limits: &MetricsLimits,
     ) -> Result<Sources> {
         let range = Some((grid.start, grid.end));
-        let recent_from = now_ns().saturating_sub(limits.recent_window.as_nanos() as u64);
+        let recent_from =
+            crate::now_unix_nanos().saturating_sub(limits.recent_window.as_nanos() as u64);
         match mode {
             Mode::All => self.sources_picked(tenant, range, &|_| true, true).await,
             Mode::Blocks => self.sources_picked(tenant, range, &|_| true, false).await,
@@ -325,13 +315,13 @@ impl QueryEngine {
         mode: Mode,
         picker: &mut ExemplarPicker,
         limits: &MetricsLimits,
-        cost: &mut Cost,
+        cost: &mut SearchMetrics,
     ) -> Result<SeriesSet> {
         let mut per_tenant = Vec::with_capacity(tenants.len());
         let mut spans = 0;
         for t in tenants {
             let src = self.metric_sources(t, grid, mode, limits).await?;
-            spans += src.blocks.iter().map(|b| b.total_spans).sum::<u64>() + src.live_spans;
+            spans += src.spans();
             per_tenant.push(src);
         }
         let sampling = sampling(q, spans, limits);
@@ -362,7 +352,7 @@ impl QueryEngine {
         });
         let mut raw = Raw::default();
         for src in &per_tenant {
-            account(cost, src);
+            src.account(cost);
             if src.tables.is_empty() {
                 continue;
             }
@@ -385,7 +375,7 @@ impl QueryEngine {
                 let p = plan::aggregate(table, matched.clone(), st, grid, pass, per_group)?;
                 let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
                 let (batches, bytes) = collect_counted(&ctx, df).await?;
-                cost.metrics.inspected_bytes += bytes;
+                cost.inspected_bytes += bytes;
                 raw.add_batches(&batches, st.by.len(), grid.intervals(), per_group.is_some())?;
             }
         }
@@ -402,7 +392,7 @@ impl QueryEngine {
         st: &FirstStage,
         grid: &Grid,
         sampling: Option<Sampling>,
-        cost: &mut Cost,
+        cost: &mut SearchMetrics,
     ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
         let inputs = src
             .tables
@@ -424,7 +414,7 @@ impl QueryEngine {
             .map_err(df_err)?;
         let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
         let (batches, bytes) = collect_counted(ctx, df).await?;
-        cost.metrics.inspected_bytes += bytes;
+        cost.inspected_bytes += bytes;
         let mut traces = FixedSizeBinaryBuilder::new(16);
         let mut spans = FixedSizeBinaryBuilder::new(8);
         for b in &batches {
@@ -445,7 +435,11 @@ impl QueryEngine {
                 let mut seen = HashSet::new();
                 for set in parsed.as_array().into_iter().flatten() {
                     for span in set["spans"].as_array().into_iter().flatten() {
-                        let Some(id) = span[0].as_str().and_then(unhex8) else {
+                        let Some(id) = span[0]
+                            .as_str()
+                            .and_then(|h| hex::decode(h).ok())
+                            .and_then(|b| span_id_from_bytes(&b).ok())
+                        else {
                             continue;
                         };
                         if seen.insert(id) {
@@ -470,31 +464,6 @@ impl QueryEngine {
         let mem = MemTable::try_new(schema, vec![vec![batch]]).map_err(df_err)?;
         Ok(Arc::new(mem))
     }
-}
-
-fn unhex8(s: &str) -> Option<[u8; 8]> {
-    let mut out = [0u8; 8];
-    if s.len() != 16 {
-        return None;
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Adds what a tenant's sources hold to the query's metrics.
-fn account(cost: &mut Cost, src: &Sources) {
-    let m = &mut cost.metrics;
-    m.total_blocks += src.blocks.len() as u32;
-    m.total_block_bytes += src.blocks.iter().map(|b| b.size).sum::<u64>();
-    m.inspected_spans += src.blocks.iter().map(|b| b.total_spans).sum::<u64>() + src.live_spans;
-    let traces = src.blocks.iter().map(|b| b.total_objects).sum::<u64>() + src.live_traces;
-    m.inspected_traces = m
-        .inspected_traces
-        .saturating_add(traces.min(u32::MAX as u64) as u32);
-    m.total_jobs += 1;
-    m.completed_jobs += 1;
 }
 
 fn check_range(req: &MetricsRequest, limits: &MetricsLimits) -> Result<()> {

@@ -32,7 +32,7 @@ use super::grid::Grid;
 use crate::error::Result;
 use crate::query::df_err;
 use crate::query::search::Source;
-use crate::query::translate::{Translator, Typed};
+use crate::query::translate::{Translator, Typed, case_when};
 use crate::schema::col as c;
 
 /// Output columns of the per-span rows and of the aggregation.
@@ -207,6 +207,31 @@ pub(crate) fn rows(
         .map_err(df_err)
 }
 
+/// The query's rows: all of `spans`, or only those whose `(trace_id, span_id)` is in
+/// `matched` (pipelines evaluated per trace).
+pub(crate) fn matched_rows(
+    spans: Arc<dyn TableProvider>,
+    matched: Option<Arc<dyn TableProvider>>,
+) -> Result<LogicalPlanBuilder> {
+    let b = LogicalPlanBuilder::scan("spans", provider_as_source(spans), None).map_err(df_err)?;
+    let Some(m) = matched else {
+        return Ok(b);
+    };
+    let right = LogicalPlanBuilder::scan("matched", provider_as_source(m), None)
+        .and_then(|r| r.build())
+        .map_err(df_err)?;
+    b.join(
+        right,
+        JoinType::LeftSemi,
+        (
+            vec![c::TRACE_ID, c::SPAN_ID],
+            vec![out::M_TRACE, out::M_SPAN],
+        ),
+        None,
+    )
+    .map_err(df_err)
+}
+
 /// The aggregation over the query's rows (`spans`, optionally joined with `matched`).
 pub(crate) fn aggregate(
     spans: Arc<dyn TableProvider>,
@@ -216,23 +241,7 @@ pub(crate) fn aggregate(
     needs: Needs,
     exemplars_per_group: Option<i64>,
 ) -> Result<LogicalPlan> {
-    let mut b =
-        LogicalPlanBuilder::scan("spans", provider_as_source(spans), None).map_err(df_err)?;
-    if let Some(m) = matched {
-        let right =
-            LogicalPlanBuilder::scan("matched", provider_as_source(m), None).map_err(df_err)?;
-        b = b
-            .join(
-                right.build().map_err(df_err)?,
-                JoinType::LeftSemi,
-                (
-                    vec![c::TRACE_ID, c::SPAN_ID],
-                    vec![out::M_TRACE, out::M_SPAN],
-                ),
-                None,
-            )
-            .map_err(df_err)?;
-    }
+    let mut b = matched_rows(spans, matched)?;
     let mut group = vec![grid.interval(col(out::TS)).alias(out::I)];
     group.extend((0..st.by.len()).map(|i| col(out::key(i))));
     if st.func.bucketed() {
@@ -250,14 +259,10 @@ pub(crate) fn aggregate(
         if weighted {
             aggs.push(sum(v.clone() * col(out::W)).alias(out::SUM));
             aggs.push(
-                sum(Expr::Case(datafusion::logical_expr::Case {
-                    expr: None,
-                    when_then_expr: vec![(
-                        Box::new(v.clone().is_not_null()),
-                        Box::new(col(out::W)),
-                    )],
-                    else_expr: None,
-                }))
+                sum(case_when(
+                    vec![(v.clone().is_not_null(), col(out::W))],
+                    lit(ScalarValue::Float64(None)),
+                ))
                 .alias(out::NV),
             );
         } else {

@@ -68,18 +68,20 @@ pub struct Raw {
     pub groups: HashMap<GroupKey, Vec<Cell>>,
 }
 
-fn f64s(b: &RecordBatch, name: &str) -> Result<Option<Vec<f64>>> {
+/// Column `name` as Float64 values, `missing` where the column is absent, null or NaN.
+fn f64s(b: &RecordBatch, name: &str, missing: f64) -> Result<Vec<f64>> {
     let Some(a) = b.column_by_name(name) else {
-        return Ok(None);
+        return Ok(vec![missing; b.num_rows()]);
     };
     let a = cast(a, &DataType::Float64)
         .map_err(|e| EngineError::Internal(format!("metrics column {name}: {e}")))?;
     let a = a.as_primitive::<Float64Type>();
-    Ok(Some(
-        (0..a.len())
-            .map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) })
-            .collect(),
-    ))
+    Ok((0..a.len())
+        .map(|i| match a.is_null(i) {
+            false if !a.value(i).is_nan() => a.value(i),
+            _ => missing,
+        })
+        .collect())
 }
 
 impl Raw {
@@ -108,11 +110,14 @@ impl Raw {
             let bucket = b
                 .column_by_name(out::B)
                 .and_then(|a| a.as_primitive_opt::<Int64Type>());
-            let n = f64s(b, out::N)?.ok_or_else(|| lost(out::N))?;
-            let sum = f64s(b, out::SUM)?;
-            let min = f64s(b, out::MIN)?;
-            let max = f64s(b, out::MAX)?;
-            let nv = f64s(b, out::NV)?;
+            if b.column_by_name(out::N).is_none() {
+                return Err(lost(out::N));
+            }
+            let n = f64s(b, out::N, 0.0)?;
+            let sum = f64s(b, out::SUM, 0.0)?;
+            let min = f64s(b, out::MIN, f64::INFINITY)?;
+            let max = f64s(b, out::MAX, f64::NEG_INFINITY)?;
+            let nv = f64s(b, out::NV, 0.0)?;
             let ex = b
                 .column_by_name(out::EX)
                 .and_then(|a| a.as_binary_opt::<i32>());
@@ -128,22 +133,10 @@ impl Raw {
                 let bk = bucket.and_then(|a| (!a.is_null(r)).then(|| a.value(r)));
                 let cell = Cell {
                     n: n[r],
-                    sum: sum
-                        .as_ref()
-                        .map_or(0.0, |s| if s[r].is_nan() { 0.0 } else { s[r] }),
-                    min: min.as_ref().map_or(f64::INFINITY, |s| {
-                        if s[r].is_nan() { f64::INFINITY } else { s[r] }
-                    }),
-                    max: max.as_ref().map_or(f64::NEG_INFINITY, |s| {
-                        if s[r].is_nan() {
-                            f64::NEG_INFINITY
-                        } else {
-                            s[r]
-                        }
-                    }),
-                    nv: nv
-                        .as_ref()
-                        .map_or(0.0, |s| if s[r].is_nan() { 0.0 } else { s[r] }),
+                    sum: sum[r],
+                    min: min[r],
+                    max: max[r],
+                    nv: nv[r],
                     ex: match ex {
                         Some(e) if !e.is_null(r) => unpack(e.value(r)).ok_or_else(|| {
                             EngineError::Internal("corrupt exemplar candidates".into())
