@@ -17,3 +17,10 @@ pub mod storage;
 pub mod tempopb;
 
 pub use opentelemetry_proto::tonic as otlp;
+
+/// Now, unix nanoseconds (0 if the clock is before 1970).
+pub fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

@@ -2,7 +2,7 @@
 
 use super::gen_cmd::{GenArgs, GenFormat, generate};
 use super::open_catalog;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use allegro_datasets::{GenOptions, Generator};
 use allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -105,12 +105,6 @@ Stop with Ctrl-C.
     .await
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// Moves a generated trace so it starts at `now` (span, event and link times alike).
 fn shift_to_now(trace: &mut [ResourceSpans], now: u64) {
     let spans = || {
@@ -147,9 +141,9 @@ async fn live_traffic(url: String, rate: u64) {
         }
     };
     let mut g = Generator::new(GenOptions {
-        seed: now_nanos(),
+        seed: allegro_engine::now_unix_nanos(),
         spans: u64::MAX,
-        start_unix_nano: now_nanos(),
+        start_unix_nano: allegro_engine::now_unix_nanos(),
         duration_nano: 1,
     });
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -160,7 +154,7 @@ async fn live_traffic(url: String, rate: u64) {
         let mut spans = 0u64;
         while spans < per_tick {
             let Some(mut t) = g.next_trace() else { return };
-            shift_to_now(&mut t, now_nanos());
+            shift_to_now(&mut t, allegro_engine::now_unix_nanos());
             spans += t
                 .iter()
                 .flat_map(|r| &r.scope_spans)

@@ -2,7 +2,6 @@
 //! a sparkline per series (or Tempo's JSON with `--format json`).
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::{MetricsRequest, Mode};
@@ -39,16 +38,10 @@ pub struct MetricsArgs {
     pub format: String,
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 fn request(a: &MetricsArgs) -> Result<MetricsRequest, String> {
     let end = match &a.end {
         Some(v) => timestamp("--end", v).map_err(|e| e.message)?,
-        None => now_nanos(),
+        None => allegro_engine::now_unix_nanos(),
     };
     let start = match (&a.start, &a.since) {
         (Some(v), _) => timestamp("--start", v).map_err(|e| e.message)?,

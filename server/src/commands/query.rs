@@ -2,7 +2,6 @@
 //! server needed (blocks only; spans still in a server's WAL appear once flushed).
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use allegro_engine::error::EngineError;
 use allegro_engine::query::QueryEngine;
@@ -52,12 +51,6 @@ pub struct ExplainArgs {
     pub tenant: String,
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 fn instant(flag: &str, v: &str) -> Result<u64, String> {
     if let Ok(s) = v.parse::<u64>() {
         return Ok(s.saturating_mul(1_000_000_000));
@@ -70,7 +63,7 @@ fn instant(flag: &str, v: &str) -> Result<u64, String> {
 fn range(a: &QueryArgs) -> Result<Option<(u64, u64)>, String> {
     if let Some(s) = &a.since {
         let d = humantime::parse_duration(s).map_err(|e| format!("--since {s:?}: {e}"))?;
-        let now = now_nanos();
+        let now = allegro_engine::now_unix_nanos();
         return Ok(Some((now.saturating_sub(d.as_nanos() as u64), now)));
     }
     let start = a
@@ -81,7 +74,10 @@ fn range(a: &QueryArgs) -> Result<Option<(u64, u64)>, String> {
     let end = a.end.as_deref().map(|v| instant("end", v)).transpose()?;
     Ok(match (start, end) {
         (None, None) => None,
-        (s, e) => Some((s.unwrap_or(0), e.unwrap_or_else(now_nanos))),
+        (s, e) => Some((
+            s.unwrap_or(0),
+            e.unwrap_or_else(allegro_engine::now_unix_nanos),
+        )),
     })
 }
 

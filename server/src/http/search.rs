@@ -10,14 +10,12 @@ use allegro_engine::query::search::SearchRequest;
 use allegro_engine::tempopb::{SearchMetrics, SearchResponse, SpanSet};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
-use prost::Message;
+use axum::response::Response;
 use serde_json::{Map, Value as J, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::traces::{time_range, wants_protobuf};
+use super::traces::{negotiated, time_range};
 use crate::tenant::request_tenants;
 
 /// Largest `limit` Tempo accepts.
@@ -189,18 +187,7 @@ pub async fn search(
     let tenants = request_tenants(state.multitenancy, &headers)?;
     let req = search_request(&q)?;
     let resp = state.query.search(&tenants, &req).await?;
-    if wants_protobuf(&headers) {
-        return Ok((
-            [(CONTENT_TYPE, "application/protobuf")],
-            resp.encode_to_vec(),
-        )
-            .into_response());
-    }
-    Ok((
-        [(CONTENT_TYPE, "application/json")],
-        search_json(&resp).to_string(),
-    )
-        .into_response())
+    Ok(negotiated(&headers, &resp, || search_json(&resp)))
 }
 
 /// A jsonpb object builder that leaves out zero values.

@@ -3,7 +3,7 @@
 //! strings, zero values omitted, NaN as `"NaN"`) or protobuf on `Accept: application/protobuf`.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use allegro_engine::otlp_json::{Dialect, attrs};
 use allegro_engine::query::metrics::{MetricsRequest, Mode};
@@ -12,25 +12,17 @@ use allegro_engine::tempopb::{
 };
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
-use prost::Message;
+use axum::response::Response;
 use serde_json::{Map, Value as J, json};
 
 use super::AppState;
 use super::error::ApiError;
 use super::search::metrics_json;
-use super::traces::wants_protobuf;
+use super::traces::negotiated;
 use crate::tenant::request_tenants;
 
 /// What Drilldown's detector looks for when TraceQL metrics are off for a tenant.
 pub const NOT_CONFIGURED: &str = "localblocks processor not found";
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 /// Tempo's `parseTimestamp`: float seconds, integer seconds (≤ 10 digits), integer
 /// nanoseconds, or RFC3339.
@@ -111,7 +103,7 @@ pub fn metrics_request(q: &HashMap<String, String>) -> Result<MetricsRequest, Ap
         .to_string();
     let end = match non_empty(q, "end") {
         Some(v) => timestamp("end", v)?,
-        None => now_ns(),
+        None => allegro_engine::now_unix_nanos(),
     };
     let start = match non_empty(q, "start") {
         Some(v) => timestamp("start", v)?,
@@ -121,7 +113,7 @@ pub fn metrics_request(q: &HashMap<String, String>) -> Result<MetricsRequest, Ap
                     .map_err(|e| ApiError::bad_request(format!("invalid since {v:?}: {e}")))?,
                 None => Duration::from_secs(3600),
             };
-            end.min(now_ns())
+            end.min(allegro_engine::now_unix_nanos())
                 .saturating_sub(since.as_nanos().min(u64::MAX as u128) as u64)
         }
     };
@@ -182,18 +174,7 @@ pub async fn query_range(
         .query
         .query_range(&tenants, &req, &state.traceql_metrics.limits)
         .await?;
-    if wants_protobuf(&headers) {
-        return Ok((
-            [(CONTENT_TYPE, "application/protobuf")],
-            resp.encode_to_vec(),
-        )
-            .into_response());
-    }
-    Ok((
-        [(CONTENT_TYPE, "application/json")],
-        range_json(&resp).to_string(),
-    )
-        .into_response())
+    Ok(negotiated(&headers, &resp, || range_json(&resp)))
 }
 
 /// `GET /api/metrics/query`.
@@ -209,18 +190,7 @@ pub async fn query_instant(
         .query
         .query_instant(&tenants, &req, &state.traceql_metrics.limits)
         .await?;
-    if wants_protobuf(&headers) {
-        return Ok((
-            [(CONTENT_TYPE, "application/protobuf")],
-            resp.encode_to_vec(),
-        )
-            .into_response());
-    }
-    Ok((
-        [(CONTENT_TYPE, "application/json")],
-        instant_json(&resp).to_string(),
-    )
-        .into_response())
+    Ok(negotiated(&headers, &resp, || instant_json(&resp)))
 }
 
 /// A double as jsonpb writes it: NaN and infinities as strings; zero omitted by the caller.

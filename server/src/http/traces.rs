@@ -131,12 +131,21 @@ async fn lookup(
     })
 }
 
-fn protobuf(bytes: Vec<u8>) -> Response {
-    ([(CONTENT_TYPE, "application/protobuf")], bytes).into_response()
-}
-
-fn json_body(v: serde_json::Value) -> Response {
-    ([(CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+/// `msg` as protobuf when the client asked for it, else the jsonpb `json` builds.
+pub fn negotiated(
+    headers: &HeaderMap,
+    msg: &impl Message,
+    json: impl FnOnce() -> serde_json::Value,
+) -> Response {
+    if wants_protobuf(headers) {
+        (
+            [(CONTENT_TYPE, "application/protobuf")],
+            msg.encode_to_vec(),
+        )
+            .into_response()
+    } else {
+        ([(CONTENT_TYPE, "application/json")], json().to_string()).into_response()
+    }
 }
 
 /// `GET /api/traces/{id}`: `tempopb.Trace`, JSON with top-level `batches`.
@@ -147,16 +156,13 @@ pub async fn trace_v1(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let found = lookup(&state, &headers, &id, &q).await?;
-    if wants_protobuf(&headers) {
-        return Ok(protobuf(
-            Trace {
-                resource_spans: found.resource_spans,
-            }
-            .encode_to_vec(),
-        ));
-    }
-    Ok(json_body(
-        json!({ "batches": encode_resource_spans(&found.resource_spans, Dialect::Tempo) }),
+    let trace = Trace {
+        resource_spans: found.resource_spans,
+    };
+    Ok(negotiated(
+        &headers,
+        &trace,
+        || json!({ "batches": encode_resource_spans(&trace.resource_spans, Dialect::Tempo) }),
     ))
 }
 
@@ -168,30 +174,33 @@ pub async fn trace_v2(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let found = lookup(&state, &headers, &id, &q).await?;
-    if wants_protobuf(&headers) {
-        let resp = TraceByIdResponse {
-            trace: Some(Trace {
-                resource_spans: found.resource_spans,
-            }),
-            metrics: Some(TraceByIdMetrics {
-                inspected_bytes: found.inspected_bytes,
-            }),
-            status: PartialStatus::Complete as i32,
-            message: String::new(),
-        };
-        return Ok(protobuf(resp.encode_to_vec()));
-    }
-    let mut metrics = serde_json::Map::new();
-    if found.inspected_bytes > 0 {
-        metrics.insert(
-            "inspectedBytes".into(),
-            json!(found.inspected_bytes.to_string()),
-        );
-    }
-    Ok(json_body(json!({
-        "trace": { "resourceSpans": encode_resource_spans(&found.resource_spans, Dialect::Tempo) },
-        "metrics": metrics,
-    })))
+    let resp = TraceByIdResponse {
+        trace: Some(Trace {
+            resource_spans: found.resource_spans,
+        }),
+        metrics: Some(TraceByIdMetrics {
+            inspected_bytes: found.inspected_bytes,
+        }),
+        status: PartialStatus::Complete as i32,
+        message: String::new(),
+    };
+    Ok(negotiated(&headers, &resp, || {
+        let mut metrics = serde_json::Map::new();
+        if found.inspected_bytes > 0 {
+            metrics.insert(
+                "inspectedBytes".into(),
+                json!(found.inspected_bytes.to_string()),
+            );
+        }
+        let spans = resp
+            .trace
+            .as_ref()
+            .map_or(&[][..], |t| &t.resource_spans[..]);
+        json!({
+            "trace": { "resourceSpans": encode_resource_spans(spans, Dialect::Tempo) },
+            "metrics": metrics,
+        })
+    }))
 }
 
 #[cfg(test)]
