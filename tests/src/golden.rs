@@ -152,3 +152,46 @@ pub fn labels_text(labels: &[opentelemetry_proto::tonic::common::v1::KeyValue]) 
     parts.sort();
     format!("{{{}}}", parts.join(", "))
 }
+
+impl Expect {
+    /// True when `got` is what this expects: the same rows, or an error containing the text.
+    pub fn matches(&self, got: &Result<Vec<String>, String>) -> bool {
+        match (self, got) {
+            (Expect::Rows(want), Ok(rows)) => want == rows,
+            (Expect::Error(want), Err(e)) => e.contains(want.as_str()),
+            _ => false,
+        }
+    }
+}
+
+/// Every `*.tql` file of `dir`, sorted, parsed, with its dataset (`<data>/<name>.traces`).
+pub fn load_dir(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+) -> Vec<(String, GoldenFile, crate::dataset::Dataset)> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tql"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no golden files in {}", dir.display());
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let g = parse(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let path = data.join(format!("{}.traces", g.dataset));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let ds =
+                crate::dataset::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, g, ds)
+        })
+        .collect()
+}

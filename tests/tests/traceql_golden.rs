@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::search::SearchRequest;
-use allegro_tests::dataset::{self, Dataset};
+use allegro_tests::dataset::Dataset;
 use allegro_tests::engines::{TENANT, over_blocks, over_head};
-use allegro_tests::golden::{self, Expect, result_line};
+use allegro_tests::golden::{self, result_line};
 
 fn golden_dir() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql")
@@ -54,43 +54,21 @@ async fn run(engine: &QueryEngine, ds: &Dataset, query: &str) -> Result<Vec<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_files() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tql"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
+    let files = golden::load_dir(&golden_dir(), &golden_dir().join("data"));
     let mut failures = Vec::new();
     let mut cases = 0;
-    for file in &files {
-        let g = golden::parse(&std::fs::read_to_string(file).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let data = golden_dir()
-            .join("data")
-            .join(format!("{}.traces", g.dataset));
-        let ds = dataset::parse(&std::fs::read_to_string(&data).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+    for (file, g, ds) in &files {
         let dir = tempfile::tempdir().unwrap();
-        let blocks = over_blocks(&ds, &dir.path().join("blocks")).await;
-        let head = over_head(&ds, &dir.path().join("head"));
+        let blocks = over_blocks(ds, &dir.path().join("blocks")).await;
+        let head = over_head(ds, &dir.path().join("head"));
         for case in &g.cases {
             cases += 1;
             for (mode, engine) in [("blocks", &blocks), ("head", &head)] {
-                let got = run(engine, &ds, &case.query).await;
-                let ok = match (&case.expect, &got) {
-                    (Expect::Rows(want), Ok(rows)) => want == rows,
-                    (Expect::Error(want), Err(e)) => e.contains(want.as_str()),
-                    _ => false,
-                };
-                if !ok {
+                let got = run(engine, ds, &case.query).await;
+                if !case.expect.matches(&got) {
                     failures.push(format!(
                         "{}:{} [{mode}] {}\n  expected: {:?}\n  got:      {:?}",
-                        file.file_name().unwrap().to_string_lossy(),
-                        case.line,
-                        case.query,
-                        case.expect,
-                        got
+                        file, case.line, case.query, case.expect, got
                     ));
                 }
             }

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
-use allegro_tests::dataset::{self, BASE_NANOS, parse_duration};
+use allegro_tests::dataset::{BASE_NANOS, parse_duration};
 use allegro_tests::engines::{TENANT, over_blocks, over_head};
-use allegro_tests::golden::{self, Expect, labels_text};
+use allegro_tests::golden::{self, labels_text};
 
 fn golden_dir() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql/metrics")
@@ -81,47 +81,25 @@ async fn run(engine: &QueryEngine, query: &str, range: &str) -> Result<Vec<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_golden_files() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tql"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
+    let files = golden::load_dir(&golden_dir(), &golden_dir().join("../data"));
     let mut failures = Vec::new();
     let mut cases = 0;
-    for file in &files {
-        let g = golden::parse(&std::fs::read_to_string(file).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let data = golden_dir()
-            .join("../data")
-            .join(format!("{}.traces", g.dataset));
-        let ds = dataset::parse(&std::fs::read_to_string(&data).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+    for (file, g, ds) in &files {
         let dir = tempfile::tempdir().unwrap();
-        let blocks = over_blocks(&ds, &dir.path().join("blocks")).await;
-        let head = over_head(&ds, &dir.path().join("head"));
+        let blocks = over_blocks(ds, &dir.path().join("blocks")).await;
+        let head = over_head(ds, &dir.path().join("head"));
         for case in &g.cases {
             cases += 1;
             let range = case
                 .range
                 .as_deref()
-                .unwrap_or_else(|| panic!("{}:{}: no range line", file.display(), case.line));
+                .unwrap_or_else(|| panic!("{file}:{}: no range line", case.line));
             for (mode, engine) in [("blocks", &blocks), ("head", &head)] {
                 let got = run(engine, &case.query, range).await;
-                let ok = match (&case.expect, &got) {
-                    (Expect::Rows(want), Ok(rows)) => want == rows,
-                    (Expect::Error(want), Err(e)) => e.contains(want.as_str()),
-                    _ => false,
-                };
-                if !ok {
+                if !case.expect.matches(&got) {
                     failures.push(format!(
                         "{}:{} [{mode}] {}\n  expected: {:#?}\n  got:      {:#?}",
-                        file.file_name().unwrap().to_string_lossy(),
-                        case.line,
-                        case.query,
-                        case.expect,
-                        got
+                        file, case.line, case.query, case.expect, got
                     ));
                 }
             }
