@@ -61,6 +61,17 @@ impl IngesterConfig {
     }
 }
 
+/// Sees every accepted request after it is durable (the metrics generator).
+pub trait SpanTap: Send + Sync {
+    /// `batches` as received; with `accepted`, only spans of those traces were stored.
+    fn spans(
+        &self,
+        tenant: &str,
+        batches: &[ResourceSpans],
+        accepted: Option<&std::collections::HashSet<TraceId>>,
+    );
+}
+
 /// What happened to a pushed request that was not refused as a whole.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PushOutcome {
@@ -132,6 +143,7 @@ pub struct Ingester {
     flush_lock: tokio::sync::Mutex<()>,
     /// Query snapshots of the heads' immutable parts.
     snapshots: Mutex<Snapshots>,
+    tap: std::sync::OnceLock<Arc<dyn SpanTap>>,
 }
 
 impl std::fmt::Debug for Ingester {
@@ -263,6 +275,7 @@ impl Ingester {
             retry: Mutex::default(),
             flush_lock: tokio::sync::Mutex::new(()),
             snapshots: Mutex::default(),
+            tap: std::sync::OnceLock::new(),
         });
         Ok((ing, out))
     }
@@ -270,6 +283,11 @@ impl Ingester {
     /// The metrics of the ingest path.
     pub fn metrics(&self) -> &Arc<IngestMetrics> {
         &self.metrics
+    }
+
+    /// Installs the tap that sees accepted spans (once; later calls are ignored).
+    pub fn set_tap(&self, tap: Arc<dyn SpanTap>) {
+        let _ = self.tap.set(tap);
     }
 
     /// The configuration.
@@ -312,7 +330,11 @@ impl Ingester {
         let cut = truncate_attributes(&mut batches, limits.max_attribute_bytes);
         self.metrics.truncated(tenant, cut);
         let mut prepared = prepare(&batches);
-        drop(batches);
+        let tap = self.tap.get();
+        if tap.is_none() {
+            drop(batches);
+            batches = Vec::new();
+        }
         let mut outcome = PushOutcome::default();
         let mut reasons: Vec<String> = Vec::new();
         if !prepared.bad.is_empty() {
@@ -401,6 +423,10 @@ impl Ingester {
             return Ok(outcome);
         }
         let wal = self.wal()?;
+        // Only when something was refused does the tap need to know which traces were kept.
+        let kept: Option<std::collections::HashSet<TraceId>> = (tap.is_some()
+            && outcome.rejected > 0)
+            .then(|| prepared.chunks.iter().map(|c| c.id).collect());
         let rec = Record::Append {
             tenant: tenant.to_string(),
             chunks: prepared.chunks,
@@ -416,6 +442,9 @@ impl Ingester {
         }
         self.metrics
             .received(tenant, protocol, accepted, request_bytes as u64);
+        if let Some(tap) = tap {
+            tap.spans(tenant, &batches, kept.as_ref());
+        }
         outcome.accepted = accepted;
         Ok(outcome)
     }

@@ -5,11 +5,13 @@
 //!         → WAL (group commit, fsync) → live head (queryable) → ack
 //! flush loop: idle/old traces → head block → cut by age/size → Parquet block → catalog
 //!             → `Flushed` WAL record → old WAL segments deleted
+//! tap after the WAL: metrics generator (span metrics, service graphs) → remote write / scrape
 //! ```
 
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod generator;
 pub mod head;
 pub mod ingester;
 pub mod limits;

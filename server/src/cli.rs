@@ -47,6 +47,8 @@ pub enum Command {
     Explain(commands::query::ExplainArgs),
     /// TraceQL tools: `allegro traceql check '<query>'`.
     Traceql(commands::traceql_cmd::TraceqlArgs),
+    /// Config tools: `allegro config check FILE` validates and prints the effective settings.
+    Config(commands::config_cmd::ConfigArgs),
 }
 
 /// Loads the config file (if any) and applies command-line overrides.
@@ -67,9 +69,11 @@ pub fn load_config(cli: &Cli) -> Result<Config, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The language tools need neither config, data nor a runtime.
-    if let Command::Traceql(args) = cli.command {
-        return commands::traceql_cmd::run(args);
-    }
+    let cli = match cli.command {
+        Command::Traceql(args) => return commands::traceql_cmd::run(args),
+        Command::Config(args) => return commands::config_cmd::run(args),
+        command => Cli { command, ..cli },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -106,7 +110,7 @@ pub fn main() -> ExitCode {
             Command::Query(a) => return commands::query::run(cfg, a).await,
             Command::Explain(a) => return commands::query::explain(cfg, a).await,
             Command::Metrics(a) => return commands::metrics_cmd::run(cfg, a).await,
-            Command::Traceql(_) => Ok(()),
+            Command::Traceql(_) | Command::Config(_) => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -10,8 +10,12 @@ use allegro_engine::query::metrics::MetricsLimits;
 use allegro_engine::schema::{AttrScope, HotColumn, HotType};
 use allegro_engine::storage::StorageBackend;
 use allegro_ingest::IngesterConfig;
+use allegro_ingest::generator::Processors;
 use allegro_ingest::limits::{Limits, Overrides};
 use serde::{Deserialize, Deserializer};
+
+pub mod generator;
+pub mod show;
 
 /// A config problem, naming the key and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,9 @@ pub struct Config {
     /// Query limits (Tempo's `query_frontend`).
     #[serde(default, deserialize_with = "null_default")]
     pub query_frontend: QueryFrontendConfig,
+    /// The metrics generator; present (even as an empty block) = on.
+    #[serde(default, deserialize_with = "present")]
+    pub metrics_generator: Option<generator::GeneratorSection>,
 }
 
 /// `query_frontend:`.
@@ -321,9 +328,14 @@ pub struct TenantLimits {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GeneratorOverrides {
-    /// `service-graphs`, `span-metrics`, `local-blocks`; unset = all. TraceQL metrics need
-    /// `local-blocks` (Tempo's recent store).
+    /// `service-graphs`, `span-metrics`, `local-blocks` (and Tempo's sub-names); unset = all.
+    /// TraceQL metrics need `local-blocks` (Tempo's recent store).
     pub processors: Option<Vec<String>>,
+    /// Most generated series of the tenant; 0 = no limit.
+    pub max_active_series: Option<usize>,
+    /// The tenant's collection interval; 0 = `metrics_generator.registry.collection_interval`.
+    #[serde(deserialize_with = "go_duration")]
+    pub collection_interval: Option<Duration>,
 }
 
 /// TraceQL metrics settings in effect.
@@ -346,14 +358,6 @@ impl MetricsSettings {
             .is_none_or(|p| p.iter().any(|x| x == "local-blocks"))
     }
 }
-
-/// Processor names Tempo accepts.
-pub const PROCESSORS: [&str; 4] = [
-    "service-graphs",
-    "span-metrics",
-    "local-blocks",
-    "host-info",
-];
 
 /// `overrides.*.ingestion:`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -751,6 +755,7 @@ impl Config {
         }
         self.ingester_config()?;
         self.traceql_metrics()?;
+        self.generator()?;
         if !self.server.http_api_prefix.is_empty() && !self.server.http_api_prefix.starts_with('/')
         {
             return bad(
@@ -888,16 +893,11 @@ impl Config {
             limits.sample_target_spans = n;
         }
         let check = |key: &str, p: &Option<Vec<String>>| -> Result<(), ConfigError> {
-            for name in p.iter().flatten() {
-                if !PROCESSORS.contains(&name.as_str()) {
-                    return Err(ConfigError::Invalid {
-                        key: format!("{key}.metrics_generator.processors"),
-                        message: format!(
-                            "unknown processor {name:?}; expected one of {}",
-                            PROCESSORS.join(", ")
-                        ),
-                    });
-                }
+            if let Some(p) = p {
+                Processors::from_names(p).map_err(|message| ConfigError::Invalid {
+                    key: format!("{key}.metrics_generator.processors"),
+                    message,
+                })?;
             }
             Ok(())
         };

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allegro_ingest::Ingester;
+use allegro_ingest::generator::Generator;
+use allegro_ingest::generator::remote_write::RemoteWrite;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -144,6 +146,32 @@ pub async fn serve_with(
         });
         tasks.spawn(serve_axum(l, app, stop_rx.clone(), "Zipkin receiver"));
     }
+    let generator = cfg.generator().map_err(|e| e.to_string())?;
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
+    let mut remote_write = None;
+    let gen_task = match generator {
+        Some(g) => {
+            let generator = Arc::new(Generator::new(g.generator));
+            ingester.set_tap(generator.clone());
+            if !g.remote_write.endpoints.is_empty() {
+                let rw = RemoteWrite::start(&g.remote_write).map_err(|e| {
+                    format!(
+                        "metrics_generator.storage.path: cannot open the remote-write queue in {}: {e}",
+                        g.remote_write.dir.display()
+                    )
+                })?;
+                let urls: Vec<&str> = g.remote_write.endpoints.iter().map(|e| e.url.as_str()).collect();
+                say(&format!("metrics generator: remote write to {}", urls.join(", ")));
+                remote_write = Some(Arc::new(rw));
+            } else {
+                say("metrics generator: series at /api/metrics-generator/metrics (no remote_write)");
+            }
+            Some((generator.clone(), tokio::spawn(collect_loop(generator, remote_write.clone()))))
+        }
+        None => None,
+    };
     let live: Arc<dyn allegro_engine::query::LiveSpans> = ingester.clone();
     let query = Arc::new(
         allegro_engine::query::QueryEngine::new(catalog.clone(), Some(live))
@@ -156,6 +184,8 @@ pub async fn serve_with(
         metrics: Arc::new(HttpMetrics::default()),
         ingester: Some(ingester.clone()),
         traceql_metrics: Arc::new(cfg.traceql_metrics().map_err(|e| format!("config: {e}"))?),
+        generator: gen_task.as_ref().map(|(g, _)| g.clone()),
+        remote_write: remote_write.clone(),
     };
     let app = router(state, &cfg.server.http_api_prefix);
     tasks.spawn(serve_axum(listener, app, stop_rx.clone(), "HTTP API"));
@@ -191,6 +221,20 @@ pub async fn serve_with(
         tracing::warn!("graceful shutdown timed out; stopping");
     }
     flusher.abort();
+    // A last collection goes to the queue; what the flush deadline cannot send stays on disk.
+    if let Some((generator, task)) = gen_task {
+        task.abort();
+        let rw = remote_write.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(rw) = rw {
+                for (tenant, series) in generator.collect_due(true) {
+                    rw.enqueue(&tenant, &series);
+                }
+                rw.shutdown();
+            }
+        })
+        .await;
+    }
     // What is still in memory goes to blocks; what cannot stays in the WAL.
     if let Err(e) = tokio::time::timeout(grace, ingester.shutdown())
         .await
@@ -205,6 +249,24 @@ pub async fn serve_with(
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Collects due tenants every second and queues their series for remote write.
+async fn collect_loop(generator: Arc<Generator>, rw: Option<Arc<RemoteWrite>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (g, rw) = (generator.clone(), rw.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for (tenant, series) in g.collect_due(false) {
+                if let Some(rw) = &rw {
+                    rw.enqueue(&tenant, &series);
+                }
+            }
+        })
+        .await;
     }
 }
 

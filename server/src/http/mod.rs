@@ -33,6 +33,10 @@ pub struct AppState {
     pub query: Arc<QueryEngine>,
     /// TraceQL metrics limits and which tenants have them.
     pub traceql_metrics: Arc<crate::config::MetricsSettings>,
+    /// The metrics generator, when `metrics_generator:` is configured.
+    pub generator: Option<Arc<allegro_ingest::generator::Generator>>,
+    /// Its remote-write outputs.
+    pub remote_write: Option<Arc<allegro_ingest::generator::remote_write::RemoteWrite>>,
 }
 
 /// The HTTP API, with every route under `prefix` (Tempo's `http_api_prefix`).
@@ -42,6 +46,10 @@ pub fn router(state: AppState, prefix: &str) -> Router {
         .route("/api/echo", get(status::echo))
         .route("/api/status/buildinfo", get(status::buildinfo))
         .route("/metrics", get(status::metrics))
+        .route(
+            "/api/metrics-generator/metrics",
+            get(status::generated_metrics),
+        )
         .route("/api/traces/{id}", get(traces::trace_v1))
         .route("/api/v2/traces/{id}", get(traces::trace_v2))
         .route("/api/search", get(search::search))

@@ -1,5 +1,6 @@
 //! Health, version and metrics endpoints.
 
+use allegro_ingest::generator::remote_write::{EndpointStats, RemoteWrite};
 use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -41,8 +42,65 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         if let Some(i) = &state.ingester {
             i.render_metrics(&mut text);
         }
+        if let Some(g) = &state.generator {
+            g.render_self_metrics(&mut text);
+        }
+        if let Some(rw) = &state.remote_write {
+            render_remote_write(rw, &mut text);
+        }
         text
     })
+}
+
+fn render_remote_write(rw: &RemoteWrite, out: &mut String) {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = rw.stats();
+    let families: [(&str, &str, &str, fn(&EndpointStats) -> u64); 6] = [
+        ("allegro_generator_remote_write_requests_total", "counter", "Remote-write requests accepted by the receiver.", |s| s.sent_requests.load(Relaxed)),
+        ("allegro_generator_remote_write_samples_total", "counter", "Samples in accepted remote-write requests.", |s| s.sent_samples.load(Relaxed)),
+        ("allegro_generator_remote_write_failed_attempts_total", "counter", "Remote-write attempts that failed and were retried.", |s| s.failed_attempts.load(Relaxed)),
+        ("allegro_generator_remote_write_dropped_requests_total", "counter", "Remote-write requests given up (refused as bad, or pushed out of a full queue).", |s| s.dropped_requests.load(Relaxed)),
+        ("allegro_generator_remote_write_queued_bytes", "gauge", "Bytes waiting in the on-disk remote-write queue.", |s| s.queued_bytes.load(Relaxed)),
+        ("allegro_generator_remote_write_queued_requests", "gauge", "Requests waiting in the on-disk remote-write queue.", |s| s.queued_requests.load(Relaxed)),
+    ];
+    for (name, ty, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
+        for (endpoint, s) in &stats {
+            let _ = writeln!(out, "{name}{{endpoint=\"{endpoint}\"}} {}", value(s));
+        }
+    }
+}
+
+/// Query of the generated-series scrape endpoint.
+#[derive(Debug, serde::Deserialize)]
+pub struct GeneratedQuery {
+    /// Only this tenant's series (also taken from `X-Scope-OrgID`).
+    pub tenant: Option<String>,
+}
+
+/// `/api/metrics-generator/metrics`: span metrics and service graphs in the Prometheus text
+/// format, for setups that scrape instead of receiving remote write.
+pub async fn generated_metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<GeneratedQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(g) = &state.generator else {
+        return Err(ApiError::not_found(
+            "the metrics generator is off; add a metrics_generator: block to the config (an empty block runs it with defaults)",
+        ));
+    };
+    let tenant = q.tenant.or_else(|| {
+        headers
+            .get("x-scope-orgid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    Ok((
+        [("content-type", "text/plain; version=0.0.4")],
+        g.render(tenant.as_deref()),
+    ))
 }
 
 /// Anything else.
