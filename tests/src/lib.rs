@@ -3,6 +3,7 @@
 pub mod dataset;
 pub mod engines;
 pub mod golden;
+pub mod prometheus;
 pub mod reference;
 
 use std::sync::mpsc;
