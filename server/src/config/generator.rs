@@ -694,3 +694,184 @@ fn valid_label_name(s: &str) -> bool {
         .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
         && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(y: &str) -> Result<Option<GeneratorSettings>, ConfigError> {
+        let c = Config::parse("test.yaml", y)?;
+        c.validate()?;
+        c.generator()
+    }
+
+    fn err(y: &str) -> String {
+        load(y).expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn empty_registry_block_means_defaults_not_zeros() {
+        // The seed: Tempo zeroes the struct and panics with "non-positive interval for NewTicker".
+        let g = load("metrics_generator:\n  registry:\n")
+            .expect("valid")
+            .expect("generator on");
+        let r = &g.generator.registry;
+        assert_eq!(r.collection_interval, Duration::from_secs(15));
+        assert_eq!(r.stale_duration, Duration::from_secs(900));
+        assert_eq!(
+            (r.max_label_name_length, r.max_label_value_length),
+            (1024, 2048)
+        );
+        // An empty top-level block runs the generator with every default.
+        let g = load("metrics_generator:\n").expect("valid").expect("on");
+        assert_eq!(g.generator.registry, RegistryConfig::default());
+        assert_eq!(g.generator.ingestion_slack, Duration::from_secs(30));
+        assert_eq!(g.generator.service_graphs.wait, Duration::from_secs(10));
+        assert_eq!(g.generator.service_graphs.max_items, 10_000);
+        assert!(g.generator.defaults.processors.generates());
+        assert!(g.remote_write.add_org_id_header);
+        assert!(load("storage:\n").expect("valid").is_none());
+    }
+
+    #[test]
+    fn intervals_that_would_break_are_refused_with_the_key() {
+        let e = err("metrics_generator:\n  registry:\n    collection_interval: 0s\n");
+        assert!(
+            e.contains("metrics_generator.registry.collection_interval")
+                && e.contains("must be positive"),
+            "{e}"
+        );
+        let e = err("metrics_generator:\n  registry:\n    collection_interval: 1h\n");
+        assert!(e.contains("staleness"), "{e}");
+        let e = err("metrics_generator:\n  registry:\n    stale_duration: 5s\n");
+        assert!(e.contains("stale_duration") && e.contains("shorter"), "{e}");
+        let e = err("metrics_generator:\n  registry:\n    collection_interval: soon\n");
+        assert!(e.contains("collection_interval"), "{e}");
+        // Tempo's meaning of ≤ 0 label lengths: no truncation.
+        let g = load("metrics_generator:\n  registry:\n    max_label_value_length: 0\n")
+            .expect("valid")
+            .expect("on");
+        assert_eq!(g.generator.registry.max_label_value_length, 0);
+        // A tenant override of 0 falls back to the registry's interval.
+        let g = load(
+            "metrics_generator:\noverrides:\n  per_tenant:\n    a:\n      metrics_generator:\n        collection_interval: 0s\n    b:\n      metrics_generator:\n        collection_interval: 30s\n",
+        )
+        .expect("valid")
+        .expect("on");
+        assert_eq!(g.generator.tenant("a").collection_interval, None);
+        assert_eq!(
+            g.generator.tenant("b").collection_interval,
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn remote_write_needs_a_url() {
+        let e = err("metrics_generator:\n  storage:\n    remote_write:\n      - send_exemplars: true\n");
+        assert!(
+            e.contains("metrics_generator.storage.remote_write[0].url") && e.contains("required"),
+            "{e}"
+        );
+        let e = err("metrics_generator:\n  storage:\n    remote_write:\n      - url: prometheus:9090\n");
+        assert!(e.contains("not an http"), "{e}");
+        let g = load(
+            "metrics_generator:\n  storage:\n    path: /tmp/q\n    remote_write_add_org_id_header: false\n    remote_write:\n      - url: http://p:9090/api/v1/write\n        headers:\n          Authorization: Bearer x\n",
+        )
+        .expect("valid")
+        .expect("on");
+        let rw = &g.remote_write;
+        assert!(!rw.add_org_id_header);
+        assert_eq!(rw.dir, PathBuf::from("/tmp/q"));
+        assert_eq!(rw.endpoints[0].url, "http://p:9090/api/v1/write");
+        assert_eq!(rw.endpoints[0].headers[0].0, "Authorization");
+    }
+
+    #[test]
+    fn processors_enabled_while_the_generator_is_off_are_refused() {
+        let e = err(
+            "overrides:\n  defaults:\n    metrics_generator:\n      processors: [service-graphs, span-metrics]\n",
+        );
+        assert!(
+            e.contains("overrides.defaults.metrics_generator.processors")
+                && e.contains("add `metrics_generator:`"),
+            "{e}"
+        );
+        let e = err(
+            "overrides:\n  per_tenant:\n    acme:\n      metrics_generator:\n        processors: [span-metrics-latency]\n",
+        );
+        assert!(e.contains("overrides.per_tenant.acme"), "{e}");
+        // local-blocks alone needs no generator.
+        assert!(
+            load("overrides:\n  defaults:\n    metrics_generator:\n      processors: [local-blocks]\n")
+                .expect("valid")
+                .is_none()
+        );
+        let e = err(
+            "metrics_generator:\noverrides:\n  defaults:\n    metrics_generator:\n      processors: [span-metric]\n",
+        );
+        assert!(e.contains("unknown processor \"span-metric\""), "{e}");
+        // With the generator on, listing only local-blocks warns that nothing is generated.
+        let c = Config::parse(
+            "t",
+            "metrics_generator:\noverrides:\n  defaults:\n    metrics_generator:\n      processors: [local-blocks]\n",
+        )
+        .expect("parse");
+        let w = c.warnings();
+        assert!(w.iter().any(|w| w.contains("nothing will be generated")), "{w:?}");
+    }
+
+    #[test]
+    fn processor_settings_are_read_and_checked() {
+        let g = load(
+            r#"
+metrics_generator:
+  processor:
+    span_metrics:
+      dimensions: [http.method, service]
+      intrinsic_dimensions:
+        status_message: true
+      dimension_mappings:
+        - name: endpoint
+          source_labels: [http.method, http.route]
+          join: " "
+      filter_policies:
+        - include:
+            match_type: regex
+            attributes:
+              - key: kind
+                value: SPAN_KIND_(SERVER|CONSUMER)
+        - exclude:
+            attributes:
+              - key: span.http.status_code
+                value: 404
+    service_graphs:
+      wait: 3s
+      max_items: 5
+      dimensions: [k8s.cluster.name]
+      enable_client_server_prefix: true
+"#,
+        )
+        .expect("valid")
+        .expect("on");
+        let sm = &g.generator.span_metrics;
+        assert!(sm.intrinsic_dimensions.status_message);
+        assert_eq!(sm.dimension_mappings[0].source_labels.len(), 2);
+        assert_eq!(sm.filter_policies.len(), 2);
+        assert_eq!(g.generator.service_graphs.max_items, 5);
+        let e = err(
+            "metrics_generator:\n  processor:\n    span_metrics:\n      filter_policies:\n        - include:\n            attributes:\n              - key: http.method\n                value: GET\n",
+        );
+        assert!(
+            e.contains("filter_policies[0].include.attributes[0].key"),
+            "{e}"
+        );
+        let e = err(
+            "metrics_generator:\n  processor:\n    span_metrics:\n      histogram_buckets: [1, 0.5]\n",
+        );
+        assert!(e.contains("strictly increasing"), "{e}");
+        let e = err("metrics_generator:\n  processor:\n    service_graphs:\n      max_items: 0\n");
+        assert!(e.contains("max_items"), "{e}");
+        let e = err("metrics_generator:\n  processor:\n    span_metrics:\n      histogram_type: native\n");
+        assert!(e.contains("classic"), "{e}");
+    }
+}
