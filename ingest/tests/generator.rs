@@ -226,7 +226,12 @@ fn filters_slack_accepted_traces_and_target_info() {
     };
     let mut old = mk(1, 3, "old");
     old.end_time_unix_nano -= 120_000_000_000;
-    let spans = vec![mk(1, 1, "call"), mk(1, 2, "health"), old, mk(2, 4, "refused")];
+    let spans = vec![
+        mk(1, 1, "call"),
+        mk(1, 2, "health"),
+        old,
+        mk(2, 4, "refused"),
+    ];
     let kept: HashSet<TraceId> = [TraceId([1; 16])].into();
     g.consume("t", &[resource(res, spans)], Some(&kept));
     let m = samples(&g);
@@ -235,8 +240,14 @@ fn filters_slack_accepted_traces_and_target_info() {
         .filter(|(k, _)| k.starts_with("traces_spanmetrics_calls_total"))
         .collect();
     assert_eq!(calls.len(), 1, "{calls:?}");
-    assert!(calls[0].0.contains(r#"job="shop/api",instance="pod-1""#), "{calls:?}");
-    assert!(!m.keys().any(|k| k.starts_with("traces_spanmetrics_latency")));
+    assert!(
+        calls[0].0.contains(r#"job="shop/api",instance="pod-1""#),
+        "{calls:?}"
+    );
+    assert!(
+        !m.keys()
+            .any(|k| k.starts_with("traces_spanmetrics_latency"))
+    );
     assert_eq!(
         m[r#"traces_target_info{instance="pod-1",job="shop/api",k8s_pod_name="api-1"}"#],
         1.0
@@ -244,8 +255,14 @@ fn filters_slack_accepted_traces_and_target_info() {
     let mut own = String::new();
     g.render_self_metrics(&mut own);
     // Three spans of the kept trace were seen; one ended outside the 30 s slack.
-    assert!(own.contains("tempo_metrics_generator_spans_received_total{tenant=\"t\"} 3"), "{own}");
-    assert!(own.contains("tempo_metrics_generator_spans_discarded_total{tenant=\"t\"} 1"), "{own}");
+    assert!(
+        own.contains("tempo_metrics_generator_spans_received_total{tenant=\"t\"} 3"),
+        "{own}"
+    );
+    assert!(
+        own.contains("tempo_metrics_generator_spans_discarded_total{tenant=\"t\"} 1"),
+        "{own}"
+    );
 }
 
 fn graphs(f: impl FnOnce(&mut ServiceGraphsConfig)) -> Generator {
@@ -324,16 +341,49 @@ fn service_graph_pairs_client_and_server_across_requests() {
     let m = samples(&g);
     let l = r#"client="a",server="b",client_cluster="eu",server_cluster="us""#;
     assert_eq!(edge(&m, "traces_service_graph_request_total", l), 1.0);
-    assert_eq!(edge(&m, "traces_service_graph_request_failed_total", l), 1.0);
+    assert_eq!(
+        edge(&m, "traces_service_graph_request_failed_total", l),
+        1.0
+    );
     let lb = |le: &str| format!(r#"{l},le="{le}""#);
     // Server 150 ms ∈ (0.1, 0.2]; client 300 ms ∈ (0.2, 0.4].
-    assert_eq!(edge(&m, "traces_service_graph_request_server_seconds_bucket", &lb("0.1")), 0.0);
-    assert_eq!(edge(&m, "traces_service_graph_request_server_seconds_bucket", &lb("0.2")), 1.0);
-    assert_eq!(edge(&m, "traces_service_graph_request_client_seconds_bucket", &lb("0.2")), 0.0);
-    assert_eq!(edge(&m, "traces_service_graph_request_client_seconds_bucket", &lb("0.4")), 1.0);
+    assert_eq!(
+        edge(
+            &m,
+            "traces_service_graph_request_server_seconds_bucket",
+            &lb("0.1")
+        ),
+        0.0
+    );
+    assert_eq!(
+        edge(
+            &m,
+            "traces_service_graph_request_server_seconds_bucket",
+            &lb("0.2")
+        ),
+        1.0
+    );
+    assert_eq!(
+        edge(
+            &m,
+            "traces_service_graph_request_client_seconds_bucket",
+            &lb("0.2")
+        ),
+        0.0
+    );
+    assert_eq!(
+        edge(
+            &m,
+            "traces_service_graph_request_client_seconds_bucket",
+            &lb("0.4")
+        ),
+        1.0
+    );
     let lm = r#"client="a",server="b",connection_type="messaging_system",client_cluster="eu",server_cluster="us""#;
     assert_eq!(edge(&m, "traces_service_graph_request_total", lm), 1.0);
-    assert!(!m.contains_key(&format!("traces_service_graph_request_failed_total{{{lm}}}")));
+    assert!(!m.contains_key(&format!(
+        "traces_service_graph_request_failed_total{{{lm}}}"
+    )));
     assert_eq!(
         edge(
             &m,
@@ -431,7 +481,11 @@ fn service_graph_virtual_nodes_databases_and_limits() {
         error: false,
         attrs: vec![],
     });
-    g.consume("t", &[resource(vec![s("service.name", "front")], vec![extra])], None);
+    g.consume(
+        "t",
+        &[resource(vec![s("service.name", "front")], vec![extra])],
+        None,
+    );
     std::thread::sleep(Duration::from_millis(80));
     g.collect_due(true);
     let m = samples(&g);
@@ -445,7 +499,10 @@ fn service_graph_virtual_nodes_databases_and_limits() {
     );
     let peer = r#"client="front",server="payments-provider",connection_type="virtual_node",virtual_node="server""#;
     assert_eq!(edge(&m, "traces_service_graph_request_total", peer), 1.0);
-    assert_eq!(edge(&m, "traces_service_graph_request_failed_total", peer), 1.0);
+    assert_eq!(
+        edge(&m, "traces_service_graph_request_failed_total", peer),
+        1.0
+    );
     assert_eq!(
         m.keys()
             .filter(|k| k.starts_with("traces_service_graph_request_total"))
@@ -461,9 +518,8 @@ fn service_graph_virtual_nodes_databases_and_limits() {
         ("dropped_spans", 1),
         ("waiting_edges", 0),
     ] {
-        let line = format!(
-            "tempo_metrics_generator_processor_service_graphs_{name}{{tenant=\"t\"}} {v}"
-        );
+        let line =
+            format!("tempo_metrics_generator_processor_service_graphs_{name}{{tenant=\"t\"}} {v}");
         assert!(own.contains(&line), "{line} not in\n{own}");
     }
 }

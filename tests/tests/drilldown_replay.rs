@@ -107,12 +107,15 @@ fn setup() -> Replay {
     });
     let mut cfg = config_for(&dir);
     cfg.multitenancy_enabled = true;
+    // Span metrics need the generator on (listing them while it is off is a start-up error).
+    cfg.metrics_generator = Some(Default::default());
     // A tenant whose generator runs without local-blocks: TraceQL metrics are off for it.
     cfg.overrides.per_tenant.insert(
         "nometrics".into(),
         TenantLimits {
             metrics_generator: GeneratorOverrides {
                 processors: Some(vec!["span-metrics".into()]),
+                ..Default::default()
             },
             ..Default::default()
         },

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use allegro_datasets::generate_all;
 use allegro_datasets::generate::GenOptions;
+use allegro_datasets::generate_all;
 use allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use allegro_engine::otlp::common::v1::KeyValue;
 use allegro_engine::otlp::common::v1::any_value::Value;
@@ -160,10 +160,7 @@ fn expected(traces: &[Vec<ResourceSpans>]) -> Expected {
                     failed(sp) || failed(s.span),
                 );
             } else if let Some(peer) = PEER.iter().find_map(|k| attr(&[&sp.attributes], k)) {
-                edge(
-                    (c.service.clone(), peer, "virtual_node".into()),
-                    failed(sp),
-                );
+                edge((c.service.clone(), peer, "virtual_node".into()), failed(sp));
             }
         }
     }
@@ -232,7 +229,10 @@ fn span_metrics_and_service_graphs_reach_prometheus() {
     let want = expected(&traces);
     let total_spans: f64 = want.calls.values().sum();
     let total_edges: f64 = want.edges.values().map(|v| v.0).sum();
-    assert!(want.edges.len() >= 10, "the dataset should have a real topology");
+    assert!(
+        want.edges.len() >= 10,
+        "the dataset should have a real topology"
+    );
     for kind in ["", "database", "messaging_system", "virtual_node"] {
         assert!(
             want.edges.keys().any(|k| k.2 == kind),
@@ -283,7 +283,9 @@ fn span_metrics_and_service_graphs_reach_prometheus() {
 
     // Span metrics: calls by Tempo's four intrinsic labels, exactly.
     let got: BTreeMap<_, f64> = prom
-        .query("sum by (service, span_name, span_kind, status_code) (traces_spanmetrics_calls_total)")
+        .query(
+            "sum by (service, span_name, span_kind, status_code) (traces_spanmetrics_calls_total)",
+        )
         .into_iter()
         .map(|(l, v)| {
             (
@@ -350,9 +352,7 @@ fn span_metrics_and_service_graphs_reach_prometheus() {
         "traces_service_graph_request_failed_total",
         "traces_service_graph_request_server_seconds_bucket",
     ] {
-        let rows = prom.query(&format!(
-            "sum by (client, server) (rate({metric}[10m]))"
-        ));
+        let rows = prom.query(&format!("sum by (client, server) (rate({metric}[10m]))"));
         let got: BTreeSet<(String, String)> = rows
             .iter()
             .map(|(l, _)| (label(l, "client"), label(l, "server")))
@@ -423,8 +423,17 @@ fn span_metrics_and_service_graphs_reach_prometheus() {
     d.sort_by(f64::total_cmp);
     let rank = d[((d.len() as f64 * 0.9).ceil() as usize).saturating_sub(1)];
     let bounds: Vec<f64> = (0..14).map(|i| 0.002 * f64::from(1u32 << i)).collect();
-    let upper = bounds.iter().copied().find(|b| *b >= rank).unwrap_or(f64::INFINITY);
-    let lower = bounds.iter().copied().rev().find(|b| *b < upper).unwrap_or(0.0);
+    let upper = bounds
+        .iter()
+        .copied()
+        .find(|b| *b >= rank)
+        .unwrap_or(f64::INFINITY);
+    let lower = bounds
+        .iter()
+        .copied()
+        .rev()
+        .find(|b| *b < upper)
+        .unwrap_or(0.0);
     assert!(
         p90[0].1 >= lower && p90[0].1 <= upper,
         "p90 {} outside ({lower}, {upper}]",
@@ -447,7 +456,12 @@ fn span_metrics_and_service_graphs_reach_prometheus() {
         .unwrap()
         .iter()
         .flat_map(|s| s["exemplars"].as_array().cloned().unwrap_or_default())
-        .map(|e| e["labels"]["traceID"].as_str().unwrap_or_default().to_string())
+        .map(|e| {
+            e["labels"]["traceID"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
     assert!(!ids.is_empty(), "no exemplars");
     assert!(ids.iter().all(|i| want.trace_ids.contains(i)), "{ids:?}");
@@ -455,7 +469,10 @@ fn span_metrics_and_service_graphs_reach_prometheus() {
     // What was queued while Prometheus was down arrived: samples older than its start.
     let raw = prom.api(
         "/api/v1/query",
-        &[("query", r#"traces_spanmetrics_calls_total{span_kind="SPAN_KIND_SERVER"}[10m]"#)],
+        &[(
+            "query",
+            r#"traces_spanmetrics_calls_total{span_kind="SPAN_KIND_SERVER"}[10m]"#,
+        )],
     );
     let earliest = raw["result"]
         .as_array()
@@ -479,5 +496,7 @@ fn span_metrics_and_service_graphs_reach_prometheus() {
         )),
         "{m}"
     );
-    assert!(m.contains("allegro_generator_remote_write_queued_requests{endpoint=\"remote_write_0\"} 0"));
+    assert!(
+        m.contains("allegro_generator_remote_write_queued_requests{endpoint=\"remote_write_0\"} 0")
+    );
 }

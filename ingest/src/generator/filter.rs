@@ -124,13 +124,15 @@ fn matches(m: &AttrMatch, resource: &[KeyValue], span: &Span) -> bool {
 /// True when the span passes every policy.
 pub fn keep(policies: &[FilterPolicy], resource: &[KeyValue], span: &Span) -> bool {
     policies.iter().all(|p| {
-        p.include.as_ref().is_none_or(|m| {
-            m.attributes.iter().all(|a| matches(a, resource, span))
-        }) && p.include_any.as_ref().is_none_or(|m| {
-            m.attributes.iter().any(|a| matches(a, resource, span))
-        }) && p.exclude.as_ref().is_none_or(|m| {
-            !m.attributes.iter().all(|a| matches(a, resource, span))
-        })
+        p.include
+            .as_ref()
+            .is_none_or(|m| m.attributes.iter().all(|a| matches(a, resource, span)))
+            && p.include_any
+                .as_ref()
+                .is_none_or(|m| m.attributes.iter().any(|a| matches(a, resource, span)))
+            && p.exclude
+                .as_ref()
+                .is_none_or(|m| !m.attributes.iter().all(|a| matches(a, resource, span)))
     })
 }
 

@@ -279,7 +279,11 @@ impl Generator {
             Some(slack == 0 || (s.end_time_unix_nano > lo && s.end_time_unix_nano < hi))
         };
         let (mut seen, mut late) = (0u64, 0u64);
-        for s in batches.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+        for s in batches
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
             match verdict(s) {
                 Some(true) => seen += 1,
                 Some(false) => (seen, late) = (seen + 1, late + 1),

@@ -150,7 +150,10 @@ impl Registry {
     /// family whose series bring their own, see [`Registry::set_dynamic`]).
     pub fn family(&mut self, name: &str, kind: Kind, label_names: &[String]) -> FamilyId {
         let max = self.cfg.max_label_name_length;
-        let names: Names = label_names.iter().map(|n| cut(n, max).to_string()).collect();
+        let names: Names = label_names
+            .iter()
+            .map(|n| cut(n, max).to_string())
+            .collect();
         self.families.push(Family {
             name: name.to_string(),
             kind,
@@ -521,8 +524,12 @@ mod tests {
     fn find<'a>(ts: &'a [TimeSeries], name: &str, label: (&str, &str)) -> &'a TimeSeries {
         ts.iter()
             .find(|t| {
-                t.labels.iter().any(|l| l.name == "__name__" && l.value == name)
-                    && t.labels.iter().any(|l| l.name == label.0 && l.value == label.1)
+                t.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == name)
+                    && t.labels
+                        .iter()
+                        .any(|l| l.name == label.0 && l.value == label.1)
             })
             .unwrap_or_else(|| panic!("no {name} with {label:?}"))
     }
@@ -561,15 +568,31 @@ mod tests {
         assert_eq!(b01.samples[1].value, 1.0);
         assert_eq!(b01.exemplars.len(), 1);
         assert_eq!(b01.exemplars[0].labels[0].value, "ab".repeat(16));
-        assert_eq!((b01.exemplars[0].value, b01.exemplars[0].timestamp), (0.1, 7));
-        assert_eq!(find(&ts, "latency_bucket", ("le", "0.2")).samples[1].value, 3.0);
-        assert_eq!(find(&ts, "latency_bucket", ("le", "+Inf")).samples[1].value, 4.0);
-        assert_eq!(find(&ts, "latency_count", ("service", "a")).samples[1].value, 4.0);
+        assert_eq!(
+            (b01.exemplars[0].value, b01.exemplars[0].timestamp),
+            (0.1, 7)
+        );
+        assert_eq!(
+            find(&ts, "latency_bucket", ("le", "0.2")).samples[1].value,
+            3.0
+        );
+        assert_eq!(
+            find(&ts, "latency_bucket", ("le", "+Inf")).samples[1].value,
+            4.0
+        );
+        assert_eq!(
+            find(&ts, "latency_count", ("service", "a")).samples[1].value,
+            4.0
+        );
         assert!((find(&ts, "latency_sum", ("service", "a")).samples[1].value - 7.4).abs() < 1e-9);
         // Second collection: no initial zero, exemplars already handed out.
         let ts = r.collect(135_500);
         assert_eq!(find(&ts, "calls_total", ("service", "a")).samples.len(), 1);
-        assert!(find(&ts, "latency_bucket", ("le", "0.1")).exemplars.is_empty());
+        assert!(
+            find(&ts, "latency_bucket", ("le", "0.1"))
+                .exemplars
+                .is_empty()
+        );
         // Labels are sorted by name, __name__ included.
         let l: Vec<&str> = ts[0].labels.iter().map(|l| l.name.as_str()).collect();
         let mut sorted = l.clone();

@@ -225,8 +225,7 @@ impl RemoteWrite {
     /// what is left stays on disk for the next start.
     pub fn shutdown(&self) {
         let until = Instant::now() + self.deadline;
-        while Instant::now() < until && self.queues.iter().any(|q| !q.pending.lock().0.is_empty())
-        {
+        while Instant::now() < until && self.queues.iter().any(|q| !q.pending.lock().0.is_empty()) {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.stop.store(true, Relaxed);
@@ -316,7 +315,9 @@ impl Queue {
                     Some((tenant, samples, body)) => match self.send(&agent, tenant, body) {
                         Sent::Ok => {
                             self.stats.sent_requests.fetch_add(1, Relaxed);
-                            self.stats.sent_samples.fetch_add(u64::from(samples), Relaxed);
+                            self.stats
+                                .sent_samples
+                                .fetch_add(u64::from(samples), Relaxed);
                             Sent::Ok
                         }
                         other => other,

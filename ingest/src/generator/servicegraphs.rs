@@ -279,7 +279,8 @@ impl ServiceGraphs {
                     continue;
                 };
                 Self::upsert(&cfg, e, resource, service, span, kind, client_side);
-                if e.client.is_some() && e.server.is_some()
+                if e.client.is_some()
+                    && e.server.is_some()
                     && let Some(e) = self.edges.remove(&key)
                 {
                     self.complete(reg, e, now_ms);
@@ -302,7 +303,10 @@ impl ServiceGraphs {
         if matches!(kind, SpanKind::Producer | SpanKind::Consumer) {
             e.connection = Connection::Messaging;
         }
-        let secs = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e9;
+        let secs = span
+            .end_time_unix_nano
+            .saturating_sub(span.start_time_unix_nano) as f64
+            / 1e9;
         if client_side {
             e.client = Some(service.to_string());
             e.client_secs = secs;

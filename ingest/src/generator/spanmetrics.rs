@@ -173,7 +173,12 @@ impl SpanMetrics {
                 Kind::Counter,
                 &names,
             ),
-            target_info: fam(cfg.enable_target_info, "traces_target_info", Kind::Gauge, &[]),
+            target_info: fam(
+                cfg.enable_target_info,
+                "traces_target_info",
+                Kind::Gauge,
+                &[],
+            ),
             cfg,
             filtered: 0,
         }
@@ -256,7 +261,9 @@ impl SpanMetrics {
                     reg.inc(f, &values, n);
                 }
                 if let Some(f) = self.latency {
-                    let secs = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano)
+                    let secs = span
+                        .end_time_unix_nano
+                        .saturating_sub(span.start_time_unix_nano)
                         as f64
                         / 1e9;
                     reg.observe(f, &values, secs, n, Some((&span.trace_id, now_ms)));

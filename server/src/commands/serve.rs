@@ -162,13 +162,26 @@ pub async fn serve_with(
                         g.remote_write.dir.display()
                     )
                 })?;
-                let urls: Vec<&str> = g.remote_write.endpoints.iter().map(|e| e.url.as_str()).collect();
-                say(&format!("metrics generator: remote write to {}", urls.join(", ")));
+                let urls: Vec<&str> = g
+                    .remote_write
+                    .endpoints
+                    .iter()
+                    .map(|e| e.url.as_str())
+                    .collect();
+                say(&format!(
+                    "metrics generator: remote write to {}",
+                    urls.join(", ")
+                ));
                 remote_write = Some(Arc::new(rw));
             } else {
-                say("metrics generator: series at /api/metrics-generator/metrics (no remote_write)");
+                say(
+                    "metrics generator: series at /api/metrics-generator/metrics (no remote_write)",
+                );
             }
-            Some((generator.clone(), tokio::spawn(collect_loop(generator, remote_write.clone()))))
+            Some((
+                generator.clone(),
+                tokio::spawn(collect_loop(generator, remote_write.clone())),
+            ))
         }
         None => None,
     };

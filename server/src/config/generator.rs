@@ -260,7 +260,10 @@ fn check_interval(key: &str, d: Duration) -> Result<(), ConfigError> {
         ));
     }
     if d < MIN_INTERVAL {
-        return Err(invalid(key, format!("{d:?} is too short; use at least 1s (default 15s)")));
+        return Err(invalid(
+            key,
+            format!("{d:?} is too short; use at least 1s (default 15s)"),
+        ));
     }
     if d > MAX_INTERVAL {
         return Err(invalid(
@@ -292,7 +295,9 @@ fn histogram_type(key: &str, t: &Option<String>) -> Result<(), ConfigError> {
         None | Some("classic") => Ok(()),
         Some(other) => Err(invalid(
             key,
-            format!("{other:?} is not supported; Allegro produces classic histograms (\"classic\")"),
+            format!(
+                "{other:?} is not supported; Allegro produces classic histograms (\"classic\")"
+            ),
         )),
     }
 }
@@ -311,7 +316,10 @@ fn policies(key: &str, p: &[PolicySection]) -> Result<Vec<FilterPolicy>, ConfigE
             }
         };
         if m.attributes.is_empty() {
-            return Err(invalid(format!("{k}.attributes"), "needs at least one {key, value}"));
+            return Err(invalid(
+                format!("{k}.attributes"),
+                "needs at least one {key, value}",
+            ));
         }
         let mut attributes = Vec::new();
         for (i, a) in m.attributes.iter().enumerate() {
@@ -320,7 +328,8 @@ fn policies(key: &str, p: &[PolicySection]) -> Result<Vec<FilterPolicy>, ConfigE
             use serde_yaml::Value as Y;
             let value = match (&a.value, regex) {
                 (Y::String(s), true) => Expected::Regex(
-                    regex::Regex::new(s).map_err(|e| invalid(format!("{ak}.value"), e.to_string()))?,
+                    regex::Regex::new(s)
+                        .map_err(|e| invalid(format!("{ak}.value"), e.to_string()))?,
                 ),
                 (_, true) => {
                     return Err(invalid(format!("{ak}.value"), "a regex must be a string"));
@@ -510,8 +519,7 @@ impl Config {
             )?,
             dimensions: sg.dimensions.clone(),
             enable_client_server_prefix: sg.enable_client_server_prefix,
-            enable_messaging_system_latency_histogram: sg
-                .enable_messaging_system_latency_histogram,
+            enable_messaging_system_latency_histogram: sg.enable_messaging_system_latency_histogram,
             enable_virtual_node_label: sg.enable_virtual_node_label,
             peer_attributes: sg.peer_attributes.clone().unwrap_or(dflt.peer_attributes),
             database_name_attributes: sg
@@ -561,7 +569,10 @@ impl Config {
                 return Err(invalid(format!("{key}.remote_timeout"), "must be positive"));
             }
             remote_write.endpoints.push(Endpoint {
-                name: e.name.clone().unwrap_or_else(|| format!("remote_write_{n}")),
+                name: e
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("remote_write_{n}")),
                 url,
                 send_exemplars: e.send_exemplars,
                 headers: e
@@ -595,15 +606,25 @@ impl Config {
                 .per_tenant
                 .get(t)
                 .is_some_and(|l| l.metrics_generator.processors.is_some()),
-            None => self.overrides.defaults.metrics_generator.processors.is_some(),
+            None => self
+                .overrides
+                .defaults
+                .metrics_generator
+                .processors
+                .is_some(),
         }
     }
 
     /// Generator settings of `overrides.defaults` and of each tenant (unset keys inherit).
     fn generator_tenants(
         &self,
-    ) -> Result<(TenantSettings, std::collections::HashMap<String, TenantSettings>), ConfigError>
-    {
+    ) -> Result<
+        (
+            TenantSettings,
+            std::collections::HashMap<String, TenantSettings>,
+        ),
+        ConfigError,
+    > {
         let apply = |base: &TenantSettings,
                      o: &super::GeneratorOverrides,
                      key: &str|
@@ -654,7 +675,10 @@ impl Config {
         };
         let gen_cfg = &g.generator;
         let any = gen_cfg.defaults.processors.generates()
-            || gen_cfg.per_tenant.values().any(|s| s.processors.generates());
+            || gen_cfg
+                .per_tenant
+                .values()
+                .any(|s| s.processors.generates());
         if !any {
             w.push(
                 "metrics_generator: the generator is configured but no tenant runs span-metrics or service-graphs \
@@ -767,12 +791,16 @@ mod tests {
 
     #[test]
     fn remote_write_needs_a_url() {
-        let e = err("metrics_generator:\n  storage:\n    remote_write:\n      - send_exemplars: true\n");
+        let e = err(
+            "metrics_generator:\n  storage:\n    remote_write:\n      - send_exemplars: true\n",
+        );
         assert!(
             e.contains("metrics_generator.storage.remote_write[0].url") && e.contains("required"),
             "{e}"
         );
-        let e = err("metrics_generator:\n  storage:\n    remote_write:\n      - url: prometheus:9090\n");
+        let e = err(
+            "metrics_generator:\n  storage:\n    remote_write:\n      - url: prometheus:9090\n",
+        );
         assert!(e.contains("not an http"), "{e}");
         let g = load(
             "metrics_generator:\n  storage:\n    path: /tmp/q\n    remote_write_add_org_id_header: false\n    remote_write:\n      - url: http://p:9090/api/v1/write\n        headers:\n          Authorization: Bearer x\n",
@@ -817,7 +845,10 @@ mod tests {
         )
         .expect("parse");
         let w = c.warnings();
-        assert!(w.iter().any(|w| w.contains("nothing will be generated")), "{w:?}");
+        assert!(
+            w.iter().any(|w| w.contains("nothing will be generated")),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -871,7 +902,9 @@ metrics_generator:
         assert!(e.contains("strictly increasing"), "{e}");
         let e = err("metrics_generator:\n  processor:\n    service_graphs:\n      max_items: 0\n");
         assert!(e.contains("max_items"), "{e}");
-        let e = err("metrics_generator:\n  processor:\n    span_metrics:\n      histogram_type: native\n");
+        let e = err(
+            "metrics_generator:\n  processor:\n    span_metrics:\n      histogram_type: native\n",
+        );
         assert!(e.contains("classic"), "{e}");
     }
 }

@@ -52,17 +52,55 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     })
 }
 
+/// Name, type, help and reading of one remote-write self-metric.
+type StatFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&EndpointStats) -> u64,
+);
+
 fn render_remote_write(rw: &RemoteWrite, out: &mut String) {
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering::Relaxed;
     let stats = rw.stats();
-    let families: [(&str, &str, &str, fn(&EndpointStats) -> u64); 6] = [
-        ("allegro_generator_remote_write_requests_total", "counter", "Remote-write requests accepted by the receiver.", |s| s.sent_requests.load(Relaxed)),
-        ("allegro_generator_remote_write_samples_total", "counter", "Samples in accepted remote-write requests.", |s| s.sent_samples.load(Relaxed)),
-        ("allegro_generator_remote_write_failed_attempts_total", "counter", "Remote-write attempts that failed and were retried.", |s| s.failed_attempts.load(Relaxed)),
-        ("allegro_generator_remote_write_dropped_requests_total", "counter", "Remote-write requests given up (refused as bad, or pushed out of a full queue).", |s| s.dropped_requests.load(Relaxed)),
-        ("allegro_generator_remote_write_queued_bytes", "gauge", "Bytes waiting in the on-disk remote-write queue.", |s| s.queued_bytes.load(Relaxed)),
-        ("allegro_generator_remote_write_queued_requests", "gauge", "Requests waiting in the on-disk remote-write queue.", |s| s.queued_requests.load(Relaxed)),
+    let families: [StatFamily; 6] = [
+        (
+            "allegro_generator_remote_write_requests_total",
+            "counter",
+            "Remote-write requests accepted by the receiver.",
+            |s| s.sent_requests.load(Relaxed),
+        ),
+        (
+            "allegro_generator_remote_write_samples_total",
+            "counter",
+            "Samples in accepted remote-write requests.",
+            |s| s.sent_samples.load(Relaxed),
+        ),
+        (
+            "allegro_generator_remote_write_failed_attempts_total",
+            "counter",
+            "Remote-write attempts that failed and were retried.",
+            |s| s.failed_attempts.load(Relaxed),
+        ),
+        (
+            "allegro_generator_remote_write_dropped_requests_total",
+            "counter",
+            "Remote-write requests given up (refused as bad, or pushed out of a full queue).",
+            |s| s.dropped_requests.load(Relaxed),
+        ),
+        (
+            "allegro_generator_remote_write_queued_bytes",
+            "gauge",
+            "Bytes waiting in the on-disk remote-write queue.",
+            |s| s.queued_bytes.load(Relaxed),
+        ),
+        (
+            "allegro_generator_remote_write_queued_requests",
+            "gauge",
+            "Requests waiting in the on-disk remote-write queue.",
+            |s| s.queued_requests.load(Relaxed),
+        ),
     ];
     for (name, ty, help, value) in families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
