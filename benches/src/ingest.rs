@@ -47,6 +47,9 @@ pub struct IngestArgs {
     /// Keep every trace live (idle period 1h) to measure memory with all spans in the head.
     #[arg(long)]
     pub keep_live: bool,
+    /// Run the metrics generator (span metrics and service graphs, scrape output only).
+    #[arg(long)]
+    pub generator: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -175,6 +178,12 @@ fn start_server(a: &IngestArgs) -> Result<Server, String> {
     let cfg = format!(
         "distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:0\n        http:\n          endpoint: 127.0.0.1:0\ningester:\n  trace_idle_period: {idle}\n  max_trace_live: {idle}\n  max_block_duration: {idle}\n  max_block_bytes: 1000000000\noverrides:\n  defaults:\n    ingestion:\n      rate_limit_bytes: 0\n      max_traces_per_user: 0\n"
     );
+    // The templates' timestamps are fixed, so the slack check is off: every span is processed.
+    let cfg = if a.generator {
+        cfg + "metrics_generator:\n  metrics_ingestion_time_range_slack: 0s\n"
+    } else {
+        cfg
+    };
     let cfg_path = dir.path().join("allegro.yaml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
     let mut child = Command::new(&a.allegro)

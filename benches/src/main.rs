@@ -5,6 +5,7 @@
 //! cargo run --release -p allegro-benches -- trace-by-id --spans 10000000 --block-spans 100000
 //! cargo run --release -p allegro-benches -- ingest --protocol grpc --rate 0 --connections 8
 //! cargo run --release -p allegro-benches -- search --spans 1000000
+//! cargo run --release -p allegro-benches -- generator --spans 1000000
 //! ```
 //!
 //! Datasets are generated once per (spans, seed, block size) under `--data` and reused.
@@ -15,6 +16,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod dataset;
+mod generator;
 mod ingest;
 mod metrics;
 mod report;
@@ -82,6 +84,8 @@ enum Suite {
     Metrics(metrics::MetricsArgs),
     /// Ingest load generator: OTLP over HTTP or gRPC against a server it starts.
     Ingest(ingest::IngestArgs),
+    /// Metrics generator processors alone: spans/s on one core, series and edges held.
+    Generator(generator::GeneratorArgs),
 }
 
 impl Common {
@@ -104,6 +108,7 @@ fn main() {
             Suite::Search(c) => search::run(&c).await,
             Suite::Metrics(a) => metrics::run(&a).await,
             Suite::Ingest(a) => ingest::run(&a).await,
+            Suite::Generator(a) => generator::run(&a).await,
         }
     });
     if let Err(e) = result {

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
-use crate::generator::attrs::{find_str, find_string};
+use crate::generator::attrs::{find, find_str, find_string, stringify};
 use crate::generator::registry::{FamilyId, Kind, Registry, sanitize_label_name};
 use crate::generator::{Parts, multiplier};
 
@@ -94,15 +94,15 @@ struct Edge {
     trace: [u8; 16],
     /// Keyed by an empty parent: the server side is a root span.
     root: bool,
-    client: Option<String>,
-    server: Option<String>,
+    client: Option<Arc<str>>,
+    server: Option<Arc<str>>,
     connection: Connection,
     client_secs: f64,
     server_secs: f64,
     failed: bool,
     dims: Vec<String>,
     virtual_node: &'static str,
-    peer: Option<String>,
+    peer: Option<Arc<str>>,
     multiplier: f64,
     client_end: u64,
     server_start: u64,
@@ -216,6 +216,8 @@ impl ServiceGraphs {
         let Some(service) = find_str("service.name", resource) else {
             return;
         };
+        // One allocation per resource, shared by every edge side it opens.
+        let service: Arc<str> = service.into();
         let now = Instant::now();
         for ss in &rs.scope_spans {
             for span in &ss.spans {
@@ -278,7 +280,7 @@ impl ServiceGraphs {
                 let Some(e) = self.edges.get_mut(&key) else {
                     continue;
                 };
-                Self::upsert(&cfg, e, resource, service, span, kind, client_side);
+                Self::upsert(&cfg, e, resource, &service, span, kind, client_side);
                 if e.client.is_some()
                     && e.server.is_some()
                     && let Some(e) = self.edges.remove(&key)
@@ -294,7 +296,7 @@ impl ServiceGraphs {
         cfg: &ServiceGraphsConfig,
         e: &mut Edge,
         resource: &[KeyValue],
-        service: &str,
+        service: &Arc<str>,
         span: &Span,
         kind: SpanKind,
         client_side: bool,
@@ -308,11 +310,11 @@ impl ServiceGraphs {
             .saturating_sub(span.start_time_unix_nano) as f64
             / 1e9;
         if client_side {
-            e.client = Some(service.to_string());
+            e.client = Some(service.clone());
             e.client_secs = secs;
             e.client_end = span.end_time_unix_nano;
         } else {
-            e.server = Some(service.to_string());
+            e.server = Some(service.clone());
             e.server_secs = secs;
             e.server_start = span.start_time_unix_nano;
         }
@@ -331,9 +333,10 @@ impl ServiceGraphs {
         if let Some(p) = cfg
             .peer_attributes
             .iter()
-            .find_map(|a| find_string(a, &[&span.attributes]))
+            .find_map(|a| find(a, &[&span.attributes]))
+            .and_then(stringify)
         {
-            e.peer = Some(p);
+            e.peer = Some(p.into());
         }
         if client_side
             && let Some(db) = cfg
@@ -354,7 +357,8 @@ impl ServiceGraphs {
                 find_string("peer.service", &[attrs])
                     .or_else(|| find_string("server.address", &[attrs]))
                     .or_else(address)
-                    .unwrap_or(db),
+                    .unwrap_or(db)
+                    .into(),
             );
         }
     }
