@@ -40,7 +40,11 @@ fn requests(a: &GeneratorArgs) -> Vec<Vec<ResourceSpans>> {
     });
     let (mut out, mut cur, mut n) = (Vec::new(), Vec::new(), 0usize);
     while let Some(t) = g.next_trace() {
-        n += t.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>();
+        n += t
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum::<usize>();
         cur.extend(t);
         if n >= a.batch {
             out.push(std::mem::take(&mut cur));

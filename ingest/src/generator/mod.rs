@@ -295,6 +295,7 @@ impl Generator {
         let t = &mut *t;
         t.received += seen;
         t.out_of_slack += late;
+        t.reg.set_now(Instant::now());
         for rs in batches {
             if let Some(p) = &mut t.spans {
                 p.consume(&mut t.reg, rs, &wanted, now_ms);
@@ -320,6 +321,7 @@ impl Generator {
         for (name, t) in tenants {
             let mut t = t.lock();
             let t = &mut *t;
+            t.reg.set_now(now);
             if let Some(g) = &mut t.graphs {
                 g.expire(&mut t.reg, now, ts);
             }
