@@ -26,7 +26,8 @@ pub enum Dialect {
     Tempo,
 }
 
-const KIND_NAMES: [&str; 6] = [
+/// OTLP span kinds by number, as enum names (also Tempo's `span_kind` label values).
+pub const KIND_NAMES: [&str; 6] = [
     "SPAN_KIND_UNSPECIFIED",
     "SPAN_KIND_INTERNAL",
     "SPAN_KIND_SERVER",
@@ -34,7 +35,8 @@ const KIND_NAMES: [&str; 6] = [
     "SPAN_KIND_PRODUCER",
     "SPAN_KIND_CONSUMER",
 ];
-const STATUS_NAMES: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
+/// OTLP status codes by number, as enum names (also Tempo's `status_code` label values).
+pub const STATUS_NAMES: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
 
 struct Obj(Map<String, J>);
 

@@ -1,5 +1,6 @@
 //! Attribute lookup and the label spellings of span fields, as Tempo's processors use them.
 
+use allegro_engine::otlp_json::{KIND_NAMES as SPAN_KINDS, STATUS_NAMES as STATUS_CODES};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
@@ -58,19 +59,6 @@ pub fn find_number(key: &str, lists: &[&[KeyValue]]) -> Option<f64> {
         _ => None,
     }
 }
-
-/// OTLP span kinds as Tempo's `span_kind` label spells them.
-pub const SPAN_KINDS: [&str; 6] = [
-    "SPAN_KIND_UNSPECIFIED",
-    "SPAN_KIND_INTERNAL",
-    "SPAN_KIND_SERVER",
-    "SPAN_KIND_CLIENT",
-    "SPAN_KIND_PRODUCER",
-    "SPAN_KIND_CONSUMER",
-];
-
-/// OTLP status codes as Tempo's `status_code` label spells them.
-pub const STATUS_CODES: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
 
 /// The `span_kind` label of an OTLP kind number.
 pub fn kind_label(kind: i32) -> &'static str {
