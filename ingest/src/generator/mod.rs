@@ -279,30 +279,30 @@ impl Generator {
             Some(slack == 0 || (s.end_time_unix_nano > lo && s.end_time_unix_nano < hi))
         };
         let (mut seen, mut late) = (0u64, 0u64);
+        let mut mask = Vec::new();
         for s in batches
             .iter()
             .flat_map(|r| &r.scope_spans)
             .flat_map(|s| &s.spans)
         {
-            match verdict(s) {
+            let v = verdict(s);
+            match v {
                 Some(true) => seen += 1,
                 Some(false) => (seen, late) = (seen + 1, late + 1),
                 None => {}
             }
+            mask.push(v == Some(true));
         }
-        let wanted = |s: &Span| verdict(s) == Some(true);
         let mut t = t.lock();
         let t = &mut *t;
         t.received += seen;
         t.out_of_slack += late;
         t.reg.set_now(Instant::now());
-        for rs in batches {
-            if let Some(p) = &mut t.spans {
-                p.consume(&mut t.reg, rs, &wanted, now_ms);
-            }
-            if let Some(p) = &mut t.graphs {
-                p.consume(&mut t.reg, rs, &wanted, now_ms);
-            }
+        if let Some(p) = &mut t.spans {
+            p.consume(&mut t.reg, batches, &mask, now_ms);
+        }
+        if let Some(p) = &mut t.graphs {
+            p.consume(&mut t.reg, batches, &mask, now_ms);
         }
     }
 

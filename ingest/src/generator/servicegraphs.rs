@@ -6,12 +6,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
 use crate::generator::attrs::{find, find_str, find_string, stringify};
-use crate::generator::registry::{FamilyId, Kind, Registry, sanitize_label_name};
+use crate::generator::registry::{FamilyId, Kind, Observations, Registry, sanitize_label_name};
 use crate::generator::{Parts, multiplier};
 
 /// `metrics_generator.processor.service_graphs`.
@@ -70,7 +70,7 @@ impl Default for ServiceGraphsConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Connection {
     Direct,
     Messaging,
@@ -203,27 +203,36 @@ impl ServiceGraphs {
         self.edges.len()
     }
 
-    /// Pairs the spans of one resource for which `wanted` holds.
+    /// Pairs the spans of a request whose `mask` entry (one per span, in order) is set, then
+    /// records the edges completed and expired, one registry update per label set.
     pub fn consume(
         &mut self,
         reg: &mut Registry,
-        rs: &ResourceSpans,
-        wanted: &dyn Fn(&Span) -> bool,
+        batches: &[ResourceSpans],
+        mask: &[bool],
         now_ms: i64,
     ) {
-        let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
-        // Spans of a resource without a service name cannot be placed on the graph.
-        let Some(service) = find_str("service.name", resource) else {
-            return;
-        };
-        // One allocation per resource, shared by every edge side it opens.
-        let service: Arc<str> = service.into();
         let now = Instant::now();
-        for ss in &rs.scope_spans {
-            for span in &ss.spans {
-                if !wanted(span) {
+        let cfg = self.cfg.clone();
+        let mut done: Vec<Edge> = Vec::new();
+        let mut m = mask.iter();
+        for rs in batches {
+            let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+            // Spans of a resource without a service name cannot be placed on the graph; one
+            // allocation per resource is shared by every edge side it opens.
+            let service: Option<Arc<str>> = find_str("service.name", resource).map(Arc::from);
+            // Database attributes are looked up resource first, per name; the resource half
+            // is the same for all its spans.
+            let res_db: Vec<Option<&AnyValue>> = cfg
+                .database_name_attributes
+                .iter()
+                .map(|a| find(a, &[resource]))
+                .collect();
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                if !m.next().copied().unwrap_or(false) {
                     continue;
                 }
+                let Some(service) = &service else { continue };
                 let Ok(trace) = <[u8; 16]>::try_from(span.trace_id.as_slice()) else {
                     continue;
                 };
@@ -248,16 +257,17 @@ impl ServiceGraphs {
                     }
                 };
                 let key = (trace, side);
-                if !self.edges.contains_key(&key) {
-                    if self.edges.len() >= self.cfg.max_items {
+                let full = self.edges.len() >= cfg.max_items;
+                let e = match self.edges.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(_) if full => {
                         self.stats.dropped_spans += 1;
                         continue;
                     }
-                    let expires = now + self.cfg.wait;
-                    self.order.push_back((expires, key));
-                    self.edges.insert(
-                        key,
-                        Edge {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let expires = now + cfg.wait;
+                        self.order.push_back((expires, key));
+                        v.insert(Edge {
                             trace,
                             root,
                             client: None,
@@ -273,29 +283,28 @@ impl ServiceGraphs {
                             client_end: 0,
                             server_start: 0,
                             expires,
-                        },
-                    );
-                }
-                let cfg = self.cfg.clone();
-                let Some(e) = self.edges.get_mut(&key) else {
-                    continue;
+                        })
+                    }
                 };
-                Self::upsert(&cfg, e, resource, &service, span, kind, client_side);
+                Self::upsert(&cfg, e, resource, &res_db, service, span, kind, client_side);
                 if e.client.is_some()
                     && e.server.is_some()
                     && let Some(e) = self.edges.remove(&key)
                 {
-                    self.complete(reg, e, now_ms);
+                    done.push(e);
                 }
             }
         }
-        self.expire(reg, now, now_ms);
+        self.expire_into(now, &mut done);
+        self.record(reg, done, now_ms);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn upsert(
         cfg: &ServiceGraphsConfig,
         e: &mut Edge,
         resource: &[KeyValue],
+        res_db: &[Option<&AnyValue>],
         service: &Arc<str>,
         span: &Span,
         kind: SpanKind,
@@ -330,11 +339,14 @@ impl ServiceGraphs {
                 e.dims[slot] = v;
             }
         }
-        if let Some(p) = cfg
-            .peer_attributes
-            .iter()
-            .find_map(|a| find(a, &[&span.attributes]))
-            .and_then(stringify)
+        // The peer only matters when the edge expires: for a client without its server, or a
+        // root server span without a client.
+        if (client_side || e.root)
+            && let Some(p) = cfg
+                .peer_attributes
+                .iter()
+                .find_map(|a| find(a, &[&span.attributes]))
+                .and_then(stringify)
         {
             e.peer = Some(p.into());
         }
@@ -342,7 +354,9 @@ impl ServiceGraphs {
             && let Some(db) = cfg
                 .database_name_attributes
                 .iter()
-                .find_map(|a| find_string(a, &lists))
+                .zip(res_db)
+                .find_map(|(a, r)| r.or_else(|| find(a, &[&span.attributes])))
+                .and_then(stringify)
         {
             e.connection = Connection::Database;
             let attrs: &[KeyValue] = &span.attributes;
@@ -363,46 +377,88 @@ impl ServiceGraphs {
         }
     }
 
-    fn complete(&mut self, reg: &mut Registry, e: Edge, now_ms: i64) {
-        self.stats.edges += 1;
-        let mut values: Vec<&str> = vec![
-            e.client.as_deref().unwrap_or(""),
-            e.server.as_deref().unwrap_or(""),
-            e.connection.label(),
-        ];
-        values.extend(e.dims.iter().map(String::as_str));
-        if self.cfg.enable_virtual_node_label {
-            values.push(e.virtual_node);
+    /// Updates the registry with completed edges, summed per label set first.
+    fn record(&mut self, reg: &mut Registry, edges: Vec<Edge>, now_ms: i64) {
+        if edges.is_empty() {
+            return;
         }
-        let n = e.multiplier;
-        let ex = Some((e.trace.as_slice(), now_ms));
-        if let Some(f) = self.total {
-            reg.inc(f, &values, n);
+        struct Acc {
+            total: f64,
+            failed: f64,
+            server: Observations,
+            client: Observations,
+            messaging: Observations,
         }
-        if e.failed
-            && let Some(f) = self.failed
-        {
-            reg.inc(f, &values, n);
+        type Labels = (Arc<str>, Arc<str>, Connection, Vec<String>, &'static str);
+        let bounds = self.cfg.histogram_buckets.clone();
+        let mut acc: HashMap<Labels, Acc, foldhash::fast::RandomState> = HashMap::default();
+        self.stats.edges += edges.len() as u64;
+        for e in edges {
+            let (Some(client), Some(server)) = (e.client, e.server) else {
+                continue;
+            };
+            let a = acc
+                .entry((client, server, e.connection, e.dims, e.virtual_node))
+                .or_insert_with(|| Acc {
+                    total: 0.0,
+                    failed: 0.0,
+                    server: Observations::new(&bounds),
+                    client: Observations::new(&bounds),
+                    messaging: Observations::new(&bounds),
+                });
+            let n = e.multiplier;
+            a.total += n;
+            if e.failed {
+                a.failed += n;
+            }
+            let t = Some(e.trace.as_slice());
+            a.server.add(&bounds, e.server_secs, n, t);
+            a.client.add(&bounds, e.client_secs, n, t);
+            if e.connection == Connection::Messaging {
+                let secs = e.server_start.saturating_sub(e.client_end) as f64 / 1e9;
+                a.messaging.add(&bounds, secs, n, t);
+            }
         }
-        if let Some(f) = self.server {
-            reg.observe(f, &values, e.server_secs, n, ex);
-        }
-        if let Some(f) = self.client {
-            reg.observe(f, &values, e.client_secs, n, ex);
-        }
-        if let Some(f) = self.messaging
-            && e.connection == Connection::Messaging
-        {
-            let secs = e.server_start.saturating_sub(e.client_end) as f64 / 1e9;
-            reg.observe(f, &values, secs, n, ex);
-        }
-        if let Some(f) = self.info {
-            reg.set(f, &values, 1.0);
+        for ((client, server, connection, dims, vnode), a) in acc {
+            let mut values: Vec<&str> = vec![&client, &server, connection.label()];
+            values.extend(dims.iter().map(String::as_str));
+            if self.cfg.enable_virtual_node_label {
+                values.push(vnode);
+            }
+            if let Some(f) = self.total {
+                reg.inc(f, &values, a.total);
+            }
+            if a.failed > 0.0
+                && let Some(f) = self.failed
+            {
+                reg.inc(f, &values, a.failed);
+            }
+            if let Some(f) = self.server {
+                reg.observe_all(f, &values, &a.server, now_ms);
+            }
+            if let Some(f) = self.client {
+                reg.observe_all(f, &values, &a.client, now_ms);
+            }
+            if let Some(f) = self.messaging
+                && connection == Connection::Messaging
+            {
+                reg.observe_all(f, &values, &a.messaging, now_ms);
+            }
+            if let Some(f) = self.info {
+                reg.set(f, &values, 1.0);
+            }
         }
     }
 
-    /// Expires edges that waited `wait` without their other side.
+    /// Expires edges that waited `wait` without their other side and records those that
+    /// become virtual-node edges.
     pub fn expire(&mut self, reg: &mut Registry, now: Instant, now_ms: i64) {
+        let mut done = Vec::new();
+        self.expire_into(now, &mut done);
+        self.record(reg, done, now_ms);
+    }
+
+    fn expire_into(&mut self, now: Instant, done: &mut Vec<Edge>) {
         while let Some(&(at, key)) = self.order.front() {
             if at > now {
                 break;
@@ -422,14 +478,14 @@ impl ServiceGraphs {
                 if e.root {
                     e.client = Some(e.peer.take().unwrap_or_else(|| "user".into()));
                     e.virtual_node = "client";
-                    self.complete(reg, e, now_ms);
+                    done.push(e);
                 }
             } else if e.server.is_none()
                 && let Some(p) = e.peer.take()
             {
                 e.server = Some(p);
                 e.virtual_node = "server";
-                self.complete(reg, e, now_ms);
+                done.push(e);
             }
         }
     }

@@ -4,12 +4,20 @@
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 
-use crate::generator::attrs::{find_str, find_string, kind_label, status_label};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::common::v1::AnyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+use crate::generator::attrs::{find, find_str, find_string, kind_label, status_label, stringify};
 use crate::generator::filter::{FilterPolicy, keep};
-use crate::generator::registry::{FamilyId, Kind, Names, Registry, sanitize_label_name};
+use crate::generator::registry::{
+    FamilyId, Kind, Names, Observations, Registry, sanitize_label_name,
+};
 use crate::generator::{Parts, multiplier};
 
 /// Which intrinsic labels span metrics carry.
@@ -106,6 +114,17 @@ pub struct SpanMetrics {
     pub filtered: u64,
 }
 
+/// An attribute value as a label value, borrowed when it is a string (the common case).
+fn label_value(v: Option<&AnyValue>) -> Cow<'_, str> {
+    match v {
+        Some(AnyValue {
+            value: Some(Value::StringValue(s)),
+        }) => Cow::Borrowed(s),
+        Some(v) => Cow::Owned(stringify(v).unwrap_or_default()),
+        None => Cow::Borrowed(""),
+    }
+}
+
 /// Label names of the intrinsics, in Tempo's order.
 const INTRINSICS: [&str; 5] = [
     "service",
@@ -184,93 +203,117 @@ impl SpanMetrics {
         }
     }
 
-    /// Counts the spans of one resource for which `wanted` holds.
+    /// Counts the spans of a request whose `mask` entry (one per span, in order) is set. Spans
+    /// are first summed per label set, then each label set updates the registry once.
     pub fn consume(
         &mut self,
         reg: &mut Registry,
-        rs: &ResourceSpans,
-        wanted: &dyn Fn(&Span) -> bool,
+        batches: &[ResourceSpans],
+        mask: &[bool],
         now_ms: i64,
     ) {
-        let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
-        let service = find_str("service.name", resource).unwrap_or("");
-        let (job, instance) = if self.cfg.enable_target_info {
-            let job = match find_str("service.namespace", resource) {
-                Some(ns) if !service.is_empty() => format!("{ns}/{service}"),
-                _ => service.to_string(),
+        #[derive(Default)]
+        struct Acc {
+            calls: f64,
+            size: f64,
+            latency: Option<Observations>,
+        }
+        let cfg = self.cfg.clone();
+        let i = &cfg.intrinsic_dimensions;
+        let bounds: &[f64] = self.latency.map_or(&[], |f| reg.bounds(f));
+        let bounds = bounds.to_vec();
+        let mut acc: HashMap<Vec<Cow<str>>, Acc, foldhash::fast::RandomState> = HashMap::default();
+        let mut key: Vec<Cow<str>> = Vec::new();
+        let mut m = mask.iter();
+        for rs in batches {
+            let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+            let service = find_str("service.name", resource).unwrap_or("");
+            let (job, instance) = if cfg.enable_target_info {
+                let job = match find_str("service.namespace", resource) {
+                    Some(ns) if !service.is_empty() => format!("{ns}/{service}"),
+                    _ => service.to_string(),
+                };
+                let instance = find_string("service.instance.id", &[resource]).unwrap_or_default();
+                self.target_info(reg, resource, &job, &instance);
+                (job, instance)
+            } else {
+                Default::default()
             };
-            let instance = find_string("service.instance.id", &[resource]).unwrap_or_default();
-            self.target_info(reg, resource, &job, &instance);
-            (job, instance)
-        } else {
-            Default::default()
-        };
-        let i = self.cfg.intrinsic_dimensions.clone();
-        let mut owned: Vec<String> = Vec::new();
-        for ss in &rs.scope_spans {
-            for span in &ss.spans {
-                if !wanted(span) {
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                if !m.next().copied().unwrap_or(false) {
                     continue;
                 }
-                if !keep(&self.cfg.filter_policies, resource, span) {
+                if !keep(&cfg.filter_policies, resource, span) {
                     self.filtered += 1;
                     continue;
                 }
-                owned.clear();
                 let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
-                owned.extend(
-                    self.cfg
-                        .dimensions
-                        .iter()
-                        .map(|d| find_string(d, &lists).unwrap_or_default()),
-                );
-                for m in &self.cfg.dimension_mappings {
-                    let joined: Vec<String> = m
-                        .source_labels
-                        .iter()
-                        .filter_map(|l| find_string(l, &lists))
-                        .collect();
-                    owned.push(joined.join(&m.join));
-                }
                 let status = span.status.as_ref();
-                let mut values: Vec<&str> = Vec::with_capacity(8 + owned.len());
+                key.clear();
                 if i.service {
-                    values.push(service);
+                    key.push(Cow::Borrowed(service));
                 }
                 if i.span_name {
-                    values.push(&span.name);
+                    key.push(Cow::Borrowed(&span.name));
                 }
                 if i.span_kind {
-                    values.push(kind_label(span.kind));
+                    key.push(Cow::Borrowed(kind_label(span.kind)));
                 }
                 if i.status_code {
-                    values.push(status_label(status.map_or(0, |s| s.code)));
+                    key.push(Cow::Borrowed(status_label(status.map_or(0, |s| s.code))));
                 }
                 if i.status_message {
-                    values.push(status.map_or("", |s| s.message.as_str()));
+                    key.push(Cow::Borrowed(status.map_or("", |s| s.message.as_str())));
                 }
-                values.extend(owned.iter().map(String::as_str));
-                if self.cfg.enable_target_info {
-                    values.push(&job);
-                    if self.cfg.enable_instance_label {
-                        values.push(&instance);
+                for d in &cfg.dimensions {
+                    key.push(label_value(find(d, &lists)));
+                }
+                for m in &cfg.dimension_mappings {
+                    let joined: Vec<Cow<str>> = m
+                        .source_labels
+                        .iter()
+                        .filter_map(|l| find(l, &lists))
+                        .map(|v| label_value(Some(v)))
+                        .collect();
+                    key.push(Cow::Owned(joined.join(&m.join)));
+                }
+                if cfg.enable_target_info {
+                    key.push(Cow::Owned(job.clone()));
+                    if cfg.enable_instance_label {
+                        key.push(Cow::Owned(instance.clone()));
                     }
                 }
-                let n = multiplier(self.cfg.span_multiplier_key.as_deref(), resource, span);
-                if let Some(f) = self.calls {
-                    reg.inc(f, &values, n);
-                }
-                if let Some(f) = self.latency {
+                let a = match acc.get_mut(key.as_slice()) {
+                    Some(a) => a,
+                    None => acc.entry(key.clone()).or_default(),
+                };
+                let n = multiplier(cfg.span_multiplier_key.as_deref(), resource, span);
+                a.calls += n;
+                if self.latency.is_some() {
                     let secs = span
                         .end_time_unix_nano
                         .saturating_sub(span.start_time_unix_nano)
                         as f64
                         / 1e9;
-                    reg.observe(f, &values, secs, n, Some((&span.trace_id, now_ms)));
+                    a.latency
+                        .get_or_insert_with(|| Observations::new(&bounds))
+                        .add(&bounds, secs, n, Some(&span.trace_id));
                 }
-                if let Some(f) = self.size {
-                    reg.inc(f, &values, span.encoded_len() as f64 * n);
+                if self.size.is_some() {
+                    a.size += span.encoded_len() as f64 * n;
                 }
+            }
+        }
+        for (key, a) in acc {
+            let values: Vec<&str> = key.iter().map(|v| v.as_ref()).collect();
+            if let Some(f) = self.calls {
+                reg.inc(f, &values, a.calls);
+            }
+            if let (Some(f), Some(o)) = (self.latency, &a.latency) {
+                reg.observe_all(f, &values, o, now_ms);
+            }
+            if let Some(f) = self.size {
+                reg.inc(f, &values, a.size);
             }
         }
     }
