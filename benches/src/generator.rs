@@ -60,6 +60,17 @@ fn requests(a: &GeneratorArgs) -> Vec<Vec<ResourceSpans>> {
 /// Runs the suite.
 pub async fn run(a: &GeneratorArgs) -> Result<(), String> {
     let reqs = requests(a);
+    // The server hands the generator the span sizes it computed while regrouping by trace.
+    let sizes: Vec<Vec<u32>> = reqs
+        .iter()
+        .map(|r| {
+            r.iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+                .map(|s| prost::Message::encoded_len(s) as u32)
+                .collect()
+        })
+        .collect();
     let spans: usize = reqs
         .iter()
         .flatten()
@@ -91,14 +102,14 @@ pub async fn run(a: &GeneratorArgs) -> Result<(), String> {
         });
         let g = Generator::new(cfg);
         // Warm-up: series and edges exist, as in a running server.
-        for r in &reqs {
-            g.consume("bench", r, None);
+        for (r, s) in reqs.iter().zip(&sizes) {
+            g.consume("bench", r, Some(s), None);
         }
         let mut rates = Vec::new();
         for _ in 0..a.reps {
             let t = Instant::now();
-            for r in &reqs {
-                g.consume("bench", r, None);
+            for (r, s) in reqs.iter().zip(&sizes) {
+                g.consume("bench", r, Some(s), None);
             }
             rates.push(spans as f64 / t.elapsed().as_secs_f64());
         }

@@ -63,11 +63,13 @@ impl IngesterConfig {
 
 /// Sees every accepted request after it is durable (the metrics generator).
 pub trait SpanTap: Send + Sync {
-    /// `batches` as received; with `accepted`, only spans of those traces were stored.
+    /// `batches` as received, with each span's encoded size in request order; with
+    /// `accepted`, only spans of those traces were stored.
     fn spans(
         &self,
         tenant: &str,
         batches: &[ResourceSpans],
+        sizes: &[u32],
         accepted: Option<&std::collections::HashSet<TraceId>>,
     );
 }
@@ -427,6 +429,7 @@ impl Ingester {
         let kept: Option<std::collections::HashSet<TraceId>> = (tap.is_some()
             && outcome.rejected > 0)
             .then(|| prepared.chunks.iter().map(|c| c.id).collect());
+        let sizes = std::mem::take(&mut prepared.sizes);
         let rec = Record::Append {
             tenant: tenant.to_string(),
             chunks: prepared.chunks,
@@ -443,7 +446,7 @@ impl Ingester {
         self.metrics
             .received(tenant, protocol, accepted, request_bytes as u64);
         if let Some(tap) = tap {
-            tap.spans(tenant, &batches, kept.as_ref());
+            tap.spans(tenant, &batches, &sizes, kept.as_ref());
         }
         outcome.accepted = accepted;
         Ok(outcome)

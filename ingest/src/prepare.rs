@@ -37,6 +37,9 @@ pub struct Prepared {
     pub chunks: Vec<TraceChunk>,
     /// Spans that were refused, with reasons.
     pub bad: Vec<BadSpan>,
+    /// Encoded size of every span of the request, in request order (bad ones included), so
+    /// later stages (span metrics' `size_total`) need not walk the spans again.
+    pub sizes: Vec<u32>,
 }
 
 /// Checks the IDs of every span and regroups the good ones by trace.
@@ -45,14 +48,17 @@ pub fn prepare(batches: &[ResourceSpans]) -> Prepared {
     struct Group<'a> {
         rs: usize,
         ss: usize,
-        spans: Vec<&'a Span>,
+        spans: Vec<(&'a Span, usize)>,
     }
     let mut order: Vec<TraceId> = Vec::new();
     let mut traces: HashMap<TraceId, Vec<Group>, foldhash::fast::RandomState> = HashMap::default();
     let mut bad = Vec::new();
+    let mut sizes = Vec::new();
     for (ri, rs) in batches.iter().enumerate() {
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             for (pi, span) in ss.spans.iter().enumerate() {
+                let size = span.encoded_len();
+                sizes.push(u32::try_from(size).unwrap_or(u32::MAX));
                 let id = match check_ids(span) {
                     Ok(id) => id,
                     Err(reason) => {
@@ -68,11 +74,11 @@ pub fn prepare(batches: &[ResourceSpans]) -> Prepared {
                     Vec::new()
                 });
                 match groups.last_mut() {
-                    Some(g) if g.rs == ri && g.ss == si => g.spans.push(span),
+                    Some(g) if g.rs == ri && g.ss == si => g.spans.push((span, size)),
                     _ => groups.push(Group {
                         rs: ri,
                         ss: si,
-                        spans: vec![span],
+                        spans: vec![(span, size)],
                     }),
                 }
             }
@@ -142,22 +148,20 @@ pub fn prepare(batches: &[ResourceSpans]) -> Prepared {
             data: Bytes::from(out),
         });
     }
-    Prepared { chunks, bad }
+    Prepared { chunks, bad, sizes }
 }
 
-fn scope_spans_body(scope: &[u8], spans: &[&Span], schema_url: &str) -> Vec<u8> {
+/// `spans` with their encoded sizes.
+fn scope_spans_body(scope: &[u8], spans: &[(&Span, usize)], schema_url: &str) -> Vec<u8> {
     let len: usize = spans
         .iter()
-        .map(|s| {
-            let l = s.encoded_len();
-            1 + encoded_len_varint(l as u64) + l
-        })
+        .map(|(_, l)| 1 + encoded_len_varint(*l as u64) + l)
         .sum();
     let mut b = Vec::with_capacity(len + scope.len() + 8 + schema_url.len());
     field(&mut b, 1, scope);
-    for s in spans {
+    for (s, l) in spans {
         encode_key(2, WireType::LengthDelimited, &mut b);
-        encode_varint(s.encoded_len() as u64, &mut b);
+        encode_varint(*l as u64, &mut b);
         s.encode_raw(&mut b);
     }
     string_field(&mut b, 3, schema_url);

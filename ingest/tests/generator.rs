@@ -151,7 +151,12 @@ fn span_metrics_labels_counts_and_histograms() {
         ],
     });
     let sizes = (a.encoded_len() + 4 * b.encoded_len()) as f64;
-    g.consume("t", &[resource(res, vec![a, b])], None);
+    g.consume(
+        "t",
+        &[resource(res.clone(), vec![a.clone(), b.clone()])],
+        None,
+        None,
+    );
     let m = samples(&g);
     // Resource attributes win over span attributes; `span_kind` collides with an intrinsic.
     let l = r#"service="cart",span_name="GET /cart",span_kind="SPAN_KIND_SERVER""#;
@@ -187,6 +192,16 @@ fn span_metrics_labels_counts_and_histograms() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(size, sizes);
+    // Sizes handed in by the ingester (computed once while regrouping) are used as they are
+    // (no multiplier key in this config).
+    let g2 = generator(only("span-metrics-size"), |_| {});
+    g2.consume("t", &[resource(res, vec![a, b])], Some(&[10, 20]), None);
+    let size: f64 = samples(&g2)
+        .iter()
+        .filter(|(k, _)| k.starts_with("traces_spanmetrics_size_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(size, 10.0 + 20.0);
 }
 
 #[test]
@@ -233,7 +248,7 @@ fn filters_slack_accepted_traces_and_target_info() {
         mk(2, 4, "refused"),
     ];
     let kept: HashSet<TraceId> = [TraceId([1; 16])].into();
-    g.consume("t", &[resource(res, spans)], Some(&kept));
+    g.consume("t", &[resource(res, spans)], None, Some(&kept));
     let m = samples(&g);
     let calls: Vec<(&String, &f64)> = m
         .iter()
@@ -335,9 +350,9 @@ fn service_graph_pairs_client_and_server_across_requests() {
     let a = || vec![s("service.name", "a"), s("cluster", "eu")];
     let b = || vec![s("service.name", "b"), s("cluster", "us")];
     // The two sides arrive in different requests.
-    g.consume("t", &[resource(a(), vec![client, producer])], None);
+    g.consume("t", &[resource(a(), vec![client, producer])], None, None);
     assert!(!samples(&g).keys().any(|k| k.contains("request_total")));
-    g.consume("t", &[resource(b(), vec![server, consumer])], None);
+    g.consume("t", &[resource(b(), vec![server, consumer])], None, None);
     let m = samples(&g);
     let l = r#"client="a",server="b",client_cluster="eu",server_cluster="us""#;
     assert_eq!(edge(&m, "traces_service_graph_request_total", l), 1.0);
@@ -459,6 +474,7 @@ fn service_graph_virtual_nodes_databases_and_limits() {
             vec![root, external, db, orphan],
         )],
         None,
+        None,
     );
     // A database call completes at once, with server.address before network.peer.address.
     let m = samples(&g);
@@ -484,6 +500,7 @@ fn service_graph_virtual_nodes_databases_and_limits() {
     g.consume(
         "t",
         &[resource(vec![s("service.name", "front")], vec![extra])],
+        None,
         None,
     );
     std::thread::sleep(Duration::from_millis(80));

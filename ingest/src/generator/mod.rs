@@ -257,10 +257,12 @@ impl Generator {
     }
 
     /// Feeds accepted spans of `tenant`; with `accepted`, only spans of those traces count.
+    /// `sizes` are the spans' encoded sizes in request order when the caller has them.
     pub fn consume(
         &self,
         tenant: &str,
         batches: &[ResourceSpans],
+        sizes: Option<&[u32]>,
         accepted: Option<&HashSet<TraceId>>,
     ) {
         let Some(t) = self.tenant(tenant) else {
@@ -299,7 +301,7 @@ impl Generator {
         t.out_of_slack += late;
         t.reg.set_now(Instant::now());
         if let Some(p) = &mut t.spans {
-            p.consume(&mut t.reg, batches, &mask, now_ms);
+            p.consume(&mut t.reg, batches, &mask, sizes, now_ms);
         }
         if let Some(p) = &mut t.graphs {
             p.consume(&mut t.reg, batches, &mask, now_ms);
@@ -457,7 +459,13 @@ impl Generator {
 }
 
 impl SpanTap for Generator {
-    fn spans(&self, tenant: &str, batches: &[ResourceSpans], accepted: Option<&HashSet<TraceId>>) {
-        self.consume(tenant, batches, accepted);
+    fn spans(
+        &self,
+        tenant: &str,
+        batches: &[ResourceSpans],
+        sizes: &[u32],
+        accepted: Option<&HashSet<TraceId>>,
+    ) {
+        self.consume(tenant, batches, Some(sizes), accepted);
     }
 }

@@ -2,6 +2,7 @@
 //! (Tempo's `servicegraphs`); completed edges become request counts and latency histograms,
 //! edges left unpaired for `wait` become virtual-node edges or are counted as expired.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,6 +123,34 @@ pub struct EdgeStats {
 
 type Key = ([u8; 16], [u8; 8]);
 
+/// Adds the half of an edge seen in this request to the half that was waiting.
+fn merge(into: &mut Edge, half: Edge) {
+    if half.client.is_some() {
+        into.client = half.client;
+        into.client_secs = half.client_secs;
+        into.client_end = half.client_end;
+    }
+    if half.server.is_some() {
+        into.server = half.server;
+        into.server_secs = half.server_secs;
+        into.server_start = half.server_start;
+    }
+    if half.connection != Connection::Direct {
+        into.connection = half.connection;
+    }
+    into.failed |= half.failed;
+    into.root |= half.root;
+    into.multiplier = half.multiplier;
+    for (d, h) in into.dims.iter_mut().zip(half.dims) {
+        if !h.is_empty() {
+            *d = h;
+        }
+    }
+    if half.peer.is_some() {
+        into.peer = half.peer;
+    }
+}
+
 /// The service-graphs processor of one tenant.
 #[derive(Debug)]
 pub struct ServiceGraphs {
@@ -215,6 +244,7 @@ impl ServiceGraphs {
         let now = Instant::now();
         let cfg = self.cfg.clone();
         let mut done: Vec<Edge> = Vec::new();
+        let mut local: HashMap<Key, Edge, foldhash::fast::RandomState> = HashMap::default();
         let mut m = mask.iter();
         for rs in batches {
             let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
@@ -257,41 +287,51 @@ impl ServiceGraphs {
                     }
                 };
                 let key = (trace, side);
-                let full = self.edges.len() >= cfg.max_items;
-                let e = match self.edges.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(_) if full => {
-                        self.stats.dropped_spans += 1;
-                        continue;
-                    }
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let expires = now + cfg.wait;
-                        self.order.push_back((expires, key));
-                        v.insert(Edge {
-                            trace,
-                            root,
-                            client: None,
-                            server: None,
-                            connection: Connection::Direct,
-                            client_secs: 0.0,
-                            server_secs: 0.0,
-                            failed: false,
-                            dims: vec![String::new(); self.dim_labels],
-                            virtual_node: "",
-                            peer: None,
-                            multiplier: 1.0,
-                            client_end: 0,
-                            server_start: 0,
-                            expires,
-                        })
-                    }
-                };
+                // Both sides of most calls come in the same request: pair them in a small map
+                // first and only take what is left to the shared one.
+                let e = local.entry(key).or_insert_with(|| Edge {
+                    trace,
+                    root,
+                    client: None,
+                    server: None,
+                    connection: Connection::Direct,
+                    client_secs: 0.0,
+                    server_secs: 0.0,
+                    failed: false,
+                    dims: vec![String::new(); self.dim_labels],
+                    virtual_node: "",
+                    peer: None,
+                    multiplier: 1.0,
+                    client_end: 0,
+                    server_start: 0,
+                    expires: now + cfg.wait,
+                });
                 Self::upsert(&cfg, e, resource, &res_db, service, span, kind, client_side);
                 if e.client.is_some()
                     && e.server.is_some()
-                    && let Some(e) = self.edges.remove(&key)
+                    && let Some(e) = local.remove(&key)
                 {
                     done.push(e);
+                }
+            }
+        }
+        for (key, half) in local {
+            let full = self.edges.len() >= cfg.max_items;
+            match self.edges.entry(key) {
+                Entry::Occupied(mut o) => {
+                    merge(o.get_mut(), half);
+                    let e = o.get();
+                    if e.client.is_some() && e.server.is_some() {
+                        done.push(o.remove());
+                    }
+                }
+                Entry::Vacant(_) if full => {
+                    self.stats.dropped_spans +=
+                        u64::from(half.client.is_some()) + u64::from(half.server.is_some());
+                }
+                Entry::Vacant(v) => {
+                    self.order.push_back((half.expires, key));
+                    v.insert(half);
                 }
             }
         }

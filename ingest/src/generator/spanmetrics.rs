@@ -203,13 +203,15 @@ impl SpanMetrics {
         }
     }
 
-    /// Counts the spans of a request whose `mask` entry (one per span, in order) is set. Spans
-    /// are first summed per label set, then each label set updates the registry once.
+    /// Counts the spans of a request whose `mask` entry (one per span, in order) is set;
+    /// `sizes`, when given, are their encoded sizes in the same order. Spans are first summed
+    /// per label set, then each label set updates the registry once.
     pub fn consume(
         &mut self,
         reg: &mut Registry,
         batches: &[ResourceSpans],
         mask: &[bool],
+        sizes: Option<&[u32]>,
         now_ms: i64,
     ) {
         #[derive(Default)]
@@ -225,6 +227,7 @@ impl SpanMetrics {
         let mut acc: HashMap<Vec<Cow<str>>, Acc, foldhash::fast::RandomState> = HashMap::default();
         let mut key: Vec<Cow<str>> = Vec::new();
         let mut m = mask.iter();
+        let mut position = 0usize;
         for rs in batches {
             let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
             let service = find_str("service.name", resource).unwrap_or("");
@@ -240,6 +243,8 @@ impl SpanMetrics {
                 Default::default()
             };
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let at = position;
+                position += 1;
                 if !m.next().copied().unwrap_or(false) {
                     continue;
                 }
@@ -300,7 +305,10 @@ impl SpanMetrics {
                         .add(&bounds, secs, n, Some(&span.trace_id));
                 }
                 if self.size.is_some() {
-                    a.size += span.encoded_len() as f64 * n;
+                    let size = sizes
+                        .and_then(|s| s.get(at))
+                        .map_or_else(|| span.encoded_len() as f64, |s| f64::from(*s));
+                    a.size += size * n;
                 }
             }
         }
