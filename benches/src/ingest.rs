@@ -238,6 +238,20 @@ fn proc_status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) the process has used so far.
+fn proc_cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at ") ".
+            let rest = s.rsplit_once(") ")?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 struct Shared {
     templates: Templates,
     next: AtomicU64,
@@ -264,6 +278,7 @@ pub async fn run(a: &IngestArgs) -> Result<(), String> {
         .then(|| Duration::from_secs_f64(per_req * a.connections as f64 / a.rate as f64));
     let deadline = Instant::now() + Duration::from_secs(a.duration);
     let started = Instant::now();
+    let cpu_before = proc_cpu_secs(srv.child.id());
     let max_spans = a.max_spans;
     let mut tasks = Vec::new();
     for c in 0..a.connections {
@@ -345,6 +360,7 @@ pub async fn run(a: &IngestArgs) -> Result<(), String> {
     }
     let took = started.elapsed();
     let pid = srv.child.id();
+    let cpu = proc_cpu_secs(pid) - cpu_before;
     let rss = proc_status_kb(pid, "VmRSS:") * 1024;
     let peak = proc_status_kb(pid, "VmHWM:") * 1024;
     let spans = shared.spans.load(Relaxed);
@@ -381,6 +397,8 @@ pub async fn run(a: &IngestArgs) -> Result<(), String> {
         "server_rss_bytes": rss,
         "server_peak_rss_bytes": peak,
         "head_spans": metric("allegro_head_spans"),
+        "server_cpu_seconds": cpu,
+        "server_cpu_us_per_span": cpu / spans.max(1) as f64 * 1e6,
     });
     println!(
         "ingest {} rate={} conns={} batch={}: {:.0} spans/s acked ({:.1} MB/s, {:.0} B/span), {} errors\n  ack latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)\n  WAL: {} group commits, mean {:.2} ms\n  server RSS {:.0} MiB (peak {:.0} MiB) with {} spans in the head",
