@@ -577,3 +577,70 @@ fn config_check_prints_effective_values_and_refuses_what_would_break() {
         );
     }
 }
+
+#[test]
+fn serve_starts_with_an_empty_registry_block_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("seed.yaml");
+    // The seed that makes Tempo panic at start: `registry:` with nothing under it.
+    std::fs::write(
+        &cfg,
+        "distributor:\n  receivers:\n    otlp:\n      protocols:\n        http:\n          endpoint: 127.0.0.1:0\nmetrics_generator:\n  registry:\n",
+    )
+    .unwrap();
+    let mut child = allegro()
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "serve",
+            "--http-listen-port",
+            "0",
+            "--http-listen-address",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let base = loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "{lines:?}");
+        if let Some(b) = line.trim().strip_prefix("allegro listening on ") {
+            break b.to_string();
+        }
+        lines.push(line);
+    };
+    assert!(
+        lines.iter().any(|l| l.starts_with("metrics generator:")),
+        "{lines:?}"
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .get(format!("{base}/api/metrics-generator/metrics"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
