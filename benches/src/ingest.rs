@@ -47,6 +47,12 @@ pub struct IngestArgs {
     /// Keep every trace live (idle period 1h) to measure memory with all spans in the head.
     #[arg(long)]
     pub keep_live: bool,
+    /// `trace_idle_period`, `max_trace_live` and `max_block_duration` of the server.
+    #[arg(long, default_value = "5s")]
+    pub idle: String,
+    /// `ingester.max_head_bytes` of the server, MiB.
+    #[arg(long, default_value_t = 512)]
+    pub max_head_mib: u64,
     /// Run the metrics generator (span metrics and service graphs, scrape output only).
     #[arg(long)]
     pub generator: bool,
@@ -174,9 +180,10 @@ impl Drop for Server {
 
 fn start_server(a: &IngestArgs) -> Result<Server, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let idle = if a.keep_live { "1h" } else { "5s" };
+    let idle = if a.keep_live { "1h" } else { a.idle.as_str() };
     let cfg = format!(
-        "distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:0\n        http:\n          endpoint: 127.0.0.1:0\ningester:\n  trace_idle_period: {idle}\n  max_trace_live: {idle}\n  max_block_duration: {idle}\n  max_block_bytes: 1000000000\noverrides:\n  defaults:\n    ingestion:\n      rate_limit_bytes: 0\n      max_traces_per_user: 0\n"
+        "distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:0\n        http:\n          endpoint: 127.0.0.1:0\ningester:\n  trace_idle_period: {idle}\n  max_trace_live: {idle}\n  max_block_duration: {idle}\n  max_block_bytes: 1000000000\n  max_head_bytes: {head}\noverrides:\n  defaults:\n    ingestion:\n      rate_limit_bytes: 0\n      max_traces_per_user: 0\n",
+        head = a.max_head_mib << 20
     );
     // The templates' timestamps are fixed, so the slack check is off: every span is processed.
     let cfg = if a.generator {
