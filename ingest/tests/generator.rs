@@ -278,6 +278,13 @@ fn filters_slack_accepted_traces_and_target_info() {
         own.contains("tempo_metrics_generator_spans_discarded_total{tenant=\"t\"} 1"),
         "{own}"
     );
+    // The health check was left out by the filter policy.
+    assert!(
+        own.contains(
+            "tempo_metrics_generator_processor_span_metrics_filtered_spans_total{tenant=\"t\"} 1"
+        ),
+        "{own}"
+    );
 }
 
 fn graphs(f: impl FnOnce(&mut ServiceGraphsConfig)) -> Generator {

@@ -373,6 +373,7 @@ impl Generator {
             stale: u64,
             active: usize,
             limited: u64,
+            filtered: Option<u64>,
             graphs: Option<(EdgeStats, usize)>,
         }
         let mut rows: Vec<Row> = self
@@ -388,6 +389,7 @@ impl Generator {
                     stale: t.removed_stale,
                     active: t.reg.active_series(),
                     limited: t.reg.limited,
+                    filtered: t.spans.as_ref().map(|p| p.filtered),
                     graphs: t.graphs.as_ref().map(|g| (g.stats, g.waiting())),
                 }
             })
@@ -412,6 +414,12 @@ impl Generator {
             "counter",
             "Spans not counted because they ended outside metrics_ingestion_time_range_slack.",
             &|r| Some(r.late as f64),
+        );
+        family(
+            "tempo_metrics_generator_processor_span_metrics_filtered_spans_total",
+            "counter",
+            "Spans left out of span metrics by filter_policies.",
+            &|r| r.filtered.map(|f| f as f64),
         );
         family(
             "tempo_metrics_generator_registry_active_series",
