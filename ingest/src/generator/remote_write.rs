@@ -224,7 +224,13 @@ impl RemoteWrite {
     /// Waits until every queue is empty or `flush_deadline` passed, then stops the senders;
     /// what is left stays on disk for the next start.
     pub fn shutdown(&self) {
-        let until = Instant::now() + self.deadline;
+        self.shutdown_within(self.deadline);
+    }
+
+    /// Like [`RemoteWrite::shutdown`], waiting at most `limit` (and never past
+    /// `flush_deadline`).
+    pub fn shutdown_within(&self, limit: Duration) {
+        let until = Instant::now() + self.deadline.min(limit);
         while Instant::now() < until && self.queues.iter().any(|q| !q.pending.lock().0.is_empty()) {
             std::thread::sleep(Duration::from_millis(20));
         }

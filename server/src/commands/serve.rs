@@ -243,7 +243,8 @@ pub async fn serve_with(
                 for (tenant, series) in generator.collect_due(true) {
                     rw.enqueue(&tenant, &series);
                 }
-                rw.shutdown();
+                // Bounded by the shutdown grace too: what is not sent stays queued on disk.
+                rw.shutdown_within(grace);
             }
         })
         .await;
