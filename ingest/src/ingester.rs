@@ -333,8 +333,8 @@ impl Ingester {
         self.metrics.truncated(tenant, cut);
         let mut prepared = prepare(&batches);
         let tap = self.tap.get();
+        // The decoded request is freed now unless the tap still needs it after the WAL.
         if tap.is_none() {
-            drop(batches);
             batches = Vec::new();
         }
         let mut outcome = PushOutcome::default();
