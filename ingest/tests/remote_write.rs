@@ -188,3 +188,34 @@ fn queued_requests_survive_a_restart() {
     rw.shutdown();
     assert_eq!(rw.stats()[0].1.queued_requests.load(Relaxed), 0);
 }
+
+#[test]
+fn a_full_queue_drops_its_oldest_requests_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/api/v1/write", l.local_addr().unwrap())
+    };
+    let mut cfg = config(dir.path(), &dead, false);
+    cfg.flush_deadline = Duration::from_millis(50);
+    // Always over the bound: only the request being retried and the newest are kept.
+    cfg.max_queue_bytes = 1;
+    let rw = RemoteWrite::start(&cfg).unwrap();
+    for v in 1..=5 {
+        rw.enqueue("acme", &[series("a_total", f64::from(v))]);
+    }
+    let s = rw.stats()[0].1.clone();
+    assert_eq!(s.dropped_requests.load(Relaxed), 3);
+    assert_eq!(s.queued_requests.load(Relaxed), 2);
+    rw.shutdown();
+    // The first (being retried) and the newest survive; the files on disk agree.
+    let (url, rx) = receiver(vec![]);
+    let mut cfg = config(dir.path(), &url, false);
+    cfg.endpoints[0].url = url;
+    let rw = RemoteWrite::start(&cfg).unwrap();
+    let a = next(&rx).request();
+    let b = next(&rx).request();
+    assert_eq!(a.timeseries[0].samples[0].value, 1.0);
+    assert_eq!(b.timeseries[0].samples[0].value, 5.0);
+    rw.shutdown();
+}
