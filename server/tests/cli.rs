@@ -56,6 +56,75 @@ fn a_bad_config_is_a_clear_start_up_error_naming_the_key() {
 /// Receivers on free loopback ports, so tests never fight over 4317/4318.
 const LOOPBACK_RECEIVERS: &str = "distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:0\n        http:\n          endpoint: 127.0.0.1:0\n";
 
+/// A running `allegro serve` on a free loopback port.
+struct Served {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    base: String,
+    /// Status lines printed before `allegro listening on`.
+    before: Vec<String>,
+    // Kept open until the end: the server keeps printing status lines.
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+/// Starts `allegro serve` with `config` over the data directory `data`.
+fn serve(data: &std::path::Path, config: &std::path::Path) -> Served {
+    let mut child = allegro()
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .args([
+            "serve",
+            "--http-listen-port",
+            "0",
+            "--http-listen-address",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut before = Vec::new();
+    let base = loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "{before:?}");
+        if let Some(b) = line.trim().strip_prefix("allegro listening on ") {
+            break b.to_string();
+        }
+        before.push(line);
+    };
+    Served {
+        child,
+        base,
+        before,
+        _stdout: reader,
+    }
+}
+
+impl Served {
+    /// SIGTERM, then waits for a graceful, successful exit.
+    fn stop(mut self) {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 #[test]
 fn gen_then_serve_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,30 +163,9 @@ fn gen_then_serve_then_sigterm() {
 
     let cfg = dir.path().join("allegro.yaml");
     std::fs::write(&cfg, LOOPBACK_RECEIVERS).unwrap();
-    let mut child = allegro()
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "serve",
-            "--http-listen-port",
-            "0",
-            "--http-listen-address",
-            "127.0.0.1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    // Kept open until the end: the server keeps printing status lines.
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    reader.read_line(&mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("allegro listening on ")
-        .unwrap()
-        .to_string();
+    let srv = serve(&data, &cfg);
+    assert!(srv.before.is_empty(), "{:?}", srv.before);
+    let base = srv.base.clone();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -133,23 +181,7 @@ fn gen_then_serve_then_sigterm() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     // SIGTERM: a graceful, successful exit.
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    srv.stop();
 }
 
 #[test]
@@ -585,62 +617,25 @@ fn serve_starts_with_an_empty_registry_block_and_stops_cleanly() {
     // The seed that makes Tempo panic at start: `registry:` with nothing under it.
     std::fs::write(
         &cfg,
-        "distributor:\n  receivers:\n    otlp:\n      protocols:\n        http:\n          endpoint: 127.0.0.1:0\nmetrics_generator:\n  registry:\n",
+        format!("{LOOPBACK_RECEIVERS}metrics_generator:\n  registry:\n"),
     )
     .unwrap();
-    let mut child = allegro()
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "serve",
-            "--http-listen-port",
-            "0",
-            "--http-listen-address",
-            "127.0.0.1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    let base = loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "{lines:?}");
-        if let Some(b) = line.trim().strip_prefix("allegro listening on ") {
-            break b.to_string();
-        }
-        lines.push(line);
-    };
+    let srv = serve(&dir.path().join("data"), &cfg);
     assert!(
-        lines.iter().any(|l| l.starts_with("metrics generator:")),
-        "{lines:?}"
+        srv.before
+            .iter()
+            .any(|l| l.starts_with("metrics generator:")),
+        "{:?}",
+        srv.before
     );
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let resp = agent
-        .get(format!("{base}/api/metrics-generator/metrics"))
+        .get(format!("{}/api/metrics-generator/metrics", srv.base))
         .call()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    srv.stop();
 }
