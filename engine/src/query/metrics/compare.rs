@@ -121,13 +121,9 @@ impl QueryEngine {
             }
             let fields = self.compare_fields(src).await?;
             let ctx = self.session();
-            let matched = match st.simple {
-                Some(_) => None,
-                None => Some(
-                    self.matched_spans(&ctx, src, st, grid, sampling, cost)
-                        .await?,
-                ),
-            };
+            let matched = self
+                .matched_spans(&ctx, src, st, grid, sampling, cost)
+                .await?;
             let inputs = src
                 .tables
                 .iter()

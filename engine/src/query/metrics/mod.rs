@@ -357,13 +357,9 @@ impl QueryEngine {
                 continue;
             }
             let ctx = self.session();
-            let matched = match st.simple {
-                Some(_) => None,
-                None => Some(
-                    self.matched_spans(&ctx, src, st, grid, sampling, cost)
-                        .await?,
-                ),
-            };
+            let matched = self
+                .matched_spans(&ctx, src, st, grid, sampling, cost)
+                .await?;
             for (pass, per_group) in [(Some(needs), None), (ex_needs, per_group)] {
                 let Some(pass) = pass else { continue };
                 let inputs = src
@@ -385,6 +381,7 @@ impl QueryEngine {
 
     /// Spans chosen by a pipeline with spanset or structural operators: the search program
     /// per trace over every trace overlapping the range, as a `(m_trace, m_span)` table.
+    /// `None` for a simple first stage, whose filter runs in the Parquet scan instead.
     async fn matched_spans(
         &self,
         ctx: &SessionContext,
@@ -393,7 +390,10 @@ impl QueryEngine {
         grid: &Grid,
         sampling: Option<Sampling>,
         cost: &mut SearchMetrics,
-    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    ) -> Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        if st.simple.is_some() {
+            return Ok(None);
+        }
         let inputs = src
             .tables
             .iter()
@@ -462,7 +462,7 @@ impl QueryEngine {
         let batch = RecordBatch::try_new(schema.clone(), cols)
             .map_err(|e| EngineError::Internal(format!("matched ids: {e}")))?;
         let mem = MemTable::try_new(schema, vec![vec![batch]]).map_err(df_err)?;
-        Ok(Arc::new(mem))
+        Ok(Some(Arc::new(mem)))
     }
 }
 
