@@ -270,14 +270,6 @@ impl Registry {
         }
     }
 
-    /// The bucket bounds of a histogram family (empty for other kinds).
-    pub fn bounds(&self, f: FamilyId) -> &[f64] {
-        match &self.families[f.0].kind {
-            Kind::Histogram(b) => b,
-            _ => &[],
-        }
-    }
-
     /// Adds observations gathered for one series of a histogram; their exemplars (stamped
     /// `ms`) replace the buckets' previous ones.
     pub fn observe_all(&mut self, f: FamilyId, values: &[&str], o: &Observations, ms: i64) {
@@ -594,11 +586,11 @@ mod tests {
         r.inc(c, &["a"], 2.0);
         r.inc(c, &["a"], 1.0);
         r.inc(c, &["b"], 5.0);
-        let mut o = Observations::new(r.bounds(h));
+        let mut o = Observations::new(&[0.1, 0.2]);
         o.add(&[0.1, 0.2], 0.1, 1.0, Some(&[0xab; 16])); // le=0.1 is inclusive
         o.add(&[0.1, 0.2], 0.15, 2.0, None);
         r.observe_all(h, &["a"], &o, 7);
-        let mut o = Observations::new(r.bounds(h));
+        let mut o = Observations::new(&[0.1, 0.2]);
         o.add(&[0.1, 0.2], 7.0, 1.0, None);
         r.observe_all(h, &["a"], &o, 8);
         let ts = r.collect(120_500);

@@ -430,7 +430,8 @@ impl ServiceGraphs {
             messaging: Observations,
         }
         type Labels = (Arc<str>, Arc<str>, Connection, Vec<String>, &'static str);
-        let bounds = self.cfg.histogram_buckets.clone();
+        let cfg = self.cfg.clone();
+        let bounds: &[f64] = &cfg.histogram_buckets;
         let mut acc: HashMap<Labels, Acc, foldhash::fast::RandomState> = HashMap::default();
         self.stats.edges += edges.len() as u64;
         for e in edges {
@@ -442,9 +443,9 @@ impl ServiceGraphs {
                 .or_insert_with(|| Acc {
                     total: 0.0,
                     failed: 0.0,
-                    server: Observations::new(&bounds),
-                    client: Observations::new(&bounds),
-                    messaging: Observations::new(&bounds),
+                    server: Observations::new(bounds),
+                    client: Observations::new(bounds),
+                    messaging: Observations::new(bounds),
                 });
             let n = e.multiplier;
             a.total += n;
@@ -452,11 +453,11 @@ impl ServiceGraphs {
                 a.failed += n;
             }
             let t = Some(e.trace.as_slice());
-            a.server.add(&bounds, e.server_secs, n, t);
-            a.client.add(&bounds, e.client_secs, n, t);
+            a.server.add(bounds, e.server_secs, n, t);
+            a.client.add(bounds, e.client_secs, n, t);
             if e.connection == Connection::Messaging {
                 let secs = e.server_start.saturating_sub(e.client_end) as f64 / 1e9;
-                a.messaging.add(&bounds, secs, n, t);
+                a.messaging.add(bounds, secs, n, t);
             }
         }
         for ((client, server, connection, dims, vnode), a) in acc {

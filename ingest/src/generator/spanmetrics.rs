@@ -222,8 +222,8 @@ impl SpanMetrics {
         }
         let cfg = self.cfg.clone();
         let i = &cfg.intrinsic_dimensions;
-        let bounds: &[f64] = self.latency.map_or(&[], |f| reg.bounds(f));
-        let bounds = bounds.to_vec();
+        // The latency family was declared with these bounds.
+        let bounds: &[f64] = &cfg.histogram_buckets;
         let mut acc: HashMap<Vec<Cow<str>>, Acc, foldhash::fast::RandomState> = HashMap::default();
         let mut key: Vec<Cow<str>> = Vec::new();
         let mut m = mask.iter();
@@ -301,8 +301,8 @@ impl SpanMetrics {
                         as f64
                         / 1e9;
                     a.latency
-                        .get_or_insert_with(|| Observations::new(&bounds))
-                        .add(&bounds, secs, n, Some(&span.trace_id));
+                        .get_or_insert_with(|| Observations::new(bounds))
+                        .add(bounds, secs, n, Some(&span.trace_id));
                 }
                 if self.size.is_some() {
                     let size = sizes
