@@ -69,6 +69,9 @@ pub struct MetricsArgs {
     /// Skip the DuckDB comparison.
     #[arg(long)]
     pub no_duckdb: bool,
+    /// Run only these queries (names as in the report, e.g. `red-rate,compare`).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 struct Run {
@@ -193,6 +196,9 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
         let spans_in_range = info.spans as f64 * (len.as_secs_f64() / c.duration_secs()).min(1.0);
         let mut queries = serde_json::Map::new();
         for (name, q, div) in QUERIES {
+            if !a.only.is_empty() && !a.only.iter().any(|o| o == name) {
+                continue;
+            }
             let step = ((end - start) / 1_000_000_000 / div).max(1) * 1_000_000_000;
             let req = MetricsRequest {
                 query: q.to_string(),

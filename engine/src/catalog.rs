@@ -271,7 +271,7 @@ impl Catalog {
     }
 
     /// The Parquet footer and page index of a block, cached; loaded through `store`.
-    async fn footer(
+    pub(crate) async fn footer(
         &self,
         store: &Arc<dyn ObjectStore>,
         meta: &BlockMeta,

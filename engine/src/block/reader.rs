@@ -21,7 +21,8 @@ use crate::error::{EngineError, Result};
 use crate::ids::TraceId;
 use crate::schema::col;
 
-fn reader(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> ObjectReader {
+/// A reader of a block's data object that fetches footer and page index in one read.
+pub(crate) fn object_reader(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> ObjectReader {
     // The footer size is in meta.json, so the footer (with page index) comes in one read.
     let hint = (meta.footer_size.max(8) as usize).min(meta.size as usize);
     ObjectReader::new(
@@ -44,7 +45,7 @@ pub async fn load_footer(
     store: &Arc<dyn ObjectStore>,
     meta: &BlockMeta,
 ) -> Result<ArrowReaderMetadata> {
-    let mut r = reader(store, meta);
+    let mut r = object_reader(store, meta);
     ArrowReaderMetadata::load_async(
         &mut r,
         ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
@@ -141,13 +142,15 @@ pub async fn read_trace(
             ids.iter().map(|v| Some(v == Some(&want[..]))),
         ))
     });
-    let stream =
-        ParquetRecordBatchStreamBuilder::new_with_metadata(reader(store, meta), footer.clone())
-            .with_row_groups(groups)
-            .with_row_selection(selection)
-            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
-            .build()
-            .map_err(|e| parquet_err(meta, e))?;
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+        object_reader(store, meta),
+        footer.clone(),
+    )
+    .with_row_groups(groups)
+    .with_row_selection(selection)
+    .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+    .build()
+    .map_err(|e| parquet_err(meta, e))?;
     let batches: Vec<RecordBatch> = stream
         .try_collect()
         .await
@@ -157,7 +160,7 @@ pub async fn read_trace(
 
 /// Reads a whole block (for tools and tests; queries go through DataFusion).
 pub async fn read_all(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<Vec<RecordBatch>> {
-    let stream = ParquetRecordBatchStreamBuilder::new(reader(store, meta))
+    let stream = ParquetRecordBatchStreamBuilder::new(object_reader(store, meta))
         .await
         .map_err(|e| parquet_err(meta, e))?
         .build()

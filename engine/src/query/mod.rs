@@ -1,5 +1,6 @@
 //! TraceQL on DataFusion: sources (blocks ∪ live head), translation, planning and search.
 
+mod block_reader;
 pub mod metrics;
 pub mod plan;
 pub mod search;
@@ -29,7 +30,8 @@ pub struct QueryEngine {
 impl QueryEngine {
     /// An engine over `catalog`'s blocks and, when given, the live head.
     pub fn new(catalog: Arc<Catalog>, live: Option<Arc<dyn LiveSpans>>) -> Result<Self> {
-        // One runtime for all queries, so DataFusion's Parquet metadata cache is shared.
+        // One runtime for all queries. Block scans take footers from the catalog's cache
+        // (`block_reader`), not from DataFusion's metadata cache.
         let runtime = RuntimeEnvBuilder::new().build_arc().map_err(df_err)?;
         let url = ObjectStoreUrl::parse(table::STORE_URL).map_err(df_err)?;
         runtime.register_object_store(url.as_ref(), catalog.store().clone());

@@ -132,7 +132,7 @@ impl QueryEngine {
                     Some(acc)
                 });
                 Source {
-                    table: Arc::new(BlocksTable::new(&hot, metas)),
+                    table: Arc::new(BlocksTable::new(&self.catalog, &hot, metas)),
                     hot,
                     others,
                     keys,

@@ -15,16 +15,17 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::block::meta::{BlockMeta, objects};
 use crate::block::writer::block_path;
+use crate::catalog::Catalog;
+use crate::query::block_reader::{BlockReaderFactory, block_file};
 use crate::schema::{HotColumn, span_schema};
 
 /// Where the object store is registered in a query session.
@@ -42,14 +43,16 @@ pub trait LiveSpans: Send + Sync {
 pub struct BlocksTable {
     schema: SchemaRef,
     blocks: Vec<Arc<BlockMeta>>,
+    readers: Arc<BlockReaderFactory>,
 }
 
 impl BlocksTable {
-    /// A table over `blocks`, which must all have `hot` columns.
-    pub fn new(hot: &[HotColumn], blocks: Vec<Arc<BlockMeta>>) -> Self {
+    /// A table over `catalog`'s `blocks`, which must all have `hot` columns.
+    pub fn new(catalog: &Arc<Catalog>, hot: &[HotColumn], blocks: Vec<Arc<BlockMeta>>) -> Self {
         Self {
             schema: span_schema(hot),
             blocks,
+            readers: Arc::new(BlockReaderFactory::new(catalog.clone())),
         }
     }
 }
@@ -103,9 +106,13 @@ impl TableProvider for BlocksTable {
             let i = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
             load[i] += b.size;
             let path = block_path(&b.tenant_id, &b.block_id, objects::DATA);
-            groups[i].push(PartitionedFile::new(path.to_string(), b.size));
+            groups[i].push(block_file(&b, path.to_string()));
         }
+        // Built directly rather than through `ParquetFormat`, which would swap in its own
+        // reader (footer without page index, a 512 KiB footer read per file).
         let source = ParquetSource::new(self.schema.clone())
+            .with_table_parquet_options(state.table_options().parquet.clone())
+            .with_parquet_file_reader_factory(self.readers.clone())
             .with_enable_page_index(true)
             .with_bloom_filter_on_read(true)
             .with_pushdown_filters(true)
@@ -115,8 +122,6 @@ impl TableProvider for BlocksTable {
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        ParquetFormat::default()
-            .create_physical_plan(state, conf)
-            .await
+        Ok(DataSourceExec::from_data_source(conf))
     }
 }

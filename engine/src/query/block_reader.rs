@@ -1,0 +1,115 @@
+//! Parquet readers for DataFusion's scans of blocks, with footers and page indexes from the
+//! catalog's cache.
+//!
+//! DataFusion's own reader caches a footer without its page index (the opener asks for the
+//! footer first and loads the page index separately, outside the cache), so every query decoded
+//! the page index of every block again: a fifth of the CPU of a metrics query over 100 blocks.
+//! Blocks are immutable and their footer size is in `meta.json`, so the footer and page index
+//! are read in one request, decoded once and kept in the catalog's byte-bounded cache, shared
+//! with trace-by-ID.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::ParquetFileMetrics;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
+
+use crate::block::meta::BlockMeta;
+use crate::block::object_reader::ObjectReader;
+use crate::catalog::Catalog;
+
+/// Makes a reader per block file; the file's [`BlockMeta`] rides in its extensions.
+#[derive(Debug)]
+pub struct BlockReaderFactory {
+    catalog: Arc<Catalog>,
+}
+
+impl BlockReaderFactory {
+    /// Readers over `catalog`'s store and footer cache.
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        Self { catalog }
+    }
+}
+
+/// `file` for a scan of `meta`'s data object.
+pub fn block_file(meta: &Arc<BlockMeta>, path: String) -> PartitionedFile {
+    let mut f = PartitionedFile::new(path, meta.size);
+    f.extensions.insert_arc(meta.clone());
+    f
+}
+
+impl ParquetFileReaderFactory for BlockReaderFactory {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        _metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> datafusion::common::Result<Box<dyn AsyncFileReader + Send>> {
+        let Some(meta) = file.extensions.get_arc::<BlockMeta>() else {
+            return datafusion::common::internal_err!(
+                "block scan of {} without its block meta",
+                file.object_meta.location
+            );
+        };
+        let metrics =
+            ParquetFileMetrics::new(partition_index, file.object_meta.location.as_ref(), metrics);
+        Ok(Box::new(BlockReader {
+            inner: crate::block::reader::object_reader(self.catalog.store(), &meta),
+            catalog: self.catalog.clone(),
+            meta,
+            metrics,
+        }))
+    }
+}
+
+struct BlockReader {
+    inner: ObjectReader,
+    catalog: Arc<Catalog>,
+    meta: Arc<BlockMeta>,
+    metrics: ParquetFileMetrics,
+}
+
+impl AsyncFileReader for BlockReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.metrics
+            .bytes_scanned
+            .add((range.end - range.start) as usize);
+        self.inner.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        self.metrics.bytes_scanned.add(n as usize);
+        self.inner.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        // Always with the page index, whatever was asked: the opener then finds it present
+        // and skips its own (uncached) load.
+        async move {
+            let footer = self
+                .catalog
+                .footer(self.catalog.store(), &self.meta)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))?;
+            Ok(footer.metadata().clone())
+        }
+        .boxed()
+    }
+}
