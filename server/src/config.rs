@@ -554,7 +554,7 @@ pub struct AzureConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// Parquet footers and page indexes.
+    /// Parquet footers and page indexes (trace-by-ID, search and metrics scans).
     #[serde(deserialize_with = "null_default")]
     pub footer_mb: u64,
     /// Trace-ID bloom filters.
