@@ -428,16 +428,18 @@ impl<'a> Translator<'a> {
             // dictionary, so conditions on it prune.
             str = col(c::SERVICE_NAME);
         }
+        // Blocks record which keys ever hold arrays, kvlists or bytes; for the rest the
+        // `attrs_other` map (a list column, costly to decode for every span) is not read.
+        let in_other = self
+            .others
+            .is_none_or(|o| o.contains(&(scope, key.to_string())));
         Typed {
             str: Some(str),
             int: Some(slot(HotType::Int, "int")),
             float: Some(slot(HotType::Float, "float")),
             bool: Some(slot(HotType::Bool, "bool")),
-            other: Some(map("other")),
-            multi: if self
-                .others
-                .is_none_or(|o| o.contains(&(scope, key.to_string())))
-            {
+            other: in_other.then(|| map("other")),
+            multi: if in_other {
                 vec![Multi::new(map("other"), "array", key)]
             } else {
                 Vec::new()
