@@ -23,8 +23,9 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::block::meta::BlockMeta;
+use crate::block::meta::{BlockMeta, objects};
 use crate::block::object_reader::ObjectReader;
+use crate::block::writer::block_path;
 use crate::catalog::Catalog;
 
 /// Makes a reader per block file; the file's [`BlockMeta`] rides in its extensions.
@@ -40,9 +41,10 @@ impl BlockReaderFactory {
     }
 }
 
-/// `file` for a scan of `meta`'s data object.
-pub fn block_file(meta: &Arc<BlockMeta>, path: String) -> PartitionedFile {
-    let mut f = PartitionedFile::new(path, meta.size);
+/// The scan's file for `meta`'s data object.
+pub fn block_file(meta: &Arc<BlockMeta>) -> PartitionedFile {
+    let path = block_path(&meta.tenant_id, &meta.block_id, objects::DATA);
+    let mut f = PartitionedFile::new(path.to_string(), meta.size);
     f.extensions.insert_arc(meta.clone());
     f
 }

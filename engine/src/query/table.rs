@@ -22,8 +22,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::block::meta::{BlockMeta, objects};
-use crate::block::writer::block_path;
+use crate::block::meta::BlockMeta;
 use crate::catalog::Catalog;
 use crate::query::block_reader::{BlockReaderFactory, block_file};
 use crate::schema::{HotColumn, span_schema};
@@ -105,8 +104,7 @@ impl TableProvider for BlocksTable {
         for b in blocks {
             let i = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
             load[i] += b.size;
-            let path = block_path(&b.tenant_id, &b.block_id, objects::DATA);
-            groups[i].push(block_file(&b, path.to_string()));
+            groups[i].push(block_file(&b));
         }
         // Built directly rather than through `ParquetFormat`, which would swap in its own
         // reader (footer without page index, a 512 KiB footer read per file).
