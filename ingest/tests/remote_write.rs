@@ -113,6 +113,12 @@ fn config(dir: &std::path::Path, url: &str, exemplars: bool) -> RemoteWriteConfi
     c
 }
 
+/// A URL nothing listens on (the port was free a moment ago): every attempt fails to connect.
+fn dead_endpoint() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/api/v1/write", l.local_addr().unwrap())
+}
+
 fn next(rx: &mpsc::Receiver<Received>) -> Received {
     rx.recv_timeout(Duration::from_secs(10))
         .expect("a request in time")
@@ -163,11 +169,7 @@ fn retries_5xx_drops_4xx_and_sends_in_order() {
 #[test]
 fn queued_requests_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    // Nothing listens here: every attempt fails to connect.
-    let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/api/v1/write", l.local_addr().unwrap())
-    };
+    let dead = dead_endpoint();
     let mut cfg = config(dir.path(), &dead, true);
     cfg.flush_deadline = Duration::from_millis(200);
     let rw = RemoteWrite::start(&cfg).unwrap();
@@ -192,10 +194,7 @@ fn queued_requests_survive_a_restart() {
 #[test]
 fn a_full_queue_drops_its_oldest_requests_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
-    let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/api/v1/write", l.local_addr().unwrap())
-    };
+    let dead = dead_endpoint();
     let mut cfg = config(dir.path(), &dead, false);
     cfg.flush_deadline = Duration::from_millis(50);
     // Always over the bound: only the request being retried and the newest are kept.

@@ -1,22 +1,30 @@
-//! Trace lookups read only the blocks and pages that can hold the trace.
+//! Trace lookups and queries read only the blocks, pages and footers they need.
 
-use allegro_datasets::{GenOptions, generate_all, write_blocks};
+use std::sync::Arc;
+
+use allegro_datasets::{GenOptions, Summary, generate_all, write_blocks};
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::ids::TraceId;
 use allegro_engine::storage::{StorageBackend, open_store};
+use object_store::ObjectStore;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lookups_skip_blocks_by_bloom_and_pages_by_index() {
-    let dir = tempfile::tempdir().unwrap();
+const START: u64 = 1_767_225_600_000_000_000;
+
+/// One hour of generated spans written as blocks of 2,000 spans for tenant `t` under `dir`.
+async fn blocks(
+    dir: &std::path::Path,
+    seed: u64,
+    spans: u64,
+) -> (Arc<dyn ObjectStore>, GenOptions, Summary) {
     let store = open_store(&StorageBackend::Local {
-        path: dir.path().to_path_buf(),
+        path: dir.to_path_buf(),
     })
     .unwrap();
     let opts = GenOptions {
-        seed: 5,
-        spans: 60_000,
-        start_unix_nano: 1_767_225_600_000_000_000,
+        seed,
+        spans,
+        start_unix_nano: START,
         duration_nano: 3_600_000_000_000,
     };
     let summary = write_blocks(
@@ -29,6 +37,13 @@ async fn lookups_skip_blocks_by_bloom_and_pages_by_index() {
     )
     .await
     .unwrap();
+    (store, opts, summary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_skip_blocks_by_bloom_and_pages_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, opts, summary) = blocks(dir.path(), 5, 60_000).await;
     let blocks = summary.blocks.len();
     assert!(blocks >= 25, "{blocks} blocks");
     let data_bytes: u64 = summary.blocks.iter().map(|b| b.size).sum();
@@ -84,37 +99,16 @@ async fn lookups_skip_blocks_by_bloom_and_pages_by_index() {
 async fn warm_queries_read_only_data_pages() {
     use allegro_engine::query::QueryEngine;
     use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
-    use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&StorageBackend::Local {
-        path: dir.path().to_path_buf(),
-    })
-    .unwrap();
-    let start = 1_767_225_600_000_000_000u64;
-    let opts = GenOptions {
-        seed: 7,
-        spans: 20_000,
-        start_unix_nano: start,
-        duration_nano: 3_600_000_000_000,
-    };
-    let summary = write_blocks(
-        &store,
-        "t",
-        opts,
-        2_000,
-        &BlockWriteOptions::default(),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
+    let (store, _, summary) = blocks(dir.path(), 7, 20_000).await;
     let footers: u64 = summary.blocks.iter().map(|b| b.footer_size).sum();
     let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
     let engine = QueryEngine::new(catalog.clone(), None).unwrap();
     let req = MetricsRequest {
         query: "{ status = error } | count_over_time() by (resource.service.name)".into(),
-        start,
-        end: start + 3_600_000_000_000,
+        start: START,
+        end: START + 3_600_000_000_000,
         step: Some(60_000_000_000),
         exemplars: Some(0),
         max_series: None,
