@@ -4,7 +4,7 @@
 //! it is present on at least [`HotPolicy::min_fraction`] of the block's spans with one scalar
 //! type; values of other types stay in the overflow maps. Configured keys are always hot.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use foldhash::fast::RandomState;
 
@@ -47,7 +47,9 @@ fn hot_type(kv: &KeyValue) -> Option<HotType> {
 impl HotPolicy {
     /// Chooses the hot columns for `spans`, sorted by scope then key.
     pub fn choose(&self, spans: &[FlatSpan]) -> Vec<HotColumn> {
-        self.choose_and_scan(spans).0
+        let mut scan = KeyScan::default();
+        scan.add(spans);
+        self.choose_from(&scan)
     }
 
     /// Chooses the hot columns, and lists the keys that hold arrays, kvlists or bytes anywhere
@@ -63,11 +65,72 @@ impl HotPolicy {
         &self,
         spans: &[FlatSpan],
     ) -> (Vec<HotColumn>, Vec<AttrKey>, AttributeKeys) {
-        let mut others: std::collections::BTreeSet<(AttrScope, &str)> = Default::default();
-        let mut keys = KeySets::default();
-        // (scope, key) -> count per type. Resources and scopes are shared between spans, so their
-        // attributes are counted once per span that carries them, as the column would store them.
+        let mut scan = KeyScan::default();
+        scan.add(spans);
+        (self.choose_from(&scan), scan.others(), scan.keys())
+    }
+
+    /// Chooses the hot columns from the keys counted so far, sorted by scope then key.
+    pub fn choose_from(&self, scan: &KeyScan) -> Vec<HotColumn> {
+        let types = [HotType::String, HotType::Int, HotType::Float, HotType::Bool];
+        let min = ((scan.spans as f64) * self.min_fraction).ceil().max(1.0) as usize;
+        let mut by_scope: HashMap<AttrScope, Vec<(usize, HotColumn)>> = HashMap::new();
+        for ((scope, key), c) in &scan.counts {
+            let (ti, n) = c
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, n)| (**n, std::cmp::Reverse(*i)))
+                .unwrap_or((0, &0));
+            if *n >= min {
+                by_scope.entry(*scope).or_default().push((
+                    *n,
+                    HotColumn {
+                        scope: *scope,
+                        key: key.clone(),
+                        ty: types[ti],
+                    },
+                ));
+            }
+        }
+        let mut out: Vec<HotColumn> = self.configured.clone();
+        for (_, mut cands) in by_scope {
+            cands.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
+            for (_, h) in cands.into_iter().take(self.max_per_scope) {
+                if !out.iter().any(|o| o.scope == h.scope && o.key == h.key) {
+                    out.push(h);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Attribute keys counted over the spans of a block, added a batch at a time so a block can be
+/// written without holding all its spans.
+#[derive(Debug, Default)]
+pub struct KeyScan {
+    spans: usize,
+    /// (scope, key) -> spans carrying it, per scalar type. Resource and scope attributes count
+    /// once per span that carries them, as the column would store them.
+    counts: HashMap<(AttrScope, String), [usize; 4], RandomState>,
+    /// Keys holding arrays, kvlists or bytes somewhere.
+    others: BTreeSet<(AttrScope, String)>,
+    keys: KeySets,
+}
+
+fn note(set: &mut BTreeSet<String>, key: &str) {
+    if !set.contains(key) {
+        set.insert(key.to_string());
+    }
+}
+
+impl KeyScan {
+    /// Adds a batch of spans.
+    pub fn add(&mut self, spans: &[FlatSpan]) {
+        // Count per batch with borrowed keys, then merge: owned keys are made once per batch.
         let mut counts: HashMap<(AttrScope, &str), [usize; 4], RandomState> = HashMap::default();
+        let mut others: BTreeSet<(AttrScope, &str)> = BTreeSet::new();
         // Resources and scopes are shared: count each distinct one once, weighted by its spans.
         type Shared<'a> = (AttrScope, &'a [KeyValue], usize);
         let mut shared: HashMap<(usize, usize), Shared, RandomState> = HashMap::default();
@@ -98,23 +161,25 @@ impl HotPolicy {
                     .or_insert((sc, attrs, 0))
                     .2 += 1;
             }
-        }
-        for s in spans {
             for e in &s.span.events {
-                keys.event
-                    .extend(e.attributes.iter().map(|kv| kv.key.as_str()));
+                for kv in &e.attributes {
+                    note(&mut self.keys.event, &kv.key);
+                }
             }
             for l in &s.span.links {
-                keys.link
-                    .extend(l.attributes.iter().map(|kv| kv.key.as_str()));
+                for kv in &l.attributes {
+                    note(&mut self.keys.link, &kv.key);
+                }
             }
         }
         for (scope, attrs, weight) in shared.into_values() {
             let set = match scope {
-                AttrScope::Resource => &mut keys.resource,
-                _ => &mut keys.instrumentation,
+                AttrScope::Resource => &mut self.keys.resource,
+                _ => &mut self.keys.instrumentation,
             };
-            set.extend(attrs.iter().map(|kv| kv.key.as_str()));
+            for kv in attrs {
+                note(set, &kv.key);
+            }
             let counted = attrs
                 .iter()
                 .filter(|kv| !(scope == AttrScope::Resource && kv.key == "service.name"));
@@ -129,68 +194,58 @@ impl HotPolicy {
                 }
             }
         }
-        let types = [HotType::String, HotType::Int, HotType::Float, HotType::Bool];
-        let min = ((spans.len() as f64) * self.min_fraction).ceil().max(1.0) as usize;
-        let mut by_scope: HashMap<AttrScope, Vec<(usize, HotColumn)>> = HashMap::new();
-        keys.span.extend(
-            counts
-                .keys()
-                .chain(others.iter())
-                .filter(|(sc, _)| *sc == AttrScope::Span)
-                .map(|(_, k)| *k),
-        );
         for ((scope, key), c) in counts {
-            let (ti, n) = c
-                .iter()
-                .enumerate()
-                .max_by_key(|(i, n)| (**n, std::cmp::Reverse(*i)))
-                .unwrap_or((0, &0));
-            if *n >= min {
-                by_scope.entry(scope).or_default().push((
-                    *n,
-                    HotColumn {
-                        scope,
-                        key: key.to_string(),
-                        ty: types[ti],
-                    },
-                ));
+            if scope == AttrScope::Span {
+                note(&mut self.keys.span, key);
+            }
+            // One owned key per distinct key and batch: batches hold thousands of spans.
+            let total = self.counts.entry((scope, key.to_string())).or_default();
+            for (t, n) in total.iter_mut().zip(c) {
+                *t += n;
             }
         }
-        let mut out: Vec<HotColumn> = self.configured.clone();
-        for (_, mut cands) in by_scope {
-            cands.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
-            for (_, h) in cands.into_iter().take(self.max_per_scope) {
-                if !out.iter().any(|o| o.scope == h.scope && o.key == h.key) {
-                    out.push(h);
-                }
+        for (scope, key) in others {
+            if scope == AttrScope::Span {
+                note(&mut self.keys.span, key);
+            }
+            if !self.others.contains(&(scope, key.to_string())) {
+                self.others.insert((scope, key.to_string()));
             }
         }
-        out.sort();
-        let all = AttributeKeys {
-            span: keys.span.into_iter().map(String::from).collect(),
-            resource: keys.resource.into_iter().map(String::from).collect(),
-            instrumentation: keys.instrumentation.into_iter().map(String::from).collect(),
-            event: keys.event.into_iter().map(String::from).collect(),
-            link: keys.link.into_iter().map(String::from).collect(),
-        };
-        let others = others
-            .into_iter()
+        self.spans += spans.len();
+    }
+
+    /// Keys that hold arrays, kvlists or bytes anywhere.
+    pub fn others(&self) -> Vec<AttrKey> {
+        self.others
+            .iter()
             .map(|(scope, key)| AttrKey {
-                scope,
-                key: key.to_string(),
+                scope: *scope,
+                key: key.clone(),
             })
-            .collect();
-        (out, others, all)
+            .collect()
+    }
+
+    /// Every attribute key of every scope.
+    pub fn keys(&self) -> AttributeKeys {
+        let v = |s: &BTreeSet<String>| s.iter().cloned().collect();
+        AttributeKeys {
+            span: v(&self.keys.span),
+            resource: v(&self.keys.resource),
+            instrumentation: v(&self.keys.instrumentation),
+            event: v(&self.keys.event),
+            link: v(&self.keys.link),
+        }
     }
 }
 
-#[derive(Default)]
-struct KeySets<'a> {
-    span: std::collections::BTreeSet<&'a str>,
-    resource: std::collections::BTreeSet<&'a str>,
-    instrumentation: std::collections::BTreeSet<&'a str>,
-    event: std::collections::BTreeSet<&'a str>,
-    link: std::collections::BTreeSet<&'a str>,
+#[derive(Debug, Default)]
+struct KeySets {
+    span: BTreeSet<String>,
+    resource: BTreeSet<String>,
+    instrumentation: BTreeSet<String>,
+    event: BTreeSet<String>,
+    link: BTreeSet<String>,
 }
 
 /// Every attribute key of a block, per scope (sorted), as recorded in `meta.json`.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::block::writer::{BlockEncoder, BlockWriteOptions, EncodedBlock};
 use allegro_engine::catalog::Catalog;
-use allegro_engine::convert::flatten::flatten;
+use allegro_engine::convert::flatten::{FlatSpan, flatten};
 use allegro_engine::convert::normalize::normalize;
 use allegro_engine::convert::to_arrow::resource_spans_to_batches;
 use allegro_engine::ids::TraceId;
@@ -585,33 +585,9 @@ impl Ingester {
         let started = Instant::now();
         let block = b.clone();
         let opts = self.cfg.block.clone();
-        let encoded = tokio::task::spawn_blocking(move || {
-            let mut spans = Vec::with_capacity(block.spans as usize);
-            for (id, t) in &block.traces {
-                let rs = decode_chunks(&t.data).map_err(|e| {
-                    IngestError::Internal(format!("head data of trace {id} does not decode: {e}"))
-                })?;
-                // Exact duplicates (client retries) are dropped before they reach a block;
-                // normalising costs, so only traces with a repeated span ID pay for it.
-                let mut seen = std::collections::HashSet::new();
-                let repeated = rs
-                    .iter()
-                    .flat_map(|r| r.scope_spans.iter().flat_map(|s| s.spans.iter()))
-                    .any(|s| !seen.insert(s.span_id.as_slice()));
-                let rs = if repeated { normalize(rs) } else { rs };
-                let (flat, bad) = flatten(rs);
-                if !bad.is_empty() {
-                    return Err(IngestError::Internal(format!(
-                        "trace {id}: {} span(s) failed checks they passed on arrival",
-                        bad.len()
-                    )));
-                }
-                spans.extend(flat);
-            }
-            Ok::<_, IngestError>(encode_block(&block.tenant, spans, &opts)?)
-        })
-        .await
-        .map_err(|e| IngestError::Internal(format!("block encoder panicked: {e}")))??;
+        let encoded = tokio::task::spawn_blocking(move || encode_cut(&block, &opts))
+            .await
+            .map_err(|e| IngestError::Internal(format!("block encoder panicked: {e}")))??;
         // Data first (invisible), then the WAL learns of the block, then it is published: a
         // crash at any point leaves each span either replayed or in a visible block, not both.
         self.catalog.stage_block(&encoded).await?;
@@ -669,6 +645,64 @@ impl Ingester {
         }
         r.map(|_| ())
     }
+}
+
+/// Spans decoded to choose a block's hot columns from: enough to see every key carried by a
+/// twentieth of the spans (the hot threshold) hundreds of times.
+const HOT_SAMPLE_SPANS: u64 = 32_768;
+
+/// Encodes a cut block trace by trace in trace-ID order, a batch at a time: memory stays
+/// bounded by a batch of decoded spans instead of the whole block, and Parquet encoding runs on
+/// a second core (see [`BlockEncoder`]).
+fn encode_cut(block: &CutBlock, opts: &BlockWriteOptions) -> Result<EncodedBlock> {
+    let mut ids: Vec<&TraceId> = block.traces.keys().collect();
+    ids.sort_unstable();
+    let mut ids = ids.into_iter();
+    let mut next_batch = |target: u64| -> Result<Vec<FlatSpan>> {
+        let mut spans = Vec::with_capacity(target as usize + 256);
+        while (spans.len() as u64) < target {
+            let Some(id) = ids.next() else { break };
+            let Some(t) = block.traces.get(id) else {
+                continue;
+            };
+            spans.extend(trace_spans(id, t)?);
+        }
+        Ok(spans)
+    };
+    // Traces in ID order are a random sample of the block, so the first batch picks its hot
+    // columns as the whole block would.
+    let first = next_batch(HOT_SAMPLE_SPANS)?;
+    let mut enc = BlockEncoder::start(&block.tenant, first, block.traces.len(), opts)?;
+    loop {
+        let batch = next_batch(opts.batch_rows.max(1) as u64)?;
+        if batch.is_empty() {
+            break;
+        }
+        enc.push(batch)?;
+    }
+    Ok(enc.finish()?)
+}
+
+/// One held trace's spans, exact duplicates (client retries) dropped.
+fn trace_spans(id: &TraceId, t: &HeldTrace) -> Result<Vec<FlatSpan>> {
+    let rs = decode_chunks(&t.data).map_err(|e| {
+        IngestError::Internal(format!("head data of trace {id} does not decode: {e}"))
+    })?;
+    // Normalising costs, so only traces with a repeated span ID pay for it.
+    let mut seen = std::collections::HashSet::new();
+    let repeated = rs
+        .iter()
+        .flat_map(|r| r.scope_spans.iter().flat_map(|s| s.spans.iter()))
+        .any(|s| !seen.insert(s.span_id.as_slice()));
+    let rs = if repeated { normalize(rs) } else { rs };
+    let (flat, bad) = flatten(rs);
+    if !bad.is_empty() {
+        return Err(IngestError::Internal(format!(
+            "trace {id}: {} span(s) failed checks they passed on arrival",
+            bad.len()
+        )));
+    }
+    Ok(flat)
 }
 
 impl LiveSpans for Ingester {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutOptions, PutPayload};
@@ -17,9 +18,10 @@ use super::meta::{BlockMeta, objects, rfc3339_seconds};
 use crate::convert::flatten::FlatSpan;
 use crate::convert::to_arrow::spans_to_batch;
 use crate::error::{EngineError, Result};
-use crate::hot::HotPolicy;
+use crate::hot::{HotPolicy, KeyScan};
+use crate::ids::TraceId;
 use crate::nested_set::prepare_traces;
-use crate::schema::{FORMAT_V1, col, span_schema};
+use crate::schema::{FORMAT_V1, HotColumn, col, span_schema};
 
 /// How blocks are encoded.
 /// Page compression of `data.parquet`.
@@ -145,75 +147,213 @@ fn writer_properties(opts: &BlockWriteOptions, traces: usize) -> Result<WriterPr
 }
 
 /// Encodes spans into a block of `tenant`: sorts by trace ID then start time, computes nested
-/// sets and trace-level columns, chooses hot columns, and writes zstd Parquet with page index,
+/// sets and trace-level columns, chooses hot columns, and writes Parquet with page index,
 /// statistics and a trace-ID bloom filter. CPU-bound: call from a blocking thread.
 pub fn encode_block(
     tenant: &str,
-    mut spans: Vec<FlatSpan>,
+    spans: Vec<FlatSpan>,
     opts: &BlockWriteOptions,
 ) -> Result<EncodedBlock> {
-    if spans.is_empty() {
-        return Err(EngineError::InvalidInput(
-            "a block needs at least one span".into(),
-        ));
+    BlockEncoder::start(tenant, spans, 0, opts)?.finish()
+}
+
+/// Writes a block a batch of whole traces at a time, so memory is bounded by a batch rather
+/// than the block: converting spans to Arrow happens on the caller's thread while a second
+/// thread encodes Parquet, so a flush uses two cores.
+///
+/// Batches must arrive in ascending trace-ID order (every trace ID of a batch above every one
+/// of the batch before): blocks are sorted by trace ID, and a trace must not be split.
+pub struct BlockEncoder {
+    tenant: String,
+    opts: BlockWriteOptions,
+    hot: Vec<HotColumn>,
+    scan: KeyScan,
+    bloom: TraceBloom,
+    traces: usize,
+    spans: u64,
+    start: u64,
+    end: u64,
+    min_id: Option<TraceId>,
+    max_id: Option<TraceId>,
+    to_parquet: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    parquet: Option<std::thread::JoinHandle<Result<(Vec<u8>, u64)>>>,
+}
+
+impl std::fmt::Debug for BlockEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockEncoder")
+            .field("tenant", &self.tenant)
+            .field("spans", &self.spans)
+            .finish_non_exhaustive()
     }
-    let traces = prepare_traces(&mut spans);
-    let (hot, other_keys, attribute_keys) = opts.hot.choose_and_scan_keys(&spans);
-    let schema = span_schema(&hot);
-    // About 40 bytes per span end up on disk; reserving avoids regrowing a large buffer.
-    let mut data = Vec::with_capacity(spans.len() * 48);
-    let mut writer =
-        ArrowWriter::try_new(&mut data, schema, Some(writer_properties(opts, traces)?))?;
-    let mut bloom = TraceBloom::with_capacity(traces, opts.bloom_fpp);
-    let mut start = u64::MAX;
-    let mut end = 0u64;
-    let mut last = None;
-    for s in &spans {
-        start = start.min(s.span.start_time_unix_nano);
-        end = end.max(s.span.end_time_unix_nano.max(s.span.start_time_unix_nano));
-        // Spans are sorted by trace, so each trace is inserted once.
-        if last != Some(s.trace_id) {
-            bloom.insert(&s.trace_id);
-            last = Some(s.trace_id);
+}
+
+impl BlockEncoder {
+    /// Starts a block with its first batch, from which the hot columns are chosen (a sample of
+    /// a few tens of thousands of spans picks the same columns as the whole block; pass the
+    /// whole block when it is at hand). `expected_traces` sizes the bloom filter (0: the
+    /// traces of `first`).
+    pub fn start(
+        tenant: &str,
+        mut first: Vec<FlatSpan>,
+        expected_traces: usize,
+        opts: &BlockWriteOptions,
+    ) -> Result<Self> {
+        if first.is_empty() {
+            return Err(EngineError::InvalidInput(
+                "a block needs at least one span".into(),
+            ));
+        }
+        let traces = prepare_traces(&mut first);
+        let mut scan = KeyScan::default();
+        scan.add(&first);
+        let hot = opts.hot.choose_from(&scan);
+        let capacity = expected_traces.max(traces);
+        let schema = span_schema(&hot);
+        let props = writer_properties(opts, capacity)?;
+        // About 45 bytes per span end up on disk; reserving avoids regrowing a large buffer.
+        let reserve = (first.len() as f64 * 48.0 * (capacity as f64 / traces as f64)) as usize;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+        let parquet = std::thread::Builder::new()
+            .name("allegro-parquet".into())
+            .spawn(move || -> Result<(Vec<u8>, u64)> {
+                let mut data = Vec::with_capacity(reserve);
+                let mut writer = ArrowWriter::try_new(&mut data, schema, Some(props))?;
+                for batch in rx {
+                    writer.write(&batch)?;
+                }
+                let row_groups = writer.close()?.num_row_groups() as u64;
+                Ok((data, row_groups))
+            })
+            .map_err(|e| EngineError::Internal(format!("starting the Parquet encoder: {e}")))?;
+        let mut enc = Self {
+            tenant: tenant.to_string(),
+            opts: opts.clone(),
+            hot,
+            scan,
+            bloom: TraceBloom::with_capacity(capacity, opts.bloom_fpp),
+            traces: 0,
+            spans: 0,
+            start: u64::MAX,
+            end: 0,
+            min_id: None,
+            max_id: None,
+            to_parquet: Some(tx),
+            parquet: Some(parquet),
+        };
+        enc.write(first, traces)?;
+        Ok(enc)
+    }
+
+    /// Adds a batch of whole traces, every ID above those of earlier batches.
+    pub fn push(&mut self, mut spans: Vec<FlatSpan>) -> Result<()> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let traces = prepare_traces(&mut spans);
+        self.scan.add(&spans);
+        self.write(spans, traces)
+    }
+
+    /// Spans written so far.
+    pub fn spans(&self) -> u64 {
+        self.spans
+    }
+
+    fn write(&mut self, spans: Vec<FlatSpan>, traces: usize) -> Result<()> {
+        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+            return Ok(());
+        };
+        if self.max_id.is_some_and(|m| m >= first.trace_id) {
+            return Err(EngineError::Internal(format!(
+                "block batches out of trace-ID order: {} after {}",
+                first.trace_id.to_hex(),
+                self.max_id.map(|m| m.to_hex()).unwrap_or_default()
+            )));
+        }
+        self.min_id.get_or_insert(first.trace_id);
+        self.max_id = Some(last.trace_id);
+        let mut previous = None;
+        for s in &spans {
+            self.start = self.start.min(s.span.start_time_unix_nano);
+            self.end = self
+                .end
+                .max(s.span.end_time_unix_nano.max(s.span.start_time_unix_nano));
+            // Spans are sorted by trace, so each trace is inserted once.
+            if previous != Some(s.trace_id) {
+                self.bloom.insert(&s.trace_id);
+                previous = Some(s.trace_id);
+            }
+        }
+        self.traces += traces;
+        self.spans += spans.len() as u64;
+        for chunk in spans.chunks(self.opts.batch_rows.max(1)) {
+            let batch = spans_to_batch(chunk, &self.hot)?;
+            let sent = self.to_parquet.as_ref().map(|tx| tx.send(batch));
+            if !matches!(sent, Some(Ok(()))) {
+                // The encoder thread stopped: its error says why.
+                return Err(self.join().err().unwrap_or_else(|| {
+                    EngineError::Internal("the Parquet encoder stopped early".into())
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> Result<(Vec<u8>, u64)> {
+        self.to_parquet = None;
+        match self.parquet.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| EngineError::Internal("the Parquet encoder panicked".into()))?,
+            None => Err(EngineError::Internal(
+                "the Parquet encoder already finished".into(),
+            )),
         }
     }
-    for chunk in spans.chunks(opts.batch_rows.max(1)) {
-        writer.write(&spans_to_batch(chunk, &hot)?)?;
+
+    /// Closes the Parquet file and builds the block's metadata.
+    pub fn finish(mut self) -> Result<EncodedBlock> {
+        let (data, row_groups) = self.join()?;
+        let (Some(min_id), Some(max_id)) = (self.min_id, self.max_id) else {
+            return Err(EngineError::Internal("block without spans".into()));
+        };
+        let footer_size = footer_len(&data);
+        let bloom = self.bloom.to_bytes();
+        let meta = BlockMeta {
+            format: FORMAT_V1.to_string(),
+            block_id: Uuid::new_v4(),
+            tenant_id: self.tenant.clone(),
+            start_time: rfc3339_seconds(self.start, false),
+            end_time: rfc3339_seconds(self.end, true),
+            start_unix_nano: self.start,
+            end_unix_nano: self.end,
+            total_objects: self.traces as u64,
+            total_spans: self.spans,
+            size: data.len() as u64,
+            footer_size,
+            bloom_size: bloom.len() as u64,
+            row_groups,
+            min_id: min_id.to_hex(),
+            max_id: max_id.to_hex(),
+            hot_columns: std::mem::take(&mut self.hot),
+            other_keys: Some(self.scan.others()),
+            attribute_keys: Some(self.scan.keys()),
+            compaction_level: 0,
+        };
+        Ok(EncodedBlock {
+            meta,
+            data: Bytes::from(data),
+            bloom: Bytes::from(bloom),
+        })
     }
-    let row_groups = writer.close()?.num_row_groups() as u64;
-    let footer_size = footer_len(&data);
-    let block_id = Uuid::new_v4();
-    let (min_id, max_id) = match (spans.first(), spans.last()) {
-        (Some(a), Some(b)) => (a.trace_id.to_hex(), b.trace_id.to_hex()),
-        _ => return Err(EngineError::Internal("block without spans".into())),
-    };
-    let bloom = bloom.to_bytes();
-    let meta = BlockMeta {
-        format: FORMAT_V1.to_string(),
-        block_id,
-        tenant_id: tenant.to_string(),
-        start_time: rfc3339_seconds(start, false),
-        end_time: rfc3339_seconds(end, true),
-        start_unix_nano: start,
-        end_unix_nano: end,
-        total_objects: traces as u64,
-        total_spans: spans.len() as u64,
-        size: data.len() as u64,
-        footer_size,
-        bloom_size: bloom.len() as u64,
-        row_groups,
-        min_id,
-        max_id,
-        hot_columns: hot,
-        other_keys: Some(other_keys),
-        attribute_keys: Some(attribute_keys),
-        compaction_level: 0,
-    };
-    Ok(EncodedBlock {
-        meta,
-        data: Bytes::from(data),
-        bloom: Bytes::from(bloom),
-    })
+}
+
+impl Drop for BlockEncoder {
+    fn drop(&mut self) {
+        // An abandoned block: let the encoder thread see the end of its input and exit.
+        self.to_parquet = None;
+    }
 }
 
 fn footer_len(file: &[u8]) -> u64 {
@@ -261,4 +401,134 @@ pub async fn put_block_meta(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) 
     let meta = serde_json::to_vec_pretty(&block.meta)
         .map_err(|e| EngineError::Internal(format!("meta.json: {e}")))?;
     put_object(store, &block.meta, objects::META, Bytes::from(meta)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+    use crate::convert::flatten::flatten;
+
+    fn kv(k: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    /// Trace `t` (ID `t`): a root and two children; trace 55 carries a rare key and an array.
+    fn trace(t: u8) -> Vec<FlatSpan> {
+        let span = |i: u8, parent: Option<u8>| {
+            let mut attributes = vec![kv(
+                "http.route",
+                any_value::Value::StringValue(format!("/r{}", t % 3)),
+            )];
+            if t == 55 && i == 1 {
+                attributes.push(kv("rare", any_value::Value::IntValue(7)));
+                attributes.push(kv(
+                    "tags",
+                    any_value::Value::ArrayValue(ArrayValue { values: vec![] }),
+                ));
+            }
+            Span {
+                trace_id: vec![t; 16],
+                span_id: vec![t, i, 0, 0, 0, 0, 0, 1],
+                parent_span_id: parent
+                    .map(|p| vec![t, p, 0, 0, 0, 0, 0, 1])
+                    .unwrap_or_default(),
+                name: format!("op{i}"),
+                start_time_unix_nano: 1_000 * u64::from(t) + u64::from(i),
+                end_time_unix_nano: 1_000 * u64::from(t) + 10,
+                attributes,
+                ..Default::default()
+            }
+        };
+        let rs = ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv(
+                    "service.name",
+                    any_value::Value::StringValue(format!("svc{}", t % 4)),
+                )],
+                ..Default::default()
+            }),
+            // Children before the root: the encoder sorts within a batch.
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span(2, Some(0)), span(1, Some(0)), span(0, None)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        flatten(vec![rs]).0
+    }
+
+    fn rows(block: &EncodedBlock) -> Vec<RecordBatch> {
+        ParquetRecordBatchReaderBuilder::try_new(block.data.clone())
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_block_streamed_in_batches_equals_the_block_written_at_once() {
+        let opts = BlockWriteOptions {
+            batch_rows: 7,
+            row_group_rows: 50,
+            page_rows: 8,
+            ..Default::default()
+        };
+        let traces: Vec<u8> = (1..=60).collect();
+        // Given out of order at once; in ID order, a batch of whole traces at a time, streamed.
+        let all: Vec<FlatSpan> = traces.iter().rev().flat_map(|t| trace(*t)).collect();
+        let whole = encode_block("t", all, &opts).unwrap();
+        let batch = |ts: &[u8]| -> Vec<FlatSpan> { ts.iter().flat_map(|t| trace(*t)).collect() };
+        let mut enc = BlockEncoder::start("t", batch(&traces[..20]), 60, &opts).unwrap();
+        enc.push(batch(&traces[20..45])).unwrap();
+        enc.push(Vec::new()).unwrap();
+        enc.push(batch(&traces[45..])).unwrap();
+        assert_eq!(enc.spans(), 180);
+        let streamed = enc.finish().unwrap();
+
+        let (a, b) = (&whole.meta, &streamed.meta);
+        assert_eq!((b.total_spans, b.total_objects), (180, 60));
+        assert_eq!(
+            (b.min_id.as_str(), b.max_id.as_str()),
+            (&*"01".repeat(16), &*"3c".repeat(16))
+        );
+        assert_eq!((b.start_unix_nano, b.end_unix_nano), (1_000, 60_010));
+        assert_eq!(b.row_groups, 4);
+        assert_eq!(a.hot_columns, b.hot_columns);
+        assert!(b.hot_columns.iter().any(|h| h.key == "http.route"));
+        // Keys first seen after the sample batch are still recorded.
+        let keys = b.attribute_keys.as_ref().unwrap();
+        assert_eq!(keys.span, ["http.route", "rare", "tags"]);
+        assert_eq!(b.other_keys.as_ref().unwrap()[0].key, "tags");
+        assert_eq!(
+            (&a.attribute_keys, &a.other_keys),
+            (&b.attribute_keys, &b.other_keys)
+        );
+        assert_eq!(whole.bloom, streamed.bloom);
+        let (ra, rb) = (rows(&whole), rows(&streamed));
+        let concat = |r: &[RecordBatch]| arrow::compute::concat_batches(&r[0].schema(), r).unwrap();
+        let (ra, rb) = (concat(&ra), concat(&rb));
+        assert_eq!(rb.num_rows(), 180);
+        assert_eq!(ra, rb);
+    }
+
+    #[test]
+    fn batches_out_of_trace_order_are_refused() {
+        let opts = BlockWriteOptions::default();
+        let mut enc = BlockEncoder::start("t", trace(5), 2, &opts).unwrap();
+        let e = enc.push(trace(3)).unwrap_err().to_string();
+        assert!(e.contains("out of trace-ID order"), "{e}");
+        // The same trace again would split it across batches.
+        assert!(enc.push(trace(5)).is_err());
+        assert!(BlockEncoder::start("t", Vec::new(), 0, &opts).is_err());
+    }
 }
