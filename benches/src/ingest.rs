@@ -383,10 +383,17 @@ pub async fn run(a: &IngestArgs) -> Result<(), String> {
             .lines()
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .fold(0.0, |a, b| a + b)
     };
     let fsyncs = metric("allegro_wal_fsync_duration_seconds_count");
-    let fsync_sum = metric("allegro_wal_fsync_duration_seconds_sum");
+    let mean_ms = |histogram: &str| {
+        let n = metric(&format!("{histogram}_count"));
+        if n > 0.0 {
+            metric(&format!("{histogram}_sum")) / n * 1e3
+        } else {
+            0.0
+        }
+    };
     let report = serde_json::json!({
         "protocol": a.protocol,
         "target_spans_per_s": a.rate,
@@ -400,15 +407,19 @@ pub async fn run(a: &IngestArgs) -> Result<(), String> {
         "errors": shared.errors.load(Relaxed),
         "ack_latency": lat,
         "wal_group_commits": fsyncs,
-        "wal_mean_commit_ms": if fsyncs > 0.0 { fsync_sum / fsyncs * 1e3 } else { 0.0 },
+        "wal_mean_commit_ms": mean_ms("allegro_wal_fsync_duration_seconds"),
         "server_rss_bytes": rss,
         "server_peak_rss_bytes": peak,
         "head_spans": metric("allegro_head_spans"),
         "server_cpu_seconds": cpu,
         "server_cpu_us_per_span": cpu / spans.max(1) as f64 * 1e6,
+        "blocks_flushed": metric("allegro_blocks_flushed_total"),
+        "spans_flushed": metric("allegro_spans_flushed_total"),
+        "spans_flushed_per_s": metric("allegro_spans_flushed_total") / took.as_secs_f64(),
+        "mean_flush_ms": mean_ms("allegro_block_flush_duration_seconds"),
     });
     println!(
-        "ingest {} rate={} conns={} batch={}: {:.0} spans/s acked ({:.1} MB/s, {:.0} B/span), {} errors\n  ack latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)\n  WAL: {} group commits, mean {:.2} ms\n  server RSS {:.0} MiB (peak {:.0} MiB) with {} spans in the head",
+        "ingest {} rate={} conns={} batch={}: {:.0} spans/s acked ({:.1} MB/s, {:.0} B/span), {} errors\n  ack latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)\n  WAL: {} group commits, mean {:.2} ms\n  server RSS {:.0} MiB (peak {:.0} MiB) with {} spans in the head\n  flushed {} blocks, {:.0} spans/s, mean flush {:.0} ms; server CPU {:.1} µs/span",
         a.protocol,
         if a.rate == 0 {
             "flat-out".to_string()
@@ -430,6 +441,10 @@ pub async fn run(a: &IngestArgs) -> Result<(), String> {
         rss as f64 / (1 << 20) as f64,
         peak as f64 / (1 << 20) as f64,
         report["head_spans"],
+        report["blocks_flushed"],
+        report["spans_flushed_per_s"].as_f64().unwrap_or(0.0),
+        report["mean_flush_ms"].as_f64().unwrap_or(0.0),
+        report["server_cpu_us_per_span"].as_f64().unwrap_or(0.0),
     );
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&report).unwrap_or_default())

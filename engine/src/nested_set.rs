@@ -29,6 +29,9 @@ pub fn prepare_traces(spans: &mut Vec<FlatSpan>) -> usize {
         .collect();
     order.sort_unstable();
     let mut slots: Vec<Option<FlatSpan>> = std::mem::take(spans).into_iter().map(Some).collect();
+    // `filter_map` has no lower size bound: without the reservation the vector regrows (and
+    // copies these large structs) a dozen times.
+    spans.reserve_exact(slots.len());
     spans.extend(order.iter().filter_map(|o| slots[o.3].take()));
     let mut traces = 0;
     let mut start = 0;

@@ -13,16 +13,19 @@ use allegro_engine::convert::to_arrow::resource_spans_to_batches;
 use allegro_engine::ids::TraceId;
 use allegro_engine::query::LiveSpans;
 use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::{Mutex, RwLock};
+use prost::Message;
 
 use crate::error::{IngestError, Result};
 use crate::head::{CutBlock, CutPolicy, HeldTrace, TenantHead};
 use crate::limits::{Overrides, RateLimiter};
 use crate::metrics::{HeadGauges, IngestMetrics, RefuseReason};
-use crate::prepare::{decode_chunks, prepare};
+use crate::prepare::{Prepared, decode_chunks, prepare};
 use crate::truncate::truncate_attributes;
 use crate::wal::{self, Record, Wal, WalOptions, WalSink};
+use crate::wire;
 
 /// Everything the ingester is configured with.
 #[derive(Debug, Clone)]
@@ -142,6 +145,10 @@ pub struct Ingester {
     closing: AtomicBool,
     /// Cut blocks whose write failed, retried by the flush loop.
     retry: Mutex<Vec<Arc<CutBlock>>>,
+    /// Cut blocks waiting for the writer, oldest first.
+    pending: Mutex<std::collections::VecDeque<Arc<CutBlock>>>,
+    /// Wakes the writer when blocks are pending.
+    wake: tokio::sync::Notify,
     flush_lock: tokio::sync::Mutex<()>,
     /// Query snapshots of the heads' immutable parts.
     snapshots: Mutex<Snapshots>,
@@ -275,6 +282,8 @@ impl Ingester {
             metrics,
             closing: AtomicBool::new(false),
             retry: Mutex::default(),
+            pending: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
             flush_lock: tokio::sync::Mutex::new(()),
             snapshots: Mutex::default(),
             tap: std::sync::OnceLock::new(),
@@ -301,6 +310,52 @@ impl Ingester {
         self.wal.lock().clone().ok_or(IngestError::ShuttingDown)
     }
 
+    /// Accepts an encoded `ExportTraceServiceRequest` (OTLP protobuf) for `tenant`. Requests
+    /// are regrouped by trace straight from their bytes ([`crate::wire`]); only those that need
+    /// more (attribute truncation, bad IDs, a metrics-generator tap, anything unusual) are
+    /// decoded first. Malformed protobuf is `InvalidInput`.
+    pub async fn push_encoded(
+        &self,
+        tenant: &str,
+        protocol: &'static str,
+        body: &[u8],
+    ) -> Result<PushOutcome> {
+        let limits = self.cfg.overrides.limits(tenant);
+        let fast = match self.tap.get() {
+            None => wire::prepare_encoded(body, limits.max_attribute_bytes),
+            Some(_) => None,
+        };
+        let Some(prepared) = fast else {
+            let req = ExportTraceServiceRequest::decode(body)
+                .map_err(|e| IngestError::InvalidInput(format!("malformed OTLP protobuf: {e}")))?;
+            return self
+                .push(tenant, protocol, req.resource_spans, body.len())
+                .await;
+        };
+        let total = prepared.sizes.len() as u64;
+        self.admit_rate(tenant, total, body.len())?;
+        self.admit(tenant, protocol, prepared, total, body.len(), None)
+            .await
+    }
+
+    /// Refuses when shutting down or when `tenant` is over its ingestion rate.
+    fn admit_rate(&self, tenant: &str, spans: u64, request_bytes: usize) -> Result<()> {
+        if self.closing.load(Ordering::Relaxed) {
+            return Err(IngestError::ShuttingDown);
+        }
+        let limits = self.cfg.overrides.limits(tenant);
+        if let Err(m) = self.limiter.take(tenant, limits, request_bytes as u64) {
+            self.metrics.refused(
+                tenant,
+                RefuseReason::RateLimited,
+                spans,
+                request_bytes as u64,
+            );
+            return Err(IngestError::RateLimited(m));
+        }
+        Ok(())
+    }
+
     /// Accepts a decoded request of `request_bytes` bytes for `tenant` from `protocol`: rate
     /// limit, attribute truncation, ID checks and trace limits, then the WAL. Returns once the
     /// spans are durable and queryable.
@@ -311,32 +366,33 @@ impl Ingester {
         mut batches: Vec<ResourceSpans>,
         request_bytes: usize,
     ) -> Result<PushOutcome> {
-        if self.closing.load(Ordering::Relaxed) {
-            return Err(IngestError::ShuttingDown);
-        }
         let total: u64 = batches
             .iter()
             .flat_map(|r| &r.scope_spans)
             .map(|s| s.spans.len() as u64)
             .sum();
+        self.admit_rate(tenant, total, request_bytes)?;
         let limits = self.cfg.overrides.limits(tenant);
-        if let Err(m) = self.limiter.take(tenant, limits, request_bytes as u64) {
-            self.metrics.refused(
-                tenant,
-                RefuseReason::RateLimited,
-                total,
-                request_bytes as u64,
-            );
-            return Err(IngestError::RateLimited(m));
-        }
         let cut = truncate_attributes(&mut batches, limits.max_attribute_bytes);
         self.metrics.truncated(tenant, cut);
-        let mut prepared = prepare(&batches);
-        let tap = self.tap.get();
-        // The decoded request is freed now unless the tap still needs it after the WAL.
-        if tap.is_none() {
-            batches = Vec::new();
-        }
+        let prepared = prepare(&batches);
+        // The decoded request is kept past the WAL only for the tap.
+        let tap = self.tap.get().map(|t| (t.clone(), batches));
+        self.admit(tenant, protocol, prepared, total, request_bytes, tap)
+            .await
+    }
+
+    /// Trace limits, the WAL, then the tap: the common tail of both push paths.
+    async fn admit(
+        &self,
+        tenant: &str,
+        protocol: &'static str,
+        mut prepared: Prepared,
+        total: u64,
+        request_bytes: usize,
+        tap: Option<(Arc<dyn SpanTap>, Vec<ResourceSpans>)>,
+    ) -> Result<PushOutcome> {
+        let limits = self.cfg.overrides.limits(tenant);
         let mut outcome = PushOutcome::default();
         let mut reasons: Vec<String> = Vec::new();
         if !prepared.bad.is_empty() {
@@ -445,7 +501,7 @@ impl Ingester {
         }
         self.metrics
             .received(tenant, protocol, accepted, request_bytes as u64);
-        if let Some(tap) = tap {
+        if let Some((tap, batches)) = tap {
             tap.spans(tenant, &batches, &sizes, kept.as_ref());
         }
         outcome.accepted = accepted;
@@ -529,10 +585,9 @@ impl Ingester {
         self.metrics.render(out, &self.gauges());
     }
 
-    /// One round of the flush loop: completes idle traces, cuts due blocks and writes them.
-    /// With `force` every live trace is completed and every head block cut (shutdown, tests).
-    pub async fn flush(&self, force: bool) -> Result<usize> {
-        let _one_at_a_time = self.flush_lock.lock().await;
+    /// Completes idle traces and queues the blocks that are due (every head block with
+    /// `force`); quick, so the flush loop keeps sweeping while a block is being written.
+    fn cut_due(&self, force: bool) {
         let now = Instant::now();
         let mut due: Vec<Arc<CutBlock>> = std::mem::take(&mut *self.retry.lock());
         for (_, h) in self.heads.all() {
@@ -542,10 +597,32 @@ impl Ingester {
                 due.push(b);
             }
         }
+        self.pending.lock().extend(due);
+    }
+
+    /// Writes queued blocks, oldest first and [`FLUSH_CONCURRENCY`] at a time, until none is
+    /// left; failed ones wait in `retry` for the next round. Returns how many were written and
+    /// the first error.
+    async fn write_pending(&self) -> (usize, Option<IngestError>) {
+        use futures::StreamExt;
+        let _one_at_a_time = self.flush_lock.lock().await;
         let mut written = 0;
         let mut first_err = None;
-        for b in due {
-            match self.write_block(&b).await {
+        let mut running = futures::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < FLUSH_CONCURRENCY {
+                let Some(b) = self.pending.lock().pop_front() else {
+                    break;
+                };
+                running.push(async move {
+                    let r = self.write_block(&b).await;
+                    (b, r)
+                });
+            }
+            let Some((b, r)) = running.next().await else {
+                break;
+            };
+            match r {
                 Ok(()) => written += 1,
                 Err(e) => {
                     tracing::error!(tenant = %b.tenant, error = %e, "block flush failed; will retry");
@@ -556,12 +633,23 @@ impl Ingester {
             }
         }
         if written > 0 {
-            let wal = self.wal()?;
-            wal.delete_before(self.oldest_needed_seq()).await;
+            match self.wal() {
+                Ok(wal) => wal.delete_before(self.oldest_needed_seq()).await,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
-        match first_err {
-            Some(e) if force => Err(e),
-            _ => Ok(written),
+        (written, first_err)
+    }
+
+    /// One round of flushing: completes idle traces, cuts due blocks and writes them. With
+    /// `force` every live trace is completed and every head block cut (shutdown, tests).
+    pub async fn flush(&self, force: bool) -> Result<usize> {
+        self.cut_due(force);
+        match self.write_pending().await {
+            (_, Some(e)) if force => Err(e),
+            (written, _) => Ok(written),
         }
     }
 
@@ -588,6 +676,7 @@ impl Ingester {
         let encoded = tokio::task::spawn_blocking(move || encode_cut(&block, &opts))
             .await
             .map_err(|e| IngestError::Internal(format!("block encoder panicked: {e}")))??;
+        let encoded_in = started.elapsed();
         // Data first (invisible), then the WAL learns of the block, then it is published: a
         // crash at any point leaves each span either replayed or in a visible block, not both.
         self.catalog.stage_block(&encoded).await?;
@@ -613,21 +702,39 @@ impl Ingester {
             traces = encoded.meta.total_objects,
             bytes = encoded.meta.size,
             took_ms = started.elapsed().as_millis() as u64,
+            encode_ms = encoded_in.as_millis() as u64,
             "flushed block"
         );
         Ok(())
     }
 
-    /// Runs the flush loop until shutdown.
+    /// Runs the flush loop until shutdown: sweeps and cuts every `flush_check_period` while a
+    /// writer task writes the cut blocks back to back, so a long block write never delays the
+    /// next cut (which would make the following block, and the head, grow).
     pub async fn run_flush_loop(self: Arc<Self>) {
+        let me = self.clone();
+        let writer = tokio::spawn(async move {
+            loop {
+                me.wake.notified().await;
+                if me.closing.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let (_, Some(e)) = me.write_pending().await {
+                    tracing::error!(error = %e, "flush round failed");
+                }
+            }
+        });
         let mut tick = tokio::time::interval(self.cfg.flush_check_period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.closing.load(Ordering::Relaxed) {
             tick.tick().await;
-            if let Err(e) = self.flush(false).await {
-                tracing::error!(error = %e, "flush round failed");
+            self.cut_due(false);
+            if !self.pending.lock().is_empty() {
+                self.wake.notify_one();
             }
         }
+        self.wake.notify_one();
+        let _ = writer.await;
     }
 
     /// Stops taking data, writes everything in memory to blocks and closes the WAL. What
@@ -646,6 +753,11 @@ impl Ingester {
         r.map(|_| ())
     }
 }
+
+/// Blocks written at once when the writer falls behind. Each write already keeps two threads
+/// busy (conversion and Parquet encoding); a second block uses the CPU the receive path leaves
+/// idle between bursts, so cuts never queue up behind one slow write.
+const FLUSH_CONCURRENCY: usize = 2;
 
 /// Spans decoded to choose a block's hot columns from: enough to see every key carried by a
 /// twentieth of the spans (the hot threshold) hundreds of times.

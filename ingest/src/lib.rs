@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod prepare;
 pub mod truncate;
 pub mod wal;
+pub mod wire;
 pub mod zipkin;
 
 pub use ingester::{Ingester, IngesterConfig, OpenSummary, PushOutcome};

@@ -168,7 +168,8 @@ fn scope_spans_body(scope: &[u8], spans: &[(&Span, usize)], schema_url: &str) ->
     b
 }
 
-fn field(out: &mut Vec<u8>, tag: u32, body: &[u8]) {
+/// Writes a length-delimited field.
+pub(crate) fn field(out: &mut Vec<u8>, tag: u32, body: &[u8]) {
     encode_key(tag, WireType::LengthDelimited, out);
     encode_varint(body.len() as u64, out);
     out.extend_from_slice(body);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use allegro_engine::otlp::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use allegro_engine::otlp_json::decode_traces_json;
 use allegro_ingest::{Ingester, PushOutcome};
@@ -156,9 +156,10 @@ async fn handle(
     let bytes = body::read(headers, body, s.max_body).await?;
     let batches = match format {
         Format::Protobuf => {
-            ExportTraceServiceRequest::decode(&bytes[..])
-                .map_err(|e| Refusal::BadRequest(format!("malformed OTLP protobuf: {e}")))?
-                .resource_spans
+            return Ok(s
+                .ingester
+                .push_encoded(&tenant, "otlp_http_protobuf", &bytes)
+                .await?);
         }
         Format::Json => decode_traces_json(&bytes).map_err(|e| {
             Refusal::BadRequest(format!(
@@ -167,11 +168,7 @@ async fn handle(
             ))
         })?,
     };
-    let protocol = match format {
-        Format::Protobuf => "otlp_http_protobuf",
-        Format::Json => "otlp_http_json",
-    };
     Ok(s.ingester
-        .push(&tenant, protocol, batches, bytes.len())
+        .push(&tenant, "otlp_http_json", batches, bytes.len())
         .await?)
 }
