@@ -169,6 +169,9 @@ pub fn encode_block(
     BlockEncoder::start(tenant, spans, 0, opts)?.finish()
 }
 
+/// An encoded `data.parquet` and its number of row groups.
+type ParquetFile = (Vec<u8>, u64);
+
 /// Writes a block a batch of whole traces at a time, so memory is bounded by a batch rather
 /// than the block: converting spans to Arrow happens on the caller's thread while a second
 /// thread encodes Parquet, so a flush uses two cores.
@@ -188,7 +191,7 @@ pub struct BlockEncoder {
     min_id: Option<TraceId>,
     max_id: Option<TraceId>,
     to_parquet: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
-    parquet: Option<std::thread::JoinHandle<Result<(Vec<u8>, u64)>>>,
+    parquet: Option<std::thread::JoinHandle<Result<ParquetFile>>>,
 }
 
 impl std::fmt::Debug for BlockEncoder {
@@ -228,7 +231,7 @@ impl BlockEncoder {
         let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
         let parquet = std::thread::Builder::new()
             .name("allegro-parquet".into())
-            .spawn(move || -> Result<(Vec<u8>, u64)> {
+            .spawn(move || -> Result<ParquetFile> {
                 let mut data = Vec::with_capacity(reserve);
                 let mut writer = ArrowWriter::try_new(&mut data, schema, Some(props))?;
                 for batch in rx {
@@ -312,7 +315,7 @@ impl BlockEncoder {
         Ok(())
     }
 
-    fn join(&mut self) -> Result<(Vec<u8>, u64)> {
+    fn join(&mut self) -> Result<ParquetFile> {
         self.to_parquet = None;
         match self.parquet.take() {
             Some(h) => h
