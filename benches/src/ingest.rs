@@ -246,7 +246,7 @@ fn proc_status_kb(pid: u32, key: &str) -> u64 {
 }
 
 /// CPU seconds (user + system) the process has used so far.
-fn proc_cpu_secs(pid: u32) -> f64 {
+pub(crate) fn proc_cpu_secs(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
