@@ -600,37 +600,31 @@ impl Ingester {
         self.pending.lock().extend(due);
     }
 
-    /// Writes queued blocks, oldest first and [`FLUSH_CONCURRENCY`] at a time, until none is
-    /// left; failed ones wait in `retry` for the next round. Returns how many were written and
-    /// the first error.
+    /// Writes queued blocks one at a time, oldest first, until none is left. Returns how many
+    /// were written and the first error.
+    ///
+    /// Blocks are published in cut order: a `Flushed` WAL record drops, on replay, every chunk
+    /// of its traces up to its sequence numbers, so a later block of a trace published before an
+    /// earlier one would make a crash in between lose the earlier one's spans. After a failure
+    /// the failed block and everything queued behind it wait in `retry`, in order.
     async fn write_pending(&self) -> (usize, Option<IngestError>) {
-        use futures::StreamExt;
         let _one_at_a_time = self.flush_lock.lock().await;
         let mut written = 0;
         let mut first_err = None;
-        let mut running = futures::stream::FuturesUnordered::new();
         loop {
-            while running.len() < FLUSH_CONCURRENCY {
-                let Some(b) = self.pending.lock().pop_front() else {
-                    break;
-                };
-                running.push(async move {
-                    let r = self.write_block(&b).await;
-                    (b, r)
-                });
-            }
-            let Some((b, r)) = running.next().await else {
+            let Some(b) = self.pending.lock().pop_front() else {
                 break;
             };
-            match r {
-                Ok(()) => written += 1,
-                Err(e) => {
-                    tracing::error!(tenant = %b.tenant, error = %e, "block flush failed; will retry");
-                    self.metrics.flush_failed();
-                    self.retry.lock().push(b);
-                    first_err.get_or_insert(e);
-                }
+            if let Err(e) = self.write_block(&b).await {
+                tracing::error!(tenant = %b.tenant, error = %e, "block flush failed; will retry");
+                self.metrics.flush_failed();
+                let mut retry = self.retry.lock();
+                retry.push(b);
+                retry.extend(self.pending.lock().drain(..));
+                first_err = Some(e);
+                break;
             }
+            written += 1;
         }
         if written > 0 {
             match self.wal() {
@@ -753,11 +747,6 @@ impl Ingester {
         r.map(|_| ())
     }
 }
-
-/// Blocks written at once when the writer falls behind. Each write already keeps two threads
-/// busy (conversion and Parquet encoding); a second block uses the CPU the receive path leaves
-/// idle between bursts, so cuts never queue up behind one slow write.
-const FLUSH_CONCURRENCY: usize = 2;
 
 /// Spans decoded to choose a block's hot columns from: enough to see every key carried by a
 /// twentieth of the spans (the hot threshold) hundreds of times.
