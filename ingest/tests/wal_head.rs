@@ -294,3 +294,126 @@ async fn limits_refuse_with_reasons() {
         out.message
     );
 }
+
+/// A local store whose next `fail` puts fail, as a flaky object store would.
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn object_store::ObjectStore>,
+    fail: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Display for Flaky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Flaky({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Flaky {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .fail
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(object_store::Error::Generic {
+                store: "flaky",
+                source: "injected failure".into(),
+            });
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn after_a_failed_block_write_later_blocks_wait_so_a_crash_loses_nothing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let local = open_store(&StorageBackend::Local {
+        path: dir.path().join("blocks"),
+    })
+    .unwrap();
+    let flaky = Arc::new(Flaky {
+        inner: local,
+        fail: usize::MAX.into(),
+    });
+    let cat = Arc::new(Catalog::new(flaky.clone(), CatalogConfig::default()));
+    {
+        let (ing, _) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+            .await
+            .unwrap();
+        // Block A (span "a" of trace 1) cannot be stored.
+        ing.push("t", "test", batch(vec![span(1, 1, "a")]), 100)
+            .await
+            .unwrap();
+        assert!(ing.flush(true).await.is_err());
+        // A later span of the same trace becomes block B; A is retried first and fails once
+        // more, so B must not be published ahead of it: B's `Flushed` record would drop A's
+        // spans from the replay.
+        ing.push("t", "test", batch(vec![span(1, 2, "b")]), 100)
+            .await
+            .unwrap();
+        flaky.fail.store(1, SeqCst);
+        assert!(ing.flush(true).await.is_err());
+        assert_eq!(block_spans(&cat).await, 0);
+        assert_eq!(names(&ing, &cat, 1).await, ["a", "b"]);
+        // Crash.
+    }
+    flaky.fail.store(0, SeqCst);
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(s.replayed_spans, 2);
+    ing.flush(true).await.unwrap();
+    assert_eq!(block_spans(&cat).await, 2);
+    assert_eq!(names(&ing, &cat, 1).await, ["a", "b"]);
+}
