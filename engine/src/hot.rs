@@ -208,9 +208,7 @@ impl KeyScan {
             if scope == AttrScope::Span {
                 note(&mut self.keys.span, key);
             }
-            if !self.others.contains(&(scope, key.to_string())) {
-                self.others.insert((scope, key.to_string()));
-            }
+            self.others.insert((scope, key.to_string()));
         }
         self.spans += spans.len();
     }

@@ -756,16 +756,13 @@ const HOT_SAMPLE_SPANS: u64 = 32_768;
 /// bounded by a batch of decoded spans instead of the whole block, and Parquet encoding runs on
 /// a second core (see [`BlockEncoder`]).
 fn encode_cut(block: &CutBlock, opts: &BlockWriteOptions) -> Result<EncodedBlock> {
-    let mut ids: Vec<&TraceId> = block.traces.keys().collect();
-    ids.sort_unstable();
-    let mut ids = ids.into_iter();
+    let mut traces: Vec<(&TraceId, &HeldTrace)> = block.traces.iter().collect();
+    traces.sort_unstable_by_key(|(id, _)| **id);
+    let mut traces = traces.into_iter();
     let mut next_batch = |target: u64| -> Result<Vec<FlatSpan>> {
         let mut spans = Vec::with_capacity(target as usize + 256);
         while (spans.len() as u64) < target {
-            let Some(id) = ids.next() else { break };
-            let Some(t) = block.traces.get(id) else {
-                continue;
-            };
+            let Some((id, t)) = traces.next() else { break };
             spans.extend(trace_spans(id, t)?);
         }
         Ok(spans)

@@ -256,7 +256,7 @@ impl BlockEncoder {
             to_parquet: Some(tx),
             parquet: Some(parquet),
         };
-        enc.write(first, traces)?;
+        enc.write(first)?;
         Ok(enc)
     }
 
@@ -265,9 +265,9 @@ impl BlockEncoder {
         if spans.is_empty() {
             return Ok(());
         }
-        let traces = prepare_traces(&mut spans);
+        prepare_traces(&mut spans);
         self.scan.add(&spans);
-        self.write(spans, traces)
+        self.write(spans)
     }
 
     /// Spans written so far.
@@ -275,7 +275,7 @@ impl BlockEncoder {
         self.spans
     }
 
-    fn write(&mut self, spans: Vec<FlatSpan>, traces: usize) -> Result<()> {
+    fn write(&mut self, spans: Vec<FlatSpan>) -> Result<()> {
         let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
             return Ok(());
         };
@@ -297,10 +297,10 @@ impl BlockEncoder {
             // Spans are sorted by trace, so each trace is inserted once.
             if previous != Some(s.trace_id) {
                 self.bloom.insert(&s.trace_id);
+                self.traces += 1;
                 previous = Some(s.trace_id);
             }
         }
-        self.traces += traces;
         self.spans += spans.len() as u64;
         for chunk in spans.chunks(self.opts.batch_rows.max(1)) {
             let batch = spans_to_batch(chunk, &self.hot)?;
@@ -338,7 +338,7 @@ impl BlockEncoder {
         let meta = BlockMeta {
             format: FORMAT_V1.to_string(),
             block_id: Uuid::new_v4(),
-            tenant_id: self.tenant.clone(),
+            tenant_id: self.tenant,
             start_time: rfc3339_seconds(self.start, false),
             end_time: rfc3339_seconds(self.end, true),
             start_unix_nano: self.start,
@@ -351,9 +351,9 @@ impl BlockEncoder {
             row_groups,
             min_id: min_id.to_hex(),
             max_id: max_id.to_hex(),
-            hot_columns: std::mem::take(&mut self.hot),
             other_keys: Some(self.scan.others()),
             attribute_keys: Some(self.scan.keys()),
+            hot_columns: self.hot,
             compaction_level: 0,
         };
         Ok(EncodedBlock {
@@ -361,13 +361,6 @@ impl BlockEncoder {
             data: Bytes::from(data),
             bloom: Bytes::from(bloom),
         })
-    }
-}
-
-impl Drop for BlockEncoder {
-    fn drop(&mut self) {
-        // An abandoned block: let the encoder thread see the end of its input and exit.
-        self.to_parquet = None;
     }
 }
 
