@@ -44,14 +44,10 @@ pub struct Prepared {
 
 /// Checks the IDs of every span and regroups the good ones by trace.
 pub fn prepare(batches: &[ResourceSpans]) -> Prepared {
-    // Encoded resources and scopes are shared by every trace they contain.
-    struct Group<'a> {
-        rs: usize,
-        ss: usize,
-        spans: Vec<(&'a Span, usize)>,
-    }
+    // (resource, scope, span with its encoded size) per trace, in order of first appearance.
+    type Placed<'a> = Vec<(usize, usize, (&'a Span, usize))>;
     let mut order: Vec<TraceId> = Vec::new();
-    let mut traces: HashMap<TraceId, Vec<Group>, foldhash::fast::RandomState> = HashMap::default();
+    let mut traces: HashMap<TraceId, Placed, foldhash::fast::RandomState> = HashMap::default();
     let mut bad = Vec::new();
     let mut sizes = Vec::new();
     for (ri, rs) in batches.iter().enumerate() {
@@ -69,29 +65,20 @@ pub fn prepare(batches: &[ResourceSpans]) -> Prepared {
                         continue;
                     }
                 };
-                let groups = traces.entry(id).or_insert_with(|| {
-                    order.push(id);
-                    Vec::new()
-                });
-                match groups.last_mut() {
-                    Some(g) if g.rs == ri && g.ss == si => g.spans.push((span, size)),
-                    _ => groups.push(Group {
-                        rs: ri,
-                        ss: si,
-                        spans: vec![(span, size)],
-                    }),
-                }
+                traces
+                    .entry(id)
+                    .or_insert_with(|| {
+                        order.push(id);
+                        Vec::new()
+                    })
+                    .push((ri, si, (span, size)));
             }
         }
     }
-    let resources: Vec<Vec<u8>> = batches
+    // Encoded resources and scopes are shared by every trace they contain.
+    let resources: Vec<Option<Vec<u8>>> = batches
         .iter()
-        .map(|rs| {
-            rs.resource
-                .as_ref()
-                .map(|r| r.encode_to_vec())
-                .unwrap_or_default()
-        })
+        .map(|rs| rs.resource.as_ref().map(|r| r.encode_to_vec()))
         .collect();
     let scopes: Vec<Vec<Vec<u8>>> = batches
         .iter()
@@ -107,78 +94,132 @@ pub fn prepare(batches: &[ResourceSpans]) -> Prepared {
                 .collect()
         })
         .collect();
-    let mut chunks = Vec::with_capacity(order.len());
-    for id in order {
-        let Some(groups) = traces.remove(&id) else {
-            continue;
-        };
-        let mut out = Vec::new();
-        let mut spans = 0u32;
-        let mut i = 0;
-        // Consecutive groups of one resource share one ResourceSpans.
-        while i < groups.len() {
-            let ri = groups[i].rs;
-            let j = i + groups[i..].iter().take_while(|g| g.rs == ri).count();
-            let rs = &batches[ri];
-            let scope_bodies: Vec<Vec<u8>> = groups[i..j]
-                .iter()
-                .map(|g| {
-                    spans += g.spans.len() as u32;
-                    scope_spans_body(
-                        &scopes[g.rs][g.ss],
-                        &g.spans,
-                        &rs.scope_spans[g.ss].schema_url,
-                    )
-                })
-                .collect();
-            let mut body = Vec::new();
-            if rs.resource.is_some() {
-                field(&mut body, 1, &resources[ri]);
-            }
-            for b in &scope_bodies {
-                field(&mut body, 2, b);
-            }
-            string_field(&mut body, 3, &rs.schema_url);
-            field(&mut out, 1, &body);
-            i = j;
-        }
-        chunks.push(TraceChunk {
-            id,
-            spans,
-            data: Bytes::from(out),
-        });
-    }
+    let framing = Framing {
+        resources: batches
+            .iter()
+            .zip(&resources)
+            .map(|(rs, r)| (r.as_deref(), rs.schema_url.as_bytes()))
+            .collect(),
+        scopes: batches
+            .iter()
+            .zip(&scopes)
+            .map(|(rs, sc)| {
+                rs.scope_spans
+                    .iter()
+                    .zip(sc)
+                    .map(|(ss, s)| (s.as_slice(), ss.schema_url.as_bytes()))
+                    .collect()
+            })
+            .collect(),
+    };
+    let chunks = order
+        .into_iter()
+        .filter_map(|id| {
+            let spans = traces.remove(&id)?;
+            Some(TraceChunk {
+                id,
+                spans: spans.len() as u32,
+                data: Bytes::from(framing.chunk(&spans)),
+            })
+        })
+        .collect();
     Prepared { chunks, bad, sizes }
 }
 
-/// `spans` with their encoded sizes.
-fn scope_spans_body(scope: &[u8], spans: &[(&Span, usize)], schema_url: &str) -> Vec<u8> {
-    let len: usize = spans
-        .iter()
-        .map(|(_, l)| 1 + encoded_len_varint(*l as u64) + l)
-        .sum();
-    let mut b = Vec::with_capacity(len + scope.len() + 8 + schema_url.len());
-    field(&mut b, 1, scope);
-    for (s, l) in spans {
-        encode_key(2, WireType::LengthDelimited, &mut b);
-        encode_varint(*l as u64, &mut b);
-        s.encode_raw(&mut b);
+/// A span's encoding, written into its chunk.
+pub(crate) trait SpanBytes {
+    /// Encoded length.
+    fn encoded_len(&self) -> usize;
+    /// Appends the encoding.
+    fn write(&self, out: &mut Vec<u8>);
+}
+
+/// A decoded span with its encoded size.
+impl SpanBytes for (&Span, usize) {
+    fn encoded_len(&self) -> usize {
+        self.1
     }
-    string_field(&mut b, 3, schema_url);
-    b
+    fn write(&self, out: &mut Vec<u8>) {
+        self.0.encode_raw(out);
+    }
+}
+
+/// A span's bytes as they came in.
+impl SpanBytes for &[u8] {
+    fn encoded_len(&self) -> usize {
+        self.len()
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+/// What each chunk repeats from its request: per resource its encoded `Resource` (when
+/// present) and schema URL, per scope of a resource its encoded `InstrumentationScope` and
+/// schema URL. One framing for the decoding path and the byte path, so both write the same
+/// bytes.
+pub(crate) struct Framing<'a> {
+    /// By resource index.
+    pub resources: Vec<(Option<&'a [u8]>, &'a [u8])>,
+    /// By resource, then scope index.
+    pub scopes: Vec<Vec<(&'a [u8], &'a [u8])>>,
+}
+
+impl Framing<'_> {
+    /// One trace's spans, as (resource, scope, span) in request order, as `TracesData` bytes:
+    /// consecutive spans of one resource share a `ResourceSpans`, of one scope a `ScopeSpans`.
+    pub(crate) fn chunk<S: SpanBytes>(&self, spans: &[(usize, usize, S)]) -> Vec<u8> {
+        let size: usize = spans.iter().map(|s| s.2.encoded_len() + 4).sum();
+        let mut out = Vec::with_capacity(size + 512);
+        let mut i = 0;
+        while i < spans.len() {
+            let ri = spans[i].0;
+            let j = i + spans[i..].iter().take_while(|s| s.0 == ri).count();
+            let (resource, url) = self.resources[ri];
+            let mut body = Vec::new();
+            if let Some(r) = resource {
+                field(&mut body, 1, r);
+            }
+            let mut k = i;
+            while k < j {
+                let si = spans[k].1;
+                let l = k + spans[k..j].iter().take_while(|s| s.1 == si).count();
+                let (scope, scope_url) = self.scopes[ri][si];
+                let len: usize = spans[k..l]
+                    .iter()
+                    .map(|s| 1 + encoded_len_varint(s.2.encoded_len() as u64) + s.2.encoded_len())
+                    .sum();
+                let mut sb = Vec::with_capacity(len + scope.len() + scope_url.len() + 8);
+                field(&mut sb, 1, scope);
+                for (_, _, span) in &spans[k..l] {
+                    encode_key(2, WireType::LengthDelimited, &mut sb);
+                    encode_varint(span.encoded_len() as u64, &mut sb);
+                    span.write(&mut sb);
+                }
+                nonempty_field(&mut sb, 3, scope_url);
+                field(&mut body, 2, &sb);
+                k = l;
+            }
+            nonempty_field(&mut body, 3, url);
+            field(&mut out, 1, &body);
+            i = j;
+        }
+        out
+    }
+}
+
+/// Writes a string field unless empty, as prost encodes proto3 strings.
+fn nonempty_field(out: &mut Vec<u8>, tag: u32, b: &[u8]) {
+    if !b.is_empty() {
+        field(out, tag, b);
+    }
 }
 
 /// Writes a length-delimited field.
-pub(crate) fn field(out: &mut Vec<u8>, tag: u32, body: &[u8]) {
+fn field(out: &mut Vec<u8>, tag: u32, body: &[u8]) {
     encode_key(tag, WireType::LengthDelimited, out);
     encode_varint(body.len() as u64, out);
     out.extend_from_slice(body);
-}
-
-fn string_field(out: &mut Vec<u8>, tag: u32, s: &str) {
-    if !s.is_empty() {
-        field(out, tag, s.as_bytes());
-    }
 }
 
 fn check_ids(span: &Span) -> Result<TraceId, String> {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use allegro_engine::ids::TraceId;
 use bytes::Bytes;
 
-use crate::prepare::{Prepared, TraceChunk, field};
+use crate::prepare::{Framing, Prepared, TraceChunk};
 
 /// Nesting of attribute values (arrays and kvlists) handled here; deeper goes the slow way.
 const MAX_DEPTH: u32 = 24;
@@ -210,26 +210,6 @@ fn span_trace_id(span: &[u8], rules: Rules) -> Option<TraceId> {
     ok.then(|| TraceId::from_bytes(trace).ok()).flatten()
 }
 
-/// One `ScopeSpans` of the request.
-struct ScopeSpans<'a> {
-    scope: &'a [u8],
-    schema_url: &'a [u8],
-}
-
-/// One `ResourceSpans` of the request.
-struct ResourceSpans<'a> {
-    resource: Option<&'a [u8]>,
-    schema_url: &'a [u8],
-    scopes: Vec<ScopeSpans<'a>>,
-}
-
-/// Writes a string field unless empty, as prost encodes proto3 strings.
-fn nonempty_field(out: &mut Vec<u8>, tag: u32, b: &[u8]) {
-    if !b.is_empty() {
-        field(out, tag, b);
-    }
-}
-
 /// Sets a singular field once; a second occurrence (which prost would merge) goes the slow way.
 fn once<'a>(slot: &mut Option<&'a [u8]>, b: &'a [u8]) -> Option<()> {
     slot.replace(b).is_none().then_some(())
@@ -247,7 +227,10 @@ pub fn prepare_encoded(request: &[u8], max_attribute_bytes: usize) -> Option<Pre
     type Spans<'a> = Vec<(usize, usize, &'a [u8])>;
     let mut order: Vec<TraceId> = Vec::new();
     let mut traces: HashMap<TraceId, Spans, foldhash::fast::RandomState> = HashMap::default();
-    let mut resources: Vec<ResourceSpans> = Vec::new();
+    let mut framing = Framing {
+        resources: Vec::new(),
+        scopes: Vec::new(),
+    };
     let mut sizes = Vec::new();
     fields(request, |tag, wire| {
         let (1, Wire::Len(rs)) = (tag, wire) else {
@@ -255,20 +238,16 @@ pub fn prepare_encoded(request: &[u8], max_attribute_bytes: usize) -> Option<Pre
             // type is an error for prost.
             return (tag != 1).then_some(());
         };
-        let ri = resources.len();
-        let mut r = ResourceSpans {
-            resource: None,
-            schema_url: &[],
-            scopes: Vec::new(),
-        };
-        let mut url = None;
+        let ri = framing.resources.len();
+        let (mut resource, mut url) = (None, None);
+        let mut scopes = Vec::new();
         fields(rs, |tag, wire| match (tag, wire) {
             (1, Wire::Len(b)) => {
                 check(Msg::Resource, b, 1, rules)?;
-                once(&mut r.resource, b)
+                once(&mut resource, b)
             }
             (2, Wire::Len(ss)) => {
-                let si = r.scopes.len();
+                let si = scopes.len();
                 let (mut scope, mut surl) = (None, None);
                 fields(ss, |tag, wire| match (tag, wire) {
                     (1, Wire::Len(b)) => {
@@ -294,10 +273,7 @@ pub fn prepare_encoded(request: &[u8], max_attribute_bytes: usize) -> Option<Pre
                     (1..=3, _) => None,
                     _ => Some(()),
                 })?;
-                r.scopes.push(ScopeSpans {
-                    scope: scope.unwrap_or_default(),
-                    schema_url: surl.unwrap_or_default(),
-                });
+                scopes.push((scope.unwrap_or_default(), surl.unwrap_or_default()));
                 Some(())
             }
             (3, Wire::Len(b)) => {
@@ -307,47 +283,17 @@ pub fn prepare_encoded(request: &[u8], max_attribute_bytes: usize) -> Option<Pre
             (1..=3, _) => None,
             _ => Some(()),
         })?;
-        r.schema_url = url.unwrap_or_default();
-        resources.push(r);
+        framing.resources.push((resource, url.unwrap_or_default()));
+        framing.scopes.push(scopes);
         Some(())
     })?;
     let mut chunks = Vec::with_capacity(order.len());
     for id in order {
         let spans = traces.remove(&id)?;
-        let mut out = Vec::with_capacity(spans.iter().map(|s| s.2.len() + 4).sum::<usize>() + 512);
-        let mut i = 0;
-        // Consecutive spans of one resource share one ResourceSpans, of one scope one
-        // ScopeSpans: the same framing `prepare` writes.
-        while i < spans.len() {
-            let ri = spans[i].0;
-            let j = i + spans[i..].iter().take_while(|s| s.0 == ri).count();
-            let r = &resources[ri];
-            let mut body = Vec::new();
-            if let Some(res) = r.resource {
-                field(&mut body, 1, res);
-            }
-            let mut k = i;
-            while k < j {
-                let si = spans[k].1;
-                let l = k + spans[k..j].iter().take_while(|s| s.1 == si).count();
-                let s = &r.scopes[si];
-                let mut sb = Vec::with_capacity(spans[k..l].iter().map(|s| s.2.len() + 4).sum());
-                field(&mut sb, 1, s.scope);
-                for (_, _, span) in &spans[k..l] {
-                    field(&mut sb, 2, span);
-                }
-                nonempty_field(&mut sb, 3, s.schema_url);
-                field(&mut body, 2, &sb);
-                k = l;
-            }
-            nonempty_field(&mut body, 3, r.schema_url);
-            field(&mut out, 1, &body);
-            i = j;
-        }
         chunks.push(TraceChunk {
             id,
             spans: spans.len() as u32,
-            data: Bytes::from(out),
+            data: Bytes::from(framing.chunk(&spans)),
         });
     }
     Some(Prepared {
