@@ -154,20 +154,18 @@ async fn handle(
         headers.get(ORG_ID_HEADER).map(|v| v.as_bytes()),
     )?;
     let bytes = body::read(headers, body, s.max_body).await?;
-    let batches = match format {
-        Format::Protobuf => {
-            return Ok(s
-                .ingester
-                .push_encoded(&tenant, "otlp_http_protobuf", &bytes)
-                .await?);
-        }
-        Format::Json => decode_traces_json(&bytes).map_err(|e| {
-            Refusal::BadRequest(format!(
-                "malformed OTLP JSON: {}",
-                e.to_string().trim_start_matches("invalid input: ")
-            ))
-        })?,
-    };
+    if format == Format::Protobuf {
+        return Ok(s
+            .ingester
+            .push_encoded(&tenant, "otlp_http_protobuf", &bytes)
+            .await?);
+    }
+    let batches = decode_traces_json(&bytes).map_err(|e| {
+        Refusal::BadRequest(format!(
+            "malformed OTLP JSON: {}",
+            e.to_string().trim_start_matches("invalid input: ")
+        ))
+    })?;
     Ok(s.ingester
         .push(&tenant, "otlp_http_json", batches, bytes.len())
         .await?)
