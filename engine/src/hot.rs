@@ -117,6 +117,9 @@ pub struct KeyScan {
     /// Keys holding arrays, kvlists or bytes somewhere.
     others: BTreeSet<(AttrScope, String)>,
     keys: KeySets,
+    /// Scalar types of resource `service.name` values kept in the overflow maps (all but the
+    /// first string one, which has the `service_name` column).
+    service_types: [bool; 4],
 }
 
 fn note(set: &mut BTreeSet<String>, key: &str) {
@@ -180,10 +183,19 @@ impl KeyScan {
             for kv in attrs {
                 note(set, &kv.key);
             }
-            let counted = attrs
-                .iter()
-                .filter(|kv| !(scope == AttrScope::Resource && kv.key == "service.name"));
-            for kv in counted {
+            let mut column_taken = false;
+            for kv in attrs {
+                if scope == AttrScope::Resource && kv.key == "service.name" {
+                    // Left out of the counts: `service.name` never becomes a hot column.
+                    match hot_type(kv) {
+                        Some(HotType::String) if !column_taken => column_taken = true,
+                        Some(t) => self.service_types[t as usize] = true,
+                        None => {
+                            others.insert((scope, kv.key.as_str()));
+                        }
+                    }
+                    continue;
+                }
                 match hot_type(kv) {
                     Some(t) => {
                         counts.entry((scope, kv.key.as_str())).or_default()[t as usize] += weight
@@ -222,6 +234,33 @@ impl KeyScan {
                 key: key.clone(),
             })
             .collect()
+    }
+
+    /// The scalar types every span, resource and instrumentation key holds in its hot column
+    /// or overflow maps, sorted by scope and key.
+    pub fn key_types(&self) -> Vec<KeyTypes> {
+        const TYPES: [HotType; 4] = [HotType::String, HotType::Int, HotType::Float, HotType::Bool];
+        let types = |present: [bool; 4]| -> Vec<HotType> {
+            TYPES.into_iter().filter(|t| present[*t as usize]).collect()
+        };
+        let mut out: Vec<KeyTypes> = self
+            .counts
+            .iter()
+            .map(|((scope, key), c)| KeyTypes {
+                scope: *scope,
+                key: key.clone(),
+                types: types(c.map(|n| n > 0)),
+            })
+            .collect();
+        if self.service_types.contains(&true) {
+            out.push(KeyTypes {
+                scope: AttrScope::Resource,
+                key: "service.name".into(),
+                types: types(self.service_types),
+            });
+        }
+        out.sort_by(|a, b| (a.scope, &a.key).cmp(&(b.scope, &b.key)));
+        out
     }
 
     /// Every attribute key of every scope.
@@ -287,6 +326,18 @@ pub struct AttrKey {
     pub scope: AttrScope,
     /// The key.
     pub key: String,
+}
+
+/// The scalar types one attribute key holds somewhere in a block (in its hot column or the
+/// overflow maps), recorded in `meta.json` so lookups skip the maps it never is in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyTypes {
+    /// Scope of the attribute.
+    pub scope: AttrScope,
+    /// The key.
+    pub key: String,
+    /// Its scalar types.
+    pub types: Vec<HotType>,
 }
 
 #[cfg(test)]
@@ -364,5 +415,70 @@ mod tests {
         assert_eq!(keys.instrumentation, ["lib.flag"]);
         assert_eq!(keys.event, ["exception.type"]);
         assert_eq!(keys.link, ["link.kind"]);
+    }
+
+    #[test]
+    fn key_types_name_every_scalar_type_a_key_holds_outside_the_service_column() {
+        let span = |code: Value| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: vec![
+                kv("code", code),
+                kv("tags", Value::ArrayValue(ArrayValue { values: vec![] })),
+            ],
+            ..Default::default()
+        };
+        let resource = |attrs: Vec<KeyValue>, code: Value| ResourceSpans {
+            resource: Some(Resource {
+                attributes: attrs,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    attributes: vec![kv("lib.flag", Value::BoolValue(true))],
+                    ..Default::default()
+                }),
+                spans: vec![span(code)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (spans, _) = flatten(vec![
+            // The first string service.name goes to its column: no type recorded for it.
+            resource(
+                vec![kv("service.name", Value::StringValue("shop".into()))],
+                Value::IntValue(200),
+            ),
+            // A second service.name, an int, lands in the overflow map.
+            resource(
+                vec![
+                    kv("service.name", Value::StringValue("cart".into())),
+                    kv("service.name", Value::IntValue(7)),
+                    kv("ratio", Value::DoubleValue(0.5)),
+                ],
+                Value::StringValue("OK".into()),
+            ),
+        ]);
+        let mut scan = KeyScan::default();
+        scan.add(&spans);
+        let keys = scan.key_types();
+        let got: Vec<(AttrScope, &str, &[HotType])> = keys
+            .iter()
+            .map(|k| (k.scope, k.key.as_str(), k.types.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (AttrScope::Resource, "ratio", &[HotType::Float][..]),
+                (AttrScope::Resource, "service.name", &[HotType::Int][..]),
+                (
+                    AttrScope::Span,
+                    "code",
+                    &[HotType::String, HotType::Int][..]
+                ),
+                (AttrScope::Instrumentation, "lib.flag", &[HotType::Bool][..]),
+            ]
+        );
+        assert_eq!(scan.others().len(), 1, "arrays are not scalar types");
     }
 }

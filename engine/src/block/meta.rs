@@ -62,6 +62,10 @@ pub struct BlockMeta {
     /// before this was recorded: any key may).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other_keys: Option<Vec<crate::hot::AttrKey>>,
+    /// The scalar types of every span, resource and instrumentation attribute key (`None` in
+    /// blocks written before this was recorded: any key may hold any type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_types: Option<Vec<crate::hot::KeyTypes>>,
     /// Every attribute key per scope (`None` in blocks written before this was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribute_keys: Option<crate::hot::AttributeKeys>,

@@ -352,6 +352,7 @@ impl BlockEncoder {
             min_id: min_id.to_hex(),
             max_id: max_id.to_hex(),
             other_keys: Some(self.scan.others()),
+            key_types: Some(self.scan.key_types()),
             attribute_keys: Some(self.scan.keys()),
             hot_columns: self.hot,
             compaction_level: 0,

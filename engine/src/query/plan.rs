@@ -339,9 +339,7 @@ pub(crate) fn span_rows(
     range: Range,
 ) -> Result<LogicalPlan> {
     let table = src.table.clone();
-    let t = Translator::new(&src.hot)
-        .with_others(src.others.as_ref())
-        .with_keys(src.keys.as_ref());
+    let t = src.translator();
     let leaves: Vec<Expr> = c
         .leaves
         .iter()

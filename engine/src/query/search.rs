@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use super::plan::{self, Compiled, Range};
 use super::spans_table::SpansTable;
 use super::table::{BlocksTable, group_by_schema};
-use super::translate::{KIND_NAMES, KnownKeys, STATUS_NAMES, enum_name};
+use super::translate::{KIND_NAMES, KnownKeys, KnownTypes, STATUS_NAMES, Translator, enum_name};
 use super::{QueryEngine, collect_counted, df_err};
 use crate::block::meta::BlockMeta;
 use crate::convert::from_arrow::{RowSpan, batch_to_row_spans};
@@ -50,7 +50,19 @@ pub(crate) struct Source {
     pub(crate) others: Option<HashSet<(AttrScope, String)>>,
     /// Attribute keys present per scope (`None`: unknown).
     pub(crate) keys: Option<KnownKeys>,
+    /// Scalar types per attribute key (`None`: unknown).
+    pub(crate) types: Option<KnownTypes>,
     pub(crate) table: Arc<dyn TableProvider>,
+}
+
+impl Source {
+    /// The translator for this source's schema and recorded keys.
+    pub(crate) fn translator(&self) -> Translator<'_> {
+        Translator::new(&self.hot)
+            .with_others(self.others.as_ref())
+            .with_keys(self.keys.as_ref())
+            .with_types(self.types.as_ref())
+    }
 }
 
 /// What a tenant's search reads.
@@ -131,11 +143,20 @@ impl QueryEngine {
                     }
                     Some(acc)
                 });
+                let types = metas.iter().try_fold(KnownTypes::new(), |mut acc, m| {
+                    for k in m.key_types.as_ref()? {
+                        acc.entry((k.scope, k.key.clone()))
+                            .or_default()
+                            .extend(k.types.iter().copied());
+                    }
+                    Some(acc)
+                });
                 Source {
                     table: Arc::new(BlocksTable::new(&self.catalog, &hot, metas)),
                     hot,
                     others,
                     keys,
+                    types,
                 }
             })
             .collect();
@@ -150,6 +171,7 @@ impl QueryEngine {
                     hot: Vec::new(),
                     others: None,
                     keys: None,
+                    types: None,
                     table: Arc::new(mem),
                 });
             }

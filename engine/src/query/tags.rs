@@ -17,7 +17,7 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 
 use super::plan::Range;
 use super::search::Source;
-use super::translate::{KIND_NAMES, STATUS_NAMES, Translator, Typed, enum_names};
+use super::translate::{KIND_NAMES, STATUS_NAMES, Typed, enum_names};
 use super::{QueryEngine, collect_counted, df_err};
 use crate::error::{EngineError, Result};
 use crate::hot::AttributeKeys;
@@ -173,9 +173,7 @@ impl QueryEngine {
         };
         let mut out: BTreeSet<TagValue> = BTreeSet::new();
         for s in &src.tables {
-            let t = Translator::new(&s.hot)
-                .with_others(s.others.as_ref())
-                .with_keys(s.keys.as_ref());
+            let t = s.translator();
             let typed = match field {
                 FieldRef::Intrinsic(i) => super::translate::intrinsic(*i),
                 FieldRef::Attribute(a) => t.attribute(a),

@@ -19,6 +19,7 @@ use allegro_traceql::ast::{
     Attribute, BinaryOp, FieldExpr, FieldKind, Intrinsic, Kind, ListOp, Scope, Static, Status,
     UnaryOp,
 };
+use allegro_udfs::spansets::key::KeyType;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::{coalesce, encode, get_field, ltrim, power};
@@ -152,30 +153,63 @@ impl Typed {
             .collect()
     }
 
+    /// Per type slot present: (is present, the value as text, its type), in lookup order.
+    fn key_arms(&self) -> Vec<(Expr, Expr, KeyType)> {
+        let text = |e: &Expr| cast(e.clone(), DataType::Utf8);
+        [
+            (&self.str, KeyType::Str),
+            (&self.int, KeyType::Int),
+            (&self.float, KeyType::Float),
+            (&self.bool, KeyType::Bool),
+            (&self.dur, KeyType::Duration),
+            (&self.status, KeyType::Status),
+            (&self.kind, KeyType::Kind),
+        ]
+        .into_iter()
+        .filter_map(|(slot, t)| {
+            let e = slot.as_ref()?;
+            let value = match t {
+                KeyType::Status => enum_names(e, &STATUS_NAMES, ""),
+                KeyType::Kind => enum_names(e, &KIND_NAMES, ""),
+                _ => text(e),
+            };
+            Some((e.clone().is_not_null(), value, t))
+        })
+        .collect()
+    }
+
     /// The value as type-tagged text (`by()` keys), nil as NULL.
     pub fn as_key(&self) -> Expr {
-        use allegro_udfs::spansets::key::KeyType;
-        let tagged = |t: KeyType, e: &Expr| {
-            binary_expr(
-                lit(t.tag()),
-                Operator::StringConcat,
-                cast(e.clone(), DataType::Utf8),
-            )
-        };
-        let mut arms: Vec<(Expr, Expr)> = Vec::new();
-        let mut add = |slot: &Option<Expr>, then: &dyn Fn(&Expr) -> Expr| {
-            if let Some(e) = slot {
-                arms.push((e.clone().is_not_null(), then(e)));
-            }
-        };
-        add(&self.str, &|e| tagged(KeyType::Str, e));
-        add(&self.int, &|e| tagged(KeyType::Int, e));
-        add(&self.float, &|e| tagged(KeyType::Float, e));
-        add(&self.bool, &|e| tagged(KeyType::Bool, e));
-        add(&self.dur, &|e| tagged(KeyType::Duration, e));
-        add(&self.status, &|e| enum_names(e, &STATUS_NAMES, "S:"));
-        add(&self.kind, &|e| enum_names(e, &KIND_NAMES, "K:"));
+        let arms = self
+            .key_arms()
+            .into_iter()
+            .map(|(present, value, t)| {
+                (
+                    present,
+                    binary_expr(lit(t.tag()), Operator::StringConcat, value),
+                )
+            })
+            .collect();
         case_when(arms, lit(ScalarValue::Utf8(None)))
+    }
+
+    /// The value as text (nil: NULL) and its type's code (`KeyType as u8`): `by()` keys of
+    /// metrics group on both, so the tagged text is not built once per span.
+    pub fn key_parts(&self) -> (Expr, Expr) {
+        let mut arms = self.key_arms();
+        if arms.len() == 1 && !matches!(arms[0].2, KeyType::Status | KeyType::Kind) {
+            // A plain column: NULL when absent already, and the type is the same for every row.
+            let (_, value, t) = arms.remove(0);
+            return (value, lit(t as u8));
+        }
+        let (values, types) = arms
+            .into_iter()
+            .map(|(present, value, t)| ((present.clone(), value), (present, lit(t as u8))))
+            .unzip();
+        (
+            case_when(values, lit(ScalarValue::Utf8(None))),
+            case_when(types, lit(ScalarValue::UInt8(None))),
+        )
     }
 }
 
@@ -233,8 +267,13 @@ pub fn kind_to_otlp(k: Kind) -> i32 {
 /// `link`) in a group of blocks.
 pub type KnownKeys = HashMap<&'static str, std::collections::HashSet<String>>;
 
+/// The scalar types each attribute key holds in a group of blocks.
+pub type KnownTypes = HashMap<(AttrScope, String), std::collections::HashSet<HotType>>;
+
 /// Translates expressions for one schema (one set of hot columns).
 pub struct Translator<'a> {
+    /// Scalar types per key; `None`: unknown, any key may hold any type.
+    types: Option<&'a KnownTypes>,
     /// Keys present per scope; `None`: unknown, any may be.
     keys: Option<&'a KnownKeys>,
     hot: HashMap<(AttrScope, &'a str), HotType>,
@@ -256,7 +295,14 @@ impl<'a> Translator<'a> {
                 .collect(),
             others: None,
             keys: None,
+            types: None,
         }
+    }
+
+    /// Keys hold only these scalar types here: lookups leave out the maps of other types.
+    pub fn with_types(mut self, types: Option<&'a KnownTypes>) -> Self {
+        self.types = types;
+        self
     }
 
     /// Only `keys` exist here: lookups of any other key read nothing (and unscoped lookups
@@ -412,32 +458,39 @@ impl<'a> Translator<'a> {
                 key,
             )
         };
+        let holds = |t: HotType| {
+            self.types.is_none_or(|k| {
+                k.get(&(scope, key.to_string()))
+                    .is_some_and(|s| s.contains(&t))
+            })
+        };
         let slot = |t: HotType, suffix: &str| {
             if hot == Some(t) {
-                col(datafusion::common::Column::from_name(format!(
+                Some(col(datafusion::common::Column::from_name(format!(
                     "{}.{key}",
                     scope.name()
-                )))
+                ))))
             } else {
-                map(suffix)
+                holds(t).then(|| map(suffix))
             }
         };
-        let mut str = slot(HotType::String, "str");
-        if scope == AttrScope::Resource && key == "service.name" {
-            // The (first) string service.name has a column of its own, with statistics and a
-            // dictionary, so conditions on it prune.
-            str = col(c::SERVICE_NAME);
-        }
+        // The (first) string service.name has a column of its own, with statistics and a
+        // dictionary, so conditions on it prune.
+        let str = if service {
+            Some(col(c::SERVICE_NAME))
+        } else {
+            slot(HotType::String, "str")
+        };
         // Blocks record which keys ever hold arrays, kvlists or bytes; for the rest the
         // `attrs_other` map (a list column, costly to decode for every span) is not read.
         let in_other = self
             .others
             .is_none_or(|o| o.contains(&(scope, key.to_string())));
         Typed {
-            str: Some(str),
-            int: Some(slot(HotType::Int, "int")),
-            float: Some(slot(HotType::Float, "float")),
-            bool: Some(slot(HotType::Bool, "bool")),
+            str,
+            int: slot(HotType::Int, "int"),
+            float: slot(HotType::Float, "float"),
+            bool: slot(HotType::Bool, "bool"),
             other: in_other.then(|| map("other")),
             multi: if in_other {
                 vec![Multi::new(map("other"), "array", key)]

@@ -21,6 +21,22 @@ pub enum KeyType {
 }
 
 impl KeyType {
+    /// Every type, in the order of their codes (`KeyType as u8`).
+    pub const ALL: [KeyType; 7] = [
+        KeyType::Str,
+        KeyType::Int,
+        KeyType::Float,
+        KeyType::Bool,
+        KeyType::Duration,
+        KeyType::Status,
+        KeyType::Kind,
+    ];
+
+    /// The type of code `c` (`KeyType as u8`).
+    pub fn from_code(c: u8) -> Option<Self> {
+        Self::ALL.get(c as usize).copied()
+    }
+
     /// The tag written before the value.
     pub fn tag(self) -> &'static str {
         match self {

@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
-use super::plan::{Sampling, matched_rows, out, span_condition, translator};
+use super::plan::{Sampling, matched_rows, out, span_condition};
 use super::series::{LabelValue, Series, SeriesSet, insert};
 use crate::error::{EngineError, Result};
 use crate::query::search::{Source, Sources};
@@ -63,7 +63,7 @@ fn rows(
             "compare rows for another function".into(),
         ));
     };
-    let t = translator(src);
+    let t = src.translator();
     let base = span_condition(&t, st)?;
     let mut f = grid.filter(col(c::START_TIME)).and(base);
     if let Some(s) = sampling {

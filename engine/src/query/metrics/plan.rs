@@ -1,11 +1,11 @@
 //! Metrics queries as DataFusion plans. Per source (a block group or the head), the spans of
-//! the query become rows of `(ts, [trace_id, span_id], [w], [v], [b], k0..kn)`:
+//! the query become rows of `(ts, [trace_id, span_id], [w], [v], [b], k0, t0..kn, tn)`:
 //!
 //! ```text
-//! Aggregate(GROUP BY interval(ts), k0.., [b]:
+//! Aggregate(GROUP BY interval(ts), k0, t0.., [b]:
 //!           count | sum(w), sum(v [* w]), min(v), max(v), count(v), traceql_exemplars(..))
 //!   TableScan(spans)                       -- SpansTable: union of the sources' rows
-//!     Projection(ts, v, b, k0..)
+//!     Projection(ts, v, b, k0, t0..)
 //!       Filter(condition AND start < ts <= end [AND trace_id < sample bound])
 //!         TableScan(blocks with one schema | live head)
 //! ```
@@ -64,9 +64,14 @@ pub mod out {
     /// Matched span IDs (complex filters).
     pub const M_SPAN: &str = "m_span";
 
-    /// The name of `by()` key `i`.
+    /// The name of `by()` key `i` (its value as text).
     pub fn key(i: usize) -> String {
         format!("k{i}")
+    }
+
+    /// The name of the type code of `by()` key `i` (`KeyType as u8`).
+    pub fn key_type(i: usize) -> String {
+        format!("t{i}")
     }
 }
 
@@ -140,13 +145,6 @@ pub fn is_duration(func: &Func) -> bool {
         .is_some_and(|e| Translator::new(&[]).value(e).is_ok_and(|t| t.dur.is_some()))
 }
 
-/// The translator for one source's schema.
-pub(crate) fn translator(src: &Source) -> Translator<'_> {
-    Translator::new(&src.hot)
-        .with_others(src.others.as_ref())
-        .with_keys(src.keys.as_ref())
-}
-
 /// Spans a first stage counts: its one filter, or (per-trace evaluation to follow) any of its
 /// spanset filters.
 pub(crate) fn span_condition(t: &Translator, st: &FirstStage) -> Result<Expr> {
@@ -172,7 +170,7 @@ pub(crate) fn rows(
     grid: &Grid,
     needs: Needs,
 ) -> Result<LogicalPlan> {
-    let t = translator(src);
+    let t = src.translator();
     let condition = span_condition(&t, st)?;
     let mut filter = grid.filter(col(c::START_TIME)).and(condition);
     if let Some(s) = needs.sampling {
@@ -198,7 +196,9 @@ pub(crate) fn rows(
             kind: allegro_traceql::ast::FieldKind::Ref(k.clone()),
             span: Default::default(),
         };
-        proj.push(cast(t.value(&e)?.as_key(), DataType::Utf8).alias(out::key(i)));
+        let (text, ty) = t.value(&e)?.key_parts();
+        proj.push(cast(text, DataType::Utf8).alias(out::key(i)));
+        proj.push(ty.alias(out::key_type(i)));
     }
     LogicalPlanBuilder::scan("spans", provider_as_source(src.table.clone()), None)
         .and_then(|b| b.filter(filter))
@@ -243,7 +243,7 @@ pub(crate) fn aggregate(
 ) -> Result<LogicalPlan> {
     let mut b = matched_rows(spans, matched)?;
     let mut group = vec![grid.interval(col(out::TS)).alias(out::I)];
-    group.extend((0..st.by.len()).map(|i| col(out::key(i))));
+    group.extend((0..st.by.len()).flat_map(|i| [col(out::key(i)), col(out::key_type(i))]));
     if st.func.bucketed() {
         b = b.filter(col(out::B).is_not_null()).map_err(df_err)?;
         group.push(col(out::B));

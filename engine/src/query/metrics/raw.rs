@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use allegro_udfs::exemplars::{Candidate, unpack};
-use arrow::array::{Array, AsArray, RecordBatch};
+use allegro_udfs::spansets::key::KeyType;
+use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt8Array};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt8Type, UInt64Type};
 
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
@@ -69,6 +70,17 @@ pub struct Raw {
 }
 
 /// Column `name` as Float64 values, `missing` where the column is absent, null or NaN.
+/// Key `r` as type-tagged text (the form `by()` labels are made from); nil: `None`.
+fn tagged_key(text: &StringArray, ty: &UInt8Array, r: usize) -> Result<Option<String>> {
+    if text.is_null(r) {
+        return Ok(None);
+    }
+    let t = KeyType::from_code(ty.value(r))
+        .filter(|_| !ty.is_null(r))
+        .ok_or_else(|| EngineError::Internal("metrics key without a type".into()))?;
+    Ok(Some(format!("{}{}", t.tag(), text.value(r))))
+}
+
 fn f64s(b: &RecordBatch, name: &str, missing: f64) -> Result<Vec<f64>> {
     let Some(a) = b.column_by_name(name) else {
         return Ok(vec![missing; b.num_rows()]);
@@ -102,9 +114,13 @@ impl Raw {
                 .ok_or_else(|| lost(out::I))?;
             let ks = (0..keys)
                 .map(|k| {
-                    b.column_by_name(&out::key(k))
-                        .and_then(|a| a.as_string_opt::<i32>())
-                        .ok_or_else(|| lost("key"))
+                    let text = b
+                        .column_by_name(&out::key(k))
+                        .and_then(|a| a.as_string_opt::<i32>());
+                    let ty = b
+                        .column_by_name(&out::key_type(k))
+                        .and_then(|a| a.as_primitive_opt::<UInt8Type>());
+                    text.zip(ty).ok_or_else(|| lost("key"))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let bucket = b
@@ -128,8 +144,8 @@ impl Raw {
                 }
                 let key: Vec<Option<String>> = ks
                     .iter()
-                    .map(|k| (!k.is_null(r)).then(|| k.value(r).to_string()))
-                    .collect();
+                    .map(|(text, ty)| tagged_key(text, ty, r))
+                    .collect::<Result<_>>()?;
                 let bk = bucket.and_then(|a| (!a.is_null(r)).then(|| a.value(r)));
                 let cell = Cell {
                     n: n[r],
