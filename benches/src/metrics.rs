@@ -72,6 +72,9 @@ pub struct MetricsArgs {
     /// Run only these queries (names as in the report, e.g. `red-rate,compare`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Exemplars per query (default: the server's default, 100, as Drilldown gets).
+    #[arg(long)]
+    pub exemplars: Option<u32>,
 }
 
 struct Run {
@@ -205,7 +208,7 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
                 start,
                 end,
                 step: Some(step),
-                exemplars: None,
+                exemplars: a.exemplars,
                 max_series: None,
                 mode: Mode::All,
             };

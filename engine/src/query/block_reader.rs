@@ -11,6 +11,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
@@ -41,10 +42,12 @@ impl BlockReaderFactory {
     }
 }
 
-/// The scan's file for `meta`'s data object.
-pub fn block_file(meta: &Arc<BlockMeta>) -> PartitionedFile {
+/// The scan's file for `meta`'s data object, whose Arrow schema is `schema`.
+pub fn block_file(meta: &Arc<BlockMeta>, schema: &SchemaRef) -> PartitionedFile {
     let path = block_path(&meta.tenant_id, &meta.block_id, objects::DATA);
-    let mut f = PartitionedFile::new(path.to_string(), meta.size);
+    // With the schema given, the reader skips decoding the file's embedded Arrow schema (an
+    // IPC message, a third of opening a block).
+    let mut f = PartitionedFile::new(path.to_string(), meta.size).with_arrow_schema(schema.clone());
     f.extensions.insert_arc(meta.clone());
     f
 }

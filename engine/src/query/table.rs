@@ -56,6 +56,23 @@ impl BlocksTable {
     }
 }
 
+impl BlocksTable {
+    /// The blocks of this table.
+    pub fn blocks(&self) -> &[Arc<BlockMeta>] {
+        &self.blocks
+    }
+
+    /// The same table over only the blocks `keep` accepts; `None` when none is left.
+    pub fn subset(&self, keep: &dyn Fn(&BlockMeta) -> bool) -> Option<Self> {
+        let blocks: Vec<Arc<BlockMeta>> = self.blocks.iter().filter(|b| keep(b)).cloned().collect();
+        (!blocks.is_empty()).then(|| Self {
+            schema: self.schema.clone(),
+            blocks,
+            readers: self.readers.clone(),
+        })
+    }
+}
+
 /// Groups blocks by their hot columns (equal hot columns ⇒ equal schema).
 pub fn group_by_schema(blocks: &[Arc<BlockMeta>]) -> Vec<(Vec<HotColumn>, Vec<Arc<BlockMeta>>)> {
     let mut groups: BTreeMap<Vec<HotColumn>, Vec<Arc<BlockMeta>>> = BTreeMap::new();
@@ -104,7 +121,7 @@ impl TableProvider for BlocksTable {
         for b in blocks {
             let i = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
             load[i] += b.size;
-            groups[i].push(block_file(&b));
+            groups[i].push(block_file(&b, &self.schema));
         }
         // Built directly rather than through `ParquetFormat`, which would swap in its own
         // reader (footer without page index, a 512 KiB footer read per file).

@@ -25,14 +25,18 @@ use self::grid::{Grid, default_step};
 use self::plan::{Needs, Sampling};
 use self::raw::{ExemplarPicker, Raw};
 use self::series::{SeriesSet, combine, filter, to_proto, top_bottom, with_scalar};
-use super::search::Sources;
+use super::search::{Source, Sources};
 use super::spans_table::SpansTable;
+use super::table::BlocksTable;
 use super::{QueryEngine, collect_counted, df_err};
+use crate::block::meta::BlockMeta;
 use crate::error::{EngineError, Result};
 use crate::ids::span_id_from_bytes;
 use crate::tempopb::{
     InstantSeries, PartialStatus, QueryInstantResponse, QueryRangeResponse, SearchMetrics,
 };
+use datafusion::catalog::TableProvider;
+use uuid::Uuid;
 
 /// Spans the exemplar pass aims to look at.
 const EXEMPLAR_SPANS: u64 = 50_000;
@@ -333,11 +337,30 @@ impl QueryEngine {
             ids: st.simple.is_none(),
             sampling,
         };
-        // Exemplars come from a second, small pass over the traces whose IDs sort lowest: a
-        // uniform pick that the trace-ID order of blocks lets the scan prune to a few pages,
-        // so the main pass never reads span and trace IDs.
-        let ex_needs = wants_exemplars.then(|| {
-            let share = (EXEMPLAR_SPANS as f64 / spans.max(1) as f64)
+        // Exemplars come from a second, small pass: over one block per exemplar time slice
+        // (opening a block is most of that pass's cost), and in those over the traces whose
+        // IDs sort lowest, a uniform pick that the trace-ID order of blocks lets the scan prune
+        // to a few pages. So the main pass never reads span and trace IDs.
+        let ex_blocks = wants_exemplars.then(|| {
+            exemplar_blocks(
+                per_tenant.iter().flat_map(|s| s.blocks.iter()),
+                grid,
+                picker.slices(),
+            )
+        });
+        let ex_needs = ex_blocks.as_ref().map(|chosen| {
+            let ex_spans: u64 = per_tenant
+                .iter()
+                .map(|s| {
+                    s.live_spans
+                        + s.blocks
+                            .iter()
+                            .filter(|b| chosen.contains(&b.block_id))
+                            .map(|b| b.total_spans)
+                            .sum::<u64>()
+                })
+                .sum();
+            let share = (EXEMPLAR_SPANS as f64 / ex_spans.max(1) as f64)
                 .min(sampling.map_or(1.0, |s| s.rate()));
             Needs {
                 ids: true,
@@ -365,8 +388,17 @@ impl QueryEngine {
                 let inputs = src
                     .tables
                     .iter()
-                    .map(|s| plan::rows(s, st, grid, pass))
+                    .filter_map(|s| {
+                        let table = match (&ex_blocks, per_group) {
+                            (Some(chosen), Some(_)) => blocks_among(s, chosen)?,
+                            _ => s.table.clone(),
+                        };
+                        Some(plan::rows(s, table, st, grid, pass))
+                    })
                     .collect::<Result<Vec<_>>>()?;
+                if inputs.is_empty() {
+                    continue;
+                }
                 let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
                 let p = plan::aggregate(table, matched.clone(), st, grid, pass, per_group)?;
                 let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
@@ -466,6 +498,46 @@ impl QueryEngine {
     }
 }
 
+/// For each of `slices` equal time slices of the grid, the block that overlaps it most.
+fn exemplar_blocks<'a>(
+    blocks: impl Iterator<Item = &'a Arc<BlockMeta>>,
+    grid: &Grid,
+    slices: u64,
+) -> HashSet<Uuid> {
+    let blocks: Vec<&Arc<BlockMeta>> = blocks.collect();
+    let width = (grid.end - grid.start).max(1) as u128;
+    let slices = slices.max(1) as u128;
+    (0..slices)
+        .filter_map(|k| {
+            let from = grid.start + (width * k / slices) as u64;
+            let to = grid.start + (width * (k + 1) / slices) as u64;
+            blocks
+                .iter()
+                .map(|b| {
+                    let overlap = b
+                        .end_unix_nano
+                        .min(to)
+                        .saturating_sub(b.start_unix_nano.max(from));
+                    (overlap, b)
+                })
+                .filter(|(_, b)| b.start_unix_nano <= to && b.end_unix_nano >= from)
+                .max_by_key(|(overlap, _)| *overlap)
+                .map(|(_, b)| b.block_id)
+        })
+        .collect()
+}
+
+/// `src`'s table over only the `chosen` blocks (the live head whole); `None` when none is left.
+fn blocks_among(src: &Source, chosen: &HashSet<Uuid>) -> Option<Arc<dyn TableProvider>> {
+    let any: &dyn std::any::Any = src.table.as_ref();
+    match any.downcast_ref::<BlocksTable>() {
+        Some(t) => t
+            .subset(&|b| chosen.contains(&b.block_id))
+            .map(|t| Arc::new(t) as Arc<dyn TableProvider>),
+        None => Some(src.table.clone()),
+    }
+}
+
 fn check_range(req: &MetricsRequest, limits: &MetricsLimits) -> Result<()> {
     if req.end <= req.start {
         return Err(EngineError::InvalidInput(
@@ -537,4 +609,46 @@ fn second_stages(mut set: SeriesSet, stages: &[SecondStage], grid: &Grid) -> Ser
         };
     }
     set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(n: u128, start: u64, end: u64) -> Arc<BlockMeta> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "format": "allegro-1", "blockID": Uuid::from_u128(n), "tenantID": "t",
+                "startTime": "", "endTime": "", "startUnixNano": start, "endUnixNano": end,
+                "totalObjects": 1, "totalSpans": 1, "size": 1, "footerSize": 1, "bloomSize": 1,
+                "rowGroups": 1, "minID": "", "maxID": "", "hotColumns": [], "compactionLevel": 0
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn exemplar_blocks_take_the_block_covering_most_of_each_slice() {
+        // Blocks [0,40) [40,50) [50,100) [100,110) and [200,300), one beyond the range.
+        let blocks = [
+            block(1, 0, 40),
+            block(2, 40, 50),
+            block(3, 50, 100),
+            block(4, 100, 110),
+            block(5, 200, 300),
+        ];
+        let grid = Grid::range(0, 120, 10).unwrap();
+        // Slices of 30: [0,30] → 1; [30,60] → 1 (10) vs 2 (10) vs 3 (10): any of the three;
+        // [60,90] → 3; [90,120] → 3 (10) vs 4 (10).
+        let got = exemplar_blocks(blocks.iter(), &grid, 4);
+        let ids = |ns: &[u128]| ns.iter().map(|n| Uuid::from_u128(*n)).collect::<HashSet<_>>();
+        assert!(got.contains(&Uuid::from_u128(1)) && got.contains(&Uuid::from_u128(3)));
+        assert!(!got.contains(&Uuid::from_u128(5)), "{got:?}");
+        assert!(got.len() <= 4);
+        // One slice per block: every block in range is taken, and no other.
+        let got = exemplar_blocks(blocks.iter(), &grid, 120);
+        assert_eq!(got, ids(&[1, 2, 3, 4]));
+        // One slice for the whole range: the block covering most of it (3 covers 50, 1 40).
+        assert_eq!(exemplar_blocks(blocks.iter(), &grid, 1), ids(&[3]));
+    }
 }

@@ -163,9 +163,10 @@ pub(crate) fn span_condition(t: &Translator, st: &FirstStage) -> Result<Expr> {
     })
 }
 
-/// The per-span rows of one source.
+/// The per-span rows of one source, scanning `table` (the source's, or a part of it).
 pub(crate) fn rows(
     src: &Source,
+    table: Arc<dyn TableProvider>,
     st: &FirstStage,
     grid: &Grid,
     needs: Needs,
@@ -200,7 +201,7 @@ pub(crate) fn rows(
         proj.push(cast(text, DataType::Utf8).alias(out::key(i)));
         proj.push(ty.alias(out::key_type(i)));
     }
-    LogicalPlanBuilder::scan("spans", provider_as_source(src.table.clone()), None)
+    LogicalPlanBuilder::scan("spans", provider_as_source(table), None)
         .and_then(|b| b.filter(filter))
         .and_then(|b| b.project(proj))
         .and_then(|b| b.build())

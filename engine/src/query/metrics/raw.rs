@@ -219,6 +219,11 @@ impl ExemplarPicker {
         self.max
     }
 
+    /// The time slices the range is cut into (at most two exemplars each).
+    pub fn slices(&self) -> u64 {
+        self.slices
+    }
+
     fn pick(
         &mut self,
         grid: &Grid,
