@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--end", type=int, required=True, help="range end, unix ns")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma-separated query names (default: all)")
     a = ap.parse_args()
 
     con = duckdb.connect()
@@ -89,7 +90,10 @@ def main():
         "all-spans-rate": simple("true", 64, "service_name"),
     }
     out = {}
+    only = set(filter(None, a.only.split(",")))
     for name, sql in queries.items():
+        if only and name not in only:
+            continue
         con.execute(sql).fetchall()  # warm-up
         times = []
         rows = 0

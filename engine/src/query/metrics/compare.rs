@@ -57,6 +57,7 @@ fn rows(
     grid: &Grid,
     fields: &[FieldRef],
     sampling: Option<Sampling>,
+    ids: bool,
 ) -> Result<LogicalPlan> {
     let Func::Compare { filter, window, .. } = &st.func else {
         return Err(EngineError::Internal(
@@ -80,15 +81,18 @@ fn rows(
                 .and(col(c::START_TIME).lt(lit(*e))),
         );
     }
-    let mut proj = vec![
-        col(c::START_TIME).alias(out::TS),
-        col(c::TRACE_ID),
-        col(c::SPAN_ID),
+    let mut proj = vec![col(c::START_TIME).alias(out::TS)];
+    if ids {
+        proj.extend([col(c::TRACE_ID), col(c::SPAN_ID)]);
+    }
+    proj.extend([
         // NULL (unknown) selection conditions are baseline.
         Expr::IsTrue(Box::new(sel)).alias(SEL),
         lit(sampling.map_or(1.0, |s| s.weight)).alias(out::W),
-    ];
+    ]);
     for (i, r) in fields.iter().enumerate() {
+        // Tagged text, one column per attribute: DataFusion's grouping sets take at most 64
+        // columns, so a separate type column would halve the attributes compared.
         proj.push(cast(t.value(&expr(r.clone()))?.as_key(), DataType::Utf8).alias(attr_name(i)));
     }
     LogicalPlanBuilder::scan("spans", provider_as_source(src.table.clone()), None)
@@ -127,7 +131,7 @@ impl QueryEngine {
             let inputs = src
                 .tables
                 .iter()
-                .map(|s| rows(s, st, grid, &fields, sampling))
+                .map(|s| rows(s, st, grid, &fields, sampling, matched.is_some()))
                 .collect::<Result<Vec<_>>>()?;
             let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
             let b = matched_rows(table, matched)?;

@@ -641,7 +641,11 @@ mod tests {
         // Slices of 30: [0,30] → 1; [30,60] → 1 (10) vs 2 (10) vs 3 (10): any of the three;
         // [60,90] → 3; [90,120] → 3 (10) vs 4 (10).
         let got = exemplar_blocks(blocks.iter(), &grid, 4);
-        let ids = |ns: &[u128]| ns.iter().map(|n| Uuid::from_u128(*n)).collect::<HashSet<_>>();
+        let ids = |ns: &[u128]| {
+            ns.iter()
+                .map(|n| Uuid::from_u128(*n))
+                .collect::<HashSet<_>>()
+        };
         assert!(got.contains(&Uuid::from_u128(1)) && got.contains(&Uuid::from_u128(3)));
         assert!(!got.contains(&Uuid::from_u128(5)), "{got:?}");
         assert!(got.len() <= 4);
