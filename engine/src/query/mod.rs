@@ -66,7 +66,8 @@ pub fn df_err(e: datafusion::error::DataFusionError) -> EngineError {
     if text.contains(allegro_udfs::spansets::eval::MULTIPLE_SPANSETS) {
         return EngineError::InvalidInput(allegro_udfs::spansets::eval::MULTIPLE_SPANSETS.into());
     }
-    if text.contains("Divide by zero") {
+    // Evaluated in the Parquet row filter, Arrow's error arrives wrapped and in Debug form.
+    if text.contains("Divide by zero") || text.contains("DivideByZero") {
         return EngineError::InvalidInput("division by zero".into());
     }
     match e.find_root() {
