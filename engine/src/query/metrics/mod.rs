@@ -17,8 +17,10 @@ use std::time::Duration;
 use allegro_traceql::ast::{BinaryOp, Query, SecondStage, Static};
 use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use uuid::Uuid;
 
 use self::compile::{FirstStage, Func, Node, compile_metrics};
 use self::grid::{Grid, default_step};
@@ -35,8 +37,6 @@ use crate::ids::span_id_from_bytes;
 use crate::tempopb::{
     InstantSeries, PartialStatus, QueryInstantResponse, QueryRangeResponse, SearchMetrics,
 };
-use datafusion::catalog::TableProvider;
-use uuid::Uuid;
 
 /// Spans the exemplar pass aims to look at.
 const EXEMPLAR_SPANS: u64 = 50_000;
