@@ -767,6 +767,23 @@ pub fn metrics(
     let QueryBody::Metrics(MetricsExpr::Query(mq)) = &q.body else {
         panic!("reference: one metrics query without arithmetic");
     };
+    if let MetricsFn::Compare {
+        filter,
+        top_n,
+        window,
+    } = &mq.function
+    {
+        return compare(
+            mq,
+            filter,
+            *top_n,
+            *window,
+            traces,
+            (start, end, step),
+            keep,
+            scale,
+        );
+    }
     let mut lo = start - start % step;
     if lo > step {
         lo -= step;
@@ -922,6 +939,127 @@ pub fn metrics(
                 out.insert(text(l), samples);
             }
         }
+    }
+    Ok(out)
+}
+
+/// `compare()`: per attribute (the five intrinsics Tempo compares, every resource and span
+/// attribute with a scalar value), spans per value and interval on each side, the top `top_n`
+/// values per side and attribute, and the per-attribute totals.
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    mq: &MetricsQuery,
+    filter: &SpansetFilter,
+    top_n: i64,
+    window: Option<(i64, i64)>,
+    traces: &[RTrace],
+    (start, end, step): (u64, u64, u64),
+    keep: &dyn Fn(&RTrace) -> bool,
+    scale: f64,
+) -> Result<RefSeries, String> {
+    let mut lo = start - start % step;
+    if lo > step {
+        lo -= step;
+    }
+    let hi = end.div_ceil(step) * step;
+    let n = ((hi - lo) / step) as usize;
+    let stamp = |i: usize| ((lo + (i as u64 + 1) * step) / 1_000_000) as i64;
+    // (side, attribute label) → value label → count per interval.
+    type Side = (&'static str, String);
+    let mut counts: HashMap<Side, HashMap<String, Vec<f64>>> = HashMap::new();
+    for t in traces.iter().filter(|t| keep(t)) {
+        let run = Run { c: Ctx { t } };
+        let all = Set {
+            spans: (0..t.spans.len()).collect(),
+            attrs: vec![],
+        };
+        let mut spans = BTreeSet::new();
+        for s in run.pipeline(&mq.pipeline, vec![all])? {
+            spans.extend(s.spans);
+        }
+        for i in spans {
+            let ts = t.spans[i].span.start_time_unix_nano;
+            if ts <= lo || ts > hi {
+                continue;
+            }
+            let at = ((ts - lo - 1) / step) as usize;
+            let inside = window.is_none_or(|(s, e)| (ts as i64) >= s && (ts as i64) < e);
+            let side = if inside && filter.expr.as_ref().is_none_or(|e| run.c.cond(i, e)) {
+                "selection"
+            } else {
+                "baseline"
+            };
+            let s = &t.spans[i];
+            let mut fields: Vec<FieldRef> = [
+                Intrinsic::Name,
+                Intrinsic::Status,
+                Intrinsic::Kind,
+                Intrinsic::TraceRootName,
+                Intrinsic::TraceRootService,
+            ]
+            .into_iter()
+            .map(FieldRef::Intrinsic)
+            .collect();
+            for (scope, attrs) in [
+                (Scope::Resource, &s.resource.attributes),
+                (Scope::Span, &s.span.attributes),
+            ] {
+                let keys: BTreeSet<&str> = attrs.iter().map(|kv| kv.key.as_str()).collect();
+                fields.extend(keys.into_iter().map(|k| {
+                    FieldRef::Attribute(Attribute {
+                        scope,
+                        parent: false,
+                        name: k.to_string(),
+                    })
+                }));
+            }
+            for f in fields {
+                let v = run.c.field(i, &f);
+                if nil(&v) || matches!(v, V::Arr(_)) {
+                    continue;
+                }
+                counts
+                    .entry((side, f.to_string()))
+                    .or_default()
+                    .entry(label_text(&v))
+                    .or_insert_with(|| vec![0.0; n])[at] += scale;
+            }
+        }
+    }
+    let mut out = RefSeries::new();
+    let mut put = |kind: &str, attr: &str, value: &str, per: &[f64]| {
+        let samples: std::collections::BTreeMap<i64, f64> = per
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (stamp(i), *x))
+            .collect();
+        {
+            out.insert(
+                format!("{{__meta_type=\"{kind}\", {attr}={value}}}"),
+                samples,
+            );
+        }
+    };
+    for ((side, attr), values) in counts {
+        let mut ranked: Vec<(String, Vec<f64>)> = values.into_iter().collect();
+        let total = |c: &[f64]| c.iter().sum::<f64>();
+        // Ties by value, as the engine breaks them (its order is by type tag, then text: the
+        // same as the label text's for values of one type).
+        ranked.sort_by(|a, b| {
+            total(&b.1)
+                .total_cmp(&total(&a.1))
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        let mut totals = vec![0.0; n];
+        for (_, per) in &ranked {
+            for (t, x) in totals.iter_mut().zip(per) {
+                *t += x;
+            }
+        }
+        for (value, per) in ranked.iter().take(top_n as usize) {
+            put(side, &attr, value, per);
+        }
+        put(&format!("{side}_total"), &attr, "\"nil\"", &totals);
     }
     Ok(out)
 }

@@ -30,6 +30,11 @@ const QUERIES: &[&str] = &[
     "{ resource.service.name = \"api-gateway\" } > { } | count_over_time() by (resource.service.name)",
     "{ status = error } && { kind = client } | count_over_time()",
     "{ } | count() > 20 | rate()",
+    // Every value (top N above the cardinality), so the reference need not break ties as the
+    // engine does.
+    "{ } | compare({ status = error }, 1000)",
+    "{ kind = server } | compare({ resource.service.name = \"api-gateway\" || duration > 50ms }, 1000)",
+    "{ kind = server } >> { status = error } | compare({ kind = client }, 1000)",
 ];
 
 fn close(a: f64, b: f64) -> bool {
@@ -129,6 +134,10 @@ async fn metrics_agree_with_the_reference_evaluator() {
             "{ } | quantile_over_time(duration, 0.9) with(span_sample=0.3)",
             0.3,
         ),
+        (
+            "{ } | compare({ status = error }, 1000) with(sample=0.25)",
+            0.25,
+        ),
     ] {
         // The kept share of the 16-bit trace-ID prefix space, computed here, not by the engine.
         let prefix = (rate * 65536.0_f64).floor() as u16;
@@ -145,11 +154,11 @@ async fn metrics_agree_with_the_reference_evaluator() {
         failures.is_empty(),
         "{} of {} queries disagree:\n{}",
         failures.len(),
-        QUERIES.len() + 3,
+        QUERIES.len() + 4,
         failures.join("\n\n")
     );
     eprintln!(
         "{} metrics queries agree ({points} points)",
-        QUERIES.len() + 3
+        QUERIES.len() + 4
     );
 }

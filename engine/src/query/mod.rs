@@ -91,7 +91,7 @@ pub(crate) async fn collect_counted(
     Ok((batches, bytes_scanned(&plan)))
 }
 
-fn bytes_scanned(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> u64 {
+pub(crate) fn bytes_scanned(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> u64 {
     let mine = plan
         .metrics()
         .and_then(|m| m.sum_by_name("bytes_scanned"))

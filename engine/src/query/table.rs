@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -70,6 +70,42 @@ impl BlocksTable {
             blocks,
             readers: self.readers.clone(),
         })
+    }
+}
+
+impl BlocksTable {
+    /// The same blocks with every top-level string column read as `Dictionary(Int32, Utf8)`:
+    /// the Parquet reader then hands out a page's dictionary and keys instead of copying each
+    /// value out of it, for scans that read many string columns of many rows (`compare()`).
+    pub fn with_dictionary_strings(&self) -> Self {
+        let fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_data_type(dictionary_strings(f.data_type()))
+            })
+            .collect();
+        Self {
+            schema: Arc::new(Schema::new_with_metadata(
+                fields,
+                self.schema.metadata().clone(),
+            )),
+            blocks: self.blocks.clone(),
+            readers: self.readers.clone(),
+        }
+    }
+}
+
+/// `Dictionary(Int32, Utf8)` for a string type, any other type as it is.
+pub fn dictionary_strings(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8 if std::env::var("XNODICT").is_err() => {
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+        }
+        other => other.clone(),
     }
 }
 

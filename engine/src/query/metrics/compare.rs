@@ -3,59 +3,56 @@
 //! window) and baseline (the rest), plus per-attribute totals (Tempo
 //! `engine_metrics_compare.go`).
 //!
-//! One DataFusion aggregation with a grouping set per attribute counts every attribute in a
-//! single pass; the top-N cut runs on the result.
+//! The rows (filter, selection flag, the columns that hold attributes) are a DataFusion plan;
+//! the counting is [`super::tally`], one task per partition.
 
-use std::collections::{BTreeMap, HashMap};
+use std::any::Any;
 use std::sync::Arc;
 
-use allegro_traceql::ast::{Attribute, FieldExpr, FieldKind, FieldRef, Intrinsic, Scope};
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, UInt64Type};
+use arrow::datatypes::DataType;
+use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::provider_as_source;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
-use datafusion::logical_expr::{
-    Expr, GroupingSet, LogicalPlan, LogicalPlanBuilder, cast, col, lit,
-};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
+use datafusion::physical_plan::execute_stream_partitioned;
+use futures::StreamExt;
 
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
 use super::plan::{Sampling, matched_rows, out, span_condition};
 use super::series::{LabelValue, Series, SeriesSet, insert};
+use super::tally::{INTRINSICS, Ranked, Tally, hot_name, map_columns};
 use crate::error::{EngineError, Result};
 use crate::query::search::{Source, Sources};
 use crate::query::spans_table::SpansTable;
-use crate::query::{QueryEngine, collect_counted, df_err};
-use crate::schema::col as c;
-
-/// Intrinsics compared besides every span and resource attribute (Tempo leaves out only
-/// start time and duration; IDs and nested sets are not attributes of interest).
-const INTRINSICS: [Intrinsic; 5] = [
-    Intrinsic::Name,
-    Intrinsic::Status,
-    Intrinsic::Kind,
-    Intrinsic::TraceRootName,
-    Intrinsic::TraceRootService,
-];
+use crate::query::table::{BlocksTable, dictionary_strings};
+use crate::query::{QueryEngine, bytes_scanned, df_err};
+use crate::schema::{HotColumn, col as c};
 
 const SEL: &str = "sel";
 
-fn attr_name(i: usize) -> String {
-    format!("a{i}")
-}
-
-fn expr(r: FieldRef) -> FieldExpr {
-    FieldExpr {
-        kind: FieldKind::Ref(r),
-        span: Default::default(),
+/// The hot columns of any of `srcs` in the compared scopes, with their Arrow types: every
+/// source's rows carry all of them (NULL where it has no such column) so the rows union.
+fn hot_columns(srcs: &[Source]) -> Vec<(HotColumn, DataType)> {
+    let mut all: Vec<(HotColumn, DataType)> = Vec::new();
+    for s in srcs {
+        let schema = s.table.schema();
+        for h in &s.hot {
+            if !super::tally::SCOPES.contains(&h.scope) || all.iter().any(|(a, _)| a == h) {
+                continue;
+            }
+            if let Ok(f) = schema.field_with_name(&h.column_name()) {
+                all.push((h.clone(), dictionary_strings(f.data_type())));
+            }
+        }
     }
+    all
 }
 
 fn rows(
     src: &Source,
     st: &FirstStage,
     grid: &Grid,
-    fields: &[FieldRef],
+    hot: &[(HotColumn, DataType)],
     sampling: Option<Sampling>,
     ids: bool,
 ) -> Result<LogicalPlan> {
@@ -90,12 +87,38 @@ fn rows(
         Expr::IsTrue(Box::new(sel)).alias(SEL),
         lit(sampling.map_or(1.0, |s| s.weight)).alias(out::W),
     ]);
-    for (i, r) in fields.iter().enumerate() {
-        // Tagged text, one column per attribute: DataFusion's grouping sets take at most 64
-        // columns, so a separate type column would halve the attributes compared.
-        proj.push(cast(t.value(&expr(r.clone()))?.as_key(), DataType::Utf8).alias(attr_name(i)));
+    // Blocks read their string columns as dictionaries; the live head's are cast to match so
+    // the sources' rows union.
+    let schema = src.table.schema();
+    let as_read = |name: &str| -> Result<Expr> {
+        let t = schema.field_with_name(name).map_err(|e| df_err(e.into()))?;
+        Ok(cast(
+            col(Column::from_name(name)),
+            dictionary_strings(t.data_type()),
+        )
+        .alias(name))
+    };
+    for name in INTRINSICS
+        .iter()
+        .map(|(_, name)| *name)
+        .chain([c::SERVICE_NAME])
+    {
+        proj.push(as_read(name)?);
     }
-    LogicalPlanBuilder::scan("spans", provider_as_source(src.table.clone()), None)
+    for (n, (h, ty)) in hot.iter().enumerate() {
+        let e = if src.hot.contains(h) {
+            as_read(&h.column_name())?
+        } else {
+            lit(ScalarValue::try_from(ty).map_err(df_err)?)
+        };
+        proj.push(e.alias(hot_name(n)));
+    }
+    proj.extend(map_columns().map(col));
+    let table = match (src.table.as_ref() as &dyn Any).downcast_ref::<BlocksTable>() {
+        Some(blocks) => Arc::new(blocks.with_dictionary_strings()),
+        None => src.table.clone(),
+    };
+    LogicalPlanBuilder::scan("spans", provider_as_source(table), None)
         .and_then(|b| b.filter(f))
         .and_then(|b| b.project(proj))
         .and_then(|b| b.build())
@@ -116,14 +139,13 @@ impl QueryEngine {
             return Err(EngineError::Internal("compare() expected".into()));
         };
         let intervals = grid.intervals();
-        // (selection?, attribute) → value → counts per interval.
-        let mut counts: HashMap<(bool, String), HashMap<String, Vec<f64>>> = HashMap::new();
+        let mut all = Tally::new(intervals, &[]);
         for src in per_tenant {
             src.account(cost);
             if src.tables.is_empty() {
                 continue;
             }
-            let fields = self.compare_fields(src).await?;
+            let hot = hot_columns(&src.tables);
             let ctx = self.session();
             let matched = self
                 .matched_spans(&ctx, src, st, grid, sampling, cost)
@@ -131,163 +153,71 @@ impl QueryEngine {
             let inputs = src
                 .tables
                 .iter()
-                .map(|s| rows(s, st, grid, &fields, sampling, matched.is_some()))
+                .map(|s| rows(s, st, grid, &hot, sampling, matched.is_some()))
                 .collect::<Result<Vec<_>>>()?;
             let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
             let b = matched_rows(table, matched)?;
-            let i = grid.interval(col(out::TS)).alias(out::I);
-            let b = b
-                .project(
-                    [i, col(SEL), col(out::W)]
-                        .into_iter()
-                        .chain((0..fields.len()).map(|j| col(attr_name(j))))
-                        .collect::<Vec<_>>(),
-                )
-                .map_err(df_err)?;
-            let sets: Vec<Vec<Expr>> = (0..fields.len())
-                .map(|j| vec![col(out::I), col(SEL), col(attr_name(j))])
+            let keep: Vec<Expr> = INTRINSICS
+                .iter()
+                .map(|(_, name)| name.to_string())
+                .chain([c::SERVICE_NAME.to_string()])
+                .chain((0..hot.len()).map(hot_name))
+                .chain(map_columns())
+                .map(|n| col(Column::from_name(n)))
                 .collect();
-            let n = if sampling.is_some() {
-                sum(col(out::W))
-            } else {
-                cast(count(lit(1)), DataType::Float64)
-            };
             let p = b
-                .aggregate(
-                    vec![Expr::GroupingSet(GroupingSet::GroupingSets(sets))],
-                    vec![n.alias(out::N)],
+                .project(
+                    [
+                        grid.interval(col(out::TS)).alias(out::I),
+                        col(SEL),
+                        col(out::W),
+                    ]
+                    .into_iter()
+                    .chain(keep),
                 )
                 .and_then(|b| b.build())
                 .map_err(df_err)?;
             let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
-            let (batches, bytes) = collect_counted(&ctx, df).await?;
-            cost.inspected_bytes += bytes;
-            let names: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
-            for bt in &batches {
-                let lost = || EngineError::Internal("compare plan lost a column".into());
-                let iv = bt
-                    .column_by_name(out::I)
-                    .and_then(|a| a.as_primitive_opt::<UInt64Type>())
-                    .ok_or_else(lost)?;
-                let selv = bt
-                    .column_by_name(SEL)
-                    .and_then(|a| a.as_boolean_opt())
-                    .ok_or_else(lost)?;
-                let nv = bt
-                    .column_by_name(out::N)
-                    .and_then(|a| a.as_primitive_opt::<arrow::datatypes::Float64Type>())
-                    .ok_or_else(lost)?;
-                let attrs = (0..fields.len())
-                    .map(|j| {
-                        bt.column_by_name(&attr_name(j))
-                            .and_then(|a| a.as_string_opt::<i32>())
-                            .ok_or_else(lost)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                for r in 0..bt.num_rows() {
-                    let Some(j) = attrs.iter().position(|a| !a.is_null(r)) else {
-                        continue;
-                    };
-                    let at = iv.value(r) as usize;
-                    if at >= intervals || iv.is_null(r) {
-                        continue;
+            let plan = df.create_physical_plan().await.map_err(df_err)?;
+            let streams =
+                execute_stream_partitioned(plan.clone(), ctx.task_ctx()).map_err(df_err)?;
+            // One tally per partition, each on its own task, so the counting runs on every
+            // core as the scan does.
+            let tasks = streams.into_iter().map(|mut stream| {
+                let hot: Vec<HotColumn> = hot.iter().map(|(h, _)| h.clone()).collect();
+                tokio::spawn(async move {
+                    let mut tally = Tally::new(intervals, &hot);
+                    while let Some(b) = stream.next().await {
+                        tally.add(&b.map_err(df_err)?, out::I, SEL, out::W)?;
                     }
-                    let sel = !selv.is_null(r) && selv.value(r);
-                    let cells = counts
-                        .entry((sel, names[j].clone()))
-                        .or_default()
-                        .entry(attrs[j].value(r).to_string())
-                        .or_insert_with(|| vec![0.0; intervals]);
-                    cells[at] += nv.value(r);
-                }
+                    Ok::<_, EngineError>(tally)
+                })
+            });
+            for t in futures::future::join_all(tasks).await {
+                all.merge(t.map_err(|e| EngineError::Internal(format!("compare task: {e}")))??);
             }
+            cost.inspected_bytes += bytes_scanned(&plan);
         }
-        Ok(series(counts, *top_n, intervals))
-    }
-
-    /// Every intrinsic, resource and span attribute of the tenant's data in range.
-    async fn compare_fields(&self, src: &Sources) -> Result<Vec<FieldRef>> {
-        let mut fields: Vec<FieldRef> = INTRINSICS.into_iter().map(FieldRef::Intrinsic).collect();
-        let mut keys: BTreeMap<&'static str, std::collections::BTreeSet<String>> = BTreeMap::new();
-        for s in &src.tables {
-            match &s.keys {
-                Some(k) => {
-                    for scope in ["resource", "span"] {
-                        keys.entry(scope)
-                            .or_default()
-                            .extend(k.get(scope).into_iter().flatten().cloned());
-                    }
-                }
-                None => {
-                    let (pairs, _) = self.scanned_keys(&self.session(), 0, s).await?;
-                    for (scope, name) in pairs {
-                        if scope == "resource" || scope == "span" {
-                            keys.entry(scope).or_default().insert(name);
-                        }
-                    }
-                }
-            }
-            for h in &s.hot {
-                let scope = h.scope.name();
-                if scope == "resource" || scope == "span" {
-                    keys.entry(scope).or_default().insert(h.key.clone());
-                }
-            }
-        }
-        keys.entry("resource")
-            .or_default()
-            .insert("service.name".into());
-        for (scope, names) in keys {
-            let scope = if scope == "resource" {
-                Scope::Resource
-            } else {
-                Scope::Span
-            };
-            for name in names {
-                fields.push(FieldRef::Attribute(Attribute {
-                    scope,
-                    parent: false,
-                    name,
-                }));
-            }
-        }
-        Ok(fields)
+        Ok(series(all.ranked(*top_n)))
     }
 }
 
 /// Top-N values per attribute, both sides, plus totals, as Tempo labels them.
-fn series(
-    counts: HashMap<(bool, String), HashMap<String, Vec<f64>>>,
-    top_n: usize,
-    intervals: usize,
-) -> SeriesSet {
+fn series(ranked: Vec<Ranked>) -> SeriesSet {
     let mut set = SeriesSet::new();
-    for ((sel, attr), values) in counts {
-        let (kind, total_kind) = if sel {
+    for r in ranked {
+        let (kind, total_kind) = if r.sel {
             ("selection", "selection_total")
         } else {
             ("baseline", "baseline_total")
         };
-        let mut totals = vec![0.0; intervals];
-        let mut ranked: Vec<(String, Vec<f64>, f64)> = values
-            .into_iter()
-            .map(|(v, c)| {
-                for (t, x) in totals.iter_mut().zip(&c) {
-                    *t += x;
-                }
-                let s = c.iter().sum();
-                (v, c, s)
-            })
-            .collect();
-        // Highest totals first; ties by value so results are stable.
-        ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-        for (v, c, _) in ranked.into_iter().take(top_n) {
+        for (v, c) in r.top {
             insert(
                 &mut set,
                 Series {
                     labels: vec![
                         ("__meta_type".into(), LabelValue::Str(kind.into())),
-                        (attr.clone(), LabelValue::from_key(&v)),
+                        (r.attr.clone(), LabelValue::from_key(&v)),
                     ],
                     values: c,
                     exemplars: vec![],
@@ -299,9 +229,9 @@ fn series(
             Series {
                 labels: vec![
                     ("__meta_type".into(), LabelValue::Str(total_kind.into())),
-                    (attr.clone(), LabelValue::Nil),
+                    (r.attr, LabelValue::Nil),
                 ],
-                values: totals,
+                values: r.totals,
                 exemplars: vec![],
             },
         );

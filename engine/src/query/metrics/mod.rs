@@ -9,6 +9,7 @@ pub mod grid;
 pub mod plan;
 pub mod raw;
 pub mod series;
+mod tally;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,0 +1,628 @@
+//! `compare()`'s counting: every attribute value of every span, per interval and side
+//! (selection or baseline), in one walk over the span rows.
+//!
+//! As a DataFusion aggregation this needed one grouping set per attribute: DataFusion repeats
+//! every row once per set (45 times on the benchmark data) after looking each attribute up in
+//! the overflow maps for every span. Here a row's hot columns and map entries are visited once,
+//! so the work follows the values a span has, not the keys the data has.
+
+use std::collections::HashMap;
+
+use allegro_traceql::ast::{Attribute, FieldRef, Intrinsic, Scope};
+use allegro_udfs::spansets::key::KeyType;
+use arrow::array::{
+    Array, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, LargeStringArray, MapArray,
+    StringArray, StringViewArray, UInt64Array,
+};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use foldhash::fast::RandomState;
+
+use crate::error::{EngineError, Result};
+use crate::query::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
+use crate::schema::{AttrScope, HotColumn, HotType, col as c};
+
+/// Intrinsics compared besides every span and resource attribute (Tempo leaves out only
+/// start time and duration; IDs and nested sets are not attributes of interest), with their
+/// columns.
+pub(super) const INTRINSICS: [(Intrinsic, &str); 5] = [
+    (Intrinsic::Name, c::NAME),
+    (Intrinsic::Status, c::STATUS_CODE),
+    (Intrinsic::Kind, c::KIND),
+    (Intrinsic::TraceRootName, c::TRACE_ROOT_NAME),
+    (Intrinsic::TraceRootService, c::TRACE_ROOT_SERVICE),
+];
+
+/// The scopes whose attributes are compared, in the order of their overflow maps' columns.
+pub(super) const SCOPES: [AttrScope; 2] = [AttrScope::Resource, AttrScope::Span];
+
+/// Scalar types in TraceQL's lookup order: a key's first present type is its value.
+const TYPES: [(HotType, &str, KeyType); 4] = [
+    (HotType::String, "str", KeyType::Str),
+    (HotType::Int, "int", KeyType::Int),
+    (HotType::Float, "float", KeyType::Float),
+    (HotType::Bool, "bool", KeyType::Bool),
+];
+
+/// The overflow map column of `scope` for values of type `suffix`.
+pub(super) fn map_column(scope: AttrScope, suffix: &str) -> String {
+    format!("{}attrs_{suffix}", scope.overflow_prefix())
+}
+
+/// Every overflow map column the tally reads.
+pub(super) fn map_columns() -> impl Iterator<Item = String> {
+    SCOPES.into_iter().flat_map(|s| {
+        TYPES
+            .into_iter()
+            .map(move |(_, suffix, _)| map_column(s, suffix))
+    })
+}
+
+/// The name of the `n`th hot column of the tally's input.
+pub(super) fn hot_name(n: usize) -> String {
+    format!("h{n}")
+}
+
+/// Counts per (attribute, value): one row of `2 × intervals` cells, baseline then selection.
+pub(super) struct Tally {
+    intervals: usize,
+    /// Label name per attribute ID; the intrinsics come first.
+    names: Vec<String>,
+    /// Attribute IDs per scope (in [`SCOPES`] order) and key.
+    ids: [HashMap<Box<str>, u32, RandomState>; 2],
+    /// Scope and key per attribute ID (`None` for the intrinsics).
+    keys: Vec<Option<(usize, Box<str>)>>,
+    /// Per attribute ID, the last row that counted it (a key counts once per span).
+    seen: Vec<u64>,
+    row: u64,
+    /// The hot columns of the input: attribute ID and type index, in `h<n>` order.
+    hot: Vec<(u32, usize)>,
+    /// Slot per (attribute ID, type code, value bytes).
+    slots: HashMap<Box<[u8]>, u32, RandomState>,
+    cells: Vec<f64>,
+    buf: Vec<u8>,
+}
+
+fn lost(what: &str) -> EngineError {
+    EngineError::Internal(format!("compare rows lost column {what}"))
+}
+
+/// A string column of any of Arrow's string layouts, or a dictionary of strings.
+enum Strs<'a> {
+    Utf8(&'a StringArray),
+    Large(&'a LargeStringArray),
+    View(&'a StringViewArray),
+    Dict(&'a Int32Array, &'a StringArray),
+}
+
+impl<'a> Strs<'a> {
+    fn new(a: &'a dyn Array) -> Option<Self> {
+        if let Some(d) = a.as_dictionary_opt::<Int32Type>() {
+            return Some(Strs::Dict(d.keys(), d.values().as_string_opt::<i32>()?));
+        }
+        a.as_string_opt::<i32>()
+            .map(Strs::Utf8)
+            .or_else(|| a.as_string_opt::<i64>().map(Strs::Large))
+            .or_else(|| a.as_string_view_opt().map(Strs::View))
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Strs::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
+            Strs::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Strs::View(a) => a.is_valid(i).then(|| a.value(i)),
+            Strs::Dict(k, v) => {
+                let at = k.is_valid(i).then(|| k.value(i) as usize)?;
+                v.is_valid(at).then(|| v.value(at))
+            }
+        }
+    }
+}
+
+/// One scalar column (a hot column or a map's values), by type.
+enum Scalars<'a> {
+    Str(Strs<'a>),
+    Int(&'a Int64Array),
+    Float(&'a Float64Array),
+    Bool(&'a BooleanArray),
+}
+
+impl<'a> Scalars<'a> {
+    fn new(a: &'a dyn Array, ty: usize) -> Option<Self> {
+        Some(match TYPES[ty].0 {
+            HotType::String => Scalars::Str(Strs::new(a)?),
+            HotType::Int => Scalars::Int(a.as_primitive_opt::<Int64Type>()?),
+            HotType::Float => Scalars::Float(a.as_primitive_opt::<Float64Type>()?),
+            HotType::Bool => Scalars::Bool(a.as_boolean_opt()?),
+        })
+    }
+
+    /// Value `i` as the bytes that identify it (`buf` holds the number's bytes).
+    #[inline]
+    fn bytes<'b>(&'b self, i: usize, buf: &'b mut [u8; 8]) -> Option<&'b [u8]> {
+        match self {
+            Scalars::Str(s) => s.get(i).map(str::as_bytes),
+            Scalars::Int(a) => a.is_valid(i).then(|| {
+                *buf = a.value(i).to_le_bytes();
+                &buf[..]
+            }),
+            Scalars::Float(a) => a.is_valid(i).then(|| {
+                *buf = a.value(i).to_bits().to_le_bytes();
+                &buf[..]
+            }),
+            Scalars::Bool(a) => a.is_valid(i).then(|| {
+                buf[0] = a.value(i) as u8;
+                &buf[..1]
+            }),
+        }
+    }
+}
+
+/// An overflow map column: its entries' keys and values.
+struct Entries<'a> {
+    map: &'a MapArray,
+    keys: Strs<'a>,
+    values: Scalars<'a>,
+    scope: usize,
+    ty: usize,
+}
+
+impl Tally {
+    /// A tally over `intervals` intervals whose input has the hot columns `hot` (`h0`, `h1`...).
+    pub(super) fn new(intervals: usize, hot: &[HotColumn]) -> Self {
+        let mut t = Tally {
+            intervals,
+            names: Vec::new(),
+            ids: Default::default(),
+            keys: Vec::new(),
+            seen: Vec::new(),
+            row: 0,
+            hot: Vec::new(),
+            slots: HashMap::default(),
+            cells: Vec::new(),
+            buf: Vec::new(),
+        };
+        for (i, _) in INTRINSICS {
+            t.names.push(FieldRef::Intrinsic(i).to_string());
+            t.keys.push(None);
+            t.seen.push(0);
+        }
+        for h in hot {
+            let Some(scope) = SCOPES.iter().position(|s| *s == h.scope) else {
+                continue;
+            };
+            let ty = TYPES.iter().position(|(t, ..)| *t == h.ty).unwrap_or(0);
+            let id = t.attr(scope, &h.key);
+            t.hot.push((id, ty));
+        }
+        t
+    }
+
+    /// The ID of attribute `key` of scope `SCOPES[scope]`, made on first sight.
+    fn attr(&mut self, scope: usize, key: &str) -> u32 {
+        if let Some(id) = self.ids[scope].get(key) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        let name = FieldRef::Attribute(Attribute {
+            scope: match SCOPES[scope] {
+                AttrScope::Resource => Scope::Resource,
+                _ => Scope::Span,
+            },
+            parent: false,
+            name: key.to_string(),
+        });
+        self.names.push(name.to_string());
+        self.keys.push(Some((scope, key.into())));
+        self.seen.push(0);
+        self.ids[scope].insert(key.into(), id);
+        id
+    }
+
+    /// Adds `w` to cell `cell` of the value (`attr`, `ty`, `value`).
+    #[inline]
+    fn bump(&mut self, attr: u32, ty: KeyType, value: &[u8], cell: usize, w: f64) {
+        self.buf.clear();
+        self.buf.extend_from_slice(&attr.to_le_bytes());
+        self.buf.push(ty as u8);
+        self.buf.extend_from_slice(value);
+        let width = 2 * self.intervals;
+        let slot = self.slot(width);
+        self.cells[slot * width + cell] += w;
+    }
+
+    /// [`Self::bump`] unless the row already counted `attr` (an earlier type or column won).
+    #[inline]
+    fn bump_once(&mut self, attr: u32, ty: KeyType, value: &[u8], cell: usize, w: f64) {
+        let seen = &mut self.seen[attr as usize];
+        if *seen == self.row {
+            return;
+        }
+        *seen = self.row;
+        self.bump(attr, ty, value, cell, w);
+    }
+
+    /// Counts the rows of `b`: columns `i` (interval), `sel`, `w`, the intrinsics' columns,
+    /// `service_name`, the hot columns and the overflow maps.
+    pub(super) fn add(&mut self, b: &RecordBatch, i: &str, sel: &str, w: &str) -> Result<()> {
+        let column = |n: &str| b.column_by_name(n).ok_or_else(|| lost(n));
+        let iv: &UInt64Array = column(i)?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| lost(i))?;
+        let selv = column(sel)?.as_boolean_opt().ok_or_else(|| lost(sel))?;
+        let wv = column(w)?
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| lost(w))?;
+        let strs = |n: &str| column(n).and_then(|a| Strs::new(a).ok_or_else(|| lost(n)));
+        let ints = |n: &str| -> Result<&Int32Array> {
+            column(n)?
+                .as_primitive_opt::<Int32Type>()
+                .ok_or_else(|| lost(n))
+        };
+        let (name, status, kind) = (strs(c::NAME)?, ints(c::STATUS_CODE)?, ints(c::KIND)?);
+        let (root_name, root_service) = (strs(c::TRACE_ROOT_NAME)?, strs(c::TRACE_ROOT_SERVICE)?);
+        let service = strs(c::SERVICE_NAME)?;
+        let hot = (0..self.hot.len())
+            .map(|n| {
+                let h = hot_name(n);
+                Scalars::new(column(&h)?, self.hot[n].1).ok_or_else(|| lost(&h))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut maps = Vec::new();
+        for (scope, s) in SCOPES.into_iter().enumerate() {
+            for (ty, (_, suffix, _)) in TYPES.into_iter().enumerate() {
+                let n = map_column(s, suffix);
+                let map = column(&n)?.as_map_opt().ok_or_else(|| lost(&n))?;
+                maps.push(Entries {
+                    map,
+                    keys: Strs::new(map.keys()).ok_or_else(|| lost(&n))?,
+                    values: Scalars::new(map.values(), ty).ok_or_else(|| lost(&n))?,
+                    scope,
+                    ty,
+                });
+            }
+        }
+        let service_id = self.attr(0, "service.name");
+        let mut num = [0u8; 8];
+        for r in 0..b.num_rows() {
+            if iv.is_null(r) || iv.value(r) as usize >= self.intervals {
+                continue;
+            }
+            let side = usize::from(selv.is_valid(r) && selv.value(r));
+            let cell = side * self.intervals + iv.value(r) as usize;
+            let w = wv.value(r);
+            self.row += 1;
+            for (id, a) in [(0u32, &name), (3, &root_name), (4, &root_service)] {
+                if let Some(v) = a.get(r) {
+                    self.bump(id, KeyType::Str, v.as_bytes(), cell, w);
+                }
+            }
+            if status.is_valid(r) {
+                let v = enum_name(&STATUS_NAMES, status.value(r));
+                self.bump(1, KeyType::Status, v.as_bytes(), cell, w);
+            }
+            if kind.is_valid(r) {
+                let v = enum_name(&KIND_NAMES, kind.value(r));
+                self.bump(2, KeyType::Kind, v.as_bytes(), cell, w);
+            }
+            // Types in lookup order, and within a type the column before the map: a key
+            // counts once per span, with the value TraceQL sees (a map entry beside a value in
+            // the key's column is a second value of a key the span repeats).
+            for (ty, (.., tag)) in TYPES.into_iter().enumerate() {
+                if ty == 0
+                    && let Some(v) = service.get(r)
+                {
+                    self.bump_once(service_id, tag, v.as_bytes(), cell, w);
+                }
+                for (n, h) in hot.iter().enumerate() {
+                    let (id, t) = self.hot[n];
+                    if t == ty
+                        && let Some(v) = h.bytes(r, &mut num)
+                    {
+                        self.bump_once(id, tag, v, cell, w);
+                    }
+                }
+                for m in maps.iter().filter(|m| m.ty == ty) {
+                    if m.map.is_null(r) {
+                        continue;
+                    }
+                    let offsets = m.map.value_offsets();
+                    for e in offsets[r] as usize..offsets[r + 1] as usize {
+                        let Some(key) = m.keys.get(e) else { continue };
+                        let id = self.attr(m.scope, key);
+                        if let Some(v) = m.values.bytes(e, &mut num) {
+                            self.bump_once(id, tag, v, cell, w);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `other`'s counts (another partition's or tenant's) to these.
+    pub(super) fn merge(&mut self, other: Tally) {
+        let width = 2 * self.intervals;
+        let ids: Vec<u32> = other
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(id, k)| match k {
+                Some((scope, key)) => self.attr(*scope, key),
+                None => id as u32,
+            })
+            .collect();
+        for (key, slot) in other.slots {
+            let attr = u32::from_le_bytes([key[0], key[1], key[2], key[3]]) as usize;
+            self.buf.clear();
+            self.buf.extend_from_slice(&ids[attr].to_le_bytes());
+            self.buf.extend_from_slice(&key[4..]);
+            let mine = self.slot(width);
+            let from = &other.cells[slot as usize * width..(slot as usize + 1) * width];
+            for (a, b) in self.cells[mine * width..(mine + 1) * width]
+                .iter_mut()
+                .zip(from)
+            {
+                *a += b;
+            }
+        }
+    }
+
+    /// Per side and attribute, the `top_n` values with the highest counts (ties by value, as
+    /// tagged text) and the totals over all values. Only the winners are turned into text.
+    pub(super) fn ranked(self, top_n: usize) -> Vec<Ranked> {
+        let n = self.intervals;
+        // (attribute, side) → (total, value key, first cell) per value.
+        type Values<'k> = Vec<(f64, &'k [u8], usize)>;
+        let mut groups: HashMap<(u32, usize), Values, RandomState> = HashMap::default();
+        for (key, slot) in &self.slots {
+            let attr = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
+            let start = *slot as usize * 2 * n;
+            for side in 0..2 {
+                let cells = &self.cells[start + side * n..start + (side + 1) * n];
+                if cells.iter().any(|x| *x != 0.0) {
+                    let total = cells.iter().sum();
+                    groups.entry((attr, side)).or_default().push((
+                        total,
+                        &key[4..],
+                        start + side * n,
+                    ));
+                }
+            }
+        }
+        let order = |a: &(f64, &[u8], usize), b: &(f64, &[u8], usize)| {
+            b.0.total_cmp(&a.0).then_with(|| tie(a.1, b.1))
+        };
+        groups
+            .into_iter()
+            .map(|((attr, side), mut values)| {
+                let mut totals = vec![0.0; n];
+                for (_, _, at) in &values {
+                    for (t, x) in totals.iter_mut().zip(&self.cells[*at..*at + n]) {
+                        *t += x;
+                    }
+                }
+                if values.len() > top_n && top_n > 0 {
+                    values.select_nth_unstable_by(top_n - 1, order);
+                }
+                values.truncate(top_n);
+                values.sort_by(order);
+                Ranked {
+                    sel: side == 1,
+                    attr: self.names[attr as usize].clone(),
+                    top: values
+                        .into_iter()
+                        .filter_map(|(_, v, at)| {
+                            Some((decode(v)?, self.cells[at..at + n].to_vec()))
+                        })
+                        .collect(),
+                    totals,
+                }
+            })
+            .collect()
+    }
+
+    /// The slot of the key in `buf`, made (with `width` zero cells) on first sight.
+    fn slot(&mut self, width: usize) -> usize {
+        match self.slots.get(self.buf.as_slice()) {
+            Some(s) => *s as usize,
+            None => {
+                let s = self.slots.len();
+                self.slots.insert(self.buf.as_slice().into(), s as u32);
+                self.cells.resize(self.cells.len() + width, 0.0);
+                s
+            }
+        }
+    }
+}
+
+/// One side of one attribute: its top values and the totals over all its values.
+pub(super) struct Ranked {
+    /// Selection (or baseline).
+    pub sel: bool,
+    /// The attribute's label name.
+    pub attr: String,
+    /// Tagged values (`s:api`) with their counts per interval, highest first.
+    pub top: Vec<(String, Vec<f64>)>,
+    /// Counts per interval over every value.
+    pub totals: Vec<f64>,
+}
+
+/// Orders equal counts by tagged text without building it for string-like values.
+fn tie(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let texty = |k: &[u8]| {
+        k.first()
+            .and_then(|c| KeyType::from_code(*c))
+            .filter(|t| matches!(t, KeyType::Str | KeyType::Status | KeyType::Kind))
+    };
+    match (texty(a), texty(b)) {
+        (Some(x), Some(y)) => x.tag().cmp(y.tag()).then_with(|| a[1..].cmp(&b[1..])),
+        _ => decode(a).cmp(&decode(b)),
+    }
+}
+
+/// A value's key bytes (type code, value) as tagged text (`i:200`), as `by()` keys spell
+/// values.
+fn decode(key: &[u8]) -> Option<String> {
+    let ty = KeyType::from_code(*key.first()?)?;
+    let v = &key[1..];
+    let num = || -> Option<[u8; 8]> { v.try_into().ok() };
+    let text = match ty {
+        KeyType::Int => i64::from_le_bytes(num()?).to_string(),
+        KeyType::Float => f64::from_bits(u64::from_le_bytes(num()?)).to_string(),
+        KeyType::Bool => (v.first()? != &0).to_string(),
+        _ => String::from_utf8(v.to_vec()).ok()?,
+    };
+    Some(format!("{}{text}", ty.tag()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayBuilder, BooleanArray, Float64Array, Int32Array, UInt64Array};
+    use arrow::array::{
+        ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, MapBuilder, StringBuilder,
+    };
+    use arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    /// A map column from per-row entries, built by `put` into the values builder.
+    fn map<B: ArrayBuilder + Default, T: Copy>(
+        rows: &[&[(&str, T)]],
+        put: fn(&mut B, T),
+    ) -> ArrayRef {
+        let mut m = MapBuilder::new(None, StringBuilder::new(), B::default());
+        for row in rows {
+            for (k, v) in *row {
+                m.keys().append_value(k);
+                put(m.values(), *v);
+            }
+            m.append(true).unwrap();
+        }
+        Arc::new(m.finish())
+    }
+
+    #[test]
+    fn counts_each_key_once_per_span_with_the_value_traceql_sees() {
+        // Three spans; the third falls outside the grid. Span 0: resource service "api",
+        // span attribute `code` as a string in the hot column *and* as an int in the map
+        // (TraceQL sees the string), `n` twice in the int map (the first counts), `x` as a
+        // float; span 1 (selection, weight 2): `code` only as an int, service "api".
+        let strs =
+            |v: [Option<&str>; 3]| Arc::new(v.into_iter().collect::<StringArray>()) as ArrayRef;
+        let none: &[(&str, &str)] = &[];
+        let no_int: &[(&str, i64)] = &[];
+        let no_f: &[(&str, f64)] = &[];
+        let no_b: &[(&str, bool)] = &[];
+        let s = |b: &mut StringBuilder, v: &str| b.append_value(v);
+        let i = |b: &mut Int64Builder, v: i64| b.append_value(v);
+        let f = |b: &mut Float64Builder, v: f64| b.append_value(v);
+        let bo = |b: &mut BooleanBuilder, v: bool| b.append_value(v);
+        let cols: Vec<(String, ArrayRef)> = vec![
+            (
+                "i".into(),
+                Arc::new(UInt64Array::from(vec![Some(0), Some(1), Some(9)])),
+            ),
+            (
+                "sel".into(),
+                Arc::new(BooleanArray::from(vec![Some(false), Some(true), None])),
+            ),
+            (
+                "w".into(),
+                Arc::new(Float64Array::from(vec![1.0, 2.0, 1.0])),
+            ),
+            (c::NAME.into(), strs([Some("GET"), Some("GET"), Some("x")])),
+            (
+                c::STATUS_CODE.into(),
+                Arc::new(Int32Array::from(vec![2, 0, 0])),
+            ),
+            (c::KIND.into(), Arc::new(Int32Array::from(vec![2, 3, 0]))),
+            (
+                c::TRACE_ROOT_NAME.into(),
+                strs([Some("root"), Some("root"), None]),
+            ),
+            (
+                c::TRACE_ROOT_SERVICE.into(),
+                strs([Some("fe"), Some("fe"), None]),
+            ),
+            (
+                c::SERVICE_NAME.into(),
+                strs([Some("api"), Some("api"), None]),
+            ),
+            (hot_name(0), strs([Some("404"), None, Some("500")])),
+            ("resource_attrs_str".into(), map(&[none, none, none], s)),
+            (
+                "resource_attrs_int".into(),
+                map(&[no_int, &[("service.name", 7)], no_int], i),
+            ),
+            ("resource_attrs_float".into(), map(&[no_f, no_f, no_f], f)),
+            ("resource_attrs_bool".into(), map(&[no_b, no_b, no_b], bo)),
+            ("span_attrs_str".into(), map(&[none, none, none], s)),
+            (
+                "span_attrs_int".into(),
+                map(
+                    &[
+                        &[("code", 200), ("n", 1), ("n", 2)],
+                        &[("code", 201)],
+                        no_int,
+                    ],
+                    i,
+                ),
+            ),
+            (
+                "span_attrs_float".into(),
+                map(&[&[("x", 0.5)], no_f, no_f], f),
+            ),
+            (
+                "span_attrs_bool".into(),
+                map(&[no_b, &[("ok", true)], no_b], bo),
+            ),
+        ];
+        let b = RecordBatch::try_from_iter(cols).unwrap();
+        let hot = [HotColumn {
+            scope: AttrScope::Span,
+            key: "code".into(),
+            ty: HotType::String,
+        }];
+        let mut t = Tally::new(2, &hot);
+        t.add(&b, "i", "sel", "w").unwrap();
+        // Through a tally that numbers the attributes differently, as the final merge does.
+        let mut all = Tally::new(2, &[]);
+        all.attr(1, "x");
+        all.merge(t);
+        let mut flat: Vec<String> = all
+            .ranked(10)
+            .iter()
+            .flat_map(|r| {
+                let side = if r.sel { "S" } else { "B" };
+                r.top
+                    .iter()
+                    .map(move |(v, c)| format!("{side} {} {v} {c:?}", r.attr))
+            })
+            .collect();
+        flat.sort();
+        let want = [
+            "B kind K:server [1.0, 0.0]",
+            "B name s:GET [1.0, 0.0]",
+            "B resource.service.name s:api [1.0, 0.0]",
+            "B rootName s:root [1.0, 0.0]",
+            "B rootServiceName s:fe [1.0, 0.0]",
+            "B span.code s:404 [1.0, 0.0]",
+            "B span.n i:1 [1.0, 0.0]",
+            "B span.x f:0.5 [1.0, 0.0]",
+            "B status S:error [1.0, 0.0]",
+            "S kind K:client [0.0, 2.0]",
+            "S name s:GET [0.0, 2.0]",
+            "S resource.service.name s:api [0.0, 2.0]",
+            "S rootName s:root [0.0, 2.0]",
+            "S rootServiceName s:fe [0.0, 2.0]",
+            "S span.code i:201 [0.0, 2.0]",
+            "S span.ok b:true [0.0, 2.0]",
+            "S status S:unset [0.0, 2.0]",
+        ];
+        assert_eq!(flat, want);
+    }
+}
