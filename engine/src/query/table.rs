@@ -74,10 +74,11 @@ impl BlocksTable {
 }
 
 impl BlocksTable {
-    /// The same blocks with every top-level string column read as `Dictionary(Int32, Utf8)`:
-    /// the Parquet reader then hands out a page's dictionary and keys instead of copying each
-    /// value out of it, for scans that read many string columns of many rows (`compare()`).
-    pub fn with_dictionary_strings(&self) -> Self {
+    /// The same blocks with every top-level string column read as `Utf8View`: the Parquet
+    /// reader then points into the page (or its dictionary) instead of copying each value out,
+    /// for scans that read many string columns of many rows (`compare()`). (A dictionary
+    /// type was as fast on dictionary-encoded pages but rebuilt a dictionary for plain ones.)
+    pub fn with_string_views(&self) -> Self {
         let fields: Vec<Field> = self
             .schema
             .fields()
@@ -85,7 +86,7 @@ impl BlocksTable {
             .map(|f| {
                 f.as_ref()
                     .clone()
-                    .with_data_type(dictionary_strings(f.data_type()))
+                    .with_data_type(string_view(f.data_type()))
             })
             .collect();
         Self {
@@ -99,12 +100,10 @@ impl BlocksTable {
     }
 }
 
-/// `Dictionary(Int32, Utf8)` for a string type, any other type as it is.
-pub fn dictionary_strings(t: &DataType) -> DataType {
+/// `Utf8View` for `Utf8`, any other type as it is.
+pub fn string_view(t: &DataType) -> DataType {
     match t {
-        DataType::Utf8 if std::env::var("XNODICT").is_err() => {
-            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-        }
+        DataType::Utf8 => DataType::Utf8View,
         other => other.clone(),
     }
 }

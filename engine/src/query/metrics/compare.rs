@@ -24,7 +24,7 @@ use super::tally::{INTRINSICS, Ranked, Tally, hot_name, map_columns};
 use crate::error::{EngineError, Result};
 use crate::query::search::{Source, Sources};
 use crate::query::spans_table::SpansTable;
-use crate::query::table::{BlocksTable, dictionary_strings};
+use crate::query::table::{BlocksTable, string_view};
 use crate::query::{QueryEngine, bytes_scanned, df_err};
 use crate::schema::{HotColumn, col as c};
 
@@ -41,7 +41,7 @@ fn hot_columns(srcs: &[Source]) -> Vec<(HotColumn, DataType)> {
                 continue;
             }
             if let Ok(f) = schema.field_with_name(&h.column_name()) {
-                all.push((h.clone(), dictionary_strings(f.data_type())));
+                all.push((h.clone(), string_view(f.data_type())));
             }
         }
     }
@@ -87,16 +87,12 @@ fn rows(
         Expr::IsTrue(Box::new(sel)).alias(SEL),
         lit(sampling.map_or(1.0, |s| s.weight)).alias(out::W),
     ]);
-    // Blocks read their string columns as dictionaries; the live head's are cast to match so
-    // the sources' rows union.
+    // Blocks read their string columns as views; the live head's are cast to match so the
+    // sources' rows union.
     let schema = src.table.schema();
     let as_read = |name: &str| -> Result<Expr> {
         let t = schema.field_with_name(name).map_err(|e| df_err(e.into()))?;
-        Ok(cast(
-            col(Column::from_name(name)),
-            dictionary_strings(t.data_type()),
-        )
-        .alias(name))
+        Ok(cast(col(Column::from_name(name)), string_view(t.data_type())).alias(name))
     };
     for name in INTRINSICS
         .iter()
@@ -115,7 +111,7 @@ fn rows(
     }
     proj.extend(map_columns().map(col));
     let table = match (src.table.as_ref() as &dyn Any).downcast_ref::<BlocksTable>() {
-        Some(blocks) => Arc::new(blocks.with_dictionary_strings()),
+        Some(blocks) => Arc::new(blocks.with_string_views()),
         None => src.table.clone(),
     };
     LogicalPlanBuilder::scan("spans", provider_as_source(table), None)
