@@ -342,7 +342,12 @@ impl Tally {
     }
 
     /// Adds `other`'s counts (another partition's or tenant's) to these.
-    pub(super) fn merge(&mut self, other: Tally) {
+    pub(super) fn merge(&mut self, mut other: Tally) {
+        // The smaller into the larger: attributes are matched by scope and key, so either
+        // side's numbering serves.
+        if other.slots.len() > self.slots.len() {
+            std::mem::swap(self, &mut other);
+        }
         let width = 2 * self.intervals;
         let ids: Vec<u32> = other
             .keys
@@ -589,9 +594,11 @@ mod tests {
         }];
         let mut t = Tally::new(2, &hot);
         t.add(&b, "i", "sel", "w").unwrap();
-        // Through a tally that numbers the attributes differently, as the final merge does.
+        // Merged with a tally that numbers the attributes differently and holds one more
+        // `span.x = 0.5` in baseline interval 0.
         let mut all = Tally::new(2, &[]);
-        all.attr(1, "x");
+        let x = all.attr(1, "x");
+        all.bump(x, KeyType::Float, &0.5f64.to_bits().to_le_bytes(), 0, 1.0);
         all.merge(t);
         let mut flat: Vec<String> = all
             .ranked(10)
@@ -612,7 +619,7 @@ mod tests {
             "B rootServiceName s:fe [1.0, 0.0]",
             "B span.code s:404 [1.0, 0.0]",
             "B span.n i:1 [1.0, 0.0]",
-            "B span.x f:0.5 [1.0, 0.0]",
+            "B span.x f:0.5 [2.0, 0.0]",
             "B status S:error [1.0, 0.0]",
             "S kind K:client [0.0, 2.0]",
             "S name s:GET [0.0, 2.0]",
