@@ -153,9 +153,10 @@ impl Typed {
             .collect()
     }
 
-    /// Per type slot present: (is present, the value as text, its type), in lookup order.
-    fn key_arms(&self) -> Vec<(Expr, Expr, KeyType)> {
-        let text = |e: &Expr| cast(e.clone(), DataType::Utf8);
+    /// Per type slot present: (is present, the value as text of type `text`, its type), in
+    /// lookup order.
+    fn key_arms(&self, text: &DataType) -> Vec<(Expr, Expr, KeyType)> {
+        let text = |e: &Expr| cast(e.clone(), text.clone());
         [
             (&self.str, KeyType::Str),
             (&self.int, KeyType::Int),
@@ -181,7 +182,7 @@ impl Typed {
     /// The value as type-tagged text (`by()` keys), nil as NULL.
     pub fn as_key(&self) -> Expr {
         let arms = self
-            .key_arms()
+            .key_arms(&DataType::Utf8)
             .into_iter()
             .map(|(present, value, t)| {
                 (
@@ -193,10 +194,11 @@ impl Typed {
         case_when(arms, lit(ScalarValue::Utf8(None)))
     }
 
-    /// The value as text (nil: NULL) and its type's code (`KeyType as u8`): `by()` keys of
-    /// metrics group on both, so the tagged text is not built once per span.
+    /// The value as text (`Utf8View`; nil: NULL) and its type's code (`KeyType as u8`):
+    /// `by()` keys of metrics group on both, so the tagged text is not built once per span.
+    /// Views, because blocks read string columns as views for metrics (no copy per span).
     pub fn key_parts(&self) -> (Expr, Expr) {
-        let mut arms = self.key_arms();
+        let mut arms = self.key_arms(&DataType::Utf8View);
         if arms.len() == 1 && !matches!(arms[0].2, KeyType::Status | KeyType::Kind) {
             // A plain column: NULL when absent already, and the type is the same for every row.
             let (_, value, t) = arms.remove(0);
@@ -207,7 +209,7 @@ impl Typed {
             .map(|(present, value, t)| ((present.clone(), value), (present, lit(t as u8))))
             .unzip();
         (
-            case_when(values, lit(ScalarValue::Utf8(None))),
+            case_when(values, lit(ScalarValue::Utf8View(None))),
             case_when(types, lit(ScalarValue::UInt8(None))),
         )
     }

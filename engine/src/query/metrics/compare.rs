@@ -6,7 +6,6 @@
 //! The rows (filter, selection flag, the columns that hold attributes) are a DataFusion plan;
 //! the counting is [`super::tally`], one task per partition.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
@@ -18,13 +17,13 @@ use futures::StreamExt;
 
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
-use super::plan::{Sampling, matched_rows, out, span_condition};
+use super::plan::{Sampling, matched_rows, out, span_condition, string_views};
 use super::series::{LabelValue, Series, SeriesSet, insert};
 use super::tally::{INTRINSICS, Ranked, Tally, hot_name, map_columns};
 use crate::error::{EngineError, Result};
 use crate::query::search::{Source, Sources};
 use crate::query::spans_table::SpansTable;
-use crate::query::table::{BlocksTable, string_view};
+use crate::query::table::string_view;
 use crate::query::{QueryEngine, bytes_scanned, df_err};
 use crate::schema::{HotColumn, col as c};
 
@@ -110,15 +109,15 @@ fn rows(
         proj.push(e.alias(hot_name(n)));
     }
     proj.extend(map_columns().map(col));
-    let table = match (src.table.as_ref() as &dyn Any).downcast_ref::<BlocksTable>() {
-        Some(blocks) => Arc::new(blocks.with_string_views()),
-        None => src.table.clone(),
-    };
-    LogicalPlanBuilder::scan("spans", provider_as_source(table), None)
-        .and_then(|b| b.filter(f))
-        .and_then(|b| b.project(proj))
-        .and_then(|b| b.build())
-        .map_err(df_err)
+    LogicalPlanBuilder::scan(
+        "spans",
+        provider_as_source(string_views(src.table.clone())),
+        None,
+    )
+    .and_then(|b| b.filter(f))
+    .and_then(|b| b.project(proj))
+    .and_then(|b| b.build())
+    .map_err(df_err)
 }
 
 impl QueryEngine {

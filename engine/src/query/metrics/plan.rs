@@ -32,6 +32,7 @@ use super::grid::Grid;
 use crate::error::Result;
 use crate::query::df_err;
 use crate::query::search::Source;
+use crate::query::table::BlocksTable;
 use crate::query::translate::{Translator, Typed, case_when};
 use crate::schema::col as c;
 
@@ -198,14 +199,24 @@ pub(crate) fn rows(
             span: Default::default(),
         };
         let (text, ty) = t.value(&e)?.key_parts();
-        proj.push(cast(text, DataType::Utf8).alias(out::key(i)));
+        proj.push(cast(text, DataType::Utf8View).alias(out::key(i)));
         proj.push(ty.alias(out::key_type(i)));
     }
-    LogicalPlanBuilder::scan("spans", provider_as_source(table), None)
+    LogicalPlanBuilder::scan("spans", provider_as_source(string_views(table)), None)
         .and_then(|b| b.filter(filter))
         .and_then(|b| b.project(proj))
         .and_then(|b| b.build())
         .map_err(df_err)
+}
+
+/// A table of blocks as one that reads its string columns as views (the Parquet decoder then
+/// points into pages instead of copying every value, as for `service_name` in the service
+/// breakdowns); other tables as they are.
+pub(crate) fn string_views(table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    match (table.as_ref() as &dyn std::any::Any).downcast_ref::<BlocksTable>() {
+        Some(blocks) => Arc::new(blocks.with_string_views()),
+        None => table,
+    }
 }
 
 /// The query's rows: all of `spans`, or only those whose `(trace_id, span_id)` is in

@@ -112,15 +112,25 @@ impl Raw {
                 .column_by_name(out::I)
                 .and_then(|a| a.as_primitive_opt::<UInt64Type>())
                 .ok_or_else(|| lost(out::I))?;
-            let ks = (0..keys)
+            // Keys arrive as views (see `Typed::key_parts`); as plain strings for the few
+            // aggregated rows.
+            let texts = (0..keys)
                 .map(|k| {
-                    let text = b
-                        .column_by_name(&out::key(k))
-                        .and_then(|a| a.as_string_opt::<i32>());
+                    b.column_by_name(&out::key(k))
+                        .and_then(|a| arrow::compute::cast(a, &DataType::Utf8).ok())
+                        .ok_or_else(|| lost("key"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let ks = texts
+                .iter()
+                .enumerate()
+                .map(|(k, text)| {
                     let ty = b
                         .column_by_name(&out::key_type(k))
                         .and_then(|a| a.as_primitive_opt::<UInt8Type>());
-                    text.zip(ty).ok_or_else(|| lost("key"))
+                    text.as_string_opt::<i32>()
+                        .zip(ty)
+                        .ok_or_else(|| lost("key"))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let bucket = b
