@@ -751,6 +751,41 @@ fn quantile(p: f64, buckets: &[(f64, f64)]) -> f64 {
     buckets.last().map_or(0.0, |b| b.0)
 }
 
+/// The grid of `[start, end]` at `step`, as Tempo aligns it: (first bound, last bound,
+/// intervals), one extra leading interval.
+fn grid(start: u64, end: u64, step: u64) -> (u64, u64, usize) {
+    let mut lo = start - start % step;
+    if lo > step {
+        lo -= step;
+    }
+    let hi = end.div_ceil(step) * step;
+    (lo, hi, ((hi - lo) / step) as usize)
+}
+
+/// The spans of the trace that the pipeline selects and that start inside the grid
+/// `(lo, hi]` (right-closed intervals): (span, start, interval).
+fn selected(
+    run: &Run,
+    pipeline: &Pipeline,
+    (lo, hi, step): (u64, u64, u64),
+) -> Result<Vec<(usize, u64, usize)>, String> {
+    let all = Set {
+        spans: (0..run.c.t.spans.len()).collect(),
+        attrs: vec![],
+    };
+    let mut spans = BTreeSet::new();
+    for s in run.pipeline(pipeline, vec![all])? {
+        spans.extend(s.spans);
+    }
+    Ok(spans
+        .into_iter()
+        .filter_map(|i| {
+            let ts = run.c.t.spans[i].span.start_time_unix_nano;
+            (ts > lo && ts <= hi).then(|| (i, ts, ((ts - lo - 1) / step) as usize))
+        })
+        .collect())
+}
+
 /// Evaluates a single-stage metrics query (`rate`, `count_over_time`, `min/max/sum/avg_over_time`,
 /// `quantile_over_time`, `histogram_over_time`, with `by()`) over `traces` for the range
 /// `[start, end]` at `step` (ns), as Tempo's documentation describes it: the grid aligned to the
@@ -784,12 +819,7 @@ pub fn metrics(
             scale,
         );
     }
-    let mut lo = start - start % step;
-    if lo > step {
-        lo -= step;
-    }
-    let hi = end.div_ceil(step) * step;
-    let n = ((hi - lo) / step) as usize;
+    let (lo, hi, n) = grid(start, end, step);
     let stamp = |i: usize| ((lo + (i as u64 + 1) * step) / 1_000_000) as i64;
     let attr = match &mq.function {
         MetricsFn::MinOverTime(f)
@@ -807,20 +837,7 @@ pub fn metrics(
     let mut buckets: HashMap<Labels, Vec<Vec<(f64, f64)>>> = HashMap::new();
     for t in traces.iter().filter(|t| keep(t)) {
         let run = Run { c: Ctx { t } };
-        let all = Set {
-            spans: (0..t.spans.len()).collect(),
-            attrs: vec![],
-        };
-        let mut spans = BTreeSet::new();
-        for s in run.pipeline(&mq.pipeline, vec![all])? {
-            spans.extend(s.spans);
-        }
-        for i in spans {
-            let ts = t.spans[i].span.start_time_unix_nano;
-            if ts <= lo || ts > hi {
-                continue;
-            }
-            let at = ((ts - lo - 1) / step) as usize;
+        for (i, _, at) in selected(&run, &mq.pipeline, (lo, hi, step))? {
             let mut labels: Vec<(String, String)> = mq
                 .by
                 .iter()
@@ -957,32 +974,14 @@ fn compare(
     keep: &dyn Fn(&RTrace) -> bool,
     scale: f64,
 ) -> Result<RefSeries, String> {
-    let mut lo = start - start % step;
-    if lo > step {
-        lo -= step;
-    }
-    let hi = end.div_ceil(step) * step;
-    let n = ((hi - lo) / step) as usize;
+    let (lo, hi, n) = grid(start, end, step);
     let stamp = |i: usize| ((lo + (i as u64 + 1) * step) / 1_000_000) as i64;
     // (side, attribute label) → value label → count per interval.
     type Side = (&'static str, String);
     let mut counts: HashMap<Side, HashMap<String, Vec<f64>>> = HashMap::new();
     for t in traces.iter().filter(|t| keep(t)) {
         let run = Run { c: Ctx { t } };
-        let all = Set {
-            spans: (0..t.spans.len()).collect(),
-            attrs: vec![],
-        };
-        let mut spans = BTreeSet::new();
-        for s in run.pipeline(&mq.pipeline, vec![all])? {
-            spans.extend(s.spans);
-        }
-        for i in spans {
-            let ts = t.spans[i].span.start_time_unix_nano;
-            if ts <= lo || ts > hi {
-                continue;
-            }
-            let at = ((ts - lo - 1) / step) as usize;
+        for (i, ts, at) in selected(&run, &mq.pipeline, (lo, hi, step))? {
             let inside = window.is_none_or(|(s, e)| (ts as i64) >= s && (ts as i64) < e);
             let side = if inside && filter.expr.as_ref().is_none_or(|e| run.c.cond(i, e)) {
                 "selection"

@@ -75,9 +75,9 @@ impl BlocksTable {
 
 impl BlocksTable {
     /// The same blocks with every top-level string column read as `Utf8View`: the Parquet
-    /// reader then points into the page (or its dictionary) instead of copying each value out,
-    /// for scans that read many string columns of many rows (`compare()`). (A dictionary
-    /// type was as fast on dictionary-encoded pages but rebuilt a dictionary for plain ones.)
+    /// reader then points into the page (or its dictionary) instead of copying each value out.
+    /// Metrics scans use it. (A dictionary type was as fast on dictionary-encoded pages but
+    /// rebuilt a dictionary for plain ones.)
     pub fn with_string_views(&self) -> Self {
         let fields: Vec<Field> = self
             .schema
