@@ -54,12 +54,10 @@ impl BlocksTable {
             readers: Arc::new(BlockReaderFactory::new(catalog.clone())),
         }
     }
-}
 
-impl BlocksTable {
-    /// The blocks of this table.
-    pub fn blocks(&self) -> &[Arc<BlockMeta>] {
-        &self.blocks
+    /// `table` as a table of blocks, if it is one.
+    pub fn of(table: &dyn TableProvider) -> Option<&Self> {
+        (table as &dyn std::any::Any).downcast_ref()
     }
 
     /// The same table over only the blocks `keep` accepts; `None` when none is left.
@@ -71,9 +69,7 @@ impl BlocksTable {
             readers: self.readers.clone(),
         })
     }
-}
 
-impl BlocksTable {
     /// The same blocks with every top-level string column read as `Utf8View`: the Parquet
     /// reader then points into the page (or its dictionary) instead of copying each value out.
     /// Metrics scans use it. (A dictionary type was as fast on dictionary-encoded pages but

@@ -19,7 +19,7 @@ use super::compile::{FirstStage, Func};
 use super::grid::Grid;
 use super::plan::{Sampling, matched_rows, out, span_condition, string_views};
 use super::series::{LabelValue, Series, SeriesSet, insert};
-use super::tally::{INTRINSICS, Ranked, Tally, hot_name, map_columns};
+use super::tally::{Ranked, Tally, columns, hot_name, map_columns, plain_columns};
 use crate::error::{EngineError, Result};
 use crate::query::search::{Source, Sources};
 use crate::query::spans_table::SpansTable;
@@ -93,11 +93,7 @@ fn rows(
         let t = schema.field_with_name(name).map_err(|e| df_err(e.into()))?;
         Ok(cast(col(Column::from_name(name)), string_view(t.data_type())).alias(name))
     };
-    for name in INTRINSICS
-        .iter()
-        .map(|(_, name)| *name)
-        .chain([c::SERVICE_NAME])
-    {
+    for name in plain_columns() {
         proj.push(as_read(name)?);
     }
     for (n, (h, ty)) in hot.iter().enumerate() {
@@ -152,14 +148,7 @@ impl QueryEngine {
                 .collect::<Result<Vec<_>>>()?;
             let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
             let b = matched_rows(table, matched)?;
-            let keep: Vec<Expr> = INTRINSICS
-                .iter()
-                .map(|(_, name)| name.to_string())
-                .chain([c::SERVICE_NAME.to_string()])
-                .chain((0..hot.len()).map(hot_name))
-                .chain(map_columns())
-                .map(|n| col(Column::from_name(n)))
-                .collect();
+            let keep = columns(hot.len()).map(|n| col(Column::from_name(n)));
             let p = b
                 .project(
                     [
@@ -178,8 +167,9 @@ impl QueryEngine {
                 execute_stream_partitioned(plan.clone(), ctx.task_ctx()).map_err(df_err)?;
             // One tally per partition, each on its own task, so the counting runs on every
             // core as the scan does.
+            let hot: Arc<[HotColumn]> = hot.into_iter().map(|(h, _)| h).collect();
             let tasks = streams.into_iter().map(|mut stream| {
-                let hot: Vec<HotColumn> = hot.iter().map(|(h, _)| h.clone()).collect();
+                let hot = hot.clone();
                 tokio::spawn(async move {
                     let mut tally = Tally::new(intervals, &hot);
                     while let Some(b) = stream.next().await {

@@ -530,8 +530,7 @@ fn exemplar_blocks<'a>(
 
 /// `src`'s table over only the `chosen` blocks (the live head whole); `None` when none is left.
 fn blocks_among(src: &Source, chosen: &HashSet<Uuid>) -> Option<Arc<dyn TableProvider>> {
-    let any: &dyn std::any::Any = src.table.as_ref();
-    match any.downcast_ref::<BlocksTable>() {
+    match BlocksTable::of(src.table.as_ref()) {
         Some(t) => t
             .subset(&|b| chosen.contains(&b.block_id))
             .map(|t| Arc::new(t) as Arc<dyn TableProvider>),

@@ -213,7 +213,7 @@ pub(crate) fn rows(
 /// points into pages instead of copying every value, as for `service_name` in the service
 /// breakdowns); other tables as they are.
 pub(crate) fn string_views(table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
-    match (table.as_ref() as &dyn std::any::Any).downcast_ref::<BlocksTable>() {
+    match BlocksTable::of(table.as_ref()) {
         Some(blocks) => Arc::new(blocks.with_string_views()),
         None => table,
     }

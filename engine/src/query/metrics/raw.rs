@@ -69,7 +69,6 @@ pub struct Raw {
     pub groups: HashMap<GroupKey, Vec<Cell>>,
 }
 
-/// Column `name` as Float64 values, `missing` where the column is absent, null or NaN.
 /// Key `r` as type-tagged text (the form `by()` labels are made from); nil: `None`.
 fn tagged_key(text: &StringArray, ty: &UInt8Array, r: usize) -> Result<Option<String>> {
     if text.is_null(r) {
@@ -81,6 +80,7 @@ fn tagged_key(text: &StringArray, ty: &UInt8Array, r: usize) -> Result<Option<St
     Ok(Some(format!("{}{}", t.tag(), text.value(r))))
 }
 
+/// Column `name` as Float64 values, `missing` where the column is absent, null or NaN.
 fn f64s(b: &RecordBatch, name: &str, missing: f64) -> Result<Vec<f64>> {
     let Some(a) = b.column_by_name(name) else {
         return Ok(vec![missing; b.num_rows()]);
@@ -117,7 +117,7 @@ impl Raw {
             let texts = (0..keys)
                 .map(|k| {
                     b.column_by_name(&out::key(k))
-                        .and_then(|a| arrow::compute::cast(a, &DataType::Utf8).ok())
+                        .and_then(|a| cast(a, &DataType::Utf8).ok())
                         .ok_or_else(|| lost("key"))
                 })
                 .collect::<Result<Vec<_>>>()?;

@@ -22,15 +22,36 @@ use crate::error::{EngineError, Result};
 use crate::query::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
 use crate::schema::{AttrScope, HotColumn, HotType, col as c};
 
+/// How an intrinsic's column holds its value.
+#[derive(Clone, Copy)]
+enum Holds {
+    /// The text itself.
+    Text,
+    /// An OTLP enum number, named as TraceQL names it.
+    Enum(KeyType, &'static [(i32, &'static str)]),
+}
+
 /// Intrinsics compared besides every span and resource attribute (Tempo leaves out only
 /// start time and duration; IDs and nested sets are not attributes of interest), with their
-/// columns.
-pub(super) const INTRINSICS: [(Intrinsic, &str); 5] = [
-    (Intrinsic::Name, c::NAME),
-    (Intrinsic::Status, c::STATUS_CODE),
-    (Intrinsic::Kind, c::KIND),
-    (Intrinsic::TraceRootName, c::TRACE_ROOT_NAME),
-    (Intrinsic::TraceRootService, c::TRACE_ROOT_SERVICE),
+/// columns. Their attribute IDs are their positions here.
+const INTRINSICS: [(Intrinsic, &str, Holds); 5] = [
+    (Intrinsic::Name, c::NAME, Holds::Text),
+    (
+        Intrinsic::Status,
+        c::STATUS_CODE,
+        Holds::Enum(KeyType::Status, &STATUS_NAMES),
+    ),
+    (
+        Intrinsic::Kind,
+        c::KIND,
+        Holds::Enum(KeyType::Kind, &KIND_NAMES),
+    ),
+    (Intrinsic::TraceRootName, c::TRACE_ROOT_NAME, Holds::Text),
+    (
+        Intrinsic::TraceRootService,
+        c::TRACE_ROOT_SERVICE,
+        Holds::Text,
+    ),
 ];
 
 /// The scopes whose attributes are compared, in the order of their overflow maps' columns.
@@ -56,6 +77,24 @@ pub(super) fn map_columns() -> impl Iterator<Item = String> {
             .into_iter()
             .map(move |(_, suffix, _)| map_column(s, suffix))
     })
+}
+
+/// The string and enum columns the tally reads as they are: the intrinsics' and
+/// `service_name`.
+pub(super) fn plain_columns() -> impl Iterator<Item = &'static str> {
+    INTRINSICS
+        .iter()
+        .map(|(_, name, _)| *name)
+        .chain([c::SERVICE_NAME])
+}
+
+/// Every column of the tally's input besides `i`, `sel` and `w`, for an input with `hot` hot
+/// columns.
+pub(super) fn columns(hot: usize) -> impl Iterator<Item = String> {
+    plain_columns()
+        .map(str::to_string)
+        .chain((0..hot).map(hot_name))
+        .chain(map_columns())
 }
 
 /// The name of the `n`th hot column of the tally's input.
@@ -87,19 +126,15 @@ fn lost(what: &str) -> EngineError {
     EngineError::Internal(format!("compare rows lost column {what}"))
 }
 
-/// A string column of any of Arrow's string layouts, or a dictionary of strings.
+/// A string column of any of Arrow's string layouts.
 enum Strs<'a> {
     Utf8(&'a StringArray),
     Large(&'a LargeStringArray),
     View(&'a StringViewArray),
-    Dict(&'a Int32Array, &'a StringArray),
 }
 
 impl<'a> Strs<'a> {
     fn new(a: &'a dyn Array) -> Option<Self> {
-        if let Some(d) = a.as_dictionary_opt::<Int32Type>() {
-            return Some(Strs::Dict(d.keys(), d.values().as_string_opt::<i32>()?));
-        }
         a.as_string_opt::<i32>()
             .map(Strs::Utf8)
             .or_else(|| a.as_string_opt::<i64>().map(Strs::Large))
@@ -112,10 +147,6 @@ impl<'a> Strs<'a> {
             Strs::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
             Strs::Large(a) => a.is_valid(i).then(|| a.value(i)),
             Strs::View(a) => a.is_valid(i).then(|| a.value(i)),
-            Strs::Dict(k, v) => {
-                let at = k.is_valid(i).then(|| k.value(i) as usize)?;
-                v.is_valid(at).then(|| v.value(at))
-            }
         }
     }
 }
@@ -159,6 +190,12 @@ impl<'a> Scalars<'a> {
     }
 }
 
+/// An intrinsic's column in a batch.
+enum IntrinsicColumn<'a> {
+    Text(Strs<'a>),
+    Enum(&'a Int32Array, KeyType, &'static [(i32, &'static str)]),
+}
+
 /// An overflow map column: its entries' keys and values.
 struct Entries<'a> {
     map: &'a MapArray,
@@ -183,7 +220,7 @@ impl Tally {
             cells: Vec::new(),
             buf: Vec::new(),
         };
-        for (i, _) in INTRINSICS {
+        for (i, ..) in INTRINSICS {
             t.names.push(FieldRef::Intrinsic(i).to_string());
             t.keys.push(None);
             t.seen.push(0);
@@ -260,8 +297,13 @@ impl Tally {
                 .as_primitive_opt::<Int32Type>()
                 .ok_or_else(|| lost(n))
         };
-        let (name, status, kind) = (strs(c::NAME)?, ints(c::STATUS_CODE)?, ints(c::KIND)?);
-        let (root_name, root_service) = (strs(c::TRACE_ROOT_NAME)?, strs(c::TRACE_ROOT_SERVICE)?);
+        let intrinsics = INTRINSICS
+            .iter()
+            .map(|(_, name, holds)| match holds {
+                Holds::Text => strs(name).map(IntrinsicColumn::Text),
+                Holds::Enum(ty, names) => ints(name).map(|a| IntrinsicColumn::Enum(a, *ty, names)),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let service = strs(c::SERVICE_NAME)?;
         let hot = (0..self.hot.len())
             .map(|n| {
@@ -293,18 +335,16 @@ impl Tally {
             let cell = side * self.intervals + iv.value(r) as usize;
             let w = wv.value(r);
             self.row += 1;
-            for (id, a) in [(0u32, &name), (3, &root_name), (4, &root_service)] {
-                if let Some(v) = a.get(r) {
-                    self.bump(id, KeyType::Str, v.as_bytes(), cell, w);
+            for (id, x) in intrinsics.iter().enumerate() {
+                let (ty, v) = match x {
+                    IntrinsicColumn::Text(a) => (KeyType::Str, a.get(r)),
+                    IntrinsicColumn::Enum(a, ty, names) => {
+                        (*ty, a.is_valid(r).then(|| enum_name(names, a.value(r))))
+                    }
+                };
+                if let Some(v) = v {
+                    self.bump(id as u32, ty, v.as_bytes(), cell, w);
                 }
-            }
-            if status.is_valid(r) {
-                let v = enum_name(&STATUS_NAMES, status.value(r));
-                self.bump(1, KeyType::Status, v.as_bytes(), cell, w);
-            }
-            if kind.is_valid(r) {
-                let v = enum_name(&KIND_NAMES, kind.value(r));
-                self.bump(2, KeyType::Kind, v.as_bytes(), cell, w);
             }
             // Types in lookup order, and within a type the column before the map: a key
             // counts once per span, with the value TraceQL sees (a map entry beside a value in
