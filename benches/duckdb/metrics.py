@@ -70,6 +70,7 @@ def main():
 
     queries = {
         "red-rate": simple(root, 64),
+        "red-rate-all": simple("true", 64),
         "red-errors": simple(f"{root} AND {err}", 64),
         "heatmap": simple(
             f"{root} AND duration_nano >= 2",

@@ -18,8 +18,10 @@ use crate::dataset::{self, TENANT};
 use crate::report::{Latency, emit, peak_rss};
 
 /// Drilldown's panels (grafana-clients.md §2.2): name, query, the step divisor (range / n).
-pub const QUERIES: [(&str, &str, u64); 8] = [
+pub const QUERIES: [(&str, &str, u64); 9] = [
     ("red-rate", "{nestedSetParent<0 && true} | rate()", 64),
+    // The RED span rate with the "all spans" signal (Drilldown's default when embedded).
+    ("red-rate-all", "{true && true} | rate()", 64),
     (
         "red-errors",
         "{nestedSetParent<0 && true && status=error} | rate()",

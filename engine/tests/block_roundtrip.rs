@@ -262,7 +262,9 @@ async fn nested_set_and_trace_level_columns_are_stored() {
     let batches = allegro_engine::block::reader::read_all(cat.store(), &block.meta)
         .await
         .unwrap();
-    let b = &batches[0];
+    // Two row groups: the child, then the root (roots are written last, apart).
+    assert_eq!(batches.len(), 2);
+    let b = &arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     let col = |n: &str| b.column_by_name(n).unwrap().clone();
     let left = col("nested_set_left");
     let left = left
@@ -279,9 +281,9 @@ async fn nested_set_and_trace_level_columns_are_stored() {
         .as_any()
         .downcast_ref::<arrow::array::Int32Array>()
         .unwrap();
-    // root (1..4, parent -1), child (2..3, parent 1).
-    assert_eq!((left.value(0), right.value(0), parent.value(0)), (1, 4, -1));
-    assert_eq!((left.value(1), right.value(1), parent.value(1)), (2, 3, 1));
+    // child (2..3, parent 1), root (1..4, parent -1).
+    assert_eq!((left.value(0), right.value(0), parent.value(0)), (2, 3, 1));
+    assert_eq!((left.value(1), right.value(1), parent.value(1)), (1, 4, -1));
     let dur = col("trace_duration_nano");
     let dur = dur
         .as_any()

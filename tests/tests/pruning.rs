@@ -142,3 +142,56 @@ async fn warm_queries_read_only_data_pages() {
         read[1]
     );
 }
+
+/// Blocks keep root spans in row groups of their own, so a root-span query (Traces
+/// Drilldown's default signal) skips the other row groups by their statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_span_queries_read_only_the_root_row_groups() {
+    use allegro_engine::query::QueryEngine;
+    use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, summary) = blocks(dir.path(), 11, 20_000).await;
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let engine = QueryEngine::new(catalog.clone(), None).unwrap();
+    let tenants = ["t".to_string()];
+    // Warm read of the data pages and the total count of one query.
+    let run = async |query: &str| {
+        let req = MetricsRequest {
+            query: query.into(),
+            start: START,
+            end: START + 3_600_000_000_000,
+            step: Some(3_600_000_000_000),
+            exemplars: Some(0),
+            max_series: None,
+            mode: Mode::All,
+        };
+        let mut read = 0;
+        let mut total = 0.0;
+        for _ in 0..2 {
+            let (_, before) = catalog.read_counters();
+            let r = engine
+                .query_range(&tenants, &req, &MetricsLimits::default())
+                .await
+                .unwrap();
+            read = catalog.read_counters().1 - before;
+            total = r
+                .series
+                .iter()
+                .flat_map(|s| &s.samples)
+                .map(|s| s.value)
+                .sum();
+        }
+        (read, total)
+    };
+    let (roots, n_roots) = run("{ nestedSetParent < 0 } | count_over_time()").await;
+    let (children, n_children) = run("{ nestedSetParent >= 0 } | count_over_time()").await;
+    // The generator writes whole traces, each with one root.
+    assert_eq!(n_roots, summary.traces as f64);
+    assert_eq!(n_roots + n_children, summary.spans as f64);
+    // The same two columns, about one row in twenty: without the layout both read every row.
+    assert!(
+        roots * 5 < children,
+        "root query read {roots} bytes, child query {children}"
+    );
+}

@@ -79,12 +79,17 @@ impl Sources {
         self.blocks.iter().map(|b| b.total_spans).sum::<u64>() + self.live_spans
     }
 
+    /// Traces held in blocks and the head (as many as root spans, give or take broken traces).
+    pub(crate) fn traces(&self) -> u64 {
+        self.blocks.iter().map(|b| b.total_objects).sum::<u64>() + self.live_traces
+    }
+
     /// Adds what these sources hold (blocks, bytes, spans, traces) and one job to `m`.
     pub(crate) fn account(&self, m: &mut SearchMetrics) {
         m.total_blocks += self.blocks.len() as u32;
         m.total_block_bytes += self.blocks.iter().map(|b| b.size).sum::<u64>();
         m.inspected_spans += self.spans();
-        let traces = self.blocks.iter().map(|b| b.total_objects).sum::<u64>() + self.live_traces;
+        let traces = self.traces();
         m.inspected_traces = m
             .inspected_traces
             .saturating_add(traces.min(u32::MAX as u64) as u32);

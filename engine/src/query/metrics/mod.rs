@@ -15,7 +15,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use allegro_traceql::ast::{BinaryOp, Query, SecondStage, Static};
+use allegro_traceql::ast::{
+    BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, Query, SecondStage, Static,
+};
 use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
@@ -115,7 +117,7 @@ pub struct MetricsRequest {
     pub mode: Mode,
 }
 
-/// The sampling a query's hints ask for, given how many spans the range holds.
+/// The sampling a query's hints ask for, given how many spans its scan reads.
 fn sampling(q: &Query, spans: u64, limits: &MetricsLimits) -> Option<Sampling> {
     let fixed = |name: &str| match q.hint(name) {
         Some(Static::Float(f)) => Some(*f),
@@ -323,10 +325,13 @@ impl QueryEngine {
         cost: &mut SearchMetrics,
     ) -> Result<SeriesSet> {
         let mut per_tenant = Vec::with_capacity(tenants.len());
+        let roots = matches!(&st.simple, Some(Some(c)) if roots_only(c));
         let mut spans = 0;
         for t in tenants {
             let src = self.metric_sources(t, grid, mode, limits).await?;
-            spans += src.spans();
+            // Blocks keep root spans in row groups of their own, so a root-span filter reads
+            // about one span per trace: `sample=true` only samples when those are many.
+            spans += if roots { src.traces() } else { src.spans() };
             per_tenant.push(src);
         }
         let sampling = sampling(q, spans, limits);
@@ -499,6 +504,26 @@ impl QueryEngine {
     }
 }
 
+/// Whether `cond` keeps root spans only: a top-level conjunct `nestedSetParent < 0` (Traces
+/// Drilldown's "root spans" signal), `<= -1` or `= -1`.
+fn roots_only(cond: &FieldExpr) -> bool {
+    let FieldKind::Binary { op, lhs, rhs } = &cond.kind else {
+        return false;
+    };
+    if *op == BinaryOp::And {
+        return roots_only(lhs) || roots_only(rhs);
+    }
+    let parent = matches!(
+        lhs.kind,
+        FieldKind::Ref(FieldRef::Intrinsic(Intrinsic::NestedSetParent))
+    );
+    match (parent, op, &rhs.kind) {
+        (true, BinaryOp::Lt, FieldKind::Static(Static::Int(n))) => *n <= 0,
+        (true, BinaryOp::Lte | BinaryOp::Eq, FieldKind::Static(Static::Int(n))) => *n < 0,
+        _ => false,
+    }
+}
+
 /// For each of `slices` equal time slices of the grid, the block that overlaps it most.
 fn exemplar_blocks<'a>(
     blocks: impl Iterator<Item = &'a Arc<BlockMeta>>,
@@ -654,5 +679,33 @@ mod tests {
         assert_eq!(got, ids(&[1, 2, 3, 4]));
         // One slice for the whole range: the block covering most of it (3 covers 50, 1 40).
         assert_eq!(exemplar_blocks(blocks.iter(), &grid, 1), ids(&[3]));
+    }
+
+    #[test]
+    fn root_span_filters_are_recognised_for_the_sampling_estimate() {
+        let roots = |q: &str| match compile_metrics(q).unwrap().1 {
+            Node::Query(st) => matches!(&st.simple, Some(Some(c)) if roots_only(c)),
+            other => panic!("{q}: {other:?}"),
+        };
+        for q in [
+            "{nestedSetParent<0 && true} | rate()",
+            "{nestedSetParent<0 && true && status=error} | rate()",
+            "{resource.service.name != nil && nestedSetParent < 0} | rate() by(name)",
+            "{nestedSetParent = -1} | count_over_time()",
+            "{nestedSetParent <= -1 && (kind = server || kind = client)} | rate()",
+        ] {
+            assert!(roots(q), "{q}");
+        }
+        for q in [
+            "{} | rate()",
+            "{true} | rate()",
+            "{nestedSetParent<0 || status=error} | rate()",
+            "{nestedSetParent < 1} | rate()",
+            "{nestedSetParent <= 0} | rate()",
+            "{!(nestedSetParent < 0)} | rate()",
+            "{nestedSetParent<0} >> {status=error} | rate()",
+        ] {
+            assert!(!roots(q), "{q}");
+        }
     }
 }
