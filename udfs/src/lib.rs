@@ -4,6 +4,7 @@
 
 pub mod exemplars;
 pub mod log2_bucket;
+pub mod metrics_group;
 pub mod nested_set;
 pub mod spansets;
 pub mod traceql_match;
@@ -21,6 +22,7 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
         .chain([
             ScalarUDF::from(traceql_match::TraceqlMatch::default()),
             ScalarUDF::from(log2_bucket::Log2Bucket::default()),
+            ScalarUDF::from(metrics_group::MetricsGroup::default()),
         ])
         .collect()
 }

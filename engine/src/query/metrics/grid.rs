@@ -1,7 +1,7 @@
 //! The time grid of a metrics query (tempo-compat.md §3.4–3.5): Tempo's default step, step
 //! alignment, right-closed intervals and sample timestamps at interval ends.
 
-use datafusion::logical_expr::{Expr, lit};
+use datafusion::logical_expr::{Expr, ScalarUDF, lit};
 
 use crate::error::{EngineError, Result};
 
@@ -123,6 +123,16 @@ impl Grid {
         self.step as f64 / SECOND as f64
     }
 
+    /// Whether every span starting in `[first, last]` (unix ns) is inside the grid.
+    pub fn covers(&self, first: u64, last: u64) -> bool {
+        let above_start = if self.instant {
+            first >= self.start
+        } else {
+            first > self.start
+        };
+        above_start && last <= self.end
+    }
+
     /// Spans of the grid, as a filter on a start-time column (UInt64 ns).
     pub fn filter(&self, ts: Expr) -> Expr {
         if self.instant {
@@ -136,11 +146,25 @@ impl Grid {
 
     /// The interval index of a start-time column, for rows passing [`Grid::filter`].
     pub fn interval(&self, ts: Expr) -> Expr {
-        if self.instant {
-            lit(0u64)
+        self.group(ts, Vec::new())
+    }
+
+    /// The interval of a start-time column with the `by()` keys' type codes packed above it
+    /// (`allegro_udfs::metrics_group`): one integer to group by.
+    pub fn group(&self, ts: Expr, types: Vec<Expr>) -> Expr {
+        // An instant query's one interval: a step no offset reaches.
+        let (first, step) = if self.instant {
+            (self.start, u64::MAX)
         } else {
-            (ts - lit(self.start + 1)) / lit(self.step)
-        }
+            (self.start + 1, self.step)
+        };
+        let udf = ScalarUDF::from(allegro_udfs::metrics_group::MetricsGroup::default());
+        udf.call(
+            [ts, lit(first), lit(step)]
+                .into_iter()
+                .chain(types)
+                .collect(),
+        )
     }
 }
 

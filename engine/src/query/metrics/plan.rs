@@ -29,6 +29,7 @@ use datafusion::logical_expr::{
 
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
+use crate::block::meta::BlockMeta;
 use crate::error::Result;
 use crate::query::df_err;
 use crate::query::search::Source;
@@ -174,7 +175,7 @@ pub(crate) fn rows(
 ) -> Result<LogicalPlan> {
     let t = src.translator();
     let condition = span_condition(&t, st)?;
-    let mut filter = grid.filter(col(c::START_TIME)).and(condition);
+    let mut filter = condition;
     if let Some(s) = needs.sampling {
         filter = s.filter().and(filter);
     }
@@ -202,11 +203,28 @@ pub(crate) fn rows(
         proj.push(cast(text, DataType::Utf8View).alias(out::key(i)));
         proj.push(ty.alias(out::key_type(i)));
     }
-    LogicalPlanBuilder::scan("spans", provider_as_source(string_views(table)), None)
-        .and_then(|b| b.filter(filter))
-        .and_then(|b| b.project(proj))
-        .and_then(|b| b.build())
-        .map_err(df_err)
+    let scan = |table: Arc<dyn TableProvider>, filter: Expr| {
+        LogicalPlanBuilder::scan("spans", provider_as_source(string_views(table)), None)
+            .and_then(|b| b.filter(filter))
+            .and_then(|b| b.project(proj.clone()))
+            .and_then(|b| b.build())
+            .map_err(df_err)
+    };
+    let in_range = grid.filter(col(c::START_TIME)).and(filter.clone());
+    // Blocks whose every span starts inside the range skip the time test: as a Parquet row
+    // filter it decoded and compared every row's start time (a fifth of a 6h scan).
+    let Some(blocks) = BlocksTable::of(table.as_ref()) else {
+        return scan(table, in_range);
+    };
+    let inside = |b: &BlockMeta| grid.covers(b.start_unix_nano, b.end_unix_nano);
+    match (blocks.subset(&inside), blocks.subset(&|b| !inside(b))) {
+        (Some(inner), Some(edge)) => LogicalPlanBuilder::from(scan(Arc::new(inner), filter)?)
+            .union(scan(Arc::new(edge), in_range)?)
+            .and_then(|b| b.build())
+            .map_err(df_err),
+        (Some(inner), None) => scan(Arc::new(inner), filter),
+        _ => scan(table, in_range),
+    }
 }
 
 /// A table of blocks as one that reads its string columns as views (the Parquet decoder then
@@ -254,8 +272,10 @@ pub(crate) fn aggregate(
     exemplars_per_group: Option<i64>,
 ) -> Result<LogicalPlan> {
     let mut b = matched_rows(spans, matched)?;
-    let mut group = vec![grid.interval(col(out::TS)).alias(out::I)];
-    group.extend((0..st.by.len()).flat_map(|i| [col(out::key(i)), col(out::key_type(i))]));
+    // The interval and the keys' types as one integer (`metrics_group`), then the key texts.
+    let types = (0..st.by.len()).map(|i| col(out::key_type(i))).collect();
+    let mut group = vec![grid.group(col(out::TS), types).alias(out::I)];
+    group.extend((0..st.by.len()).map(|i| col(out::key(i))));
     if st.func.bucketed() {
         b = b.filter(col(out::B).is_not_null()).map_err(df_err)?;
         group.push(col(out::B));

@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use allegro_udfs::exemplars::{Candidate, unpack};
+use allegro_udfs::metrics_group::{unpack_interval, unpack_type};
 use allegro_udfs::spansets::key::KeyType;
-use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt8Array};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt8Type, UInt64Type};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
@@ -70,12 +71,12 @@ pub struct Raw {
 }
 
 /// Key `r` as type-tagged text (the form `by()` labels are made from); nil: `None`.
-fn tagged_key(text: &StringArray, ty: &UInt8Array, r: usize) -> Result<Option<String>> {
+fn tagged_key(text: &StringArray, ty: Option<u8>, r: usize) -> Result<Option<String>> {
     if text.is_null(r) {
         return Ok(None);
     }
-    let t = KeyType::from_code(ty.value(r))
-        .filter(|_| !ty.is_null(r))
+    let t = ty
+        .and_then(KeyType::from_code)
         .ok_or_else(|| EngineError::Internal("metrics key without a type".into()))?;
     Ok(Some(format!("{}{}", t.tag(), text.value(r))))
 }
@@ -123,15 +124,7 @@ impl Raw {
                 .collect::<Result<Vec<_>>>()?;
             let ks = texts
                 .iter()
-                .enumerate()
-                .map(|(k, text)| {
-                    let ty = b
-                        .column_by_name(&out::key_type(k))
-                        .and_then(|a| a.as_primitive_opt::<UInt8Type>());
-                    text.as_string_opt::<i32>()
-                        .zip(ty)
-                        .ok_or_else(|| lost("key"))
-                })
+                .map(|text| text.as_string_opt::<i32>().ok_or_else(|| lost("key")))
                 .collect::<Result<Vec<_>>>()?;
             let bucket = b
                 .column_by_name(out::B)
@@ -148,13 +141,16 @@ impl Raw {
                 .column_by_name(out::EX)
                 .and_then(|a| a.as_binary_opt::<i32>());
             for r in 0..b.num_rows() {
-                let at = i.value(r) as usize;
+                // The interval with the keys' types above it (`metrics_group`).
+                let g = i.value(r);
+                let at = unpack_interval(g) as usize;
                 if at >= intervals {
                     continue;
                 }
                 let key: Vec<Option<String>> = ks
                     .iter()
-                    .map(|(text, ty)| tagged_key(text, ty, r))
+                    .enumerate()
+                    .map(|(k, text)| tagged_key(text, unpack_type(g, k), r))
                     .collect::<Result<_>>()?;
                 let bk = bucket.and_then(|a| (!a.is_null(r)).then(|| a.value(r)));
                 let cell = Cell {

@@ -1,0 +1,207 @@
+//! `metrics_group(ts, first, step [, type0, … type4])`: the metrics grid's interval of a span
+//! start time, `(ts - first) / step` (NULL before `first`), with the `by()` keys' type codes
+//! packed above it, as one UInt64 group key.
+//!
+//! Metrics aggregations group by interval, each `by()` key's text and each key's type code.
+//! DataFusion groups several columns column by column (hashing and comparing each per row), so
+//! the interval and the type codes travel as one integer: a 6h `rate() by(...)` over 10M spans
+//! spent half its time grouping. The division uses the step's reciprocal (exact after a
+//! one-step correction) instead of a 64-bit integer division per row.
+//!
+//! Layout: bits 0–31 the interval (saturated), then 5 bits per key type, `code + 1`, 0 for a
+//! NULL type (the key is absent).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, UInt8Array, UInt64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+/// Most `by()` keys (Tempo's limit).
+pub const MAX_KEYS: usize = 5;
+const INTERVAL_BITS: u32 = 32;
+const TYPE_BITS: u32 = 5;
+
+/// `(ts - first) / step` rounded down, `None` before `first`.
+#[inline]
+pub fn interval(ts: u64, first: u64, step: u64, inv: f64) -> Option<u64> {
+    let off = ts.checked_sub(first)?;
+    if step == 0 {
+        return None;
+    }
+    // Below 2^52 the float quotient is off by at most one; above, divide.
+    if off >= 1 << 52 {
+        return Some(off / step);
+    }
+    let mut q = (off as f64 * inv) as u64;
+    if q > 0 && q.checked_mul(step).is_none_or(|m| m > off) {
+        q -= 1;
+    } else if (q + 1).checked_mul(step).is_some_and(|n| n <= off) {
+        q += 1;
+    }
+    Some(q)
+}
+
+/// The interval of a packed group key.
+pub fn unpack_interval(g: u64) -> u64 {
+    g & ((1 << INTERVAL_BITS) - 1)
+}
+
+/// The type code of key `k` in a packed group key, `None` when the key is absent.
+pub fn unpack_type(g: u64, k: usize) -> Option<u8> {
+    let code = (g >> (INTERVAL_BITS + TYPE_BITS * k as u32)) & ((1 << TYPE_BITS) - 1);
+    code.checked_sub(1).map(|c| c as u8)
+}
+
+/// The `metrics_group` scalar UDF.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct MetricsGroup {
+    signature: Signature,
+}
+
+impl Default for MetricsGroup {
+    fn default() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+fn scalar_u64(v: &ColumnarValue, what: &str) -> Result<u64> {
+    match v {
+        ColumnarValue::Scalar(ScalarValue::UInt64(Some(x))) => Ok(*x),
+        _ => exec_err!("metrics_group: {what} must be a UInt64 literal"),
+    }
+}
+
+impl ScalarUDFImpl for MetricsGroup {
+    fn name(&self) -> &str {
+        "metrics_group"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.args.len();
+        if !(3..=3 + MAX_KEYS).contains(&n) {
+            return exec_err!("metrics_group takes ts, first, step and up to {MAX_KEYS} types");
+        }
+        let first = scalar_u64(&args.args[1], "first")?;
+        let step = scalar_u64(&args.args[2], "step")?;
+        let inv = 1.0 / step as f64;
+        let ts = args.args[0].to_array(args.number_rows)?;
+        let ts = cast(&ts, &DataType::UInt64)?;
+        let Some(ts) = ts.as_any().downcast_ref::<UInt64Array>() else {
+            return exec_err!("metrics_group: ts must be an integer");
+        };
+        let types = args.args[3..]
+            .iter()
+            .map(|t| {
+                let a = cast(&t.to_array(args.number_rows)?, &DataType::UInt8)?;
+                match a.as_any().downcast_ref::<UInt8Array>() {
+                    Some(u) => Ok(u.clone()),
+                    None => exec_err!("metrics_group: types must be UInt8"),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let max_interval = (1u64 << INTERVAL_BITS) - 1;
+        let out: UInt64Array = if types.is_empty() && ts.null_count() == 0 {
+            // The common case in one tight loop.
+            ts.values()
+                .iter()
+                .map(|t| interval(*t, first, step, inv).map(|i| i.min(max_interval)))
+                .collect()
+        } else {
+            (0..ts.len())
+                .map(|r| {
+                    let i = ts
+                        .is_valid(r)
+                        .then(|| interval(ts.value(r), first, step, inv))
+                        .flatten()?;
+                    let mut g = i.min(max_interval);
+                    for (k, t) in types.iter().enumerate() {
+                        let code = if t.is_valid(r) {
+                            u64::from(t.value(r).min(30)) + 1
+                        } else {
+                            0
+                        };
+                        g |= code << (INTERVAL_BITS + TYPE_BITS * k as u32);
+                    }
+                    Some(g)
+                })
+                .collect()
+        };
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reciprocal_division_equals_integer_division() {
+        // A small xorshift: offsets and steps over many magnitudes, plus the edges.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let first = 1_767_225_600_000_000_001u64;
+        let mut cases: Vec<(u64, u64)> = (0..200_000)
+            .map(|_| {
+                let step = 1 + next() % (1 << (next() % 50));
+                let off = next() % (1 << (next() % 60));
+                (off, step)
+            })
+            .collect();
+        for step in [1u64, 7, 1_000_000_000, 337_000_000_000, 3_600_000_000_000] {
+            for q in [0u64, 1, 63, 64, 10_000] {
+                for d in [0i64, -1, 1] {
+                    let off = (q * step).saturating_add_signed(d);
+                    cases.push((off, step));
+                }
+            }
+        }
+        cases.push((u64::MAX - first, 3));
+        for (off, step) in cases {
+            let Some(ts) = first.checked_add(off) else {
+                continue;
+            };
+            assert_eq!(
+                interval(ts, first, step, 1.0 / step as f64),
+                Some(off / step),
+                "off {off} step {step}"
+            );
+        }
+        assert_eq!(interval(first - 1, first, 10, 0.1), None);
+        // An instant query's single interval: a step longer than any offset.
+        assert_eq!(
+            interval(first + 5, first, u64::MAX, 1.0 / u64::MAX as f64),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn packs_interval_and_types() {
+        // Interval 63; key 0 of type 2, key 1 absent, key 2 of type 0.
+        let g = 63 | (3 << 32) | (1 << 42);
+        assert_eq!(unpack_interval(g), 63);
+        assert_eq!(unpack_type(g, 0), Some(2));
+        assert_eq!(unpack_type(g, 1), None);
+        assert_eq!(unpack_type(g, 2), Some(0));
+        assert_eq!(unpack_type(g, 3), None);
+    }
+}
