@@ -16,7 +16,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 
 use crate::error::{EngineError, Result};
 use crate::query::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
@@ -116,11 +118,29 @@ pub(super) struct Tally {
     row: u64,
     /// The hot columns of the input: attribute ID and type index, in `h<n>` order.
     hot: Vec<(u32, usize)>,
-    /// Slot per (attribute ID, type code, value bytes).
-    slots: HashMap<Box<[u8]>, u32, RandomState>,
+    /// Per attribute ID, the hash of its scope and name: a value's hash mixes it with the
+    /// value's, so tallies that number attributes differently hash a value alike and merge
+    /// without hashing bytes again.
+    attr_hash: Vec<u64>,
+    /// Slots by (attribute, type code, value bytes), found by hash.
+    table: HashTable<u32>,
+    /// Per slot: hash, attribute ID, and where its type code and value bytes sit in `arena`.
+    slots: Vec<Slot>,
+    arena: Vec<u8>,
     cells: Vec<f64>,
-    buf: Vec<u8>,
 }
+
+/// A counted value.
+struct Slot {
+    hash: u64,
+    attr: u32,
+    /// `arena[at..at + len]`: the type code, then the value's bytes.
+    at: usize,
+    len: usize,
+}
+
+/// One seed for every tally, so equal values hash alike in all of them.
+const SEED: FixedState = FixedState::with_seed(0x5eed_a11e_9e0c_0de5);
 
 fn lost(what: &str) -> EngineError {
     EngineError::Internal(format!("compare rows lost column {what}"))
@@ -216,12 +236,15 @@ impl Tally {
             seen: Vec::new(),
             row: 0,
             hot: Vec::new(),
-            slots: HashMap::default(),
+            attr_hash: Vec::new(),
+            table: HashTable::new(),
+            slots: Vec::new(),
+            arena: Vec::new(),
             cells: Vec::new(),
-            buf: Vec::new(),
         };
         for (i, ..) in INTRINSICS {
             t.names.push(FieldRef::Intrinsic(i).to_string());
+            t.attr_hash.push(SEED.hash_one(t.names.len()));
             t.keys.push(None);
             t.seen.push(0);
         }
@@ -251,6 +274,7 @@ impl Tally {
             name: key.to_string(),
         });
         self.names.push(name.to_string());
+        self.attr_hash.push(SEED.hash_one((scope, key)));
         self.keys.push(Some((scope, key.into())));
         self.seen.push(0);
         self.ids[scope].insert(key.into(), id);
@@ -260,12 +284,9 @@ impl Tally {
     /// Adds `w` to cell `cell` of the value (`attr`, `ty`, `value`).
     #[inline]
     fn bump(&mut self, attr: u32, ty: KeyType, value: &[u8], cell: usize, w: f64) {
-        self.buf.clear();
-        self.buf.extend_from_slice(&attr.to_le_bytes());
-        self.buf.push(ty as u8);
-        self.buf.extend_from_slice(value);
+        let hash = self.attr_hash[attr as usize] ^ SEED.hash_one((ty as u8, value));
         let width = 2 * self.intervals;
-        let slot = self.slot(width);
+        let slot = self.slot(hash, attr, ty as u8, value);
         self.cells[slot * width + cell] += w;
     }
 
@@ -389,6 +410,8 @@ impl Tally {
             std::mem::swap(self, &mut other);
         }
         let width = 2 * self.intervals;
+        self.table
+            .reserve(other.slots.len(), |s| self.slots[*s as usize].hash);
         let ids: Vec<u32> = other
             .keys
             .iter()
@@ -398,13 +421,10 @@ impl Tally {
                 None => id as u32,
             })
             .collect();
-        for (key, slot) in other.slots {
-            let attr = u32::from_le_bytes([key[0], key[1], key[2], key[3]]) as usize;
-            self.buf.clear();
-            self.buf.extend_from_slice(&ids[attr].to_le_bytes());
-            self.buf.extend_from_slice(&key[4..]);
-            let mine = self.slot(width);
-            let from = &other.cells[slot as usize * width..(slot as usize + 1) * width];
+        for (slot, s) in other.slots.iter().enumerate() {
+            let key = other.key(s);
+            let mine = self.slot(s.hash, ids[s.attr as usize], key[0], &key[1..]);
+            let from = &other.cells[slot * width..(slot + 1) * width];
             for (a, b) in self.cells[mine * width..(mine + 1) * width]
                 .iter_mut()
                 .zip(from)
@@ -421,18 +441,17 @@ impl Tally {
         // (attribute, side) → (total, value key, first cell) per value.
         type Values<'k> = Vec<(f64, &'k [u8], usize)>;
         let mut groups: HashMap<(u32, usize), Values, RandomState> = HashMap::default();
-        for (key, slot) in &self.slots {
-            let attr = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
-            let start = *slot as usize * 2 * n;
+        for (slot, s) in self.slots.iter().enumerate() {
+            let (attr, key) = (s.attr, self.key(s));
+            let start = slot * 2 * n;
             for side in 0..2 {
                 let cells = &self.cells[start + side * n..start + (side + 1) * n];
                 if cells.iter().any(|x| *x != 0.0) {
                     let total = cells.iter().sum();
-                    groups.entry((attr, side)).or_default().push((
-                        total,
-                        &key[4..],
-                        start + side * n,
-                    ));
+                    groups
+                        .entry((attr, side))
+                        .or_default()
+                        .push((total, key, start + side * n));
                 }
             }
         }
@@ -468,17 +487,39 @@ impl Tally {
             .collect()
     }
 
-    /// The slot of the key in `buf`, made (with `width` zero cells) on first sight.
-    fn slot(&mut self, width: usize) -> usize {
-        match self.slots.get(self.buf.as_slice()) {
-            Some(s) => *s as usize,
-            None => {
-                let s = self.slots.len();
-                self.slots.insert(self.buf.as_slice().into(), s as u32);
-                self.cells.resize(self.cells.len() + width, 0.0);
-                s
-            }
+    /// A slot's type code and value bytes.
+    fn key(&self, s: &Slot) -> &[u8] {
+        &self.arena[s.at..s.at + s.len]
+    }
+
+    /// The slot of (`attr`, `ty`, `value`) whose hash is `hash`, made (with zero cells) on
+    /// first sight.
+    #[inline]
+    fn slot(&mut self, hash: u64, attr: u32, ty: u8, value: &[u8]) -> usize {
+        let (slots, arena) = (&self.slots, &self.arena);
+        let same = |s: &u32| {
+            let s = &slots[*s as usize];
+            let key = &arena[s.at..s.at + s.len];
+            s.hash == hash && s.attr == attr && key[0] == ty && &key[1..] == value
+        };
+        if let Some(s) = self.table.find(hash, same) {
+            return *s as usize;
         }
+        let slot = self.slots.len();
+        self.slots.push(Slot {
+            hash,
+            attr,
+            at: self.arena.len(),
+            len: value.len() + 1,
+        });
+        self.arena.push(ty);
+        self.arena.extend_from_slice(value);
+        let slots = &self.slots;
+        self.table
+            .insert_unique(hash, slot as u32, |s| slots[*s as usize].hash);
+        self.cells
+            .resize(self.cells.len() + 2 * self.intervals, 0.0);
+        slot
     }
 }
 
