@@ -141,7 +141,11 @@ impl Raw {
                 .column_by_name(out::EX)
                 .and_then(|a| a.as_binary_opt::<i32>());
             for r in 0..b.num_rows() {
-                // The interval with the keys' types above it (`metrics_group`).
+                // The interval with the keys' types above it (`metrics_group`); NULL before
+                // the range.
+                if i.is_null(r) {
+                    continue;
+                }
                 let g = i.value(r);
                 let at = unpack_interval(g) as usize;
                 if at >= intervals {

@@ -7,6 +7,7 @@
 //! so the work follows the values a span has, not the keys the data has.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use allegro_traceql::ast::{Attribute, FieldRef, Intrinsic, Scope};
 use allegro_udfs::spansets::key::KeyType;
@@ -18,7 +19,6 @@ use arrow::datatypes::{Float64Type, Int32Type, Int64Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use foldhash::fast::{FixedState, RandomState};
 use hashbrown::HashTable;
-use std::hash::BuildHasher;
 
 use crate::error::{EngineError, Result};
 use crate::query::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
