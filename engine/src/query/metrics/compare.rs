@@ -10,14 +10,13 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue};
-use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
+use datafusion::logical_expr::{Expr, LogicalPlan, cast, col, lit};
 use datafusion::physical_plan::execute_stream_partitioned;
 use futures::StreamExt;
 
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
-use super::plan::{Sampling, matched_rows, out, span_condition, string_views};
+use super::plan::{Sampling, matched_rows, out, scan_in_range, span_condition};
 use super::series::{LabelValue, Series, SeriesSet, insert};
 use super::tally::{Ranked, Tally, columns, hot_name, map_columns, plain_columns};
 use crate::error::{EngineError, Result};
@@ -61,8 +60,7 @@ fn rows(
         ));
     };
     let t = src.translator();
-    let base = span_condition(&t, st)?;
-    let mut f = grid.filter(col(c::START_TIME)).and(base);
+    let mut f = span_condition(&t, st)?;
     if let Some(s) = sampling {
         f = s.filter().and(f);
     }
@@ -105,15 +103,7 @@ fn rows(
         proj.push(e.alias(hot_name(n)));
     }
     proj.extend(map_columns().map(col));
-    LogicalPlanBuilder::scan(
-        "spans",
-        provider_as_source(string_views(src.table.clone())),
-        None,
-    )
-    .and_then(|b| b.filter(f))
-    .and_then(|b| b.project(proj))
-    .and_then(|b| b.build())
-    .map_err(df_err)
+    scan_in_range(src.table.clone(), grid, f, proj)
 }
 
 impl QueryEngine {

@@ -203,6 +203,19 @@ pub(crate) fn rows(
         proj.push(cast(text, DataType::Utf8View).alias(out::key(i)));
         proj.push(ty.alias(out::key_type(i)));
     }
+    scan_in_range(table, grid, filter, proj)
+}
+
+/// `table`'s rows passing `filter` that start inside the grid, projected to `proj`, string
+/// columns of blocks read as views. Blocks whose every span starts inside the range skip the
+/// time test: as a Parquet row filter it decoded and compared every row's start time (a fifth
+/// of a 6h scan); only the edge blocks (a second scan, unioned) and other tables keep it.
+pub(crate) fn scan_in_range(
+    table: Arc<dyn TableProvider>,
+    grid: &Grid,
+    filter: Expr,
+    proj: Vec<Expr>,
+) -> Result<LogicalPlan> {
     let scan = |table: Arc<dyn TableProvider>, filter: Expr| {
         LogicalPlanBuilder::scan("spans", provider_as_source(string_views(table)), None)
             .and_then(|b| b.filter(filter))
@@ -211,8 +224,6 @@ pub(crate) fn rows(
             .map_err(df_err)
     };
     let in_range = grid.filter(col(c::START_TIME)).and(filter.clone());
-    // Blocks whose every span starts inside the range skip the time test: as a Parquet row
-    // filter it decoded and compared every row's start time (a fifth of a 6h scan).
     let Some(blocks) = BlocksTable::of(table.as_ref()) else {
         return scan(table, in_range);
     };
@@ -230,7 +241,7 @@ pub(crate) fn rows(
 /// A table of blocks as one that reads its string columns as views (the Parquet decoder then
 /// points into pages instead of copying every value, as for `service_name` in the service
 /// breakdowns); other tables as they are.
-pub(crate) fn string_views(table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+fn string_views(table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
     match BlocksTable::of(table.as_ref()) {
         Some(blocks) => Arc::new(blocks.with_string_views()),
         None => table,
