@@ -6,6 +6,8 @@ use allegro_datasets::{GenOptions, Summary, generate_all, write_blocks};
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::ids::TraceId;
+use allegro_engine::query::QueryEngine;
+use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use allegro_engine::storage::{StorageBackend, open_store};
 use object_store::ObjectStore;
 
@@ -93,13 +95,28 @@ async fn lookups_skip_blocks_by_bloom_and_pages_by_index() {
     assert!(absent < per_lookup, "absent IDs cost {absent} bytes each");
 }
 
+/// Runs `req` cold then warm: bytes read from storage and the series, per run.
+async fn cold_then_warm(
+    catalog: &Catalog,
+    engine: &QueryEngine,
+    req: &MetricsRequest,
+) -> [(u64, Vec<allegro_engine::tempopb::TimeSeries>); 2] {
+    let tenants = ["t".to_string()];
+    let run = async || {
+        let (_, before) = catalog.read_counters();
+        let r = engine
+            .query_range(&tenants, req, &MetricsLimits::default())
+            .await
+            .unwrap();
+        (catalog.read_counters().1 - before, r.series)
+    };
+    [run().await, run().await]
+}
+
 /// A warm metrics query reads no footer or page index: they come from the catalog's cache
 /// (DataFusion's own reader kept footers without their page index and decoded it per query).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_queries_read_only_data_pages() {
-    use allegro_engine::query::QueryEngine;
-    use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
-
     let dir = tempfile::tempdir().unwrap();
     let (store, _, summary) = blocks(dir.path(), 7, 20_000).await;
     let footers: u64 = summary.blocks.iter().map(|b| b.footer_size).sum();
@@ -114,23 +131,13 @@ async fn warm_queries_read_only_data_pages() {
         max_series: None,
         mode: Mode::All,
     };
-    let tenants = ["t".to_string()];
     // Block metas are read (and cached) by the listing; only Parquet reads are compared.
     assert_eq!(
         catalog.blocks("t").await.unwrap().len(),
         summary.blocks.len()
     );
-    let mut read = Vec::new();
-    let mut answers = Vec::new();
-    for _ in 0..2 {
-        let (_, before) = catalog.read_counters();
-        let r = engine
-            .query_range(&tenants, &req, &MetricsLimits::default())
-            .await
-            .unwrap();
-        read.push(catalog.read_counters().1 - before);
-        answers.push(r.series);
-    }
+    let [(cold, first), (warm, second)] = cold_then_warm(&catalog, &engine, &req).await;
+    let (read, answers) = ([cold, warm], [first, second]);
     assert!(!answers[0].is_empty());
     assert_eq!(answers[0], answers[1]);
     // Cold: every footer with its page index plus the data pages; warm: the same data pages
@@ -147,14 +154,10 @@ async fn warm_queries_read_only_data_pages() {
 /// Drilldown's default signal) skips the other row groups by their statistics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_span_queries_read_only_the_root_row_groups() {
-    use allegro_engine::query::QueryEngine;
-    use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
-
     let dir = tempfile::tempdir().unwrap();
     let (store, _, summary) = blocks(dir.path(), 11, 20_000).await;
     let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
     let engine = QueryEngine::new(catalog.clone(), None).unwrap();
-    let tenants = ["t".to_string()];
     // Warm read of the data pages and the total count of one query.
     let run = async |query: &str| {
         let req = MetricsRequest {
@@ -166,22 +169,12 @@ async fn root_span_queries_read_only_the_root_row_groups() {
             max_series: None,
             mode: Mode::All,
         };
-        let mut read = 0;
-        let mut total = 0.0;
-        for _ in 0..2 {
-            let (_, before) = catalog.read_counters();
-            let r = engine
-                .query_range(&tenants, &req, &MetricsLimits::default())
-                .await
-                .unwrap();
-            read = catalog.read_counters().1 - before;
-            total = r
-                .series
-                .iter()
-                .flat_map(|s| &s.samples)
-                .map(|s| s.value)
-                .sum();
-        }
+        let [_, (read, series)] = cold_then_warm(&catalog, &engine, &req).await;
+        let total: f64 = series
+            .iter()
+            .flat_map(|s| &s.samples)
+            .map(|s| s.value)
+            .sum();
         (read, total)
     };
     let (roots, n_roots) = run("{ nestedSetParent < 0 } | count_over_time()").await;
