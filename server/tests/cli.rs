@@ -639,3 +639,20 @@ fn serve_starts_with_an_empty_registry_block_and_stops_cleanly() {
     assert_eq!(resp.status().as_u16(), 200);
     srv.stop();
 }
+
+#[test]
+fn sigterm_right_after_the_announcement_is_a_graceful_stop() {
+    // `listening on` is the cue scripts and supervisors wait for; a SIGTERM sent at
+    // once must already find the handler installed, or the process dies of the signal.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("seed.yaml");
+    std::fs::write(&cfg, LOOPBACK_RECEIVERS).unwrap();
+    for _ in 0..20 {
+        let mut srv = serve(&dir.path().join("data"), &cfg);
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        let sent = unsafe { libc::kill(srv.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0);
+        let status = srv.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}

@@ -203,6 +203,9 @@ pub async fn serve_with(
     let app = router(state, &cfg.server.http_api_prefix);
     tasks.spawn(serve_axum(listener, app, stop_rx.clone(), "HTTP API"));
     let flusher = tokio::spawn(ingester.clone().run_flush_loop());
+    // Installed before the server announces itself: a SIGTERM sent right after
+    // `listening on` must stop it gracefully, not kill it with the default action.
+    let signals = shutdown_signal()?;
     say(&format!("allegro listening on http://{}", addrs.http));
     for (name, a) in [
         ("OTLP/gRPC", addrs.otlp_grpc),
@@ -221,7 +224,7 @@ pub async fn serve_with(
         .unwrap_or(Duration::from_secs(30));
     // Runs until a signal or until a listener fails.
     let failed = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = signals => None,
         Some(r) = tasks.join_next() => Some(match r {
             Ok(Ok(())) => "a listener stopped".to_string(),
             Ok(Err(e)) => e,
@@ -298,20 +301,15 @@ async fn serve_axum(
         .map_err(|e| format!("{what}: {e}"))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
+/// Registers SIGINT and SIGTERM now; the returned future resolves on the first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    Ok(async move {
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        tracing::info!("shutting down");
+    })
 }
 
 /// `allegro serve`.
