@@ -77,6 +77,13 @@ pub struct MetricsArgs {
     /// Exemplars per query (default: the server's default, 100, as Drilldown gets).
     #[arg(long)]
     pub exemplars: Option<u32>,
+    /// Ad-hoc queries to time instead of the Drilldown set (step = range ÷ 64, with a sampled
+    /// twin, no DuckDB); repeatable.
+    #[arg(long)]
+    pub query: Vec<String>,
+    /// The hint of the sampled twin of the RED, heatmap and ad-hoc queries.
+    #[arg(long, default_value = "sample=true")]
+    pub sample: String,
 }
 
 struct Run {
@@ -202,7 +209,22 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
         let start = end - len.as_nanos() as u64;
         let spans_in_range = info.spans as f64 * (len.as_secs_f64() / c.duration_secs()).min(1.0);
         let mut queries = serde_json::Map::new();
-        for (name, q, div) in QUERIES {
+        let adhoc: Vec<(String, &str, u64)> = a
+            .query
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (format!("adhoc-{i}"), q.as_str(), 64))
+            .collect();
+        let set: Vec<(String, &str, u64)> = if adhoc.is_empty() {
+            QUERIES
+                .iter()
+                .map(|(n, q, d)| (n.to_string(), *q, *d))
+                .collect()
+        } else {
+            adhoc
+        };
+        for (name, q, div) in set {
+            let name = name.as_str();
             if !a.only.is_empty() && !a.only.iter().any(|o| o == name) {
                 continue;
             }
@@ -225,9 +247,9 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
                 "series": exact.series.len(),
                 "bytes_read": exact.bytes,
             });
-            if name.starts_with("red-") || name == "heatmap" {
+            if name.starts_with("red-") || name == "heatmap" || name.starts_with("adhoc-") {
                 let sampled_req = MetricsRequest {
-                    query: format!("{q} with(sample=true)"),
+                    query: format!("{q} with({})", a.sample),
                     ..req.clone()
                 };
                 let sampled = run_query(&engine, c, &sampled_req).await?;
@@ -242,7 +264,7 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
             }
             // DuckDB runs right after Allegro on the same query, so both see the same machine
             // (a shared VM's speed drifts over minutes).
-            if !a.no_duckdb {
+            if !a.no_duckdb && a.query.is_empty() {
                 let d = duckdb(&dir, start, end, c.reps, name)?;
                 if let Some(dd) = d.get(name) {
                     let theirs = dd["p50_ms"].as_f64().unwrap_or(f64::NAN);

@@ -790,14 +790,15 @@ fn selected(
 /// `quantile_over_time`, `histogram_over_time`, with `by()`) over `traces` for the range
 /// `[start, end]` at `step` (ns), as Tempo's documentation describes it: the grid aligned to the
 /// step with one extra leading interval, right-closed intervals stamped at their end, spans by
-/// start time. `keep` chooses which traces count (sampling checks) and `scale` multiplies
-/// counts and sums.
+/// start time. `keep` chooses which traces count (sampling checks) and `weight` gives each
+/// span's weight (1 exact; the inverse of its inclusion when sampling) in counts, sums and
+/// averages.
 pub fn metrics(
     q: &Query,
     traces: &[RTrace],
     (start, end, step): (u64, u64, u64),
     keep: &dyn Fn(&RTrace) -> bool,
-    scale: f64,
+    weight: &dyn Fn(&RTrace, usize) -> f64,
 ) -> Result<RefSeries, String> {
     let QueryBody::Metrics(MetricsExpr::Query(mq)) = &q.body else {
         panic!("reference: one metrics query without arithmetic");
@@ -816,7 +817,7 @@ pub fn metrics(
             traces,
             (start, end, step),
             keep,
-            scale,
+            weight,
         );
     }
     let (lo, hi, n) = grid(start, end, step);
@@ -832,12 +833,14 @@ pub fn metrics(
     };
     // (labels, bucket label) → per interval: one entry per span (its value, or NaN).
     type Key = (Vec<(String, String)>, Option<String>);
-    let mut cells: HashMap<Key, Vec<Vec<f64>>> = HashMap::new();
+    // (value, weight) per span.
+    let mut cells: HashMap<Key, Vec<Vec<(f64, f64)>>> = HashMap::new();
     type Labels = Vec<(String, String)>;
     let mut buckets: HashMap<Labels, Vec<Vec<(f64, f64)>>> = HashMap::new();
     for t in traces.iter().filter(|t| keep(t)) {
         let run = Run { c: Ctx { t } };
         for (i, _, at) in selected(&run, &mq.pipeline, (lo, hi, step))? {
+            let w = weight(t, i);
             let mut labels: Vec<(String, String)> = mq
                 .by
                 .iter()
@@ -881,12 +884,12 @@ pub fn metrics(
                         cells
                             .entry((l, Some(label)))
                             .or_insert_with(|| vec![Vec::new(); n])[at]
-                            .push(f64::NAN);
+                            .push((f64::NAN, w));
                     } else {
                         let slot = buckets.entry(l).or_insert_with(|| vec![Vec::new(); n]);
                         match slot[at].iter_mut().find(|x| x.0 == bound) {
-                            Some(x) => x.1 += scale,
-                            None => slot[at].push((bound, scale)),
+                            Some(x) => x.1 += w,
+                            None => slot[at].push((bound, w)),
                         }
                     }
                 }
@@ -901,7 +904,7 @@ pub fn metrics(
                     cells
                         .entry((labels, None))
                         .or_insert_with(|| vec![Vec::new(); n])[at]
-                        .push(x);
+                        .push((x, w));
                 }
             }
         }
@@ -920,17 +923,19 @@ pub fn metrics(
         }
         let mut samples = std::collections::BTreeMap::new();
         for (i, xs) in per.iter().enumerate() {
-            let nums: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
+            let nums: Vec<(f64, f64)> = xs.iter().copied().filter(|x| !x.0.is_nan()).collect();
+            let weights = |v: &[(f64, f64)]| v.iter().map(|x| x.1).sum::<f64>();
+            let weighted = nums.iter().map(|(x, w)| x * w).sum::<f64>();
             let value = match &mq.function {
-                MetricsFn::Rate => xs.len() as f64 * scale / step_s,
-                MetricsFn::CountOverTime | MetricsFn::HistogramOverTime(_) => {
-                    xs.len() as f64 * scale
-                }
+                MetricsFn::Rate => weights(xs) / step_s,
+                MetricsFn::CountOverTime | MetricsFn::HistogramOverTime(_) => weights(xs),
                 _ if nums.is_empty() => continue,
-                MetricsFn::MinOverTime(_) => nums.iter().copied().fold(f64::INFINITY, f64::min),
-                MetricsFn::MaxOverTime(_) => nums.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                MetricsFn::SumOverTime(_) => nums.iter().sum::<f64>() * scale,
-                MetricsFn::AvgOverTime(_) => nums.iter().sum::<f64>() / nums.len() as f64,
+                MetricsFn::MinOverTime(_) => nums.iter().map(|x| x.0).fold(f64::INFINITY, f64::min),
+                MetricsFn::MaxOverTime(_) => {
+                    nums.iter().map(|x| x.0).fold(f64::NEG_INFINITY, f64::max)
+                }
+                MetricsFn::SumOverTime(_) => weighted,
+                MetricsFn::AvgOverTime(_) => weighted / weights(&nums),
                 _ => continue,
             };
             samples.insert(stamp(i), value);
@@ -972,7 +977,7 @@ fn compare(
     traces: &[RTrace],
     (start, end, step): (u64, u64, u64),
     keep: &dyn Fn(&RTrace) -> bool,
-    scale: f64,
+    weight: &dyn Fn(&RTrace, usize) -> f64,
 ) -> Result<RefSeries, String> {
     let (lo, hi, n) = grid(start, end, step);
     let stamp = |i: usize| ((lo + (i as u64 + 1) * step) / 1_000_000) as i64;
@@ -1021,7 +1026,7 @@ fn compare(
                     .entry((side, f.to_string()))
                     .or_default()
                     .entry(label_text(&v))
-                    .or_insert_with(|| vec![0.0; n])[at] += scale;
+                    .or_insert_with(|| vec![0.0; n])[at] += weight(t, i);
             }
         }
     }

@@ -112,7 +112,8 @@ async fn metrics_agree_with_the_reference_evaluator() {
     let mut points = 0;
     for q in QUERIES {
         let ast = allegro_traceql::compile(q).unwrap();
-        let want = reference::metrics(&ast, &traces, (start, end, step), &|_| true, 1.0).unwrap();
+        let want =
+            reference::metrics(&ast, &traces, (start, end, step), &|_| true, &|_, _| 1.0).unwrap();
         assert!(
             !want.is_empty(),
             "{q}: the reference finds nothing; pick another query"
@@ -122,43 +123,150 @@ async fn metrics_agree_with_the_reference_evaluator() {
             failures.push(format!("{q}: {d}"));
         }
     }
-    // Sampling keeps the traces below the trace-ID bound and scales counts by its inverse:
-    // exactly the reference over those traces, times the weight.
-    for (q, rate) in [
-        ("{ } | rate() with(sample=0.25)", 0.25),
+    // Sampling keeps the traces below the trace-ID bound. The live head and pipelines evaluated
+    // per trace scale by the inverse of the kept share of the ID space; spans counted one by
+    // one from a block are scaled by the block's spans over its kept spans.
+    let blocks = block_trace_ids(dir.path());
+    assert_eq!(blocks.len(), 3);
+    for (q, rate, per_block) in [
+        ("{ } | rate() with(sample=0.25)", 0.25, true),
         (
             "{ kind = server } >> { } | count_over_time() by (resource.service.name) with(trace_sample=0.5)",
             0.5,
+            false,
         ),
         (
             "{ } | quantile_over_time(duration, 0.9) with(span_sample=0.3)",
             0.3,
+            true,
+        ),
+        (
+            "{ status = error } | avg_over_time(duration) by (resource.service.name) with(sample=0.1)",
+            0.1,
+            true,
         ),
         (
             "{ } | compare({ status = error }, 1000) with(sample=0.25)",
             0.25,
+            false,
         ),
     ] {
-        // The kept share of the 16-bit trace-ID prefix space, computed here, not by the engine.
-        let prefix = (rate * 65536.0_f64).floor() as u16;
-        let bound = prefix.to_be_bytes();
-        let weight = 65536.0 / f64::from(prefix);
+        // The kept share of the 1024 trace-ID buckets (the top 10 bits), computed here, not
+        // by the engine.
+        let kept = (rate * 1024.0_f64).floor() as u16;
+        let bound = (kept << 6).to_be_bytes();
+        let below = |id: &[u8]| id[..2] < bound[..];
+        let block_weight: Vec<f64> = blocks
+            .iter()
+            .map(|ids| ids.len() as f64 / ids.iter().filter(|id| below(id)).count() as f64)
+            .collect();
+        let head_weight = 1024.0 / f64::from(kept);
+        let weight = |t: &reference::RTrace, _span: usize| match blocks
+            .iter()
+            .position(|ids| ids.binary_search(&t.id).is_ok())
+        {
+            Some(b) if per_block => block_weight[b],
+            _ => head_weight,
+        };
         let ast = allegro_traceql::compile(q).unwrap();
-        let keep = |t: &reference::RTrace| t.id[..2] < bound[..];
-        let want = reference::metrics(&ast, &traces, (start, end, step), &keep, weight).unwrap();
+        let keep = |t: &reference::RTrace| below(&t.id);
+        let want = reference::metrics(&ast, &traces, (start, end, step), &keep, &weight).unwrap();
         if let Some(d) = diff(&want, &run(q.to_string()).await) {
             failures.push(format!("{q}: {d}"));
         }
     }
+    // Asking a sampled query for exemplars leaves its counts alone, and every exemplar is a
+    // span of a kept trace (ID below the 0.25 bound).
+    let q = "{ } | rate() with(sample=0.25)";
+    let with_exemplars = MetricsRequest {
+        query: q.to_string(),
+        start,
+        end,
+        step: Some(step),
+        exemplars: Some(40),
+        max_series: Some(100_000),
+        mode: Mode::All,
+    };
+    let r = engine
+        .query_range(&tenants, &with_exemplars, &limits)
+        .await
+        .unwrap();
+    let plain = run(q.to_string()).await;
+    assert_eq!(r.series.len(), plain.len());
+    for s in &r.series {
+        for x in &s.samples {
+            let want = plain[&labels_text(&s.labels)][&x.timestamp_ms];
+            assert!(close(want, x.value), "{want} vs {}", x.value);
+        }
+    }
+    let exemplar_ids: Vec<Vec<u8>> = r
+        .series
+        .iter()
+        .flat_map(|s| &s.exemplars)
+        .filter_map(|e| e.labels.iter().find(|kv| kv.key == "trace:id"))
+        .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(h) => {
+                hex::decode(h).ok()
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(exemplar_ids.len() >= 10, "{exemplar_ids:?}");
+    assert!(
+        exemplar_ids.iter().all(|id| id[..2] < [0x40, 0x00][..]),
+        "{exemplar_ids:?}"
+    );
+
     assert!(
         failures.is_empty(),
         "{} of {} queries disagree:\n{}",
         failures.len(),
-        QUERIES.len() + 4,
+        QUERIES.len() + 5,
         failures.join("\n\n")
     );
     eprintln!(
         "{} metrics queries agree ({points} points)",
-        QUERIES.len() + 4
+        QUERIES.len() + 5
     );
+}
+
+/// The trace ID of every span of each block under `dir` (sorted), read from the Parquet files
+/// themselves.
+fn block_trace_ids(dir: &std::path::Path) -> Vec<Vec<Vec<u8>>> {
+    use arrow::array::{Array, FixedSizeBinaryArray};
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "data.parquet") {
+                files.push(p);
+            }
+        }
+    }
+    files
+        .iter()
+        .map(|f| {
+            let file = std::fs::File::open(f).unwrap();
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap();
+            let mask =
+                parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["trace_id"]);
+            let mut ids = Vec::new();
+            for b in builder.with_projection(mask).build().unwrap() {
+                let b = b.unwrap();
+                let col = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<FixedSizeBinaryArray>()
+                    .unwrap();
+                ids.extend((0..col.len()).map(|i| col.value(i).to_vec()));
+            }
+            ids.sort();
+            ids
+        })
+        .collect()
 }

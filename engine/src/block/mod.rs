@@ -4,4 +4,5 @@ pub mod bloom;
 pub mod meta;
 pub mod object_reader;
 pub mod reader;
+pub mod trace_cuts;
 pub mod writer;

@@ -8,13 +8,14 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
+use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use uuid::Uuid;
 
 use super::bloom::TraceBloom;
 use super::meta::{BlockMeta, objects, rfc3339_seconds};
+use super::trace_cuts::{self, TraceCuts};
 use crate::convert::flatten::FlatSpan;
 use crate::convert::to_arrow::spans_to_batch;
 use crate::error::{EngineError, Result};
@@ -170,6 +171,20 @@ pub fn encode_block(
     BlockEncoder::start(tenant, spans, 0, opts)?.finish()
 }
 
+/// Appends the trace-ID bucket of every row of `batch` (see [`TraceCuts`]).
+fn trace_buckets(batch: &RecordBatch, out: &mut Vec<u16>) {
+    let ids = batch
+        .column_by_name(crate::schema::col::TRACE_ID)
+        .and_then(|a| {
+            a.as_any()
+                .downcast_ref::<arrow::array::FixedSizeBinaryArray>()
+        });
+    // Without IDs the counts do not add up and the block simply gets no cuts.
+    if let Some(ids) = ids {
+        out.extend(ids.iter().map(|id| id.map_or(0, trace_cuts::bucket)));
+    }
+}
+
 /// An encoded `data.parquet` and its number of row groups.
 type ParquetFile = (Vec<u8>, u64);
 
@@ -249,11 +264,27 @@ impl BlockEncoder {
             .spawn(move || -> Result<ParquetFile> {
                 let mut data = Vec::with_capacity(reserve);
                 let mut writer = ArrowWriter::try_new(&mut data, schema, Some(props))?;
+                let mut buckets: Vec<u16> = Vec::new();
                 for part in rx {
                     match part {
-                        Part::Rows(batch) => writer.write(&batch)?,
+                        Part::Rows(batch) => {
+                            trace_buckets(&batch, &mut buckets);
+                            writer.write(&batch)?
+                        }
                         Part::EndRowGroup => writer.flush()?,
                     }
+                }
+                writer.flush()?;
+                let rows: Vec<usize> = writer
+                    .flushed_row_groups()
+                    .iter()
+                    .map(|rg| rg.num_rows() as usize)
+                    .collect();
+                if let Some(cuts) = TraceCuts::from_buckets(&rows, &buckets) {
+                    writer.append_key_value_metadata(KeyValue::new(
+                        trace_cuts::KEY.to_string(),
+                        cuts.encode(),
+                    ));
                 }
                 let row_groups = writer.close()?.num_row_groups() as u64;
                 Ok((data, row_groups))
@@ -579,6 +610,19 @@ mod tests {
                 (-1, -1, 10)
             ]
         );
+        // Trace t (ID [t; 16]) is in trace-ID bucket 257·t >> 6: traces 1–12 lie below bucket
+        // 52, so the footer counts 24 of their children in the first group, none in the
+        // third (traces 51–60), and 12 roots in the fourth.
+        let cuts = footer
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|e| e.key == trace_cuts::KEY))
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| TraceCuts::decode(v, &[50, 50, 20, 50, 10]))
+            .expect("the footer records trace-ID cuts");
+        let below: Vec<Option<u32>> = (0..5).map(|rg| cuts.rows_below(rg, 52)).collect();
+        assert_eq!(below, [Some(24), Some(0), Some(0), Some(12), Some(0)]);
+        assert_eq!(cuts.rows_below(4, 1024), Some(10));
         assert_eq!(a.hot_columns, b.hot_columns);
         assert!(b.hot_columns.iter().any(|h| h.key == "http.route"));
         // Keys first seen after the sample batch are still recorded.

@@ -40,6 +40,11 @@ impl BlockReaderFactory {
     pub fn new(catalog: Arc<Catalog>) -> Self {
         Self { catalog }
     }
+
+    /// The catalog whose store and footer cache the readers use.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
 }
 
 /// The scan's file for `meta`'s data object, whose Arrow schema is `schema`.

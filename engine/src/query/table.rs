@@ -14,15 +14,22 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use parquet::file::metadata::ParquetMetaData;
+
 use crate::block::meta::BlockMeta;
+use crate::block::trace_cuts::{self, TraceCuts};
 use crate::catalog::Catalog;
 use crate::query::block_reader::{BlockReaderFactory, block_file};
 use crate::schema::{HotColumn, span_schema};
@@ -37,12 +44,18 @@ pub trait LiveSpans: Send + Sync {
     fn live_batches(&self, tenant: &str) -> crate::error::Result<Vec<RecordBatch>>;
 }
 
+/// The per-span weight column of a sampled [`BlocksTable`] (Float64).
+pub const SAMPLE_WEIGHT: &str = "__sample_weight";
+
 /// Blocks that share one schema, scanned as one table.
 #[derive(Debug)]
 pub struct BlocksTable {
+    /// The blocks' file schema.
     schema: SchemaRef,
     blocks: Vec<Arc<BlockMeta>>,
     readers: Arc<BlockReaderFactory>,
+    /// Trace-ID buckets kept by a sampled scan, see [`BlocksTable::sampled`].
+    sample: Option<usize>,
 }
 
 impl BlocksTable {
@@ -52,6 +65,33 @@ impl BlocksTable {
             schema: span_schema(hot),
             blocks,
             readers: Arc::new(BlockReaderFactory::new(catalog.clone())),
+            sample: None,
+        }
+    }
+
+    /// The same blocks sampled by trace: only spans whose trace ID falls in the lowest
+    /// `buckets` of the 1024 trace-ID buckets are read, with a [`SAMPLE_WEIGHT`] column.
+    ///
+    /// Each row group is sorted by trace ID and its footer records how many rows fall below
+    /// every bucket, so the sample is a leading row range of each row group: selected
+    /// directly, without decoding trace IDs or testing them row by row. The weight is the
+    /// block's spans over its sampled spans (a ratio estimate per block: a block lying
+    /// inside one interval contributes its exact span count to it). A block without the
+    /// counts (written before them), or too small to hold a sampled trace, is read in full
+    /// with weight 1.
+    pub fn sampled(&self, buckets: usize) -> Self {
+        Self {
+            sample: Some(buckets),
+            ..self.with_blocks(self.blocks.clone())
+        }
+    }
+
+    fn with_blocks(&self, blocks: Vec<Arc<BlockMeta>>) -> Self {
+        Self {
+            schema: self.schema.clone(),
+            blocks,
+            readers: self.readers.clone(),
+            sample: self.sample,
         }
     }
 
@@ -63,11 +103,7 @@ impl BlocksTable {
     /// The same table over only the blocks `keep` accepts; `None` when none is left.
     pub fn subset(&self, keep: &dyn Fn(&BlockMeta) -> bool) -> Option<Self> {
         let blocks: Vec<Arc<BlockMeta>> = self.blocks.iter().filter(|b| keep(b)).cloned().collect();
-        (!blocks.is_empty()).then(|| Self {
-            schema: self.schema.clone(),
-            blocks,
-            readers: self.readers.clone(),
-        })
+        (!blocks.is_empty()).then(|| self.with_blocks(blocks))
     }
 
     /// The same blocks with every top-level string column read as `Utf8View`: the Parquet
@@ -90,8 +126,7 @@ impl BlocksTable {
                 fields,
                 self.schema.metadata().clone(),
             )),
-            blocks: self.blocks.clone(),
-            readers: self.readers.clone(),
+            ..self.with_blocks(self.blocks.clone())
         }
     }
 }
@@ -119,7 +154,17 @@ pub fn group_by_schema(blocks: &[Arc<BlockMeta>]) -> Vec<(Vec<HotColumn>, Vec<Ar
 #[async_trait]
 impl TableProvider for BlocksTable {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        match self.sample {
+            None => self.schema.clone(),
+            Some(_) => {
+                let mut fields: Vec<_> = self.schema.fields().iter().cloned().collect();
+                fields.push(Arc::new(weight_field()));
+                Arc::new(Schema::new_with_metadata(
+                    fields,
+                    self.schema.metadata().clone(),
+                ))
+            }
+        }
     }
 
     fn table_type(&self) -> TableType {
@@ -150,13 +195,35 @@ impl TableProvider for BlocksTable {
         blocks.sort_by_key(|b| std::cmp::Reverse(b.size));
         let mut load = vec![0u64; groups.len()];
         for b in blocks {
+            let mut file = block_file(&b, &self.schema);
+            let mut bytes = b.size;
+            if let Some(buckets) = self.sample {
+                let footer = self
+                    .readers
+                    .catalog()
+                    .footer(self.readers.catalog().store(), &b)
+                    .await
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                let (plan, weight, share) = sample_plan(footer.metadata(), buckets);
+                if let Some(plan) = plan {
+                    file.extensions.insert(plan);
+                }
+                file.partition_values = vec![ScalarValue::Float64(Some(weight))];
+                bytes = (bytes as f64 * share) as u64;
+            }
             let i = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
-            load[i] += b.size;
-            groups[i].push(block_file(&b, &self.schema));
+            load[i] += bytes;
+            groups[i].push(file);
         }
         // Built directly rather than through `ParquetFormat`, which would swap in its own
         // reader (footer without page index, a 512 KiB footer read per file).
-        let source = ParquetSource::new(self.schema.clone())
+        let table_schema = match self.sample {
+            None => TableSchema::from(self.schema.clone()),
+            Some(_) => TableSchema::builder(self.schema.clone())
+                .with_table_partition_cols(vec![Arc::new(weight_field())])
+                .build(),
+        };
+        let source = ParquetSource::new(table_schema)
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_parquet_file_reader_factory(self.readers.clone())
             .with_enable_page_index(true)
@@ -170,4 +237,47 @@ impl TableProvider for BlocksTable {
             .build();
         Ok(DataSourceExec::from_data_source(conf))
     }
+}
+
+fn weight_field() -> Field {
+    Field::new(SAMPLE_WEIGHT, DataType::Float64, false)
+}
+
+/// A sampled block's access plan (the leading rows of each row group below `buckets`; `None`:
+/// the whole file), the weight of its rows, and the share of its rows read.
+fn sample_plan(footer: &ParquetMetaData, buckets: usize) -> (Option<ParquetAccessPlan>, f64, f64) {
+    let rows: Vec<i64> = footer.row_groups().iter().map(|rg| rg.num_rows()).collect();
+    let cuts = footer
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == trace_cuts::KEY))
+        .and_then(|e| e.value.as_deref())
+        .and_then(|v| TraceCuts::decode(v, &rows));
+    let Some(cuts) = cuts else {
+        return (None, 1.0, 1.0);
+    };
+    let mut access = Vec::with_capacity(rows.len());
+    let (mut kept, mut total) = (0u64, 0u64);
+    for (rg, &n) in rows.iter().enumerate() {
+        let n = n.max(0) as usize;
+        let below = cuts.rows_below(rg, buckets).unwrap_or(0) as usize;
+        kept += below as u64;
+        total += n as u64;
+        access.push(match below {
+            0 => RowGroupAccess::Skip,
+            k if k >= n => RowGroupAccess::Scan,
+            k => RowGroupAccess::Selection(RowSelection::from(vec![
+                RowSelector::select(k),
+                RowSelector::skip(n - k),
+            ])),
+        });
+    }
+    if kept == 0 {
+        return (None, 1.0, 1.0);
+    }
+    (
+        Some(ParquetAccessPlan::new(access)),
+        total as f64 / kept as f64,
+        kept as f64 / total.max(1) as f64,
+    )
 }

@@ -30,10 +30,11 @@ use datafusion::logical_expr::{
 use super::compile::{FirstStage, Func};
 use super::grid::Grid;
 use crate::block::meta::BlockMeta;
+use crate::block::trace_cuts::BUCKETS;
 use crate::error::Result;
 use crate::query::df_err;
 use crate::query::search::Source;
-use crate::query::table::BlocksTable;
+use crate::query::table::{BlocksTable, SAMPLE_WEIGHT};
 use crate::query::translate::{Translator, Typed, case_when};
 use crate::schema::col as c;
 
@@ -87,16 +88,24 @@ pub struct Sampling {
 }
 
 impl Sampling {
-    /// Sampling at `rate` (0 < rate < 1), quantised to 1/65536 of the ID space.
+    /// Sampling at `rate` (0 < rate < 1), quantised to the trace-ID buckets blocks record row
+    /// counts of (1/1024 of the ID space), so a block's sample is a row range of each of its
+    /// row groups.
     pub fn at(rate: f64) -> Option<Self> {
         if !(rate > 0.0 && rate < 1.0) {
             return None;
         }
-        let prefix = ((rate * 65536.0).floor() as u32).clamp(1, 65535) as u16;
+        let n = BUCKETS as f64;
+        let kept = ((rate * n).floor() as u32).clamp(1, BUCKETS as u32 - 1);
         Some(Self {
-            prefix,
-            weight: 65536.0 / prefix as f64,
+            prefix: (kept << 6) as u16,
+            weight: n / f64::from(kept),
         })
+    }
+
+    /// The trace-ID buckets kept (those below this one).
+    pub fn buckets(&self) -> usize {
+        usize::from(self.prefix >> 6)
     }
 
     /// The kept fraction.
@@ -174,18 +183,28 @@ pub(crate) fn rows(
     needs: Needs,
 ) -> Result<LogicalPlan> {
     let t = src.translator();
-    let condition = span_condition(&t, st)?;
-    let mut filter = condition;
-    if let Some(s) = needs.sampling {
-        filter = s.filter().and(filter);
-    }
+    let mut filter = span_condition(&t, st)?;
+    // Blocks sample themselves (a row range per row group, a ratio weight per block) when
+    // spans are counted one by one; per-trace evaluation needs every kept trace whole, which
+    // the trace-ID filter guarantees everywhere alike.
+    let (table, weight) = match (needs.sampling, BlocksTable::of(table.as_ref())) {
+        (Some(s), Some(blocks)) if st.simple.is_some() => (
+            Arc::new(blocks.sampled(s.buckets())) as Arc<dyn TableProvider>,
+            Some(col(SAMPLE_WEIGHT)),
+        ),
+        (Some(s), _) => {
+            filter = s.filter().and(filter);
+            (table, Some(lit(s.weight)))
+        }
+        (None, _) => (table, None),
+    };
     let mut proj = vec![col(c::START_TIME).alias(out::TS)];
     if needs.ids {
         proj.push(col(c::TRACE_ID));
         proj.push(col(c::SPAN_ID));
     }
-    if let Some(s) = needs.sampling {
-        proj.push(lit(s.weight).alias(out::W));
+    if let Some(w) = weight {
+        proj.push(w.alias(out::W));
     }
     if let Some(e) = st.func.value() {
         let typed = t.value(e)?;
