@@ -24,6 +24,7 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use futures::{StreamExt, TryStreamExt};
 
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use parquet::file::metadata::ParquetMetaData;
@@ -193,18 +194,36 @@ impl TableProvider for BlocksTable {
         // Largest first onto the emptiest group keeps partitions even.
         let mut blocks = self.blocks.clone();
         blocks.sort_by_key(|b| std::cmp::Reverse(b.size));
+        // A sampled scan plans each block from its footer: fetched concurrently (cached after
+        // the first query), as a cold object store answers each in tens of milliseconds.
+        let samples: Vec<Option<SamplePlan>> = match self.sample {
+            None => vec![None; blocks.len()],
+            Some(buckets) => {
+                let catalog = self.readers.catalog().clone();
+                let footers = blocks.iter().cloned().map(move |b| {
+                    let catalog = catalog.clone();
+                    async move { catalog.footer(catalog.store(), &b).await }
+                });
+                futures::stream::iter(footers)
+                    .buffered(32)
+                    .map(|footer| {
+                        let footer = footer.map_err(|e| {
+                            datafusion::error::DataFusionError::External(Box::new(e))
+                        })?;
+                        Ok::<_, datafusion::error::DataFusionError>(Some(sample_plan(
+                            footer.metadata(),
+                            buckets,
+                        )))
+                    })
+                    .try_collect()
+                    .await?
+            }
+        };
         let mut load = vec![0u64; groups.len()];
-        for b in blocks {
+        for (b, sample) in blocks.into_iter().zip(samples) {
             let mut file = block_file(&b, &self.schema);
             let mut bytes = b.size;
-            if let Some(buckets) = self.sample {
-                let footer = self
-                    .readers
-                    .catalog()
-                    .footer(self.readers.catalog().store(), &b)
-                    .await
-                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-                let (plan, weight, share) = sample_plan(footer.metadata(), buckets);
+            if let Some((plan, weight, share)) = sample {
                 if let Some(plan) = plan {
                     file.extensions.insert(plan);
                 }
@@ -243,9 +262,12 @@ fn weight_field() -> Field {
     Field::new(SAMPLE_WEIGHT, DataType::Float64, false)
 }
 
-/// A sampled block's access plan (the leading rows of each row group below `buckets`; `None`:
-/// the whole file), the weight of its rows, and the share of its rows read.
-fn sample_plan(footer: &ParquetMetaData, buckets: usize) -> (Option<ParquetAccessPlan>, f64, f64) {
+/// A sampled block's access plan (`None`: the whole file), the weight of its rows, and the
+/// share of its rows read.
+type SamplePlan = (Option<ParquetAccessPlan>, f64, f64);
+
+/// The [`SamplePlan`] of a block: the leading rows of each row group below `buckets`.
+fn sample_plan(footer: &ParquetMetaData, buckets: usize) -> SamplePlan {
     let rows: Vec<i64> = footer.row_groups().iter().map(|rg| rg.num_rows()).collect();
     let cuts = footer
         .file_metadata()
