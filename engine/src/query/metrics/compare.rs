@@ -82,7 +82,7 @@ fn rows(
     proj.extend([
         // NULL (unknown) selection conditions are baseline.
         Expr::IsTrue(Box::new(sel)).alias(SEL),
-        lit(sampling.map_or(1.0, |s| s.weight)).alias(out::W),
+        lit(sampling.map_or(1.0, |s| s.weight())).alias(out::W),
     ]);
     // Blocks read their string columns as views; the live head's are cast to match so the
     // sources' rows union.

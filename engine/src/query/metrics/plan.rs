@@ -6,8 +6,8 @@
 //!           count | sum(w), sum(v [* w]), min(v), max(v), count(v), traceql_exemplars(..))
 //!   TableScan(spans)                       -- SpansTable: union of the sources' rows
 //!     Projection(ts, v, b, k0, t0..)
-//!       Filter(condition AND start < ts <= end [AND trace_id < sample bound])
-//!         TableScan(blocks with one schema | live head)
+//!       Filter(condition [AND start < ts <= end] [AND trace_id < sample bound])
+//!         TableScan(blocks with one schema [sampled: a row range per row group] | live head)
 //! ```
 //!
 //! Filters with spanset or structural operators first run the search program per trace
@@ -78,13 +78,11 @@ pub mod out {
     }
 }
 
-/// Trace-level sampling: keep traces whose ID sorts below `bound`; scale by `weight`.
+/// Trace-level sampling: keep the traces whose ID falls in the lowest `buckets` of the 1024
+/// trace-ID buckets (its top 10 bits).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampling {
-    /// The first two bytes of the exclusive upper trace ID.
-    pub prefix: u16,
-    /// 1 / the fraction of the trace-ID space kept.
-    pub weight: f64,
+    buckets: u16,
 }
 
 impl Sampling {
@@ -95,29 +93,30 @@ impl Sampling {
         if !(rate > 0.0 && rate < 1.0) {
             return None;
         }
-        let n = BUCKETS as f64;
-        let kept = ((rate * n).floor() as u32).clamp(1, BUCKETS as u32 - 1);
-        Some(Self {
-            prefix: (kept << 6) as u16,
-            weight: n / f64::from(kept),
-        })
+        let kept = ((rate * BUCKETS as f64).floor() as u16).clamp(1, BUCKETS as u16 - 1);
+        Some(Self { buckets: kept })
     }
 
     /// The trace-ID buckets kept (those below this one).
     pub fn buckets(&self) -> usize {
-        usize::from(self.prefix >> 6)
+        usize::from(self.buckets)
+    }
+
+    /// 1 / the fraction of the trace-ID space kept.
+    pub fn weight(&self) -> f64 {
+        BUCKETS as f64 / f64::from(self.buckets)
     }
 
     /// The kept fraction.
     pub fn rate(&self) -> f64 {
-        1.0 / self.weight
+        1.0 / self.weight()
     }
 
     /// `trace_id < bound`: blocks are sorted by trace ID, so Parquet statistics and the page
     /// index skip everything above the bound.
     pub fn filter(&self) -> Expr {
         let mut bound = vec![0u8; 16];
-        bound[..2].copy_from_slice(&self.prefix.to_be_bytes());
+        bound[..2].copy_from_slice(&(self.buckets << 6).to_be_bytes());
         col(c::TRACE_ID).lt(lit(ScalarValue::FixedSizeBinary(16, Some(bound))))
     }
 }
@@ -194,7 +193,7 @@ pub(crate) fn rows(
         ),
         (Some(s), _) => {
             filter = s.filter().and(filter);
-            (table, Some(lit(s.weight)))
+            (table, Some(lit(s.weight())))
         }
         (None, _) => (table, None),
     };
@@ -219,7 +218,7 @@ pub(crate) fn rows(
             span: Default::default(),
         };
         let (text, ty) = t.value(&e)?.key_parts();
-        proj.push(cast(text, DataType::Utf8View).alias(out::key(i)));
+        proj.push(text.alias(out::key(i)));
         proj.push(ty.alias(out::key_type(i)));
     }
     scan_in_range(table, grid, filter, proj)
