@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use futures::{StreamExt, TryStreamExt};
 use moka::future::Cache;
 use object_store::path::Path;
@@ -16,6 +17,7 @@ use uuid::Uuid;
 use crate::block::bloom::TraceBloom;
 use crate::block::meta::{BlockMeta, objects};
 use crate::block::reader::{load_footer, read_trace};
+use crate::block::scan_footer::ScanFooter;
 use crate::block::writer::{EncodedBlock, block_path, put_block_data, put_block_meta};
 use crate::convert::from_arrow::batches_to_resource_spans;
 use crate::convert::normalize::normalize;
@@ -72,6 +74,7 @@ pub struct Catalog {
     tenants: Cache<String, Arc<Vec<Arc<BlockMeta>>>>,
     metas: Cache<Path, Arc<BlockMeta>>,
     footers: Cache<Uuid, Arc<ArrowReaderMetadata>>,
+    scan_footers: Cache<Uuid, Arc<ScanFooter>>,
     blooms: Cache<Uuid, Arc<TraceBloom>>,
 }
 
@@ -104,6 +107,11 @@ impl Catalog {
                 .weigher(|_, f: &Arc<ArrowReaderMetadata>| weigh(f.metadata().memory_size()))
                 .max_capacity(cfg.footer_cache_bytes)
                 .build(),
+            // A quarter of the footers' budget: an entry is a few percent of its footer.
+            scan_footers: Cache::builder()
+                .weigher(|_, f: &Arc<ScanFooter>| weigh(f.memory_size()))
+                .max_capacity(cfg.footer_cache_bytes / 4)
+                .build(),
             blooms: Cache::builder()
                 .weigher(|_, b: &Arc<TraceBloom>| weigh(b.byte_size()))
                 .max_capacity(cfg.bloom_cache_bytes)
@@ -127,6 +135,7 @@ impl Catalog {
         self.tenants.invalidate_all();
         self.metas.invalidate_all();
         self.footers.invalidate_all();
+        self.scan_footers.invalidate_all();
         self.blooms.invalidate_all();
     }
 
@@ -284,6 +293,28 @@ impl Catalog {
             })
             .await
             .map_err(unwrap_arc)
+    }
+
+    /// A block's footer converted to the Arrow `schema` of a sampled scan, with its trace-ID
+    /// cuts decoded; cached per block.
+    pub(crate) async fn scan_footer(
+        &self,
+        meta: &BlockMeta,
+        schema: &SchemaRef,
+    ) -> Result<Arc<ScanFooter>> {
+        let convert = |footer: &ArrowReaderMetadata| {
+            ScanFooter::try_new(footer, schema)
+                .map(Arc::new)
+                .map_err(|e| crate::block::reader::parquet_err(meta, e))
+        };
+        if let Some(f) = self.scan_footers.get(&meta.block_id).await
+            && f.has_schema(schema)
+        {
+            return Ok(f);
+        }
+        let f = convert(&*self.footer(&self.store, meta).await?)?;
+        self.scan_footers.insert(meta.block_id, f.clone()).await;
+        Ok(f)
     }
 
     /// Finds every span of trace `id` in `tenant`'s blocks overlapping `[start, end]`

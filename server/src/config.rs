@@ -127,7 +127,8 @@ pub struct FrontendMetricsConfig {
     /// How far back `mode=recent` reaches (15m, Tempo's `query_backend_after`).
     #[serde(deserialize_with = "go_duration")]
     pub query_backend_after: Option<Duration>,
-    /// Spans a `with(sample=true)` query aims to read (2000000).
+    /// Spans a `with(sample=true)` query aims to read when each counts toward its one series
+    /// (500000; four times as many with a filter, `by()` or buckets).
     pub sample_target_spans: Option<u64>,
 }
 

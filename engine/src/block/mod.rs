@@ -4,5 +4,6 @@ pub mod bloom;
 pub mod meta;
 pub mod object_reader;
 pub mod reader;
+pub mod scan_footer;
 pub mod trace_cuts;
 pub mod writer;

@@ -33,7 +33,7 @@ pub(crate) fn object_reader(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> O
     )
 }
 
-fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) -> EngineError {
+pub(crate) fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) -> EngineError {
     EngineError::corrupt(
         block_path(&meta.tenant_id, &meta.block_id, objects::DATA),
         e,

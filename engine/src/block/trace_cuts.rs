@@ -64,6 +64,11 @@ impl TraceCuts {
         self.below.get(rg)?.get(bucket.min(BUCKETS)).copied()
     }
 
+    /// Approximate heap bytes.
+    pub fn memory_size(&self) -> usize {
+        self.below.len() * (BUCKETS + 1) * 4
+    }
+
     /// The footer value: version, then per row group the count of every bucket as LEB128
     /// varints, base64 (about 1.4 KB per row group).
     pub fn encode(&self) -> String {

@@ -3,6 +3,7 @@
 mod block_reader;
 pub mod metrics;
 pub mod plan;
+pub mod sampled_scan;
 pub mod search;
 pub mod spans_table;
 pub mod table;

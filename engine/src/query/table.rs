@@ -14,10 +14,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -26,13 +24,10 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::{StreamExt, TryStreamExt};
 
-use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-use parquet::file::metadata::ParquetMetaData;
-
 use crate::block::meta::BlockMeta;
-use crate::block::trace_cuts::{self, TraceCuts};
 use crate::catalog::Catalog;
 use crate::query::block_reader::{BlockReaderFactory, block_file};
+use crate::query::sampled_scan::{SampledBlock, SampledScanExec};
 use crate::schema::{HotColumn, span_schema};
 
 /// Where the object store is registered in a query session.
@@ -189,60 +184,26 @@ impl TableProvider for BlocksTable {
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
         let partitions = state.config().target_partitions().max(1);
-        let mut groups: Vec<Vec<PartitionedFile>> =
-            vec![Vec::new(); partitions.min(self.blocks.len()).max(1)];
+        let n = partitions.min(self.blocks.len()).max(1);
         // Largest first onto the emptiest group keeps partitions even.
         let mut blocks = self.blocks.clone();
         blocks.sort_by_key(|b| std::cmp::Reverse(b.size));
-        // A sampled scan plans each block from its footer: fetched concurrently (cached after
-        // the first query), as a cold object store answers each in tens of milliseconds.
-        let samples: Vec<Option<SamplePlan>> = match self.sample {
-            None => vec![None; blocks.len()],
-            Some(buckets) => {
-                let catalog = self.readers.catalog().clone();
-                let footers = blocks.iter().cloned().map(move |b| {
-                    let catalog = catalog.clone();
-                    async move { catalog.footer(catalog.store(), &b).await }
-                });
-                futures::stream::iter(footers)
-                    .buffered(32)
-                    .map(|footer| {
-                        let footer = footer.map_err(|e| {
-                            datafusion::error::DataFusionError::External(Box::new(e))
-                        })?;
-                        Ok::<_, datafusion::error::DataFusionError>(Some(sample_plan(
-                            footer.metadata(),
-                            buckets,
-                        )))
-                    })
-                    .try_collect()
-                    .await?
-            }
-        };
-        let mut load = vec![0u64; groups.len()];
-        for (b, sample) in blocks.into_iter().zip(samples) {
-            let mut file = block_file(&b, &self.schema);
-            let mut bytes = b.size;
-            if let Some((plan, weight, share)) = sample {
-                if let Some(plan) = plan {
-                    file.extensions.insert(plan);
-                }
-                file.partition_values = vec![ScalarValue::Float64(Some(weight))];
-                bytes = (bytes as f64 * share) as u64;
-            }
-            let i = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
-            load[i] += bytes;
-            groups[i].push(file);
+        if let Some(buckets) = self.sample {
+            // A limit stays in the plan above the scan, which need not honour it.
+            return self
+                .sampled_scan(state, projection, blocks, buckets, n)
+                .await;
+        }
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
+        let mut load = vec![0u64; n];
+        for b in blocks {
+            let i = emptiest(&load);
+            load[i] += b.size;
+            groups[i].push(block_file(&b, &self.schema));
         }
         // Built directly rather than through `ParquetFormat`, which would swap in its own
         // reader (footer without page index, a 512 KiB footer read per file).
-        let table_schema = match self.sample {
-            None => TableSchema::from(self.schema.clone()),
-            Some(_) => TableSchema::builder(self.schema.clone())
-                .with_table_partition_cols(vec![Arc::new(weight_field())])
-                .build(),
-        };
-        let source = ParquetSource::new(table_schema)
+        let source = ParquetSource::new(TableSchema::from(self.schema.clone()))
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_parquet_file_reader_factory(self.readers.clone())
             .with_enable_page_index(true)
@@ -262,44 +223,57 @@ fn weight_field() -> Field {
     Field::new(SAMPLE_WEIGHT, DataType::Float64, false)
 }
 
-/// A sampled block's access plan (`None`: the whole file), the weight of its rows, and the
-/// share of its rows read.
-type SamplePlan = (Option<ParquetAccessPlan>, f64, f64);
+/// The index of the smallest load.
+fn emptiest(load: &[u64]) -> usize {
+    (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0)
+}
 
-/// The [`SamplePlan`] of a block: the leading rows of each row group below `buckets`.
-fn sample_plan(footer: &ParquetMetaData, buckets: usize) -> SamplePlan {
-    let rows: Vec<i64> = footer.row_groups().iter().map(|rg| rg.num_rows()).collect();
-    let cuts = footer
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|e| e.key == trace_cuts::KEY))
-        .and_then(|e| e.value.as_deref())
-        .and_then(|v| TraceCuts::decode(v, &rows));
-    let Some(cuts) = cuts else {
-        return (None, 1.0, 1.0);
-    };
-    let mut access = Vec::with_capacity(rows.len());
-    let (mut kept, mut total) = (0u64, 0u64);
-    for (rg, &n) in rows.iter().enumerate() {
-        let n = n.max(0) as usize;
-        let below = cuts.rows_below(rg, buckets).unwrap_or(0) as usize;
-        kept += below as u64;
-        total += n as u64;
-        access.push(match below {
-            0 => RowGroupAccess::Skip,
-            k if k >= n => RowGroupAccess::Scan,
-            k => RowGroupAccess::Selection(RowSelection::from(vec![
-                RowSelector::select(k),
-                RowSelector::skip(n - k),
-            ])),
-        });
+impl BlocksTable {
+    /// The scan of a sampled table: [`SampledScanExec`] over `blocks`, in `partitions` groups.
+    async fn sampled_scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        blocks: Vec<Arc<BlockMeta>>,
+        buckets: usize,
+        partitions: usize,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let catalog = self.readers.catalog().clone();
+        let schema = self.schema.clone();
+        // Footers are fetched concurrently (cached after the first query), as a cold object
+        // store answers each in tens of milliseconds.
+        let planned: Vec<SampledBlock> = futures::stream::iter(blocks)
+            .map(|b| {
+                let (catalog, schema) = (catalog.clone(), schema.clone());
+                async move {
+                    let footer = catalog.scan_footer(&b, &schema).await?;
+                    Ok::<_, crate::error::EngineError>(SampledBlock::plan(b, &footer, buckets))
+                }
+            })
+            .buffered(32)
+            .try_collect()
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let mut groups: Vec<Vec<SampledBlock>> = vec![Vec::new(); partitions];
+        let mut load = vec![0u64; partitions];
+        for b in planned {
+            let i = emptiest(&load);
+            load[i] += b.bytes();
+            groups[i].push(b);
+        }
+        let full = self.schema();
+        let projection: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..full.fields().len()).collect(),
+        };
+        let out = Arc::new(full.project(&projection)?);
+        Ok(Arc::new(SampledScanExec::new(
+            catalog,
+            schema,
+            out,
+            projection,
+            groups,
+            state.config().batch_size(),
+        )))
     }
-    if kept == 0 {
-        return (None, 1.0, 1.0);
-    }
-    (
-        Some(ParquetAccessPlan::new(access)),
-        total as f64 / kept as f64,
-        kept as f64 / total.max(1) as f64,
-    )
 }

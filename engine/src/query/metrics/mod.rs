@@ -81,7 +81,9 @@ pub struct MetricsLimits {
     pub max_series: u32,
     /// How far back the recent store reaches.
     pub recent_window: Duration,
-    /// Spans a `with(sample=true)` query aims to read.
+    /// Spans a `with(sample=true)` query aims to read when each counts toward its one series
+    /// (no filter but root spans, no `by()`, no buckets); four times as many otherwise, as a
+    /// filter or grouping leaves fewer spans per series point.
     pub sample_target_spans: u64,
 }
 
@@ -93,7 +95,7 @@ impl Default for MetricsLimits {
             max_exemplars: 100,
             max_series: 1000,
             recent_window: Duration::from_secs(15 * 60),
-            sample_target_spans: 2_000_000,
+            sample_target_spans: 500_000,
         }
     }
 }
@@ -118,7 +120,7 @@ pub struct MetricsRequest {
 }
 
 /// The sampling a query's hints ask for, given how many spans its scan reads.
-fn sampling(q: &Query, spans: u64, limits: &MetricsLimits) -> Option<Sampling> {
+fn sampling(q: &Query, st: &FirstStage, spans: u64, limits: &MetricsLimits) -> Option<Sampling> {
     let fixed = |name: &str| match q.hint(name) {
         Some(Static::Float(f)) => Some(*f),
         _ => None,
@@ -129,10 +131,19 @@ fn sampling(q: &Query, spans: u64, limits: &MetricsLimits) -> Option<Sampling> {
     {
         return Sampling::at(r);
     }
+    let counts_every_span = st.by.is_empty()
+        && !st.func.bucketed()
+        && match &st.simple {
+            Some(None) => true,
+            Some(Some(c)) => roots_or_true(c),
+            None => false,
+        };
+    let target = match counts_every_span {
+        true => limits.sample_target_spans,
+        false => limits.sample_target_spans.saturating_mul(4),
+    };
     match q.hint("sample") {
-        Some(Static::Bool(true)) if spans > limits.sample_target_spans => {
-            Sampling::at(limits.sample_target_spans as f64 / spans as f64)
-        }
+        Some(Static::Bool(true)) if spans > target => Sampling::at(target as f64 / spans as f64),
         _ => None,
     }
 }
@@ -334,7 +345,7 @@ impl QueryEngine {
             spans += if roots { src.traces() } else { src.spans() };
             per_tenant.push(src);
         }
-        let sampling = sampling(q, spans, limits);
+        let sampling = sampling(q, st, spans, limits);
         if let Func::Compare { .. } = st.func {
             return self.compare(&per_tenant, st, grid, sampling, cost).await;
         }
@@ -389,28 +400,43 @@ impl QueryEngine {
             let matched = self
                 .matched_spans(&ctx, src, st, grid, sampling, cost)
                 .await?;
-            for (pass, per_group) in [(Some(needs), None), (ex_needs, per_group)] {
-                let Some(pass) = pass else { continue };
-                let inputs = src
-                    .tables
-                    .iter()
-                    .filter_map(|s| {
-                        let table = match (&ex_blocks, per_group) {
-                            (Some(chosen), Some(_)) => blocks_among(s, chosen)?,
-                            _ => s.table.clone(),
-                        };
-                        Some(plan::rows(s, table, st, grid, pass))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                if inputs.is_empty() {
-                    continue;
-                }
-                let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
-                let p = plan::aggregate(table, matched.clone(), st, grid, pass, per_group)?;
-                let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
-                let (batches, bytes) = collect_counted(&ctx, df).await?;
+            // The exemplar pass runs alongside the main one: each spends part of its time
+            // waiting on reads and planning.
+            let passes = [(Some(needs), None), (ex_needs, per_group)]
+                .into_iter()
+                .filter_map(|(pass, per_group)| Some((pass?, per_group)))
+                .map(|(pass, per_group)| {
+                    let inputs = src
+                        .tables
+                        .iter()
+                        .filter_map(|s| {
+                            let table = match (&ex_blocks, per_group) {
+                                (Some(chosen), Some(_)) => blocks_among(s, chosen)?,
+                                _ => s.table.clone(),
+                            };
+                            Some(plan::rows(s, table, st, grid, pass))
+                        })
+                        .collect::<Result<Vec<_>>>();
+                    let (ctx, matched) = (&ctx, matched.clone());
+                    async move {
+                        let inputs = inputs?;
+                        if inputs.is_empty() {
+                            return Ok(None);
+                        }
+                        let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
+                        let p = plan::aggregate(table, matched, st, grid, pass, per_group)?;
+                        let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
+                        let (batches, bytes) = collect_counted(ctx, df).await?;
+                        Ok::<_, EngineError>(Some((batches, bytes, per_group.is_some())))
+                    }
+                });
+            for (batches, bytes, exemplars) in futures::future::try_join_all(passes)
+                .await?
+                .into_iter()
+                .flatten()
+            {
                 cost.inspected_bytes += bytes;
-                raw.add_batches(&batches, st.by.len(), grid.intervals(), per_group.is_some())?;
+                raw.add_batches(&batches, st.by.len(), grid.intervals(), exemplars)?;
             }
         }
         let duration = plan::is_duration(&st.func);
@@ -507,12 +533,35 @@ impl QueryEngine {
 /// Whether `cond` keeps root spans only: a top-level conjunct `nestedSetParent < 0` (Traces
 /// Drilldown's "root spans" signal), `<= -1` or `= -1`.
 fn roots_only(cond: &FieldExpr) -> bool {
+    match &cond.kind {
+        FieldKind::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } => roots_only(lhs) || roots_only(rhs),
+        _ => is_root_test(cond),
+    }
+}
+
+/// True when `cond` keeps every span of the rows it reads: root-span tests and `true`, joined
+/// by `&&`.
+fn roots_or_true(cond: &FieldExpr) -> bool {
+    match &cond.kind {
+        FieldKind::Static(Static::Bool(true)) => true,
+        FieldKind::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } => roots_or_true(lhs) && roots_or_true(rhs),
+        _ => is_root_test(cond),
+    }
+}
+
+/// `nestedSetParent < 0` and its equivalents.
+fn is_root_test(cond: &FieldExpr) -> bool {
     let FieldKind::Binary { op, lhs, rhs } = &cond.kind else {
         return false;
     };
-    if *op == BinaryOp::And {
-        return roots_only(lhs) || roots_only(rhs);
-    }
     let parent = matches!(
         lhs.kind,
         FieldKind::Ref(FieldRef::Intrinsic(Intrinsic::NestedSetParent))
@@ -707,5 +756,42 @@ mod tests {
         ] {
             assert!(!roots(q), "{q}");
         }
+    }
+
+    #[test]
+    fn sample_true_reads_fewer_spans_when_each_counts_toward_one_series() {
+        let limits = MetricsLimits::default();
+        // Spans read: 10 M. Returns the kept buckets of 1024 (rate = k / 1024).
+        let kept = |q: &str| {
+            let (query, node) = compile_metrics(q).unwrap();
+            let Node::Query(st) = node else { panic!("{q}") };
+            sampling(&query, &st, 10_000_000, &limits).map(|s| s.buckets())
+        };
+        // 500k / 10M = 0.05 → ⌊51.2⌋ buckets; 2M / 10M = 0.2 → ⌊204.8⌋.
+        for q in [
+            "{} | rate() with(sample=true)",
+            "{true && true} | rate() with(sample=true)",
+            "{nestedSetParent<0 && true} | count_over_time() with(sample=true)",
+            "{} | avg_over_time(duration) with(sample=true)",
+        ] {
+            assert_eq!(kept(q), Some(51), "{q}");
+        }
+        for q in [
+            "{status=error} | rate() with(sample=true)",
+            "{nestedSetParent<0 && status=error} | rate() with(sample=true)",
+            "{} | rate() by(resource.service.name) with(sample=true)",
+            "{} | histogram_over_time(duration) with(sample=true)",
+            "{} >> {} | rate() with(sample=true)",
+        ] {
+            assert_eq!(kept(q), Some(204), "{q}");
+        }
+        assert_eq!(kept("{status=error} | rate() with(sample=0.1)"), Some(102));
+        assert_eq!(kept("{} | rate()"), None);
+        // Below the target nothing is sampled.
+        let (query, Node::Query(st)) = compile_metrics("{} | rate() with(sample=true)").unwrap()
+        else {
+            panic!()
+        };
+        assert!(sampling(&query, &st, 400_000, &limits).is_none());
     }
 }
