@@ -302,17 +302,15 @@ impl Catalog {
         meta: &BlockMeta,
         schema: &SchemaRef,
     ) -> Result<Arc<ScanFooter>> {
-        let convert = |footer: &ArrowReaderMetadata| {
-            ScanFooter::try_new(footer, schema)
-                .map(Arc::new)
-                .map_err(|e| crate::block::reader::parquet_err(meta, e))
-        };
         if let Some(f) = self.scan_footers.get(&meta.block_id).await
             && f.has_schema(schema)
         {
             return Ok(f);
         }
-        let f = convert(&*self.footer(&self.store, meta).await?)?;
+        let footer = self.footer(&self.store, meta).await?;
+        let f = ScanFooter::try_new(&footer, schema)
+            .map(Arc::new)
+            .map_err(|e| crate::block::reader::parquet_err(meta, e))?;
         self.scan_footers.insert(meta.block_id, f.clone()).await;
         Ok(f)
     }
