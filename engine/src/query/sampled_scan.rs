@@ -17,7 +17,7 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{
@@ -49,20 +49,16 @@ use crate::catalog::Catalog;
 #[derive(Debug, Clone)]
 pub struct SampledBlock {
     meta: Arc<BlockMeta>,
-    row_groups: Vec<usize>,
-    /// Rows of `row_groups` (concatenated) to read; `None`: all of them.
-    selection: Option<RowSelection>,
-    /// Weight of each row read.
-    weight: f64,
-    /// Share of the block's rows read.
-    share: f64,
+    /// The footer the rows were planned from, which the read then uses.
+    footer: Arc<ScanFooter>,
+    rows: SampleRows,
 }
 
 impl SampledBlock {
     /// The rows of the traces in the lowest `buckets` trace-ID buckets: a leading range of each
     /// row group, weighted by the block's rows over the rows read. A block without cuts (written
     /// before them), or with no sampled trace, is read whole with weight 1.
-    pub fn plan(meta: Arc<BlockMeta>, footer: &ScanFooter, buckets: usize) -> Self {
+    pub fn plan(meta: Arc<BlockMeta>, footer: Arc<ScanFooter>, buckets: usize) -> Self {
         let rows: Vec<usize> = footer
             .reader
             .metadata()
@@ -70,28 +66,25 @@ impl SampledBlock {
             .iter()
             .map(|rg| rg.num_rows().max(0) as usize)
             .collect();
-        let s = sample_rows(&rows, footer.cuts.as_ref(), buckets);
-        Self {
-            meta,
-            row_groups: s.row_groups,
-            selection: s.selection,
-            weight: s.weight,
-            share: s.share,
-        }
+        let rows = sample_rows(&rows, footer.cuts.as_ref(), buckets);
+        Self { meta, footer, rows }
     }
 
     /// Bytes of the block's data this reads, roughly.
     pub fn bytes(&self) -> u64 {
-        (self.meta.size as f64 * self.share) as u64
+        (self.meta.size as f64 * self.rows.share) as u64
     }
 }
 
 /// The rows of one block a sample reads.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct SampleRows {
     row_groups: Vec<usize>,
+    /// Rows of `row_groups` (concatenated) to read; `None`: all of them.
     selection: Option<RowSelection>,
+    /// Weight of each row read.
     weight: f64,
+    /// Share of the block's rows read.
     share: f64,
 }
 
@@ -137,8 +130,8 @@ fn sample_rows(rows: &[usize], cuts: Option<&TraceCuts>, buckets: usize) -> Samp
 #[derive(Debug)]
 pub struct SampledScanExec {
     catalog: Arc<Catalog>,
-    /// The blocks' Arrow schema (file columns only).
-    file_schema: SchemaRef,
+    /// Columns of the blocks' Arrow schema (the weight comes after them).
+    file_columns: usize,
     /// Output columns: indices into the file schema, or one past its end for the weight.
     projection: Vec<usize>,
     groups: Vec<Vec<SampledBlock>>,
@@ -148,10 +141,11 @@ pub struct SampledScanExec {
 }
 
 impl SampledScanExec {
-    /// A scan producing `schema` (the `projection` of the file schema plus the weight column).
+    /// A scan producing `schema` (the `projection` of the `file_columns` of the blocks' schema
+    /// plus the weight column).
     pub fn new(
         catalog: Arc<Catalog>,
-        file_schema: SchemaRef,
+        file_columns: usize,
         schema: SchemaRef,
         projection: Vec<usize>,
         groups: Vec<Vec<SampledBlock>>,
@@ -165,7 +159,7 @@ impl SampledScanExec {
         );
         Self {
             catalog,
-            file_schema,
+            file_columns,
             projection,
             groups,
             batch_size,
@@ -232,11 +226,21 @@ impl ExecutionPlan for SampledScanExec {
     ) -> Result<SendableRecordBatchStream> {
         let schema = self.schema();
         let blocks = self.groups.get(partition).cloned().unwrap_or_default();
+        // The reader returns the projected roots in file order.
+        let mut roots: Vec<usize> = self
+            .projection
+            .iter()
+            .copied()
+            .filter(|&i| i < self.file_columns)
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
         let read = Arc::new(BlockRead {
             catalog: self.catalog.clone(),
-            file_schema: self.file_schema.clone(),
+            file_columns: self.file_columns,
             schema: schema.clone(),
             projection: self.projection.clone(),
+            roots,
             batch_size: self.batch_size,
             bytes: MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition),
         });
@@ -257,31 +261,18 @@ impl ExecutionPlan for SampledScanExec {
 /// What every block read of one partition shares.
 struct BlockRead {
     catalog: Arc<Catalog>,
-    file_schema: SchemaRef,
+    file_columns: usize,
     schema: SchemaRef,
     projection: Vec<usize>,
+    /// The file columns of `projection`, sorted.
+    roots: Vec<usize>,
     batch_size: usize,
     bytes: Count,
 }
 
 impl BlockRead {
     async fn block(self: Arc<Self>, b: SampledBlock) -> Result<Vec<RecordBatch>> {
-        let external = |e: crate::error::EngineError| DataFusionError::External(Box::new(e));
-        let footer = self
-            .catalog
-            .scan_footer(&b.meta, &self.file_schema)
-            .await
-            .map_err(external)?;
-        let n_file = self.file_schema.fields().len();
-        // The reader returns the projected roots in file order.
-        let mut roots: Vec<usize> = self
-            .projection
-            .iter()
-            .copied()
-            .filter(|&i| i < n_file)
-            .collect();
-        roots.sort_unstable();
-        roots.dedup();
+        let (roots, footer, rows) = (&self.roots, &b.footer, b.rows);
         let reader = CountingReader {
             inner: crate::block::reader::object_reader(self.catalog.store(), &b.meta),
             bytes: self.bytes.clone(),
@@ -290,29 +281,29 @@ impl BlockRead {
         let mut builder =
             ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer.reader.clone())
                 .with_projection(mask)
-                .with_row_groups(b.row_groups.clone())
+                .with_row_groups(rows.row_groups)
                 .with_batch_size(self.batch_size);
-        if let Some(sel) = &b.selection {
-            builder = builder.with_row_selection(sel.clone());
+        if let Some(sel) = rows.selection {
+            builder = builder.with_row_selection(sel);
         }
         let read: Vec<RecordBatch> = builder.build()?.try_collect().await?;
         read.into_iter()
             .map(|batch| {
-                let rows = batch.num_rows();
+                let n = batch.num_rows();
                 let columns = self
                     .projection
                     .iter()
                     .map(|&i| match roots.binary_search(&i) {
                         Ok(at) => Ok(batch.column(at).clone()),
-                        Err(_) if i == n_file => {
-                            Ok(Arc::new(Float64Array::from_value(b.weight, rows)) as ArrayRef)
+                        Err(_) if i == self.file_columns => {
+                            Ok(Arc::new(Float64Array::from_value(rows.weight, n)) as ArrayRef)
                         }
                         Err(_) => datafusion::common::internal_err!(
                             "sampled scan projection {i} outside the schema"
                         ),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let opts = RecordBatchOptions::new().with_row_count(Some(rows));
+                let opts = RecordBatchOptions::new().with_row_count(Some(n));
                 Ok(RecordBatch::try_new_with_options(
                     self.schema.clone(),
                     columns,

@@ -248,7 +248,7 @@ impl BlocksTable {
                 let (catalog, schema) = (catalog.clone(), schema.clone());
                 async move {
                     let footer = catalog.scan_footer(&b, &schema).await?;
-                    Ok::<_, crate::error::EngineError>(SampledBlock::plan(b, &footer, buckets))
+                    Ok::<_, crate::error::EngineError>(SampledBlock::plan(b, footer, buckets))
                 }
             })
             .buffered(32)
@@ -270,7 +270,7 @@ impl BlocksTable {
         let out = Arc::new(full.project(&projection)?);
         Ok(Arc::new(SampledScanExec::new(
             catalog,
-            schema,
+            self.schema.fields().len(),
             out,
             projection,
             groups,
