@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 
+mod local;
+
+pub use local::LocalStore;
+
 /// Which object store holds the blocks, with Tempo's key names (`storage.trace.*`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase")]
@@ -72,10 +76,10 @@ pub fn open_store(backend: &StorageBackend) -> Result<Arc<dyn ObjectStore>> {
                     path.display()
                 ))
             })?;
-            Arc::new(
+            Arc::new(LocalStore::new(
                 object_store::local::LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| bad("local.path", e))?,
-            )
+            ))
         }
         StorageBackend::S3 {
             bucket,

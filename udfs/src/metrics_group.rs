@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, UInt8Array, UInt64Array};
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -115,32 +116,37 @@ impl ScalarUDFImpl for MetricsGroup {
             })
             .collect::<Result<Vec<_>>>()?;
         let max_interval = (1u64 << INTERVAL_BITS) - 1;
-        let out: UInt64Array = if types.is_empty() && ts.null_count() == 0 {
-            // The common case in one tight loop.
-            ts.values()
-                .iter()
-                .map(|t| interval(*t, first, step, inv).map(|i| i.min(max_interval)))
-                .collect()
-        } else {
-            (0..ts.len())
-                .map(|r| {
-                    let i = ts
-                        .is_valid(r)
-                        .then(|| interval(ts.value(r), first, step, inv))
-                        .flatten()?;
-                    let mut g = i.min(max_interval);
-                    for (k, t) in types.iter().enumerate() {
-                        let code = if t.is_valid(r) {
-                            u64::from(t.value(r).min(30)) + 1
-                        } else {
-                            0
-                        };
-                        g |= code << (INTERVAL_BITS + TYPE_BITS * k as u32);
-                    }
-                    Some(g)
-                })
-                .collect()
-        };
+        // Values and validity in separate tight loops: collecting `Option`s per row (the
+        // obvious way) cost a tenth of a sampled 6h `rate()`.
+        let mut before_first = false;
+        let mut keys: Vec<u64> = ts
+            .values()
+            .iter()
+            .map(|&t| match interval(t, first, step, inv) {
+                Some(i) => i.min(max_interval),
+                None => {
+                    before_first = true;
+                    0
+                }
+            })
+            .collect();
+        for (k, t) in types.iter().enumerate() {
+            let shift = INTERVAL_BITS + TYPE_BITS * k as u32;
+            for (r, (g, &code)) in keys.iter_mut().zip(t.values().iter()).enumerate() {
+                if t.is_valid(r) {
+                    *g |= (u64::from(code.min(30)) + 1) << shift;
+                }
+            }
+        }
+        let in_range = before_first.then(|| {
+            NullBuffer::from_iter(
+                ts.values()
+                    .iter()
+                    .map(|&t| interval(t, first, step, inv).is_some()),
+            )
+        });
+        let nulls = NullBuffer::union(ts.nulls(), in_range.as_ref());
+        let out = UInt64Array::new(keys.into(), nulls);
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
 }
@@ -203,5 +209,50 @@ mod tests {
         assert_eq!(unpack_type(g, 1), None);
         assert_eq!(unpack_type(g, 2), Some(0));
         assert_eq!(unpack_type(g, 3), None);
+    }
+
+    #[test]
+    fn invoking_packs_keys_per_row_with_nulls_where_ts_is_null_or_early() {
+        use datafusion::arrow::datatypes::Field;
+        use datafusion::config::ConfigOptions;
+        // Grid from 100 in steps of 10. Rows: 125 → 2; NULL → NULL; 99 → NULL (before the
+        // grid); 100 → 0 with key 0 absent; 219 → 11.
+        let ts = UInt64Array::from(vec![Some(125), None, Some(99), Some(100), Some(219)]);
+        let types = UInt8Array::from(vec![Some(2), Some(1), Some(0), None, Some(40)]);
+        let args = vec![
+            ColumnarValue::Array(Arc::new(ts)),
+            ColumnarValue::Scalar(ScalarValue::UInt64(Some(100))),
+            ColumnarValue::Scalar(ScalarValue::UInt64(Some(10))),
+            ColumnarValue::Array(Arc::new(types)),
+        ];
+        let arg_fields = args
+            .iter()
+            .map(|a| Arc::new(Field::new("a", a.data_type(), true)))
+            .collect();
+        let out = MetricsGroup::default()
+            .invoke_with_args(ScalarFunctionArgs {
+                args,
+                arg_fields,
+                number_rows: 5,
+                return_field: Arc::new(Field::new("g", DataType::UInt64, true)),
+                config_options: Arc::new(ConfigOptions::default()),
+            })
+            .unwrap();
+        let ColumnarValue::Array(out) = out else {
+            panic!("an array")
+        };
+        let out = out.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let got: Vec<Option<u64>> = out.iter().collect();
+        // Type 2 → code 3, type 40 saturates at 30 → code 31.
+        assert_eq!(
+            got,
+            [
+                Some(2 | (3 << 32)),
+                None,
+                None,
+                Some(0),
+                Some(11 | (31 << 32))
+            ]
+        );
     }
 }
