@@ -34,17 +34,14 @@ pub fn interval(ts: u64, first: u64, step: u64, inv: f64) -> Option<u64> {
     if step == 0 {
         return None;
     }
-    // Below 2^52 the float quotient is off by at most one; above, divide.
-    if off >= 1 << 52 {
+    // Below 2^52 (offset and step) the float quotient is off by at most one and the products
+    // below cannot overflow; beyond, divide. The correction is branch-free: this runs per span.
+    if (off | step) >= 1 << 52 {
         return Some(off / step);
     }
-    let mut q = (off as f64 * inv) as u64;
-    if q > 0 && q.checked_mul(step).is_none_or(|m| m > off) {
-        q -= 1;
-    } else if (q + 1).checked_mul(step).is_some_and(|n| n <= off) {
-        q += 1;
-    }
-    Some(q)
+    let q = (off as i64 as f64 * inv) as i64 as u64;
+    let q = q - u64::from(q * step > off);
+    Some(q + u64::from((q + 1) * step <= off))
 }
 
 /// The interval of a packed group key.
