@@ -25,7 +25,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
 
 /// Ranged reads of at most this many bytes in total run on the calling thread.
@@ -125,8 +125,11 @@ impl ObjectStore for LocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        // After the rename too: a read between the two may have kept the old file.
         self.files.invalidate(location);
-        self.inner.put_opts(location, payload, opts).await
+        let put = self.inner.put_opts(location, payload, opts).await;
+        self.files.invalidate(location);
+        put
     }
 
     async fn put_multipart_opts(
@@ -135,7 +138,12 @@ impl ObjectStore for LocalStore {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         self.files.invalidate(location);
-        self.inner.put_multipart_opts(location, opts).await
+        let upload = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(Upload {
+            inner: upload,
+            location: location.clone(),
+            files: self.files.clone(),
+        }))
     }
 
     async fn get_opts(
@@ -196,7 +204,34 @@ impl ObjectStore for LocalStore {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         self.files.invalidate(to);
-        self.inner.copy_opts(from, to, options).await
+        let copied = self.inner.copy_opts(from, to, options).await;
+        self.files.invalidate(to);
+        copied
+    }
+}
+
+/// A multipart upload whose object appears at `complete`, when the kept file is let go of.
+#[derive(Debug)]
+struct Upload {
+    inner: Box<dyn MultipartUpload>,
+    location: Path,
+    files: Cache<Path, Arc<File>>,
+}
+
+#[async_trait]
+impl MultipartUpload for Upload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let done = self.inner.complete().await;
+        self.files.invalidate(&self.location);
+        done
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.inner.abort().await
     }
 }
 
@@ -258,6 +293,19 @@ mod tests {
         assert_eq!(
             &s.get_ranges(&path, &[0..5]).await.unwrap()[0][..],
             b"again"
+        );
+        // A multipart upload replaces it when it completes.
+        let mut up = s.put_multipart(&path).await.unwrap();
+        up.put_part(b"third".to_vec().into()).await.unwrap();
+        // Read while it is in flight: the old object, whose file is kept again.
+        assert_eq!(
+            &s.get_ranges(&path, &[0..5]).await.unwrap()[0][..],
+            b"again"
+        );
+        up.complete().await.unwrap();
+        assert_eq!(
+            &s.get_ranges(&path, &[0..5]).await.unwrap()[0][..],
+            b"third"
         );
         s.delete(&path).await.unwrap();
         let gone = s.get_ranges(&path, &[0..5]).await.unwrap_err();
