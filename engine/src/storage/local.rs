@@ -160,12 +160,15 @@ impl ObjectStore for LocalStore {
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
         let bytes: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
-        if bytes <= INLINE_READ_BYTES {
-            let file = self.file(location)?;
+        let file = self.file(location)?;
+        // Outside a tokio runtime there is no blocking pool to hand a large read to.
+        let runtime = tokio::runtime::Handle::try_current();
+        let Some(runtime) = runtime.ok().filter(|_| bytes > INLINE_READ_BYTES) else {
             return read_ranges(&file, location, ranges);
-        }
-        let (file, location, ranges) = (self.file(location)?, location.clone(), ranges.to_vec());
-        tokio::task::spawn_blocking(move || read_ranges(&file, &location, &ranges))
+        };
+        let (location, ranges) = (location.clone(), ranges.to_vec());
+        runtime
+            .spawn_blocking(move || read_ranges(&file, &location, &ranges))
             .await
             .map_err(|e| object_store::Error::Generic {
                 store: "LocalFileSystem",
@@ -277,6 +280,15 @@ mod tests {
             matches!(missing, object_store::Error::NotFound { .. }),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn a_large_read_outside_a_runtime_runs_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big"), vec![7u8; 1 << 20]).unwrap();
+        let s = LocalStore::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let got = futures::executor::block_on(s.get_ranges(&Path::from("big"), &[0..(1 << 20)]));
+        assert_eq!(got.unwrap()[0], vec![7u8; 1 << 20]);
     }
 
     #[tokio::test]
