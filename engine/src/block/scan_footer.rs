@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 
-use super::trace_cuts::{self, TraceCuts};
+use super::trace_cuts::TraceCuts;
 
 /// Reader metadata with a given Arrow schema, plus the block's trace-ID cuts.
 #[derive(Debug)]
@@ -33,14 +33,10 @@ impl ScanFooter {
             md.clone(),
             ArrowReaderOptions::new().with_schema(schema.clone()),
         )?;
-        let rows: Vec<i64> = md.row_groups().iter().map(|rg| rg.num_rows()).collect();
-        let cuts = md
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|e| e.key == trace_cuts::KEY))
-            .and_then(|e| e.value.as_deref())
-            .and_then(|v| TraceCuts::decode(v, &rows));
-        Ok(Self { reader, cuts })
+        Ok(Self {
+            reader,
+            cuts: TraceCuts::from_footer(md),
+        })
     }
 
     /// Whether this was converted to `schema`.

@@ -7,6 +7,7 @@
 //! bits; sampling rates are multiples of one part.
 
 use base64::Engine as _;
+use parquet::file::metadata::ParquetMetaData;
 
 /// Footer key-value entry holding the cuts.
 pub const KEY: &str = "allegro.trace_id_cuts";
@@ -91,6 +92,19 @@ impl TraceCuts {
             "{VERSION}:{}",
             base64::engine::general_purpose::STANDARD.encode(bytes)
         )
+    }
+
+    /// The cuts a Parquet footer records, checked against its row groups; `None` when it has
+    /// none or they do not add up.
+    pub fn from_footer(md: &ParquetMetaData) -> Option<Self> {
+        let rows: Vec<i64> = md.row_groups().iter().map(|rg| rg.num_rows()).collect();
+        md.file_metadata()
+            .key_value_metadata()?
+            .iter()
+            .find(|e| e.key == KEY)?
+            .value
+            .as_deref()
+            .and_then(|v| Self::decode(v, &rows))
     }
 
     /// Reads a footer value against the file's row-group row counts; `None` for anything that

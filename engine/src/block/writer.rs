@@ -613,13 +613,7 @@ mod tests {
         // Trace t (ID [t; 16]) is in trace-ID bucket 257·t >> 6: traces 1–12 lie below bucket
         // 52, so the footer counts 24 of their children in the first group, none in the
         // third (traces 51–60), and 12 roots in the fourth.
-        let cuts = footer
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|e| e.key == trace_cuts::KEY))
-            .and_then(|e| e.value.as_deref())
-            .and_then(|v| TraceCuts::decode(v, &[50, 50, 20, 50, 10]))
-            .expect("the footer records trace-ID cuts");
+        let cuts = TraceCuts::from_footer(&footer).expect("the footer records trace-ID cuts");
         let below: Vec<Option<u32>> = (0..5).map(|rg| cuts.rows_below(rg, 52)).collect();
         assert_eq!(below, [Some(24), Some(0), Some(0), Some(12), Some(0)]);
         assert_eq!(cuts.rows_below(4, 1024), Some(10));
