@@ -100,7 +100,7 @@ impl Catalog {
             counters,
             tenants: Cache::builder().time_to_live(cfg.blocklist_poll).build(),
             metas: Cache::builder()
-                .weigher(|_, m: &Arc<BlockMeta>| weigh(512 + m.hot_columns.len() * 64))
+                .weigher(|_, m: &Arc<BlockMeta>| weigh(m.memory_size()))
                 .max_capacity(cfg.meta_cache_bytes)
                 .build(),
             footers: Cache::builder()

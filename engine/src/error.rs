@@ -45,6 +45,17 @@ pub enum EngineError {
         /// What was wrong.
         message: String,
     },
+    /// A query went over one of its budgets (time, memory, answer size): a 422 naming the limit.
+    #[error("{message} (limit: {limit})")]
+    Budget {
+        /// The config key of the limit.
+        limit: String,
+        /// What went over, and what to do about it.
+        message: String,
+    },
+    /// The tenant has too many queries running and waiting: a 429, retry later.
+    #[error("too many queries: {0}")]
+    TooManyQueries(String),
     /// An error shared by several waiters on one cache load.
     #[error("{0}")]
     Shared(std::sync::Arc<EngineError>),
@@ -73,7 +84,11 @@ impl EngineError {
     /// True when the caller, not the system, is at fault.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::InvalidInput(_) | Self::NotSupported(_) | Self::Query(_) => true,
+            Self::InvalidInput(_)
+            | Self::NotSupported(_)
+            | Self::Query(_)
+            | Self::Budget { .. }
+            | Self::TooManyQueries(_) => true,
             Self::Shared(e) => e.is_user_error(),
             _ => false,
         }

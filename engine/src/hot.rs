@@ -263,6 +263,12 @@ impl KeyScan {
         out
     }
 
+    /// Distinct attribute keys over all scopes.
+    pub fn distinct_keys(&self) -> usize {
+        let k = &self.keys;
+        k.span.len() + k.resource.len() + k.instrumentation.len() + k.event.len() + k.link.len()
+    }
+
     /// Every attribute key of every scope.
     pub fn keys(&self) -> AttributeKeys {
         let v = |s: &BTreeSet<String>| s.iter().cloned().collect();
@@ -284,6 +290,13 @@ struct KeySets {
     event: BTreeSet<String>,
     link: BTreeSet<String>,
 }
+
+/// Most distinct attribute keys a block records in `meta.json` (keys, their types, which hold
+/// arrays). A block over it records none: the lists are for pruning and tag names, and a block
+/// whose spans carry a key each (ids or timestamps used as keys) gains nothing from them; 100k
+/// such keys once grew `meta.json` to 466 MiB. Queries treat such a block as one written before
+/// keys were recorded, and tag names read its overflow maps.
+pub const MAX_RECORDED_KEYS: usize = 10_000;
 
 /// Every attribute key of a block, per scope (sorted), as recorded in `meta.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -22,8 +22,9 @@ use crate::error::{IngestError, Result};
 use crate::head::{CutBlock, CutPolicy, HeldTrace, TenantHead};
 use crate::limits::{Overrides, RateLimiter};
 use crate::metrics::{HeadGauges, IngestMetrics, RefuseReason};
+use crate::prepare::BadKind;
 use crate::prepare::{Prepared, decode_chunks, prepare};
-use crate::truncate::truncate_attributes;
+use crate::sanitize::{SpanRules, sanitize};
 use crate::wal::{self, Record, Wal, WalOptions, WalSink};
 use crate::wire;
 
@@ -40,8 +41,9 @@ pub struct IngesterConfig {
     pub block: BlockWriteOptions,
     /// Per-tenant limits.
     pub overrides: Overrides,
-    /// Bytes a tenant's head may hold (live, complete and being written); past it pushes get a
-    /// retryable refusal until flushing catches up (Tempo's `max_live_traces_bytes`).
+    /// Bytes the heads of all tenants together may hold (live, complete and being written);
+    /// past it pushes get a retryable refusal until flushing catches up. Each tenant's share
+    /// under it is its `max_head_bytes` limit.
     pub max_head_bytes: u64,
 }
 
@@ -91,6 +93,10 @@ pub struct PushOutcome {
 #[derive(Default)]
 struct Heads {
     tenants: RwLock<HashMap<String, Arc<Mutex<TenantHead>>>>,
+    /// Bytes held by every tenant's head together (what `max_head_bytes` bounds). Heads grow
+    /// only when the WAL applies a record (or replay restores a trace) and shrink only when a
+    /// cut block is durable, so those are the only places that move it.
+    total: std::sync::atomic::AtomicU64,
 }
 
 impl Heads {
@@ -124,6 +130,8 @@ impl Heads {
 impl WalSink for Heads {
     fn apply(&self, seq: u64, record: &Record) {
         if let Record::Append { tenant, chunks } = record {
+            let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+            self.total.fetch_add(bytes as u64, Ordering::Relaxed);
             self.get_or_create(tenant)
                 .lock()
                 .apply(seq, chunks, Instant::now());
@@ -263,6 +271,9 @@ impl Ingester {
                 }
                 out.replayed_spans += u64::from(held.spans);
                 out.replayed_traces += 1;
+                heads
+                    .total
+                    .fetch_add(held.data.len() as u64, Ordering::Relaxed);
                 head.restore(id, held, now);
             }
         }
@@ -321,8 +332,9 @@ impl Ingester {
         body: &[u8],
     ) -> Result<PushOutcome> {
         let limits = self.cfg.overrides.limits(tenant);
+        let rules = SpanRules::new(limits, allegro_engine::now_unix_nanos());
         let fast = match self.tap.get() {
-            None => wire::prepare_encoded(body, limits.max_attribute_bytes),
+            None => wire::prepare_encoded(body, &rules),
             Some(_) => None,
         };
         let Some(prepared) = fast else {
@@ -373,9 +385,10 @@ impl Ingester {
             .sum();
         self.admit_rate(tenant, total, request_bytes)?;
         let limits = self.cfg.overrides.limits(tenant);
-        let cut = truncate_attributes(&mut batches, limits.max_attribute_bytes);
-        self.metrics.truncated(tenant, cut);
-        let prepared = prepare(&batches);
+        let rules = SpanRules::new(limits, allegro_engine::now_unix_nanos());
+        let fixes = sanitize(&mut batches, &rules);
+        self.metrics.fixed(tenant, &fixes);
+        let prepared = prepare(&batches, &rules);
         // The decoded request is kept past the WAL only for the tap.
         let tap = self.tap.get().map(|t| (t.clone(), batches));
         self.admit(tenant, protocol, prepared, total, request_bytes, tap)
@@ -395,14 +408,21 @@ impl Ingester {
         let limits = self.cfg.overrides.limits(tenant);
         let mut outcome = PushOutcome::default();
         let mut reasons: Vec<String> = Vec::new();
-        if !prepared.bad.is_empty() {
-            let n = prepared.bad.len() as u64;
-            self.metrics
-                .refused(tenant, RefuseReason::InvalidSpan, n, 0);
+        for (kind, reason, what) in [
+            (BadKind::Ids, RefuseReason::InvalidSpan, "with invalid IDs"),
+            (
+                BadKind::Time,
+                RefuseReason::OutsideTimeWindow,
+                "starting outside the accepted time range",
+            ),
+        ] {
+            let mut bad = prepared.bad.iter().filter(|b| b.kind == kind);
+            let Some(b) = bad.next() else { continue };
+            let n = 1 + bad.count() as u64;
+            self.metrics.refused(tenant, reason, n, 0);
             outcome.rejected += n;
-            let b = &prepared.bad[0];
             reasons.push(format!(
-                "{n} span(s) with invalid IDs, e.g. resourceSpans[{}].scopeSpans[{}].spans[{}]: {}",
+                "{n} span(s) {what}, e.g. resourceSpans[{}].scopeSpans[{}].spans[{}]: {}",
                 b.position.0, b.position.1, b.position.2, b.reason
             ));
         }
@@ -411,13 +431,26 @@ impl Ingester {
             let head = self.heads.get_or_create(tenant);
             let head = head.lock();
             let held = head.sizes().2;
-            if self.cfg.max_head_bytes > 0 && held >= self.cfg.max_head_bytes {
+            let all = self.heads.total.load(Ordering::Relaxed);
+            let full = if self.cfg.max_head_bytes > 0 && all >= self.cfg.max_head_bytes {
+                Some(format!(
+                    "the heads of all tenants hold {all} bytes not yet in blocks (ingester.max_head_bytes {})",
+                    self.cfg.max_head_bytes
+                ))
+            } else if limits.max_head_bytes > 0 && held >= limits.max_head_bytes {
+                Some(format!(
+                    "tenant {tenant} holds {held} bytes not yet in blocks (overrides.ingestion.max_head_bytes {})",
+                    limits.max_head_bytes
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = full {
                 drop(head);
                 self.metrics
                     .refused(tenant, RefuseReason::HeadFull, total, request_bytes as u64);
                 return Err(IngestError::Backpressure(format!(
-                    "HEAD_FULL: tenant {tenant} holds {held} bytes not yet in blocks (max_head_bytes {}); block flushing is behind, retry shortly",
-                    self.cfg.max_head_bytes
+                    "HEAD_FULL: {why}; block flushing is behind, retry shortly"
                 )));
             }
             let mut live = head.live_traces();
@@ -686,6 +719,7 @@ impl Ingester {
         self.catalog.publish_block(&encoded).await?;
         if let Some(h) = self.heads.get(&b.tenant) {
             h.lock().cut_done(b);
+            self.heads.total.fetch_sub(b.bytes, Ordering::Relaxed);
         }
         self.metrics
             .flushed(&b.tenant, encoded.meta.total_spans, started.elapsed());

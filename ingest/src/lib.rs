@@ -1,7 +1,8 @@
 //! OTLP ingest: limits, the write-ahead log, the live head, trace cutting and block flushing.
 //!
 //! ```text
-//! request → rate limit → truncate attributes → check IDs, regroup by trace → trace limits
+//! request → rate limit → sanitize (cut long values, keys, names; fix end < start)
+//!         → check IDs and start times, regroup by trace → trace limits
 //!         → WAL (group commit, fsync) → live head (queryable) → ack
 //! flush loop: idle/old traces → head block → cut by age/size → Parquet block → catalog
 //!             → `Flushed` WAL record → old WAL segments deleted
@@ -17,7 +18,7 @@ pub mod ingester;
 pub mod limits;
 pub mod metrics;
 pub mod prepare;
-pub mod truncate;
+pub mod sanitize;
 pub mod wal;
 pub mod wire;
 pub mod zipkin;

@@ -1,7 +1,7 @@
 //! Per-tenant limits (Tempo's `overrides`) and the ingestion rate limiter.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -18,6 +18,21 @@ pub struct Limits {
     pub max_bytes_per_trace: usize,
     /// Attribute values longer than this are cut to it (bytes; 0 keeps them whole).
     pub max_attribute_bytes: usize,
+    /// Attribute keys longer than this are cut to it (bytes; 0 keeps them whole).
+    pub max_attribute_key_bytes: usize,
+    /// Span names longer than this are cut to it (bytes; 0 keeps them whole).
+    pub max_span_name_bytes: usize,
+    /// Attributes kept per list (span, resource, scope, event, link); the rest are dropped and
+    /// counted in the list's `dropped_attributes_count` (0: keep all).
+    pub max_attributes_per_span: usize,
+    /// Bytes this tenant's head may hold, a share of the ingester's `max_head_bytes` (0: no
+    /// share of its own, up to the whole budget).
+    pub max_head_bytes: u64,
+    /// Spans that started longer ago than this are refused (0: no limit).
+    pub max_span_age: Duration,
+    /// Spans that start further ahead of this server's clock than this are refused (0: no
+    /// limit).
+    pub max_span_future: Duration,
 }
 
 impl Default for Limits {
@@ -28,6 +43,13 @@ impl Default for Limits {
             max_traces_per_user: 10_000,
             max_bytes_per_trace: 5_000_000,
             max_attribute_bytes: 2048,
+            max_attribute_key_bytes: 256,
+            max_span_name_bytes: 2048,
+            max_attributes_per_span: 256,
+            max_head_bytes: 0,
+            // Tempo's default block retention: an older span would be deleted as it lands.
+            max_span_age: Duration::from_secs(14 * 24 * 3600),
+            max_span_future: Duration::from_secs(3600),
         }
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::sanitize::Fixes;
+
 /// A cumulative histogram over fixed bucket bounds (seconds).
 #[derive(Debug, Clone)]
 struct Histogram {
@@ -62,6 +64,8 @@ pub enum RefuseReason {
     LiveTracesExceeded,
     /// Malformed IDs.
     InvalidSpan,
+    /// A start time outside `max_span_age` / `max_span_future`.
+    OutsideTimeWindow,
     /// The request could not be decoded at all.
     MalformedRequest,
     /// The WAL could not take it.
@@ -78,6 +82,7 @@ impl RefuseReason {
             Self::TraceTooLarge => "trace_too_large",
             Self::LiveTracesExceeded => "live_traces_exceeded",
             Self::InvalidSpan => "invalid_span",
+            Self::OutsideTimeWindow => "outside_time_window",
             Self::MalformedRequest => "malformed_request",
             Self::WalFailure => "wal_failure",
             Self::HeadFull => "head_full",
@@ -93,7 +98,7 @@ type Counts<L> = Mutex<BTreeMap<(String, L), (u64, u64)>>;
 pub struct IngestMetrics {
     received: Counts<&'static str>,
     refused: Counts<RefuseReason>,
-    truncated: Mutex<BTreeMap<String, u64>>,
+    fixes: Mutex<BTreeMap<String, Fixes>>,
     wal_bytes: AtomicU64,
     wal_segments: AtomicU64,
     fsync: Mutex<Histogram>,
@@ -109,7 +114,7 @@ impl Default for IngestMetrics {
         Self {
             received: Mutex::default(),
             refused: Mutex::default(),
-            truncated: Mutex::default(),
+            fixes: Mutex::default(),
             wal_bytes: AtomicU64::new(0),
             wal_segments: AtomicU64::new(0),
             fsync: Mutex::new(Histogram::new(FSYNC_BUCKETS)),
@@ -165,11 +170,18 @@ impl IngestMetrics {
             .sum()
     }
 
-    /// Attribute values cut.
-    pub fn truncated(&self, tenant: &str, n: u64) {
-        if n > 0 {
-            *self.truncated.lock().entry(tenant.to_string()).or_default() += n;
+    /// What sanitizing a request changed.
+    pub fn fixed(&self, tenant: &str, f: &Fixes) {
+        if !f.any() {
+            return;
         }
+        let mut m = self.fixes.lock();
+        let e = m.entry(tenant.to_string()).or_default();
+        e.values_cut += f.values_cut;
+        e.keys_cut += f.keys_cut;
+        e.names_cut += f.names_cut;
+        e.attributes_dropped += f.attributes_dropped;
+        e.end_before_start += f.end_before_start;
     }
 
     pub(crate) fn observe_fsync(&self, took: Duration, bytes: usize) {
@@ -265,13 +277,38 @@ impl IngestMetrics {
             "counter",
             "Attribute values cut to max_attribute_bytes.",
         );
-        for (t, n) in self.truncated.lock().iter() {
+        let fixes = self.fixes.lock();
+        for (t, f) in fixes.iter() {
             let _ = writeln!(
                 out,
-                "allegro_ingest_attributes_truncated_total{{tenant=\"{}\"}} {n}",
-                esc(t)
+                "allegro_ingest_attributes_truncated_total{{tenant=\"{}\"}} {}",
+                esc(t),
+                f.values_cut
             );
         }
+        header(
+            out,
+            "allegro_ingest_span_fixes_total",
+            "counter",
+            "Changes made to spans on arrival: key_truncated (max_attribute_key_bytes), \
+             name_truncated (max_span_name_bytes), attribute_dropped (max_attributes_per_span), \
+             end_before_start (stored with duration 0).",
+        );
+        for (t, f) in fixes.iter() {
+            for (fix, n) in [
+                ("key_truncated", f.keys_cut),
+                ("name_truncated", f.names_cut),
+                ("attribute_dropped", f.attributes_dropped),
+                ("end_before_start", f.end_before_start),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "allegro_ingest_span_fixes_total{{tenant=\"{}\",fix=\"{fix}\"}} {n}",
+                    esc(t)
+                );
+            }
+        }
+        drop(fixes);
         header(
             out,
             "allegro_wal_bytes_written_total",

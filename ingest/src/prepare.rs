@@ -10,6 +10,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
+use crate::sanitize::SpanRules;
+
 /// One trace's spans from one request.
 #[derive(Debug, Clone)]
 pub struct TraceChunk {
@@ -21,11 +23,22 @@ pub struct TraceChunk {
     pub data: Bytes,
 }
 
+/// Why a span cannot be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadKind {
+    /// A malformed trace, span or parent ID.
+    Ids,
+    /// A start time outside the accepted range.
+    Time,
+}
+
 /// A span the request carried that cannot be stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadSpan {
     /// Its position: resource, scope, span.
     pub position: (usize, usize, usize),
+    /// Which check it failed.
+    pub kind: BadKind,
     /// Why.
     pub reason: String,
 }
@@ -42,8 +55,9 @@ pub struct Prepared {
     pub sizes: Vec<u32>,
 }
 
-/// Checks the IDs of every span and regroups the good ones by trace.
-pub fn prepare(batches: &[ResourceSpans]) -> Prepared {
+/// Checks the IDs and start time (against `rules.window`) of every span and regroups the good
+/// ones by trace.
+pub fn prepare(batches: &[ResourceSpans], rules: &SpanRules) -> Prepared {
     // (resource, scope, span with its encoded size) per trace, in order of first appearance.
     type Placed<'a> = Vec<(usize, usize, (&'a Span, usize))>;
     let mut order: Vec<TraceId> = Vec::new();
@@ -55,11 +69,19 @@ pub fn prepare(batches: &[ResourceSpans]) -> Prepared {
             for (pi, span) in ss.spans.iter().enumerate() {
                 let size = span.encoded_len();
                 sizes.push(u32::try_from(size).unwrap_or(u32::MAX));
-                let id = match check_ids(span) {
+                let checked = check_ids(span)
+                    .map_err(|r| (BadKind::Ids, r))
+                    .and_then(|id| {
+                        check_time(span.start_time_unix_nano, rules)
+                            .map(|()| id)
+                            .map_err(|r| (BadKind::Time, r))
+                    });
+                let id = match checked {
                     Ok(id) => id,
-                    Err(reason) => {
+                    Err((kind, reason)) => {
                         bad.push(BadSpan {
                             position: (ri, si, pi),
+                            kind,
                             reason,
                         });
                         continue;
@@ -222,6 +244,31 @@ fn field(out: &mut Vec<u8>, tag: u32, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
+/// A start time in `rules.window`, or why not.
+fn check_time(start: u64, rules: &SpanRules) -> Result<(), String> {
+    if rules.in_window(start) {
+        return Ok(());
+    }
+    let at = |t: u64| match i64::try_from(t) {
+        Ok(t) => chrono::DateTime::from_timestamp_nanos(t)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        Err(_) => format!("{t} ns after 1970"),
+    };
+    Err(if start < rules.window.0 {
+        format!(
+            "start time {} is before {} (overrides.ingestion.max_span_age)",
+            at(start),
+            at(rules.window.0)
+        )
+    } else {
+        format!(
+            "start time {} is after {} (overrides.ingestion.max_span_future)",
+            at(start),
+            at(rules.window.1)
+        )
+    })
+}
+
 fn check_ids(span: &Span) -> Result<TraceId, String> {
     let id = TraceId::from_bytes(&span.trace_id).map_err(|_| {
         if span.trace_id.len() == 16 {
@@ -317,7 +364,7 @@ mod tests {
                 schema_url: String::new(),
             },
         ];
-        let p = prepare(&input);
+        let p = prepare(&input, &SpanRules::none());
         assert_eq!(p.bad.len(), 1);
         assert_eq!(p.bad[0].position, (1, 0, 1));
         assert!(p.bad[0].reason.contains("span ID must be 8 bytes"));
@@ -342,6 +389,42 @@ mod tests {
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(names, vec!["a2", "b1"], "exact duplicates merge away");
+    }
+
+    #[test]
+    fn spans_outside_the_window_are_refused_one_by_one_with_their_time() {
+        let at = |start: u64| Span {
+            start_time_unix_nano: start,
+            end_time_unix_nano: start,
+            ..span(1, start as u8 | 1, "")
+        };
+        let input = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![at(0), at(1_000), at(u64::MAX)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let rules = SpanRules {
+            window: (500, 2_000),
+            ..SpanRules::none()
+        };
+        let p = prepare(&input, &rules);
+        assert_eq!(p.chunks.len(), 1);
+        assert_eq!(p.chunks[0].spans, 1);
+        let bad: Vec<_> = p.bad.iter().map(|b| (b.position.2, b.kind)).collect();
+        assert_eq!(bad, [(0, BadKind::Time), (2, BadKind::Time)]);
+        assert!(
+            p.bad[0].reason.contains("1970-01-01T00:00:00Z is before")
+                && p.bad[0].reason.contains("max_span_age"),
+            "{}",
+            p.bad[0].reason
+        );
+        assert!(
+            p.bad[1].reason.contains("max_span_future"),
+            "{}",
+            p.bad[1].reason
+        );
     }
 
     #[test]

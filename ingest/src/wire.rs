@@ -6,9 +6,10 @@
 //! span's bytes are validated in place, field by field against the OTLP schema, and copied as
 //! they are into its trace's chunk. Validation is complete (wire types, lengths, UTF-8, nested
 //! messages), so a chunk accepted here always decodes when its block is written: the WAL never
-//! holds bytes the flush cannot read. Anything unusual (a bad ID, a value to truncate, a
-//! repeated singular field, deep nesting) returns `None` and the request takes the decoding
-//! path, which has the exact error messages and truncation.
+//! holds bytes the flush cannot read. Anything unusual (a bad ID, a value, key or name to cut,
+//! too many attributes, a start time outside the window or an end before the start, a repeated
+//! singular field, deep nesting) returns `None` and the request takes the decoding path, which
+//! has the exact error messages and [`crate::sanitize`]'s fixes.
 
 use std::collections::HashMap;
 
@@ -16,6 +17,7 @@ use allegro_engine::ids::TraceId;
 use bytes::Bytes;
 
 use crate::prepare::{Framing, Prepared, TraceChunk};
+use crate::sanitize::SpanRules;
 
 /// Nesting of attribute values (arrays and kvlists) handled here; deeper goes the slow way.
 const MAX_DEPTH: u32 = 24;
@@ -24,7 +26,7 @@ const MAX_DEPTH: u32 = 24;
 #[derive(Clone, Copy)]
 enum Wire<'a> {
     Varint,
-    Fixed64,
+    Fixed64(u64),
     Fixed32,
     Len(&'a [u8]),
 }
@@ -59,8 +61,10 @@ fn fields<'a>(buf: &'a [u8], mut f: impl FnMut(u32, Wire<'a>) -> Option<()>) -> 
                 Wire::Varint
             }
             1 => {
-                pos = pos.checked_add(8).filter(|p| *p <= buf.len())?;
-                Wire::Fixed64
+                let end = pos.checked_add(8).filter(|p| *p <= buf.len())?;
+                let v = u64::from_le_bytes(buf[pos..end].try_into().ok()?);
+                pos = end;
+                Wire::Fixed64(v)
             }
             2 => {
                 let len = usize::try_from(varint(buf, &mut pos)?).ok()?;
@@ -155,58 +159,105 @@ fn kind(msg: Msg, tag: u32) -> Option<Kind> {
     })
 }
 
-/// What the check of a message enforces besides the schema.
-#[derive(Clone, Copy)]
-struct Rules {
-    /// Attribute values longer than this need truncating (0: no limit).
-    max_value: usize,
+/// The field of `msg` that holds its attribute list, if it has one.
+fn attribute_tag(msg: Msg) -> Option<u32> {
+    match msg {
+        Msg::Resource => Some(1),
+        Msg::Span => Some(9),
+        Msg::Scope | Msg::Event => Some(3),
+        Msg::Link => Some(4),
+        _ => None,
+    }
 }
 
 /// Checks that `buf` decodes as `msg`: every known field has its wire type, strings are UTF-8,
-/// nested messages check too. `None` also when an attribute value would need truncating.
-fn check(msg: Msg, buf: &[u8], depth: u32, rules: Rules) -> Option<()> {
+/// nested messages check too. `None` also when something would need a fix (`rules`).
+fn check(msg: Msg, buf: &[u8], depth: u32, rules: &SpanRules) -> Option<()> {
     if depth > MAX_DEPTH {
         return None;
     }
-    fields(buf, |tag, wire| check_field(msg, tag, wire, depth, rules))
+    let mut attrs = Attributes::new(msg, rules);
+    fields(buf, |tag, wire| {
+        attrs.count(tag)?;
+        check_field(msg, tag, wire, depth, rules)
+    })
 }
 
-fn check_field(msg: Msg, tag: u32, wire: Wire<'_>, depth: u32, rules: Rules) -> Option<()> {
+/// Counts a message's attributes against `max_attributes`.
+struct Attributes {
+    tag: Option<u32>,
+    left: usize,
+}
+
+impl Attributes {
+    fn new(msg: Msg, rules: &SpanRules) -> Self {
+        Self {
+            tag: attribute_tag(msg).filter(|_| rules.max_attributes > 0),
+            left: rules.max_attributes,
+        }
+    }
+
+    /// `None` once field `tag` is one attribute too many.
+    fn count(&mut self, tag: u32) -> Option<()> {
+        if self.tag == Some(tag) {
+            self.left = self.left.checked_sub(1)?;
+        }
+        Some(())
+    }
+}
+
+fn check_field(msg: Msg, tag: u32, wire: Wire<'_>, depth: u32, rules: &SpanRules) -> Option<()> {
     let Some(kind) = kind(msg, tag) else {
         return Some(());
     };
     match (kind, wire) {
         (Kind::Varint, Wire::Varint)
-        | (Kind::Fixed64, Wire::Fixed64)
+        | (Kind::Fixed64, Wire::Fixed64(_))
         | (Kind::Fixed32, Wire::Fixed32) => Some(()),
         (Kind::Str, Wire::Len(b)) => {
             std::str::from_utf8(b).ok()?;
-            too_long(msg, b, rules)
+            too_long(msg, tag, b, rules)
         }
-        (Kind::Bytes, Wire::Len(b)) => too_long(msg, b, rules),
+        (Kind::Bytes, Wire::Len(b)) => too_long(msg, tag, b, rules),
         (Kind::Nested(m), Wire::Len(b)) => check(m, b, depth + 1, rules),
         _ => None,
     }
 }
 
-/// String and bytes attribute values over the limit go the slow way, which truncates them.
-fn too_long(msg: Msg, b: &[u8], rules: Rules) -> Option<()> {
-    (msg != Msg::AnyValue || rules.max_value == 0 || b.len() <= rules.max_value).then_some(())
+/// Attribute values, keys and span names over their limits go the slow way, which cuts them.
+fn too_long(msg: Msg, tag: u32, b: &[u8], rules: &SpanRules) -> Option<()> {
+    let max = match (msg, tag) {
+        (Msg::AnyValue, _) => rules.max_value_bytes,
+        (Msg::KeyValue, 1) => rules.max_key_bytes,
+        (Msg::Span, 5) => rules.max_name_bytes,
+        _ => 0,
+    };
+    (max == 0 || b.len() <= max).then_some(())
 }
 
-/// A span's IDs, checked as [`crate::prepare`] checks them; `None` when one is bad.
-fn span_trace_id(span: &[u8], rules: Rules) -> Option<TraceId> {
+/// A span's trace ID, when the span needs nothing but regrouping: its IDs check as
+/// [`crate::prepare`] checks them, its start lies in the window and it does not end before it
+/// starts.
+fn span_trace_id(span: &[u8], rules: &SpanRules) -> Option<TraceId> {
     let (mut trace, mut span_id, mut parent): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
+    let (mut start, mut end) = (0u64, 0u64);
+    let mut attrs = Attributes::new(Msg::Span, rules);
     fields(span, |tag, wire| {
         match (tag, wire) {
             (1, Wire::Len(b)) => trace = b,
             (2, Wire::Len(b)) => span_id = b,
             (4, Wire::Len(b)) => parent = b,
+            (7, Wire::Fixed64(v)) => start = v,
+            (8, Wire::Fixed64(v)) => end = v,
             _ => {}
         }
+        attrs.count(tag)?;
         check_field(Msg::Span, tag, wire, 0, rules)
     })?;
-    let ok = span_id.len() == 8 && (parent.is_empty() || parent.len() == 8);
+    let ok = span_id.len() == 8
+        && (parent.is_empty() || parent.len() == 8)
+        && end >= start
+        && rules.in_window(start);
     ok.then(|| TraceId::from_bytes(trace).ok()).flatten()
 }
 
@@ -217,12 +268,8 @@ fn once<'a>(slot: &mut Option<&'a [u8]>, b: &'a [u8]) -> Option<()> {
 
 /// Regroups an encoded `ExportTraceServiceRequest` (or `TracesData`: same wire shape) by trace,
 /// as [`crate::prepare::prepare`] does for a decoded one. `None` when the request needs the
-/// decoding path: malformed, a span with bad IDs, or a string or bytes attribute value longer
-/// than `max_attribute_bytes` (0: no limit).
-pub fn prepare_encoded(request: &[u8], max_attribute_bytes: usize) -> Option<Prepared> {
-    let rules = Rules {
-        max_value: max_attribute_bytes,
-    };
+/// decoding path: malformed, a span with bad IDs or times, or anything `rules` would change.
+pub fn prepare_encoded(request: &[u8], rules: &SpanRules) -> Option<Prepared> {
     // (resource, scope, span bytes) per trace, in order of first appearance.
     type Spans<'a> = Vec<(usize, usize, &'a [u8])>;
     let mut order: Vec<TraceId> = Vec::new();
@@ -411,8 +458,8 @@ mod tests {
     #[test]
     fn chunks_are_byte_for_byte_those_of_the_decoding_path() {
         let req = request();
-        let slow = prepare(&req.resource_spans);
-        let fast = prepare_encoded(&req.encode_to_vec(), 0).unwrap();
+        let slow = prepare(&req.resource_spans, &SpanRules::none());
+        let fast = prepare_encoded(&req.encode_to_vec(), &SpanRules::none()).unwrap();
         assert_eq!(fast.sizes, slow.sizes);
         assert_eq!(fast.chunks.len(), 3);
         for (f, s) in fast.chunks.iter().zip(&slow.chunks) {
@@ -430,16 +477,57 @@ mod tests {
     fn requests_needing_more_than_regrouping_take_the_decoding_path() {
         let mut bad_id = request();
         bad_id.resource_spans[1].scope_spans[0].spans[0].span_id = vec![1; 4];
-        assert!(prepare_encoded(&bad_id.encode_to_vec(), 0).is_none());
+        assert!(prepare_encoded(&bad_id.encode_to_vec(), &SpanRules::none()).is_none());
         let mut zero = request();
         zero.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![0; 16];
-        assert!(prepare_encoded(&zero.encode_to_vec(), 0).is_none());
+        assert!(prepare_encoded(&zero.encode_to_vec(), &SpanRules::none()).is_none());
         // "boom" and "/cart/é" fit in 7 bytes; the nested bytes value too; "cart" resource ok.
         let bytes = request().encode_to_vec();
-        assert!(prepare_encoded(&bytes, 8).is_some());
-        assert!(prepare_encoded(&bytes, 3).is_none());
-        assert!(prepare_encoded(&bytes[..bytes.len() - 1], 0).is_none());
-        assert!(prepare_encoded(&[], 0).unwrap().chunks.is_empty());
+        let values = |max_value_bytes| SpanRules {
+            max_value_bytes,
+            ..SpanRules::none()
+        };
+        assert!(prepare_encoded(&bytes, &values(8)).is_some());
+        assert!(prepare_encoded(&bytes, &values(3)).is_none());
+        // Each fix the slow path would make sends the request there.
+        for rules in [
+            SpanRules {
+                max_key_bytes: 5, // "http.route"
+                ..SpanRules::none()
+            },
+            SpanRules {
+                max_name_bytes: 5, // "op-1-1"
+                ..SpanRules::none()
+            },
+            SpanRules {
+                max_attributes: 3, // spans carry 4
+                ..SpanRules::none()
+            },
+            SpanRules {
+                window: (1_003, u64::MAX), // spans start at 1_001..=1_004
+                ..SpanRules::none()
+            },
+        ] {
+            assert!(prepare_encoded(&bytes, &rules).is_none(), "{rules:?}");
+        }
+        let roomy = SpanRules {
+            max_key_bytes: 17, // "exception.message"
+            max_name_bytes: 6,
+            max_attributes: 4,
+            window: (1_001, 1_004),
+            ..SpanRules::none()
+        };
+        assert!(prepare_encoded(&bytes, &roomy).is_some());
+        let mut backwards = request();
+        backwards.resource_spans[0].scope_spans[0].spans[0].end_time_unix_nano = 1;
+        assert!(prepare_encoded(&backwards.encode_to_vec(), &SpanRules::none()).is_none());
+        assert!(prepare_encoded(&bytes[..bytes.len() - 1], &SpanRules::none()).is_none());
+        assert!(
+            prepare_encoded(&[], &SpanRules::none())
+                .unwrap()
+                .chunks
+                .is_empty()
+        );
     }
 
     /// Tiny deterministic generator: the test needs variety, not randomness.
@@ -470,7 +558,7 @@ mod tests {
                 }
             }
             let decoded = ExportTraceServiceRequest::decode(&*b);
-            match prepare_encoded(&b, 0) {
+            match prepare_encoded(&b, &SpanRules::none()) {
                 Some(p) => {
                     accepted += 1;
                     assert!(decoded.is_ok(), "accepted what prost refuses: {b:?}");

@@ -84,7 +84,7 @@ fn resource(attrs: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
 
 /// `name{labels}` → value, from the text rendering.
 fn samples(g: &Generator) -> BTreeMap<String, f64> {
-    g.render(Some("t"))
+    g.render(&["t".to_string()])
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {

@@ -27,6 +27,8 @@ fn config(dir: &std::path::Path) -> IngesterConfig {
     let mut c = IngesterConfig::new(dir.join("wal"));
     c.cut.trace_idle_period = Duration::from_millis(1);
     c.cut.max_block_duration = Duration::from_secs(3600);
+    // The spans here start in 2023.
+    c.overrides.defaults.max_span_age = Duration::ZERO;
     c
 }
 
@@ -416,4 +418,69 @@ async fn after_a_failed_block_write_later_blocks_wait_so_a_crash_loses_nothing()
     ing.flush(true).await.unwrap();
     assert_eq!(block_spans(&cat).await, 2);
     assert_eq!(names(&ing, &cat, 1).await, ["a", "b"]);
+}
+
+/// An ingester whose heads only grow (nothing completes), with a 64 KiB budget for all tenants
+/// and an 8 KiB share for tenant `small`.
+async fn budgeted(dir: &std::path::Path) -> Arc<Ingester> {
+    let mut c = config(dir);
+    c.cut.trace_idle_period = Duration::from_secs(3600);
+    c.max_head_bytes = 64 << 10;
+    let mut small = c.overrides.defaults.clone();
+    small.max_head_bytes = 8 << 10;
+    c.overrides.per_tenant.insert("small".into(), small);
+    Ingester::open(c, catalog(dir), Default::default())
+        .await
+        .unwrap()
+        .0
+}
+
+/// 20 spans of about 100 bytes each, in trace `t`.
+fn request(t: u8) -> Vec<ResourceSpans> {
+    batch(
+        (0..20u64)
+            .map(|i| span(t, i + 1, &"x".repeat(100)))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn the_head_budget_holds_across_tenants_and_a_tenants_share_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ing = budgeted(dir.path()).await;
+    // Tenants choose their IDs freely: many of them together still stop at the budget.
+    let mut refused = None;
+    'fill: for round in 0..100u8 {
+        for tenant in 0..8u8 {
+            if let Err(e) = ing
+                .push(&format!("t{tenant}"), "test", request(round), 0)
+                .await
+            {
+                refused = Some(e.to_string());
+                break 'fill;
+            }
+        }
+    }
+    let refused = refused.expect("the budget never refused");
+    assert!(
+        refused.contains("HEAD_FULL") && refused.contains("ingester.max_head_bytes"),
+        "{refused}"
+    );
+    let held: u64 = ing.gauges().iter().map(|g| g.bytes).sum();
+    // At most one request past the budget: the check runs before each write.
+    assert!(held >= 64 << 10 && held < (64 << 10) + (4 << 10), "{held}");
+
+    // A tenant with a share of its own stops there, well under the budget.
+    let dir = tempfile::tempdir().unwrap();
+    let ing = budgeted(dir.path()).await;
+    let mut n = 0u8;
+    let e = loop {
+        match ing.push("small", "test", request(n), 0).await {
+            Ok(_) => n += 1,
+            Err(e) => break e.to_string(),
+        }
+        assert!(n < 100, "the share never refused");
+    };
+    assert!(e.contains("overrides.ingestion.max_head_bytes"), "{e}");
+    assert!(ing.push("other", "test", request(0), 0).await.is_ok());
 }

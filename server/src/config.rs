@@ -7,6 +7,7 @@ use std::time::Duration;
 use allegro_engine::block::writer::{BlockCompression, BlockWriteOptions};
 use allegro_engine::hot::HotPolicy;
 use allegro_engine::query::metrics::MetricsLimits;
+use allegro_engine::query::{QueryLimits, TenantQueryLimits};
 use allegro_engine::schema::{AttrScope, HotColumn, HotType};
 use allegro_engine::storage::StorageBackend;
 use allegro_ingest::IngesterConfig;
@@ -97,6 +98,9 @@ pub struct Config {
     /// Query limits (Tempo's `query_frontend`).
     #[serde(default, deserialize_with = "null_default")]
     pub query_frontend: QueryFrontendConfig,
+    /// How queries run (Tempo's `querier`).
+    #[serde(default, deserialize_with = "null_default")]
+    pub querier: QuerierConfig,
     /// The metrics generator; present (even as an empty block) = on.
     #[serde(default, deserialize_with = "present")]
     pub metrics_generator: Option<generator::GeneratorSection>,
@@ -109,6 +113,26 @@ pub struct QueryFrontendConfig {
     /// `metrics:` (TraceQL metrics).
     #[serde(deserialize_with = "null_default")]
     pub metrics: FrontendMetricsConfig,
+}
+
+/// `querier:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerierConfig {
+    /// `search:`.
+    #[serde(deserialize_with = "null_default")]
+    pub search: QuerierSearchConfig,
+    /// Threads queries run on, at a lower OS priority than ingest (0: one per core).
+    pub query_threads: Option<usize>,
+}
+
+/// `querier.search:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerierSearchConfig {
+    /// Longest any query (search, metrics, tags) may run, waiting for a slot included (2m).
+    #[serde(deserialize_with = "go_duration")]
+    pub query_timeout: Option<Duration>,
 }
 
 /// `query_frontend.metrics:`.
@@ -279,8 +303,9 @@ pub struct IngesterSection {
     /// The head block is cut at this many bytes.
     #[serde(deserialize_with = "null_default")]
     pub max_block_bytes: u64,
-    /// Bytes a tenant's head may hold before pushes are refused (503, retryable) until
-    /// flushing catches up; 0 = unbounded.
+    /// Bytes the heads of all tenants together may hold before pushes are refused (503,
+    /// retryable) until flushing catches up; 0 = unbounded. Tenants' shares under it are
+    /// `overrides.*.ingestion.max_head_bytes`.
     #[serde(deserialize_with = "null_default")]
     pub max_head_bytes: u64,
 }
@@ -323,6 +348,23 @@ pub struct TenantLimits {
     /// `metrics_generator:` (which processors run for the tenant).
     #[serde(deserialize_with = "null_default")]
     pub metrics_generator: GeneratorOverrides,
+    /// `read:` (query budgets).
+    #[serde(deserialize_with = "null_default")]
+    pub read: ReadLimits,
+}
+
+/// `overrides.*.read:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadLimits {
+    /// Bytes of one tags or tag-values answer (Tempo's key; 5000000; 0: unlimited).
+    pub max_bytes_per_tag_values_query: Option<usize>,
+    /// Queries of the tenant running at once (8).
+    pub max_concurrent_queries: Option<usize>,
+    /// Queries of the tenant waiting for a slot; more get 429 (100).
+    pub max_queued_queries: Option<usize>,
+    /// Memory one query's operators may hold (1073741824).
+    pub max_memory_per_query_bytes: Option<usize>,
 }
 
 /// `overrides.*.metrics_generator:`.
@@ -374,6 +416,20 @@ pub struct IngestionLimits {
     pub max_traces_per_user: Option<usize>,
     /// Attribute values are cut to this many bytes.
     pub max_attribute_bytes: Option<usize>,
+    /// Attribute keys are cut to this many bytes (256; 0: keep).
+    pub max_attribute_key_bytes: Option<usize>,
+    /// Span names are cut to this many bytes (2048; 0: keep).
+    pub max_span_name_bytes: Option<usize>,
+    /// Attributes kept per list; the rest are dropped and counted (256; 0: keep all).
+    pub max_attributes_per_span: Option<usize>,
+    /// The tenant's share of `ingester.max_head_bytes` (0: up to all of it).
+    pub max_head_bytes: Option<u64>,
+    /// Spans that started longer ago are refused (336h; 0: accept any).
+    #[serde(deserialize_with = "go_duration")]
+    pub max_span_age: Option<Duration>,
+    /// Spans starting further ahead of the server's clock are refused (1h; 0: accept any).
+    #[serde(deserialize_with = "go_duration")]
+    pub max_span_future: Option<Duration>,
 }
 
 /// `overrides.*.global:`.
@@ -755,6 +811,7 @@ impl Config {
             }
         }
         self.ingester_config()?;
+        self.query_limits()?;
         self.traceql_metrics()?;
         self.generator()?;
         if !self.server.http_api_prefix.is_empty() && !self.server.http_api_prefix.starts_with('/')
@@ -967,7 +1024,108 @@ impl Config {
         }
         c.block = self.block_write_options()?;
         c.overrides = self.overrides()?;
+        // A head smaller than two blocks refuses every write until the next cut by age: the
+        // head block fills it before it is big enough to be cut by size.
+        let block = c.cut.max_block_bytes;
+        let fits = |key: String, bytes: u64| {
+            if bytes > 0 && bytes < 2 * block {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "{bytes} is less than twice ingester.max_block_bytes ({block}): the head \
+                         would fill before a block is big enough to be cut, and every write \
+                         would be refused until the next cut by age; raise it or lower \
+                         max_block_bytes"
+                    ),
+                });
+            }
+            if c.max_head_bytes > 0 && bytes > c.max_head_bytes {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "{bytes} is more than ingester.max_head_bytes ({}), the budget of all \
+                         tenants together",
+                        c.max_head_bytes
+                    ),
+                });
+            }
+            Ok(())
+        };
+        fits("ingester.max_head_bytes".into(), c.max_head_bytes)?;
+        fits(
+            "overrides.defaults.ingestion.max_head_bytes".into(),
+            c.overrides.defaults.max_head_bytes,
+        )?;
+        for (t, l) in &c.overrides.per_tenant {
+            fits(
+                format!("overrides.per_tenant.{t}.ingestion.max_head_bytes"),
+                l.max_head_bytes,
+            )?;
+        }
         Ok(c)
+    }
+
+    /// Query budgets: `querier` and every tenant's `overrides.*.read`.
+    pub fn query_limits(&self) -> Result<QueryLimits, ConfigError> {
+        let mut q = QueryLimits::default();
+        if let Some(d) = self.querier.search.query_timeout {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key: "querier.search.query_timeout".into(),
+                    message: "must be positive, e.g. 2m".into(),
+                });
+            }
+            q.timeout = d;
+        }
+        if let Some(n) = self.querier.query_threads {
+            q.threads = n;
+        }
+        let apply = |mut l: TenantQueryLimits, r: &ReadLimits, key: &str| {
+            if let Some(v) = r.max_bytes_per_tag_values_query {
+                l.max_bytes_per_tag_values_query = v;
+            }
+            let positive = |v: Option<usize>, name: &str, slot: &mut usize| match v {
+                Some(0) => Err(ConfigError::Invalid {
+                    key: format!("{key}.read.{name}"),
+                    message: "must be positive".into(),
+                }),
+                Some(v) => {
+                    *slot = v;
+                    Ok(())
+                }
+                None => Ok(()),
+            };
+            positive(
+                r.max_concurrent_queries,
+                "max_concurrent_queries",
+                &mut l.max_concurrent_queries,
+            )?;
+            positive(
+                r.max_queued_queries,
+                "max_queued_queries",
+                &mut l.max_queued_queries,
+            )?;
+            positive(
+                r.max_memory_per_query_bytes,
+                "max_memory_per_query_bytes",
+                &mut l.max_memory_per_query_bytes,
+            )?;
+            Ok(l)
+        };
+        q.defaults = apply(
+            q.defaults,
+            &self.overrides.defaults.read,
+            "overrides.defaults",
+        )?;
+        for (t, l) in &self.overrides.per_tenant {
+            let tl = apply(
+                q.defaults.clone(),
+                &l.read,
+                &format!("overrides.per_tenant.{t}"),
+            )?;
+            q.per_tenant.insert(t.clone(), tl);
+        }
+        Ok(q)
     }
 
     /// Configured hot columns (validated).
@@ -1006,6 +1164,24 @@ fn apply_limits(mut l: Limits, t: &TenantLimits, key: &str) -> Result<Limits, Co
     }
     if let Some(v) = i.max_attribute_bytes {
         l.max_attribute_bytes = v;
+    }
+    if let Some(v) = i.max_attribute_key_bytes {
+        l.max_attribute_key_bytes = v;
+    }
+    if let Some(v) = i.max_span_name_bytes {
+        l.max_span_name_bytes = v;
+    }
+    if let Some(v) = i.max_attributes_per_span {
+        l.max_attributes_per_span = v;
+    }
+    if let Some(v) = i.max_head_bytes {
+        l.max_head_bytes = v;
+    }
+    if let Some(v) = i.max_span_age {
+        l.max_span_age = v;
+    }
+    if let Some(v) = i.max_span_future {
+        l.max_span_future = v;
     }
     if let Some(v) = t.global.max_bytes_per_trace {
         l.max_bytes_per_trace = v;

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Indentation makes the tree. A span line is its name, then `key=value` pairs: `service`,
-//! `kind`, `status`, `message` (status message), `dur`, `at` (offset from the trace start;
+//! `kind`, `status`, `message` (status message), `dur` (negative: the span ends before it
+//! starts, as a skewed clock reports it), `at` (offset from the trace start;
 //! default: 1 ms after the previous span), `scope` (instrumentation scope name), `event`
 //! (adds an event; following `event.x=…` pairs attach to it), and attributes `span.x`,
 //! `resource.x`, `instrumentation.x`. Values: `"text"`, integers, floats (with a dot),
@@ -248,6 +249,8 @@ pub fn parse(text: &str) -> Result<Dataset, String> {
         };
         let mut start = last_start + 1_000_000;
         let mut dur = 10_000_000u64;
+        // A negative `dur` ends the span before it starts (clock skew).
+        let mut backwards = false;
         for t in &toks[1..] {
             let (k, v) = t
                 .split_once('=')
@@ -281,7 +284,11 @@ pub fn parse(text: &str) -> Result<Dataset, String> {
                         span.status.get_or_insert_default().message = s;
                     }
                 }
-                "dur" => dur = parse_duration(v).ok_or_else(|| at(format!("bad duration {v}")))?,
+                "dur" => {
+                    backwards = v.starts_with('-');
+                    let v = v.trim_start_matches('-');
+                    dur = parse_duration(v).ok_or_else(|| at(format!("bad duration {v}")))?
+                }
                 "at" => {
                     start = trace_start
                         + parse_duration(v).ok_or_else(|| at(format!("bad offset {v}")))?
@@ -313,7 +320,7 @@ pub fn parse(text: &str) -> Result<Dataset, String> {
             }
         }
         span.start_time_unix_nano = start;
-        span.end_time_unix_nano = start + dur;
+        span.end_time_unix_nano = if backwards { start - dur } else { start + dur };
         for e in &mut span.events {
             e.time_unix_nano = start;
         }

@@ -385,3 +385,108 @@ fn the_head_becomes_blocks_and_the_wal_shrinks() {
         normalize(all)
     );
 }
+
+/// Spans as broken clients and clocks send them: each is fixed by a documented rule and counted,
+/// or refused on its own with a reason, and the rest of the request is stored.
+#[test]
+fn impossible_spans_are_fixed_or_refused_one_by_one() {
+    use allegro_engine::otlp::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use allegro_engine::otlp::trace::v1::{ScopeSpans, Span};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_for(dir.path());
+    // The default window (336h back, 1h ahead), not the tests' "any age".
+    cfg.overrides.defaults.ingestion.max_span_age = None;
+    let srv = TestServer::start(cfg);
+    let now = allegro_engine::now_unix_nanos();
+    let kv = |k: String| KeyValue {
+        key: k,
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(1)),
+        }),
+        ..Default::default()
+    };
+    let span = |id: u8, start: u64, end: u64| Span {
+        trace_id: vec![7; 16],
+        span_id: vec![id; 8],
+        parent_span_id: if id > 1 { vec![1; 8] } else { Vec::new() },
+        name: format!("s{id}"),
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        ..Default::default()
+    };
+    let spans = vec![
+        span(1, now - 5_000_000_000, now - 1_000_000_000),
+        // Ends a second before it starts.
+        span(2, now - 2_000_000_000, now - 3_000_000_000),
+        span(3, 0, 1_000),
+        span(4, u64::MAX - 1, u64::MAX),
+        Span {
+            attributes: vec![kv("k".repeat(4 << 20))],
+            ..span(5, now - 2_000_000_000, now - 1_000_000_000)
+        },
+        Span {
+            attributes: (0..300).map(|i| kv(format!("a{i}"))).collect(),
+            ..span(6, now - 2_000_000_000, now - 1_000_000_000)
+        },
+        Span {
+            name: "n".repeat(4096),
+            ..span(7, now - 2_000_000_000, now - 1_000_000_000)
+        },
+    ];
+    let body = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let a = srv.post(&srv.otlp_http(), "/v1/traces", &[PROTO], &body);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let partial = ExportTraceServiceResponse::decode(&*a.body)
+        .unwrap()
+        .partial_success
+        .expect("two spans refused");
+    assert_eq!(partial.rejected_spans, 2);
+    assert!(
+        partial
+            .error_message
+            .contains("2 span(s) starting outside the accepted time range")
+            && partial.error_message.contains("max_span_age"),
+        "{}",
+        partial.error_message
+    );
+    let got = fetch(&srv, &"07".repeat(16), &[]).expect("the trace is stored");
+    let stored: Vec<&Span> = got
+        .iter()
+        .flat_map(|r| r.scope_spans.iter().flat_map(|s| s.spans.iter()))
+        .collect();
+    let by_name = |n: &str| {
+        *stored
+            .iter()
+            .find(|s| s.name.starts_with(n))
+            .unwrap_or_else(|| panic!("{n} missing"))
+    };
+    assert_eq!(stored.len(), 5);
+    let s2 = by_name("s2");
+    assert_eq!(s2.end_time_unix_nano, s2.start_time_unix_nano, "duration 0");
+    assert_eq!(by_name("s5").attributes[0].key.len(), 256);
+    let s6 = by_name("s6");
+    assert_eq!(
+        (s6.attributes.len(), s6.dropped_attributes_count),
+        (256, 44)
+    );
+    assert_eq!(by_name("nnn").name.len(), 2048);
+    let m = srv.get("/metrics", &[]).text();
+    for line in [
+        "allegro_ingest_spans_refused_total{tenant=\"single-tenant\",reason=\"outside_time_window\"} 2",
+        "allegro_ingest_span_fixes_total{tenant=\"single-tenant\",fix=\"end_before_start\"} 1",
+        "allegro_ingest_span_fixes_total{tenant=\"single-tenant\",fix=\"key_truncated\"} 1",
+        "allegro_ingest_span_fixes_total{tenant=\"single-tenant\",fix=\"attribute_dropped\"} 44",
+        "allegro_ingest_span_fixes_total{tenant=\"single-tenant\",fix=\"name_truncated\"} 1",
+    ] {
+        assert!(m.contains(line), "/metrics lacks {line}");
+    }
+}

@@ -26,7 +26,10 @@ pub use ast::Query;
 pub use error::{Error, ErrorKind};
 pub use parser::{Rule, parse_tree};
 pub use rewrite::{RewriteOptions, rewrite};
-pub use validate::{MAX_COMPARE_TOP_N, MAX_GROUP_BYS, Type, type_name};
+pub use validate::{
+    MAX_COMPARE_TOP_N, MAX_GROUP_BYS, MAX_PIPELINE_STAGES, MAX_REGEX_BYTES, MAX_SELECT_FIELDS,
+    Type, type_name,
+};
 
 /// Parses `src` into its AST (syntax only; see [`validate`]).
 pub fn parse(src: &str) -> Result<Query, Error> {

@@ -70,3 +70,52 @@ fn long_prefix_and_power_chains_do_not_overflow() {
         }
     });
 }
+
+#[test]
+fn a_regex_too_complex_to_match_cheaply_is_refused_where_it_was_written() {
+    on_server_stack(|| {
+        // The query that froze a server: `.*` 3,000 times. It parses; validation refuses it.
+        let q = format!("{{ name =~ \"{}x\" }}", ".*".repeat(3000));
+        let ast = parse(&q).expect("a long regex is still syntax");
+        let e = validate(&q, &ast).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Validate, "{e}");
+        assert!(
+            e.message.contains("regex too complex") && e.message.contains("1024 KiB"),
+            "{e}"
+        );
+        assert_eq!((e.line, e.column), (1, 11), "{e}");
+        // Real-world shapes stay well inside: Grafana's multi-value variables become
+        // alternations of every selected value.
+        let services: Vec<String> = (0..100).map(|i| format!("service-number-{i}")).collect();
+        compile(&format!(
+            "{{ resource.service.name =~ \"{}\" }}",
+            services.join("|")
+        ))
+        .expect("a 100-way alternation is fine");
+        compile(&format!("{{ name =~ \"{}x\" }}", ".*".repeat(30))).expect("30 wildcards are fine");
+    });
+}
+
+#[test]
+fn pipelines_and_selects_are_bounded() {
+    on_server_stack(|| {
+        let stages = |n: usize| format!("{{ }}{}", " | count() > 0".repeat(n - 1));
+        compile(&stages(32)).expect("32 stages");
+        let e = compile(&stages(33)).unwrap_err();
+        assert!(
+            e.message
+                .contains("pipeline too long: 33 stages, at most 32"),
+            "{e}"
+        );
+        let fields = |n: usize| {
+            let f: Vec<String> = (0..n).map(|i| format!(".a{i}")).collect();
+            format!("{{ }} | select({})", f.join(", "))
+        };
+        compile(&fields(64)).expect("64 fields");
+        let e = compile(&fields(65)).unwrap_err();
+        assert!(
+            e.message.contains("select() has 65 fields, at most 64"),
+            "{e}"
+        );
+    });
+}

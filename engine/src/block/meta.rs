@@ -105,6 +105,27 @@ impl BlockMeta {
         serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(path, e))
     }
 
+    /// Bytes the parsed metadata holds in memory, roughly (for cache weights): keys dominate.
+    pub fn memory_size(&self) -> usize {
+        let keys = |v: &[String]| v.iter().map(|k| k.len() + 24).sum::<usize>();
+        let attrs = self.attribute_keys.as_ref().map_or(0, |k| {
+            crate::hot::AttributeKeys::SCOPES
+                .iter()
+                .map(|s| keys(k.scope(s)))
+                .sum()
+        });
+        let others = self
+            .other_keys
+            .as_ref()
+            .map_or(0, |o| o.iter().map(|k| k.key.len() + 32).sum());
+        let types = self
+            .key_types
+            .as_ref()
+            .map_or(0, |t| t.iter().map(|k| k.key.len() + 64).sum());
+        let hot: usize = self.hot_columns.iter().map(|h| h.key.len() + 64).sum();
+        512 + attrs + others + types + hot
+    }
+
     /// Could the block hold spans of `id`?
     pub fn may_contain_id(&self, id: &TraceId) -> bool {
         let hex = id.to_hex();

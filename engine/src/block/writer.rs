@@ -400,6 +400,7 @@ impl BlockEncoder {
         };
         let footer_size = footer_len(&data);
         let bloom = self.bloom.to_bytes();
+        let recorded = self.scan.distinct_keys() <= crate::hot::MAX_RECORDED_KEYS;
         let meta = BlockMeta {
             format: FORMAT_V1.to_string(),
             block_id: Uuid::new_v4(),
@@ -416,9 +417,9 @@ impl BlockEncoder {
             row_groups,
             min_id: min_id.to_hex(),
             max_id: max_id.to_hex(),
-            other_keys: Some(self.scan.others()),
-            key_types: Some(self.scan.key_types()),
-            attribute_keys: Some(self.scan.keys()),
+            other_keys: recorded.then(|| self.scan.others()),
+            key_types: recorded.then(|| self.scan.key_types()),
+            attribute_keys: recorded.then(|| self.scan.keys()),
             hot_columns: self.hot,
             compaction_level: 0,
         };

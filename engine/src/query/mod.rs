@@ -1,6 +1,7 @@
 //! TraceQL on DataFusion: sources (blocks ∪ live head), translation, planning and search.
 
 mod block_reader;
+pub mod executor;
 pub mod metrics;
 pub mod plan;
 pub mod sampled_scan;
@@ -18,20 +19,35 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
+use crate::query::executor::QueryExecutor;
 
+pub use self::executor::{QueryLimits, TenantQueryLimits};
 pub use self::table::LiveSpans;
 
-/// Runs TraceQL over a tenant's blocks and live spans. One per process; cheap to share.
+/// Runs TraceQL over a tenant's blocks and live spans. One per process; cheap to clone (the
+/// clones share everything).
+#[derive(Clone)]
 pub struct QueryEngine {
     catalog: Arc<Catalog>,
     live: Option<Arc<dyn LiveSpans>>,
     runtime: Arc<RuntimeEnv>,
+    executor: Arc<QueryExecutor>,
 }
 
 impl QueryEngine {
-    /// An engine over `catalog`'s blocks and, when given, the live head.
+    /// An engine over `catalog`'s blocks and, when given, the live head, with default budgets.
     pub fn new(catalog: Arc<Catalog>, live: Option<Arc<dyn LiveSpans>>) -> Result<Self> {
-        // One runtime for all queries. Block scans take footers from the catalog's cache
+        Self::with_limits(catalog, live, QueryLimits::default())
+    }
+
+    /// An engine whose queries run under `limits` ([`executor`]).
+    pub fn with_limits(
+        catalog: Arc<Catalog>,
+        live: Option<Arc<dyn LiveSpans>>,
+        limits: QueryLimits,
+    ) -> Result<Self> {
+        // One DataFusion runtime for all queries; each query swaps in a memory pool of its
+        // own ([`QueryEngine::budgeted`]). Block scans take footers from the catalog's cache
         // (`block_reader`), not from DataFusion's metadata cache.
         let runtime = RuntimeEnvBuilder::new().build_arc().map_err(df_err)?;
         let url = ObjectStoreUrl::parse(table::STORE_URL).map_err(df_err)?;
@@ -40,7 +56,30 @@ impl QueryEngine {
             catalog,
             live,
             runtime,
+            executor: Arc::new(QueryExecutor::start(limits)?),
         })
+    }
+
+    /// The budgets queries run under.
+    pub fn limits(&self) -> &QueryLimits {
+        self.executor.limits()
+    }
+
+    /// Runs `query` on the query threads under the budget of `tenants`: it gets a clone of
+    /// this engine whose sessions draw on one memory pool of the query's own.
+    pub(crate) async fn budgeted<T, F, Fut>(&self, tenants: &[String], query: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(QueryEngine) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let mut env = (*self.runtime).clone();
+        env.memory_pool = self.executor.memory_pool(tenants);
+        let scoped = QueryEngine {
+            runtime: Arc::new(env),
+            ..self.clone()
+        };
+        self.executor.run(tenants, query(scoped)).await
     }
 
     /// The catalog searched.
@@ -75,6 +114,13 @@ pub fn df_err(e: datafusion::error::DataFusionError) -> EngineError {
         datafusion::error::DataFusionError::NotImplemented(m) => {
             EngineError::NotSupported(m.clone())
         }
+        datafusion::error::DataFusionError::ResourcesExhausted(m) => EngineError::Budget {
+            limit: "overrides.read.max_memory_per_query_bytes".into(),
+            message: format!(
+                "the query needs more memory than its budget allows; narrow its time range or \
+                 its conditions ({m})"
+            ),
+        },
         _ => EngineError::Internal(format!("datafusion: {text}")),
     }
 }

@@ -212,6 +212,14 @@ impl QueryEngine {
 
     /// Explains a search over `tenant`'s data: the compiled program and both plans.
     pub async fn explain(&self, tenant: &str, req: &SearchRequest) -> Result<Explained> {
+        let (t, req) = (tenant.to_string(), req.clone());
+        self.budgeted(&[t.clone()], move |e| async move {
+            e.explain_now(&t, &req).await
+        })
+        .await
+    }
+
+    async fn explain_now(&self, tenant: &str, req: &SearchRequest) -> Result<Explained> {
         let compiled = plan::compile_search(&req.query)?;
         let ctx = self.session();
         let src = self.sources(tenant, req.range).await?;
@@ -245,6 +253,15 @@ impl QueryEngine {
 
     /// Runs a TraceQL search over the tenants (`a|b` federates) and assembles Tempo's response.
     pub async fn search(&self, tenants: &[String], req: &SearchRequest) -> Result<SearchResponse> {
+        let (ts, req) = (tenants.to_vec(), req.clone());
+        self.budgeted(
+            tenants,
+            move |e| async move { e.search_now(&ts, &req).await },
+        )
+        .await
+    }
+
+    async fn search_now(&self, tenants: &[String], req: &SearchRequest) -> Result<SearchResponse> {
         let compiled = plan::compile_search(&req.query)?;
         let mut metrics = SearchMetrics::default();
         let mut found: Vec<(u64, String, TraceId, String)> = Vec::new();

@@ -74,6 +74,21 @@ impl QueryEngine {
         tenant: &str,
         range: Range,
     ) -> Result<(BTreeMap<&'static str, BTreeSet<String>>, TagMetrics)> {
+        let t = tenant.to_string();
+        let max = self.limits().tenant(tenant).max_bytes_per_tag_values_query;
+        self.budgeted(&[t.clone()], move |e| async move {
+            let (mut names, metrics) = e.tag_names_now(&t, range).await?;
+            cap_names(&mut names, max);
+            Ok((names, metrics))
+        })
+        .await
+    }
+
+    async fn tag_names_now(
+        &self,
+        tenant: &str,
+        range: Range,
+    ) -> Result<(BTreeMap<&'static str, BTreeSet<String>>, TagMetrics)> {
         let src = self.sources(tenant, range).await?;
         let mut out: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
         for b in &src.blocks {
@@ -164,6 +179,26 @@ impl QueryEngine {
         range: Range,
         limit: usize,
     ) -> Result<(Vec<TagValue>, TagMetrics)> {
+        let (t, field, q) = (tenant.to_string(), field.clone(), q.map(str::to_string));
+        let max = self.limits().tenant(tenant).max_bytes_per_tag_values_query;
+        self.budgeted(&[t.clone()], move |e| async move {
+            let (mut values, metrics) = e
+                .tag_values_now(&t, &field, q.as_deref(), range, limit)
+                .await?;
+            cap_values(&mut values, max);
+            Ok((values, metrics))
+        })
+        .await
+    }
+
+    async fn tag_values_now(
+        &self,
+        tenant: &str,
+        field: &FieldRef,
+        q: Option<&str>,
+        range: Range,
+        limit: usize,
+    ) -> Result<(Vec<TagValue>, TagMetrics)> {
         let src = self.sources(tenant, range).await?;
         let cond = narrowing(q);
         let ctx = self.session();
@@ -221,6 +256,65 @@ impl QueryEngine {
         values.truncate(limit);
         Ok((values, metrics))
     }
+}
+
+/// Keeps the leading values whose bytes add up to at most `max` (Tempo's
+/// `max_bytes_per_tag_values_query`; 0 keeps all), as Tempo answers with what fits. True when
+/// some were left out.
+pub fn cap_values(values: &mut Vec<TagValue>, max: usize) -> bool {
+    let keep = fitting(values.iter().map(|v| v.value.len()), max);
+    let cut = keep < values.len();
+    if cut {
+        tracing::warn!(
+            kept = keep,
+            of = values.len(),
+            max_bytes_per_tag_values_query = max,
+            "tag values exceed the response budget; answering with the first that fit"
+        );
+        values.truncate(keep);
+    }
+    cut
+}
+
+/// [`cap_values`] for tag names, scope by scope in scope order.
+pub fn cap_names(names: &mut BTreeMap<&'static str, BTreeSet<String>>, max: usize) -> bool {
+    let mut left = max;
+    let mut cut = false;
+    for set in names.values_mut() {
+        if max == 0 {
+            break;
+        }
+        let keep = match left {
+            0 => 0,
+            left => fitting(set.iter().map(String::len), left),
+        };
+        if keep < set.len() {
+            cut = true;
+            *set = std::mem::take(set).into_iter().take(keep).collect();
+        }
+        left = left.saturating_sub(set.iter().map(String::len).sum());
+    }
+    if cut {
+        tracing::warn!(
+            max_bytes_per_tag_values_query = max,
+            "tag names exceed the response budget; answering with the first that fit"
+        );
+    }
+    cut
+}
+
+/// How many of the leading `sizes` fit in `max` bytes (all when `max` is 0).
+fn fitting(sizes: impl Iterator<Item = usize>, max: usize) -> usize {
+    let mut total = 0usize;
+    let mut n = 0;
+    for s in sizes {
+        total = total.saturating_add(s);
+        if max > 0 && total > max {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 fn slots(t: &Typed) -> Vec<(&'static str, Expr)> {

@@ -23,7 +23,7 @@ use allegro_udfs::spansets::key::KeyType;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::{coalesce, encode, get_field, ltrim, power};
-use datafusion::logical_expr::{Expr, Operator, binary_expr, cast, col, lit};
+use datafusion::logical_expr::{Expr, Operator, binary_expr, cast, col, lit, try_cast};
 
 use crate::error::{EngineError, Result};
 use crate::schema::{AttrScope, HotColumn, HotType, col as c};
@@ -591,9 +591,16 @@ fn hex(column: &str) -> Expr {
     encode(cast(col(column), DataType::Binary), lit("hex"))
 }
 
+/// A stored duration (UInt64) as TraceQL's Int64. Blocks written before ingest fixed spans
+/// ending before they start hold such a span's duration wrapped past `i64::MAX`; it reads as 0,
+/// the duration ingest now stores for it, where a plain cast failed the whole query.
+pub fn duration(column: &str) -> Expr {
+    coalesce(vec![try_cast(col(column), DataType::Int64), lit(0i64)])
+}
+
 /// An intrinsic's slot.
 pub fn intrinsic(i: Intrinsic) -> Result<Typed> {
-    let as_i64 = |name: &str| cast(col(name), DataType::Int64);
+    let as_i64 = duration;
     let mut t = Typed::default();
     match i {
         Intrinsic::Duration => t.dur = Some(as_i64(c::DURATION)),

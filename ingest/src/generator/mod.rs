@@ -341,20 +341,22 @@ impl Generator {
         out
     }
 
-    /// The generated series in the Prometheus text format: one tenant's, or every tenant's with
-    /// a `tenant` label (unless `inject_tenant_id_as` already names it).
-    pub fn render(&self, tenant: Option<&str>) -> String {
-        let mut tenants: Vec<(String, Arc<Mutex<TenantGen>>)> = self
+    /// The generated series of `tenants` in the Prometheus text format; with several, each
+    /// series has a `tenant` label (unless `inject_tenant_id_as` already names it).
+    pub fn render(&self, tenants: &[String]) -> String {
+        let mut picked: Vec<(String, Arc<Mutex<TenantGen>>)> = self
             .tenants
             .read()
             .iter()
-            .filter(|(k, _)| tenant.is_none_or(|t| t == k.as_str()))
+            .filter(|(k, _)| tenants.contains(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        tenants.sort_by(|a, b| a.0.cmp(&b.0));
+        picked.sort_by(|a, b| a.0.cmp(&b.0));
+        // Several tenants' series would collide without a label telling them apart.
+        let label = tenants.len() > 1 && self.cfg.registry.inject_tenant_id_as.is_none();
         let mut out = String::new();
-        for (name, t) in tenants {
-            let extra = if tenant.is_none() && self.cfg.registry.inject_tenant_id_as.is_none() {
+        for (name, t) in picked {
+            let extra = if label {
                 vec![("tenant".to_string(), name)]
             } else {
                 Vec::new()

@@ -187,8 +187,12 @@ pub async fn serve_with(
     };
     let live: Arc<dyn allegro_engine::query::LiveSpans> = ingester.clone();
     let query = Arc::new(
-        allegro_engine::query::QueryEngine::new(catalog.clone(), Some(live))
-            .map_err(|e| format!("query engine: {e}"))?,
+        allegro_engine::query::QueryEngine::with_limits(
+            catalog.clone(),
+            Some(live),
+            cfg.query_limits().map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("query engine: {e}"))?,
     );
     let state = AppState {
         catalog,

@@ -30,6 +30,14 @@ impl ApiError {
         }
     }
 
+    /// 403: the caller's tenant may not see this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+        }
+    }
+
     /// 404: nothing there.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
@@ -55,6 +63,8 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
             EngineError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            EngineError::Budget { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::TooManyQueries(_) => StatusCode::TOO_MANY_REQUESTS,
             e if e.is_user_error() => StatusCode::BAD_REQUEST,
             _ => {
                 tracing::error!(error = %e, "request failed");

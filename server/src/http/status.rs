@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::tenant::request_tenants;
 
 /// The Tempo version whose API and TraceQL semantics Allegro answers to. Grafana compares it
 /// with semver; build metadata (`+allegro…`) does not change the comparison.
@@ -113,12 +114,14 @@ fn render_remote_write(rw: &RemoteWrite, out: &mut String) {
 /// Query of the generated-series scrape endpoint.
 #[derive(Debug, serde::Deserialize)]
 pub struct GeneratedQuery {
-    /// Only this tenant's series (also taken from `X-Scope-OrgID`).
+    /// Only this one of the caller's tenants.
     pub tenant: Option<String>,
 }
 
 /// `/api/metrics-generator/metrics`: span metrics and service graphs in the Prometheus text
-/// format, for setups that scrape instead of receiving remote write.
+/// format, for setups that scrape instead of receiving remote write. Like every endpoint it
+/// answers for the caller's tenants only (`X-Scope-OrgID`, `a|b` for several, each series then
+/// labelled with its tenant); `?tenant=` picks one of them.
 pub async fn generated_metrics(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -129,15 +132,19 @@ pub async fn generated_metrics(
             "the metrics generator is off; add a metrics_generator: block to the config (an empty block runs it with defaults)",
         ));
     };
-    let tenant = q.tenant.or_else(|| {
-        headers
-            .get("x-scope-orgid")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
+    let mut tenants = request_tenants(state.multitenancy, &headers)?;
+    if let Some(t) = q.tenant {
+        if !tenants.contains(&t) {
+            return Err(ApiError::forbidden(format!(
+                "tenant {t:?} is not among the tenants of this request ({}); set X-Scope-OrgID to it",
+                tenants.join("|")
+            )));
+        }
+        tenants = vec![t];
+    }
     Ok((
         [("content-type", "text/plain; version=0.0.4")],
-        g.render(tenant.as_deref()),
+        g.render(&tenants),
     ))
 }
 

@@ -239,6 +239,19 @@ impl QueryEngine {
         req: &MetricsRequest,
         limits: &MetricsLimits,
     ) -> Result<QueryRangeResponse> {
+        let (ts, req, limits) = (tenants.to_vec(), req.clone(), limits.clone());
+        self.budgeted(tenants, move |e| async move {
+            e.query_range_now(&ts, &req, &limits).await
+        })
+        .await
+    }
+
+    async fn query_range_now(
+        &self,
+        tenants: &[String],
+        req: &MetricsRequest,
+        limits: &MetricsLimits,
+    ) -> Result<QueryRangeResponse> {
         let (q, node) = compile_metrics(&req.query)?;
         let grid = Self::range_grid(req, limits)?;
         let exemplars = exemplar_limit(&q, req.exemplars, limits);
@@ -258,6 +271,19 @@ impl QueryEngine {
 
     /// `/api/metrics/query`: one value per series over `[start, end]`.
     pub async fn query_instant(
+        &self,
+        tenants: &[String],
+        req: &MetricsRequest,
+        limits: &MetricsLimits,
+    ) -> Result<QueryInstantResponse> {
+        let (ts, req, limits) = (tenants.to_vec(), req.clone(), limits.clone());
+        self.budgeted(tenants, move |e| async move {
+            e.query_instant_now(&ts, &req, &limits).await
+        })
+        .await
+    }
+
+    async fn query_instant_now(
         &self,
         tenants: &[String],
         req: &MetricsRequest,
