@@ -468,7 +468,7 @@ async fn the_head_budget_holds_across_tenants_and_a_tenants_share_under_it() {
     );
     let held: u64 = ing.gauges().iter().map(|g| g.bytes).sum();
     // At most one request past the budget: the check runs before each write.
-    assert!(held >= 64 << 10 && held < (64 << 10) + (4 << 10), "{held}");
+    assert!(((64 << 10)..(68 << 10)).contains(&held), "{held}");
 
     // A tenant with a share of its own stops there, well under the budget.
     let dir = tempfile::tempdir().unwrap();

@@ -31,6 +31,10 @@ storage:
   trace:
     wal:
       segment_bytes: 200000
+overrides:
+  defaults:
+    ingestion:
+      max_span_age: 0s  # the spans start on 2026-01-01
 ";
 
 /// Spans per request; a trace grows over `REQUESTS_PER_TRACE` requests, so its spans cross

@@ -65,8 +65,10 @@ async fn a_query_over_its_memory_budget_is_refused_naming_the_limit_and_the_next
 async fn a_query_over_its_time_budget_is_stopped_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     generated(dir.path(), 3, 20_000).await;
-    let mut l = QueryLimits::default();
-    l.timeout = Duration::from_millis(1);
+    let l = QueryLimits {
+        timeout: Duration::from_millis(1),
+        ..Default::default()
+    };
     let engine = engine_with(dir.path(), l);
     let e = engine
         .search(&[TENANT.into()], &search("{ } | count() > 2"))

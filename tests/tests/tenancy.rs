@@ -65,9 +65,10 @@ fn every_route_answers_for_the_callers_tenants_only() {
     let mut cfg = config_for(dir.path());
     cfg.multitenancy_enabled = true;
     // Spans end two minutes ago (older than the generator's default 30 s slack): count them.
-    let mut generator = allegro_server::config::generator::GeneratorSection::default();
-    generator.metrics_ingestion_time_range_slack = Some(Duration::ZERO);
-    cfg.metrics_generator = Some(generator);
+    cfg.metrics_generator = Some(allegro_server::config::generator::GeneratorSection {
+        metrics_ingestion_time_range_slack: Some(Duration::ZERO),
+        ..Default::default()
+    });
     let srv = TestServer::start(cfg);
     for (tenant, id) in [("a", 0xaa), ("b", 0xbb)] {
         let body = ExportTraceServiceRequest {

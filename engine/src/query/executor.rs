@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
@@ -34,6 +36,9 @@ use crate::error::{EngineError, Result};
 
 /// OS priority of query threads (0 is normal; higher yields the CPU to other threads).
 pub const QUERY_NICE: i32 = 10;
+
+/// The config key of the time budget.
+const TIMEOUT_KEY: &str = "querier.search.query_timeout";
 
 /// One tenant's query budget (`overrides.*.read`).
 #[derive(Debug, Clone, PartialEq)]
@@ -120,12 +125,84 @@ struct TenantSlots {
     waiting: std::sync::atomic::AtomicUsize,
 }
 
+/// How queries ended, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered.
+    Ok,
+    /// Failed (the user's mistake or ours).
+    Error,
+    /// Stopped at the time budget.
+    Timeout,
+    /// Stopped because the caller went away.
+    Cancelled,
+    /// Refused: the tenant had too many queries.
+    Refused,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::Error,
+        Outcome::Timeout,
+        Outcome::Cancelled,
+        Outcome::Refused,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// Query counts: tasks alive on the query threads, and outcomes.
+#[derive(Debug, Default)]
+struct Stats {
+    running: AtomicUsize,
+    outcomes: [AtomicU64; 5],
+}
+
+impl Stats {
+    fn count(&self, o: Outcome) {
+        self.outcomes[o as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// Lowers a counter when dropped (a query task ending or aborted).
+struct Running(Arc<Stats>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts a caller that went away before its query ended as cancelled.
+struct Waiting<'a> {
+    stats: &'a Stats,
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stats.count(Outcome::Cancelled);
+        }
+    }
+}
+
 /// Runs queries on their own lower-priority threads under their tenants' budgets.
 pub struct QueryExecutor {
     runtime: Mutex<Option<Runtime>>,
     handle: Handle,
     limits: QueryLimits,
     slots: Mutex<HashMap<String, Arc<TenantSlots>>>,
+    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for QueryExecutor {
@@ -174,7 +251,38 @@ impl QueryExecutor {
             runtime: Mutex::new(Some(runtime)),
             limits,
             slots: Mutex::new(HashMap::new()),
+            stats: Arc::default(),
         })
+    }
+
+    /// Query tasks alive on the query threads now.
+    pub fn running(&self) -> usize {
+        self.stats.running.load(Relaxed)
+    }
+
+    /// The query metrics in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP allegro_queries_running Queries running on the query threads.\n\
+             # TYPE allegro_queries_running gauge\nallegro_queries_running {}",
+            self.running()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP allegro_queries_total Queries by outcome (timeout: over \
+             querier.search.query_timeout; cancelled: the client went away; refused: over \
+             max_concurrent_queries and max_queued_queries).\n# TYPE allegro_queries_total counter"
+        );
+        for o in Outcome::ALL {
+            let _ = writeln!(
+                out,
+                "allegro_queries_total{{outcome=\"{}\"}} {}",
+                o.label(),
+                self.stats.outcomes[o as usize].load(Relaxed)
+            );
+        }
     }
 
     /// The budgets in force.
@@ -213,7 +321,6 @@ impl QueryExecutor {
         tenants: &[String],
         deadline: Instant,
     ) -> Result<Vec<OwnedSemaphorePermit>> {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut sorted: Vec<&String> = tenants.iter().collect();
         sorted.sort();
         sorted.dedup();
@@ -247,7 +354,7 @@ impl QueryExecutor {
 
     fn timed_out(&self) -> EngineError {
         EngineError::Budget {
-            limit: "querier.search.query_timeout".into(),
+            limit: TIMEOUT_KEY.into(),
             message: format!(
                 "the query did not finish within {} and was stopped; narrow its time range or \
                  its conditions",
@@ -263,9 +370,34 @@ impl QueryExecutor {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        let mut waiting = Waiting {
+            stats: &self.stats,
+            done: false,
+        };
+        let r = self.run_counted(tenants, query).await;
+        waiting.done = true;
+        self.stats.count(match &r {
+            Ok(_) => Outcome::Ok,
+            Err(EngineError::TooManyQueries(_)) => Outcome::Refused,
+            Err(EngineError::Budget { limit, .. }) if limit == TIMEOUT_KEY => Outcome::Timeout,
+            Err(_) => Outcome::Error,
+        });
+        r
+    }
+
+    async fn run_counted<T, F>(&self, tenants: &[String], query: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
         let deadline = Instant::now() + self.limits.timeout;
         let _permits = self.admit(tenants, deadline).await?;
-        let task = self.handle.spawn(query);
+        self.stats.running.fetch_add(1, Relaxed);
+        let running = Running(self.stats.clone());
+        let task = self.handle.spawn(async move {
+            let _running = running;
+            query.await
+        });
         let _abort = AbortOnDrop(task.abort_handle());
         match tokio::time::timeout_at(deadline, task).await {
             Err(_) => Err(self.timed_out()),
@@ -351,6 +483,35 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the query task still runs after its budget ended");
+    }
+
+    #[tokio::test]
+    async fn a_query_whose_caller_goes_away_stops_running() {
+        let ex = QueryExecutor::start(limits(1, 1, Duration::from_secs(60))).unwrap();
+        let tenants = ["t".to_string()];
+        let call = ex.run(&tenants, async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        });
+        // The caller gives up (an HTTP client that disconnected drops the handler's future).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), call)
+                .await
+                .is_err()
+        );
+        for _ in 0..100 {
+            if ex.running() == 0 {
+                let mut m = String::new();
+                ex.render_metrics(&mut m);
+                assert!(
+                    m.contains("allegro_queries_total{outcome=\"cancelled\"} 1"),
+                    "{m}"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the query still runs after its caller went away");
     }
 
     #[tokio::test]

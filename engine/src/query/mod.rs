@@ -65,6 +65,11 @@ impl QueryEngine {
         self.executor.limits()
     }
 
+    /// Queries running and how queries ended, in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.executor.render_metrics(out);
+    }
+
     /// Runs `query` on the query threads under the budget of `tenants`: it gets a clone of
     /// this engine whose sessions draw on one memory pool of the query's own.
     pub(crate) async fn budgeted<T, F, Fut>(&self, tenants: &[String], query: F) -> Result<T>

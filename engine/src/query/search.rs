@@ -213,7 +213,7 @@ impl QueryEngine {
     /// Explains a search over `tenant`'s data: the compiled program and both plans.
     pub async fn explain(&self, tenant: &str, req: &SearchRequest) -> Result<Explained> {
         let (t, req) = (tenant.to_string(), req.clone());
-        self.budgeted(&[t.clone()], move |e| async move {
+        self.budgeted(&[tenant.to_string()], move |e| async move {
             e.explain_now(&t, &req).await
         })
         .await

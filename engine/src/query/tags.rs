@@ -76,7 +76,7 @@ impl QueryEngine {
     ) -> Result<(BTreeMap<&'static str, BTreeSet<String>>, TagMetrics)> {
         let t = tenant.to_string();
         let max = self.limits().tenant(tenant).max_bytes_per_tag_values_query;
-        self.budgeted(&[t.clone()], move |e| async move {
+        self.budgeted(&[tenant.to_string()], move |e| async move {
             let (mut names, metrics) = e.tag_names_now(&t, range).await?;
             cap_names(&mut names, max);
             Ok((names, metrics))
@@ -181,7 +181,7 @@ impl QueryEngine {
     ) -> Result<(Vec<TagValue>, TagMetrics)> {
         let (t, field, q) = (tenant.to_string(), field.clone(), q.map(str::to_string));
         let max = self.limits().tenant(tenant).max_bytes_per_tag_values_query;
-        self.budgeted(&[t.clone()], move |e| async move {
+        self.budgeted(&[tenant.to_string()], move |e| async move {
             let (mut values, metrics) = e
                 .tag_values_now(&t, &field, q.as_deref(), range, limit)
                 .await?;

@@ -40,6 +40,7 @@ pub async fn buildinfo() -> Json<serde_json::Value> {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], {
         let mut text = state.metrics.render();
+        state.query.render_metrics(&mut text);
         if let Some(i) = &state.ingester {
             i.render_metrics(&mut text);
         }
