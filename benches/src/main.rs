@@ -4,7 +4,7 @@
 //! cargo run --release -p allegro-benches -- block-write --spans 1000000
 //! cargo run --release -p allegro-benches -- trace-by-id --spans 10000000 --block-spans 100000
 //! cargo run --release -p allegro-benches -- ingest --protocol grpc --rate 0 --connections 8
-//! cargo run --release -p allegro-benches -- search --spans 1000000
+//! cargo run --release -p allegro-benches -- search --spans 10000000 --duration 6h
 //! cargo run --release -p allegro-benches -- generator --spans 1000000
 //! ```
 //!
@@ -78,8 +78,8 @@ enum Suite {
         #[arg(long, default_value_t = 200)]
         lookups: usize,
     },
-    /// TraceQL search: latency per representative query, spans/s, bytes read, peak memory.
-    Search(Common),
+    /// TraceQL search: Tempo's shapes and Drilldown's searches over 1h/6h/24h, against DuckDB.
+    Search(search::SearchArgs),
     /// TraceQL metrics: Drilldown's queries over 1h and 6h, against DuckDB on the same files.
     Metrics(metrics::MetricsArgs),
     /// Ingest load generator: OTLP over HTTP or gRPC against a server it starts.
@@ -105,7 +105,7 @@ fn main() {
         match cli.suite {
             Suite::BlockWrite(c) => suites::block_write(&c).await,
             Suite::TraceById { common, lookups } => suites::trace_by_id(&common, lookups).await,
-            Suite::Search(c) => search::run(&c).await,
+            Suite::Search(a) => search::run(&a).await,
             Suite::Metrics(a) => metrics::run(&a).await,
             Suite::Ingest(a) => ingest::run(&a).await,
             Suite::Generator(a) => generator::run(&a).await,

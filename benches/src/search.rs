@@ -1,8 +1,15 @@
-//! TraceQL search over a generated dataset: latency per query (p50/p99), spans searched per
-//! second, bytes the Parquet scans read, and peak memory.
+//! TraceQL search at scale: Tempo's benchmark shapes, `{ }` and Traces Drilldown's span list
+//! and structure tab over ranges ending at the end of the data, side by side with DuckDB
+//! running hand-written SQL that returns the same newest traces from the same Parquet files
+//! (`benches/duckdb/search.py`), the two alternating repetition by repetition. Per query:
+//! p50/p99 of both, bytes read, spans in range per second, peak RSS, and whether the answers
+//! (trace IDs, in order) are equal.
 
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::query::QueryEngine;
@@ -14,85 +21,399 @@ use crate::Common;
 use crate::dataset::{self, TENANT};
 use crate::report::{Latency, emit, peak_rss};
 
-/// Representative searches: Grafana's default, Drilldown's span list and structure tab,
-/// selective filters on hot and overflow attributes, structure, pipelines.
-pub const QUERIES: [(&str, &str); 10] = [
-    ("all", "{ }"),
-    ("errors", "{ status = error }"),
-    (
-        "service",
-        "{ resource.service.name = \"checkout-service\" }",
-    ),
-    (
-        "route+duration",
-        "{ span.http.route = \"/api/cart\" && duration > 5ms }",
-    ),
-    ("unscoped", "{ .db.system = \"postgresql\" }"),
-    ("regex", "{ name =~ \"GET /api/.*\" }"),
-    (
-        "descendant",
-        "{ resource.service.name = \"api-gateway\" } >> { status = error }",
-    ),
-    ("count", "{ kind = server } | count() > 3"),
-    ("by", "{ status = error } | by(resource.service.name)"),
-    (
-        "structure-tab",
-        "({ resource.service.name = \"web-frontend\" } &>> { status = error }) || ({ resource.service.name = \"web-frontend\" }) | select(status, resource.service.name, name, nestedSetParent, nestedSetLeft, nestedSetRight)",
-    ),
-];
+/// One benchmark query: TraceQL, the SQL that answers it, and Grafana's limit and spss.
+pub struct Shape {
+    name: &'static str,
+    traceql: &'static str,
+    /// `{win}`, `{limit}` and `{span.KEY}`/`{resource.KEY}` are filled in by the runner.
+    sql: String,
+    limit: usize,
+    spss: usize,
+}
+
+/// The newest traces with a span matching `cond`.
+fn any_span(cond: &str) -> String {
+    format!(
+        "SELECT trace_id, min(trace_start_unix_nano) AS s FROM spans WHERE {{win}} AND ({cond}) \
+         GROUP BY trace_id ORDER BY s DESC, trace_id LIMIT {{limit}}"
+    )
+}
+
+/// The newest traces whose spans match `cond` with `having` true of the group.
+fn grouped(cond: &str, having: &str) -> String {
+    format!(
+        "SELECT trace_id, min(trace_start_unix_nano) AS s FROM spans WHERE {{win}} AND ({cond}) \
+         GROUP BY trace_id HAVING {having} ORDER BY s DESC, trace_id LIMIT {{limit}}"
+    )
+}
+
+/// The newest traces with a pair of spans `a` (matching `lhs`) and `b` (matching `rhs`)
+/// for which `rel` holds (`exists`), or with a `b` for which no `a` does (not `exists`).
+fn related(lhs: &str, rhs: &str, rel: &str, exists: bool) -> String {
+    let side = |cond: &str| {
+        format!(
+            "SELECT trace_id, nested_set_left AS l, nested_set_right AS r, \
+             nested_set_parent AS p, trace_start_unix_nano AS ts FROM spans \
+             WHERE {{win}} AND ({cond})"
+        )
+    };
+    let matched =
+        format!("SELECT 1 FROM a WHERE a.trace_id = b.trace_id AND a.l > 0 AND b.l > 0 AND {rel}");
+    let test = if exists {
+        format!("EXISTS ({matched})")
+    } else {
+        format!("NOT EXISTS ({matched})")
+    };
+    format!(
+        "WITH a AS ({}), b AS ({}) SELECT trace_id, min(ts) AS s FROM b WHERE {test} \
+         GROUP BY trace_id ORDER BY s DESC, trace_id LIMIT {{limit}}",
+        side(lhs),
+        side(rhs)
+    )
+}
+
+const DESCENDANT: &str = "a.l < b.l AND b.r < a.r";
+const CHILD: &str = "b.p = a.l";
+const SIBLING: &str = "b.p = a.p AND b.p <> 0 AND b.l <> a.l";
+const ERROR: &str = "status_code = 2";
+const GATEWAY: &str = "service_name = 'api-gateway'";
+
+/// The shapes: Tempo's benchmark kinds, `{ }`, and Drilldown's searches as Grafana sends them.
+fn shapes() -> Vec<Shape> {
+    let s = |name, traceql, sql: String| Shape {
+        name,
+        traceql,
+        sql,
+        limit: 20,
+        spss: 3,
+    };
+    vec![
+        s("all", "{ }", any_span("true")),
+        s(
+            "span-attr-match",
+            "{ span.http.route = \"/api/cart\" }",
+            any_span("{span.http.route} = '/api/cart'"),
+        ),
+        s(
+            "span-attr-nomatch",
+            "{ span.http.route = \"/api/none\" }",
+            any_span("{span.http.route} = '/api/none'"),
+        ),
+        s(
+            "resource-attr",
+            "{ resource.service.name = \"checkout-service\" }",
+            any_span("service_name = 'checkout-service'"),
+        ),
+        s("intrinsic", "{ status = error }", any_span(ERROR)),
+        s(
+            "regex",
+            "{ name =~ \"GET /api/.*\" }",
+            any_span("regexp_full_match(name, 'GET /api/.*')"),
+        ),
+        s(
+            "or-spansets",
+            "{ resource.service.name = \"payment-service\" } || { status = error }",
+            any_span("service_name = 'payment-service' OR status_code = 2"),
+        ),
+        s(
+            "and-spansets",
+            "{ resource.service.name = \"api-gateway\" } && { status = error }",
+            grouped(
+                &format!("{GATEWAY} OR {ERROR}"),
+                &format!("bool_or({GATEWAY}) AND bool_or({ERROR})"),
+            ),
+        ),
+        s(
+            "mixed",
+            "{ resource.service.name = \"cart-service\" && span.http.route = \"/api/cart\" && duration > 5ms }",
+            any_span(
+                "service_name = 'cart-service' AND {span.http.route} = '/api/cart' AND duration_nano > 5000000",
+            ),
+        ),
+        s(
+            "complex",
+            "{ (resource.service.name = \"api-gateway\" || resource.service.name = \"web-frontend\") && kind = server && duration > 10ms && status != error }",
+            any_span(
+                "service_name IN ('api-gateway', 'web-frontend') AND kind = 2 AND duration_nano > 10000000 AND status_code <> 2",
+            ),
+        ),
+        s(
+            "descendant",
+            "{ resource.service.name = \"api-gateway\" } >> { status = error }",
+            related(GATEWAY, ERROR, DESCENDANT, true),
+        ),
+        s(
+            "child",
+            "{ kind = server } > { kind = client }",
+            related("kind = 2", "kind = 3", CHILD, true),
+        ),
+        s(
+            "sibling",
+            "{ resource.service.name = \"cart-service\" } ~ { resource.service.name = \"inventory-service\" }",
+            related(
+                "service_name = 'cart-service'",
+                "service_name = 'inventory-service'",
+                SIBLING,
+                true,
+            ),
+        ),
+        s(
+            "not-descendant",
+            "{ resource.service.name = \"api-gateway\" } !>> { status = error }",
+            related(GATEWAY, ERROR, DESCENDANT, false),
+        ),
+        s(
+            "union-descendant",
+            "{ resource.service.name = \"api-gateway\" } &>> { status = error }",
+            related(GATEWAY, ERROR, DESCENDANT, true),
+        ),
+        s(
+            "count",
+            "{ } | count() > 60",
+            grouped("true", "count(*) > 60"),
+        ),
+        s(
+            "avg",
+            "{ kind = server } | avg(duration) > 100ms",
+            grouped("kind = 2", "avg(duration_nano) > 100000000"),
+        ),
+        s(
+            "by",
+            "{ status = error } | by(resource.service.name)",
+            any_span(ERROR),
+        ),
+        s(
+            "select",
+            "{ status = error } | select(span.http.route, resource.service.name)",
+            any_span(ERROR),
+        ),
+        Shape {
+            name: "drilldown-span-list",
+            traceql: "{nestedSetParent<0 && true && status = error}",
+            sql: any_span("nested_set_parent < 0 AND status_code = 2"),
+            limit: 200,
+            spss: 10,
+        },
+        Shape {
+            name: "drilldown-structure",
+            traceql: "({nestedSetParent<0 && true && status = error} &>> { status = error }) || ({nestedSetParent<0 && true && status = error}) | select(status, resource.service.name, name, nestedSetParent, nestedSetLeft, nestedSetRight)",
+            sql: any_span("nested_set_parent < 0 AND status_code = 2"),
+            limit: 200,
+            spss: 20,
+        },
+    ]
+}
+
+/// Options of the search suite.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SearchArgs {
+    /// Dataset, repetitions, output.
+    #[command(flatten)]
+    pub common: Common,
+    /// Ranges to search, ending at the end of the data.
+    #[arg(long, value_delimiter = ',', default_value = "1h,6h")]
+    pub ranges: Vec<String>,
+    /// Skip the DuckDB comparison.
+    #[arg(long)]
+    pub no_duckdb: bool,
+    /// Run only these shapes (names as in the report).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+/// The DuckDB side, a long-lived process answering one SQL query per line.
+struct DuckDb {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl DuckDb {
+    fn start(dir: &Path) -> Result<Self, String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb/search.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg("--data")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e} (pip install duckdb)", script.display()))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut d = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        d.read()?;
+        Ok(d)
+    }
+
+    fn read(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("duckdb: {e}"))?;
+        let v: Value =
+            serde_json::from_str(&line).map_err(|e| format!("duckdb said {line:?}: {e}"))?;
+        if let Some(e) = v.get("error") {
+            return Err(format!("duckdb: {e} in {}", v["sql"]));
+        }
+        Ok(v)
+    }
+
+    /// Runs `sql`: its wall time and trace IDs (hex, no leading zeros).
+    fn query(&mut self, sql: &str) -> Result<(Duration, Vec<String>), String> {
+        writeln!(self.stdin, "{}", json!({ "sql": sql })).map_err(|e| e.to_string())?;
+        let v = self.read()?;
+        let ms = v["ms"].as_f64().unwrap_or(f64::NAN);
+        let ids = v["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r[0].as_str())
+            .map(trimmed)
+            .collect();
+        Ok((Duration::from_secs_f64(ms / 1e3), ids))
+    }
+}
+
+impl Drop for DuckDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A trace ID as Tempo's search answer writes it: hex without leading zeros.
+fn trimmed(hex: &str) -> String {
+    let t = hex.trim_start_matches('0');
+    if t.is_empty() { "0".into() } else { t.into() }
+}
+
+/// Resets this process's peak RSS, so the next reading is one query's.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
 
 /// Runs the suite.
-pub async fn run(c: &Common) -> Result<(), String> {
+pub async fn run(a: &SearchArgs) -> Result<(), String> {
+    let c = &a.common;
     let (_, dir, info) = dataset::ensure(c).await?;
-    let store = open_store(&allegro_engine::storage::StorageBackend::Local { path: dir })
+    let store = open_store(&allegro_engine::storage::StorageBackend::Local { path: dir.clone() })
         .map_err(|e| e.to_string())?;
     let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let data_end = catalog
+        .blocks(TENANT)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|b| b.end_unix_nano)
+        .max()
+        .unwrap_or(0);
     let engine = QueryEngine::new(catalog, None).map_err(|e| e.to_string())?;
+    let mut duck = if a.no_duckdb {
+        None
+    } else {
+        Some(DuckDb::start(&dir)?)
+    };
     let tenants = [TENANT.to_string()];
-    let mut results = serde_json::Map::new();
-    for (name, q) in QUERIES {
-        let req = SearchRequest {
-            query: q.to_string(),
-            limit: 20,
-            spss: 3,
-            range: None,
-        };
-        for _ in 0..c.warmup {
-            engine
-                .search(&tenants, &req)
-                .await
-                .map_err(|e| format!("{name}: {e}"))?;
-        }
-        let mut samples = Vec::new();
-        let mut last = None;
-        for _ in 0..c.reps {
-            let t0 = Instant::now();
-            let r = engine
-                .search(&tenants, &req)
-                .await
-                .map_err(|e| format!("{name}: {e}"))?;
-            samples.push(t0.elapsed());
-            last = Some(r);
-        }
-        let lat = Latency::of(samples);
-        let r = last.unwrap_or_default();
-        let m = r.metrics.unwrap_or_default();
-        results.insert(
-            name.to_string(),
-            json!({
-                "query": q,
+    let mut ranges = serde_json::Map::new();
+    for r in &a.ranges {
+        let len = humantime::parse_duration(r).map_err(|e| format!("--ranges {r}: {e}"))?;
+        // Whole seconds, as Grafana sends them.
+        let end = data_end.div_ceil(1_000_000_000) * 1_000_000_000;
+        let start = end.saturating_sub(len.as_nanos() as u64);
+        let spans_in_range = info.spans as f64 * (len.as_secs_f64() / c.duration_secs()).min(1.0);
+        let mut queries = serde_json::Map::new();
+        for shape in shapes() {
+            if !a.only.is_empty() && !a.only.iter().any(|o| o == shape.name) {
+                continue;
+            }
+            let req = SearchRequest {
+                query: shape.traceql.to_string(),
+                limit: shape.limit,
+                spss: shape.spss,
+                range: Some((start, end)),
+            };
+            let sql = shape
+                .sql
+                .replace(
+                    "{win}",
+                    &format!(
+                        "trace_start_unix_nano <= {end} AND \
+                         trace_start_unix_nano + trace_duration_nano >= {start}"
+                    ),
+                )
+                .replace("{limit}", &shape.limit.to_string());
+            let mut ours = Vec::new();
+            let mut theirs = Vec::new();
+            let mut peak = 0u64;
+            let mut last = None;
+            let mut duck_ids = Vec::new();
+            for i in 0..c.warmup + c.reps {
+                reset_peak_rss();
+                let t0 = Instant::now();
+                let resp = engine
+                    .search(&tenants, &req)
+                    .await
+                    .map_err(|e| format!("{}: {e}", shape.name))?;
+                let took = t0.elapsed();
+                peak = peak.max(peak_rss());
+                if let Some(d) = duck.as_mut() {
+                    let (t, ids) = d.query(&sql)?;
+                    if i >= c.warmup {
+                        theirs.push(t);
+                    }
+                    duck_ids = ids;
+                }
+                if i >= c.warmup {
+                    ours.push(took);
+                }
+                last = Some(resp);
+            }
+            let resp = last.unwrap_or_default();
+            let ids: Vec<String> = resp.traces.iter().map(|t| t.trace_id.clone()).collect();
+            let lat = Latency::of(ours);
+            let mut entry = json!({
+                "query": shape.traceql,
+                "limit": shape.limit,
                 "latency": lat,
-                "spans_per_second": info.spans as f64 / (lat.p50_ms / 1e3).max(1e-9),
-                "traces_returned": r.traces.len(),
-                "bytes_read": m.inspected_bytes,
-            }),
-        );
+                "spans_per_second": spans_in_range / (lat.p50_ms / 1e3).max(1e-9),
+                "traces_returned": ids.len(),
+                "bytes_read": resp.metrics.map_or(0, |m| m.inspected_bytes),
+                "peak_rss_bytes": peak,
+            });
+            if duck.is_some() {
+                let d = Latency::of(theirs);
+                entry["duckdb"] = json!({ "latency": d, "sql": sql });
+                entry["faster_than_duckdb"] = json!(d.p50_ms / lat.p50_ms.max(1e-9));
+                entry["answers_equal"] = json!(ids == duck_ids);
+                if ids != duck_ids {
+                    entry["duckdb"]["first_ids"] =
+                        json!(duck_ids.iter().take(3).collect::<Vec<_>>());
+                    entry["first_ids"] = json!(ids.iter().take(3).collect::<Vec<_>>());
+                }
+            }
+            eprintln!(
+                "{r} {:<22} {:>9.1} ms  duckdb {:>9}  equal {}",
+                shape.name,
+                lat.p50_ms,
+                entry["duckdb"]["latency"]["p50_ms"]
+                    .as_f64()
+                    .map_or("-".into(), |v| format!("{v:.1} ms")),
+                entry["answers_equal"]
+            );
+            queries.insert(shape.name.to_string(), entry);
+        }
+        ranges.insert(r.clone(), Value::Object(queries));
     }
     let report = json!({
         "suite": "search",
         "compression": c.compression,
-        "dataset": { "spans": info.spans, "traces": info.traces, "blocks": info.blocks, "data_bytes": info.data_bytes },
-        "queries": Value::Object(results),
+        "dataset": { "spans": info.spans, "traces": info.traces, "blocks": info.blocks, "data_bytes": info.data_bytes, "duration": c.duration },
+        "ranges": Value::Object(ranges),
         "peak_rss_bytes": peak_rss(),
     });
     emit("TraceQL search", &report, c.json.as_deref())

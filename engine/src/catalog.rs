@@ -76,7 +76,11 @@ pub struct Catalog {
     footers: Cache<Uuid, Arc<ArrowReaderMetadata>>,
     scan_footers: Cache<Uuid, Arc<ScanFooter>>,
     blooms: Cache<Uuid, Arc<TraceBloom>>,
+    incomplete: Cache<Uuid, Arc<IncompleteTraces>>,
 }
+
+/// The traces whose part in a block is incomplete (see [`BlockMeta::incomplete_traces`]).
+pub type IncompleteTraces = std::collections::HashSet<TraceId, foldhash::fast::RandomState>;
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +120,11 @@ impl Catalog {
                 .weigher(|_, b: &Arc<TraceBloom>| weigh(b.byte_size()))
                 .max_capacity(cfg.bloom_cache_bytes)
                 .build(),
+            // Shares the metas' budget: the lists are usually empty or short.
+            incomplete: Cache::builder()
+                .weigher(|_, t: &Arc<IncompleteTraces>| weigh(64 + t.len() * 24))
+                .max_capacity(cfg.meta_cache_bytes)
+                .build(),
             cfg,
         }
     }
@@ -137,6 +146,7 @@ impl Catalog {
         self.footers.invalidate_all();
         self.scan_footers.invalidate_all();
         self.blooms.invalidate_all();
+        self.incomplete.invalidate_all();
     }
 
     /// Tenants that have at least one block directory in storage.
@@ -313,6 +323,27 @@ impl Catalog {
             .map_err(|e| crate::block::reader::parquet_err(meta, e))?;
         self.scan_footers.insert(meta.block_id, f.clone()).await;
         Ok(f)
+    }
+
+    /// The traces whose part in `meta`'s block is incomplete: from `meta.json`, or read from
+    /// the block (two narrow columns) when it does not list them; cached per block.
+    pub async fn incomplete_traces(&self, meta: &BlockMeta) -> Result<Arc<IncompleteTraces>> {
+        if let Some(hit) = self.incomplete.get(&meta.block_id).await {
+            return Ok(hit);
+        }
+        let ids: Vec<TraceId> = match &meta.incomplete_traces {
+            Some(list) => list
+                .iter()
+                .map(|h| TraceId::parse_hex(h))
+                .collect::<Result<_>>()?,
+            None => {
+                let footer = self.footer(&self.store, meta).await?;
+                crate::block::reader::read_incomplete_traces(&self.store, meta, &footer).await?
+            }
+        };
+        let set = Arc::new(ids.into_iter().collect::<IncompleteTraces>());
+        self.incomplete.insert(meta.block_id, set.clone()).await;
+        Ok(set)
     }
 
     /// Finds every span of trace `id` in `tenant`'s blocks overlapping `[start, end]`

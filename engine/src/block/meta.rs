@@ -69,9 +69,19 @@ pub struct BlockMeta {
     /// Every attribute key per scope (`None` in blocks written before this was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribute_keys: Option<crate::hot::AttributeKeys>,
+    /// Traces whose part in this block is incomplete: no root span, or a span whose parent is
+    /// not in the block (hex, sorted). Every trace split across blocks (or blocks and the head)
+    /// has such a part, so search evaluates these traces over all their parts and every other
+    /// trace block by block. `None` in blocks written before this was recorded and in blocks
+    /// with more than [`MAX_RECORDED_INCOMPLETE`]: the query engine then finds them itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete_traces: Option<Vec<String>>,
     /// Times merged by compaction; 0 for freshly written blocks.
     pub compaction_level: u32,
 }
+
+/// Most incomplete trace IDs `meta.json` lists (330 KB of hex).
+pub const MAX_RECORDED_INCOMPLETE: usize = 10_000;
 
 /// RFC3339 with second precision.
 pub fn rfc3339_seconds(unix_nano: u64, round_up: bool) -> String {
@@ -123,7 +133,8 @@ impl BlockMeta {
             .as_ref()
             .map_or(0, |t| t.iter().map(|k| k.key.len() + 64).sum());
         let hot: usize = self.hot_columns.iter().map(|h| h.key.len() + 64).sum();
-        512 + attrs + others + types + hot
+        let incomplete = self.incomplete_traces.as_ref().map_or(0, |v| v.len() * 56);
+        512 + attrs + others + types + hot + incomplete
     }
 
     /// Could the block hold spans of `id`?

@@ -167,3 +167,56 @@ pub async fn read_all(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<
         .map_err(|e| parquet_err(meta, e))?;
     stream.try_collect().await.map_err(|e| parquet_err(meta, e))
 }
+
+/// The traces whose part in a block is incomplete (a span numbered 0: no root, or a parent not
+/// in the block), read from the block itself: for blocks whose `meta.json` does not list them.
+/// Reads two narrow columns.
+pub async fn read_incomplete_traces(
+    store: &Arc<dyn ObjectStore>,
+    meta: &BlockMeta,
+    footer: &ArrowReaderMetadata,
+) -> Result<Vec<TraceId>> {
+    let md = footer.metadata();
+    let leaf_of = |name: &str| {
+        md.file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().string() == name)
+            .ok_or_else(|| EngineError::corrupt("data.parquet", format!("no {name} column")))
+    };
+    let (id_leaf, left_leaf) = (leaf_of(col::TRACE_ID)?, leaf_of(col::NESTED_SET_LEFT)?);
+    let mask = ProjectionMask::leaves(footer.parquet_schema(), [id_leaf, left_leaf]);
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+        object_reader(store, meta),
+        footer.clone(),
+    )
+    .with_projection(mask)
+    .build()
+    .map_err(|e| parquet_err(meta, e))?;
+    let batches: Vec<RecordBatch> = stream
+        .try_collect()
+        .await
+        .map_err(|e| parquet_err(meta, e))?;
+    let mut out = std::collections::BTreeSet::new();
+    for b in &batches {
+        let ids = b
+            .column_by_name(col::TRACE_ID)
+            .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>());
+        let lefts = b
+            .column_by_name(col::NESTED_SET_LEFT)
+            .and_then(|a| a.as_any().downcast_ref::<arrow::array::Int32Array>());
+        let (Some(ids), Some(lefts)) = (ids, lefts) else {
+            return Err(EngineError::corrupt(
+                block_path(&meta.tenant_id, &meta.block_id, objects::DATA),
+                "trace_id or nested_set_left has an unexpected type",
+            ));
+        };
+        for i in 0..b.num_rows() {
+            if lefts.value(i) == 0 {
+                out.insert(TraceId::from_bytes(ids.value(i))?);
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}

@@ -212,6 +212,8 @@ pub struct BlockEncoder {
     end: u64,
     min_id: Option<TraceId>,
     max_id: Option<TraceId>,
+    /// Traces with a span whose nested set is unknown (no root, or a parent not in the block).
+    incomplete: std::collections::BTreeSet<TraceId>,
     roots: Vec<RecordBatch>,
     to_parquet: Option<std::sync::mpsc::SyncSender<Part>>,
     parquet: Option<std::thread::JoinHandle<Result<ParquetFile>>>,
@@ -302,6 +304,7 @@ impl BlockEncoder {
             end: 0,
             min_id: None,
             max_id: None,
+            incomplete: Default::default(),
             roots: Vec::new(),
             to_parquet: Some(tx),
             parquet: Some(parquet),
@@ -344,6 +347,10 @@ impl BlockEncoder {
             self.end = self
                 .end
                 .max(s.span.end_time_unix_nano.max(s.span.start_time_unix_nano));
+            // Numbering leaves 0s exactly where the part has no root or a missing parent.
+            if s.nested.left == 0 {
+                self.incomplete.insert(s.trace_id);
+            }
             // Spans are sorted by trace, so each trace is inserted once.
             if previous != Some(s.trace_id) {
                 self.bloom.insert(&s.trace_id);
@@ -421,6 +428,9 @@ impl BlockEncoder {
             key_types: recorded.then(|| self.scan.key_types()),
             attribute_keys: recorded.then(|| self.scan.keys()),
             hot_columns: self.hot,
+            incomplete_traces: (self.incomplete.len()
+                <= crate::block::meta::MAX_RECORDED_INCOMPLETE)
+                .then(|| self.incomplete.iter().map(TraceId::to_hex).collect()),
             compaction_level: 0,
         };
         Ok(EncodedBlock {

@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod plan;
 pub mod sampled_scan;
 pub mod search;
+pub mod sources;
 pub mod spans_table;
 pub mod table;
 pub mod tags;
@@ -94,11 +95,19 @@ impl QueryEngine {
 
     /// A fresh session with Allegro's UDFs, sharing the runtime.
     pub fn session(&self) -> SessionContext {
+        self.session_with(|c| c)
+    }
+
+    /// [`QueryEngine::session`] with `tune` applied to its configuration.
+    pub(crate) fn session_with(
+        &self,
+        tune: impl FnOnce(SessionConfig) -> SessionConfig,
+    ) -> SessionContext {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        let ctx = SessionContext::new_with_config_rt(tune(config), self.runtime.clone());
         allegro_udfs::register_all(&ctx);
         ctx
     }
@@ -107,10 +116,10 @@ impl QueryEngine {
 /// DataFusion errors: per-trace evaluation errors are the user's (Tempo returns them as 400s);
 /// everything else is ours.
 pub fn df_err(e: datafusion::error::DataFusionError) -> EngineError {
-    let text = e.to_string();
-    if text.contains(allegro_udfs::spansets::eval::MULTIPLE_SPANSETS) {
-        return EngineError::InvalidInput(allegro_udfs::spansets::eval::MULTIPLE_SPANSETS.into());
+    if let Some(user) = allegro_udfs::spansets::EvalError::find(&e) {
+        return EngineError::InvalidInput(user.0.clone());
     }
+    let text = e.to_string();
     // Evaluated in the Parquet row filter, Arrow's error arrives wrapped and in Debug form.
     if text.contains("Divide by zero") || text.contains("DivideByZero") {
         return EngineError::InvalidInput("division by zero".into());

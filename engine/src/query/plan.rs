@@ -1,17 +1,15 @@
 //! TraceQL search pipeline → a per-trace [`Program`] plus the expressions DataFusion computes
-//! next to the scan (leaf conditions, aggregate inputs, `by()` keys), and the logical plan that
-//! joins the two:
+//! next to the scan (leaf conditions, aggregate inputs, `by()` keys):
 //!
 //! ```text
-//! Limit(n)
-//!   Sort(trace_start DESC)
-//!     Filter(spansets IS NOT NULL)
-//!       Aggregate(GROUP BY trace_id: traceql_spansets(program, ...), min(trace_start))
-//!         TableScan(spans)          -- SpansTable: the union of, per block schema and the head,
-//!           Projection(ids, nested sets, leaf0.., v0.., k0..)
-//!             Filter(leaf0 OR leaf1 OR ... AND time range)   -- pushed into the Parquet scan
-//!               TableScan(blocks with one schema | live head)
+//! Projection(ids, nested sets, trace_start, leaf0.., v0.., k0..)   -- span_rows, per source
+//!   Filter(leaf0 OR leaf1 OR ... AND time range)                   -- pushed into the scan
+//!     TableScan(blocks with one schema | live head)
 //! ```
+//!
+//! Search runs the program itself over these rows, newest block first ([`super::search`]);
+//! TraceQL metrics with structure or pipelines aggregate them per trace with
+//! `traceql_spansets` ([`spansets`]).
 
 use std::sync::Arc;
 
@@ -334,7 +332,7 @@ pub(crate) fn time_filter(range: Range) -> Option<Expr> {
 
 /// The per-span part over one source (a block group or the head).
 pub(crate) fn span_rows(
-    src: &super::search::Source,
+    src: &super::sources::Source,
     c: &Compiled,
     range: Range,
 ) -> Result<LogicalPlan> {
@@ -381,19 +379,6 @@ pub(crate) fn span_rows(
     LogicalPlanBuilder::scan("spans", provider_as_source(table), None)
         .and_then(|b| b.filter(filter))
         .and_then(|b| b.project(proj))
-        .and_then(|b| b.build())
-        .map_err(df_err)
-}
-
-/// The whole search plan over the `spans` table of the query.
-pub fn search_plan(
-    spans: Arc<dyn TableProvider>,
-    c: &Compiled,
-    limit: usize,
-) -> Result<LogicalPlan> {
-    spansets(spans, c)?
-        .sort(vec![col(out::TRACE_START).sort(false, false)])
-        .and_then(|b| b.limit(0, Some(limit)))
         .and_then(|b| b.build())
         .map_err(df_err)
 }

@@ -52,6 +52,8 @@ pub struct BlocksTable {
     readers: Arc<BlockReaderFactory>,
     /// Trace-ID buckets kept by a sampled scan, see [`BlocksTable::sampled`].
     sample: Option<usize>,
+    /// One partition per block, in list order ([`BlocksTable::per_block`]).
+    per_block: bool,
 }
 
 impl BlocksTable {
@@ -62,7 +64,23 @@ impl BlocksTable {
             blocks,
             readers: Arc::new(BlockReaderFactory::new(catalog.clone())),
             sample: None,
+            per_block: false,
         }
+    }
+
+    /// The same blocks scanned one partition per block, partition `i` being block `i` of
+    /// [`BlocksTable::blocks`]: newest-first search reads blocks one by one and stops early.
+    /// The session must not split file scans (`repartition_file_scans = false`).
+    pub fn per_block(&self) -> Self {
+        Self {
+            per_block: true,
+            ..self.with_blocks(self.blocks.clone())
+        }
+    }
+
+    /// The blocks, in the order of [`BlocksTable::per_block`]'s partitions.
+    pub fn blocks(&self) -> &[Arc<BlockMeta>] {
+        &self.blocks
     }
 
     /// The same blocks sampled by trace: only spans whose trace ID falls in the lowest
@@ -88,6 +106,7 @@ impl BlocksTable {
             blocks,
             readers: self.readers.clone(),
             sample: self.sample,
+            per_block: self.per_block,
         }
     }
 
@@ -195,13 +214,21 @@ impl TableProvider for BlocksTable {
                 .sampled_scan(state, projection, blocks, buckets, n)
                 .await;
         }
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
-        let mut load = vec![0u64; n];
-        for b in blocks {
-            let i = emptiest(&load);
-            load[i] += b.size;
-            groups[i].push(block_file(&b, &self.schema));
-        }
+        let groups: Vec<Vec<PartitionedFile>> = if self.per_block {
+            self.blocks
+                .iter()
+                .map(|b| vec![block_file(b, &self.schema)])
+                .collect()
+        } else {
+            let mut groups = vec![Vec::new(); n];
+            let mut load = vec![0u64; n];
+            for b in blocks {
+                let i = emptiest(&load);
+                load[i] += b.size;
+                groups[i].push(block_file(&b, &self.schema));
+            }
+            groups
+        };
         // Built directly rather than through `ParquetFormat`, which would swap in its own
         // reader (footer without page index, a 512 KiB footer read per file).
         let source = ParquetSource::new(TableSchema::from(self.schema.clone()))

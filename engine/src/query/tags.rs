@@ -16,7 +16,7 @@ use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 
 use super::plan::Range;
-use super::search::Source;
+use super::sources::Source;
 use super::translate::{KIND_NAMES, STATUS_NAMES, Typed, enum_names};
 use super::{QueryEngine, collect_counted, df_err};
 use crate::error::{EngineError, Result};

@@ -3,18 +3,19 @@
 //!
 //! The planner filters spans by the OR of every leaf condition next to the scan, so this UDAF
 //! only ever sees the spans that matched something, never whole traces. It returns the trace's
-//! spansets as JSON (`[{"spans":[["<span id>",left],...],"attrs":[["by(x)","s:v"]]}]`), or NULL
-//! when the trace has none.
+//! spansets as Arrow data ([`typed`]), or NULL when the trace has none. Search runs the same
+//! evaluation ([`evaluate`]) in its own newest-first operator; metrics use this aggregate.
 
 pub mod eval;
 pub mod key;
 pub mod program;
+pub mod typed;
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, FixedSizeBinaryArray,
-    Float64Array, Int32Array, StringBuilder,
+    Float64Array, Int32Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -27,11 +28,14 @@ use parking_lot::Mutex;
 
 use self::eval::SpanRow;
 use self::program::Program;
+use self::typed::{Encoder, FoundSet};
 
 /// The UDAF's name.
 pub const NAME: &str = "traceql_spansets";
-/// Arguments before the leaves: program, left, right, parent, span_id.
-const FIXED_ARGS: usize = 5;
+/// Arguments before the leaves: program, then the [`SPAN_ARGS`] span columns.
+const FIXED_ARGS: usize = 1 + SPAN_ARGS;
+/// Span columns before the leaves: left, right, parent, span_id.
+const SPAN_ARGS: usize = 4;
 /// Most leaves a query may have (one bit each).
 pub const MAX_LEAVES: usize = 64;
 
@@ -98,7 +102,7 @@ impl AggregateUDFImpl for TraceqlSpansets {
     }
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+        Ok(typed::data_type())
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -172,13 +176,15 @@ fn downcast<'a, T: 'static>(a: &'a ArrayRef, what: &str) -> Result<&'a T> {
 
 impl Accumulator for SpansetsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let cols = Columns::new(values, &self.program)?;
+        let cols = SpanColumns::new(&values[1..], &self.program)?;
         self.rows.extend((0..cols.len()).map(|i| cols.row(i)));
         Ok(())
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Utf8(finish(&self.program, &mut self.rows)?))
+        let mut e = Encoder::default();
+        e.append(evaluate_df(&self.program, &mut self.rows)?.as_deref());
+        ScalarValue::try_from_array(&e.finish()?, 0)
     }
 
     fn size(&self) -> usize {
@@ -203,8 +209,9 @@ impl Accumulator for SpansetsAccumulator {
     }
 }
 
-/// Typed views of the UDAF's argument columns.
-struct Columns<'a> {
+/// Typed views of the per-span columns the evaluation reads: left, right, parent, span ID,
+/// then the leaves, the aggregate inputs and the `by()` keys (Utf8), in the program's counts.
+pub struct SpanColumns<'a> {
     left: &'a Int32Array,
     right: &'a Int32Array,
     parent: &'a Int32Array,
@@ -214,9 +221,17 @@ struct Columns<'a> {
     keys: Vec<&'a datafusion::arrow::array::StringArray>,
 }
 
-impl<'a> Columns<'a> {
-    fn new(values: &'a [ArrayRef], p: &Program) -> Result<Self> {
-        let mut at = FIXED_ARGS;
+impl<'a> SpanColumns<'a> {
+    /// Views `values` (left first) as the columns of program `p`.
+    pub fn new(values: &'a [ArrayRef], p: &Program) -> Result<Self> {
+        if values.len() != SPAN_ARGS + p.leaves + p.values + p.keys {
+            return exec_err!(
+                "{NAME}: expected {} span columns, got {}",
+                SPAN_ARGS + p.leaves + p.values + p.keys,
+                values.len()
+            );
+        }
+        let mut at = SPAN_ARGS;
         let leaves = values[at..at + p.leaves]
             .iter()
             .map(|a| downcast::<BooleanArray>(a, "a leaf"))
@@ -233,21 +248,28 @@ impl<'a> Columns<'a> {
             .collect::<Option<Vec<_>>>()
             .map_or_else(|| exec_err!("{NAME}: keys must be Utf8"), Ok)?;
         Ok(Self {
-            left: downcast::<Int32Array>(&values[1], "left")?,
-            right: downcast::<Int32Array>(&values[2], "right")?,
-            parent: downcast::<Int32Array>(&values[3], "parent")?,
-            ids: downcast::<FixedSizeBinaryArray>(&values[4], "span_id")?,
+            left: downcast::<Int32Array>(&values[0], "left")?,
+            right: downcast::<Int32Array>(&values[1], "right")?,
+            parent: downcast::<Int32Array>(&values[2], "parent")?,
+            ids: downcast::<FixedSizeBinaryArray>(&values[3], "span_id")?,
             leaves,
             nums,
             keys,
         })
     }
 
-    fn len(&self) -> usize {
+    /// Rows.
+    pub fn len(&self) -> usize {
         self.left.len()
     }
 
-    fn row(&self, i: usize) -> SpanRow {
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.left.is_empty()
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> SpanRow {
         let mut bits = 0u64;
         for (b, l) in self.leaves.iter().enumerate() {
             if l.is_valid(i) && l.value(i) {
@@ -278,34 +300,58 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Runs the program over one trace's rows: its spansets as JSON, or `None` when it has none.
-fn finish(program: &Program, rows: &mut Vec<SpanRow>) -> Result<Option<String>> {
-    // The same span may arrive twice (a block and the head); exact repeats count once.
+/// A TraceQL error raised while evaluating a trace (Tempo answers it as a 400); it travels
+/// through DataFusion as an external error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalError(pub String);
+
+impl std::fmt::Display for EvalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+impl EvalError {
+    /// The evaluation error somewhere in `e`'s chain of causes.
+    pub fn find(e: &datafusion::error::DataFusionError) -> Option<&EvalError> {
+        let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = at {
+            if let Some(found) = err.downcast_ref::<EvalError>() {
+                return Some(found);
+            }
+            if let Some(datafusion::error::DataFusionError::External(inner)) =
+                err.downcast_ref::<datafusion::error::DataFusionError>()
+                && let Some(found) = inner.downcast_ref::<EvalError>()
+            {
+                return Some(found);
+            }
+            at = err.source();
+        }
+        None
+    }
+}
+
+/// Runs `program` over one trace's rows (the spans that matched a leaf): its spansets, or
+/// `None` when it has none. The same span may arrive twice (a block and the head); exact
+/// repeats count once.
+pub fn evaluate(
+    program: &Program,
+    rows: &mut Vec<SpanRow>,
+) -> std::result::Result<Option<Vec<FoundSet>>, EvalError> {
     rows.sort_by(|a, b| {
         (a.left, a.span_id, a.right, a.parent).cmp(&(b.left, b.span_id, b.right, b.parent))
     });
     rows.dedup_by(|a, b| {
         a.left == b.left && a.span_id == b.span_id && a.right == b.right && a.parent == b.parent
     });
-    let sets = match eval::run(program, rows) {
-        Ok(s) => s,
-        Err(e) => return exec_err!("{e}"),
-    };
-    if sets.is_empty() {
-        return Ok(None);
-    }
-    let json: Vec<serde_json::Value> = sets
-        .iter()
-        .map(|s| {
-            let spans: Vec<serde_json::Value> = s
-                .spans
-                .iter()
-                .map(|&i| serde_json::json!([hex(&rows[i].span_id), rows[i].left]))
-                .collect();
-            serde_json::json!({"spans": spans, "attrs": s.attrs})
-        })
-        .collect();
-    Ok(Some(serde_json::Value::Array(json).to_string()))
+    let sets = eval::run(program, rows).map_err(EvalError)?;
+    Ok((!sets.is_empty()).then(|| FoundSet::of(&sets, rows)))
+}
+
+fn evaluate_df(program: &Program, rows: &mut Vec<SpanRow>) -> Result<Option<Vec<FoundSet>>> {
+    evaluate(program, rows).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
 }
 
 fn rows_size(rows: &[SpanRow]) -> usize {
@@ -344,7 +390,7 @@ impl GroupsAccumulator for SpansetsGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Vec::new);
-        let cols = Columns::new(values, &self.program)?;
+        let cols = SpanColumns::new(&values[1..], &self.program)?;
         for (i, &g) in group_indices.iter().enumerate() {
             if opt_filter.is_some_and(|f| !(f.is_valid(i) && f.value(i))) {
                 continue;
@@ -355,11 +401,11 @@ impl GroupsAccumulator for SpansetsGroups {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let mut out = StringBuilder::new();
+        let mut out = Encoder::default();
         for mut rows in emit_to.take_needed(&mut self.groups) {
-            out.append_option(finish(&self.program, &mut rows)?);
+            out.append(evaluate_df(&self.program, &mut rows)?.as_deref());
         }
-        Ok(Arc::new(out.finish()))
+        out.finish()
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
@@ -396,7 +442,7 @@ impl GroupsAccumulator for SpansetsGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let cols = Columns::new(values, &self.program)?;
+        let cols = SpanColumns::new(&values[1..], &self.program)?;
         let mut out = BinaryBuilder::new();
         for i in 0..cols.len() {
             let keep = opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));

@@ -20,7 +20,7 @@ use super::plan::{Sampling, matched_rows, out, scan_in_range, span_condition};
 use super::series::{LabelValue, Series, SeriesSet, insert};
 use super::tally::{Ranked, Tally, columns, hot_name, map_columns, plain_columns};
 use crate::error::{EngineError, Result};
-use crate::query::search::{Source, Sources};
+use crate::query::sources::{Source, Sources};
 use crate::query::spans_table::SpansTable;
 use crate::query::table::string_view;
 use crate::query::{QueryEngine, bytes_scanned, df_err};

@@ -30,13 +30,12 @@ use self::grid::{Grid, default_step};
 use self::plan::{Needs, Sampling};
 use self::raw::{ExemplarPicker, Raw};
 use self::series::{SeriesSet, combine, filter, to_proto, top_bottom, with_scalar};
-use super::search::{Source, Sources};
+use super::sources::{Source, Sources};
 use super::spans_table::SpansTable;
 use super::table::BlocksTable;
 use super::{QueryEngine, collect_counted, df_err};
 use crate::block::meta::BlockMeta;
 use crate::error::{EngineError, Result};
-use crate::ids::span_id_from_bytes;
 use crate::tempopb::{
     InstantSeries, PartialStatus, QueryInstantResponse, QueryRangeResponse, SearchMetrics,
 };
@@ -579,21 +578,12 @@ impl QueryEngine {
                 .ok_or_else(|| EngineError::Internal("spansets plan lost trace_id".into()))?;
             let sets = b
                 .column_by_name(super::plan::out::SPANSETS)
-                .and_then(|a| a.as_any().downcast_ref::<arrow::array::StringArray>())
                 .ok_or_else(|| EngineError::Internal("spansets plan lost spansets".into()))?;
             for i in 0..b.num_rows() {
-                let parsed: serde_json::Value = serde_json::from_str(sets.value(i))
-                    .map_err(|e| EngineError::Internal(format!("spansets JSON: {e}")))?;
+                let decoded = allegro_udfs::spansets::typed::decode(sets, i).map_err(df_err)?;
                 let mut seen = HashSet::new();
-                for set in parsed.as_array().into_iter().flatten() {
-                    for span in set["spans"].as_array().into_iter().flatten() {
-                        let Some(id) = span[0]
-                            .as_str()
-                            .and_then(|h| hex::decode(h).ok())
-                            .and_then(|b| span_id_from_bytes(&b).ok())
-                        else {
-                            continue;
-                        };
+                for set in decoded.into_iter().flatten() {
+                    for (id, _) in set.spans {
                         if seen.insert(id) {
                             traces
                                 .append_value(ids.value(i))

@@ -33,7 +33,7 @@ use crate::block::meta::BlockMeta;
 use crate::block::trace_cuts::BUCKETS;
 use crate::error::Result;
 use crate::query::df_err;
-use crate::query::search::Source;
+use crate::query::sources::Source;
 use crate::query::table::{BlocksTable, SAMPLE_WEIGHT};
 use crate::query::translate::{Translator, Typed, case_when};
 use crate::schema::col as c;
