@@ -147,8 +147,20 @@ fn shapes() -> Vec<Shape> {
             "{ kind = server } > { kind = client }",
             related("kind = 2", "kind = 3", CHILD, true),
         ),
+        // The gateway checks stock and reads the product side by side.
         s(
             "sibling",
+            "{ name = \"shop.inventory.v1.InventoryService/CheckStock\" } ~ { name = \"shop.catalog.v1.ProductCatalogService/GetProduct\" }",
+            related(
+                "name = 'shop.inventory.v1.InventoryService/CheckStock'",
+                "name = 'shop.catalog.v1.ProductCatalogService/GetProduct'",
+                SIBLING,
+                true,
+            ),
+        ),
+        // Structure that matches nothing reads the whole range, as any no-match query does.
+        s(
+            "sibling-nomatch",
             "{ resource.service.name = \"cart-service\" } ~ { resource.service.name = \"inventory-service\" }",
             related(
                 "service_name = 'cart-service'",
@@ -297,6 +309,58 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// Times Grafana's tag requests over `range`: names (the query editor's autocomplete) and the
+/// values of a resource and a span attribute.
+async fn tags(
+    engine: &QueryEngine,
+    c: &Common,
+    range: (u64, u64),
+    out: &mut serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    use allegro_engine::query::tags::parse_tag;
+    let mut samples = Vec::new();
+    for i in 0..c.warmup + c.reps {
+        let t0 = Instant::now();
+        let (names, _) = engine
+            .tag_names(TENANT, Some(range))
+            .await
+            .map_err(|e| e.to_string())?;
+        if i >= c.warmup {
+            samples.push(t0.elapsed());
+        }
+        if names.is_empty() {
+            return Err("no tag names".into());
+        }
+    }
+    let lat = Latency::of(samples);
+    eprintln!("tag-names               {:>9.1} ms", lat.p50_ms);
+    out.insert("tag-names".into(), json!({ "latency": lat }));
+    for tag in ["resource.service.name", "span.http.route"] {
+        let field = parse_tag(tag, false).map_err(|e| e.to_string())?;
+        let mut samples = Vec::new();
+        let mut n = 0;
+        for i in 0..c.warmup + c.reps {
+            let t0 = Instant::now();
+            let (values, m) = engine
+                .tag_values(TENANT, &field, None, Some(range), 1000)
+                .await
+                .map_err(|e| e.to_string())?;
+            if i >= c.warmup {
+                samples.push(t0.elapsed());
+            }
+            n = values.len();
+            let _ = m;
+        }
+        let lat = Latency::of(samples);
+        eprintln!("tag-values {tag:<22} {:>9.1} ms ({n} values)", lat.p50_ms);
+        out.insert(
+            format!("tag-values {tag}"),
+            json!({ "latency": lat, "values": n }),
+        );
+    }
+    Ok(())
+}
+
 /// Runs the suite.
 pub async fn run(a: &SearchArgs) -> Result<(), String> {
     let c = &a.common;
@@ -406,6 +470,9 @@ pub async fn run(a: &SearchArgs) -> Result<(), String> {
                 entry["answers_equal"]
             );
             queries.insert(shape.name.to_string(), entry);
+        }
+        if a.only.is_empty() || a.only.iter().any(|o| o.starts_with("tag")) {
+            tags(&engine, c, (start, end), &mut queries).await?;
         }
         ranges.insert(r.clone(), Value::Object(queries));
     }

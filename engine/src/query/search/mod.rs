@@ -9,7 +9,7 @@
 //!   → Newest: the `limit` newest traces so far
 //! stop when the `limit`-th trace found starts after everything left unread ends
 //! TraceStage::merged: traces with parts in several sources, over all their parts
-//! response: the answer's traces read whole from the sources that were read
+//! response: the answer's traces from the sources that can hold them
 //! ```
 //!
 //! Why this is exact: a block holds every span it has of a trace, and its `end` bounds the
@@ -29,7 +29,6 @@ mod newest;
 mod response;
 mod trace_stage;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
@@ -40,15 +39,13 @@ use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 
 use self::newest::Newest;
-use self::response::assemble;
 use self::trace_stage::TraceStage;
 use super::plan::{self, Compiled, Range};
-use super::sources::{Source, Sources};
+use super::sources::Sources;
 use super::table::BlocksTable;
 use super::{QueryEngine, bytes_scanned, df_err};
 use crate::block::meta::BlockMeta;
 use crate::error::{EngineError, Result};
-use crate::ids::TraceId;
 use crate::tempopb::{SearchMetrics, SearchResponse};
 
 /// A TraceQL search.
@@ -83,7 +80,6 @@ const BLOCKS_IN_FLIGHT: usize = 2;
 struct Input {
     plan: Arc<dyn ExecutionPlan>,
     logical: datafusion::logical_expr::LogicalPlan,
-    source: Source,
     blocks: Vec<Arc<BlockMeta>>,
 }
 
@@ -93,6 +89,17 @@ struct Unit {
     input: usize,
     partition: usize,
     end: Option<u64>,
+}
+
+/// Whether the optimiser proved `plan` empty (an `EmptyExec` under single-input nodes).
+fn reads_nothing(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if plan.name() == datafusion::physical_plan::empty::EmptyExec::static_name() {
+        return true;
+    }
+    match plan.children().as_slice() {
+        [only] => reads_nothing(only),
+        _ => false,
+    }
 }
 
 impl QueryEngine {
@@ -122,7 +129,8 @@ impl QueryEngine {
         for s in &src.tables {
             let (source, blocks) = match BlocksTable::of(s.table.as_ref()) {
                 Some(t) => {
-                    let per_block = t.per_block();
+                    // String views point into the pages instead of copying every value out.
+                    let per_block = t.with_string_views().per_block();
                     let blocks = per_block.blocks().to_vec();
                     (s.with_table(Arc::new(per_block)), blocks)
                 }
@@ -130,6 +138,10 @@ impl QueryEngine {
             };
             let logical = plan::span_rows(&source, c, range)?;
             let plan = state.create_physical_plan(&logical).await.map_err(df_err)?;
+            if reads_nothing(&plan) {
+                // The conditions can never hold here (a key no block has).
+                continue;
+            }
             let parts = plan.output_partitioning().partition_count();
             if parts != blocks.len().max(1) {
                 return Err(EngineError::Internal(format!(
@@ -140,7 +152,6 @@ impl QueryEngine {
             out.push(Input {
                 plan,
                 logical,
-                source,
                 blocks,
             });
         }
@@ -212,30 +223,35 @@ impl QueryEngine {
         let compiled = plan::compile_search(&req.query)?;
         let newest = Arc::new(Mutex::new(Newest::new(req.limit)));
         let mut metrics = SearchMetrics::default();
-        let mut read: Vec<Vec<Arc<dyn TableProvider>>> = Vec::with_capacity(tenants.len());
+        let mut sources: Vec<Sources> = Vec::with_capacity(tenants.len());
         for (t, tenant) in tenants.iter().enumerate() {
             let src = self.sources(tenant, req.range).await?;
             src.account(&mut metrics);
-            let tables = self
-                .newest_first(&src, &compiled, req.range, &newest, t, &mut metrics)
+            self.newest_first(&src, &compiled, req.range, &newest, t, &mut metrics)
                 .await?;
-            read.push(tables);
+            sources.push(src);
         }
         let found = std::mem::replace(&mut *newest.lock(), Newest::new(1)).into_sorted();
         let mut assembled = std::collections::HashMap::with_capacity(found.len());
-        for (t, tables) in read.iter().enumerate() {
-            let ids: Vec<TraceId> = found
-                .iter()
-                .filter(|f| f.tenant == t)
-                .map(|f| f.id)
-                .collect();
-            if ids.is_empty() {
+        for (t, src) in sources.iter().enumerate() {
+            let mine: Vec<&newest::Found> = found.iter().filter(|f| f.tenant == t).collect();
+            let Some(oldest) = mine.iter().map(|f| f.start).min() else {
                 continue;
-            }
-            let rows = self.fetch(tables, &ids).await?;
-            for f in found.iter().filter(|f| f.tenant == t) {
-                let rows = rows.get(&f.id).map(Vec::as_slice).unwrap_or_default();
-                let meta = assemble(&f.id, rows, &f.sets, &compiled, req.spss);
+            };
+            // Every part of an answer trace is in a block that ends after the trace starts
+            // (see the module docs), whether or not its spans matched, and in the head.
+            let tables: Vec<Arc<dyn TableProvider>> = src
+                .tables
+                .iter()
+                .filter_map(|s| match BlocksTable::of(s.table.as_ref()) {
+                    None => Some(s.table.clone()),
+                    Some(t) => t
+                        .subset(&|b| b.end_unix_nano >= oldest)
+                        .map(|t| Arc::new(t) as Arc<dyn TableProvider>),
+                })
+                .collect();
+            let metas = self.answer(&tables, &mine, &compiled, req.spss).await?;
+            for (f, meta) in mine.iter().zip(metas) {
                 assembled.insert((t, f.id), meta);
             }
         }
@@ -251,7 +267,7 @@ impl QueryEngine {
     }
 
     /// Reads `src` (tenant number `tenant`) newest first into `newest`, until nothing unread
-    /// can rank; returns the tables of what was read, where the answer's traces are.
+    /// can rank.
     async fn newest_first(
         &self,
         src: &Sources,
@@ -260,9 +276,9 @@ impl QueryEngine {
         newest: &Arc<Mutex<Newest>>,
         tenant: usize,
         metrics: &mut SearchMetrics,
-    ) -> Result<Vec<Arc<dyn TableProvider>>> {
+    ) -> Result<()> {
         if src.tables.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let ctx = self.search_session();
         let inputs = self.inputs(&ctx, src, c, range).await?;
@@ -301,7 +317,6 @@ impl QueryEngine {
         let task: Arc<TaskContext> = ctx.task_ctx();
         let mut running = tokio::task::JoinSet::new();
         let mut merge_rows = Vec::new();
-        let mut read: Vec<HashSet<uuid::Uuid>> = vec![HashSet::new(); inputs.len()];
         let mut next = units.iter();
         loop {
             while running.len() < BLOCKS_IN_FLIGHT {
@@ -312,9 +327,6 @@ impl QueryEngine {
                     break;
                 }
                 let input = &inputs[u.input];
-                if let Some(b) = input.blocks.get(u.partition) {
-                    read[u.input].insert(b.block_id);
-                }
                 let rows = input
                     .plan
                     .execute(u.partition, task.clone())
@@ -331,17 +343,6 @@ impl QueryEngine {
         }
         stage.merged(merge_rows, newest, tenant)?;
         metrics.inspected_bytes += inputs.iter().map(|i| bytes_scanned(&i.plan)).sum::<u64>();
-        Ok(inputs
-            .iter()
-            .zip(&read)
-            .filter_map(|(input, ids)| {
-                if input.blocks.is_empty() {
-                    return Some(input.source.table.clone());
-                }
-                let t = BlocksTable::of(input.source.table.as_ref())?
-                    .subset(&|b| ids.contains(&b.block_id))?;
-                Some(Arc::new(t) as Arc<dyn TableProvider>)
-            })
-            .collect())
+        Ok(())
     }
 }
