@@ -335,6 +335,9 @@ fn search_and_tags_over_blocks_and_live_spans() {
         .map(|s| ("string".into(), s.to_string()))
         .collect();
     assert_eq!(vals, want);
+    // Asked again, the blocks' values come from the per-block cache: the same answer.
+    let again = json(&server, "/api/v2/search/tag/resource.service.name/values");
+    assert_eq!(again["tagValues"], v["tagValues"]);
     let v = json(
         &server,
         &format!(

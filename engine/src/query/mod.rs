@@ -33,6 +33,9 @@ pub struct QueryEngine {
     live: Option<Arc<dyn LiveSpans>>,
     runtime: Arc<RuntimeEnv>,
     executor: Arc<QueryExecutor>,
+    /// Distinct values of an attribute per block, for tag-value requests without conditions;
+    /// `None` for a block holding too many to keep.
+    block_values: Arc<moka::sync::Cache<(uuid::Uuid, String), tags::BlockValues>>,
 }
 
 impl QueryEngine {
@@ -58,6 +61,17 @@ impl QueryEngine {
             live,
             runtime,
             executor: Arc::new(QueryExecutor::start(limits)?),
+            block_values: Arc::new(
+                moka::sync::Cache::builder()
+                    .weigher(|k: &(uuid::Uuid, String), v: &tags::BlockValues| {
+                        let values = v.iter().flat_map(|v| v.iter());
+                        let bytes =
+                            64 + k.1.len() + values.map(|t| 32 + t.value.len()).sum::<usize>();
+                        u32::try_from(bytes).unwrap_or(u32::MAX)
+                    })
+                    .max_capacity(64 << 20)
+                    .build(),
+            ),
         })
     }
 

@@ -3,9 +3,13 @@
 //! Names come from the blocks' metadata (hot columns) and the key columns of the overflow maps,
 //! which hold only keys (dictionary-encoded, a few bytes a span) — never the values. Values are
 //! `SELECT DISTINCT` over the one column (or map entry) that holds the attribute, filtered by
-//! the optional query's conditions, so Parquet prunes like any search.
+//! the optional query's conditions, so Parquet prunes like any search. Without conditions (the
+//! query editor's and Drilldown's first request, `q={}`) a block's values are read once and
+//! kept: blocks never change, so later requests over a day of blocks answer from memory. As in
+//! Tempo, a block in the time range contributes all its values.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use allegro_traceql::ast::{
     BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, QueryBody, SpansetExpr, Stage,
@@ -17,12 +21,15 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 
 use super::plan::Range;
 use super::sources::Source;
+use super::table::BlocksTable;
 use super::translate::{KIND_NAMES, STATUS_NAMES, Typed, enum_names};
 use super::{QueryEngine, collect_counted, df_err};
+use crate::block::meta::BlockMeta;
 use crate::error::{EngineError, Result};
 use crate::hot::AttributeKeys;
 use crate::schema::{AttrScope, OVERFLOW_KINDS, col as c};
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 
 /// A tag value with its TraceQL type, as `/api/v2/search/tag/{tag}/values` returns it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -226,37 +233,118 @@ impl QueryEngine {
                 Some(e) => Some(t.condition(e)?),
                 None => None,
             };
-            for (kind, slot) in slots(&typed) {
-                let mut f = slot.clone().is_not_null();
-                if let Some(c) = &filter {
-                    f = f.and(c.clone());
-                }
-                if let Some(t) = super::plan::time_filter(range) {
-                    f = f.and(t);
-                }
-                let plan =
-                    LogicalPlanBuilder::scan("spans", provider_as_source(s.table.clone()), None)
-                        .and_then(|b| b.filter(f))
-                        .and_then(|b| b.project(vec![slot.alias("v")]))
-                        .and_then(|b| b.distinct())
-                        .and_then(|b| b.limit(0, Some(limit + 1)))
-                        .and_then(|b| b.build())
-                        .map_err(df_err)?;
-                let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-                let (batches, bytes) = collect_counted(&ctx, df).await?;
-                metrics.inspected_bytes += bytes;
-                for b in &batches {
-                    for v in render(b, kind)? {
-                        out.insert(TagValue { kind, value: v });
+            // Without conditions a block's values are a fact of the block: read once, kept.
+            if filter.is_none()
+                && let Some(blocks) = BlocksTable::of(s.table.as_ref())
+            {
+                let key = |b: &BlockMeta| (b.block_id, field.to_string());
+                let mut unknown = Vec::new();
+                let mut wide = BTreeSet::new();
+                for b in blocks.blocks() {
+                    match self.block_values.get(&key(b)) {
+                        Some(Some(v)) => out.extend(v.iter().cloned()),
+                        Some(None) => {
+                            wide.insert(b.block_id);
+                        }
+                        None => unknown.push(b.clone()),
                     }
                 }
+                let typed_ref = &typed;
+                let ctx_ref = &ctx;
+                let mut reads = Vec::new();
+                for b in unknown {
+                    let Some(one) = blocks.subset(&|x| x.block_id == b.block_id) else {
+                        continue;
+                    };
+                    reads.push(async move {
+                        let one = Arc::new(one);
+                        let read = self
+                            .distinct(ctx_ref, one, typed_ref, None, None, BLOCK_VALUES + 1)
+                            .await;
+                        read.map(|r| (b, r))
+                    });
+                }
+                let mut reads = futures::stream::iter(reads).buffer_unordered(2);
+                while let Some(read) = reads.next().await {
+                    let (b, (v, bytes)) = read?;
+                    metrics.inspected_bytes += bytes;
+                    if v.len() > BLOCK_VALUES {
+                        self.block_values.insert(key(&b), None);
+                        wide.insert(b.block_id);
+                    } else {
+                        out.extend(v.iter().cloned());
+                        self.block_values.insert(key(&b), Some(Arc::new(v)));
+                    }
+                }
+                // Blocks with too many values to keep are read with the request's limit.
+                if let Some(w) = blocks.subset(&|x| wide.contains(&x.block_id)) {
+                    let (v, bytes) = self
+                        .distinct(&ctx, Arc::new(w), &typed, None, None, limit + 1)
+                        .await?;
+                    metrics.inspected_bytes += bytes;
+                    out.extend(v);
+                }
+                continue;
             }
+            let (v, bytes) = self
+                .distinct(&ctx, s.table.clone(), &typed, filter, range, limit + 1)
+                .await?;
+            metrics.inspected_bytes += bytes;
+            out.extend(v);
         }
         let mut values: Vec<TagValue> = out.into_iter().collect();
         values.truncate(limit);
         Ok((values, metrics))
     }
+
+    /// Up to `limit` distinct values of `typed` in `table` where `filter` holds, in traces
+    /// overlapping `range`; and the bytes read.
+    async fn distinct(
+        &self,
+        ctx: &SessionContext,
+        table: Arc<dyn datafusion::catalog::TableProvider>,
+        typed: &Typed,
+        filter: Option<Expr>,
+        range: Range,
+        limit: usize,
+    ) -> Result<(Vec<TagValue>, u64)> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (kind, slot) in slots(typed) {
+            let mut f = slot.clone().is_not_null();
+            if let Some(c) = &filter {
+                f = f.and(c.clone());
+            }
+            if let Some(t) = super::plan::time_filter(range) {
+                f = f.and(t);
+            }
+            let plan = LogicalPlanBuilder::scan("spans", provider_as_source(table.clone()), None)
+                .and_then(|b| b.filter(f))
+                .and_then(|b| b.project(vec![slot.alias("v")]))
+                .and_then(|b| b.distinct())
+                .and_then(|b| b.limit(0, Some(limit)))
+                .and_then(|b| b.build())
+                .map_err(df_err)?;
+            let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+            let (batches, read) = collect_counted(ctx, df).await?;
+            bytes += read;
+            for b in &batches {
+                for v in render(b, kind)? {
+                    out.push(TagValue { kind, value: v });
+                }
+            }
+        }
+        Ok((out, bytes))
+    }
 }
+
+/// One block's distinct values of one attribute; `None` when it holds more than [`BLOCK_VALUES`].
+pub type BlockValues = Option<Arc<Vec<TagValue>>>;
+
+/// Most distinct values of one attribute kept per block for tag-value requests without
+/// conditions; a block with more is remembered as such and read each time with the
+/// request's limit.
+const BLOCK_VALUES: usize = 1000;
 
 /// Keeps the leading values whose bytes add up to at most `max` (Tempo's
 /// `max_bytes_per_tag_values_query`; 0 keeps all), as Tempo answers with what fits. True when

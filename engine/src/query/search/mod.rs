@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
@@ -75,12 +76,28 @@ pub struct Explained {
 /// would read blocks an early stop makes useless.
 const BLOCKS_IN_FLIGHT: usize = 2;
 
-/// The per-span plan over one source, partition `i` reading `blocks[i]` (one partition and no
-/// blocks for the head).
+/// The per-span plans over one source, partition `i` reading `blocks[i]` (one partition and
+/// no blocks for the head).
+///
+/// A block keeps its root spans apart, in its last row groups (see `BlockEncoder`), each part
+/// sorted by trace ID; so a block is read as two plans, roots first: with a block's roots at
+/// hand, the other spans stream by trace ID and each trace is evaluated as soon as its rows
+/// have passed ([`TraceStage::block`]). Each plan's row-group statistics on
+/// `nested_set_parent` skip the other part.
 struct Input {
-    plan: Arc<dyn ExecutionPlan>,
+    /// The roots' plan (`None` for the head, or when no root can match).
+    roots: Option<Arc<dyn ExecutionPlan>>,
+    /// Every other span (the head: every span); `None` when none can match.
+    rest: Option<Arc<dyn ExecutionPlan>>,
+    /// The logical plan before the split, for `explain`.
     logical: datafusion::logical_expr::LogicalPlan,
     blocks: Vec<Arc<BlockMeta>>,
+}
+
+impl Input {
+    fn plans(&self) -> impl Iterator<Item = &Arc<dyn ExecutionPlan>> {
+        self.roots.iter().chain(self.rest.iter())
+    }
 }
 
 /// One partition to read: input, partition, and the latest a trace in it can start (`None`:
@@ -137,20 +154,52 @@ impl QueryEngine {
                 None => (s.with_table(s.table.clone()), Vec::new()),
             };
             let logical = plan::span_rows(&source, c, range)?;
-            let plan = state.create_physical_plan(&logical).await.map_err(df_err)?;
-            if reads_nothing(&plan) {
-                // The conditions can never hold here (a key no block has).
+            let parent = || datafusion::prelude::col(crate::schema::col::NESTED_SET_PARENT);
+            let zero = || datafusion::prelude::lit(0i32);
+            let split = if blocks.is_empty() {
+                vec![None, Some(logical.clone())]
+            } else {
+                [parent().lt(zero()), parent().gt_eq(zero())]
+                    .into_iter()
+                    .map(|f| {
+                        LogicalPlanBuilder::from(logical.clone())
+                            .filter(f)
+                            .and_then(|b| b.build())
+                            .map(Some)
+                            .map_err(df_err)
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            let mut plans = Vec::with_capacity(2);
+            for l in split {
+                let Some(l) = l else {
+                    plans.push(None);
+                    continue;
+                };
+                let plan = state.create_physical_plan(&l).await.map_err(df_err)?;
+                if reads_nothing(&plan) {
+                    // The conditions can never hold here (a key no block has).
+                    plans.push(None);
+                    continue;
+                }
+                let parts = plan.output_partitioning().partition_count();
+                if parts != blocks.len().max(1) {
+                    return Err(EngineError::Internal(format!(
+                        "search plan has {parts} partitions for {} blocks",
+                        blocks.len()
+                    )));
+                }
+                plans.push(Some(plan));
+            }
+            let (Some(roots), Some(rest)) = (plans.first().cloned(), plans.get(1).cloned()) else {
+                return Err(EngineError::Internal("search plans lost".into()));
+            };
+            if roots.is_none() && rest.is_none() {
                 continue;
             }
-            let parts = plan.output_partitioning().partition_count();
-            if parts != blocks.len().max(1) {
-                return Err(EngineError::Internal(format!(
-                    "search plan has {parts} partitions for {} blocks",
-                    blocks.len()
-                )));
-            }
             out.push(Input {
-                plan,
+                roots,
+                rest,
                 logical,
                 blocks,
             });
@@ -192,15 +241,23 @@ impl QueryEngine {
         for (i, input) in inputs.iter().enumerate() {
             let o = state.optimize(&input.logical).map_err(df_err)?;
             logical.push_str(&format!("-- spans input {i} --\n{}\n", o.display_indent()));
-            physical.push_str(&format!(
-                "-- spans input {i}: {} --\n{}",
-                if input.blocks.is_empty() {
-                    "the live head".to_string()
+            let what = if input.blocks.is_empty() {
+                "the live head".to_string()
+            } else {
+                format!("{} block(s), one partition each", input.blocks.len())
+            };
+            for (part, plan) in [("roots", &input.roots), ("spans", &input.rest)] {
+                let Some(plan) = plan else { continue };
+                let part = if input.blocks.is_empty() {
+                    "spans"
                 } else {
-                    format!("{} block(s), one partition each", input.blocks.len())
-                },
-                datafusion::physical_plan::displayable(input.plan.as_ref()).indent(true)
-            ));
+                    part
+                };
+                physical.push_str(&format!(
+                    "-- {part} of input {i}: {what} --\n{}",
+                    datafusion::physical_plan::displayable(plan.as_ref()).indent(true)
+                ));
+            }
         }
         Ok(Explained {
             compiled,
@@ -296,7 +353,8 @@ impl QueryEngine {
         for l in lists {
             merge.extend(l.iter().copied());
         }
-        let stage = Arc::new(TraceStage::new(c, merge));
+        let task: Arc<TaskContext> = ctx.task_ctx();
+        let stage = Arc::new(TraceStage::new(c, merge, task.memory_pool().clone()));
         let mut units: Vec<Unit> = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
             if input.blocks.is_empty() {
@@ -314,9 +372,9 @@ impl QueryEngine {
         }
         // The head first, then blocks by the latest start they can hold.
         units.sort_by_key(|u| std::cmp::Reverse(u.end.unwrap_or(u64::MAX)));
-        let task: Arc<TaskContext> = ctx.task_ctx();
         let mut running = tokio::task::JoinSet::new();
         let mut merge_rows = Vec::new();
+        let mut reservations = Vec::new();
         let mut next = units.iter();
         loop {
             while running.len() < BLOCKS_IN_FLIGHT {
@@ -327,22 +385,39 @@ impl QueryEngine {
                     break;
                 }
                 let input = &inputs[u.input];
-                let rows = input
-                    .plan
-                    .execute(u.partition, task.clone())
-                    .map_err(df_err)?;
+                let open = |p: &Option<Arc<dyn ExecutionPlan>>| {
+                    p.as_ref()
+                        .map(|p| p.execute(u.partition, task.clone()))
+                        .transpose()
+                        .map_err(df_err)
+                };
+                let rows = trace_stage::Rows {
+                    roots: open(&input.roots)?,
+                    rest: open(&input.rest)?,
+                    // Blocks are written sorted by trace ID; the head is not.
+                    sorted: u.end.is_some(),
+                };
                 let (stage, newest) = (stage.clone(), newest.clone());
                 running.spawn(async move { stage.block(rows, &newest, tenant).await });
             }
             match running.join_next().await {
                 None => break,
-                Some(done) => merge_rows.extend(done.map_err(|e| {
-                    EngineError::Internal(format!("a block read of the search failed: {e}"))
-                })??),
+                Some(done) => {
+                    let held = done.map_err(|e| {
+                        EngineError::Internal(format!("a block read of the search failed: {e}"))
+                    })??;
+                    merge_rows.extend(held.rows);
+                    reservations.push(held.reservation);
+                }
             }
         }
         stage.merged(merge_rows, newest, tenant)?;
-        metrics.inspected_bytes += inputs.iter().map(|i| bytes_scanned(&i.plan)).sum::<u64>();
+        drop(reservations);
+        metrics.inspected_bytes += inputs
+            .iter()
+            .flat_map(Input::plans)
+            .map(bytes_scanned)
+            .sum::<u64>();
         Ok(())
     }
 }

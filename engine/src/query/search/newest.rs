@@ -101,7 +101,7 @@ impl Newest {
     /// The traces held, best first.
     pub fn into_sorted(self) -> Vec<Found> {
         let mut v: Vec<Found> = self.heap.into_iter().map(|w| w.0).collect();
-        v.sort_by(|a, b| b.rank().cmp(&a.rank()));
+        v.sort_by_key(|f| std::cmp::Reverse(f.rank()));
         v
     }
 }

@@ -2,14 +2,18 @@
 //!
 //! A block holds whole traces but for the few recorded as incomplete ([`BlockMeta`]'s
 //! `incomplete_traces`: no root, or a span whose parent is elsewhere), so every other trace is
-//! evaluated from one block's rows alone: memory is one block's matching rows, not a hash table
-//! over every trace in the window (that table took 918 MiB for `{ }` over 4.6M spans, and the
-//! time grew faster than the window). Rows of traces that may have parts elsewhere — incomplete
-//! in some block in range, or in the live head — are kept aside and evaluated over all their
-//! parts once every block has been read ([`TraceStage::merged`]).
+//! evaluated from one block's rows alone. A block is written sorted by trace ID with its roots
+//! apart in its last row groups, so it is read as two streams: its matching roots first, held by
+//! trace (a row per trace at most), then its other matching spans, which arrive trace by trace;
+//! each trace is evaluated, with its root, as soon as its last row has passed. Memory is a
+//! block's roots and one trace's rows — not a hash table over every trace in the window (that
+//! took 918 MiB for `{ }` over 4.6M spans, and the time grew faster than the window), nor over
+//! every row of a block. The head's rows come in no order and are grouped in a table.
 //!
-//! Within a block only traces that could still enter the answer are grouped and evaluated,
-//! newest first, until the block can offer nothing better.
+//! Rows of traces that may have parts elsewhere — incomplete in some block in range, or in
+//! the live head — are kept aside and evaluated over all their parts once every block has been
+//! read ([`TraceStage::merged`]). Traces older than the `limit`-th found so far are skipped
+//! without being evaluated. Held rows are reserved from the query's memory pool.
 //!
 //! [`BlockMeta`]: crate::block::meta::BlockMeta
 
@@ -21,6 +25,7 @@ use allegro_udfs::spansets::program::Program;
 use allegro_udfs::spansets::{SpanColumns, evaluate};
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -45,6 +50,38 @@ pub(crate) struct TraceStage {
     program: Arc<Program>,
     /// Traces that may have parts in more than one source.
     merge: IncompleteTraces,
+    /// The query's memory pool: rows held per trace are reserved from it, so a search over
+    /// blocks too big for the budget is refused like any other operator going over.
+    pool: Arc<dyn MemoryPool>,
+}
+
+/// The per-span rows of one block (or of the head).
+pub(crate) struct Rows {
+    /// A block's root spans, read first.
+    pub roots: Option<SendableRecordBatchStream>,
+    /// Every other span.
+    pub rest: Option<SendableRecordBatchStream>,
+    /// Whether `rest` is sorted by trace ID (a block's is; the head's is not).
+    pub sorted: bool,
+}
+
+/// Rows of a block's traces and their reservation.
+pub(crate) struct Held {
+    /// Rows of traces to merge over every source.
+    pub rows: Vec<MergeRow>,
+    /// Their memory, released when dropped.
+    pub reservation: MemoryReservation,
+}
+
+/// Bytes one held row takes: the row, its values and keys, and its share of the per-trace
+/// table (an ID, a start and a vector per trace; counted per row as an upper bound).
+fn row_bytes(r: &SpanRow) -> usize {
+    let keys: usize = r.keys.iter().flatten().map(String::capacity).sum();
+    std::mem::size_of::<MergeRow>()
+        + r.values.capacity() * std::mem::size_of::<Option<f64>>()
+        + r.keys.capacity() * std::mem::size_of::<Option<String>>()
+        + keys
+        + std::mem::size_of::<(TraceId, u64, Vec<SpanRow>)>()
 }
 
 fn lost(what: &str) -> EngineError {
@@ -52,11 +89,12 @@ fn lost(what: &str) -> EngineError {
 }
 
 impl TraceStage {
-    /// The stage of `c`, merging the traces in `merge`.
-    pub(crate) fn new(c: &Compiled, merge: IncompleteTraces) -> Self {
+    /// The stage of `c`, merging the traces in `merge`, holding rows under `pool`.
+    pub(crate) fn new(c: &Compiled, merge: IncompleteTraces, pool: Arc<dyn MemoryPool>) -> Self {
         Self {
             program: Arc::new(c.program.clone()),
             merge,
+            pool,
         }
     }
 
@@ -81,52 +119,128 @@ impl TraceStage {
             .collect()
     }
 
+    /// The trace IDs, trace starts and span columns of a batch of per-span rows.
+    fn columns(&self, b: &RecordBatch) -> Result<(FixedSizeBinaryArray, Vec<u64>, Vec<ArrayRef>)> {
+        let ids = b
+            .column_by_name(c::TRACE_ID)
+            .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
+            .ok_or_else(|| lost(c::TRACE_ID))?
+            .clone();
+        let starts = b
+            .column_by_name(out::TRACE_START)
+            .and_then(|a| a.as_primitive_opt::<UInt64Type>())
+            .ok_or_else(|| lost(out::TRACE_START))?
+            .values()
+            .to_vec();
+        Ok((ids, starts, self.span_columns(b)?))
+    }
+
     /// Reads one block's per-span rows (or the head's): rows of traces to merge are returned;
     /// the other traces are evaluated and offered to `newest` as `tenant`'s.
+    ///
+    /// A block's roots come first and are held by trace (one row per trace at most); the rest
+    /// of the block is sorted by trace ID, so a trace's other rows arrive one after another and
+    /// each trace is evaluated, with its root, as soon as the next one begins: one trace's rows
+    /// held besides the roots, no table of every row, no second copy. The head's rows come in
+    /// no order and are grouped in a table of traces evaluated at the end.
     pub(crate) async fn block(
         &self,
-        mut rows: SendableRecordBatchStream,
+        rows: Rows,
         newest: &Mutex<Newest>,
         tenant: usize,
-    ) -> Result<Vec<MergeRow>> {
-        let mut traces: HashMap<TraceId, (u64, Vec<SpanRow>), foldhash::fast::RandomState> =
-            HashMap::default();
+    ) -> Result<Held> {
         let mut merge = Vec::new();
-        while let Some(b) = rows.next().await {
-            let b = b.map_err(df_err)?;
-            if b.num_rows() == 0 {
-                continue;
-            }
-            let ids = b
-                .column_by_name(c::TRACE_ID)
-                .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
-                .ok_or_else(|| lost(c::TRACE_ID))?;
-            let starts = b
-                .column_by_name(out::TRACE_START)
-                .and_then(|a| a.as_primitive_opt::<UInt64Type>())
-                .ok_or_else(|| lost(out::TRACE_START))?;
-            let arrays = self.span_columns(&b)?;
-            let cols = SpanColumns::new(&arrays, &self.program).map_err(df_err)?;
-            // Rows of traces older than the bar cannot make the answer.
-            let bar = newest.lock().bar().map_or(0, |(s, _)| s);
-            for i in 0..b.num_rows() {
-                let id = TraceId::from_bytes(ids.value(i))?;
-                let start = starts.value(i);
-                if self.merge.contains(&id) {
-                    merge.push(MergeRow {
-                        id,
-                        start,
-                        row: cols.row(i),
-                    });
-                } else if start >= bar {
-                    let t = traces.entry(id).or_insert_with(|| (start, Vec::new()));
-                    t.0 = t.0.min(start);
-                    t.1.push(cols.row(i));
+        let held = MemoryConsumer::new("search per-trace rows").register(&self.pool);
+        let kept = MemoryConsumer::new("search rows to merge").register(&self.pool);
+        let (mut table_bytes, mut keep_bytes) = (0, 0);
+        // Roots (a block's), or every row (the head's), by trace.
+        let mut table = Table::default();
+        let mut run: Option<Run> = None;
+        let streams = [(rows.roots, true), (rows.rest, !rows.sorted)];
+        for (stream, into_table) in streams {
+            let Some(mut stream) = stream else { continue };
+            while let Some(b) = stream.next().await {
+                let b = b.map_err(df_err)?;
+                if b.num_rows() == 0 {
+                    continue;
                 }
+                let (ids, starts, arrays) = self.columns(&b)?;
+                let cols = SpanColumns::new(&arrays, &self.program).map_err(df_err)?;
+                // Traces older than the bar cannot make the answer; the bar only rises.
+                let bar = newest.lock().bar().map_or(0, |(s, _)| s);
+                for (i, &start) in starts.iter().enumerate() {
+                    let id = TraceId::from_bytes(ids.value(i))?;
+                    if self.merge.contains(&id) {
+                        let row = cols.row(i);
+                        keep_bytes += row_bytes(&row);
+                        merge.push(MergeRow { id, start, row });
+                        continue;
+                    }
+                    if into_table {
+                        if start >= bar {
+                            let row = cols.row(i);
+                            table_bytes += row_bytes(&row);
+                            let e = table.entry(id).or_insert_with(|| (start, Vec::new()));
+                            e.0 = e.0.min(start);
+                            e.1.push(row);
+                        }
+                        continue;
+                    }
+                    match run.as_mut() {
+                        Some(r) if r.id == id => r.push(&cols, i, start),
+                        Some(r) if r.id > id => {
+                            return Err(EngineError::Internal(format!(
+                                "a block's rows are not sorted by trace ID ({id} after {})",
+                                r.id
+                            )));
+                        }
+                        _ => {
+                            if let Some(r) = run.take() {
+                                table_bytes -= self.finish(r, &mut table, newest, tenant)?;
+                            }
+                            let mut r = Run::new(id, start, start >= bar);
+                            r.push(&cols, i, start);
+                            run = Some(r);
+                        }
+                    }
+                }
+                held.try_resize(table_bytes + run.as_ref().map_or(0, |r| r.bytes))
+                    .map_err(df_err)?;
+                kept.try_resize(keep_bytes).map_err(df_err)?;
             }
         }
-        self.offer(traces.into_iter().collect(), newest, tenant)?;
-        Ok(merge)
+        if let Some(r) = run.take() {
+            self.finish(r, &mut table, newest, tenant)?;
+        }
+        // The head's traces; a block's traces of which only roots matched.
+        self.offer(table.into_iter().collect(), newest, tenant)?;
+        Ok(Held {
+            rows: merge,
+            reservation: kept,
+        })
+    }
+
+    /// Evaluates the trace whose rows `r` holds, with its roots from `roots`; the bytes of
+    /// the roots taken.
+    fn finish(
+        &self,
+        mut r: Run,
+        roots: &mut Table,
+        newest: &Mutex<Newest>,
+        tenant: usize,
+    ) -> Result<usize> {
+        // Taken whether or not the trace can rank, so it is never evaluated without the rest.
+        let Some((start, root)) = roots.remove(&r.id) else {
+            self.consider(r.id, r.start, r.rows, newest, tenant)?;
+            return Ok(0);
+        };
+        let bytes = root.iter().map(row_bytes).sum();
+        if r.take {
+            r.start = r.start.min(start);
+            r.rows.extend(root);
+            self.consider(r.id, r.start, r.rows, newest, tenant)?;
+        }
+        Ok(bytes)
     }
 
     /// Evaluates traces from every part kept aside by [`TraceStage::block`].
@@ -154,22 +268,72 @@ impl TraceStage {
         tenant: usize,
     ) -> Result<()> {
         traces.sort_unstable_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
-        for (id, (start, mut rows)) in traces {
-            if !newest.lock().could_enter(start, &id) {
+        for (id, (start, rows)) in traces {
+            if !self.consider(id, start, rows, newest, tenant)? {
                 // Sorted: every later trace ranks lower still.
                 break;
             }
-            let sets =
-                evaluate(&self.program, &mut rows).map_err(|e| EngineError::InvalidInput(e.0))?;
-            if let Some(sets) = sets {
-                newest.lock().offer(Found {
-                    start,
-                    id,
-                    tenant,
-                    sets,
-                });
-            }
         }
         Ok(())
+    }
+
+    /// Evaluates one trace and offers it to `newest` if it could enter; false when it could
+    /// not (so nothing ranking lower can).
+    fn consider(
+        &self,
+        id: TraceId,
+        start: u64,
+        mut rows: Vec<SpanRow>,
+        newest: &Mutex<Newest>,
+        tenant: usize,
+    ) -> Result<bool> {
+        if rows.is_empty() || !newest.lock().could_enter(start, &id) {
+            return Ok(rows.is_empty());
+        }
+        let sets =
+            evaluate(&self.program, &mut rows).map_err(|e| EngineError::InvalidInput(e.0))?;
+        if let Some(sets) = sets {
+            newest.lock().offer(Found {
+                start,
+                id,
+                tenant,
+                sets,
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// Traces of a source read out of ID order: start and rows per trace.
+type Table = HashMap<TraceId, (u64, Vec<SpanRow>), foldhash::fast::RandomState>;
+
+/// The rows of the trace being read, when a source arrives in trace-ID order.
+struct Run {
+    id: TraceId,
+    start: u64,
+    /// Whether the trace could rank when its first row was read; if not, its rows are skipped.
+    take: bool,
+    rows: Vec<SpanRow>,
+    bytes: usize,
+}
+
+impl Run {
+    fn new(id: TraceId, start: u64, take: bool) -> Self {
+        Self {
+            id,
+            start,
+            take,
+            rows: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, cols: &SpanColumns, i: usize, start: u64) {
+        if self.take {
+            let row = cols.row(i);
+            self.bytes += row_bytes(&row);
+            self.start = self.start.min(start);
+            self.rows.push(row);
+        }
     }
 }
