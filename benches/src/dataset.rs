@@ -110,3 +110,27 @@ pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, Datase
     .map_err(|e| e.to_string())?;
     Ok((store, dir, info))
 }
+
+/// A query engine over the dataset in `dir` (no live head), and the end of its newest block:
+/// the query suites' ranges end there.
+pub async fn open_engine(
+    dir: &std::path::Path,
+) -> Result<(allegro_engine::query::QueryEngine, u64), String> {
+    use allegro_engine::catalog::{Catalog, CatalogConfig};
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .map_err(|e| e.to_string())?;
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let data_end = catalog
+        .blocks(TENANT)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|b| b.end_unix_nano)
+        .max()
+        .unwrap_or(0);
+    let engine =
+        allegro_engine::query::QueryEngine::new(catalog, None).map_err(|e| e.to_string())?;
+    Ok((engine, data_end))
+}

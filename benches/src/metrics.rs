@@ -4,13 +4,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
-use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
-use allegro_engine::storage::open_store;
 use serde_json::{Value, json};
 
 use crate::Common;
@@ -189,18 +186,7 @@ fn duckdb(dir: &Path, start: u64, end: u64, reps: usize, only: &str) -> Result<V
 pub async fn run(a: &MetricsArgs) -> Result<(), String> {
     let c = &a.common;
     let (_, dir, info) = dataset::ensure(c).await?;
-    let store = open_store(&allegro_engine::storage::StorageBackend::Local { path: dir.clone() })
-        .map_err(|e| e.to_string())?;
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
-    let data_end = catalog
-        .blocks(TENANT)
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|b| b.end_unix_nano)
-        .max()
-        .unwrap_or(0);
-    let engine = QueryEngine::new(catalog, None).map_err(|e| e.to_string())?;
+    let (engine, data_end) = dataset::open_engine(&dir).await?;
     let mut ranges = serde_json::Map::new();
     for r in &a.ranges {
         let len = humantime::parse_duration(r).map_err(|e| format!("--ranges {r}: {e}"))?;

@@ -101,3 +101,19 @@ pub async fn generated(dir: &Path, seed: u64, spans: u64) -> (QueryEngine, Vec<R
 
 /// Where [`generated`] data starts: 2026-01-01T00:00:00Z.
 pub const GENERATED_START: u64 = 1_767_225_600_000_000_000;
+
+/// A search answer's spansets as sorted lists of span IDs, sorted: comparable with the
+/// reference evaluator's whatever order the engine listed them in.
+pub fn sorted_span_sets(t: &allegro_engine::tempopb::TraceSearchMetadata) -> Vec<Vec<String>> {
+    let mut sets: Vec<Vec<String>> = t
+        .span_sets
+        .iter()
+        .map(|s| {
+            let mut v: Vec<String> = s.spans.iter().map(|x| x.span_id.clone()).collect();
+            v.sort();
+            v
+        })
+        .collect();
+    sets.sort();
+    sets
+}

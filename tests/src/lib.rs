@@ -181,3 +181,13 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
     eprintln!("skipped: {msg}");
     None
 }
+
+/// `q` percent-encoded for a URL query parameter (unreserved characters kept).
+pub fn url_encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

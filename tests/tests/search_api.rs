@@ -10,6 +10,7 @@ use allegro_engine::convert::flatten::flatten;
 use allegro_engine::storage::{StorageBackend, open_store};
 use allegro_engine::tempopb::SearchResponse;
 use allegro_tests::dataset::{self, Dataset};
+use allegro_tests::url_encode as enc;
 use allegro_tests::{TestServer, config_for, workspace_dir};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -59,15 +60,6 @@ fn json(server: &TestServer, path: &str) -> J {
     assert_eq!(a.status, 200, "{path}: {}", a.text());
     assert_eq!(a.content_type, "application/json");
     serde_json::from_slice(&a.body).unwrap()
-}
-
-fn enc(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn trace_names(ds: &Dataset, v: &J) -> Vec<String> {

@@ -15,7 +15,7 @@ use allegro_engine::query::QueryEngine;
 use allegro_engine::query::search::SearchRequest;
 use allegro_engine::storage::{StorageBackend, open_store};
 use allegro_engine::tempopb::SearchResponse;
-use allegro_tests::engines::{GENERATED_START, StaticLive, TENANT};
+use allegro_tests::engines::{GENERATED_START, StaticLive, TENANT, sorted_span_sets};
 use allegro_tests::reference;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
@@ -144,17 +144,11 @@ fn answer(r: &SearchResponse) -> Vec<(String, u64, Vec<Vec<String>>)> {
     r.traces
         .iter()
         .map(|t| {
-            let mut sets: Vec<Vec<String>> = t
-                .span_sets
-                .iter()
-                .map(|s| {
-                    let mut v: Vec<String> = s.spans.iter().map(|x| x.span_id.clone()).collect();
-                    v.sort();
-                    v
-                })
-                .collect();
-            sets.sort();
-            (t.trace_id.clone(), t.start_time_unix_nano, sets)
+            (
+                t.trace_id.clone(),
+                t.start_time_unix_nano,
+                sorted_span_sets(t),
+            )
         })
         .collect()
 }

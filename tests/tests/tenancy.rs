@@ -9,6 +9,7 @@ use allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use allegro_engine::otlp::common::v1::{AnyValue, KeyValue, any_value::Value};
 use allegro_engine::otlp::resource::v1::Resource;
 use allegro_engine::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use allegro_tests::url_encode as enc;
 use allegro_tests::{TestServer, config_for};
 use prost::Message;
 
@@ -48,15 +49,6 @@ fn trace(tenant: &str, id: u8) -> Vec<ResourceSpans> {
         }],
         ..Default::default()
     }]
-}
-
-fn enc(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

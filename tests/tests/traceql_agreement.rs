@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use allegro_engine::query::search::SearchRequest;
-use allegro_tests::engines::{TENANT, generated};
+use allegro_tests::engines::{TENANT, generated, sorted_span_sets};
 use allegro_tests::golden::{self, Expect};
 use allegro_tests::reference;
 
@@ -81,20 +81,7 @@ async fn engine_agrees_with_the_reference_evaluator() {
                 let got: BTreeMap<String, Vec<Vec<String>>> = resp
                     .traces
                     .iter()
-                    .map(|t| {
-                        let mut sets: Vec<Vec<String>> = t
-                            .span_sets
-                            .iter()
-                            .map(|s| {
-                                let mut v: Vec<String> =
-                                    s.spans.iter().map(|x| x.span_id.clone()).collect();
-                                v.sort();
-                                v
-                            })
-                            .collect();
-                        sets.sort();
-                        (t.trace_id.clone(), sets)
-                    })
+                    .map(|t| (t.trace_id.clone(), sorted_span_sets(t)))
                     .collect();
                 if !want.is_empty() {
                     non_empty += 1;

@@ -20,6 +20,56 @@ pub struct Program {
     pub keys: usize,
 }
 
+impl Program {
+    /// Leaf masks every trace the program can find something in meets: for each mask, some
+    /// span of the trace matches one of its leaves. A search skips a trace failing one without
+    /// evaluating it (in `{ a } ~ { b }` over traces holding only `a` spans, most traces).
+    pub fn required_leaves(&self) -> Vec<u64> {
+        self.pipeline.required()
+    }
+}
+
+impl Pipeline {
+    fn required(&self) -> Vec<u64> {
+        // Every stage after the first only narrows what it is given.
+        self.stages
+            .iter()
+            .flat_map(|s| match s {
+                Stage::Spanset(e) => e.required(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+impl SetExpr {
+    fn required(&self) -> Vec<u64> {
+        match self {
+            SetExpr::Leaf(i) => (*i < 64).then(|| 1u64 << i).into_iter().collect(),
+            SetExpr::Pipeline(p) => p.required(),
+            SetExpr::Op { op, lhs, rhs } => match op {
+                // Either side may be what is found: one of their first needs is met.
+                SetOp::Union => match (lhs.required().first(), rhs.required().first()) {
+                    (Some(l), Some(r)) => vec![l | r],
+                    _ => Vec::new(),
+                },
+                // The right side's spans that lack a relation: the left may be empty.
+                SetOp::NotChild
+                | SetOp::NotParent
+                | SetOp::NotDescendant
+                | SetOp::NotAncestor
+                | SetOp::NotSibling => rhs.required(),
+                // Both sides must have found spans.
+                _ => {
+                    let mut v = lhs.required();
+                    v.extend(rhs.required());
+                    v
+                }
+            },
+        }
+    }
+}
+
 /// Stages separated by `|`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
@@ -180,5 +230,59 @@ impl Arith {
             Arith::Mod => a % b,
             Arith::Pow => a.powf(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(op: SetOp, l: SetExpr, r: SetExpr) -> SetExpr {
+        SetExpr::Op {
+            op,
+            lhs: Box::new(l),
+            rhs: Box::new(r),
+        }
+    }
+
+    fn program(e: SetExpr) -> Program {
+        Program {
+            pipeline: Pipeline {
+                stages: vec![Stage::Spanset(e)],
+            },
+            leaves: 4,
+            values: 0,
+            keys: 0,
+        }
+    }
+
+    #[test]
+    fn required_leaves_follow_what_each_operator_needs_to_find_anything() {
+        use SetExpr::Leaf;
+        // { a } ~ { b }: both; { a } !~ { b }: b alone; { a } || { b }: either.
+        let both = program(op(SetOp::Sibling, Leaf(0), Leaf(1)));
+        assert_eq!(both.required_leaves(), vec![0b01, 0b10]);
+        let negated = program(op(SetOp::NotSibling, Leaf(0), Leaf(1)));
+        assert_eq!(negated.required_leaves(), vec![0b10]);
+        let either = program(op(SetOp::Union, Leaf(0), Leaf(1)));
+        assert_eq!(either.required_leaves(), vec![0b11]);
+        // ({ a } >> { b }) || { c }: a span of a or c; (({ a } || { b }) && { c }): (a or b), c.
+        let mixed = program(op(
+            SetOp::Union,
+            op(SetOp::Descendant, Leaf(0), Leaf(1)),
+            Leaf(2),
+        ));
+        assert_eq!(mixed.required_leaves(), vec![0b101]);
+        let and = program(op(SetOp::And, op(SetOp::Union, Leaf(0), Leaf(1)), Leaf(2)));
+        assert_eq!(and.required_leaves(), vec![0b011, 0b100]);
+        // A side with no need makes a union need nothing.
+        let open = program(op(
+            SetOp::Union,
+            Leaf(0),
+            SetExpr::Pipeline(Box::new(Pipeline {
+                stages: vec![Stage::Coalesce],
+            })),
+        ));
+        assert!(open.required_leaves().is_empty());
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct MergeRow {
 /// Evaluates a compiled search per trace; see the module docs.
 pub(crate) struct TraceStage {
     program: Arc<Program>,
+    /// Leaf masks a trace must meet to be worth evaluating ([`Program::required_leaves`]).
+    required: Vec<u64>,
     /// Traces that may have parts in more than one source.
     merge: IncompleteTraces,
     /// The query's memory pool: rows held per trace are reserved from it, so a search over
@@ -93,6 +95,7 @@ impl TraceStage {
     pub(crate) fn new(c: &Compiled, merge: IncompleteTraces, pool: Arc<dyn MemoryPool>) -> Self {
         Self {
             program: Arc::new(c.program.clone()),
+            required: c.program.required_leaves(),
             merge,
             pool,
         }
@@ -156,6 +159,8 @@ impl TraceStage {
         // Roots (a block's), or every row (the head's), by trace.
         let mut table = Table::default();
         let mut run: Option<Run> = None;
+        // The last trace's row vector, emptied, for the next: no allocation per trace.
+        let mut spare: Vec<SpanRow> = Vec::new();
         let streams = [(rows.roots, true), (rows.rest, !rows.sorted)];
         for (stream, into_table) in streams {
             let Some(mut stream) = stream else { continue };
@@ -196,9 +201,12 @@ impl TraceStage {
                         }
                         _ => {
                             if let Some(r) = run.take() {
-                                table_bytes -= self.finish(r, &mut table, newest, tenant)?;
+                                let (bytes, rows) = self.finish(r, &mut table, newest, tenant)?;
+                                table_bytes -= bytes;
+                                spare = rows;
                             }
-                            let mut r = Run::new(id, start, start >= bar);
+                            let rows = std::mem::take(&mut spare);
+                            let mut r = Run::new(id, start, start >= bar, rows);
                             r.push(&cols, i, start);
                             run = Some(r);
                         }
@@ -221,26 +229,28 @@ impl TraceStage {
     }
 
     /// Evaluates the trace whose rows `r` holds, with its roots from `roots`; the bytes of
-    /// the roots taken.
+    /// the roots taken, and the trace's row vector emptied for reuse.
     fn finish(
         &self,
         mut r: Run,
         roots: &mut Table,
         newest: &Mutex<Newest>,
         tenant: usize,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Vec<SpanRow>)> {
         // Taken whether or not the trace can rank, so it is never evaluated without the rest.
-        let Some((start, root)) = roots.remove(&r.id) else {
-            self.consider(r.id, r.start, r.rows, newest, tenant)?;
-            return Ok(0);
-        };
-        let bytes = root.iter().map(row_bytes).sum();
-        if r.take {
+        let mut bytes = 0;
+        if let Some((start, root)) = roots.remove(&r.id) {
+            bytes = root.iter().map(row_bytes).sum();
             r.start = r.start.min(start);
-            r.rows.extend(root);
-            self.consider(r.id, r.start, r.rows, newest, tenant)?;
+            if r.take {
+                r.rows.extend(root);
+            }
         }
-        Ok(bytes)
+        if r.take {
+            self.consider(r.id, r.start, &mut r.rows, newest, tenant)?;
+        }
+        r.rows.clear();
+        Ok((bytes, r.rows))
     }
 
     /// Evaluates traces from every part kept aside by [`TraceStage::block`].
@@ -268,8 +278,8 @@ impl TraceStage {
         tenant: usize,
     ) -> Result<()> {
         traces.sort_unstable_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
-        for (id, (start, rows)) in traces {
-            if !self.consider(id, start, rows, newest, tenant)? {
+        for (id, (start, mut rows)) in traces {
+            if !self.consider(id, start, &mut rows, newest, tenant)? {
                 // Sorted: every later trace ranks lower still.
                 break;
             }
@@ -283,15 +293,19 @@ impl TraceStage {
         &self,
         id: TraceId,
         start: u64,
-        mut rows: Vec<SpanRow>,
+        rows: &mut Vec<SpanRow>,
         newest: &Mutex<Newest>,
         tenant: usize,
     ) -> Result<bool> {
         if rows.is_empty() || !newest.lock().could_enter(start, &id) {
             return Ok(rows.is_empty());
         }
-        let sets =
-            evaluate(&self.program, &mut rows).map_err(|e| EngineError::InvalidInput(e.0))?;
+        // A trace without a span for one of the leaves the program needs finds nothing.
+        let present = rows.iter().fold(0, |a, r| a | r.leaves);
+        if self.required.iter().any(|m| present & m == 0) {
+            return Ok(true);
+        }
+        let sets = evaluate(&self.program, rows).map_err(|e| EngineError::InvalidInput(e.0))?;
         if let Some(sets) = sets {
             newest.lock().offer(Found {
                 start,
@@ -318,12 +332,12 @@ struct Run {
 }
 
 impl Run {
-    fn new(id: TraceId, start: u64, take: bool) -> Self {
+    fn new(id: TraceId, start: u64, take: bool, rows: Vec<SpanRow>) -> Self {
         Self {
             id,
             start,
             take,
-            rows: Vec::new(),
+            rows,
             bytes: 0,
         }
     }
