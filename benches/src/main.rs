@@ -59,6 +59,27 @@ pub struct Common {
     pub json: Option<PathBuf>,
 }
 
+/// Options of the query suites measured against DuckDB (search, metrics).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Versus {
+    /// Ranges to query, ending at the end of the data.
+    #[arg(long, value_delimiter = ',', default_value = "1h,6h")]
+    pub ranges: Vec<String>,
+    /// Skip the DuckDB comparison.
+    #[arg(long)]
+    pub no_duckdb: bool,
+    /// Run only these queries (names as in the report, e.g. `sibling,tags`).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+impl Versus {
+    /// Whether the query called `name` runs.
+    pub fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "allegro-bench", about = "Allegro benchmark runner")]
 struct Cli {

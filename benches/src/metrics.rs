@@ -10,9 +10,9 @@ use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use serde_json::{Value, json};
 
-use crate::Common;
 use crate::dataset::{self, TENANT};
 use crate::report::{Latency, emit, peak_rss};
+use crate::{Common, Versus};
 
 /// Drilldown's panels (grafana-clients.md §2.2): name, query, the step divisor (range / n).
 pub const QUERIES: [(&str, &str, u64); 9] = [
@@ -62,15 +62,9 @@ pub struct MetricsArgs {
     /// Dataset, repetitions, output.
     #[command(flatten)]
     pub common: Common,
-    /// Ranges to query, ending at the end of the data.
-    #[arg(long, value_delimiter = ',', default_value = "1h,6h")]
-    pub ranges: Vec<String>,
-    /// Skip the DuckDB comparison.
-    #[arg(long)]
-    pub no_duckdb: bool,
-    /// Run only these queries (names as in the report, e.g. `red-rate,compare`).
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
+    /// Ranges, DuckDB, which queries.
+    #[command(flatten)]
+    pub versus: Versus,
     /// Exemplars per query (default: the server's default, 100, as Drilldown gets).
     #[arg(long)]
     pub exemplars: Option<u32>,
@@ -188,7 +182,7 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
     let (_, dir, info) = dataset::ensure(c).await?;
     let (engine, data_end) = dataset::open_engine(&dir).await?;
     let mut ranges = serde_json::Map::new();
-    for r in &a.ranges {
+    for r in &a.versus.ranges {
         let len = humantime::parse_duration(r).map_err(|e| format!("--ranges {r}: {e}"))?;
         // Whole seconds, as Grafana sends them.
         let end = data_end / 1_000_000_000 * 1_000_000_000;
@@ -211,7 +205,7 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
         };
         for (name, q, div) in set {
             let name = name.as_str();
-            if !a.only.is_empty() && !a.only.iter().any(|o| o == name) {
+            if !a.versus.runs(name) {
                 continue;
             }
             let step = ((end - start) / 1_000_000_000 / div).max(1) * 1_000_000_000;
@@ -250,7 +244,7 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
             }
             // DuckDB runs right after Allegro on the same query, so both see the same machine
             // (a shared VM's speed drifts over minutes).
-            if !a.no_duckdb && a.query.is_empty() {
+            if !a.versus.no_duckdb && a.query.is_empty() {
                 let d = duckdb(&dir, start, end, c.reps, name)?;
                 if let Some(dd) = d.get(name) {
                     let theirs = dd["p50_ms"].as_f64().unwrap_or(f64::NAN);

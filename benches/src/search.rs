@@ -14,9 +14,9 @@ use allegro_engine::query::QueryEngine;
 use allegro_engine::query::search::SearchRequest;
 use serde_json::{Value, json};
 
-use crate::Common;
 use crate::dataset::{self, TENANT};
 use crate::report::{Latency, emit, peak_rss};
+use crate::{Common, Versus};
 
 /// One benchmark query: TraceQL, the SQL that answers it, and Grafana's limit and spss.
 pub struct Shape {
@@ -219,15 +219,9 @@ pub struct SearchArgs {
     /// Dataset, repetitions, output.
     #[command(flatten)]
     pub common: Common,
-    /// Ranges to search, ending at the end of the data.
-    #[arg(long, value_delimiter = ',', default_value = "1h,6h")]
-    pub ranges: Vec<String>,
-    /// Skip the DuckDB comparison.
-    #[arg(long)]
-    pub no_duckdb: bool,
-    /// Run only these shapes (names as in the report).
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
+    /// Ranges, DuckDB, which shapes.
+    #[command(flatten)]
+    pub versus: Versus,
 }
 
 /// The DuckDB side, a long-lived process answering one SQL query per line.
@@ -371,14 +365,15 @@ pub async fn run(a: &SearchArgs) -> Result<(), String> {
     let c = &a.common;
     let (_, dir, info) = dataset::ensure(c).await?;
     let (engine, data_end) = dataset::open_engine(&dir).await?;
-    let mut duck = if a.no_duckdb {
+    let v = &a.versus;
+    let mut duck = if v.no_duckdb {
         None
     } else {
         Some(DuckDb::start(&dir)?)
     };
     let tenants = [TENANT.to_string()];
     let mut ranges = serde_json::Map::new();
-    for r in &a.ranges {
+    for r in &v.ranges {
         let len = humantime::parse_duration(r).map_err(|e| format!("--ranges {r}: {e}"))?;
         // Whole seconds, as Grafana sends them.
         let end = data_end.div_ceil(1_000_000_000) * 1_000_000_000;
@@ -386,7 +381,7 @@ pub async fn run(a: &SearchArgs) -> Result<(), String> {
         let spans_in_range = info.spans as f64 * (len.as_secs_f64() / c.duration_secs()).min(1.0);
         let mut queries = serde_json::Map::new();
         for shape in shapes() {
-            if !a.only.is_empty() && !a.only.iter().any(|o| o == shape.name) {
+            if !v.runs(shape.name) {
                 continue;
             }
             let req = SearchRequest {
@@ -465,7 +460,7 @@ pub async fn run(a: &SearchArgs) -> Result<(), String> {
             );
             queries.insert(shape.name.to_string(), entry);
         }
-        if a.only.is_empty() || a.only.iter().any(|o| o.starts_with("tag")) {
+        if v.only.is_empty() || v.only.iter().any(|o| o.starts_with("tag")) {
             tags(&engine, c, (start, end), &mut queries).await?;
         }
         ranges.insert(r.clone(), Value::Object(queries));
