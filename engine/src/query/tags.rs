@@ -270,7 +270,12 @@ impl QueryEngine {
                     metrics.inspected_bytes += bytes;
                     if v.len() > BLOCK_VALUES {
                         self.block_values.insert(key(&b), None);
-                        wide.insert(b.block_id);
+                        if limit > BLOCK_VALUES {
+                            wide.insert(b.block_id);
+                        } else {
+                            // Already more values than the request keeps: no second read.
+                            out.extend(v);
+                        }
                     } else {
                         out.extend(v.iter().cloned());
                         self.block_values.insert(key(&b), Some(Arc::new(v)));

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use allegro_udfs::spansets::eval::SpanRow;
 use allegro_udfs::spansets::program::Program;
 use allegro_udfs::spansets::{SpanColumns, evaluate};
-use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, UInt64Array};
 use arrow::datatypes::UInt64Type;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -123,7 +123,10 @@ impl TraceStage {
     }
 
     /// The trace IDs, trace starts and span columns of a batch of per-span rows.
-    fn columns(&self, b: &RecordBatch) -> Result<(FixedSizeBinaryArray, Vec<u64>, Vec<ArrayRef>)> {
+    fn columns(
+        &self,
+        b: &RecordBatch,
+    ) -> Result<(FixedSizeBinaryArray, UInt64Array, Vec<ArrayRef>)> {
         let ids = b
             .column_by_name(c::TRACE_ID)
             .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
@@ -133,8 +136,7 @@ impl TraceStage {
             .column_by_name(out::TRACE_START)
             .and_then(|a| a.as_primitive_opt::<UInt64Type>())
             .ok_or_else(|| lost(out::TRACE_START))?
-            .values()
-            .to_vec();
+            .clone();
         Ok((ids, starts, self.span_columns(b)?))
     }
 
@@ -173,7 +175,7 @@ impl TraceStage {
                 let cols = SpanColumns::new(&arrays, &self.program).map_err(df_err)?;
                 // Traces older than the bar cannot make the answer; the bar only rises.
                 let bar = newest.lock().bar().map_or(0, |(s, _)| s);
-                for (i, &start) in starts.iter().enumerate() {
+                for (i, &start) in starts.values().iter().enumerate() {
                     let id = TraceId::from_bytes(ids.value(i))?;
                     if self.merge.contains(&id) {
                         let row = cols.row(i);
@@ -185,9 +187,7 @@ impl TraceStage {
                         if start >= bar {
                             let row = cols.row(i);
                             table_bytes += row_bytes(&row);
-                            let e = table.entry(id).or_insert_with(|| (start, Vec::new()));
-                            e.0 = e.0.min(start);
-                            e.1.push(row);
+                            hold(&mut table, id, start, row);
                         }
                         continue;
                     }
@@ -260,12 +260,9 @@ impl TraceStage {
         newest: &Mutex<Newest>,
         tenant: usize,
     ) -> Result<()> {
-        let mut traces: HashMap<TraceId, (u64, Vec<SpanRow>), foldhash::fast::RandomState> =
-            HashMap::default();
+        let mut traces = Table::default();
         for r in rows {
-            let t = traces.entry(r.id).or_insert_with(|| (r.start, Vec::new()));
-            t.0 = t.0.min(r.start);
-            t.1.push(r.row);
+            hold(&mut traces, r.id, r.start, r.row);
         }
         self.offer(traces.into_iter().collect(), newest, tenant)
     }
@@ -320,6 +317,13 @@ impl TraceStage {
 
 /// Traces of a source read out of ID order: start and rows per trace.
 type Table = HashMap<TraceId, (u64, Vec<SpanRow>), foldhash::fast::RandomState>;
+
+/// Adds `row` to trace `id`'s rows in `table`; the trace starts at the earliest start seen.
+fn hold(table: &mut Table, id: TraceId, start: u64, row: SpanRow) {
+    let e = table.entry(id).or_insert_with(|| (start, Vec::new()));
+    e.0 = e.0.min(start);
+    e.1.push(row);
+}
 
 /// The rows of the trace being read, when a source arrives in trace-ID order.
 struct Run {
