@@ -69,6 +69,10 @@ pub struct BlockMeta {
     /// Every attribute key per scope (`None` in blocks written before this was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribute_keys: Option<crate::hot::AttributeKeys>,
+    /// Distinct attribute values and span names, for tag-value requests without conditions
+    /// (`None` in blocks written before this was recorded, or with too many keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<crate::block::tag_values::TagValueIndex>,
     /// Traces whose part in this block is incomplete: no root span, or a span whose parent is
     /// not in the block (hex, sorted). Every trace split across blocks (or blocks and the head)
     /// has such a part, so search evaluates these traces over all their parts and every other

@@ -5,5 +5,6 @@ pub mod meta;
 pub mod object_reader;
 pub mod reader;
 pub mod scan_footer;
+pub mod tag_values;
 pub mod trace_cuts;
 pub mod writer;

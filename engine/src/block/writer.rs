@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::bloom::TraceBloom;
 use super::meta::{BlockMeta, objects, rfc3339_seconds};
+use super::tag_values::ValueScan;
 use super::trace_cuts::{self, TraceCuts};
 use crate::convert::flatten::FlatSpan;
 use crate::convert::to_arrow::spans_to_batch;
@@ -205,6 +206,8 @@ pub struct BlockEncoder {
     opts: BlockWriteOptions,
     hot: Vec<HotColumn>,
     scan: KeyScan,
+    /// Distinct values per key, for `meta.json`.
+    values: ValueScan,
     bloom: TraceBloom,
     traces: usize,
     spans: u64,
@@ -254,6 +257,8 @@ impl BlockEncoder {
         let traces = prepare_traces(&mut first);
         let mut scan = KeyScan::default();
         scan.add(&first);
+        let mut values = ValueScan::default();
+        values.add(&first);
         let hot = opts.hot.choose_from(&scan);
         let capacity = expected_traces.max(traces);
         let schema = span_schema(&hot);
@@ -297,6 +302,7 @@ impl BlockEncoder {
             opts: opts.clone(),
             hot,
             scan,
+            values,
             bloom: TraceBloom::with_capacity(capacity, opts.bloom_fpp),
             traces: 0,
             spans: 0,
@@ -320,6 +326,7 @@ impl BlockEncoder {
         }
         prepare_traces(&mut spans);
         self.scan.add(&spans);
+        self.values.add(&spans);
         self.write(spans)
     }
 
@@ -427,6 +434,7 @@ impl BlockEncoder {
             other_keys: recorded.then(|| self.scan.others()),
             key_types: recorded.then(|| self.scan.key_types()),
             attribute_keys: recorded.then(|| self.scan.keys()),
+            tag_values: recorded.then(|| std::mem::take(&mut self.values).finish()),
             hot_columns: self.hot,
             incomplete_traces: (self.incomplete.len()
                 <= crate::block::meta::MAX_RECORDED_INCOMPLETE)

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use allegro_traceql::ast::{
-    BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, QueryBody, SpansetExpr, Stage,
+    BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, QueryBody, Scope, SpansetExpr, Stage,
 };
-use arrow::array::{Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow::util::display::ArrayFormatter;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
@@ -25,6 +25,7 @@ use super::table::BlocksTable;
 use super::translate::{KIND_NAMES, STATUS_NAMES, Typed, enum_names};
 use super::{QueryEngine, collect_counted, df_err};
 use crate::block::meta::BlockMeta;
+use crate::block::tag_values::Known;
 use crate::error::{EngineError, Result};
 use crate::hot::AttributeKeys;
 use crate::schema::{AttrScope, OVERFLOW_KINDS, col as c};
@@ -241,6 +242,10 @@ impl QueryEngine {
                 let mut unknown = Vec::new();
                 let mut wide = BTreeSet::new();
                 for b in blocks.blocks() {
+                    if let Some(v) = recorded(b, field)? {
+                        out.extend(v);
+                        continue;
+                    }
                     match self.block_values.get(&key(b)) {
                         Some(Some(v)) => out.extend(v.iter().cloned()),
                         Some(None) => {
@@ -334,7 +339,7 @@ impl QueryEngine {
             let (batches, read) = collect_counted(ctx, df).await?;
             bytes += read;
             for b in &batches {
-                for v in render(b, kind)? {
+                for v in render(b.column(0), kind)? {
                     out.push(TagValue { kind, value: v });
                 }
             }
@@ -431,8 +436,53 @@ fn slots(t: &Typed) -> Vec<(&'static str, Expr)> {
     v
 }
 
-fn render(b: &RecordBatch, kind: &str) -> Result<Vec<String>> {
-    let a = b.column(0);
+/// `field`'s values in block `b` as its `meta.json` records them; `None` when not recorded
+/// (an older block, a key with too many values, a field not recorded).
+fn recorded(b: &BlockMeta, field: &FieldRef) -> Result<Option<Vec<TagValue>>> {
+    let Some(index) = b.tag_values.as_ref() else {
+        return Ok(None);
+    };
+    let strings = |v: &[String]| -> Vec<TagValue> {
+        v.iter()
+            .map(|s| TagValue {
+                kind: "string",
+                value: s.clone(),
+            })
+            .collect()
+    };
+    let (scope, key) = match field {
+        FieldRef::Intrinsic(Intrinsic::Name) => return Ok(index.names.as_deref().map(strings)),
+        FieldRef::Attribute(a) if !a.parent => match a.scope {
+            Scope::Span => (AttrScope::Span, &a.name),
+            Scope::Resource => (AttrScope::Resource, &a.name),
+            Scope::Instrumentation => (AttrScope::Instrumentation, &a.name),
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let kv = match index.lookup(scope, key) {
+        Known::Values(kv) => kv,
+        Known::Absent => return Ok(Some(Vec::new())),
+        Known::Wide => return Ok(None),
+    };
+    // Rendered as the values read from the block would be.
+    let mut out = strings(&kv.strings);
+    let arrays: [(&'static str, ArrayRef); 3] = [
+        ("int", Arc::new(Int64Array::from(kv.ints.clone()))),
+        ("float", Arc::new(Float64Array::from(kv.floats.clone()))),
+        ("bool", Arc::new(BooleanArray::from(kv.bools.clone()))),
+    ];
+    for (kind, a) in arrays {
+        out.extend(
+            render(&a, kind)?
+                .into_iter()
+                .map(|value| TagValue { kind, value }),
+        );
+    }
+    Ok(Some(out))
+}
+
+fn render(a: &ArrayRef, kind: &str) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(a.len());
     if kind == "duration" {
         let ints = arrow::compute::cast(a, &arrow::datatypes::DataType::Int64)?;

@@ -144,65 +144,27 @@ impl QueryEngine {
         let state = ctx.state();
         let mut out = Vec::with_capacity(src.tables.len());
         for s in &src.tables {
-            let (source, blocks) = match BlocksTable::of(s.table.as_ref()) {
-                Some(t) => {
-                    // String views point into the pages instead of copying every value out.
-                    let per_block = t.with_string_views().per_block();
-                    let blocks = per_block.blocks().to_vec();
-                    (s.with_table(Arc::new(per_block)), blocks)
-                }
-                None => (s.with_table(s.table.clone()), Vec::new()),
-            };
-            let logical = plan::span_rows(&source, c, range)?;
-            let parent = || datafusion::prelude::col(crate::schema::col::NESTED_SET_PARENT);
-            let zero = || datafusion::prelude::lit(0i32);
-            let split = if blocks.is_empty() {
-                vec![None, Some(logical.clone())]
-            } else {
-                [parent().lt(zero()), parent().gt_eq(zero())]
-                    .into_iter()
-                    .map(|f| {
-                        LogicalPlanBuilder::from(logical.clone())
-                            .filter(f)
-                            .and_then(|b| b.build())
-                            .map(Some)
-                            .map_err(df_err)
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            };
-            let mut plans = Vec::with_capacity(2);
-            for l in split {
-                let Some(l) = l else {
-                    plans.push(None);
-                    continue;
-                };
-                let plan = state.create_physical_plan(&l).await.map_err(df_err)?;
-                if reads_nothing(&plan) {
-                    // The conditions can never hold here (a key no block has).
-                    plans.push(None);
-                    continue;
-                }
-                let parts = plan.output_partitioning().partition_count();
-                if parts != blocks.len().max(1) {
-                    return Err(EngineError::Internal(format!(
-                        "search plan has {parts} partitions for {} blocks",
-                        blocks.len()
-                    )));
-                }
-                plans.push(Some(plan));
-            }
-            let (Some(roots), Some(rest)) = (plans.first().cloned(), plans.get(1).cloned()) else {
-                return Err(EngineError::Internal("search plans lost".into()));
-            };
-            if roots.is_none() && rest.is_none() {
+            let Some(t) = BlocksTable::of(s.table.as_ref()) else {
+                out.extend(input(&state, s.with_table(s.table.clone()), c, range).await?);
                 continue;
+            };
+            // A block's traces start and end within its own time range (trace-level columns
+            // are derived from the block's spans), so a block inside the window needs no time
+            // filter: dropping it saves decoding two 8-byte columns of every row, 16% of
+            // `{ A } ~ { B }` over 6h (489 → 413 ms at 10M spans).
+            let inside = |b: &BlockMeta| {
+                range.is_none_or(|(s, e)| s <= b.start_unix_nano && b.end_unix_nano <= e)
+            };
+            let parts = [
+                (t.subset(&|b| inside(b)), None),
+                (t.subset(&|b| !inside(b)), range),
+            ];
+            for (blocks, range) in parts {
+                let Some(blocks) = blocks else { continue };
+                // String views point into the pages instead of copying every value out.
+                let per_block = Arc::new(blocks.with_string_views().per_block());
+                out.extend(input(&state, s.with_table(per_block), c, range).await?);
             }
-            out.push(Input {
-                roots,
-                rest,
-                logical,
-                blocks,
-            });
         }
         Ok(out)
     }
@@ -420,4 +382,67 @@ impl QueryEngine {
             .sum::<u64>();
         Ok(())
     }
+}
+
+/// The plans of one source: a table of blocks read one partition per block, or the head.
+/// `None` when no row of it can match.
+async fn input(
+    state: &datafusion::execution::SessionState,
+    source: super::sources::Source,
+    c: &Compiled,
+    range: Range,
+) -> Result<Option<Input>> {
+    let blocks = BlocksTable::of(source.table.as_ref())
+        .map(|t| t.blocks().to_vec())
+        .unwrap_or_default();
+    let logical = plan::span_rows(&source, c, range)?;
+    let parent = || datafusion::prelude::col(crate::schema::col::NESTED_SET_PARENT);
+    let zero = || datafusion::prelude::lit(0i32);
+    let split = if blocks.is_empty() {
+        vec![None, Some(logical.clone())]
+    } else {
+        [parent().lt(zero()), parent().gt_eq(zero())]
+            .into_iter()
+            .map(|f| {
+                LogicalPlanBuilder::from(logical.clone())
+                    .filter(f)
+                    .and_then(|b| b.build())
+                    .map(Some)
+                    .map_err(df_err)
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut plans = Vec::with_capacity(2);
+    for l in split {
+        let Some(l) = l else {
+            plans.push(None);
+            continue;
+        };
+        let plan = state.create_physical_plan(&l).await.map_err(df_err)?;
+        if reads_nothing(&plan) {
+            // The conditions can never hold here (a key no block has).
+            plans.push(None);
+            continue;
+        }
+        let parts = plan.output_partitioning().partition_count();
+        if parts != blocks.len().max(1) {
+            return Err(EngineError::Internal(format!(
+                "search plan has {parts} partitions for {} blocks",
+                blocks.len()
+            )));
+        }
+        plans.push(Some(plan));
+    }
+    let (Some(roots), Some(rest)) = (plans.first().cloned(), plans.get(1).cloned()) else {
+        return Err(EngineError::Internal("search plans lost".into()));
+    };
+    if roots.is_none() && rest.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Input {
+        roots,
+        rest,
+        logical,
+        blocks,
+    }))
 }
