@@ -159,9 +159,9 @@ impl Catalog {
         let mut out: Vec<String> = r
             .common_prefixes
             .iter()
-            .filter_map(|p| p.parts().next_back().map(|s| s.as_ref().to_string()))
-            // Dot-directories are not tenants (the WAL lives in `.wal`).
-            .filter(|t| !t.starts_with('.'))
+            .filter_map(|p| p.parts().next_back())
+            // Allegro's own directories have names no tenant can have.
+            .filter_map(|part| crate::tenant::tenant_of_dir(part.as_ref()))
             .collect();
         out.sort();
         Ok(out)

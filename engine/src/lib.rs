@@ -15,6 +15,7 @@ pub mod query;
 pub mod schema;
 pub mod storage;
 pub mod tempopb;
+pub mod tenant;
 
 pub use opentelemetry_proto::tonic as otlp;
 

@@ -522,7 +522,7 @@ pub struct TraceStorageConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WalConfig {
-    /// Directory of the WAL; default `<storage.trace.local.path>/.wal` for the local backend,
+    /// Directory of the WAL; default `<storage.trace.local.path>/@wal` for the local backend,
     /// `./allegro-wal` otherwise.
     #[serde(deserialize_with = "null_default")]
     pub path: PathBuf,
@@ -885,7 +885,7 @@ impl Config {
         if !t.wal.path.as_os_str().is_empty() {
             t.wal.path.clone()
         } else if t.backend == "local" {
-            t.local.path.join(".wal")
+            t.local.path.join(crate::data_dir::WAL_DIR)
         } else {
             PathBuf::from("./allegro-wal")
         }
@@ -1331,7 +1331,7 @@ mod tests {
                 .to_string()
                 .contains("ingester.max_trace_live")
         );
-        assert_eq!(c.wal_dir(), PathBuf::from("./allegro-data/.wal"));
+        assert_eq!(c.wal_dir(), PathBuf::from("./allegro-data/@wal"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod data_dir;
 pub mod http;
 pub mod receivers;
 pub mod tenant;

@@ -4,9 +4,10 @@
 //! which hold only keys (dictionary-encoded, a few bytes a span) — never the values. Values are
 //! `SELECT DISTINCT` over the one column (or map entry) that holds the attribute, filtered by
 //! the optional query's conditions, so Parquet prunes like any search. Without conditions (the
-//! query editor's and Drilldown's first request, `q={}`) a block's values are read once and
-//! kept: blocks never change, so later requests over a day of blocks answer from memory. As in
-//! Tempo, a block in the time range contributes all its values.
+//! query editor's and Drilldown's first request, `q={}`) a block's values are what its
+//! `meta.json` records ([`crate::block::tag_values`]), or, where it records none, read once and
+//! kept: blocks never change, so requests over a day of blocks answer from memory. As in Tempo,
+//! a block in the time range contributes all its values.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -74,6 +74,17 @@ pub async fn serve_with(
     let catalog = open_catalog(cfg)?;
     let icfg = cfg.ingester_config().map_err(|e| e.to_string())?;
     let wal_dir = icfg.wal.dir.clone();
+    if cfg.storage.trace.backend == "local" {
+        let moved = crate::data_dir::migrate(&cfg.storage.trace.local.path, &wal_dir)?;
+        if let Some((from, to)) = &moved.wal {
+            tracing::info!(
+                from = %from.display(),
+                to = %to.display(),
+                tenant_wal_blocks = moved.blocks.len(),
+                "moved the WAL to a directory no tenant can name"
+            );
+        }
+    }
     let (ingester, replay) = Ingester::open(icfg, catalog.clone(), Default::default())
         .await
         .map_err(|e| format!("cannot open the WAL in {}: {e}", wal_dir.display()))?;

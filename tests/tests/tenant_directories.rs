@@ -1,0 +1,191 @@
+//! Tenants whose IDs look like directory names (`.wal`, `.hidden`, `...`, `*`) are ordinary
+//! tenants: their blocks go to their own directories, `allegro blocks --all-tenants` (the
+//! catalog's tenant list) shows them, and the WAL lives where no tenant can be (`@wal`). A data
+//! directory laid out by older releases (WAL in `.wal`, tenant `.wal`'s blocks inside it) is
+//! moved on start without losing a span.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::convert::flatten::flatten;
+use allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use allegro_engine::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_tests::{TestServer, config_for, url_encode};
+use prost::Message;
+
+/// A one-span trace named `op-<id>` that ended a minute ago.
+fn trace(id: u8) -> Vec<ResourceSpans> {
+    let now = allegro_engine::now_unix_nanos();
+    vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans {
+            spans: vec![Span {
+                trace_id: vec![id; 16],
+                span_id: vec![id; 8],
+                name: format!("op-{id}"),
+                start_time_unix_nano: now - 61_000_000_000,
+                end_time_unix_nano: now - 60_000_000_000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }]
+}
+
+fn send(srv: &TestServer, tenant: &str, id: u8) {
+    let body = ExportTraceServiceRequest {
+        resource_spans: trace(id),
+    }
+    .encode_to_vec();
+    let a = srv.post(
+        &srv.otlp_http(),
+        "/v1/traces",
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("X-Scope-OrgID", tenant),
+        ],
+        &body,
+    );
+    assert_eq!(a.status, 200, "{tenant}: {}", a.text());
+}
+
+/// Whether `tenant`'s search finds trace `id`.
+fn finds(srv: &TestServer, tenant: &str, id: u8) -> bool {
+    let q = url_encode("{ }");
+    let a = srv.get(&format!("/api/search?q={q}"), &[("X-Scope-OrgID", tenant)]);
+    assert_eq!(a.status, 200, "{tenant}: {}", a.text());
+    a.text().contains(&format!("\"op-{id}\""))
+}
+
+fn catalog(dir: &Path) -> Catalog {
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .expect("store");
+    Catalog::new(store, CatalogConfig::default())
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+const TENANTS: [&str; 5] = [".wal", ".hidden", "...", "*", "plain"];
+
+#[test]
+fn tenants_named_like_directories_get_blocks_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_for(dir.path());
+    cfg.multitenancy_enabled = true;
+    cfg.ingester.trace_idle_period = Some(Duration::from_millis(200));
+    cfg.ingester.max_block_duration = Some(Duration::from_millis(300));
+    cfg.ingester.flush_check_period = Some(Duration::from_millis(100));
+    let srv = TestServer::start(cfg);
+    for (i, t) in TENANTS.iter().enumerate() {
+        send(&srv, t, i as u8 + 1);
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut want: Vec<String> = TENANTS.iter().map(|t| t.to_string()).collect();
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // A new catalog each time: no cached listing.
+        let c = catalog(dir.path());
+        let listed = rt.block_on(c.list_tenants()).expect("list");
+        let blocks: Vec<usize> = TENANTS
+            .iter()
+            .map(|t| rt.block_on(c.blocks(t)).map(|b| b.len()).unwrap_or(0))
+            .collect();
+        if listed == want && blocks.iter().all(|n| *n == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tenants listed {listed:?}, blocks per tenant {blocks:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The WAL is apart; tenant `.wal`'s directory holds its block and nothing else.
+    assert!(dir.path().join("@wal").is_dir());
+    let wal_tenant = names(&dir.path().join(".wal"));
+    assert_eq!(wal_tenant.len(), 1, "{wal_tenant:?}");
+    assert!(
+        dir.path()
+            .join(".wal")
+            .join(&wal_tenant[0])
+            .join("meta.json")
+            .is_file()
+    );
+    for (i, t) in TENANTS.iter().enumerate() {
+        assert!(finds(&srv, t, i as u8 + 1), "{t} finds its trace");
+        let other = (i + 1) % TENANTS.len();
+        assert!(!finds(&srv, t, other as u8 + 1), "{t} sees another's trace");
+    }
+}
+
+#[test]
+fn a_data_directory_of_older_releases_is_moved_without_losing_a_span() {
+    let old = tempfile::tempdir().unwrap();
+    // Older releases: the WAL in `<data>/.wal`, where tenant `.wal`'s blocks also went.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (spans, rejected) = flatten(trace(7));
+    assert!(rejected.is_empty());
+    let block = encode_block(".wal", spans, &BlockWriteOptions::default()).expect("block");
+    rt.block_on(Arc::new(catalog(old.path())).add_block(&block))
+        .expect("block of tenant .wal");
+    let mut cfg = config_for(old.path());
+    cfg.multitenancy_enabled = true;
+    cfg.storage.trace.wal.path = old.path().join(".wal");
+    let srv = TestServer::start(cfg);
+    // Acknowledged, so in the WAL; not flushed (the default idle period is longer than this
+    // test).
+    send(&srv, "t", 9);
+    assert!(
+        names(&old.path().join(".wal"))
+            .iter()
+            .any(|n| n.ends_with(".wal"))
+    );
+    // The directory as a crash or an upgrade leaves it.
+    let new = tempfile::tempdir().unwrap();
+    copy_dir(old.path(), new.path());
+    let mut cfg = config_for(new.path());
+    cfg.multitenancy_enabled = true;
+    let upgraded = TestServer::start(cfg);
+    assert!(
+        finds(&upgraded, "t", 9),
+        "spans of the old WAL are replayed"
+    );
+    assert!(finds(&upgraded, ".wal", 7), "tenant .wal's block is found");
+    let wal = names(&new.path().join("@wal"));
+    assert!(wal.iter().any(|n| n.ends_with(".wal")), "{wal:?}");
+    assert_eq!(
+        names(&new.path().join(".wal")),
+        [block.meta.block_id.to_string()]
+    );
+    let listed = rt.block_on(catalog(new.path()).list_tenants()).unwrap();
+    assert_eq!(listed, [".wal"]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
