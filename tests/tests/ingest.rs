@@ -272,6 +272,12 @@ fn bad_requests_get_the_right_status_and_lose_nothing_else() {
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         let e = c.export(req(Some("a|b"), &traces[1])).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        // Over max_recv_msg_size_mib (16): RESOURCE_EXHAUSTED, which exporters do not retry.
+        let mut big = traces[1].clone();
+        big[0].scope_spans[0].spans[0].name = "x".repeat(17 << 20);
+        let e = c.export(req(Some("team-a"), &big)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("max_recv_msg_size_mib"), "{e:?}");
         let mut statuses = Vec::new();
         for tr in &traces[3..10] {
             statuses.push(
@@ -362,7 +368,7 @@ fn the_head_becomes_blocks_and_the_wal_shrinks() {
     }
     let start = Instant::now();
     loop {
-        let segs = std::fs::read_dir(dir.path().join(".wal")).unwrap().count();
+        let segs = std::fs::read_dir(dir.path().join("@wal")).unwrap().count();
         if segs == 1 {
             break;
         }

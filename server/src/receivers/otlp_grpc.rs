@@ -123,9 +123,30 @@ where
             let mut grpc = Grpc::new(RawRequestCodec)
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(export, req).await)
+            Ok(too_large_is_exhausted(grpc.unary(export, req).await, max))
         })
     }
+}
+
+/// tonic refuses a message over the size limit with OUT_OF_RANGE, which OTLP exporters retry
+/// (the same request, forever); OTLP's answer for a request too large is RESOURCE_EXHAUSTED
+/// without retry information, which they do not. Nothing else here answers OUT_OF_RANGE.
+fn too_large_is_exhausted(
+    resp: http::Response<tonic::body::Body>,
+    max: usize,
+) -> http::Response<tonic::body::Body> {
+    let out_of_range = resp
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    if !out_of_range {
+        return resp;
+    }
+    Status::resource_exhausted(format!(
+        "request too large: over {max} bytes \
+         (distributor.receivers.otlp.protocols.grpc.max_recv_msg_size_mib)"
+    ))
+    .into_http()
 }
 
 /// Hands the request message over as bytes; encodes the response with prost.
