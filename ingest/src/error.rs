@@ -21,6 +21,9 @@ pub enum IngestError {
     /// The WAL could not make the batch durable: nothing was acknowledged (503 / UNAVAILABLE).
     #[error("write-ahead log: {0}")]
     Wal(String),
+    /// The storage takes no writes; the server serves reads only (503 / UNAVAILABLE).
+    #[error("read-only: {0}; this server serves queries only")]
+    ReadOnly(String),
     /// The server is shutting down and takes no more data.
     #[error("shutting down: no more data is accepted")]
     ShuttingDown,

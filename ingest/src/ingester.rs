@@ -148,6 +148,9 @@ pub struct Ingester {
     catalog: Arc<Catalog>,
     heads: Arc<Heads>,
     wal: Mutex<Option<Arc<Wal>>>,
+    /// Why the WAL's storage takes no writes, when it does not: the ingester then serves what
+    /// the WAL held and refuses data.
+    read_only: Option<String>,
     limiter: RateLimiter,
     metrics: Arc<IngestMetrics>,
     closing: AtomicBool,
@@ -178,12 +181,20 @@ pub struct OpenSummary {
     pub replayed_traces: usize,
     /// WAL records read.
     pub records: usize,
-    /// Torn tails cut off.
-    pub torn: Vec<String>,
+    /// Stretches of the WAL with no readable record (torn tails, damage), and what became of
+    /// each.
+    pub damage: Vec<String>,
+    /// Why the WAL's storage takes no writes, when it does not (see [`Ingester::open`]).
+    pub read_only: Option<String>,
 }
 
 impl Ingester {
     /// Replays the WAL into the head, then starts the WAL writer.
+    ///
+    /// When the WAL's storage takes no writes (a read-only filesystem, no permission), the
+    /// ingester opens read-only: the WAL is replayed without repairs, its spans are served, no
+    /// block is written and every push is refused as unavailable, saying why. A server on
+    /// read-only storage thus still answers queries.
     pub async fn open(
         cfg: IngesterConfig,
         catalog: Arc<Catalog>,
@@ -191,8 +202,23 @@ impl Ingester {
     ) -> Result<(Arc<Self>, OpenSummary)> {
         let mut records = Vec::new();
         let dir = cfg.wal.dir.clone();
+        let read_only = match wal::probe_writable(&dir) {
+            Ok(()) => None,
+            Err(e) if wal::refuses_writes(&e) => {
+                let why = format!("the WAL directory {} takes no writes: {e}", dir.display());
+                tracing::error!("{why}; serving reads only");
+                Some(why)
+            }
+            Err(e) => {
+                return Err(IngestError::Wal(format!(
+                    "cannot use {}: {e}",
+                    dir.display()
+                )));
+            }
+        };
+        let repair = read_only.is_none();
         let summary = tokio::task::spawn_blocking(move || {
-            wal::replay(&dir, |seq, rec| records.push((seq, rec))).map(|s| (s, records))
+            wal::replay(&dir, repair, |seq, rec| records.push((seq, rec))).map(|s| (s, records))
         })
         .await
         .map_err(|e| IngestError::Internal(format!("WAL replay panicked: {e}")))?;
@@ -250,7 +276,8 @@ impl Ingester {
         let now = Instant::now();
         let mut out = OpenSummary {
             records: summary.records,
-            torn: summary.torn.clone(),
+            damage: summary.damage.clone(),
+            read_only: read_only.clone(),
             ..Default::default()
         };
         for (tenant, traces) in rebuilt {
@@ -277,18 +304,22 @@ impl Ingester {
                 head.restore(id, held, now);
             }
         }
-        metrics.replayed(out.replayed_spans, out.torn.len());
-        let wal = Wal::start(
-            cfg.wal.clone(),
-            summary.next_seq,
-            heads.clone(),
-            metrics.clone(),
-        )?;
+        metrics.replayed(out.replayed_spans, out.damage.len());
+        let wal = match read_only {
+            Some(_) => None,
+            None => Some(Arc::new(Wal::start(
+                cfg.wal.clone(),
+                summary.next_seq,
+                heads.clone(),
+                metrics.clone(),
+            )?)),
+        };
         let ing = Arc::new(Self {
             cfg,
             catalog,
             heads,
-            wal: Mutex::new(Some(Arc::new(wal))),
+            wal: Mutex::new(wal),
+            read_only,
             limiter: RateLimiter::default(),
             metrics,
             closing: AtomicBool::new(false),
@@ -312,12 +343,20 @@ impl Ingester {
         let _ = self.tap.set(tap);
     }
 
+    /// Why the ingester takes no data, when its storage refuses writes.
+    pub fn read_only(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &IngesterConfig {
         &self.cfg
     }
 
     fn wal(&self) -> Result<Arc<Wal>> {
+        if let Some(why) = &self.read_only {
+            return Err(IngestError::ReadOnly(why.clone()));
+        }
         self.wal.lock().clone().ok_or(IngestError::ShuttingDown)
     }
 
@@ -673,6 +712,10 @@ impl Ingester {
     /// One round of flushing: completes idle traces, cuts due blocks and writes them. With
     /// `force` every live trace is completed and every head block cut (shutdown, tests).
     pub async fn flush(&self, force: bool) -> Result<usize> {
+        if self.read_only.is_some() {
+            // The head holds the WAL's spans, and nowhere could take them.
+            return Ok(0);
+        }
         self.cut_due(force);
         match self.write_pending().await {
             (_, Some(e)) if force => Err(e),
@@ -740,6 +783,9 @@ impl Ingester {
     /// writer task writes the cut blocks back to back, so a long block write never delays the
     /// next cut (which would make the following block, and the head, grow).
     pub async fn run_flush_loop(self: Arc<Self>) {
+        if self.read_only.is_some() {
+            return;
+        }
         let me = self.clone();
         let writer = tokio::spawn(async move {
             loop {

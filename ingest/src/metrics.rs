@@ -351,7 +351,7 @@ impl IngestMetrics {
             out,
             "allegro_wal_torn_tails_total",
             "counter",
-            "Torn or corrupt WAL tails cut off at start.",
+            "Stretches of the WAL with no readable record (torn tails, damage) skipped and kept aside at start.",
         );
         let _ = writeln!(
             out,

@@ -148,12 +148,14 @@ async fn acknowledged_spans_survive_a_crash_and_flushes_are_not_replayed() {
     assert_eq!(names(&ing, &cat, 1).await, ["a", "c", "late"]);
 }
 
-#[tokio::test]
-async fn a_torn_tail_is_cut_and_everything_before_it_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let cat = catalog(dir.path());
+/// Ten one-span traces (1..=10) pushed one request each, then the ingester dropped as a crash
+/// would; the WAL's last segment and where each of its records starts and ends.
+async fn ten_records(
+    dir: &std::path::Path,
+    cat: &Arc<Catalog>,
+) -> (segment::Segment, Vec<(usize, usize)>) {
     {
-        let (ing, _) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+        let (ing, _) = Ingester::open(config(dir), cat.clone(), Default::default())
             .await
             .unwrap();
         for i in 0..10u8 {
@@ -167,33 +169,101 @@ async fn a_torn_tail_is_cut_and_everything_before_it_is_kept() {
             .unwrap();
         }
     }
-    let segs = segment::list(&dir.path().join("wal")).unwrap();
-    let last = segs.last().unwrap();
-    let len = std::fs::metadata(&last.path).unwrap().len();
+    let segs = segment::list(&dir.join("wal")).unwrap();
+    let last = segs.last().unwrap().clone();
+    let data = std::fs::read(&last.path).unwrap();
+    // Frames: [u32 length][u32 CRC][body] after the 8-byte magic.
+    let mut frames = Vec::new();
+    let mut at = 8;
+    while at < data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        frames.push((at, at + 8 + len));
+        at += 8 + len;
+    }
+    assert_eq!(frames.len(), 10);
+    (last, frames)
+}
+
+/// The files set aside in the WAL's `damaged/` directory, with their bytes.
+fn set_aside(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("wal").join(segment::DAMAGED_DIR))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_everything_before_it_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path());
+    let (last, frames) = ten_records(dir.path(), &cat).await;
     // A crash in the middle of the last record: chop 5 bytes off, then add garbage.
     let mut data = std::fs::read(&last.path).unwrap();
-    data.truncate(len as usize - 5);
+    data.truncate(data.len() - 5);
     data.extend_from_slice(b"\xde\xad");
     std::fs::write(&last.path, &data).unwrap();
     let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
         .await
         .unwrap();
-    assert_eq!(s.torn.len(), 1, "{:?}", s.torn);
+    assert_eq!(s.damage.len(), 1, "{:?}", s.damage);
     assert!(
-        s.torn[0].contains("truncated to the last whole record"),
+        s.damage[0].contains("nothing readable after it"),
         "{}",
-        s.torn[0]
+        s.damage[0]
     );
     assert_eq!(s.replayed_spans, 9);
     assert_eq!(names(&ing, &cat, 9).await, ["x"]);
     assert!(names(&ing, &cat, 10).await.is_empty());
-    // The file was repaired: a second start finds no tear.
+    // The torn bytes are kept aside, and the file was repaired: a second start finds no tear.
+    assert_eq!(set_aside(dir.path()), [data[frames[9].0..].to_vec()]);
     drop(ing);
     let (_, s) = Ingester::open(config(dir.path()), cat, Default::default())
         .await
         .unwrap();
-    assert!(s.torn.is_empty());
+    assert!(s.damage.is_empty(), "{:?}", s.damage);
     assert_eq!(s.replayed_spans, 9);
+}
+
+#[tokio::test]
+async fn a_damaged_record_costs_that_record_only_and_its_bytes_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path());
+    let (last, frames) = ten_records(dir.path(), &cat).await;
+    // Flip bits in the fifth record's body (trace 5), and in the segment's magic.
+    let mut data = std::fs::read(&last.path).unwrap();
+    let (start, end) = frames[4];
+    for b in &mut data[start + 20..start + 36] {
+        *b ^= 0x5a;
+    }
+    data[2] ^= 1;
+    std::fs::write(&last.path, &data).unwrap();
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(s.damage.len(), 2, "{:?}", s.damage);
+    assert!(s.damage[0].contains("magic"), "{}", s.damage[0]);
+    assert!(
+        s.damage[1].contains(&format!("reading resumed at byte {end}")),
+        "{}",
+        s.damage[1]
+    );
+    assert_eq!(s.replayed_spans, 9);
+    for t in 1..=10u8 {
+        let want: &[&str] = if t == 5 { &[] } else { &["x"] };
+        assert_eq!(names(&ing, &cat, t).await, want, "trace {t}");
+    }
+    assert_eq!(
+        set_aside(dir.path()),
+        [data[..8].to_vec(), data[start..end].to_vec()]
+    );
+    drop(ing);
+    let (ing, s) = Ingester::open(config(dir.path()), cat.clone(), Default::default())
+        .await
+        .unwrap();
+    assert!(s.damage.is_empty(), "{:?}", s.damage);
+    assert_eq!(s.replayed_spans, 9);
+    assert_eq!(names(&ing, &cat, 10).await, ["x"]);
 }
 
 #[tokio::test]

@@ -21,6 +21,9 @@ pub struct Migrated {
     pub wal: Option<(PathBuf, PathBuf)>,
     /// Blocks of tenant `.wal` found inside the old WAL, moved to the tenant's directory.
     pub blocks: Vec<PathBuf>,
+    /// The old WAL directory, when storage refused the move (read-only): it stays the WAL for
+    /// this run, which serves reads only.
+    pub stay: Option<PathBuf>,
 }
 
 /// Moves `<data>/.wal` to `<data>/@wal` when the WAL is at its default place and `@wal` does
@@ -41,7 +44,17 @@ pub fn migrate(data: &Path, wal: &Path) -> Result<Migrated, String> {
             )
         })
     };
-    moved(&old, wal)?;
+    if let Err(e) = std::fs::rename(&old, wal) {
+        if allegro_ingest::wal::refuses_writes(&e) {
+            done.stay = Some(old);
+            return Ok(done);
+        }
+        return Err(format!(
+            "cannot move {} to {} (the WAL's new place): {e}",
+            old.display(),
+            wal.display()
+        ));
+    }
     done.wal = Some((old.clone(), wal.to_path_buf()));
     let entries = std::fs::read_dir(wal).map_err(|e| format!("{}: {e}", wal.display()))?;
     for entry in entries.flatten() {

@@ -58,37 +58,61 @@ pub struct ReplaySummary {
     pub segments: usize,
     /// Records read.
     pub records: usize,
-    /// Torn tails that were cut, with what was cut.
-    pub torn: Vec<String>,
+    /// Stretches that held no readable record (torn tails, damage), and what became of each.
+    pub damage: Vec<String>,
     /// The next sequence number to use.
     pub next_seq: u64,
 }
 
-/// Reads every segment in `dir` (created if missing) in order, handing each intact record to `f`.
-pub fn replay(dir: &Path, mut f: impl FnMut(u64, Record)) -> Result<ReplaySummary> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| IngestError::Wal(format!("cannot create {}: {e}", dir.display())))?;
-    let segs = segment::list(dir)
-        .map_err(|e| IngestError::Wal(format!("cannot list {}: {e}", dir.display())))?;
+/// Reads every segment in `dir` in order, handing each intact record to `f`. With `repair`,
+/// `dir` is created if missing and damaged stretches are set aside and cut out of their
+/// segments ([`segment::read`]); without (read-only storage), nothing is written and a missing
+/// `dir` is an empty WAL.
+pub fn replay(dir: &Path, repair: bool, mut f: impl FnMut(u64, Record)) -> Result<ReplaySummary> {
     let mut out = ReplaySummary {
-        segments: segs.len(),
         next_seq: 1,
         ..Default::default()
     };
+    if repair {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| IngestError::Wal(format!("cannot create {}: {e}", dir.display())))?;
+    } else if !dir.exists() {
+        return Ok(out);
+    }
+    let segs = segment::list(dir)
+        .map_err(|e| IngestError::Wal(format!("cannot list {}: {e}", dir.display())))?;
+    out.segments = segs.len();
     for seg in &segs {
         out.next_seq = out.next_seq.max(seg.first_seq);
-        let r = segment::read(seg, |seq, rec| {
+        let r = segment::read(seg, repair, |seq, rec| {
             out.next_seq = out.next_seq.max(seq + 1);
             f(seq, rec)
         })
         .map_err(|e| IngestError::Wal(format!("cannot read {}: {e}", seg.path.display())))?;
         out.records += r.records;
-        if let Some(t) = r.torn {
-            tracing::warn!("{t}");
-            out.torn.push(t);
+        for d in r.damage {
+            tracing::warn!("{d}");
+            out.damage.push(d);
         }
     }
     Ok(out)
+}
+
+/// Whether `e` says the storage refuses writes (as opposed to failing them).
+pub fn refuses_writes(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    )
+}
+
+/// Whether `dir` takes writes: it exists or can be made, and a file can be created in it.
+/// `Err` says why not (a read-only filesystem, no permission).
+pub fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 enum Cmd {

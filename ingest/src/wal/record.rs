@@ -14,6 +14,8 @@ pub const MAX_BODY: usize = 1 << 30;
 
 const KIND_APPEND: u8 = 1;
 const KIND_FLUSHED: u8 = 2;
+/// Every record kind: the first byte of a body.
+pub const KINDS: [u8; 2] = [KIND_APPEND, KIND_FLUSHED];
 
 /// One logical WAL entry.
 #[derive(Debug, Clone, PartialEq)]

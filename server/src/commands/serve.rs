@@ -73,9 +73,12 @@ pub async fn serve_with(
 ) -> Result<(), String> {
     let catalog = open_catalog(cfg)?;
     let icfg = cfg.ingester_config().map_err(|e| e.to_string())?;
-    let wal_dir = icfg.wal.dir.clone();
+    let mut icfg = icfg;
     if cfg.storage.trace.backend == "local" {
-        let moved = crate::data_dir::migrate(&cfg.storage.trace.local.path, &wal_dir)?;
+        let moved = crate::data_dir::migrate(&cfg.storage.trace.local.path, &icfg.wal.dir)?;
+        if let Some(old) = moved.stay {
+            icfg.wal.dir = old;
+        }
         if let Some((from, to)) = &moved.wal {
             tracing::info!(
                 from = %from.display(),
@@ -85,6 +88,7 @@ pub async fn serve_with(
             );
         }
     }
+    let wal_dir = icfg.wal.dir.clone();
     let (ingester, replay) = Ingester::open(icfg, catalog.clone(), Default::default())
         .await
         .map_err(|e| format!("cannot open the WAL in {}: {e}", wal_dir.display()))?;
@@ -93,7 +97,7 @@ pub async fn serve_with(
             records = replay.records,
             spans = replay.replayed_spans,
             traces = replay.replayed_traces,
-            torn_tails = replay.torn.len(),
+            damaged = replay.damage.len(),
             "replayed the WAL"
         );
     }
@@ -166,7 +170,9 @@ pub async fn serve_with(
         Some(g) => {
             let generator = Arc::new(Generator::new(g.generator));
             ingester.set_tap(generator.clone());
-            if !g.remote_write.endpoints.is_empty() {
+            if let Some(why) = ingester.read_only() {
+                tracing::warn!("metrics generator: no remote write, no data comes in ({why})");
+            } else if !g.remote_write.endpoints.is_empty() {
                 let rw = RemoteWrite::start(&g.remote_write).map_err(|e| {
                     format!(
                         "metrics_generator.storage.path: cannot open the remote-write queue in {}: {e}",

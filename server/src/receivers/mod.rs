@@ -85,10 +85,10 @@ impl From<IngestError> for Refusal {
         match e {
             IngestError::InvalidInput(m) => Self::BadRequest(m),
             IngestError::RateLimited(m) => Self::RateLimited(m),
-            e
-            @ (IngestError::Wal(_) | IngestError::ShuttingDown | IngestError::Backpressure(_)) => {
-                Self::Unavailable(e.to_string())
-            }
+            e @ (IngestError::Wal(_)
+            | IngestError::ShuttingDown
+            | IngestError::ReadOnly(_)
+            | IngestError::Backpressure(_)) => Self::Unavailable(e.to_string()),
             e @ (IngestError::Engine(_) | IngestError::Internal(_)) => {
                 Self::Internal(e.to_string())
             }
