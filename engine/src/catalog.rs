@@ -196,6 +196,7 @@ impl Catalog {
             .try_collect()
             .await?;
         let mut out: Vec<Arc<BlockMeta>> = metas.into_iter().flatten().collect();
+        retire_compacted(&mut out);
         out.sort_by_key(|m| (m.start_unix_nano, m.block_id));
         Ok(out)
     }
@@ -259,6 +260,7 @@ impl Catalog {
         if let Some(list) = self.tenants.get(&meta.tenant_id).await {
             let mut v = (*list).clone();
             v.push(meta.clone());
+            retire_compacted(&mut v);
             self.tenants
                 .insert(meta.tenant_id.clone(), Arc::new(v))
                 .await;
@@ -391,4 +393,16 @@ impl Catalog {
 
 fn unwrap_arc(e: Arc<EngineError>) -> EngineError {
     Arc::try_unwrap(e).unwrap_or_else(EngineError::Shared)
+}
+
+/// Leaves out of `blocks` every block that a block in it was compacted from: the merged block's
+/// `meta.json` retires its inputs in the write that makes it visible.
+fn retire_compacted(blocks: &mut Vec<Arc<BlockMeta>>) {
+    let retired: std::collections::HashSet<Uuid> = blocks
+        .iter()
+        .flat_map(|m| m.compacted_from.iter().flatten().copied())
+        .collect();
+    if !retired.is_empty() {
+        blocks.retain(|m| !retired.contains(&m.block_id));
+    }
 }

@@ -83,22 +83,44 @@ pub fn trace_level(spans: &[FlatSpan]) -> TraceLevel {
     }
 }
 
+/// What nested-set numbering needs of a span.
+pub trait SpanLink {
+    /// The span's ID.
+    fn span_id(&self) -> [u8; 8];
+    /// Its parent's ID; `None` for a root.
+    fn parent_span_id(&self) -> Option<[u8; 8]>;
+    /// Its OTLP kind (tells apart two spans sharing an ID).
+    fn kind(&self) -> i32;
+}
+
+impl SpanLink for FlatSpan {
+    fn span_id(&self) -> [u8; 8] {
+        self.span_id
+    }
+    fn parent_span_id(&self) -> Option<[u8; 8]> {
+        self.parent_span_id
+    }
+    fn kind(&self) -> i32 {
+        self.span.kind
+    }
+}
+
 /// Tempo's nested-set model (`vparquet4/nested_set_model.go`): roots in span order, a depth-first
 /// walk over children in span order, one counter from 1 assigned on descent (left) and ascent
 /// (right), parent = parent's left, −1 for roots. Spans whose parent is missing keep 0s; if more
 /// than two spans share an ID the whole trace keeps 0s; two spans sharing an ID (Zipkin
 /// client/server) are told apart by kind.
-pub fn nested_set_numbers(spans: &[FlatSpan]) -> Vec<NestedSet> {
+pub fn nested_set_numbers<S: SpanLink>(spans: &[S]) -> Vec<NestedSet> {
     let n = spans.len();
     let mut out = vec![NestedSet::default(); n];
     let mut by_id: HashMap<[u8; 8], Vec<usize>, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(n, Default::default());
     let mut roots = Vec::new();
     for (i, s) in spans.iter().enumerate() {
-        if s.parent_span_id.is_none() {
+        if s.parent_span_id().is_none() {
             roots.push(i);
         }
-        by_id.entry(s.span_id).or_default().push(i);
+        by_id.entry(s.span_id()).or_default().push(i);
     }
     if roots.is_empty() || by_id.values().any(|v| v.len() > 2) {
         return out;
@@ -106,19 +128,19 @@ pub fn nested_set_numbers(spans: &[FlatSpan]) -> Vec<NestedSet> {
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut parent_of: Vec<Option<usize>> = vec![None; n];
     for (i, s) in spans.iter().enumerate() {
-        let Some(pid) = s.parent_span_id else {
+        let Some(pid) = s.parent_span_id() else {
             continue;
         };
         let cands = by_id.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
         let parent = match cands {
             [one] => Some(*one),
             [a, b] => {
-                let want = if s.span.kind == SPAN_KIND_SERVER {
+                let want = if s.kind() == SPAN_KIND_SERVER {
                     SPAN_KIND_CLIENT
                 } else {
                     SPAN_KIND_SERVER
                 };
-                [*a, *b].into_iter().find(|&c| spans[c].span.kind == want)
+                [*a, *b].into_iter().find(|&c| spans[c].kind() == want)
             }
             _ => None,
         };

@@ -53,6 +53,68 @@ pub async fn over_blocks(ds: &Dataset, dir: &Path) -> QueryEngine {
     QueryEngine::new(catalog, None).expect("engine")
 }
 
+/// Every trace of `ds` split in two parts, as a trace whose spans arrive minutes apart is: the
+/// first half of its spans (in file order, or reversed for every other trace, so the root is
+/// sometimes in the later part) in one block, the rest in a second block or, for every third
+/// trace, in the live head.
+pub async fn split_across(ds: &Dataset, dir: &Path) -> QueryEngine {
+    let (catalog, live) = split_blocks(ds, dir, true).await;
+    let live = resource_spans_to_batches(live, 7).expect("batches");
+    QueryEngine::new(catalog, Some(Arc::new(StaticLive(live)))).expect("engine")
+}
+
+/// The blocks of [`split_across`] (the head's part in a third block), compacted into one
+/// block: the split traces joined, a span written in two blocks kept once.
+pub async fn compacted(ds: &Dataset, dir: &Path) -> QueryEngine {
+    let (catalog, _) = split_blocks(ds, dir, false).await;
+    let blocks = catalog.blocks(TENANT).await.expect("blocks");
+    let opts = BlockWriteOptions::default();
+    allegro_engine::block::compact::compact(&catalog, &blocks, &opts)
+        .await
+        .expect("compaction");
+    QueryEngine::new(catalog, None).expect("engine")
+}
+
+/// Writes [`split_across`]'s blocks under `dir`; the head's part is returned when `head`, in a
+/// third block otherwise, which also repeats the first trace's first span (a span received
+/// twice).
+async fn split_blocks(ds: &Dataset, dir: &Path, head: bool) -> (Arc<Catalog>, Vec<ResourceSpans>) {
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .expect("store");
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let (mut first, mut second, mut live) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, t) in ds.traces.iter().enumerate() {
+        let mut spans = t.spans.clone();
+        if i % 2 == 1 {
+            spans.reverse();
+        }
+        let later = spans.split_off(spans.len() / 2);
+        first.extend(spans);
+        if i % 3 == 0 {
+            live.extend(later);
+        } else {
+            second.extend(later);
+        }
+    }
+    let mut third = Vec::new();
+    if !head {
+        third = std::mem::take(&mut live);
+        third.extend(ds.traces.first().and_then(|t| t.spans.first()).cloned());
+    }
+    for rs in [first, second, third] {
+        if rs.is_empty() {
+            continue;
+        }
+        let (spans, rejected) = flatten(rs);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).expect("block");
+        catalog.add_block(&block).await.expect("add block");
+    }
+    (catalog, live)
+}
+
 /// Every span of `ds` in the live head, no blocks.
 pub fn over_head(ds: &Dataset, dir: &Path) -> QueryEngine {
     let store = open_store(&StorageBackend::Local {

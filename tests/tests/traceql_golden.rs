@@ -1,13 +1,15 @@
-//! Runs every golden file under `tests/traceql/` against the engine twice: once with the
-//! dataset written as Parquet blocks (two blocks, so hot columns and unions are exercised), once
-//! with every span in the live head.
+//! Runs every golden file under `tests/traceql/` against the engine three times: with the
+//! dataset written as Parquet blocks (two blocks, so hot columns and unions are exercised), with
+//! every span in the live head, with every trace split across two blocks or a block and the
+//! head, and with those split blocks compacted into one (the answers are those of whole
+//! traces).
 
 use std::path::{Path, PathBuf};
 
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::search::SearchRequest;
 use allegro_tests::dataset::Dataset;
-use allegro_tests::engines::{TENANT, over_blocks, over_head};
+use allegro_tests::engines::{TENANT, compacted, over_blocks, over_head, split_across};
 use allegro_tests::golden::{self, result_line};
 
 fn golden_dir() -> PathBuf {
@@ -61,9 +63,17 @@ async fn golden_files() {
         let dir = tempfile::tempdir().unwrap();
         let blocks = over_blocks(ds, &dir.path().join("blocks")).await;
         let head = over_head(ds, &dir.path().join("head"));
+        let split = split_across(ds, &dir.path().join("split")).await;
+        let merged = compacted(ds, &dir.path().join("compacted")).await;
         for case in &g.cases {
             cases += 1;
-            for (mode, engine) in [("blocks", &blocks), ("head", &head)] {
+            let modes = [
+                ("blocks", &blocks),
+                ("head", &head),
+                ("split", &split),
+                ("compacted", &merged),
+            ];
+            for (mode, engine) in modes {
                 let got = run(engine, ds, &case.query).await;
                 if !case.expect.matches(&got) {
                     failures.push(format!(

@@ -82,6 +82,10 @@ pub struct BlockMeta {
     pub incomplete_traces: Option<Vec<String>>,
     /// Times merged by compaction; 0 for freshly written blocks.
     pub compaction_level: u32,
+    /// The blocks this one was compacted from: the catalog hides them from the moment this
+    /// block is visible, so its `meta.json` retires them in the same write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted_from: Option<Vec<Uuid>>,
 }
 
 /// Most incomplete trace IDs `meta.json` lists (330 KB of hex).

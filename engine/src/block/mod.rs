@@ -1,6 +1,7 @@
 //! Immutable blocks on object storage: `<tenant>/<block_id>/{meta.json,data.parquet,bloom}`.
 
 pub mod bloom;
+pub mod compact;
 pub mod meta;
 pub mod object_reader;
 pub mod reader;

@@ -440,6 +440,7 @@ impl BlockEncoder {
                 <= crate::block::meta::MAX_RECORDED_INCOMPLETE)
                 .then(|| self.incomplete.iter().map(TraceId::to_hex).collect()),
             compaction_level: 0,
+            compacted_from: None,
         };
         Ok(EncodedBlock {
             meta,

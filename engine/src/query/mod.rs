@@ -8,6 +8,7 @@ pub mod sampled_scan;
 pub mod search;
 pub mod sources;
 pub mod spans_table;
+pub(crate) mod split_traces;
 pub mod table;
 pub mod tags;
 pub mod translate;

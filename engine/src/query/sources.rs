@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, FixedSizeBinaryArray, RecordBatch};
+use arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch};
+use arrow::datatypes::Int32Type;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 
@@ -60,8 +61,9 @@ pub(crate) struct Sources {
     pub(crate) blocks: Vec<Arc<BlockMeta>>,
     pub(crate) live_spans: u64,
     pub(crate) live_traces: u64,
-    /// The traces in the head.
-    pub(crate) live_ids: IncompleteTraces,
+    /// The head's traces whose part there is incomplete (no root, or a span whose parent is
+    /// not in the head): their other parts are in blocks.
+    pub(crate) live_split: IncompleteTraces,
 }
 
 impl Sources {
@@ -147,13 +149,14 @@ impl QueryEngine {
             })
             .collect();
         let (mut live_spans, mut live_traces) = (0, 0);
-        let mut live_ids = IncompleteTraces::default();
+        let mut live_split = IncompleteTraces::default();
         if let Some(head) = self.live.as_ref().filter(|_| live) {
             let batches = head.live_batches(tenant)?;
             if let Some(first) = batches.first() {
                 live_spans = batches.iter().map(|b| b.num_rows() as u64).sum();
-                live_ids = trace_ids(&batches);
-                live_traces = live_ids.len() as u64;
+                let (traces, split) = trace_ids(&batches);
+                live_traces = traces;
+                live_split = split;
                 let mem = MemTable::try_new(first.schema(), vec![batches]).map_err(df_err)?;
                 tables.push(Source {
                     hot: Vec::new(),
@@ -169,21 +172,35 @@ impl QueryEngine {
             blocks,
             live_spans,
             live_traces,
-            live_ids,
+            live_split,
         })
     }
 }
 
-/// The trace IDs of `batches`.
-fn trace_ids(batches: &[RecordBatch]) -> IncompleteTraces {
+/// How many traces `batches` hold, and those whose part is incomplete: a span without
+/// nested-set numbers (no root, or a parent not in the batches).
+fn trace_ids(batches: &[RecordBatch]) -> (u64, IncompleteTraces) {
     let mut ids = IncompleteTraces::default();
+    let mut split = IncompleteTraces::default();
     for b in batches {
-        if let Some(a) = b
+        let id = b
             .column_by_name(c::TRACE_ID)
-            .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
-        {
-            ids.extend((0..a.len()).filter_map(|i| TraceId::from_bytes(a.value(i)).ok()));
+            .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>());
+        let left = b
+            .column_by_name(c::NESTED_SET_LEFT)
+            .and_then(|a| a.as_primitive_opt::<Int32Type>());
+        let (Some(id), Some(left)) = (id, left) else {
+            continue;
+        };
+        for i in 0..id.len() {
+            let Ok(t) = TraceId::from_bytes(id.value(i)) else {
+                continue;
+            };
+            ids.insert(t);
+            if left.value(i) == 0 {
+                split.insert(t);
+            }
         }
     }
-    ids
+    (ids.len() as u64, split)
 }

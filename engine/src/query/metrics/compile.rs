@@ -2,8 +2,8 @@
 //! joined by arithmetic and second stages.
 
 use allegro_traceql::ast::{
-    BinaryOp, FieldExpr, FieldKind, FieldRef, MetricsExpr, MetricsFn, MetricsQuery, Query,
-    QueryBody, SecondStage, Static,
+    BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, MetricsExpr, MetricsFn, MetricsQuery,
+    Query, QueryBody, SecondStage, Static,
 };
 use allegro_udfs::spansets::program::{SetExpr, Stage as ProgStage};
 
@@ -229,6 +229,26 @@ fn field(r: &FieldRef, span: allegro_traceql::ast::Span) -> FieldExpr {
     }
 }
 
+/// Whether `e` reads what only the whole trace knows: trace-level intrinsics and nested-set
+/// positions. Such a filter runs per trace, where traces split across blocks are joined first
+/// (`split_traces`); per part, in the scan, it would read the part's own values. The root test
+/// `nestedSetParent < 0` (Drilldown's default) holds per part and stays in the scan.
+fn whole_trace(e: &FieldExpr) -> bool {
+    match &e.kind {
+        FieldKind::Ref(FieldRef::Intrinsic(i)) => matches!(
+            i,
+            Intrinsic::TraceDuration
+                | Intrinsic::TraceRootName
+                | Intrinsic::TraceRootService
+                | Intrinsic::NestedSetLeft
+                | Intrinsic::NestedSetRight
+        ),
+        FieldKind::Ref(_) | FieldKind::Static(_) => false,
+        FieldKind::Binary { lhs, rhs, .. } => whole_trace(lhs) || whole_trace(rhs),
+        FieldKind::Unary { expr, .. } | FieldKind::List { expr, .. } => whole_trace(expr),
+    }
+}
+
 fn first_stage(src: &str, q: &MetricsQuery) -> Result<FirstStage> {
     let search = Query {
         body: QueryBody::Spans(q.pipeline.clone()),
@@ -236,7 +256,10 @@ fn first_stage(src: &str, q: &MetricsQuery) -> Result<FirstStage> {
     };
     let pipeline = plan::compile(src, &search)?;
     let simple = match pipeline.program.pipeline.stages.as_slice() {
-        [ProgStage::Spanset(SetExpr::Leaf(0))] if pipeline.leaves.len() == 1 => {
+        [ProgStage::Spanset(SetExpr::Leaf(0))]
+            if pipeline.leaves.len() == 1
+                && !pipeline.leaves[0].as_ref().is_some_and(whole_trace) =>
+        {
             Some(pipeline.leaves[0].clone())
         }
         _ => None,

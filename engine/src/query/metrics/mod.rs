@@ -545,20 +545,46 @@ impl QueryEngine {
         if st.simple.is_some() {
             return Ok(None);
         }
-        let inputs = src
+        // Traces split across sources are evaluated over their joined parts, not part by
+        // part (`split_traces`).
+        let range = Some((grid.start, grid.end));
+        let split = super::split_traces::split_traces(&self.catalog, src).await?;
+        let joined =
+            super::split_traces::join(ctx, src, &split.ids, &st.pipeline, range, None).await?;
+        cost.inspected_bytes += joined.bytes;
+        let sampled = |p: datafusion::logical_expr::LogicalPlan| match sampling {
+            None => Ok(p),
+            Some(smp) => datafusion::logical_expr::LogicalPlanBuilder::from(p)
+                .filter(smp.filter())
+                .and_then(|b| b.build())
+                .map_err(df_err),
+        };
+        let mut inputs = src
             .tables
             .iter()
             .map(|s| {
-                let p = super::plan::span_rows(s, &st.pipeline, Some((grid.start, grid.end)))?;
-                match sampling {
-                    None => Ok(p),
-                    Some(smp) => datafusion::logical_expr::LogicalPlanBuilder::from(p)
-                        .filter(smp.filter())
+                let mut p = super::plan::span_rows(s, &st.pipeline, range)?;
+                if !split.ids.is_empty() {
+                    p = datafusion::logical_expr::LogicalPlanBuilder::from(p)
+                        .filter(super::split_traces::of_traces(&split.ids, true))
                         .and_then(|b| b.build())
-                        .map_err(df_err),
+                        .map_err(df_err)?;
                 }
+                sampled(p)
             })
             .collect::<Result<Vec<_>>>()?;
+        if let Some(first) = joined.rows.first() {
+            let mem = datafusion::datasource::MemTable::try_new(first.schema(), vec![joined.rows])
+                .map_err(df_err)?;
+            let p = datafusion::logical_expr::LogicalPlanBuilder::scan(
+                "joined",
+                datafusion::datasource::provider_as_source(Arc::new(mem)),
+                None,
+            )
+            .and_then(|b| b.build())
+            .map_err(df_err)?;
+            inputs.push(sampled(p)?);
+        }
         let spans = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
         let p = super::plan::spansets(spans, &st.pipeline)?
             .build()

@@ -8,7 +8,8 @@
 //!   → TraceStage: group the block's rows per trace, evaluate the newest first
 //!   → Newest: the `limit` newest traces so far
 //! stop when the `limit`-th trace found starts after everything left unread ends
-//! TraceStage::merged: traces with parts in several sources, over all their parts
+//! split traces: read again whole from every source, nested sets and trace-level columns
+//!   recomputed over all their parts, then evaluated (`query::split_traces`, `TraceStage::joined`)
 //! response: the answer's traces from the sources that can hold them
 //! ```
 //!
@@ -16,10 +17,8 @@
 //! start of every trace part in it. Once `limit` traces are held and the worst starts after
 //! the `end` of every unread block, no unread trace can rank above it. A trace in the answer
 //! has all its parts in blocks read (a part's block ends at or after the trace's root span
-//! ends, which is after the trace starts), so split traces merged over what was read are
-//! merged whole. The exception is a trace whose earliest span ended before a part elsewhere
-//! started and sits in a block that ends before the answer's last trace (a "follows-from"
-//! trace split across blocks): it can rank by its later part, as it does in Tempo.
+//! ends, which is after the trace starts). Traces split across sources are evaluated whole,
+//! over their parts in every source in range, whatever was read before the stop.
 //!
 //! Why this is fast: `{ }` over 24 h reads the newest block or two, as it would over one hour;
 //! memory is two blocks' matching rows, never a table of every trace in the window; and only
@@ -36,13 +35,14 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::{StreamExt, TryStreamExt};
+
 use parking_lot::Mutex;
 
 use self::newest::Newest;
 use self::trace_stage::TraceStage;
 use super::plan::{self, Compiled, Range};
 use super::sources::Sources;
+use super::split_traces;
 use super::table::BlocksTable;
 use super::{QueryEngine, bytes_scanned, df_err};
 use crate::block::meta::BlockMeta;
@@ -301,22 +301,13 @@ impl QueryEngine {
         }
         let ctx = self.search_session();
         let inputs = self.inputs(&ctx, src, c, range).await?;
-        // Traces that may have parts in several sources: incomplete in some block in range,
-        // or in the head.
-        let mut merge = src.live_ids.clone();
-        let lists: Vec<_> = futures::stream::iter(src.blocks.iter().cloned())
-            .map(|b| {
-                let catalog = self.catalog.clone();
-                async move { catalog.incomplete_traces(&b).await }
-            })
-            .buffered(32)
-            .try_collect()
-            .await?;
-        for l in lists {
-            merge.extend(l.iter().copied());
-        }
+        let split = split_traces::split_traces(&self.catalog, src).await?;
         let task: Arc<TaskContext> = ctx.task_ctx();
-        let stage = Arc::new(TraceStage::new(c, merge, task.memory_pool().clone()));
+        let stage = Arc::new(TraceStage::new(
+            c,
+            split.ids.clone(),
+            task.memory_pool().clone(),
+        ));
         let mut units: Vec<Unit> = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
             if input.blocks.is_empty() {
@@ -335,8 +326,6 @@ impl QueryEngine {
         // The head first, then blocks by the latest start they can hold.
         units.sort_by_key(|u| std::cmp::Reverse(u.end.unwrap_or(u64::MAX)));
         let mut running = tokio::task::JoinSet::new();
-        let mut merge_rows = Vec::new();
-        let mut reservations = Vec::new();
         let mut next = units.iter();
         loop {
             while running.len() < BLOCKS_IN_FLIGHT {
@@ -365,16 +354,21 @@ impl QueryEngine {
             match running.join_next().await {
                 None => break,
                 Some(done) => {
-                    let held = done.map_err(|e| {
+                    done.map_err(|e| {
                         EngineError::Internal(format!("a block read of the search failed: {e}"))
                     })??;
-                    merge_rows.extend(held.rows);
-                    reservations.push(held.reservation);
                 }
             }
         }
-        stage.merged(merge_rows, newest, tenant)?;
-        drop(reservations);
+        // Only split traces that can still rank are joined, from the blocks that can hold them.
+        let bar = newest.lock().bar().map(|(s, _)| s);
+        let ids = match bar {
+            Some(from) => split.starting_from(from),
+            None => split.ids.clone(),
+        };
+        let joined = split_traces::join(&ctx, src, &ids, c, range, bar).await?;
+        stage.joined(&joined.rows, newest, tenant)?;
+        metrics.inspected_bytes += joined.bytes;
         metrics.inspected_bytes += inputs
             .iter()
             .flat_map(Input::plans)

@@ -19,6 +19,7 @@ use crate::convert::from_arrow::{RowSpan, batch_to_row_spans};
 use crate::error::{EngineError, Result};
 use crate::ids::TraceId;
 use crate::query::plan::Compiled;
+use crate::query::split_traces::{WholeSpan, end_of, number_whole};
 use crate::query::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
 use crate::query::{QueryEngine, df_err};
 use crate::schema::col as c;
@@ -31,7 +32,10 @@ use super::newest::Found;
 struct Summary {
     span_id: [u8; 8],
     parent_id: Option<[u8; 8]>,
+    /// Nested-set numbers (left, right, parent): over the whole trace for a split one.
     nested: (i32, i32, i32),
+    /// The left number as stored with the span, which finds its row.
+    stored_left: i32,
     name: String,
     start: u64,
     /// Stored duration (a wrapped one, of a span that ended before it started, reads as 0).
@@ -236,6 +240,7 @@ impl QueryEngine {
                     span_id,
                     parent_id: (!parent.is_null(i)).then(|| id8(parent, i)),
                     nested: (lefts.value(i), rights.value(i), parents.value(i)),
+                    stored_left: lefts.value(i),
                     name: str_at(names, i).unwrap_or_default(),
                     start: starts.value(i),
                     duration: if duration > i64::MAX as u64 {
@@ -250,6 +255,12 @@ impl QueryEngine {
                     scope_name: str_at(scopes, i).unwrap_or_default(),
                     scope_version: str_at(versions, i).unwrap_or_default(),
                 });
+            }
+        }
+        // A trace split across sources is numbered as its evaluation numbered it.
+        for spans in out.values_mut() {
+            if spans.iter().any(|s| s.stored_left == 0) {
+                renumber(spans);
             }
         }
         Ok(out)
@@ -301,6 +312,30 @@ impl QueryEngine {
 }
 
 /// The spans each spanset shows: its members by start time, at most `spss`.
+/// Numbers the spans of a trace whose parts were numbered apart (some span has no numbers)
+/// over the whole trace, as [`number_whole`] does for its evaluation; a span
+/// read twice is kept once.
+fn renumber(spans: &mut Vec<Summary>) {
+    let whole: Vec<WholeSpan> = spans
+        .iter()
+        .map(|s| WholeSpan {
+            start: s.start,
+            span_id: s.span_id,
+            kind: s.kind,
+            end: end_of(s.start, s.duration),
+            parent: s.parent_id,
+        })
+        .collect();
+    let numbered = number_whole(&whole);
+    let mut slots: Vec<Option<Summary>> = std::mem::take(spans).into_iter().map(Some).collect();
+    for (i, n) in numbered {
+        if let Some(mut s) = slots[i].take() {
+            s.nested = (n.left, n.right, n.parent);
+            spans.push(s);
+        }
+    }
+}
+
 fn shown<'a>(spans: &'a [Summary], sets: &[FoundSet], spss: usize) -> Vec<Vec<&'a Summary>> {
     let by_id: HashMap<([u8; 8], i32), &Summary> =
         spans.iter().map(|s| ((s.span_id, s.left()), s)).collect();
@@ -520,7 +555,7 @@ fn assemble(
                         .filter_map(|f| match narrow_attr(f, Some(s)) {
                             Some(kv) => kv,
                             None => details
-                                .get(&(*id, s.span_id, s.left()))
+                                .get(&(*id, s.span_id, s.stored_left))
                                 .and_then(|r| field_attr(f, r)),
                         })
                         .collect(),

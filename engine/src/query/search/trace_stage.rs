@@ -10,10 +10,11 @@
 //! took 918 MiB for `{ }` over 4.6M spans, and the time grew faster than the window), nor over
 //! every row of a block. The head's rows come in no order and are grouped in a table.
 //!
-//! Rows of traces that may have parts elsewhere — incomplete in some block in range, or in
-//! the live head — are kept aside and evaluated over all their parts once every block has been
-//! read ([`TraceStage::merged`]). Traces older than the `limit`-th found so far are skipped
-//! without being evaluated. Held rows are reserved from the query's memory pool.
+//! Rows of traces split across sources — incomplete in some block in range, or in the live
+//! head — are skipped here: they are read again whole, joined and evaluated once
+//! ([`crate::query::split_traces`], [`TraceStage::joined`]). Traces older than the `limit`-th found
+//! so far are skipped without being evaluated. Held rows are reserved from the query's memory
+//! pool.
 //!
 //! [`BlockMeta`]: crate::block::meta::BlockMeta
 
@@ -25,7 +26,7 @@ use allegro_udfs::spansets::program::Program;
 use allegro_udfs::spansets::{SpanColumns, evaluate};
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, UInt64Array};
 use arrow::datatypes::UInt64Type;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -38,20 +39,13 @@ use crate::query::df_err;
 use crate::query::plan::{Compiled, out};
 use crate::schema::col as c;
 
-/// A row of a trace evaluated over all its parts.
-pub(crate) struct MergeRow {
-    id: TraceId,
-    start: u64,
-    row: SpanRow,
-}
-
 /// Evaluates a compiled search per trace; see the module docs.
 pub(crate) struct TraceStage {
     program: Arc<Program>,
     /// Leaf masks a trace must meet to be worth evaluating ([`Program::required_leaves`]).
     required: Vec<u64>,
-    /// Traces that may have parts in more than one source.
-    merge: IncompleteTraces,
+    /// Traces split across sources, evaluated joined instead.
+    split: IncompleteTraces,
     /// The query's memory pool: rows held per trace are reserved from it, so a search over
     /// blocks too big for the budget is refused like any other operator going over.
     pool: Arc<dyn MemoryPool>,
@@ -67,19 +61,11 @@ pub(crate) struct Rows {
     pub sorted: bool,
 }
 
-/// Rows of a block's traces and their reservation.
-pub(crate) struct Held {
-    /// Rows of traces to merge over every source.
-    pub rows: Vec<MergeRow>,
-    /// Their memory, released when dropped.
-    pub reservation: MemoryReservation,
-}
-
 /// Bytes one held row takes: the row, its values and keys, and its share of the per-trace
 /// table (an ID, a start and a vector per trace; counted per row as an upper bound).
 fn row_bytes(r: &SpanRow) -> usize {
     let keys: usize = r.keys.iter().flatten().map(String::capacity).sum();
-    std::mem::size_of::<MergeRow>()
+    std::mem::size_of::<SpanRow>()
         + r.values.capacity() * std::mem::size_of::<Option<f64>>()
         + r.keys.capacity() * std::mem::size_of::<Option<String>>()
         + keys
@@ -91,12 +77,13 @@ fn lost(what: &str) -> EngineError {
 }
 
 impl TraceStage {
-    /// The stage of `c`, merging the traces in `merge`, holding rows under `pool`.
-    pub(crate) fn new(c: &Compiled, merge: IncompleteTraces, pool: Arc<dyn MemoryPool>) -> Self {
+    /// The stage of `c`, leaving the traces in `split` to [`TraceStage::joined`], holding rows
+    /// under `pool`.
+    pub(crate) fn new(c: &Compiled, split: IncompleteTraces, pool: Arc<dyn MemoryPool>) -> Self {
         Self {
             program: Arc::new(c.program.clone()),
             required: c.program.required_leaves(),
-            merge,
+            split,
             pool,
         }
     }
@@ -140,8 +127,8 @@ impl TraceStage {
         Ok((ids, starts, self.span_columns(b)?))
     }
 
-    /// Reads one block's per-span rows (or the head's): rows of traces to merge are returned;
-    /// the other traces are evaluated and offered to `newest` as `tenant`'s.
+    /// Reads one block's per-span rows (or the head's): its traces but the split ones are
+    /// evaluated and offered to `newest` as `tenant`'s.
     ///
     /// A block's roots come first and are held by trace (one row per trace at most); the rest
     /// of the block is sorted by trace ID, so a trace's other rows arrive one after another and
@@ -153,11 +140,9 @@ impl TraceStage {
         rows: Rows,
         newest: &Mutex<Newest>,
         tenant: usize,
-    ) -> Result<Held> {
-        let mut merge = Vec::new();
+    ) -> Result<()> {
         let held = MemoryConsumer::new("search per-trace rows").register(&self.pool);
-        let kept = MemoryConsumer::new("search rows to merge").register(&self.pool);
-        let (mut table_bytes, mut keep_bytes) = (0, 0);
+        let mut table_bytes = 0;
         // Roots (a block's), or every row (the head's), by trace.
         let mut table = Table::default();
         let mut run: Option<Run> = None;
@@ -177,10 +162,7 @@ impl TraceStage {
                 let bar = newest.lock().bar().map_or(0, |(s, _)| s);
                 for (i, &start) in starts.values().iter().enumerate() {
                     let id = TraceId::from_bytes(ids.value(i))?;
-                    if self.merge.contains(&id) {
-                        let row = cols.row(i);
-                        keep_bytes += row_bytes(&row);
-                        merge.push(MergeRow { id, start, row });
+                    if self.split.contains(&id) {
                         continue;
                     }
                     if into_table {
@@ -214,18 +196,13 @@ impl TraceStage {
                 }
                 held.try_resize(table_bytes + run.as_ref().map_or(0, |r| r.bytes))
                     .map_err(df_err)?;
-                kept.try_resize(keep_bytes).map_err(df_err)?;
             }
         }
         if let Some(r) = run.take() {
             self.finish(r, &mut table, newest, tenant)?;
         }
         // The head's traces; a block's traces of which only roots matched.
-        self.offer(table.into_iter().collect(), newest, tenant)?;
-        Ok(Held {
-            rows: merge,
-            reservation: kept,
-        })
+        self.offer(table.into_iter().collect(), newest, tenant)
     }
 
     /// Evaluates the trace whose rows `r` holds, with its roots from `roots`; the bytes of
@@ -253,16 +230,26 @@ impl TraceStage {
         Ok((bytes, r.rows))
     }
 
-    /// Evaluates traces from every part kept aside by [`TraceStage::block`].
-    pub(crate) fn merged(
+    /// Evaluates split traces from the per-span rows of their joined parts
+    /// ([`crate::query::split_traces`]), every source's batches together.
+    pub(crate) fn joined(
         &self,
-        rows: Vec<MergeRow>,
+        batches: &[RecordBatch],
         newest: &Mutex<Newest>,
         tenant: usize,
     ) -> Result<()> {
+        let held = MemoryConsumer::new("search rows of split traces").register(&self.pool);
+        let mut bytes = 0;
         let mut traces = Table::default();
-        for r in rows {
-            hold(&mut traces, r.id, r.start, r.row);
+        for b in batches.iter().filter(|b| b.num_rows() > 0) {
+            let (ids, starts, arrays) = self.columns(b)?;
+            let cols = SpanColumns::new(&arrays, &self.program).map_err(df_err)?;
+            for (i, &start) in starts.values().iter().enumerate() {
+                let row = cols.row(i);
+                bytes += row_bytes(&row);
+                hold(&mut traces, TraceId::from_bytes(ids.value(i))?, start, row);
+            }
+            held.try_resize(bytes).map_err(df_err)?;
         }
         self.offer(traces.into_iter().collect(), newest, tenant)
     }

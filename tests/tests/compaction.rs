@@ -1,0 +1,117 @@
+//! Compaction merges blocks into one: every span once (a span written twice kept once), split
+//! traces whole again, the inputs hidden the moment the merged block is visible, and every
+//! trace read back by ID equal to what was sent.
+
+use std::sync::Arc;
+
+use allegro_datasets::{GenOptions, Generator};
+use allegro_engine::block::compact::compact;
+use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::convert::flatten::flatten;
+use allegro_engine::convert::normalize::{normalize, span_count};
+use allegro_engine::ids::TraceId;
+use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_tests::engines::GENERATED_START;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+const TENANT: &str = "t";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_every_span_once_and_joins_split_traces() {
+    let mut generator = Generator::new(GenOptions {
+        seed: 3,
+        spans: 20_000,
+        start_unix_nano: GENERATED_START,
+        duration_nano: 600_000_000_000,
+    });
+    let mut traces: Vec<Vec<ResourceSpans>> = Vec::new();
+    while let Some(t) = generator.next_trace() {
+        traces.push(t);
+    }
+    // Four blocks of time-ordered traces; every fifth trace split between two neighbours;
+    // the first trace also written again in the last block.
+    let mut parts: Vec<Vec<ResourceSpans>> = vec![Vec::new(); 4];
+    let per = traces.len().div_ceil(4);
+    for (i, t) in traces.iter().enumerate() {
+        let b = i / per;
+        if i % 5 == 0 && b + 1 < 4 && t.len() > 1 {
+            let mut spans = t.clone();
+            let later = spans.split_off(spans.len() / 2);
+            parts[b].extend(spans);
+            parts[b + 1].extend(later);
+        } else {
+            parts[b].extend(t.iter().cloned());
+        }
+    }
+    parts[3].extend(traces[0].iter().cloned());
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&StorageBackend::Local {
+        path: dir.path().to_path_buf(),
+    })
+    .unwrap();
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    for p in parts {
+        let (spans, rejected) = flatten(p);
+        assert!(rejected.is_empty());
+        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).unwrap();
+        catalog.add_block(&block).await.unwrap();
+    }
+    let before = catalog.blocks(TENANT).await.unwrap();
+    assert_eq!(before.len(), 4);
+    let split: usize = before
+        .iter()
+        .map(|b| b.incomplete_traces.as_ref().map_or(0, Vec::len))
+        .sum();
+    assert!(split > 50, "only {split} incomplete parts");
+    let written: u64 = before.iter().map(|b| b.total_spans).sum();
+    let sent: usize = traces.iter().map(|t| span_count(t)).sum();
+    assert_eq!(written as usize, sent + span_count(&traces[0]));
+
+    let (merged, done) = compact(&catalog, &before, &BlockWriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(done.spans_in, written);
+    assert_eq!(
+        done.spans_out as usize, sent,
+        "the repeated trace is kept once"
+    );
+    assert_eq!(done.traces as usize, traces.len());
+    assert_eq!(merged.compaction_level, 1);
+    assert_eq!(merged.total_spans as usize, sent);
+    assert_eq!(
+        merged.incomplete_traces.as_deref(),
+        Some(&[][..]),
+        "every trace whole"
+    );
+    let mut from = merged.compacted_from.clone().unwrap();
+    from.sort();
+    let mut inputs: Vec<_> = before.iter().map(|b| b.block_id).collect();
+    inputs.sort();
+    assert_eq!(from, inputs);
+    // The same catalog, and a fresh one listing storage, see the merged block only.
+    for c in [
+        catalog.clone(),
+        Arc::new(Catalog::new(
+            catalog.store().clone(),
+            CatalogConfig::default(),
+        )),
+    ] {
+        let after = c.blocks(TENANT).await.unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].block_id, merged.block_id);
+        for t in traces.iter().step_by(37) {
+            let id = TraceId(
+                t[0].scope_spans[0].spans[0].trace_id[..]
+                    .try_into()
+                    .unwrap(),
+            );
+            let got = c
+                .find_trace(TENANT, &id, None)
+                .await
+                .unwrap()
+                .resource_spans;
+            assert_eq!(normalize(got), normalize(t.clone()), "trace {id}");
+        }
+    }
+}
