@@ -1,6 +1,7 @@
 //! The catalog: blocks per tenant, with byte-bounded caches of block metas, Parquet footers
 //! (with page indexes) and trace-ID blooms, and trace lookup by ID across blocks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use futures::{StreamExt, TryStreamExt};
 use moka::future::Cache;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -199,6 +201,82 @@ impl Catalog {
         retire_compacted(&mut out);
         out.sort_by_key(|m| (m.start_unix_nano, m.block_id));
         Ok(out)
+    }
+
+    /// Everything stored for `tenant`, hidden blocks included, for retention: the visible
+    /// blocks; the blocks a visible block was compacted from, each with when that block
+    /// appeared; and directories without `meta.json`, with when they were last written.
+    pub async fn list_all(&self, tenant: &str) -> Result<Listing> {
+        let prefix = Path::from(tenant);
+        let dirs = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| EngineError::storage(&prefix, e))?;
+        let mut out = Listing::default();
+        let mut metas: Vec<Arc<BlockMeta>> = Vec::new();
+        for d in &dirs.common_prefixes {
+            let meta_path = d.clone().join(objects::META);
+            if let Some(m) = self.meta(&meta_path).await? {
+                metas.push(m);
+                continue;
+            }
+            // A meta.json that exists but does not parse is damage, not an orphan.
+            if self.written_at(&meta_path).await?.is_some() {
+                continue;
+            }
+            let Some(name) = d.parts().next_back() else {
+                continue;
+            };
+            let mut last = None;
+            for object in [objects::DATA, objects::BLOOM] {
+                let at = self.written_at(&d.clone().join(object)).await?;
+                last = last.max(at);
+            }
+            if let Some(at) = last {
+                out.orphans.push((name.as_ref().to_string(), at));
+            }
+        }
+        let by_id: HashMap<Uuid, Arc<BlockMeta>> =
+            metas.iter().map(|m| (m.block_id, m.clone())).collect();
+        let mut retired: HashMap<Uuid, u64> = HashMap::new();
+        for m in &metas {
+            let Some(from) = &m.compacted_from else {
+                continue;
+            };
+            let at = self
+                .written_at(&block_path(&m.tenant_id, &m.block_id, objects::META))
+                .await?
+                .unwrap_or(u64::MAX);
+            for id in from {
+                let e = retired.entry(*id).or_insert(at);
+                *e = (*e).min(at);
+            }
+        }
+        for (id, at) in retired {
+            if let Some(m) = by_id.get(&id) {
+                out.retired.push((m.clone(), at));
+            }
+        }
+        out.visible = metas;
+        retire_compacted(&mut out.visible);
+        Ok(out)
+    }
+
+    /// When the object at `path` was last written (unix nanoseconds); `None` if absent.
+    async fn written_at(&self, path: &Path) -> Result<Option<u64>> {
+        match self.store.head(path).await {
+            Ok(m) => Ok(Some(
+                m.last_modified.timestamp_nanos_opt().unwrap_or(0).max(0) as u64,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(EngineError::storage(path, e)),
+        }
+    }
+
+    /// Drops what is cached of `tenant`'s block list, so the next query lists storage.
+    pub async fn forget(&self, tenant: &str) {
+        self.tenants.invalidate(tenant).await;
     }
 
     /// One block's meta; `None` while the block is incomplete (no meta.json yet) or unreadable.
@@ -405,4 +483,15 @@ fn retire_compacted(blocks: &mut Vec<Arc<BlockMeta>>) {
     if !retired.is_empty() {
         blocks.retain(|m| !retired.contains(&m.block_id));
     }
+}
+
+/// A tenant's storage as retention sees it ([`Catalog::list_all`]).
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Blocks queries read.
+    pub visible: Vec<Arc<BlockMeta>>,
+    /// Blocks retired by a merged block, with when it appeared (unix nanoseconds).
+    pub retired: Vec<(Arc<BlockMeta>, u64)>,
+    /// Block directories without `meta.json`, with when they were last written.
+    pub orphans: Vec<(String, u64)>,
 }

@@ -77,8 +77,10 @@ pub fn open_store(backend: &StorageBackend) -> Result<Arc<dyn ObjectStore>> {
                 ))
             })?;
             Arc::new(LocalStore::new(
+                // Retention deletes blocks object by object; their directories go with them.
                 object_store::local::LocalFileSystem::new_with_prefix(path)
-                    .map_err(|e| bad("local.path", e))?,
+                    .map_err(|e| bad("local.path", e))?
+                    .with_automatic_cleanup(true),
             ))
         }
         StorageBackend::S3 {

@@ -104,6 +104,73 @@ pub struct Config {
     /// The metrics generator; present (even as an empty block) = on.
     #[serde(default, deserialize_with = "present")]
     pub metrics_generator: Option<generator::GeneratorSection>,
+    /// Compaction and retention (Tempo's `compactor`), run inside `serve`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub compactor: CompactorSection,
+}
+
+/// `compactor:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactorSection {
+    /// `compactor.compaction`.
+    #[serde(deserialize_with = "null_default")]
+    pub compaction: CompactionSection,
+    /// Tempo's compactor ring: one process compacts here, so it is accepted and ignored.
+    pub ring: Option<serde_yaml::Value>,
+}
+
+/// `compactor.compaction:` (Tempo's keys and defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionSection {
+    /// Blocks whose newest span is older are deleted (default 336h; `0s` keeps everything).
+    #[serde(deserialize_with = "go_duration")]
+    pub block_retention: Option<Duration>,
+    /// Inputs of a merged block are deleted this long after it appeared (default 1h).
+    #[serde(deserialize_with = "go_duration")]
+    pub compacted_block_retention: Option<Duration>,
+    /// Blocks are merged within windows of this length (default 1h).
+    #[serde(deserialize_with = "go_duration")]
+    pub compaction_window: Option<Duration>,
+    /// Most traces in a merged block (default 6,000,000).
+    pub max_compaction_objects: Option<u64>,
+    /// Most input bytes per merged block (default 100 GB).
+    pub max_block_bytes: Option<u64>,
+    /// How often compaction and retention run (default 30s).
+    #[serde(deserialize_with = "go_duration")]
+    pub compaction_cycle: Option<Duration>,
+    /// Longest a cycle compacts one tenant (default 5m).
+    #[serde(deserialize_with = "go_duration")]
+    pub max_time_per_tenant: Option<Duration>,
+    /// Accepted for Tempo configs; deletions run one at a time here.
+    pub retention_concurrency: Option<u64>,
+}
+
+impl CompactionSection {
+    /// The engine's settings, Tempo's defaults where unset.
+    pub fn lifecycle(&self) -> allegro_engine::block::lifecycle::LifecycleConfig {
+        let d = allegro_engine::block::lifecycle::LifecycleConfig::default();
+        allegro_engine::block::lifecycle::LifecycleConfig {
+            window: self.compaction_window.unwrap_or(d.window),
+            max_objects: self.max_compaction_objects.unwrap_or(d.max_objects),
+            max_block_bytes: self.max_block_bytes.unwrap_or(d.max_block_bytes),
+            block_retention: self.block_retention.unwrap_or(d.block_retention),
+            compacted_block_retention: self
+                .compacted_block_retention
+                .unwrap_or(d.compacted_block_retention),
+        }
+    }
+
+    /// How often a cycle runs.
+    pub fn cycle(&self) -> Duration {
+        self.compaction_cycle.unwrap_or(Duration::from_secs(30))
+    }
+
+    /// Longest a cycle spends on one tenant.
+    pub fn per_tenant(&self) -> Duration {
+        self.max_time_per_tenant.unwrap_or(Duration::from_secs(300))
+    }
 }
 
 /// `query_frontend:`.
@@ -716,6 +783,19 @@ impl Config {
                 message,
             })
         };
+        let c = &self.compactor.compaction;
+        if c.compaction_window.is_some_and(|w| w.is_zero()) {
+            return bad(
+                "compactor.compaction.compaction_window",
+                "must be longer than 0s".into(),
+            );
+        }
+        if c.compaction_cycle.is_some_and(|w| w.is_zero()) {
+            return bad(
+                "compactor.compaction.compaction_cycle",
+                "must be longer than 0s".into(),
+            );
+        }
         let t = &self.storage.trace;
         match t.backend.as_str() {
             "local" => {

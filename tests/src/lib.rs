@@ -144,8 +144,10 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         ..Default::default()
     });
     cfg.distributor.receivers = Some(r);
-    // Test datasets have fixed dates (2023, 2026-01-01): accept spans of any age.
+    // Test datasets have fixed dates (2023, 2026-01-01): accept spans of any age, and keep
+    // their blocks.
     cfg.overrides.defaults.ingestion.max_span_age = Some(Duration::ZERO);
+    cfg.compactor.compaction.block_retention = Some(Duration::ZERO);
     cfg
 }
 

@@ -2,6 +2,7 @@
 
 pub mod bloom;
 pub mod compact;
+pub mod lifecycle;
 pub mod meta;
 pub mod object_reader;
 pub mod reader;

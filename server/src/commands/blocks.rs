@@ -46,12 +46,12 @@ pub async fn run(cfg: Config, args: BlocksArgs) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<36} {:<20} {:<20} {:>9} {:>10} {:>12} {:>6}",
-        "TENANT", "BLOCK", "START", "END", "TRACES", "SPANS", "BYTES", "GROUPS"
+        "{:<16} {:<36} {:<20} {:<20} {:>9} {:>10} {:>12} {:>6} {:>5}",
+        "TENANT", "BLOCK", "START", "END", "TRACES", "SPANS", "BYTES", "GROUPS", "LEVEL"
     );
     for m in &all {
         println!(
-            "{:<16} {:<36} {:<20} {:<20} {:>9} {:>10} {:>12} {:>6}",
+            "{:<16} {:<36} {:<20} {:<20} {:>9} {:>10} {:>12} {:>6} {:>5}",
             m.tenant_id,
             m.block_id,
             m.start_time,
@@ -59,7 +59,8 @@ pub async fn run(cfg: Config, args: BlocksArgs) -> Result<(), String> {
             m.total_objects,
             m.total_spans,
             m.size,
-            m.row_groups
+            m.row_groups,
+            m.compaction_level
         );
     }
     let spans: u64 = all.iter().map(|m| m.total_spans).sum();

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use allegro_engine::block::lifecycle::LifecycleStats;
 use allegro_ingest::Ingester;
 use allegro_ingest::generator::Generator;
 use allegro_ingest::generator::remote_write::RemoteWrite;
@@ -89,9 +90,15 @@ pub async fn serve_with(
         }
     }
     let wal_dir = icfg.wal.dir.clone();
+    let block_opts = icfg.block.clone();
+    // Compaction and retention write and delete blocks: not on storage that takes no writes.
+    let mut lifecycle = Some(Arc::new(LifecycleStats::default()));
     let (ingester, replay) = Ingester::open(icfg, catalog.clone(), Default::default())
         .await
         .map_err(|e| format!("cannot open the WAL in {}: {e}", wal_dir.display()))?;
+    if ingester.read_only().is_some() {
+        lifecycle = None;
+    }
     if replay.records > 0 {
         tracing::info!(
             records = replay.records,
@@ -212,7 +219,7 @@ pub async fn serve_with(
         .map_err(|e| format!("query engine: {e}"))?,
     );
     let state = AppState {
-        catalog,
+        catalog: catalog.clone(),
         query,
         multitenancy: cfg.multitenancy_enabled,
         metrics: Arc::new(HttpMetrics::default()),
@@ -220,10 +227,20 @@ pub async fn serve_with(
         traceql_metrics: Arc::new(cfg.traceql_metrics().map_err(|e| format!("config: {e}"))?),
         generator: gen_task.as_ref().map(|(g, _)| g.clone()),
         remote_write: remote_write.clone(),
+        lifecycle: lifecycle.clone(),
     };
     let app = router(state, &cfg.server.http_api_prefix);
     tasks.spawn(serve_axum(listener, app, stop_rx.clone(), "HTTP API"));
     let flusher = tokio::spawn(ingester.clone().run_flush_loop());
+    if let Some(stats) = &lifecycle {
+        run_lifecycle(
+            cfg,
+            catalog.clone(),
+            block_opts,
+            stats.clone(),
+            stop_rx.clone(),
+        );
+    }
     // Installed before the server announces itself: a SIGTERM sent right after
     // `listening on` must stop it gracefully, not kill it with the default action.
     let signals = shutdown_signal()?;
@@ -346,4 +363,52 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// Runs compaction and retention every `compactor.compaction.compaction_cycle` until `stop`,
+/// on a thread of its own: merging blocks is CPU work that must not hold up ingest or queries
+/// on the serving threads.
+fn run_lifecycle(
+    cfg: &Config,
+    catalog: Arc<allegro_engine::catalog::Catalog>,
+    opts: allegro_engine::block::writer::BlockWriteOptions,
+    stats: Arc<LifecycleStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let c = &cfg.compactor.compaction;
+    let (lifecycle, cycle, budget) = (c.lifecycle(), c.cycle(), c.per_tenant());
+    let spawned = std::thread::Builder::new()
+        .name("compactor".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "compaction cannot start");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                loop {
+                    // The first pass after a cycle, not at start: a restart is not a reason
+                    // to delete or rewrite anything at once.
+                    tokio::select! {
+                        _ = tokio::time::sleep(cycle) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    let now = allegro_engine::now_unix_nanos();
+                    let pass = allegro_engine::block::lifecycle::run_cycle(
+                        &catalog, &lifecycle, &opts, &stats, budget, now,
+                    );
+                    if let Err(e) = pass.await {
+                        tracing::error!(error = %e, "compaction cycle failed");
+                    }
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "compaction cannot start");
+    }
 }

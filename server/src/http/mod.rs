@@ -37,6 +37,8 @@ pub struct AppState {
     pub generator: Option<Arc<allegro_ingest::generator::Generator>>,
     /// Its remote-write outputs.
     pub remote_write: Option<Arc<allegro_ingest::generator::remote_write::RemoteWrite>>,
+    /// What compaction and retention have done, when this process runs them.
+    pub lifecycle: Option<Arc<allegro_engine::block::lifecycle::LifecycleStats>>,
 }
 
 /// The HTTP API, with every route under `prefix` (Tempo's `http_api_prefix`).

@@ -50,6 +50,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         if let Some(rw) = &state.remote_write {
             render_remote_write(rw, &mut text);
         }
+        if let Some(l) = &state.lifecycle {
+            l.render(&mut text);
+        }
         text
     })
 }

@@ -1,0 +1,410 @@
+//! A store that lives: which blocks to compact, and which to delete.
+//!
+//! Compaction ([`super::compact`]) merges the blocks of one closed time window (blocks grouped
+//! by the window their newest span falls in, `compaction_window`, 1h by default): the oldest
+//! window holding two blocks or more goes first, its blocks in start order up to
+//! `max_compaction_objects` traces and `max_block_bytes`. The window still filling is left
+//! alone, so a new five-minute block never makes the whole hour be written again.
+//!
+//! Retention deletes what nobody may read any more: blocks whose newest span is older than
+//! `block_retention`; blocks a merged block retired, once that block has been visible for
+//! `compacted_block_retention` (queries planned before it appeared finish on the inputs); and
+//! directories left without `meta.json` by a write that failed, once as old. `meta.json` goes
+//! first, so a deletion cut short leaves an invisible directory, which the next pass removes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+
+use super::compact::Compacted;
+use super::meta::{BlockMeta, objects};
+use super::writer::BlockWriteOptions;
+use crate::catalog::Catalog;
+use crate::error::{EngineError, Result};
+
+/// Tempo's `compactor.compaction` settings that Allegro honours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifecycleConfig {
+    /// Blocks are merged within windows of this length (`compaction_window`).
+    pub window: Duration,
+    /// Most traces in one merged block (`max_compaction_objects`).
+    pub max_objects: u64,
+    /// Most bytes of input per merged block (`max_block_bytes`).
+    pub max_block_bytes: u64,
+    /// Blocks whose newest span is older are deleted (`block_retention`; zero keeps all).
+    pub block_retention: Duration,
+    /// Retired inputs of a merged block are deleted this long after it appeared
+    /// (`compacted_block_retention`).
+    pub compacted_block_retention: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(3600),
+            max_objects: 6_000_000,
+            max_block_bytes: 100 << 30,
+            block_retention: Duration::from_secs(14 * 24 * 3600),
+            compacted_block_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+/// The next blocks to merge among a tenant's visible `blocks` at `now` (unix nanoseconds);
+/// `None` when no closed window holds two.
+pub fn plan_compaction(
+    blocks: &[Arc<BlockMeta>],
+    cfg: &LifecycleConfig,
+    now: u64,
+) -> Option<Vec<Arc<BlockMeta>>> {
+    let window = nanos(cfg.window).max(1);
+    let current = now / window;
+    let mut by_window: std::collections::BTreeMap<u64, Vec<Arc<BlockMeta>>> = Default::default();
+    for b in blocks {
+        let w = b.end_unix_nano / window;
+        if w < current {
+            by_window.entry(w).or_default().push(b.clone());
+        }
+    }
+    for (_, mut group) in by_window {
+        group.sort_by_key(|b| (b.start_unix_nano, b.block_id));
+        let mut picked = Vec::new();
+        let (mut objects, mut bytes) = (0u64, 0u64);
+        for b in group {
+            let fits = objects + b.total_objects <= cfg.max_objects
+                && bytes + b.size <= cfg.max_block_bytes;
+            if !fits && picked.len() >= 2 {
+                break;
+            }
+            if !fits {
+                // A block alone over the limits is merged with nothing.
+                picked.clear();
+                objects = 0;
+                bytes = 0;
+                continue;
+            }
+            objects += b.total_objects;
+            bytes += b.size;
+            picked.push(b);
+        }
+        if picked.len() >= 2 {
+            return Some(picked);
+        }
+    }
+    None
+}
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deleted {
+    /// Blocks past `block_retention`.
+    pub expired: Vec<uuid::Uuid>,
+    /// Inputs of merged blocks.
+    pub retired: Vec<uuid::Uuid>,
+    /// Directories without `meta.json`.
+    pub orphans: Vec<String>,
+}
+
+/// Deletes `tenant`'s blocks that nobody may read any more at `now`; see the module docs.
+pub async fn apply_retention(
+    catalog: &Catalog,
+    tenant: &str,
+    cfg: &LifecycleConfig,
+    now: u64,
+) -> Result<Deleted> {
+    let listing = catalog.list_all(tenant).await?;
+    let mut out = Deleted::default();
+    let keep_after = now.saturating_sub(nanos(cfg.block_retention));
+    if !cfg.block_retention.is_zero() {
+        for b in listing
+            .visible
+            .iter()
+            .filter(|b| b.end_unix_nano < keep_after)
+        {
+            delete_block(catalog, &b.tenant_id, &b.block_id.to_string()).await?;
+            out.expired.push(b.block_id);
+        }
+    }
+    let settled = now.saturating_sub(nanos(cfg.compacted_block_retention));
+    for (b, since) in &listing.retired {
+        if *since <= settled || b.end_unix_nano < keep_after {
+            delete_block(catalog, &b.tenant_id, &b.block_id.to_string()).await?;
+            out.retired.push(b.block_id);
+        }
+    }
+    for (dir, since) in &listing.orphans {
+        if *since <= settled {
+            delete_block(catalog, tenant, dir).await?;
+            out.orphans.push(dir.clone());
+        }
+    }
+    if !(out.expired.is_empty() && out.retired.is_empty() && out.orphans.is_empty()) {
+        catalog.forget(tenant).await;
+    }
+    Ok(out)
+}
+
+/// Deletes block directory `dir` of `tenant`: `meta.json` first, so what is left of a deletion
+/// cut short is invisible.
+async fn delete_block(catalog: &Catalog, tenant: &str, dir: &str) -> Result<()> {
+    let store = catalog.store();
+    let base = Path::from(tenant).join(dir);
+    for object in [objects::META, objects::DATA, objects::BLOOM] {
+        let path = base.clone().join(object);
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(EngineError::storage(&path, e)),
+        }
+    }
+    // Anything else written there (none today) goes too; local directories are removed.
+    let rest: Vec<_> = {
+        use futures::TryStreamExt;
+        store
+            .list(Some(&base))
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| EngineError::storage(&base, e))?
+    };
+    for o in rest {
+        match store.delete(&o.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(EngineError::storage(&o.location, e)),
+        }
+    }
+    Ok(())
+}
+
+/// What compaction and retention have done, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LifecycleStats {
+    compactions: AtomicU64,
+    blocks_compacted: AtomicU64,
+    spans_compacted: AtomicU64,
+    bytes_compacted: AtomicU64,
+    duplicates_dropped: AtomicU64,
+    deleted: [AtomicU64; 3],
+    failures: AtomicU64,
+    gauges: Mutex<Gauges>,
+}
+
+/// Visible blocks per (tenant, level), and blocks waiting in closed windows, per tenant.
+type Gauges = (BTreeMap<(String, u32), u64>, BTreeMap<String, u64>);
+
+impl LifecycleStats {
+    fn compacted(&self, inputs: usize, done: &Compacted) {
+        self.compactions.fetch_add(1, Relaxed);
+        self.blocks_compacted.fetch_add(inputs as u64, Relaxed);
+        self.spans_compacted.fetch_add(done.spans_in, Relaxed);
+        self.bytes_compacted.fetch_add(done.bytes_in, Relaxed);
+        self.duplicates_dropped
+            .fetch_add(done.spans_in.saturating_sub(done.spans_out), Relaxed);
+    }
+
+    fn deleted(&self, d: &Deleted) {
+        for (slot, n) in
+            self.deleted
+                .iter()
+                .zip([d.expired.len(), d.retired.len(), d.orphans.len()])
+        {
+            slot.fetch_add(n as u64, Relaxed);
+        }
+    }
+
+    /// Appends the Prometheus text of these counters and gauges to `out`.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            (
+                "allegro_compactions_total",
+                "Blocks merged by compaction (one per merged block).",
+                &self.compactions,
+            ),
+            (
+                "allegro_compaction_blocks_total",
+                "Input blocks compacted.",
+                &self.blocks_compacted,
+            ),
+            (
+                "allegro_compaction_spans_total",
+                "Spans read by compaction.",
+                &self.spans_compacted,
+            ),
+            (
+                "allegro_compaction_bytes_total",
+                "Bytes of input blocks compacted.",
+                &self.bytes_compacted,
+            ),
+            (
+                "allegro_compaction_duplicate_spans_total",
+                "Spans received twice, kept once by compaction.",
+                &self.duplicates_dropped,
+            ),
+            (
+                "allegro_compaction_failures_total",
+                "Compaction or retention passes that failed (logged).",
+                &self.failures,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let name = "allegro_retention_deleted_blocks_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Blocks deleted by retention, by reason.\n# TYPE {name} counter"
+        );
+        for (reason, v) in ["expired", "compacted", "orphaned"]
+            .iter()
+            .zip(&self.deleted)
+        {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", v.load(Relaxed));
+        }
+        let g = self.gauges.lock();
+        let name = "allegro_blocks";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Visible blocks per tenant and compaction level.\n# TYPE {name} gauge"
+        );
+        for ((tenant, level), n) in &g.0 {
+            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\",level=\"{level}\"}} {n}");
+        }
+        let name = "allegro_compaction_backlog_blocks";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Blocks in closed windows waiting to be merged.\n# TYPE {name} gauge"
+        );
+        for (tenant, n) in &g.1 {
+            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {n}");
+        }
+    }
+}
+
+/// One pass over every tenant at `now`: merges the blocks of closed windows (for at most
+/// `budget` per tenant), then applies retention. A tenant's failure is logged and counted;
+/// the others go on.
+pub async fn run_cycle(
+    catalog: &Catalog,
+    cfg: &LifecycleConfig,
+    opts: &BlockWriteOptions,
+    stats: &LifecycleStats,
+    budget: Duration,
+    now: u64,
+) -> Result<()> {
+    let mut blocks_gauge = BTreeMap::new();
+    let mut backlog_gauge = BTreeMap::new();
+    for tenant in catalog.list_tenants().await? {
+        let started = std::time::Instant::now();
+        let pass = async {
+            while started.elapsed() < budget {
+                let blocks = catalog.blocks(&tenant).await?;
+                let Some(inputs) = plan_compaction(&blocks, cfg, now) else {
+                    break;
+                };
+                let (merged, done) = super::compact::compact(catalog, &inputs, opts).await?;
+                stats.compacted(inputs.len(), &done);
+                tracing::info!(
+                    %tenant,
+                    block = %merged.block_id,
+                    inputs = inputs.len(),
+                    level = merged.compaction_level,
+                    spans = done.spans_out,
+                    duplicates = done.spans_in - done.spans_out,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "compacted blocks"
+                );
+            }
+            let deleted = apply_retention(catalog, &tenant, cfg, now).await?;
+            stats.deleted(&deleted);
+            if deleted != Deleted::default() {
+                tracing::info!(
+                    %tenant,
+                    expired = deleted.expired.len(),
+                    compacted = deleted.retired.len(),
+                    orphaned = deleted.orphans.len(),
+                    "retention deleted blocks"
+                );
+            }
+            Ok::<_, EngineError>(())
+        };
+        if let Err(e) = pass.await {
+            stats.failures.fetch_add(1, Relaxed);
+            tracing::error!(%tenant, error = %e, "compaction or retention failed; next cycle retries");
+        }
+        let blocks = catalog.blocks(&tenant).await?;
+        for b in blocks.iter() {
+            *blocks_gauge
+                .entry((tenant.clone(), b.compaction_level))
+                .or_insert(0u64) += 1;
+        }
+        let window = nanos(cfg.window).max(1);
+        let mut per_window: BTreeMap<u64, u64> = BTreeMap::new();
+        for b in blocks
+            .iter()
+            .filter(|b| b.end_unix_nano / window < now / window)
+        {
+            *per_window.entry(b.end_unix_nano / window).or_default() += 1;
+        }
+        backlog_gauge.insert(tenant, per_window.values().filter(|n| **n >= 2).sum());
+    }
+    *stats.gauges.lock() = (blocks_gauge, backlog_gauge);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(start_s: u64, end_s: u64, objects: u64) -> Arc<BlockMeta> {
+        let json = format!(
+            r#"{{"format":"allegro-1","blockID":"{}","tenantID":"t","startTime":"","endTime":"",
+            "startUnixNano":{},"endUnixNano":{},"totalObjects":{objects},"totalSpans":1,"size":10,
+            "footerSize":1,"bloomSize":1,"rowGroups":1,"minID":"","maxID":"","hotColumns":[],
+            "compactionLevel":0}}"#,
+            uuid::Uuid::new_v4(),
+            start_s * 1_000_000_000,
+            end_s * 1_000_000_000
+        );
+        Arc::new(BlockMeta::parse("meta.json", json.as_bytes()).expect("meta"))
+    }
+
+    #[test]
+    fn the_oldest_closed_window_with_two_blocks_is_merged_within_the_limits() {
+        let cfg = LifecycleConfig {
+            window: Duration::from_secs(3600),
+            max_objects: 100,
+            ..Default::default()
+        };
+        let h = 3600;
+        let blocks = vec![
+            block(0, 100, 10),     // window 0, alone
+            block(h, h + 100, 60), // window 1
+            block(h + 100, h + 200, 30),
+            block(h + 200, h + 300, 30), // over 100 traces with the two before
+            block(2 * h, 2 * h + 10, 1), // window 2: still open at `now`
+            block(2 * h + 10, 2 * h + 20, 1),
+        ];
+        let now = (2 * h + 30) * 1_000_000_000;
+        let picked = plan_compaction(&blocks, &cfg, now).expect("a plan");
+        let ids: Vec<_> = picked.iter().map(|b| b.block_id).collect();
+        assert_eq!(ids, [blocks[1].block_id, blocks[2].block_id]);
+        // Once window 2 closes, it is not chosen before window 1.
+        let later = (3 * h + 1) * 1_000_000_000;
+        let picked = plan_compaction(&blocks[1..3], &cfg, later);
+        assert_eq!(picked.map(|p| p.len()), Some(2));
+        assert_eq!(plan_compaction(&blocks[..1], &cfg, later), None);
+    }
+}
