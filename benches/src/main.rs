@@ -15,6 +15,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod compaction;
 mod dataset;
 mod generator;
 mod ingest;
@@ -107,6 +108,8 @@ enum Suite {
     Ingest(ingest::IngestArgs),
     /// Metrics generator processors alone: spans/s on one core, series and edges held.
     Generator(generator::GeneratorArgs),
+    /// Compaction of a day of blocks: throughput, peak RSS, queries before and after.
+    Compaction(compaction::CompactionArgs),
 }
 
 impl Common {
@@ -130,6 +133,7 @@ fn main() {
             Suite::Metrics(a) => metrics::run(&a).await,
             Suite::Ingest(a) => ingest::run(&a).await,
             Suite::Generator(a) => generator::run(&a).await,
+            Suite::Compaction(a) => compaction::run(&a).await,
         }
     });
     if let Err(e) = result {

@@ -74,6 +74,9 @@ pub struct Catalog {
     counters: Arc<ReadCounters>,
     cfg: CatalogConfig,
     tenants: Cache<String, Arc<Vec<Arc<BlockMeta>>>>,
+    /// Bumped whenever a tenant's block list changes here (a block published, compacted or
+    /// deleted): a listing that began before a change is not cached over it.
+    changes: std::sync::atomic::AtomicU64,
     metas: Cache<Path, Arc<BlockMeta>>,
     footers: Cache<Uuid, Arc<ArrowReaderMetadata>>,
     scan_footers: Cache<Uuid, Arc<ScanFooter>>,
@@ -105,6 +108,7 @@ impl Catalog {
             store: Arc::new(counting),
             counters,
             tenants: Cache::builder().time_to_live(cfg.blocklist_poll).build(),
+            changes: std::sync::atomic::AtomicU64::new(0),
             metas: Cache::builder()
                 .weigher(|_, m: &Arc<BlockMeta>| weigh(m.memory_size()))
                 .max_capacity(cfg.meta_cache_bytes)
@@ -175,20 +179,32 @@ impl Catalog {
         if let Some(b) = self.tenants.get(tenant).await {
             return Ok(b);
         }
+        use std::sync::atomic::Ordering::SeqCst;
+        let before = self.changes.load(SeqCst);
         let list = Arc::new(self.list_blocks(tenant).await?);
-        self.tenants.insert(tenant.to_string(), list.clone()).await;
+        // A block published (or merged, or deleted) while this listing ran may be missing
+        // from it, or a deleted one in it: such a listing answers this call only.
+        if self.changes.load(SeqCst) == before {
+            self.tenants.insert(tenant.to_string(), list.clone()).await;
+        }
         Ok(list)
     }
 
-    async fn list_blocks(&self, tenant: &str) -> Result<Vec<Arc<BlockMeta>>> {
+    /// The block directories of `tenant`.
+    async fn block_dirs(&self, tenant: &str) -> Result<Vec<Path>> {
         let prefix = Path::from(tenant);
         let dirs = self
             .store
             .list_with_delimiter(Some(&prefix))
             .await
             .map_err(|e| EngineError::storage(&prefix, e))?;
-        let paths: Vec<Path> = dirs
-            .common_prefixes
+        Ok(dirs.common_prefixes)
+    }
+
+    async fn list_blocks(&self, tenant: &str) -> Result<Vec<Arc<BlockMeta>>> {
+        let paths: Vec<Path> = self
+            .block_dirs(tenant)
+            .await?
             .iter()
             .map(|d| d.clone().join(objects::META))
             .collect();
@@ -207,15 +223,9 @@ impl Catalog {
     /// blocks; the blocks a visible block was compacted from, each with when that block
     /// appeared; and directories without `meta.json`, with when they were last written.
     pub async fn list_all(&self, tenant: &str) -> Result<Listing> {
-        let prefix = Path::from(tenant);
-        let dirs = self
-            .store
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .map_err(|e| EngineError::storage(&prefix, e))?;
         let mut out = Listing::default();
         let mut metas: Vec<Arc<BlockMeta>> = Vec::new();
-        for d in &dirs.common_prefixes {
+        for d in &self.block_dirs(tenant).await? {
             let meta_path = d.clone().join(objects::META);
             if let Some(m) = self.meta(&meta_path).await? {
                 metas.push(m);
@@ -274,8 +284,49 @@ impl Catalog {
         }
     }
 
+    /// Deletes block directory `dir` of `tenant`: `meta.json` first, so what is left of a
+    /// deletion cut short is invisible; the block leaves every cache, and no listing that saw
+    /// it is kept.
+    pub async fn delete_block(&self, tenant: &str, dir: &str) -> Result<()> {
+        self.forget(tenant).await;
+        let base = Path::from(tenant).join(dir);
+        self.metas
+            .invalidate(&base.clone().join(objects::META))
+            .await;
+        for object in [objects::META, objects::DATA, objects::BLOOM] {
+            let path = base.clone().join(object);
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(EngineError::storage(&path, e)),
+            }
+        }
+        // Anything else written there (nothing today) goes too.
+        let rest: Vec<_> = self
+            .store
+            .list(Some(&base))
+            .try_collect()
+            .await
+            .map_err(|e| EngineError::storage(&base, e))?;
+        for o in rest {
+            match self.store.delete(&o.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(EngineError::storage(&o.location, e)),
+            }
+        }
+        if let Ok(id) = Uuid::parse_str(dir) {
+            self.footers.invalidate(&id).await;
+            self.scan_footers.invalidate(&id).await;
+            self.blooms.invalidate(&id).await;
+            self.incomplete.invalidate(&id).await;
+        }
+        self.forget(tenant).await;
+        Ok(())
+    }
+
     /// Drops what is cached of `tenant`'s block list, so the next query lists storage.
     pub async fn forget(&self, tenant: &str) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.tenants.invalidate(tenant).await;
     }
 
@@ -332,6 +383,8 @@ impl Catalog {
     /// Writes a staged block's `meta.json` and makes it visible at once.
     pub async fn publish_block(&self, block: &EncodedBlock) -> Result<()> {
         put_block_meta(&self.store, block).await?;
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let meta = Arc::new(block.meta.clone());
         let path = block_path(&meta.tenant_id, &meta.block_id, objects::META);
         self.metas.insert(path, meta.clone()).await;

@@ -9,8 +9,11 @@ pub mod reference;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use allegro_engine::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use allegro_server::commands::serve::{Addresses, serve_with};
 use allegro_server::config::{Config, GrpcReceiver, HttpReceiver, ReceiversConfig, ZipkinReceiver};
+use prost::Message;
 
 /// A server running on its own thread and runtime, on a free loopback port.
 pub struct TestServer {
@@ -91,6 +94,25 @@ impl TestServer {
         }
         let resp = req.send(body).expect("request failed");
         answer(resp)
+    }
+
+    /// Sends `spans` as OTLP/HTTP protobuf, as `tenant` when given.
+    pub fn export(&self, tenant: Option<&str>, spans: Vec<ResourceSpans>) -> Answer {
+        let body = ExportTraceServiceRequest {
+            resource_spans: spans,
+        }
+        .encode_to_vec();
+        let mut headers = vec![("content-type", "application/x-protobuf")];
+        headers.extend(tenant.map(|t| ("X-Scope-OrgID", t)));
+        self.post(&self.otlp_http(), "/v1/traces", &headers, &body)
+    }
+
+    /// Whether `{ }` (as `tenant` when given) answers a span named `name`.
+    pub fn finds_span(&self, tenant: Option<&str>, name: &str) -> bool {
+        let headers: Vec<(&str, &str)> = tenant.map(|t| ("X-Scope-OrgID", t)).into_iter().collect();
+        let a = self.get(&format!("/api/search?q={}", url_encode("{ }")), &headers);
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.text().contains(&format!("\"{name}\""))
     }
 
     /// `GET path` with optional extra headers.
@@ -192,4 +214,36 @@ pub fn url_encode(q: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A one-span trace named `op-<id>` (its trace ID `id` repeated) that ended a minute ago.
+pub fn one_span_trace(id: u8) -> Vec<ResourceSpans> {
+    let now = allegro_engine::now_unix_nanos();
+    vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans {
+            spans: vec![Span {
+                trace_id: vec![id; 16],
+                span_id: vec![id; 8],
+                name: format!("op-{id}"),
+                start_time_unix_nano: now - 61_000_000_000,
+                end_time_unix_nano: now - 60_000_000_000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }]
+}
+
+/// Copies the tree `from` to `to`, as a crash or an upgrade would leave it.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
 }

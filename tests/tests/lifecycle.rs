@@ -121,7 +121,7 @@ fn split_traces_are_whole_before_and_after_compaction() {
     let c = &mut cfg.compactor.compaction;
     c.compaction_window = Some(WINDOW);
     c.compaction_cycle = Some(Duration::from_millis(300));
-    c.compacted_block_retention = Some(Duration::from_secs(1));
+    c.compacted_block_retention = Some(Duration::from_secs(2));
     let srv = TestServer::start(cfg);
     let catalog = || {
         let store = open_store(&StorageBackend::Local {
@@ -173,7 +173,7 @@ fn split_traces_are_whole_before_and_after_compaction() {
     assert_eq!(merged[0].total_spans, 4);
     assert_eq!(merged[0].incomplete_traces.as_deref(), Some(&[][..]));
     assert_eq!(answers(&srv), want, "compacted");
-    // The two inputs go once the merged block has been visible for a second.
+    // The two inputs go once the merged block has been visible for two seconds.
     let tenant_dir = dir.path().join("single-tenant");
     wait_for("the inputs' deletion", || {
         std::fs::read_dir(&tenant_dir)

@@ -11,55 +11,8 @@ use std::time::{Duration, Instant};
 use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::convert::flatten::flatten;
-use allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use allegro_engine::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use allegro_engine::storage::{StorageBackend, open_store};
-use allegro_tests::{TestServer, config_for, url_encode};
-use prost::Message;
-
-/// A one-span trace named `op-<id>` that ended a minute ago.
-fn trace(id: u8) -> Vec<ResourceSpans> {
-    let now = allegro_engine::now_unix_nanos();
-    vec![ResourceSpans {
-        scope_spans: vec![ScopeSpans {
-            spans: vec![Span {
-                trace_id: vec![id; 16],
-                span_id: vec![id; 8],
-                name: format!("op-{id}"),
-                start_time_unix_nano: now - 61_000_000_000,
-                end_time_unix_nano: now - 60_000_000_000,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }]
-}
-
-fn send(srv: &TestServer, tenant: &str, id: u8) {
-    let body = ExportTraceServiceRequest {
-        resource_spans: trace(id),
-    }
-    .encode_to_vec();
-    let a = srv.post(
-        &srv.otlp_http(),
-        "/v1/traces",
-        &[
-            ("content-type", "application/x-protobuf"),
-            ("X-Scope-OrgID", tenant),
-        ],
-        &body,
-    );
-    assert_eq!(a.status, 200, "{tenant}: {}", a.text());
-}
-
-/// Whether `tenant`'s search finds trace `id`.
-fn finds(srv: &TestServer, tenant: &str, id: u8) -> bool {
-    let q = url_encode("{ }");
-    let a = srv.get(&format!("/api/search?q={q}"), &[("X-Scope-OrgID", tenant)]);
-    assert_eq!(a.status, 200, "{tenant}: {}", a.text());
-    a.text().contains(&format!("\"op-{id}\""))
-}
+use allegro_tests::{TestServer, config_for, copy_dir, one_span_trace};
 
 fn catalog(dir: &Path) -> Catalog {
     let store = open_store(&StorageBackend::Local {
@@ -94,7 +47,8 @@ fn tenants_named_like_directories_get_blocks_of_their_own() {
     cfg.ingester.flush_check_period = Some(Duration::from_millis(100));
     let srv = TestServer::start(cfg);
     for (i, t) in TENANTS.iter().enumerate() {
-        send(&srv, t, i as u8 + 1);
+        let a = srv.export(Some(t), one_span_trace(i as u8 + 1));
+        assert_eq!(a.status, 200, "{t}: {}", a.text());
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut want: Vec<String> = TENANTS.iter().map(|t| t.to_string()).collect();
@@ -129,9 +83,15 @@ fn tenants_named_like_directories_get_blocks_of_their_own() {
             .is_file()
     );
     for (i, t) in TENANTS.iter().enumerate() {
-        assert!(finds(&srv, t, i as u8 + 1), "{t} finds its trace");
+        assert!(
+            srv.finds_span(Some(t), &format!("op-{}", i + 1)),
+            "{t} finds its trace"
+        );
         let other = (i + 1) % TENANTS.len();
-        assert!(!finds(&srv, t, other as u8 + 1), "{t} sees another's trace");
+        assert!(
+            !srv.finds_span(Some(t), &format!("op-{}", other + 1)),
+            "{t} sees another's trace"
+        );
     }
 }
 
@@ -140,7 +100,7 @@ fn a_data_directory_of_older_releases_is_moved_without_losing_a_span() {
     let old = tempfile::tempdir().unwrap();
     // Older releases: the WAL in `<data>/.wal`, where tenant `.wal`'s blocks also went.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (spans, rejected) = flatten(trace(7));
+    let (spans, rejected) = flatten(one_span_trace(7));
     assert!(rejected.is_empty());
     let block = encode_block(".wal", spans, &BlockWriteOptions::default()).expect("block");
     rt.block_on(Arc::new(catalog(old.path())).add_block(&block))
@@ -151,7 +111,7 @@ fn a_data_directory_of_older_releases_is_moved_without_losing_a_span() {
     let srv = TestServer::start(cfg);
     // Acknowledged, so in the WAL; not flushed (the default idle period is longer than this
     // test).
-    send(&srv, "t", 9);
+    assert_eq!(srv.export(Some("t"), one_span_trace(9)).status, 200);
     assert!(
         names(&old.path().join(".wal"))
             .iter()
@@ -164,10 +124,13 @@ fn a_data_directory_of_older_releases_is_moved_without_losing_a_span() {
     cfg.multitenancy_enabled = true;
     let upgraded = TestServer::start(cfg);
     assert!(
-        finds(&upgraded, "t", 9),
+        upgraded.finds_span(Some("t"), "op-9"),
         "spans of the old WAL are replayed"
     );
-    assert!(finds(&upgraded, ".wal", 7), "tenant .wal's block is found");
+    assert!(
+        upgraded.finds_span(Some(".wal"), "op-7"),
+        "tenant .wal's block is found"
+    );
     let wal = names(&new.path().join("@wal"));
     assert!(wal.iter().any(|n| n.ends_with(".wal")), "{wal:?}");
     assert_eq!(
@@ -176,16 +139,4 @@ fn a_data_directory_of_older_releases_is_moved_without_losing_a_span() {
     );
     let listed = rt.block_on(catalog(new.path()).list_tenants()).unwrap();
     assert_eq!(listed, [".wal"]);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }

@@ -19,11 +19,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use object_store::ObjectStoreExt;
-use object_store::path::Path;
-
 use super::compact::Compacted;
-use super::meta::{BlockMeta, objects};
+use super::meta::BlockMeta;
 use super::writer::BlockWriteOptions;
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
@@ -131,57 +128,28 @@ pub async fn apply_retention(
             .iter()
             .filter(|b| b.end_unix_nano < keep_after)
         {
-            delete_block(catalog, &b.tenant_id, &b.block_id.to_string()).await?;
+            catalog
+                .delete_block(&b.tenant_id, &b.block_id.to_string())
+                .await?;
             out.expired.push(b.block_id);
         }
     }
     let settled = now.saturating_sub(nanos(cfg.compacted_block_retention));
     for (b, since) in &listing.retired {
         if *since <= settled || b.end_unix_nano < keep_after {
-            delete_block(catalog, &b.tenant_id, &b.block_id.to_string()).await?;
+            catalog
+                .delete_block(&b.tenant_id, &b.block_id.to_string())
+                .await?;
             out.retired.push(b.block_id);
         }
     }
     for (dir, since) in &listing.orphans {
         if *since <= settled {
-            delete_block(catalog, tenant, dir).await?;
+            catalog.delete_block(tenant, dir).await?;
             out.orphans.push(dir.clone());
         }
     }
-    if !(out.expired.is_empty() && out.retired.is_empty() && out.orphans.is_empty()) {
-        catalog.forget(tenant).await;
-    }
     Ok(out)
-}
-
-/// Deletes block directory `dir` of `tenant`: `meta.json` first, so what is left of a deletion
-/// cut short is invisible.
-async fn delete_block(catalog: &Catalog, tenant: &str, dir: &str) -> Result<()> {
-    let store = catalog.store();
-    let base = Path::from(tenant).join(dir);
-    for object in [objects::META, objects::DATA, objects::BLOOM] {
-        let path = base.clone().join(object);
-        match store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(EngineError::storage(&path, e)),
-        }
-    }
-    // Anything else written there (none today) goes too; local directories are removed.
-    let rest: Vec<_> = {
-        use futures::TryStreamExt;
-        store
-            .list(Some(&base))
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|e| EngineError::storage(&base, e))?
-    };
-    for o in rest {
-        match store.delete(&o.location).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(EngineError::storage(&o.location, e)),
-        }
-    }
-    Ok(())
 }
 
 /// What compaction and retention have done, for `/metrics`.

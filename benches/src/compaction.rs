@@ -1,0 +1,308 @@
+//! Compaction over a simulated day: queries over the blocks as written, compaction of every
+//! closed window, the same queries over the merged blocks.
+//!
+//! The dataset is generated once and cached; the suite works on a hard-linked copy of it, so
+//! the cached blocks are never changed (compaction writes new blocks and only hides its
+//! inputs).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use allegro_engine::block::compact::{Compacted, compact};
+use allegro_engine::block::lifecycle::{LifecycleConfig, plan_compaction};
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::ids::TraceId;
+use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
+use allegro_engine::query::search::SearchRequest;
+use allegro_engine::storage::{StorageBackend, open_store};
+use serde_json::{Value, json};
+
+use crate::Common;
+use crate::dataset::{self, TENANT};
+use crate::report::{Latency, emit, peak_rss};
+
+/// Options of `allegro-bench compaction`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompactionArgs {
+    /// Dataset, repetitions, output.
+    #[command(flatten)]
+    pub common: Common,
+    /// `compaction_window`.
+    #[arg(long, default_value = "1h")]
+    pub window: String,
+    /// Ranges to query, ending at the end of the data.
+    #[arg(long, value_delimiter = ',', default_value = "1h,6h,24h")]
+    pub ranges: Vec<String>,
+}
+
+/// Searches and Drilldown's metrics panels, by name.
+const SEARCHES: [(&str, &str); 4] = [
+    ("search-intrinsic", "{ status = error }"),
+    ("search-nomatch", "{ span.http.route = \"/api/none\" }"),
+    (
+        "search-descendant",
+        "{ resource.service.name = \"api-gateway\" } >> { status = error }",
+    ),
+    ("search-count", "{ } | count() > 60"),
+];
+const PANELS: [(&str, &str); 2] = [
+    (
+        "metrics-rate-by-service",
+        "{ } | rate() by (resource.service.name)",
+    ),
+    (
+        "metrics-errors",
+        "{ status = error } | count_over_time() by (resource.service.name)",
+    ),
+];
+
+/// Hard-links every file of `from` into `to`, directories made anew.
+fn link_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    for e in std::fs::read_dir(from).map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        let target = to.join(e.file_name());
+        if e.file_type().map_err(|e| e.to_string())?.is_dir() {
+            link_tree(&e.path(), &target)?;
+        } else {
+            std::fs::hard_link(e.path(), &target).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+async fn time<F, Fut>(reps: usize, warmup: usize, mut f: F) -> Result<Latency, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    for _ in 0..warmup {
+        f().await?;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        f().await?;
+        samples.push(t0.elapsed());
+    }
+    Ok(Latency::of(samples))
+}
+
+/// Every query over every range, and trace by ID cold and warm, on the store in `dir`.
+async fn queries(dir: &Path, a: &CompactionArgs, ids: &[TraceId]) -> Result<Value, String> {
+    let (engine, end) = dataset::open_engine(dir).await?;
+    let engine = Arc::new(engine);
+    let c = &a.common;
+    let mut out = serde_json::Map::new();
+    out.insert("blocks".into(), json!(engine_blocks(dir).await?));
+    for range in &a.ranges {
+        let span = humantime::parse_duration(range).map_err(|e| e.to_string())?;
+        let start = end.saturating_sub(span.as_nanos() as u64);
+        for (name, q) in SEARCHES {
+            let req = SearchRequest {
+                query: q.into(),
+                limit: 20,
+                spss: 3,
+                range: Some((start, end)),
+            };
+            let e = engine.clone();
+            let lat = time(c.reps, c.warmup, || {
+                let (e, req) = (e.clone(), req.clone());
+                async move {
+                    e.search(&[TENANT.to_string()], &req)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await?;
+            out.insert(format!("{range}.{name}"), json!({ "latency": lat }));
+        }
+        for (name, q) in PANELS {
+            let req = MetricsRequest {
+                query: q.into(),
+                start,
+                end,
+                step: Some((span.as_nanos() as u64 / 64).max(1)),
+                exemplars: Some(0),
+                max_series: None,
+                mode: Mode::Blocks,
+            };
+            let e = engine.clone();
+            let lat = time(c.reps, c.warmup, || {
+                let (e, req) = (e.clone(), req.clone());
+                async move {
+                    e.query_range(&[TENANT.to_string()], &req, &MetricsLimits::default())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await?;
+            out.insert(format!("{range}.{name}"), json!({ "latency": lat }));
+        }
+    }
+    // Trace by ID: cold is a fresh catalog per lookup, warm one catalog with its caches.
+    let store = || {
+        open_store(&StorageBackend::Local {
+            path: dir.to_path_buf(),
+        })
+        .map_err(|e| e.to_string())
+    };
+    let mut cold = Vec::new();
+    for id in ids.iter().take(50) {
+        let fresh = Catalog::new(store()?, CatalogConfig::default());
+        let t0 = Instant::now();
+        let got = fresh
+            .find_trace(TENANT, id, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        cold.push(t0.elapsed());
+        if got.resource_spans.is_empty() {
+            return Err(format!("trace {id} not found"));
+        }
+    }
+    let warm_catalog = Catalog::new(store()?, CatalogConfig::default());
+    for id in ids {
+        warm_catalog
+            .find_trace(TENANT, id, None)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut warm = Vec::new();
+    for id in ids {
+        let t0 = Instant::now();
+        warm_catalog
+            .find_trace(TENANT, id, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        warm.push(t0.elapsed());
+    }
+    out.insert(
+        "trace-by-id.cold".into(),
+        json!({ "latency": Latency::of(cold) }),
+    );
+    out.insert(
+        "trace-by-id.warm".into(),
+        json!({ "latency": Latency::of(warm) }),
+    );
+    Ok(Value::Object(out))
+}
+
+async fn engine_blocks(dir: &Path) -> Result<usize, String> {
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .map_err(|e| e.to_string())?;
+    let c = Catalog::new(store, CatalogConfig::default());
+    Ok(c.blocks(TENANT).await.map_err(|e| e.to_string())?.len())
+}
+
+/// `allegro-bench compaction`.
+pub async fn run(a: &CompactionArgs) -> Result<(), String> {
+    let c = &a.common;
+    let (_, cached, info) = dataset::ensure(c).await?;
+    let work = c.data.join("compaction-scratch");
+    let _ = std::fs::remove_dir_all(&work);
+    link_tree(&cached, &work)?;
+    let store =
+        open_store(&StorageBackend::Local { path: work.clone() }).map_err(|e| e.to_string())?;
+    let catalog = Catalog::new(store, CatalogConfig::default());
+    let blocks = catalog.blocks(TENANT).await.map_err(|e| e.to_string())?;
+    // Real IDs from every block, for trace by ID.
+    let ids: Vec<TraceId> = blocks
+        .iter()
+        .step_by((blocks.len() / 50).max(1))
+        .filter_map(|b| TraceId::parse_hex(&b.min_id).ok())
+        .collect();
+    eprintln!("before: {} blocks", blocks.len());
+    let before = queries(&work, a, &ids).await?;
+
+    let window = humantime::parse_duration(&a.window).map_err(|e| e.to_string())?;
+    let cfg = LifecycleConfig {
+        window,
+        ..Default::default()
+    };
+    let opts = dataset::write_options(c)?;
+    reset_peak_rss();
+    let cpu0 = crate::ingest::proc_cpu_secs(std::process::id());
+    let t0 = Instant::now();
+    let mut total = Compacted::default();
+    let mut merges = 0;
+    let mut took = Vec::new();
+    loop {
+        let blocks = catalog.blocks(TENANT).await.map_err(|e| e.to_string())?;
+        // Every window of the day is closed.
+        let Some(inputs) = plan_compaction(&blocks, &cfg, u64::MAX) else {
+            break;
+        };
+        // One level at a time: a window's merged block is not merged again.
+        if inputs.iter().any(|b| b.compaction_level > 0) {
+            break;
+        }
+        let m0 = Instant::now();
+        let (_, done) = compact(&catalog, &inputs, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        took.push(m0.elapsed());
+        merges += 1;
+        total.spans_in += done.spans_in;
+        total.spans_out += done.spans_out;
+        total.bytes_in += done.bytes_in;
+        total.bytes_out += done.bytes_out;
+        total.traces += done.traces;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let cpu = crate::ingest::proc_cpu_secs(std::process::id()) - cpu0;
+    let rss = peak_rss();
+    let after_blocks = catalog
+        .blocks(TENANT)
+        .await
+        .map_err(|e| e.to_string())?
+        .len();
+    eprintln!("after: {after_blocks} blocks, {merges} merges in {seconds:.1} s");
+    let after = queries(&work, a, &ids).await?;
+
+    let mut speedup = serde_json::Map::new();
+    if let (Value::Object(b), Value::Object(af)) = (&before, &after) {
+        for (k, v) in b {
+            let (Some(x), Some(y)) = (
+                v["latency"]["p50_ms"].as_f64(),
+                af.get(k).and_then(|w| w["latency"]["p50_ms"].as_f64()),
+            ) else {
+                continue;
+            };
+            speedup.insert(k.clone(), json!(x / y.max(1e-9)));
+        }
+    }
+    let report = json!({
+        "suite": "compaction",
+        "dataset": { "spans": info.spans, "traces": info.traces, "blocks": info.blocks, "data_bytes": info.data_bytes, "duration": c.duration, "block_spans": c.block_spans },
+        "window": a.window,
+        "compaction": {
+            "merges": merges,
+            "blocks_before": blocks.len(),
+            "blocks_after": after_blocks,
+            "spans": total.spans_in,
+            "bytes_in": total.bytes_in,
+            "bytes_out": total.bytes_out,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "spans_per_second": total.spans_in as f64 / seconds.max(1e-9),
+            "spans_per_cpu_second": total.spans_in as f64 / cpu.max(1e-9),
+            "merge_latency": Latency::of(took),
+            "peak_rss_bytes": rss,
+        },
+        "before": before,
+        "after": after,
+        "speedup_p50": speedup,
+    });
+    let _ = std::fs::remove_dir_all(&work);
+    emit("compaction", &report, c.json.as_deref())?;
+    Ok(())
+}
