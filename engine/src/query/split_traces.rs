@@ -175,8 +175,8 @@ pub(crate) struct Split {
     /// Every split trace: incomplete in some block in range (as the blocks record), or in the
     /// head.
     pub ids: IncompleteTraces,
-    /// The latest each can start: the earliest end of the blocks that list it (absent when
-    /// only the head does).
+    /// The latest each can start: the earliest end of the blocks that list it, as a trace
+    /// starts before any part of it ends (absent when only the head lists it).
     latest: HashMap<TraceId, u64, foldhash::fast::RandomState>,
 }
 
@@ -206,10 +206,6 @@ pub(crate) async fn split_traces(catalog: &Catalog, src: &Sources) -> Result<Spl
             let e = latest.entry(*id).or_insert(u64::MAX);
             *e = (*e).min(b.end_unix_nano);
         }
-    }
-    // A part in the head bounds nothing.
-    for id in &src.live_split {
-        latest.remove(id);
     }
     Ok(Split { ids, latest })
 }
