@@ -72,6 +72,18 @@ fn link_tree(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Resident memory of this process now (VmRSS), bytes.
+fn current_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
@@ -230,6 +242,7 @@ pub async fn run(a: &CompactionArgs) -> Result<(), String> {
     };
     let opts = dataset::write_options(c)?;
     reset_peak_rss();
+    let rss0 = current_rss();
     let cpu0 = crate::ingest::proc_cpu_secs(std::process::id());
     let t0 = Instant::now();
     let mut total = Compacted::default();
@@ -297,6 +310,7 @@ pub async fn run(a: &CompactionArgs) -> Result<(), String> {
             "spans_per_cpu_second": total.spans_in as f64 / cpu.max(1e-9),
             "merge_latency": Latency::of(took),
             "peak_rss_bytes": rss,
+            "rss_at_start_bytes": rss0,
         },
         "before": before,
         "after": after,
