@@ -39,6 +39,8 @@ pub enum Command {
     Gen(commands::gen_cmd::GenArgs),
     /// List the blocks of a tenant.
     Blocks(commands::blocks::BlocksArgs),
+    /// One compaction and retention pass over the stored blocks, as `serve` runs each cycle.
+    Compact(commands::compact::CompactArgs),
     /// Search with TraceQL over the stored blocks, without a server.
     Query(commands::query::QueryArgs),
     /// Run a TraceQL metrics query over the stored blocks: series with sparklines.
@@ -107,6 +109,7 @@ pub fn main() -> ExitCode {
             Command::Demo(a) => commands::demo::run(cfg, a).await,
             Command::Gen(a) => commands::gen_cmd::run(cfg, a).await,
             Command::Blocks(a) => commands::blocks::run(cfg, a).await,
+            Command::Compact(a) => commands::compact::run(cfg, a).await,
             Command::Query(a) => return commands::query::run(cfg, a).await,
             Command::Explain(a) => return commands::query::explain(cfg, a).await,
             Command::Metrics(a) => return commands::metrics_cmd::run(cfg, a).await,

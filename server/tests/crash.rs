@@ -35,6 +35,9 @@ overrides:
   defaults:
     ingestion:
       max_span_age: 0s  # the spans start on 2026-01-01
+compactor:
+  compaction:
+    block_retention: 0s  # ... so retention must keep them
 ";
 
 /// Spans per request; a trace grows over `REQUESTS_PER_TRACE` requests, so its spans cross

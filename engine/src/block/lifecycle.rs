@@ -188,6 +188,23 @@ impl LifecycleStats {
         }
     }
 
+    /// One line saying what was done.
+    pub fn summary(&self) -> String {
+        let d: Vec<u64> = self.deleted.iter().map(|v| v.load(Relaxed)).collect();
+        format!(
+            "{} merges of {} blocks ({} spans, {} received twice dropped); deleted {} expired, \
+             {} compacted and {} orphaned blocks; {} failures",
+            self.compactions.load(Relaxed),
+            self.blocks_compacted.load(Relaxed),
+            self.spans_compacted.load(Relaxed),
+            self.duplicates_dropped.load(Relaxed),
+            d[0],
+            d[1],
+            d[2],
+            self.failures.load(Relaxed)
+        )
+    }
+
     /// Appends the Prometheus text of these counters and gauges to `out`.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod blocks;
+pub mod compact;
 pub mod config_cmd;
 pub mod demo;
 pub mod gen_cmd;
