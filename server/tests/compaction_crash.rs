@@ -1,13 +1,14 @@
 //! kill -9 during compaction and retention loses no span and shows none twice. A store of 20
 //! blocks (100k spans) over three closed hours is compacted by `allegro compact` (which also deletes the
-//! merged inputs at once here), killed at five moments spread over its run; after every kill
+//! merged inputs at once here), killed five times, each after a fifth to a third of the time a
+//! whole pass takes; after every kill
 //! the visible blocks hold exactly the spans they held before, trace by trace, and a last run
 //! completes the job with the same spans.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::Instant;
 
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::storage::{StorageBackend, open_store};
@@ -62,6 +63,19 @@ fn spans_per_trace(dir: &Path) -> (BTreeMap<Vec<u8>, usize>, BTreeMap<u32, usize
     })
 }
 
+/// Hard-links every file of `from` into `to`.
+fn link_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            link_tree(&e.path(), &target);
+        } else {
+            std::fs::hard_link(e.path(), &target).unwrap();
+        }
+    }
+}
+
 #[test]
 fn kill_9_during_compaction_loses_no_span_and_shows_none_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,10 +104,25 @@ fn kill_9_during_compaction_loses_no_span_and_shows_none_twice() {
             .unwrap()
             .count()
     };
+    // How long a whole pass takes here, on a hard-linked copy (deleting a link leaves the
+    // original): kills are placed at fractions of it, so they land mid-work on any machine.
+    let copy = tempfile::tempdir().unwrap();
+    link_tree(dir.path(), copy.path());
+    let t0 = Instant::now();
+    assert!(
+        allegro(copy.path())
+            .arg("compact")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let whole = t0.elapsed();
     let mut interrupted = 0;
-    for delay_ms in [200, 500, 900, 1400, 2000] {
+    for fraction in [0.2, 0.35, 0.2, 0.35, 0.2] {
+        let delay = whole.mul_f64(fraction);
+        let delay_ms = delay.as_millis();
         let mut child = allegro(dir.path()).arg("compact").spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();
         let (got, levels) = spans_per_trace(dir.path());
@@ -111,6 +140,7 @@ fn kill_9_during_compaction_loses_no_span_and_shows_none_twice() {
             "spans per trace changed after a kill at {delay_ms} ms ({levels:?})"
         );
     }
+    eprintln!("{interrupted} of 5 kills landed with work left (a whole pass: {whole:?})");
     assert!(
         interrupted >= 3,
         "only {interrupted} kills landed before the work was done"
