@@ -148,10 +148,11 @@ pub struct CompactionSection {
 }
 
 impl CompactionSection {
-    /// The engine's settings, Tempo's defaults where unset.
+    /// The engine's settings, Tempo's defaults where unset; no per-tenant retention.
     pub fn lifecycle(&self) -> allegro_engine::block::lifecycle::LifecycleConfig {
         let d = allegro_engine::block::lifecycle::LifecycleConfig::default();
         allegro_engine::block::lifecycle::LifecycleConfig {
+            tenant_retention: Default::default(),
             window: self.compaction_window.unwrap_or(d.window),
             max_objects: self.max_compaction_objects.unwrap_or(d.max_objects),
             max_block_bytes: self.max_block_bytes.unwrap_or(d.max_block_bytes),
@@ -418,6 +419,19 @@ pub struct TenantLimits {
     /// `read:` (query budgets).
     #[serde(deserialize_with = "null_default")]
     pub read: ReadLimits,
+    /// `compaction:` (how long the tenant's blocks are kept).
+    #[serde(deserialize_with = "null_default")]
+    pub compaction: CompactionLimits,
+}
+
+/// `overrides.*.compaction:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionLimits {
+    /// The tenant's `block_retention` (unset: `compactor.compaction.block_retention`; `0s`:
+    /// keep everything).
+    #[serde(deserialize_with = "go_duration")]
+    pub block_retention: Option<Duration>,
 }
 
 /// `overrides.*.read:`.
@@ -969,6 +983,21 @@ impl Config {
         } else {
             PathBuf::from("./allegro-wal")
         }
+    }
+
+    /// Compaction and retention settings, with each tenant's `block_retention` from
+    /// `overrides` (a tenant's own, else `overrides.defaults`', else the compactor's).
+    pub fn lifecycle(&self) -> allegro_engine::block::lifecycle::LifecycleConfig {
+        let mut l = self.compactor.compaction.lifecycle();
+        if let Some(d) = self.overrides.defaults.compaction.block_retention {
+            l.block_retention = d;
+        }
+        for (tenant, o) in &self.overrides.per_tenant {
+            if let Some(r) = o.compaction.block_retention {
+                l.tenant_retention.insert(tenant.clone(), r);
+            }
+        }
+        l
     }
 
     /// Per-tenant limits: Allegro's defaults, then `overrides.defaults`, then each tenant's.

@@ -1,11 +1,14 @@
 //! Compaction merges blocks into one: every span once (a span written twice kept once), split
 //! traces whole again, the inputs hidden the moment the merged block is visible, and every
-//! trace read back by ID equal to what was sent.
+//! trace read back by ID equal to what was sent. Retention follows each tenant's
+//! `block_retention` and leaves merged inputs for `compacted_block_retention`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use allegro_datasets::{GenOptions, Generator};
 use allegro_engine::block::compact::compact;
+use allegro_engine::block::lifecycle::{LifecycleConfig, apply_retention};
 use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::convert::flatten::flatten;
@@ -114,4 +117,85 @@ async fn compaction_keeps_every_span_once_and_joins_split_traces() {
             assert_eq!(normalize(got), normalize(t.clone()), "trace {id}");
         }
     }
+}
+
+/// A one-span trace `id` of `tenant`'s block, ending `ago` before `now`.
+fn block_at(
+    tenant: &str,
+    id: u8,
+    now: u64,
+    ago: Duration,
+) -> allegro_engine::block::writer::EncodedBlock {
+    let mut t = allegro_tests::one_span_trace(id);
+    let span = &mut t[0].scope_spans[0].spans[0];
+    span.end_time_unix_nano = now - ago.as_nanos() as u64;
+    span.start_time_unix_nano = span.end_time_unix_nano - 1_000_000;
+    let (spans, rejected) = flatten(t);
+    assert!(rejected.is_empty());
+    encode_block(tenant, spans, &BlockWriteOptions::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_is_per_tenant_and_merged_inputs_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&StorageBackend::Local {
+        path: dir.path().to_path_buf(),
+    })
+    .unwrap();
+    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let now = allegro_engine::now_unix_nanos();
+    let h = Duration::from_secs(3600);
+    for tenant in ["short", "long"] {
+        for (id, ago) in [(1, 10 * h), (2, h)] {
+            catalog
+                .add_block(&block_at(tenant, id, now, ago))
+                .await
+                .unwrap();
+        }
+    }
+    let cfg = LifecycleConfig {
+        block_retention: 24 * h,
+        tenant_retention: [("short".to_string(), 5 * h)].into_iter().collect(),
+        compacted_block_retention: h,
+        ..Default::default()
+    };
+    let short = apply_retention(&catalog, "short", &cfg, now).await.unwrap();
+    assert_eq!(short.expired.len(), 1, "{short:?}");
+    let long = apply_retention(&catalog, "long", &cfg, now).await.unwrap();
+    assert_eq!(long, Default::default(), "within the default retention");
+    let left: Vec<u64> = catalog
+        .blocks("short")
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.total_spans)
+        .collect();
+    assert_eq!(left, [1]);
+    // Merged inputs stay for compacted_block_retention, whatever block_retention says.
+    let inputs = catalog.blocks("long").await.unwrap();
+    let (merged, _) = compact(&catalog, &inputs, &BlockWriteOptions::default())
+        .await
+        .unwrap();
+    for keep_all in [
+        cfg.clone(),
+        LifecycleConfig {
+            block_retention: Duration::ZERO,
+            ..cfg.clone()
+        },
+    ] {
+        let d = apply_retention(&catalog, "long", &keep_all, now)
+            .await
+            .unwrap();
+        assert_eq!(d, Default::default(), "inputs deleted before their time");
+    }
+    let later = now + 2 * h.as_nanos() as u64;
+    let d = apply_retention(&catalog, "long", &cfg, later)
+        .await
+        .unwrap();
+    assert_eq!(d.retired.len(), 2, "{d:?}");
+    let left = catalog.blocks("long").await.unwrap();
+    assert_eq!(
+        left.iter().map(|b| b.block_id).collect::<Vec<_>>(),
+        [merged.block_id]
+    );
 }

@@ -36,6 +36,8 @@ pub struct LifecycleConfig {
     pub max_block_bytes: u64,
     /// Blocks whose newest span is older are deleted (`block_retention`; zero keeps all).
     pub block_retention: Duration,
+    /// Tenants with a `block_retention` of their own (`overrides`).
+    pub tenant_retention: std::collections::HashMap<String, Duration>,
     /// Retired inputs of a merged block are deleted this long after it appeared
     /// (`compacted_block_retention`).
     pub compacted_block_retention: Duration,
@@ -48,6 +50,7 @@ impl Default for LifecycleConfig {
             max_objects: 6_000_000,
             max_block_bytes: 100 << 30,
             block_retention: Duration::from_secs(14 * 24 * 3600),
+            tenant_retention: Default::default(),
             compacted_block_retention: Duration::from_secs(3600),
         }
     }
@@ -121,8 +124,17 @@ pub async fn apply_retention(
 ) -> Result<Deleted> {
     let listing = catalog.list_all(tenant).await?;
     let mut out = Deleted::default();
-    let keep_after = now.saturating_sub(nanos(cfg.block_retention));
-    if !cfg.block_retention.is_zero() {
+    let retention = cfg
+        .tenant_retention
+        .get(tenant)
+        .copied()
+        .unwrap_or(cfg.block_retention);
+    let keep_after = if retention.is_zero() {
+        0
+    } else {
+        now.saturating_sub(nanos(retention))
+    };
+    if !retention.is_zero() {
         for b in listing
             .visible
             .iter()

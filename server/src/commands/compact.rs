@@ -16,11 +16,10 @@ pub struct CompactArgs {}
 pub async fn run(cfg: Config, _args: CompactArgs) -> Result<(), String> {
     let catalog = open_catalog(&cfg)?;
     let opts = cfg.ingester_config().map_err(|e| e.to_string())?.block;
-    let c = &cfg.compactor.compaction;
     let stats = LifecycleStats::default();
     run_cycle(
         &catalog,
-        &c.lifecycle(),
+        &cfg.lifecycle(),
         &opts,
         &stats,
         Duration::MAX,

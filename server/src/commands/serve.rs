@@ -376,7 +376,7 @@ fn run_lifecycle(
     mut stop: watch::Receiver<bool>,
 ) {
     let c = &cfg.compactor.compaction;
-    let (lifecycle, cycle, budget) = (c.lifecycle(), c.cycle(), c.per_tenant());
+    let (lifecycle, cycle, budget) = (cfg.lifecycle(), c.cycle(), c.per_tenant());
     let spawned = std::thread::Builder::new()
         .name("compactor".into())
         .spawn(move || {
