@@ -324,7 +324,9 @@ pub async fn run_cycle(
                     "compacted blocks"
                 );
             }
-            let deleted = apply_retention(catalog, &tenant, cfg, now).await?;
+            // Blocks merged in this pass count from when they appeared, which is after `now`.
+            let later = now.max(crate::now_unix_nanos());
+            let deleted = apply_retention(catalog, &tenant, cfg, later).await?;
             stats.deleted(&deleted);
             if deleted != Deleted::default() {
                 tracing::info!(

@@ -35,7 +35,6 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
-
 use parking_lot::Mutex;
 
 use self::newest::Newest;
