@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::Common;
 use crate::dataset::{self, TENANT};
-use crate::report::{Latency, emit, peak_rss};
+use crate::report::{Latency, current_rss, emit, peak_rss};
 
 /// Options of `allegro-bench compaction`.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,18 +70,6 @@ fn link_tree(from: &Path, to: &Path) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Resident memory of this process now (VmRSS), bytes.
-fn current_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn reset_peak_rss() {

@@ -48,11 +48,21 @@ impl Latency {
 
 /// Peak resident memory of this process (VmHWM), bytes.
 pub fn peak_rss() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// Resident memory of this process now (VmRSS), bytes.
+pub fn current_rss() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// A size in kB from `/proc/self/status`, as bytes.
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)

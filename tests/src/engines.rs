@@ -27,13 +27,18 @@ impl LiveSpans for StaticLive {
     }
 }
 
-/// Two blocks under `dir`: odd and even traces, so each block chooses its own hot columns.
-pub async fn over_blocks(ds: &Dataset, dir: &Path) -> QueryEngine {
+/// An empty catalog over a local store in `dir`.
+fn catalog_at(dir: &Path) -> Arc<Catalog> {
     let store = open_store(&StorageBackend::Local {
         path: dir.to_path_buf(),
     })
     .expect("store");
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    Arc::new(Catalog::new(store, CatalogConfig::default()))
+}
+
+/// Two blocks under `dir`: odd and even traces, so each block chooses its own hot columns.
+pub async fn over_blocks(ds: &Dataset, dir: &Path) -> QueryEngine {
+    let catalog = catalog_at(dir);
     for parity in 0..2 {
         let rs: Vec<_> = ds
             .traces
@@ -79,11 +84,7 @@ pub async fn compacted(ds: &Dataset, dir: &Path) -> QueryEngine {
 /// third block otherwise, which also repeats the first trace's first span (a span received
 /// twice).
 async fn split_blocks(ds: &Dataset, dir: &Path, head: bool) -> (Arc<Catalog>, Vec<ResourceSpans>) {
-    let store = open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .expect("store");
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let catalog = catalog_at(dir);
     let (mut first, mut second, mut live) = (Vec::new(), Vec::new(), Vec::new());
     for (i, t) in ds.traces.iter().enumerate() {
         let mut spans = t.spans.clone();
@@ -117,11 +118,7 @@ async fn split_blocks(ds: &Dataset, dir: &Path, head: bool) -> (Arc<Catalog>, Ve
 
 /// Every span of `ds` in the live head, no blocks.
 pub fn over_head(ds: &Dataset, dir: &Path) -> QueryEngine {
-    let store = open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .expect("store");
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let catalog = catalog_at(dir);
     let batches = resource_spans_to_batches(ds.resource_spans(), 7).expect("batches");
     QueryEngine::new(catalog, Some(Arc::new(StaticLive(batches)))).expect("engine")
 }
@@ -140,11 +137,7 @@ pub async fn generated(dir: &Path, seed: u64, spans: u64) -> (QueryEngine, Vec<R
     while let Some(t) = generator.next_trace() {
         traces.push(t);
     }
-    let store = open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .expect("store");
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let catalog = catalog_at(dir);
     let live_from = traces.len() * 9 / 10;
     for chunk in traces[..live_from].chunks(live_from.div_ceil(3)) {
         let (spans, rejected) = flatten(chunk.iter().flatten().cloned().collect());
