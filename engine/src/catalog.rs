@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -76,7 +78,7 @@ pub struct Catalog {
     tenants: Cache<String, Arc<Vec<Arc<BlockMeta>>>>,
     /// Bumped whenever a tenant's block list changes here (a block published, compacted or
     /// deleted): a listing that began before a change is not cached over it.
-    changes: std::sync::atomic::AtomicU64,
+    changes: AtomicU64,
     metas: Cache<Path, Arc<BlockMeta>>,
     footers: Cache<Uuid, Arc<ArrowReaderMetadata>>,
     scan_footers: Cache<Uuid, Arc<ScanFooter>>,
@@ -108,7 +110,7 @@ impl Catalog {
             store: Arc::new(counting),
             counters,
             tenants: Cache::builder().time_to_live(cfg.blocklist_poll).build(),
-            changes: std::sync::atomic::AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             metas: Cache::builder()
                 .weigher(|_, m: &Arc<BlockMeta>| weigh(m.memory_size()))
                 .max_capacity(cfg.meta_cache_bytes)
@@ -179,7 +181,6 @@ impl Catalog {
         if let Some(b) = self.tenants.get(tenant).await {
             return Ok(b);
         }
-        use std::sync::atomic::Ordering::SeqCst;
         let before = self.changes.load(SeqCst);
         let list = Arc::new(self.list_blocks(tenant).await?);
         // A block published (or merged, or deleted) while this listing ran may be missing
@@ -290,17 +291,9 @@ impl Catalog {
     pub async fn delete_block(&self, tenant: &str, dir: &str) -> Result<()> {
         self.forget(tenant).await;
         let base = Path::from(tenant).join(dir);
-        self.metas
-            .invalidate(&base.clone().join(objects::META))
-            .await;
-        for object in [objects::META, objects::DATA, objects::BLOOM] {
-            let path = base.clone().join(object);
-            match self.store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(EngineError::storage(&path, e)),
-            }
-        }
-        // Anything else written there (nothing today) goes too.
+        let meta = base.clone().join(objects::META);
+        self.metas.invalidate(&meta).await;
+        self.delete_object(&meta).await?;
         let rest: Vec<_> = self
             .store
             .list(Some(&base))
@@ -308,10 +301,7 @@ impl Catalog {
             .await
             .map_err(|e| EngineError::storage(&base, e))?;
         for o in rest {
-            match self.store.delete(&o.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(EngineError::storage(&o.location, e)),
-            }
+            self.delete_object(&o.location).await?;
         }
         if let Ok(id) = Uuid::parse_str(dir) {
             self.footers.invalidate(&id).await;
@@ -323,10 +313,17 @@ impl Catalog {
         Ok(())
     }
 
+    /// Deletes the object at `path`; one already gone is no error.
+    async fn delete_object(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(EngineError::storage(path, e)),
+        }
+    }
+
     /// Drops what is cached of `tenant`'s block list, so the next query lists storage.
     pub async fn forget(&self, tenant: &str) {
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changes.fetch_add(1, SeqCst);
         self.tenants.invalidate(tenant).await;
     }
 
@@ -383,8 +380,7 @@ impl Catalog {
     /// Writes a staged block's `meta.json` and makes it visible at once.
     pub async fn publish_block(&self, block: &EncodedBlock) -> Result<()> {
         put_block_meta(&self.store, block).await?;
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changes.fetch_add(1, SeqCst);
         let meta = Arc::new(block.meta.clone());
         let path = block_path(&meta.tenant_id, &meta.block_id, objects::META);
         self.metas.insert(path, meta.clone()).await;

@@ -120,13 +120,7 @@ impl Run {
 /// their `nested_set_parent` statistics; the rest are the other run.
 fn runs_of(footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata) -> Result<[Vec<usize>; 2]> {
     let md = footer.metadata();
-    let leaf = md
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.path().string() == col::NESTED_SET_PARENT)
-        .ok_or_else(|| EngineError::corrupt("data.parquet", "no nested_set_parent column"))?;
+    let leaf = super::reader::leaf(md, col::NESTED_SET_PARENT)?;
     let (mut rest, mut roots) = (Vec::new(), Vec::new());
     for (i, rg) in md.row_groups().iter().enumerate() {
         let only_roots = match rg.column(leaf).statistics() {

@@ -129,22 +129,21 @@ pub async fn apply_retention(
         .get(tenant)
         .copied()
         .unwrap_or(cfg.block_retention);
+    // Zero keeps everything: nothing ends before 0.
     let keep_after = if retention.is_zero() {
         0
     } else {
         now.saturating_sub(nanos(retention))
     };
-    if !retention.is_zero() {
-        for b in listing
-            .visible
-            .iter()
-            .filter(|b| b.end_unix_nano < keep_after)
-        {
-            catalog
-                .delete_block(&b.tenant_id, &b.block_id.to_string())
-                .await?;
-            out.expired.push(b.block_id);
-        }
+    for b in listing
+        .visible
+        .iter()
+        .filter(|b| b.end_unix_nano < keep_after)
+    {
+        catalog
+            .delete_block(&b.tenant_id, &b.block_id.to_string())
+            .await?;
+        out.expired.push(b.block_id);
     }
     let settled = now.saturating_sub(nanos(cfg.compacted_block_retention));
     for (b, since) in &listing.retired {

@@ -54,13 +54,14 @@ pub async fn load_footer(
     .map_err(|e| parquet_err(meta, e))
 }
 
-fn trace_id_leaf(md: &ParquetMetaData) -> Result<usize> {
+/// The index of the leaf column `name` in a block's Parquet schema.
+pub(crate) fn leaf(md: &ParquetMetaData, name: &str) -> Result<usize> {
     md.file_metadata()
         .schema_descr()
         .columns()
         .iter()
-        .position(|c| c.path().string() == col::TRACE_ID)
-        .ok_or_else(|| EngineError::corrupt("data.parquet", "no trace_id column"))
+        .position(|c| c.path().string() == name)
+        .ok_or_else(|| EngineError::corrupt("data.parquet", format!("no {name} column")))
 }
 
 fn in_range(min: Option<&[u8]>, max: Option<&[u8]>, id: &[u8]) -> bool {
@@ -73,7 +74,7 @@ pub fn plan_trace_read(
     md: &ParquetMetaData,
     id: &TraceId,
 ) -> Result<Option<(Vec<usize>, RowSelection)>> {
-    let leaf = trace_id_leaf(md)?;
+    let leaf = leaf(md, col::TRACE_ID)?;
     let mut groups = Vec::new();
     let mut selectors: Vec<RowSelector> = Vec::new();
     for rg in 0..md.num_row_groups() {
@@ -127,7 +128,7 @@ pub async fn read_trace(
     let Some((groups, selection)) = plan_trace_read(footer.metadata(), id)? else {
         return Ok(Vec::new());
     };
-    let leaf = trace_id_leaf(footer.metadata())?;
+    let leaf = leaf(footer.metadata(), col::TRACE_ID)?;
     let want = id.0;
     let mask = ProjectionMask::leaves(footer.parquet_schema(), [leaf]);
     let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
@@ -177,15 +178,7 @@ pub async fn read_incomplete_traces(
     footer: &ArrowReaderMetadata,
 ) -> Result<Vec<TraceId>> {
     let md = footer.metadata();
-    let leaf_of = |name: &str| {
-        md.file_metadata()
-            .schema_descr()
-            .columns()
-            .iter()
-            .position(|c| c.path().string() == name)
-            .ok_or_else(|| EngineError::corrupt("data.parquet", format!("no {name} column")))
-    };
-    let (id_leaf, left_leaf) = (leaf_of(col::TRACE_ID)?, leaf_of(col::NESTED_SET_LEFT)?);
+    let (id_leaf, left_leaf) = (leaf(md, col::TRACE_ID)?, leaf(md, col::NESTED_SET_LEFT)?);
     let mask = ProjectionMask::leaves(footer.parquet_schema(), [id_leaf, left_leaf]);
     let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
         object_reader(store, meta),

@@ -602,13 +602,7 @@ mod tests {
         let footer = parquet::file::metadata::ParquetMetaDataReader::new()
             .parse_and_finish(&streamed.data)
             .unwrap();
-        let leaf = footer
-            .file_metadata()
-            .schema_descr()
-            .columns()
-            .iter()
-            .position(|c| c.path().string() == col::NESTED_SET_PARENT)
-            .unwrap();
+        let leaf = crate::block::reader::leaf(&footer, col::NESTED_SET_PARENT).unwrap();
         let parents: Vec<(i32, i32, i64)> = footer
             .row_groups()
             .iter()

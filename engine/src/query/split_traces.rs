@@ -28,6 +28,7 @@ use arrow::array::{
 };
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int32Type, UInt64Type};
+use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};
@@ -44,7 +45,6 @@ use crate::error::{EngineError, Result};
 use crate::ids::TraceId;
 use crate::nested_set::{SpanLink, nested_set_numbers};
 use crate::schema::col as c;
-use datafusion::catalog::TableProvider;
 
 /// The per-span rows of the split traces, every source's, and the bytes read for them.
 pub(crate) struct Joined {
