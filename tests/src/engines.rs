@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use allegro_datasets::{GenOptions, Generator};
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::block::writer::{BlockWriteOptions, EncodedBlock, encode_block};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::convert::flatten::flatten;
 use allegro_engine::convert::to_arrow::resource_spans_to_batches;
@@ -27,13 +27,27 @@ impl LiveSpans for StaticLive {
     }
 }
 
-/// An empty catalog over a local store in `dir`.
-fn catalog_at(dir: &Path) -> Arc<Catalog> {
+/// A catalog over a local store in `dir`.
+pub fn catalog_at(dir: &Path) -> Arc<Catalog> {
     let store = open_store(&StorageBackend::Local {
         path: dir.to_path_buf(),
     })
     .expect("store");
     Arc::new(Catalog::new(store, CatalogConfig::default()))
+}
+
+/// `rs` as one block of `tenant`, default options; every span must be valid.
+pub fn encode(tenant: &str, rs: Vec<ResourceSpans>) -> EncodedBlock {
+    let (spans, rejected) = flatten(rs);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    encode_block(tenant, spans, &BlockWriteOptions::default()).expect("block")
+}
+
+/// Stores `rs` as one visible block of `tenant` in `catalog`.
+pub async fn store_block(catalog: &Catalog, tenant: &str, rs: Vec<ResourceSpans>) -> EncodedBlock {
+    let block = encode(tenant, rs);
+    catalog.add_block(&block).await.expect("add block");
+    block
 }
 
 /// Two blocks under `dir`: odd and even traces, so each block chooses its own hot columns.
@@ -50,10 +64,7 @@ pub async fn over_blocks(ds: &Dataset, dir: &Path) -> QueryEngine {
         if rs.is_empty() {
             continue;
         }
-        let (spans, rejected) = flatten(rs);
-        assert!(rejected.is_empty(), "{rejected:?}");
-        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).expect("block");
-        catalog.add_block(&block).await.expect("add block");
+        store_block(&catalog, TENANT, rs).await;
     }
     QueryEngine::new(catalog, None).expect("engine")
 }
@@ -108,10 +119,7 @@ async fn split_blocks(ds: &Dataset, dir: &Path, head: bool) -> (Arc<Catalog>, Ve
         if rs.is_empty() {
             continue;
         }
-        let (spans, rejected) = flatten(rs);
-        assert!(rejected.is_empty(), "{rejected:?}");
-        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).expect("block");
-        catalog.add_block(&block).await.expect("add block");
+        store_block(&catalog, TENANT, rs).await;
     }
     (catalog, live)
 }
@@ -140,10 +148,7 @@ pub async fn generated(dir: &Path, seed: u64, spans: u64) -> (QueryEngine, Vec<R
     let catalog = catalog_at(dir);
     let live_from = traces.len() * 9 / 10;
     for chunk in traces[..live_from].chunks(live_from.div_ceil(3)) {
-        let (spans, rejected) = flatten(chunk.iter().flatten().cloned().collect());
-        assert!(rejected.is_empty());
-        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).expect("block");
-        catalog.add_block(&block).await.expect("add block");
+        store_block(&catalog, TENANT, chunk.iter().flatten().cloned().collect()).await;
     }
     let live = resource_spans_to_batches(
         traces[live_from..].iter().flatten().cloned().collect(),

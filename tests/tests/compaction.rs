@@ -9,13 +9,11 @@ use std::time::Duration;
 use allegro_datasets::{GenOptions, Generator};
 use allegro_engine::block::compact::compact;
 use allegro_engine::block::lifecycle::{LifecycleConfig, apply_retention};
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
+use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
-use allegro_engine::convert::flatten::flatten;
 use allegro_engine::convert::normalize::{normalize, span_count};
 use allegro_engine::ids::TraceId;
-use allegro_engine::storage::{StorageBackend, open_store};
-use allegro_tests::engines::GENERATED_START;
+use allegro_tests::engines::{GENERATED_START, catalog_at, encode, store_block};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 const TENANT: &str = "t";
@@ -49,16 +47,9 @@ async fn compaction_keeps_every_span_once_and_joins_split_traces() {
     }
     parts[3].extend(traces[0].iter().cloned());
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&StorageBackend::Local {
-        path: dir.path().to_path_buf(),
-    })
-    .unwrap();
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let catalog = catalog_at(dir.path());
     for p in parts {
-        let (spans, rejected) = flatten(p);
-        assert!(rejected.is_empty());
-        let block = encode_block(TENANT, spans, &BlockWriteOptions::default()).unwrap();
-        catalog.add_block(&block).await.unwrap();
+        store_block(&catalog, TENANT, p).await;
     }
     let before = catalog.blocks(TENANT).await.unwrap();
     assert_eq!(before.len(), 4);
@@ -130,19 +121,13 @@ fn block_at(
     let span = &mut t[0].scope_spans[0].spans[0];
     span.end_time_unix_nano = now - ago.as_nanos() as u64;
     span.start_time_unix_nano = span.end_time_unix_nano - 1_000_000;
-    let (spans, rejected) = flatten(t);
-    assert!(rejected.is_empty());
-    encode_block(tenant, spans, &BlockWriteOptions::default()).unwrap()
+    encode(tenant, t)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_is_per_tenant_and_merged_inputs_wait_their_turn() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&StorageBackend::Local {
-        path: dir.path().to_path_buf(),
-    })
-    .unwrap();
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let catalog = catalog_at(dir.path());
     let now = allegro_engine::now_unix_nanos();
     let h = Duration::from_secs(3600);
     for tenant in ["short", "long"] {

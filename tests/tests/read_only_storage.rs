@@ -3,12 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
-use allegro_engine::catalog::{Catalog, CatalogConfig};
-use allegro_engine::convert::flatten::flatten;
-use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_tests::engines::{catalog_at, store_block};
 use allegro_tests::{TestServer, config_for, copy_dir, one_span_trace};
 
 /// `dir` bind-mounted read-only onto itself until dropped.
@@ -45,15 +41,11 @@ fn a_read_only_data_directory_still_serves_reads() {
     let live = tempfile::tempdir().unwrap();
     // Trace 1 in a block, trace 2 acknowledged into the WAL only.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (spans, rejected) = flatten(one_span_trace(1));
-    assert!(rejected.is_empty());
-    let block = encode_block("single-tenant", spans, &BlockWriteOptions::default()).unwrap();
-    let store = open_store(&StorageBackend::Local {
-        path: live.path().to_path_buf(),
-    })
-    .unwrap();
-    rt.block_on(Arc::new(Catalog::new(store, CatalogConfig::default())).add_block(&block))
-        .unwrap();
+    rt.block_on(store_block(
+        &catalog_at(live.path()),
+        "single-tenant",
+        one_span_trace(1),
+    ));
     let writer = TestServer::start(config_for(live.path()));
     assert_eq!(writer.export(None, one_span_trace(2)).status, 200);
     // The same data on a filesystem that takes no writes.

@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use allegro_datasets::{GenOptions, Generator};
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
-use allegro_engine::catalog::{Catalog, CatalogConfig};
-use allegro_engine::convert::flatten::flatten;
 use allegro_engine::convert::to_arrow::resource_spans_to_batches;
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::search::SearchRequest;
-use allegro_engine::storage::{StorageBackend, open_store};
 use allegro_engine::tempopb::SearchResponse;
-use allegro_tests::engines::{GENERATED_START, StaticLive, TENANT, sorted_span_sets};
+use allegro_tests::engines::{
+    GENERATED_START, StaticLive, TENANT, catalog_at, sorted_span_sets, store_block,
+};
 use allegro_tests::reference;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
@@ -111,16 +109,9 @@ async fn engine(dir: &std::path::Path) -> (QueryEngine, Vec<ResourceSpans>, usiz
             places[home].extend(t.iter().cloned());
         }
     }
-    let store = open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .unwrap();
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let catalog = catalog_at(dir);
     for block in &places[..6] {
-        let (spans, rejected) = flatten(block.clone());
-        assert!(rejected.is_empty());
-        let b = encode_block(TENANT, spans, &BlockWriteOptions::default()).unwrap();
-        catalog.add_block(&b).await.unwrap();
+        store_block(&catalog, TENANT, block.clone()).await;
     }
     let live = resource_spans_to_batches(places[6].clone(), 1024).unwrap();
     let engine = QueryEngine::new(catalog, Some(Arc::new(StaticLive(live)))).unwrap();

@@ -4,14 +4,10 @@
 //! read nothing.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
-use allegro_engine::catalog::{Catalog, CatalogConfig};
-use allegro_engine::convert::flatten::flatten;
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::tags::{TagValue, parse_tag};
-use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_tests::engines::{catalog_at, encode};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue,
@@ -144,15 +140,9 @@ fn blocks() -> Vec<Vec<ResourceSpans>> {
 
 /// An engine over the blocks under `dir`, their recorded values dropped unless `recorded`.
 async fn engine(dir: &Path, recorded: bool) -> QueryEngine {
-    let store = open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .expect("store");
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let catalog = catalog_at(dir);
     for rs in blocks() {
-        let (spans, rejected) = flatten(rs);
-        assert!(rejected.is_empty(), "{rejected:?}");
-        let mut block = encode_block(TENANT, spans, &BlockWriteOptions::default()).expect("block");
+        let mut block = encode(TENANT, rs);
         assert!(block.meta.tag_values.is_some(), "values recorded at write");
         if !recorded {
             block.meta.tag_values = None;

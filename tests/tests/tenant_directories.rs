@@ -5,22 +5,10 @@
 //! moved on start without losing a span.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allegro_engine::block::writer::{BlockWriteOptions, encode_block};
-use allegro_engine::catalog::{Catalog, CatalogConfig};
-use allegro_engine::convert::flatten::flatten;
-use allegro_engine::storage::{StorageBackend, open_store};
+use allegro_tests::engines::{catalog_at, store_block};
 use allegro_tests::{TestServer, config_for, copy_dir, one_span_trace};
-
-fn catalog(dir: &Path) -> Catalog {
-    let store = open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .expect("store");
-    Catalog::new(store, CatalogConfig::default())
-}
 
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
@@ -56,7 +44,7 @@ fn tenants_named_like_directories_get_blocks_of_their_own() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // A new catalog each time: no cached listing.
-        let c = catalog(dir.path());
+        let c = catalog_at(dir.path());
         let listed = rt.block_on(c.list_tenants()).expect("list");
         let blocks: Vec<usize> = TENANTS
             .iter()
@@ -100,11 +88,11 @@ fn a_data_directory_of_older_releases_is_moved_without_losing_a_span() {
     let old = tempfile::tempdir().unwrap();
     // Older releases: the WAL in `<data>/.wal`, where tenant `.wal`'s blocks also went.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (spans, rejected) = flatten(one_span_trace(7));
-    assert!(rejected.is_empty());
-    let block = encode_block(".wal", spans, &BlockWriteOptions::default()).expect("block");
-    rt.block_on(Arc::new(catalog(old.path())).add_block(&block))
-        .expect("block of tenant .wal");
+    let block = rt.block_on(store_block(
+        &catalog_at(old.path()),
+        ".wal",
+        one_span_trace(7),
+    ));
     let mut cfg = config_for(old.path());
     cfg.multitenancy_enabled = true;
     cfg.storage.trace.wal.path = old.path().join(".wal");
@@ -137,6 +125,6 @@ fn a_data_directory_of_older_releases_is_moved_without_losing_a_span() {
         names(&new.path().join(".wal")),
         [block.meta.block_id.to_string()]
     );
-    let listed = rt.block_on(catalog(new.path()).list_tenants()).unwrap();
+    let listed = rt.block_on(catalog_at(new.path()).list_tenants()).unwrap();
     assert_eq!(listed, [".wal"]);
 }
