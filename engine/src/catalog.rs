@@ -15,6 +15,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use parking_lot::Mutex;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use uuid::Uuid;
 
@@ -22,6 +23,7 @@ use crate::block::bloom::TraceBloom;
 use crate::block::meta::{BlockMeta, objects};
 use crate::block::reader::{load_footer, read_trace};
 use crate::block::scan_footer::ScanFooter;
+use crate::block::tenant_index::TenantIndex;
 use crate::block::writer::{EncodedBlock, block_path, put_block_data, put_block_meta};
 use crate::convert::from_arrow::batches_to_resource_spans;
 use crate::convert::normalize::normalize;
@@ -43,6 +45,9 @@ pub struct CatalogConfig {
     pub blocklist_poll: Duration,
     /// Blocks read at once by one lookup.
     pub read_concurrency: usize,
+    /// How old a tenant index may be and still be read instead of listing storage (Tempo's
+    /// `blocklist_poll_stale_tenant_index`; zero trusts any age, `None` never reads one).
+    pub index_stale_after: Option<Duration>,
 }
 
 impl Default for CatalogConfig {
@@ -53,6 +58,7 @@ impl Default for CatalogConfig {
             bloom_cache_bytes: 256 << 20,
             blocklist_poll: Duration::from_secs(30),
             read_concurrency: 8,
+            index_stale_after: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -84,7 +90,15 @@ pub struct Catalog {
     scan_footers: Cache<Uuid, Arc<ScanFooter>>,
     blooms: Cache<Uuid, Arc<TraceBloom>>,
     incomplete: Cache<Uuid, Arc<IncompleteTraces>>,
+    /// Tenants whose storage this catalog has listed at least once (until then a tenant index
+    /// is not trusted: it may predate blocks this process wrote before a restart).
+    listed: Mutex<std::collections::HashSet<String>>,
+    /// Blocks published here, with when, that a tenant index may not name yet.
+    recent: Mutex<HashMap<String, Vec<Published>>>,
 }
+
+/// A block published by this catalog, with when (unix nanoseconds).
+type Published = (Arc<BlockMeta>, u64);
 
 /// The traces whose part in a block is incomplete (see [`BlockMeta::incomplete_traces`]).
 pub type IncompleteTraces = std::collections::HashSet<TraceId, foldhash::fast::RandomState>;
@@ -133,8 +147,15 @@ impl Catalog {
                 .weigher(|_, t: &Arc<IncompleteTraces>| weigh(64 + t.len() * 24))
                 .max_capacity(cfg.meta_cache_bytes)
                 .build(),
+            listed: Default::default(),
+            recent: Default::default(),
             cfg,
         }
+    }
+
+    /// How long a tenant's block list is trusted before storage is read again.
+    pub fn poll(&self) -> Duration {
+        self.cfg.blocklist_poll
     }
 
     /// The (counting) object store behind the catalog.
@@ -202,22 +223,75 @@ impl Catalog {
         Ok(dirs.common_prefixes)
     }
 
+    /// The visible blocks of `tenant`: from its index when one is fresh enough and storage
+    /// was listed once before, else from a listing.
     async fn list_blocks(&self, tenant: &str) -> Result<Vec<Arc<BlockMeta>>> {
+        let trusted = self.listed.lock().contains(tenant);
+        if let (true, Some(stale)) = (trusted, self.cfg.index_stale_after)
+            && let Some(ix) = TenantIndex::read(&self.store, tenant).await?
+        {
+            let now = crate::now_unix_nanos();
+            let age = Duration::from_nanos(now.saturating_sub(ix.created_unix_nano));
+            if stale.is_zero() || age <= stale {
+                return self.indexed_blocks(tenant, &ix).await;
+            }
+        }
+        let started = crate::now_unix_nanos();
+        let out = self.list_storage(tenant).await?;
+        self.listed.lock().insert(tenant.to_string());
+        if let Some(r) = self.recent.lock().get_mut(tenant) {
+            r.retain(|(_, at)| *at >= started);
+        }
+        Ok(out)
+    }
+
+    /// The visible blocks of `tenant` as `ix` names them, with the blocks published here since.
+    async fn indexed_blocks(&self, tenant: &str, ix: &TenantIndex) -> Result<Vec<Arc<BlockMeta>>> {
+        let paths: Vec<Path> = ix
+            .blocks
+            .iter()
+            .map(|b| block_path(tenant, &b.id, objects::META))
+            .collect();
+        let mut out = self.metas_at(paths).await?;
+        let mut recent = self.recent.lock();
+        if let Some(r) = recent.get_mut(tenant) {
+            r.retain(|(_, at)| *at >= ix.created_unix_nano);
+            let named: std::collections::HashSet<Uuid> = out.iter().map(|m| m.block_id).collect();
+            out.extend(
+                r.iter()
+                    .filter(|(m, _)| !named.contains(&m.block_id))
+                    .map(|(m, _)| m.clone()),
+            );
+        }
+        drop(recent);
+        retire_compacted(&mut out);
+        out.sort_by_key(|m| (m.start_unix_nano, m.block_id));
+        Ok(out)
+    }
+
+    /// The visible blocks of `tenant` from a listing of storage (every block directory), not
+    /// from its index: what a compactor checks before merging, and writes the index from.
+    pub async fn list_storage(&self, tenant: &str) -> Result<Vec<Arc<BlockMeta>>> {
         let paths: Vec<Path> = self
             .block_dirs(tenant)
             .await?
             .iter()
             .map(|d| d.clone().join(objects::META))
             .collect();
+        let mut out = self.metas_at(paths).await?;
+        retire_compacted(&mut out);
+        out.sort_by_key(|m| (m.start_unix_nano, m.block_id));
+        Ok(out)
+    }
+
+    /// The metas at `paths`, 16 reads at a time; absent and unreadable ones left out.
+    async fn metas_at(&self, paths: Vec<Path>) -> Result<Vec<Arc<BlockMeta>>> {
         let metas: Vec<Option<Arc<BlockMeta>>> = futures::stream::iter(paths)
             .map(|p| async move { self.meta(&p).await })
             .buffer_unordered(16)
             .try_collect()
             .await?;
-        let mut out: Vec<Arc<BlockMeta>> = metas.into_iter().flatten().collect();
-        retire_compacted(&mut out);
-        out.sort_by_key(|m| (m.start_unix_nano, m.block_id));
-        Ok(out)
+        Ok(metas.into_iter().flatten().collect())
     }
 
     /// Everything stored for `tenant`, hidden blocks included, for retention: the visible
@@ -250,24 +324,22 @@ impl Catalog {
         }
         let by_id: HashMap<Uuid, Arc<BlockMeta>> =
             metas.iter().map(|m| (m.block_id, m.clone())).collect();
-        let mut retired: HashMap<Uuid, u64> = HashMap::new();
-        for m in &metas {
-            let Some(from) = &m.compacted_from else {
+        let (retired, superseded) = retirements(&metas);
+        // A retired block goes once the block retiring it has been visible long enough; a
+        // superseded merge, once it has itself been there as long.
+        let since = retired
+            .iter()
+            .map(|(id, by)| (*id, *by))
+            .chain(superseded.iter().map(|id| (*id, *id)));
+        for (id, by) in since {
+            let Some(m) = by_id.get(&id) else {
                 continue;
             };
             let at = self
-                .written_at(&block_path(&m.tenant_id, &m.block_id, objects::META))
+                .written_at(&block_path(tenant, &by, objects::META))
                 .await?
                 .unwrap_or(u64::MAX);
-            for id in from {
-                let e = retired.entry(*id).or_insert(at);
-                *e = (*e).min(at);
-            }
-        }
-        for (id, at) in retired {
-            if let Some(m) = by_id.get(&id) {
-                out.retired.push((m.clone(), at));
-            }
+            out.retired.push((m.clone(), at));
         }
         out.visible = metas;
         retire_compacted(&mut out.visible);
@@ -304,6 +376,9 @@ impl Catalog {
             self.delete_object(&o.location).await?;
         }
         if let Ok(id) = Uuid::parse_str(dir) {
+            if let Some(r) = self.recent.lock().get_mut(tenant) {
+                r.retain(|(m, _)| m.block_id != id);
+            }
             self.footers.invalidate(&id).await;
             self.scan_footers.invalidate(&id).await;
             self.blooms.invalidate(&id).await;
@@ -384,6 +459,13 @@ impl Catalog {
         let meta = Arc::new(block.meta.clone());
         let path = block_path(&meta.tenant_id, &meta.block_id, objects::META);
         self.metas.insert(path, meta.clone()).await;
+        if self.cfg.index_stale_after.is_some() {
+            self.recent
+                .lock()
+                .entry(meta.tenant_id.clone())
+                .or_default()
+                .push((meta.clone(), crate::now_unix_nanos()));
+        }
         if let Some(list) = self.tenants.get(&meta.tenant_id).await {
             let mut v = (*list).clone();
             v.push(meta.clone());
@@ -525,13 +607,37 @@ fn unwrap_arc(e: Arc<EngineError>) -> EngineError {
 /// Leaves out of `blocks` every block that a block in it was compacted from: the merged block's
 /// `meta.json` retires its inputs in the write that makes it visible.
 fn retire_compacted(blocks: &mut Vec<Arc<BlockMeta>>) {
-    let retired: std::collections::HashSet<Uuid> = blocks
-        .iter()
-        .flat_map(|m| m.compacted_from.iter().flatten().copied())
-        .collect();
-    if !retired.is_empty() {
-        blocks.retain(|m| !retired.contains(&m.block_id));
+    let (retired, superseded) = retirements(blocks);
+    if !retired.is_empty() || !superseded.is_empty() {
+        blocks.retain(|m| !retired.contains_key(&m.block_id) && !superseded.contains(&m.block_id));
     }
+}
+
+/// Which of `blocks` are retired (each with the merged block that retired it) and which merged
+/// blocks are superseded. Two processes sharing a bucket claim their inputs before merging
+/// (`block::claim`), but a claim can lapse under a merge slower than its lease: should two
+/// merged blocks name the same input, the one with the lower ID (the same choice in every
+/// process) counts and the other is hidden, so no span shows twice; retention deletes it as
+/// it deletes retired inputs.
+fn retirements(
+    blocks: &[Arc<BlockMeta>],
+) -> (HashMap<Uuid, Uuid>, std::collections::HashSet<Uuid>) {
+    let mut merged: Vec<&Arc<BlockMeta>> = blocks
+        .iter()
+        .filter(|m| m.compacted_from.is_some())
+        .collect();
+    merged.sort_by_key(|m| m.block_id);
+    let mut retired: HashMap<Uuid, Uuid> = HashMap::new();
+    let mut superseded = std::collections::HashSet::new();
+    for m in merged {
+        let from = m.compacted_from.iter().flatten();
+        if from.clone().any(|id| retired.contains_key(id)) {
+            superseded.insert(m.block_id);
+            continue;
+        }
+        retired.extend(from.map(|id| (*id, m.block_id)));
+    }
+    (retired, superseded)
 }
 
 /// A tenant's storage as retention sees it ([`Catalog::list_all`]).

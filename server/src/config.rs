@@ -152,7 +152,6 @@ impl CompactionSection {
     pub fn lifecycle(&self) -> allegro_engine::block::lifecycle::LifecycleConfig {
         let d = allegro_engine::block::lifecycle::LifecycleConfig::default();
         allegro_engine::block::lifecycle::LifecycleConfig {
-            tenant_retention: Default::default(),
             window: self.compaction_window.unwrap_or(d.window),
             max_objects: self.max_compaction_objects.unwrap_or(d.max_objects),
             max_block_bytes: self.max_block_bytes.unwrap_or(d.max_block_bytes),
@@ -160,6 +159,7 @@ impl CompactionSection {
             compacted_block_retention: self
                 .compacted_block_retention
                 .unwrap_or(d.compacted_block_retention),
+            ..d
         }
     }
 
@@ -588,6 +588,13 @@ pub struct TraceStorageConfig {
     /// How often block lists are re-read from storage.
     #[serde(deserialize_with = "go_duration")]
     pub blocklist_poll: Option<Duration>,
+    /// A tenant index older than this is not trusted and storage is listed instead (default
+    /// 5m; `0s` trusts any age, as in Tempo).
+    #[serde(deserialize_with = "go_duration")]
+    pub blocklist_poll_stale_tenant_index: Option<Duration>,
+    /// Tempo's choice of which compactors write tenant indexes: here every compactor writes
+    /// the index of what it merged, so it is accepted and ignored.
+    pub blocklist_poll_tenant_index_builders: Option<u64>,
     /// `storage.trace.cache` (Allegro's caches).
     #[serde(deserialize_with = "null_default")]
     pub cache: CacheConfig,
@@ -621,6 +628,8 @@ impl Default for TraceStorageConfig {
             gcs: GcsConfig::default(),
             azure: AzureConfig::default(),
             blocklist_poll: None,
+            blocklist_poll_stale_tenant_index: None,
+            blocklist_poll_tenant_index_builders: None,
             cache: CacheConfig::default(),
             block: BlockConfig::default(),
             wal: WalConfig::default(),
@@ -986,9 +995,17 @@ impl Config {
     }
 
     /// Compaction and retention settings, with each tenant's `block_retention` from
-    /// `overrides` (a tenant's own, else `overrides.defaults`', else the compactor's).
+    /// `overrides` (a tenant's own, else `overrides.defaults`', else the compactor's), and
+    /// this process's name in compaction claims (host and WAL directory).
     pub fn lifecycle(&self) -> allegro_engine::block::lifecycle::LifecycleConfig {
         let mut l = self.compactor.compaction.lifecycle();
+        // The WAL directory is this process's alone and stays the same across restarts.
+        let wal = std::path::absolute(self.wal_dir()).unwrap_or_else(|_| self.wal_dir());
+        l.owner = format!(
+            "{}:{}",
+            allegro_engine::block::claim::host_name(),
+            wal.display()
+        );
         if let Some(d) = self.overrides.defaults.compaction.block_retention {
             l.block_retention = d;
         }

@@ -5,6 +5,7 @@ pub mod engines;
 pub mod golden;
 pub mod prometheus;
 pub mod reference;
+pub mod seaweed;
 
 use std::sync::mpsc;
 use std::time::Duration;

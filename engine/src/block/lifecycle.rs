@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::claim::{Claim, claim, process_owner};
 use super::compact::Compacted;
 use super::meta::BlockMeta;
+use super::tenant_index::TenantIndex;
 use super::writer::BlockWriteOptions;
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
@@ -41,6 +43,12 @@ pub struct LifecycleConfig {
     /// Retired inputs of a merged block are deleted this long after it appeared
     /// (`compacted_block_retention`).
     pub compacted_block_retention: Duration,
+    /// How long a compactor's claim on the blocks it merges holds (see [`super::claim`]).
+    pub claim_lease: Duration,
+    /// Who this compactor is in claims: the same across restarts of one deployment (so a
+    /// restarted process takes back the claims of the one that died), different between
+    /// processes sharing a bucket.
+    pub owner: String,
 }
 
 impl Default for LifecycleConfig {
@@ -52,6 +60,8 @@ impl Default for LifecycleConfig {
             block_retention: Duration::from_secs(14 * 24 * 3600),
             tenant_retention: Default::default(),
             compacted_block_retention: Duration::from_secs(3600),
+            claim_lease: Duration::from_secs(3600),
+            owner: process_owner().to_string(),
         }
     }
 }
@@ -161,6 +171,45 @@ pub async fn apply_retention(
         }
     }
     Ok(out)
+}
+
+/// Claims `inputs` for this process and checks, from a fresh listing, that they are all still
+/// visible (another process may have merged them just before). `None` when the merge is not
+/// to be done now; the blocks in the way are added to `busy`.
+async fn claim_inputs(
+    catalog: &Catalog,
+    tenant: &str,
+    inputs: &[Arc<BlockMeta>],
+    cfg: &LifecycleConfig,
+    busy: &mut std::collections::HashSet<uuid::Uuid>,
+) -> Result<Option<Claim>> {
+    let now = crate::now_unix_nanos();
+    let held = match claim(catalog.store(), inputs, &cfg.owner, cfg.claim_lease, now).await? {
+        Ok(held) => held,
+        Err(taken) => {
+            tracing::info!(%tenant, blocks = ?taken, "blocks claimed by another compactor");
+            busy.extend(taken);
+            return Ok(None);
+        }
+    };
+    let visible: std::collections::HashSet<uuid::Uuid> = catalog
+        .list_storage(tenant)
+        .await?
+        .iter()
+        .map(|m| m.block_id)
+        .collect();
+    if inputs.iter().all(|m| visible.contains(&m.block_id)) {
+        return Ok(Some(held));
+    }
+    held.release().await?;
+    catalog.forget(tenant).await;
+    busy.extend(
+        inputs
+            .iter()
+            .filter(|m| !visible.contains(&m.block_id))
+            .map(|m| m.block_id),
+    );
+    Ok(None)
 }
 
 /// What compaction and retention have done, for `/metrics`.
@@ -305,12 +354,33 @@ pub async fn run_cycle(
     for tenant in catalog.list_tenants().await? {
         let started = std::time::Instant::now();
         let pass = async {
+            // Blocks another process holds, planned around for the rest of this pass.
+            let mut busy = std::collections::HashSet::new();
             while started.elapsed() < budget {
                 let blocks = catalog.blocks(&tenant).await?;
-                let Some(inputs) = plan_compaction(&blocks, cfg, now) else {
+                let free: Vec<Arc<BlockMeta>> = blocks
+                    .iter()
+                    .filter(|b| !busy.contains(&b.block_id))
+                    .cloned()
+                    .collect();
+                let Some(inputs) = plan_compaction(&free, cfg, now) else {
                     break;
                 };
-                let (merged, done) = super::compact::compact(catalog, &inputs, opts).await?;
+                let Some(held) = claim_inputs(catalog, &tenant, &inputs, cfg, &mut busy).await?
+                else {
+                    continue;
+                };
+                // The claims stay with the inputs after a merge; after a failure they are
+                // given back so another process need not wait for them to expire.
+                let (merged, done) = match super::compact::compact(catalog, &inputs, opts).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        if let Err(r) = held.release().await {
+                            tracing::warn!(%tenant, error = %r, "claims not released; they expire");
+                        }
+                        return Err(e);
+                    }
+                };
                 stats.compacted(inputs.len(), &done);
                 tracing::info!(
                     %tenant,
@@ -336,6 +406,12 @@ pub async fn run_cycle(
                     "retention deleted blocks"
                 );
             }
+            // The index is written from a listing made after this pass's changes.
+            let listed_at = crate::now_unix_nanos();
+            let visible = catalog.list_storage(&tenant).await?;
+            TenantIndex::of(&visible, listed_at, &cfg.owner)
+                .write(catalog.store(), &tenant)
+                .await?;
             Ok::<_, EngineError>(())
         };
         if let Err(e) = pass.await {

@@ -1,6 +1,7 @@
 //! Immutable blocks on object storage: `<tenant>/<block_id>/{meta.json,data.parquet,bloom}`.
 
 pub mod bloom;
+pub mod claim;
 pub mod compact;
 pub mod lifecycle;
 pub mod meta;
@@ -8,5 +9,6 @@ pub mod object_reader;
 pub mod reader;
 pub mod scan_footer;
 pub mod tag_values;
+pub mod tenant_index;
 pub mod trace_cuts;
 pub mod writer;

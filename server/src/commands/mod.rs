@@ -30,5 +30,8 @@ pub fn open_catalog(cfg: &Config) -> Result<Arc<Catalog>, String> {
     if let Some(p) = t.blocklist_poll {
         cc.blocklist_poll = p;
     }
+    if let Some(s) = t.blocklist_poll_stale_tenant_index {
+        cc.index_stale_after = Some(s);
+    }
     Ok(Arc::new(Catalog::new(store, cc)))
 }

@@ -377,6 +377,15 @@ fn run_lifecycle(
 ) {
     let c = &cfg.compactor.compaction;
     let (lifecycle, cycle, budget) = (cfg.lifecycle(), c.cycle(), c.per_tenant());
+    let poll = catalog.poll();
+    if lifecycle.compacted_block_retention < poll {
+        tracing::warn!(
+            compacted_block_retention = ?lifecycle.compacted_block_retention,
+            blocklist_poll = ?poll,
+            "merged inputs are deleted before other processes sharing this storage poll again; \
+             their queries may fail on them (keep compacted_block_retention above blocklist_poll)"
+        );
+    }
     let spawned = std::thread::Builder::new()
         .name("compactor".into())
         .spawn(move || {
