@@ -250,17 +250,55 @@ impl KeyScan {
                 scope: *scope,
                 key: key.clone(),
                 types: types(c.map(|n| n > 0)),
+                spans: c.iter().filter(|n| **n > 0).map(|n| *n as u64).collect(),
             })
             .collect();
         if self.service_types.contains(&true) {
+            // Not counted: `service.name` never becomes a hot column.
             out.push(KeyTypes {
                 scope: AttrScope::Resource,
                 key: "service.name".into(),
                 types: types(self.service_types),
+                spans: Vec::new(),
             });
         }
         out.sort_by(|a, b| (a.scope, &a.key).cmp(&(b.scope, &b.key)));
         out
+    }
+
+    /// The counts a block recorded (`spans` spans, `key_types` with their counts), to choose
+    /// hot columns from; `None` when a key has no counts (written before they were recorded).
+    pub fn of_recorded(spans: u64, key_types: &[KeyTypes]) -> Option<Self> {
+        let mut scan = KeyScan {
+            spans: spans as usize,
+            ..Default::default()
+        };
+        for k in key_types {
+            if k.scope == AttrScope::Resource && k.key == "service.name" {
+                continue;
+            }
+            if k.spans.len() != k.types.len() {
+                return None;
+            }
+            let c = scan.counts.entry((k.scope, k.key.clone())).or_default();
+            for (t, n) in k.types.iter().zip(&k.spans) {
+                c[*t as usize] += *n as usize;
+            }
+        }
+        Some(scan)
+    }
+
+    /// Takes the spans counted here off the counts of `key_types` (spans dropped from a block
+    /// whose counts were recorded with them).
+    pub fn subtract_from(&self, key_types: &mut [KeyTypes]) {
+        for k in key_types {
+            let Some(c) = self.counts.get(&(k.scope, k.key.clone())) else {
+                continue;
+            };
+            for (t, n) in k.types.iter().zip(k.spans.iter_mut()) {
+                *n = n.saturating_sub(c[*t as usize] as u64);
+            }
+        }
     }
 
     /// Distinct attribute keys over all scopes.
@@ -351,6 +389,10 @@ pub struct KeyTypes {
     pub key: String,
     /// Its scalar types.
     pub types: Vec<HotType>,
+    /// Spans carrying it with each of `types` (same order), from which a merge of blocks
+    /// chooses hot columns again; empty in blocks written before they were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<u64>,
 }
 
 #[cfg(test)]

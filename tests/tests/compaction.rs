@@ -33,6 +33,8 @@ async fn compaction_keeps_every_span_once_and_joins_split_traces() {
     // Four blocks of time-ordered traces; every fifth trace split between two neighbours;
     // the first trace also written again in the last block.
     let mut parts: Vec<Vec<ResourceSpans>> = vec![Vec::new(); 4];
+    // The blocks each trace has rows in.
+    let mut blocks_of: Vec<Vec<usize>> = Vec::new();
     let per = traces.len().div_ceil(4);
     for (i, t) in traces.iter().enumerate() {
         let b = i / per;
@@ -41,15 +43,19 @@ async fn compaction_keeps_every_span_once_and_joins_split_traces() {
             let later = spans.split_off(spans.len() / 2);
             parts[b].extend(spans);
             parts[b + 1].extend(later);
+            blocks_of.push(vec![b, b + 1]);
         } else {
             parts[b].extend(t.iter().cloned());
+            blocks_of.push(vec![b]);
         }
     }
     parts[3].extend(traces[0].iter().cloned());
+    blocks_of[0].push(3);
     let dir = tempfile::tempdir().unwrap();
     let catalog = catalog_at(dir.path());
+    let mut stored = Vec::new();
     for p in parts {
-        store_block(&catalog, TENANT, p).await;
+        stored.push(store_block(&catalog, TENANT, p).await);
     }
     let before = catalog.blocks(TENANT).await.unwrap();
     assert_eq!(before.len(), 4);
@@ -71,6 +77,30 @@ async fn compaction_keeps_every_span_once_and_joins_split_traces() {
         "the repeated trace is kept once"
     );
     assert_eq!(done.traces as usize, traces.len());
+    // Split and resent traces, and traces of inputs whose hot columns the merged block does
+    // not have, went through spans; every other trace was copied as rows.
+    let other_columns: Vec<bool> = stored
+        .iter()
+        .map(|b| b.meta.hot_columns != merged.hot_columns)
+        .collect();
+    let rewritten: usize = blocks_of
+        .iter()
+        .zip(&traces)
+        .enumerate()
+        .filter(|(_, (bs, _))| bs.len() > 1 || bs.iter().any(|b| other_columns[*b]))
+        // The first trace's rows were read twice.
+        .map(|(i, (_, t))| span_count(t) * if i == 0 { 2 } else { 1 })
+        .sum();
+    assert_eq!(done.rewritten as usize, rewritten);
+    assert!(done.rewritten < done.spans_in, "{other_columns:?}");
+    // What the merged block records of keys and values is what a block written from all the
+    // spans at once records.
+    let reference = encode(TENANT, traces.concat()).meta;
+    assert_eq!(merged.hot_columns, reference.hot_columns);
+    assert_eq!(merged.attribute_keys, reference.attribute_keys);
+    assert_eq!(merged.key_types, reference.key_types);
+    assert_eq!(merged.other_keys, reference.other_keys);
+    assert_eq!(merged.tag_values, reference.tag_values);
     assert_eq!(merged.compaction_level, 1);
     assert_eq!(merged.total_spans as usize, sent);
     assert_eq!(

@@ -7,13 +7,22 @@
 //!
 //! How: every input block is two runs sorted by trace ID (its row groups of non-root spans, then
 //! its row groups of root spans; blocks from before roots were kept apart are one run). The
-//! runs of all inputs are merged by trace ID a batch at a time; each trace's rows, from every
-//! run, are turned back into spans (the round trip is exact, docs/schema.md), a span received
-//! twice (same ID, parent, kind, start and end) is kept once, and the spans go to a
-//! [`BlockEncoder`], which numbers nested sets and derives trace-level columns over the whole
-//! trace, chooses hot columns from the merged data and writes everything a block has (trace-ID
-//! order, roots apart, bloom, trace-ID cuts, recorded keys and values). Memory is one batch per
-//! run plus the encoder's batch, whatever the inputs' size.
+//! runs of all inputs are merged by trace ID, a trace at a time. The merged block chooses its hot
+//! columns again from the key counts its inputs recorded (as a block written from the merged
+//! spans would; a tenant's blocks choose from the same traffic, so usually every input chose
+//! the same). A trace wholly in one such input, numbered and without a span
+//! twice, is copied as Arrow rows: its nested sets and trace-level columns stand. The rest
+//! (split traces, spans received twice, rows of inputs with other hot columns) are turned back
+//! into spans, a batch at a time (the round trip is exact, docs/schema.md), joined,
+//! deduplicated, numbered over the whole trace and turned into rows in the merged columns. The
+//! merged block records the union of its inputs' keys and values ([`super::recorded`]).
+//!
+//! The [`BlockEncoder`] writes everything a block has (trace-ID order, roots apart,
+//! bloom, trace-ID cuts, recorded keys and values). Memory is one batch per run plus the
+//! encoder's batch, whatever the inputs' size. Copying rows instead of converting every span
+//! took a day of 286 blocks from 84k to __ spans per CPU-second (docs/benchmarks.md).
+//!
+//! A span received twice is one with the same ID, parent, kind, start and end; it is kept once.
 //!
 //! Visibility: the merged block's `meta.json` lists its inputs (`compactedFrom`), and the
 //! catalog hides every block a visible block lists. Writing that one object therefore retires
@@ -32,12 +41,16 @@ use parquet::file::statistics::Statistics;
 use super::meta::BlockMeta;
 use super::object_reader::ObjectReader;
 use super::reader::{object_reader, parquet_err};
+use super::recorded::RecordedKeys;
 use super::writer::{BlockEncoder, BlockWriteOptions, EncodedBlock};
 use crate::catalog::Catalog;
 use crate::convert::flatten::{FlatSpan, flatten};
 use crate::convert::from_arrow::batches_to_resource_spans;
+use crate::convert::to_arrow::spans_to_batch;
 use crate::error::{EngineError, Result};
-use crate::schema::col;
+use crate::hot::KeyScan;
+use crate::nested_set::prepare_traces;
+use crate::schema::{HotColumn, col, span_schema};
 
 /// Rows read from a run at a time.
 const RUN_BATCH_ROWS: usize = 1024;
@@ -57,12 +70,17 @@ pub struct Compacted {
     pub bytes_in: u64,
     /// Bytes of the merged block's `data.parquet`.
     pub bytes_out: u64,
+    /// Spans that went through the span path (split or resent traces, or inputs whose columns
+    /// differ) rather than being copied as rows.
+    pub rewritten: u64,
 }
 
 /// One sorted run of one input block, read a batch at a time.
 struct Run {
     stream: ParquetRecordBatchStream<ObjectReader>,
     meta: Arc<BlockMeta>,
+    /// Which input block it reads.
+    input: usize,
     batch: Option<RecordBatch>,
     ids: Option<FixedSizeBinaryArray>,
     row: usize,
@@ -98,7 +116,7 @@ impl Run {
 
     /// Takes the current batch's rows of trace `id`, moving on (to the next batch too, where
     /// the trace continues there).
-    async fn take(&mut self, id: &[u8], out: &mut Vec<RecordBatch>) -> Result<()> {
+    async fn take(&mut self, id: &[u8], out: &mut Vec<(usize, RecordBatch)>) -> Result<()> {
         while self.current() == Some(id) {
             let (Some(b), Some(ids)) = (self.batch.as_ref(), self.ids.as_ref()) else {
                 break;
@@ -107,7 +125,7 @@ impl Run {
             while self.row < b.num_rows() && ids.value(self.row) == id {
                 self.row += 1;
             }
-            out.push(b.slice(start, self.row - start));
+            out.push((self.input, b.slice(start, self.row - start)));
             if self.row == b.num_rows() {
                 self.refill().await?;
             }
@@ -156,7 +174,7 @@ pub async fn compact(
     let store = catalog.store().clone();
     let mut runs = Vec::new();
     let mut done = Compacted::default();
-    for m in inputs {
+    for (input, m) in inputs.iter().enumerate() {
         let footer = catalog.footer(&store, m).await?;
         for groups in runs_of(&footer)? {
             if groups.is_empty() {
@@ -173,6 +191,7 @@ pub async fn compact(
             let mut run = Run {
                 stream,
                 meta: m.clone(),
+                input,
                 batch: None,
                 ids: None,
                 row: 0,
@@ -183,42 +202,7 @@ pub async fn compact(
         }
         done.bytes_in += m.size;
     }
-    let expected: u64 = inputs.iter().map(|m| m.total_objects).sum();
-    let mut encoder: Option<BlockEncoder> = None;
-    // Rows of whole traces gathered across runs, converted to spans a few thousand at a
-    // time: one conversion per batch, not per trace (88k → 100k spans/s over a day of 286
-    // blocks).
-    let mut rows: Vec<RecordBatch> = Vec::new();
-    let mut gathered = 0usize;
-    // The next trace: the smallest ID any run is at.
-    while let Some(id) = runs
-        .iter()
-        .filter_map(Run::current)
-        .min()
-        .map(<[u8]>::to_vec)
-    {
-        let before = rows.len();
-        for r in runs.iter_mut() {
-            r.take(&id, &mut rows).await?;
-        }
-        runs.retain(|r| r.batch.is_some());
-        gathered += rows[before..]
-            .iter()
-            .map(RecordBatch::num_rows)
-            .sum::<usize>();
-        if gathered >= ENCODE_BATCH_SPANS {
-            encode(&mut encoder, &tenant, &mut rows, expected, opts, &mut done)?;
-            gathered = 0;
-        }
-    }
-    encode(&mut encoder, &tenant, &mut rows, expected, opts, &mut done)?;
-    let Some(encoder) = encoder else {
-        return Err(EngineError::Internal(format!(
-            "compaction of {} blocks of tenant {tenant} read no spans",
-            inputs.len()
-        )));
-    };
-    let mut block: EncodedBlock = encoder.finish()?;
+    let mut block = merge(&tenant, inputs, runs, opts, &mut done).await?;
     block.meta.compaction_level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
     block.meta.compacted_from = Some(inputs.iter().map(|m| m.block_id).collect());
     done.bytes_out = block.meta.size;
@@ -226,41 +210,228 @@ pub async fn compact(
     Ok((block.meta, done))
 }
 
-/// Hands the traces whose rows are in `rows` (every row of each) to the encoder, starting it
-/// with the first batch; a span received twice is kept once.
-fn encode(
-    encoder: &mut Option<BlockEncoder>,
-    tenant: &str,
-    rows: &mut Vec<RecordBatch>,
-    expected: u64,
+/// The hot columns of the merged block: chosen again from the key counts the inputs recorded,
+/// as if from the merged spans; for inputs without counts, those of the inputs holding most
+/// spans.
+fn merged_hot(
+    inputs: &[Arc<BlockMeta>],
+    recorded: &RecordedKeys,
     opts: &BlockWriteOptions,
-    done: &mut Compacted,
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
+) -> Vec<HotColumn> {
+    let spans = inputs.iter().map(|m| m.total_spans).sum();
+    let counts = recorded
+        .key_types
+        .as_deref()
+        .and_then(|k| KeyScan::of_recorded(spans, k));
+    if let Some(scan) = counts {
+        return opts.hot.choose_from(&scan);
     }
-    done.spans_in += rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-    let spans = whole_spans(rows)?;
-    rows.clear();
-    done.spans_out += spans.len() as u64;
-    let mut previous = None;
-    for s in &spans {
-        if previous != Some(s.trace_id) {
-            done.traces += 1;
-            previous = Some(s.trace_id);
+    let mut spans: Vec<(&Vec<HotColumn>, u64)> = Vec::new();
+    for m in inputs {
+        match spans.iter_mut().find(|(h, _)| **h == m.hot_columns) {
+            Some((_, n)) => *n += m.total_spans,
+            None => spans.push((&m.hot_columns, m.total_spans)),
         }
     }
-    match encoder {
-        Some(e) => e.push(spans),
-        None => {
-            *encoder = Some(BlockEncoder::start(tenant, spans, expected as usize, opts)?);
-            Ok(())
+    spans
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(h, _)| h.clone())
+        .unwrap_or_default()
+}
+
+/// One trace's place in the output: rows copied as they are, or a trace rewritten from spans
+/// (its rows are in the converted batch, in the same trace-ID order).
+enum Out {
+    Rows(RecordBatch),
+    Rewritten,
+}
+
+/// Output traces gathered until a batch is full, then converted (the rewritten ones, all at
+/// once) and handed to the encoder in trace-ID order.
+struct Pending {
+    hot: Vec<HotColumn>,
+    schema: arrow::datatypes::SchemaRef,
+    out: Vec<Out>,
+    rewrite: Vec<RecordBatch>,
+    rows: usize,
+    /// Keys of the spans dropped as copies, taken off the inputs' counts at the end.
+    dropped: KeyScan,
+}
+
+impl Pending {
+    fn flush(&mut self, encoder: &mut BlockEncoder, done: &mut Compacted) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
         }
+        let rewritten = if self.rewrite.is_empty() {
+            None
+        } else {
+            let mut spans = whole_spans(&self.rewrite, &mut self.dropped)?;
+            self.rewrite.clear();
+            prepare_traces(&mut spans);
+            let batch = spans_to_batch(&spans, &self.hot)?;
+            Some(RecordBatch::try_new(
+                self.schema.clone(),
+                batch.columns().to_vec(),
+            )?)
+        };
+        let mut parts = Vec::with_capacity(self.out.len());
+        // The rewritten batch holds the rewritten traces in the order they were met.
+        let mut at = 0;
+        let trace_ids = rewritten
+            .as_ref()
+            .map(|b| fixed(b, col::TRACE_ID))
+            .transpose()?;
+        for o in self.out.drain(..) {
+            match o {
+                Out::Rows(b) => parts.push(b),
+                Out::Rewritten => {
+                    let (Some(b), Some(ids)) = (&rewritten, trace_ids) else {
+                        return Err(EngineError::Internal(
+                            "a rewritten trace without rows".into(),
+                        ));
+                    };
+                    let id = ids.value(at);
+                    let len = (at..b.num_rows())
+                        .take_while(|i| ids.value(*i) == id)
+                        .count();
+                    parts.push(b.slice(at, len));
+                    at += len;
+                }
+            }
+        }
+        let batch = arrow::compute::concat_batches(&self.schema, &parts)?;
+        done.spans_out += batch.num_rows() as u64;
+        self.rows = 0;
+        encoder.push_rows(batch)
     }
 }
 
-/// The spans of `rows`, sorted by trace, a span received twice kept once.
-fn whole_spans(rows: &[RecordBatch]) -> Result<Vec<FlatSpan>> {
+/// A column of `b` as `T`.
+fn fixed<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a FixedSizeBinaryArray> {
+    column(b, name)
+}
+
+fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    b.column_by_name(name)
+        .and_then(|a| a.as_any().downcast_ref::<T>())
+        .ok_or_else(|| EngineError::corrupt("data.parquet", format!("no {name} column")))
+}
+
+/// Merges the runs into one block (see the module docs).
+async fn merge(
+    tenant: &str,
+    inputs: &[Arc<BlockMeta>],
+    mut runs: Vec<Run>,
+    opts: &BlockWriteOptions,
+    done: &mut Compacted,
+) -> Result<EncodedBlock> {
+    let recorded = RecordedKeys::union(inputs.iter().map(|m| m.as_ref()));
+    let hot = merged_hot(inputs, &recorded, opts);
+    let schema = span_schema(&hot);
+    // Inputs whose rows are already in the merged block's columns.
+    let copyable: Vec<bool> = inputs.iter().map(|m| m.hot_columns == hot).collect();
+    for r in &runs {
+        if let Some(b) = &r.batch
+            && copyable[r.input]
+            && b.schema().fields() != schema.fields()
+        {
+            return Err(EngineError::corrupt(
+                "data.parquet",
+                format!(
+                    "block {} does not have the columns its meta.json names",
+                    r.meta.block_id
+                ),
+            ));
+        }
+    }
+    let traces: u64 = inputs.iter().map(|m| m.total_objects).sum();
+    let spans: u64 = inputs.iter().map(|m| m.total_spans).sum();
+    let mut encoder = BlockEncoder::start_rows(
+        tenant,
+        hot.clone(),
+        recorded,
+        traces as usize,
+        spans as usize,
+        opts,
+    )?;
+    let mut pending = Pending {
+        hot,
+        schema,
+        out: Vec::new(),
+        rewrite: Vec::new(),
+        rows: 0,
+        dropped: KeyScan::default(),
+    };
+    let mut parts: Vec<(usize, RecordBatch)> = Vec::new();
+    while let Some(id) = runs
+        .iter()
+        .filter_map(Run::current)
+        .min()
+        .map(<[u8]>::to_vec)
+    {
+        parts.clear();
+        for r in runs.iter_mut() {
+            r.take(&id, &mut parts).await?;
+        }
+        runs.retain(|r| r.batch.is_some());
+        let rows: usize = parts.iter().map(|(_, b)| b.num_rows()).sum();
+        done.spans_in += rows as u64;
+        done.traces += 1;
+        pending.rows += rows;
+        if whole(&parts, &copyable)? {
+            pending
+                .out
+                .extend(parts.drain(..).map(|(_, b)| Out::Rows(b)));
+        } else {
+            done.rewritten += rows as u64;
+            pending.rewrite.extend(parts.drain(..).map(|(_, b)| b));
+            pending.out.push(Out::Rewritten);
+        }
+        if pending.rows >= ENCODE_BATCH_SPANS {
+            pending.flush(&mut encoder, done)?;
+        }
+    }
+    pending.flush(&mut encoder, done)?;
+    encoder.uncount(&pending.dropped);
+    if encoder.spans() == 0 {
+        return Err(EngineError::Internal(format!(
+            "compaction of {} blocks of tenant {tenant} read no spans",
+            inputs.len()
+        )));
+    }
+    encoder.finish()
+}
+
+/// Whether a trace's rows (`parts`, tagged with their input) can be copied as they are: one
+/// input, in the merged block's columns, every span numbered (its part has its root and every
+/// parent), no span twice.
+fn whole(parts: &[(usize, RecordBatch)], copyable: &[bool]) -> Result<bool> {
+    use arrow::array::{Int32Array, UInt64Array};
+    let Some((input, _)) = parts.first() else {
+        return Ok(true);
+    };
+    if !copyable[*input] || parts.iter().any(|(i, _)| i != input) {
+        return Ok(false);
+    }
+    let mut keys: Vec<(&[u8], u64)> = Vec::new();
+    for (_, b) in parts {
+        let left: &Int32Array = column(b, col::NESTED_SET_LEFT)?;
+        if left.values().contains(&0) {
+            return Ok(false);
+        }
+        let ids = fixed(b, col::SPAN_ID)?;
+        let starts: &UInt64Array = column(b, col::START_TIME)?;
+        keys.extend((0..b.num_rows()).map(|i| (ids.value(i), starts.value(i))));
+    }
+    keys.sort_unstable();
+    Ok(keys.windows(2).all(|w| w[0] != w[1]))
+}
+
+/// The spans of `rows`, sorted by trace, a span received twice kept once; the copies dropped
+/// are counted out of `dropped`.
+fn whole_spans(rows: &[RecordBatch], dropped: &mut KeyScan) -> Result<Vec<FlatSpan>> {
     let (mut spans, rejected) = flatten(batches_to_resource_spans(rows)?);
     if let Some(r) = rejected.first() {
         return Err(EngineError::corrupt(
@@ -279,6 +450,15 @@ fn whole_spans(rows: &[RecordBatch]) -> Result<Vec<FlatSpan>> {
         )
     };
     spans.sort_by_key(key);
-    spans.dedup_by(|b, a| key(a) == key(b));
+    let mut copies = Vec::new();
+    spans.dedup_by(|b, a| {
+        let same = key(a) == key(b);
+        if same {
+            // Rare (a client's retry): the copy's keys come off the recorded counts.
+            copies.push(b.clone());
+        }
+        same
+    });
+    dropped.add(&copies);
     Ok(spans)
 }

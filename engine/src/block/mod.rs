@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod meta;
 pub mod object_reader;
 pub mod reader;
+pub mod recorded;
 pub mod scan_footer;
 pub mod tag_values;
 pub mod tenant_index;

@@ -251,17 +251,62 @@ impl ValueScan {
         let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
             return;
         };
+        self.note_value(scope, &kv.key, v);
+    }
+
+    fn note_value(&mut self, scope: AttrScope, key: &str, v: &Value) {
         let keys = &mut self.keys[slot(scope)];
-        let set = match keys.get_mut(kv.key.as_str()) {
+        let set = match keys.get_mut(key) {
             Some(s) => s,
             None => {
                 // A key first seen once the block's lists are full is not recorded.
                 let open = self.bytes < MAX_BYTES;
-                keys.entry(kv.key.clone())
+                keys.entry(key.to_string())
                     .or_insert_with(|| open.then(KeySet::default))
             }
         };
         admit(set, v, &mut self.bytes);
+    }
+
+    /// Adds what another block recorded: its values, and its too-wide keys as too wide (a
+    /// merged block records the union of its inputs').
+    pub fn add_index(&mut self, ix: &TagValueIndex) {
+        for w in &ix.wide {
+            let keys = &mut self.keys[slot(w.scope)];
+            if let Some(Some(set)) = keys.insert(w.key.clone(), None) {
+                self.bytes -= set.bytes;
+            }
+        }
+        for k in &ix.keys {
+            let values = k
+                .strings
+                .iter()
+                .map(|s| Value::StringValue(s.clone()))
+                .chain(k.ints.iter().map(|i| Value::IntValue(*i)))
+                .chain(k.floats.iter().map(|f| Value::DoubleValue(*f)))
+                .chain(k.bools.iter().map(|b| Value::BoolValue(*b)));
+            for v in values {
+                self.note_value(k.scope, &k.key, &v);
+            }
+        }
+        match &ix.names {
+            Some(names) => {
+                for n in names {
+                    if self.names.as_ref().is_some_and(|s| !s.strings.contains(n)) {
+                        admit(
+                            &mut self.names,
+                            &Value::StringValue(n.clone()),
+                            &mut self.bytes,
+                        );
+                    }
+                }
+            }
+            None => {
+                if let Some(set) = self.names.take() {
+                    self.bytes -= set.bytes;
+                }
+            }
+        }
     }
 
     /// The index of everything added.

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::bloom::TraceBloom;
 use super::meta::{BlockMeta, objects, rfc3339_seconds};
+use super::recorded::RecordedKeys;
 use super::tag_values::ValueScan;
 use super::trace_cuts::{self, TraceCuts};
 use crate::convert::flatten::FlatSpan;
@@ -205,9 +206,8 @@ pub struct BlockEncoder {
     tenant: String,
     opts: BlockWriteOptions,
     hot: Vec<HotColumn>,
-    scan: KeyScan,
-    /// Distinct values per key, for `meta.json`.
-    values: ValueScan,
+    /// What `meta.json` records of attribute keys and values.
+    recorded: Recorded,
     bloom: TraceBloom,
     traces: usize,
     spans: u64,
@@ -220,6 +220,19 @@ pub struct BlockEncoder {
     roots: Vec<RecordBatch>,
     to_parquet: Option<std::sync::mpsc::SyncSender<Part>>,
     parquet: Option<std::thread::JoinHandle<Result<ParquetFile>>>,
+}
+
+/// How the encoder learns what `meta.json` records of the block's keys and values.
+enum Recorded {
+    /// From the spans as they are written.
+    Scanned {
+        /// Keys, their types and counts.
+        scan: KeyScan,
+        /// Distinct values per key.
+        values: ValueScan,
+    },
+    /// Given up front (a merge of blocks that recorded theirs).
+    Given(RecordedKeys),
 }
 
 /// What the Parquet thread is handed.
@@ -261,10 +274,56 @@ impl BlockEncoder {
         values.add(&first);
         let hot = opts.hot.choose_from(&scan);
         let capacity = expected_traces.max(traces);
-        let schema = span_schema(&hot);
-        let props = writer_properties(opts, capacity, &schema)?;
         // About 45 bytes per span end up on disk; reserving avoids regrowing a large buffer.
         let reserve = (first.len() as f64 * 48.0 * (capacity as f64 / traces as f64)) as usize;
+        let mut enc = Self::open(
+            tenant,
+            hot,
+            Recorded::Scanned { scan, values },
+            capacity,
+            reserve,
+            opts,
+        )?;
+        enc.write(first)?;
+        Ok(enc)
+    }
+
+    /// Starts a block to be written as Arrow rows already in the block schema of `hot`
+    /// ([`BlockEncoder::push_rows`]): a merge of blocks, which records `recorded` of them.
+    /// `expected_traces` sizes the bloom filter, `expected_spans` the output buffer.
+    pub fn start_rows(
+        tenant: &str,
+        hot: Vec<HotColumn>,
+        recorded: RecordedKeys,
+        expected_traces: usize,
+        expected_spans: usize,
+        opts: &BlockWriteOptions,
+    ) -> Result<Self> {
+        Self::open(
+            tenant,
+            hot,
+            Recorded::Given(recorded),
+            expected_traces.max(1),
+            expected_spans.saturating_mul(48),
+            opts,
+        )
+    }
+
+    /// The hot columns of the block (its schema is `span_schema` of them).
+    pub fn hot(&self) -> &[HotColumn] {
+        &self.hot
+    }
+
+    fn open(
+        tenant: &str,
+        hot: Vec<HotColumn>,
+        recorded: Recorded,
+        capacity: usize,
+        reserve: usize,
+        opts: &BlockWriteOptions,
+    ) -> Result<Self> {
+        let schema = span_schema(&hot);
+        let props = writer_properties(opts, capacity, &schema)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(2);
         let parquet = std::thread::Builder::new()
             .name("allegro-parquet".into())
@@ -297,12 +356,11 @@ impl BlockEncoder {
                 Ok((data, row_groups))
             })
             .map_err(|e| EngineError::Internal(format!("starting the Parquet encoder: {e}")))?;
-        let mut enc = Self {
+        Ok(Self {
             tenant: tenant.to_string(),
             opts: opts.clone(),
             hot,
-            scan,
-            values,
+            recorded,
             bloom: TraceBloom::with_capacity(capacity, opts.bloom_fpp),
             traces: 0,
             spans: 0,
@@ -314,9 +372,7 @@ impl BlockEncoder {
             roots: Vec::new(),
             to_parquet: Some(tx),
             parquet: Some(parquet),
-        };
-        enc.write(first)?;
-        Ok(enc)
+        })
     }
 
     /// Adds a batch of whole traces, every ID above those of earlier batches.
@@ -325,9 +381,94 @@ impl BlockEncoder {
             return Ok(());
         }
         prepare_traces(&mut spans);
-        self.scan.add(&spans);
-        self.values.add(&spans);
+        if let Recorded::Scanned { scan, values } = &mut self.recorded {
+            scan.add(&spans);
+            values.add(&spans);
+        }
         self.write(spans)
+    }
+
+    /// Adds Arrow rows in the block's schema, of whole traces numbered over the whole trace,
+    /// in trace-ID order (every ID above those of earlier rows).
+    pub fn push_rows(&mut self, batch: RecordBatch) -> Result<()> {
+        use arrow::array::{Int32Array, UInt64Array};
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        if batch.schema().fields() != span_schema(&self.hot).fields() {
+            return Err(EngineError::Internal(
+                "rows pushed in another schema than the block's".into(),
+            ));
+        }
+        fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+            b.column_by_name(name)
+                .and_then(|a| a.as_any().downcast_ref::<T>())
+                .ok_or_else(|| EngineError::Internal(format!("rows without a {name} column")))
+        }
+        let ids: &arrow::array::FixedSizeBinaryArray = column(&batch, col::TRACE_ID)?;
+        let starts: &UInt64Array = column(&batch, col::START_TIME)?;
+        let durations: &UInt64Array = column(&batch, col::DURATION)?;
+        let left: &Int32Array = column(&batch, col::NESTED_SET_LEFT)?;
+        let parent: &Int32Array = column(&batch, col::NESTED_SET_PARENT)?;
+        let id_at = |i: usize| -> Result<TraceId> {
+            let bytes: [u8; 16] = ids
+                .value(i)
+                .try_into()
+                .map_err(|_| EngineError::Internal("a trace ID of another length".into()))?;
+            Ok(TraceId(bytes))
+        };
+        let (first, last) = (id_at(0)?, id_at(n - 1)?);
+        if self.max_id.is_some_and(|m| m >= first) {
+            return Err(EngineError::Internal(format!(
+                "block rows out of trace-ID order: {} after {}",
+                first.to_hex(),
+                self.max_id.map(|m| m.to_hex()).unwrap_or_default()
+            )));
+        }
+        self.min_id.get_or_insert(first);
+        self.max_id = Some(last);
+        let mut previous: Option<&[u8]> = None;
+        for i in 0..n {
+            let start = starts.value(i);
+            self.start = self.start.min(start);
+            self.end = self.end.max(start.saturating_add(durations.value(i)));
+            let id = ids.value(i);
+            if previous != Some(id) {
+                let t = id_at(i)?;
+                self.bloom.insert(&t);
+                self.traces += 1;
+                previous = Some(id);
+            }
+            if left.value(i) == 0 {
+                self.incomplete.insert(id_at(i)?);
+            }
+        }
+        self.spans += n as u64;
+        let is_root = arrow::compute::kernels::cmp::lt(parent, &Int32Array::new_scalar(0))?;
+        let roots = arrow::compute::filter_record_batch(&batch, &is_root)?;
+        let rest = arrow::compute::filter_record_batch(&batch, &arrow::compute::not(&is_root)?)?;
+        let step = self.opts.batch_rows.max(1);
+        let mut at = 0;
+        while at < rest.num_rows() {
+            let len = step.min(rest.num_rows() - at);
+            self.send(Part::Rows(rest.slice(at, len)))?;
+            at += len;
+        }
+        if roots.num_rows() > 0 {
+            self.roots.push(roots);
+        }
+        Ok(())
+    }
+
+    /// Takes spans that were counted in the recorded keys given at the start but not written
+    /// (copies dropped by a merge) off their counts.
+    pub fn uncount(&mut self, dropped: &KeyScan) {
+        if let Recorded::Given(keys) = &mut self.recorded
+            && let Some(k) = keys.key_types.as_mut()
+        {
+            dropped.subtract_from(k);
+        }
     }
 
     /// Spans written so far.
@@ -414,7 +555,19 @@ impl BlockEncoder {
         };
         let footer_size = footer_len(&data);
         let bloom = self.bloom.to_bytes();
-        let recorded = self.scan.distinct_keys() <= crate::hot::MAX_RECORDED_KEYS;
+        let keys = match std::mem::replace(&mut self.recorded, Recorded::Given(Default::default()))
+        {
+            Recorded::Scanned { scan, values } => {
+                let recorded = scan.distinct_keys() <= crate::hot::MAX_RECORDED_KEYS;
+                RecordedKeys {
+                    other_keys: recorded.then(|| scan.others()),
+                    key_types: recorded.then(|| scan.key_types()),
+                    attribute_keys: recorded.then(|| scan.keys()),
+                    tag_values: recorded.then(|| values.finish()),
+                }
+            }
+            Recorded::Given(keys) => keys,
+        };
         let meta = BlockMeta {
             format: FORMAT_V1.to_string(),
             block_id: Uuid::new_v4(),
@@ -431,10 +584,10 @@ impl BlockEncoder {
             row_groups,
             min_id: min_id.to_hex(),
             max_id: max_id.to_hex(),
-            other_keys: recorded.then(|| self.scan.others()),
-            key_types: recorded.then(|| self.scan.key_types()),
-            attribute_keys: recorded.then(|| self.scan.keys()),
-            tag_values: recorded.then(|| std::mem::take(&mut self.values).finish()),
+            other_keys: keys.other_keys,
+            key_types: keys.key_types,
+            attribute_keys: keys.attribute_keys,
+            tag_values: keys.tag_values,
             hot_columns: self.hot,
             incomplete_traces: (self.incomplete.len()
                 <= crate::block::meta::MAX_RECORDED_INCOMPLETE)
