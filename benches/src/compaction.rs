@@ -257,6 +257,7 @@ pub async fn run(a: &CompactionArgs) -> Result<(), String> {
         total.bytes_in += done.bytes_in;
         total.bytes_out += done.bytes_out;
         total.traces += done.traces;
+        total.rewritten += done.rewritten;
     }
     let seconds = t0.elapsed().as_secs_f64();
     let cpu = crate::ingest::proc_cpu_secs(std::process::id()) - cpu0;
@@ -290,6 +291,7 @@ pub async fn run(a: &CompactionArgs) -> Result<(), String> {
             "blocks_before": blocks.len(),
             "blocks_after": after_blocks,
             "spans": total.spans_in,
+            "spans_rewritten": total.rewritten,
             "bytes_in": total.bytes_in,
             "bytes_out": total.bytes_out,
             "seconds": seconds,

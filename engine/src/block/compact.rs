@@ -32,7 +32,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, FixedSizeBinaryArray, RecordBatch};
+use arrow::array::{Array, FixedSizeBinaryArray, Int32Array, RecordBatch, UInt64Array};
 use futures::StreamExt;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
@@ -81,9 +81,29 @@ struct Run {
     meta: Arc<BlockMeta>,
     /// Which input block it reads.
     input: usize,
-    batch: Option<RecordBatch>,
+    /// What its rows are: all roots, none, or both (blocks from before roots were kept apart).
+    kind: RunKind,
+    batch: Option<Arc<RecordBatch>>,
     ids: Option<FixedSizeBinaryArray>,
+    /// `nested_set_parent` of the batch, for runs of both kinds.
+    parents: Option<Int32Array>,
     row: usize,
+}
+
+/// Which spans a run holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RunKind {
+    Roots,
+    NotRoots,
+    Both,
+}
+
+/// Rows `start..start + len` of a batch, all roots or all not.
+struct Piece {
+    batch: Arc<RecordBatch>,
+    start: usize,
+    len: usize,
+    roots: bool,
 }
 
 impl Run {
@@ -91,19 +111,18 @@ impl Run {
     async fn refill(&mut self) -> Result<bool> {
         self.batch = None;
         self.ids = None;
+        self.parents = None;
         self.row = 0;
         while let Some(b) = self.stream.next().await {
             let b = b.map_err(|e| parquet_err(&self.meta, e))?;
             if b.num_rows() == 0 {
                 continue;
             }
-            let ids = b
-                .column_by_name(col::TRACE_ID)
-                .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
-                .cloned()
-                .ok_or_else(|| EngineError::corrupt("data.parquet", "no trace_id column"))?;
-            self.ids = Some(ids);
-            self.batch = Some(b);
+            self.ids = Some(fixed(&b, col::TRACE_ID)?.clone());
+            if self.kind == RunKind::Both {
+                self.parents = Some(column::<Int32Array>(&b, col::NESTED_SET_PARENT)?.clone());
+            }
+            self.batch = Some(Arc::new(b));
             return Ok(true);
         }
         Ok(false)
@@ -114,9 +133,9 @@ impl Run {
         self.ids.as_ref().map(|ids| ids.value(self.row))
     }
 
-    /// Takes the current batch's rows of trace `id`, moving on (to the next batch too, where
-    /// the trace continues there).
-    async fn take(&mut self, id: &[u8], out: &mut Vec<(usize, RecordBatch)>) -> Result<()> {
+    /// Takes the rows of trace `id` (to the next batch too, where the trace continues there),
+    /// as pieces tagged with this run's input.
+    async fn take(&mut self, id: &[u8], out: &mut Vec<(usize, Piece)>) -> Result<()> {
         while self.current() == Some(id) {
             let (Some(b), Some(ids)) = (self.batch.as_ref(), self.ids.as_ref()) else {
                 break;
@@ -125,7 +144,30 @@ impl Run {
             while self.row < b.num_rows() && ids.value(self.row) == id {
                 self.row += 1;
             }
-            out.push((self.input, b.slice(start, self.row - start)));
+            let piece = |start, len, roots| Piece {
+                batch: b.clone(),
+                start,
+                len,
+                roots,
+            };
+            match (self.kind, self.parents.as_ref()) {
+                (RunKind::Both, Some(parents)) => {
+                    // Cut where rows turn from roots to not or back.
+                    let mut at = start;
+                    while at < self.row {
+                        let root = parents.value(at) < 0;
+                        let len = (at..self.row)
+                            .take_while(|i| (parents.value(*i) < 0) == root)
+                            .count();
+                        out.push((self.input, piece(at, len, root)));
+                        at += len;
+                    }
+                }
+                (kind, _) => out.push((
+                    self.input,
+                    piece(start, self.row - start, kind == RunKind::Roots),
+                )),
+            }
             if self.row == b.num_rows() {
                 self.refill().await?;
             }
@@ -134,24 +176,36 @@ impl Run {
     }
 }
 
-/// The row groups of `meta`'s block holding only root spans (written last, apart), found by
-/// their `nested_set_parent` statistics; the rest are the other run.
-fn runs_of(footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata) -> Result<[Vec<usize>; 2]> {
+/// The row groups of a block as runs: those holding only root spans (written last, apart) and
+/// the rest, told apart by their `nested_set_parent` statistics.
+fn runs_of(
+    footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata,
+) -> Result<Vec<(RunKind, Vec<usize>)>> {
     let md = footer.metadata();
     let leaf = super::reader::leaf(md, col::NESTED_SET_PARENT)?;
     let (mut rest, mut roots) = (Vec::new(), Vec::new());
+    let mut rest_has_roots = false;
     for (i, rg) in md.row_groups().iter().enumerate() {
-        let only_roots = match rg.column(leaf).statistics() {
-            Some(Statistics::Int32(s)) => s.max_opt().is_some_and(|m| *m < 0),
-            _ => false,
+        let (min, max) = match rg.column(leaf).statistics() {
+            Some(Statistics::Int32(s)) => (s.min_opt().copied(), s.max_opt().copied()),
+            _ => (None, None),
         };
-        if only_roots {
+        if max.is_some_and(|m| m < 0) {
             roots.push(i);
         } else {
+            rest_has_roots |= min.is_none_or(|m| m < 0);
             rest.push(i);
         }
     }
-    Ok([rest, roots])
+    let rest_kind = if rest_has_roots {
+        RunKind::Both
+    } else {
+        RunKind::NotRoots
+    };
+    Ok([(rest_kind, rest), (RunKind::Roots, roots)]
+        .into_iter()
+        .filter(|(_, groups)| !groups.is_empty())
+        .collect())
 }
 
 /// Merges `inputs` (blocks of one tenant) into one block, written and published through
@@ -176,10 +230,7 @@ pub async fn compact(
     let mut done = Compacted::default();
     for (input, m) in inputs.iter().enumerate() {
         let footer = catalog.footer(&store, m).await?;
-        for groups in runs_of(&footer)? {
-            if groups.is_empty() {
-                continue;
-            }
+        for (kind, groups) in runs_of(&footer)? {
             let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
                 object_reader(&store, m),
                 (*footer).clone(),
@@ -192,8 +243,10 @@ pub async fn compact(
                 stream,
                 meta: m.clone(),
                 input,
+                kind,
                 batch: None,
                 ids: None,
+                parents: None,
                 row: 0,
             };
             if run.refill().await? {
@@ -240,19 +293,20 @@ fn merged_hot(
         .unwrap_or_default()
 }
 
-/// One trace's place in the output: rows copied as they are, or a trace rewritten from spans
-/// (its rows are in the converted batch, in the same trace-ID order).
+/// One trace's rows in one part of the output (not roots, or roots): copied, or rewritten from
+/// spans (its rows, if any, are in the converted batch under its ID).
 enum Out {
-    Rows(RecordBatch),
-    Rewritten,
+    Copied(Piece),
+    Rewritten(Vec<u8>),
 }
 
 /// Output traces gathered until a batch is full, then converted (the rewritten ones, all at
-/// once) and handed to the encoder in trace-ID order.
+/// once) and handed to the encoder in trace-ID order, roots apart.
 struct Pending {
     hot: Vec<HotColumn>,
     schema: arrow::datatypes::SchemaRef,
-    out: Vec<Out>,
+    /// The output's non-root rows, then its root rows, each in trace-ID order.
+    parts: [Vec<Out>; 2],
     rewrite: Vec<RecordBatch>,
     rows: usize,
     /// Keys of the spans dropped as copies, taken off the inputs' counts at the end.
@@ -260,52 +314,115 @@ struct Pending {
 }
 
 impl Pending {
+    /// Adds a trace: its pieces copied when `copy`, else rewritten from them.
+    fn add(&mut self, id: &[u8], pieces: Vec<(usize, Piece)>, copy: bool) {
+        if copy {
+            for (_, p) in pieces {
+                self.rows += p.len;
+                self.parts[usize::from(p.roots)].push(Out::Copied(p));
+            }
+            return;
+        }
+        for (_, p) in pieces {
+            self.rows += p.len;
+            self.rewrite.push(p.batch.slice(p.start, p.len));
+        }
+        for part in &mut self.parts {
+            part.push(Out::Rewritten(id.to_vec()));
+        }
+    }
+
     fn flush(&mut self, encoder: &mut BlockEncoder, done: &mut Compacted) -> Result<()> {
-        if self.out.is_empty() {
+        if self.rows == 0 {
             return Ok(());
         }
-        let rewritten = if self.rewrite.is_empty() {
-            None
-        } else {
+        // The rewritten traces, converted at once, split into not-roots and roots.
+        let mut converted: [Option<Arc<RecordBatch>>; 2] = [None, None];
+        if !self.rewrite.is_empty() {
             let mut spans = whole_spans(&self.rewrite, &mut self.dropped)?;
             self.rewrite.clear();
             prepare_traces(&mut spans);
             let batch = spans_to_batch(&spans, &self.hot)?;
-            Some(RecordBatch::try_new(
-                self.schema.clone(),
-                batch.columns().to_vec(),
-            )?)
-        };
-        let mut parts = Vec::with_capacity(self.out.len());
-        // The rewritten batch holds the rewritten traces in the order they were met.
-        let mut at = 0;
-        let trace_ids = rewritten
-            .as_ref()
-            .map(|b| fixed(b, col::TRACE_ID))
-            .transpose()?;
-        for o in self.out.drain(..) {
-            match o {
-                Out::Rows(b) => parts.push(b),
-                Out::Rewritten => {
-                    let (Some(b), Some(ids)) = (&rewritten, trace_ids) else {
-                        return Err(EngineError::Internal(
-                            "a rewritten trace without rows".into(),
-                        ));
-                    };
-                    let id = ids.value(at);
-                    let len = (at..b.num_rows())
-                        .take_while(|i| ids.value(*i) == id)
-                        .count();
-                    parts.push(b.slice(at, len));
-                    at += len;
-                }
+            let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
+            let parents: &Int32Array = column(&batch, col::NESTED_SET_PARENT)?;
+            let roots = arrow::compute::kernels::cmp::lt(parents, &Int32Array::new_scalar(0))?;
+            let not_roots = arrow::compute::not(&roots)?;
+            for (slot, mask) in converted.iter_mut().zip([not_roots, roots]) {
+                *slot = Some(Arc::new(arrow::compute::filter_record_batch(
+                    &batch, &mask,
+                )?));
             }
         }
-        let batch = arrow::compute::concat_batches(&self.schema, &parts)?;
-        done.spans_out += batch.num_rows() as u64;
+        let mut out: [Option<RecordBatch>; 2] = [None, None];
+        for ((part, conv), slot) in self.parts.iter_mut().zip(&converted).zip(&mut out) {
+            let mut pieces: Vec<Piece> = Vec::with_capacity(part.len());
+            let mut at = 0;
+            let ids = conv.as_ref().map(|b| fixed(b, col::TRACE_ID)).transpose()?;
+            for o in part.drain(..) {
+                match o {
+                    Out::Copied(p) => pieces.push(p),
+                    Out::Rewritten(id) => {
+                        let (Some(b), Some(ids)) = (conv, ids) else {
+                            return Err(EngineError::Internal(
+                                "a rewritten trace without rows".into(),
+                            ));
+                        };
+                        let len = (at..b.num_rows())
+                            .take_while(|i| ids.value(*i) == id.as_slice())
+                            .count();
+                        if len > 0 {
+                            pieces.push(Piece {
+                                batch: b.clone(),
+                                start: at,
+                                len,
+                                roots: false,
+                            });
+                        }
+                        at += len;
+                    }
+                }
+            }
+            *slot = gather(&self.schema, &pieces)?;
+        }
         self.rows = 0;
-        encoder.push_rows(batch)
+        let [rest, roots] = out;
+        done.spans_out += rest.as_ref().map_or(0, |b| b.num_rows() as u64)
+            + roots.as_ref().map_or(0, |b| b.num_rows() as u64);
+        encoder.push_parts(rest, roots)
     }
+}
+
+/// The rows of `pieces`, in order, as one batch (`None` for none): each column built once
+/// from ranges of the pieces' batches, without slicing them first.
+fn gather(schema: &arrow::datatypes::SchemaRef, pieces: &[Piece]) -> Result<Option<RecordBatch>> {
+    if pieces.is_empty() {
+        return Ok(None);
+    }
+    // Each distinct source batch once; pieces name theirs by index.
+    let mut sources: Vec<&Arc<RecordBatch>> = Vec::new();
+    let mut index: Vec<usize> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        let i = match sources.iter().rposition(|b| Arc::ptr_eq(b, &p.batch)) {
+            Some(i) => i,
+            None => {
+                sources.push(&p.batch);
+                sources.len() - 1
+            }
+        };
+        index.push(i);
+    }
+    let rows: usize = pieces.iter().map(|p| p.len).sum();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for c in 0..schema.fields().len() {
+        let data: Vec<arrow::array::ArrayData> =
+            sources.iter().map(|b| b.column(c).to_data()).collect();
+        let mut m = arrow::array::MutableArrayData::new(data.iter().collect(), false, rows);
+        for (p, i) in pieces.iter().zip(&index) {
+            m.try_extend(*i, p.start, p.start + p.len)?;
+        }
+        columns.push(arrow::array::make_array(m.freeze()));
+    }
+    Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
 }
 
 /// A column of `b` as `T`.
@@ -359,36 +476,30 @@ async fn merge(
     let mut pending = Pending {
         hot,
         schema,
-        out: Vec::new(),
+        parts: [Vec::new(), Vec::new()],
         rewrite: Vec::new(),
         rows: 0,
         dropped: KeyScan::default(),
     };
-    let mut parts: Vec<(usize, RecordBatch)> = Vec::new();
     while let Some(id) = runs
         .iter()
         .filter_map(Run::current)
         .min()
         .map(<[u8]>::to_vec)
     {
-        parts.clear();
+        let mut pieces: Vec<(usize, Piece)> = Vec::new();
         for r in runs.iter_mut() {
-            r.take(&id, &mut parts).await?;
+            r.take(&id, &mut pieces).await?;
         }
         runs.retain(|r| r.batch.is_some());
-        let rows: usize = parts.iter().map(|(_, b)| b.num_rows()).sum();
+        let rows: usize = pieces.iter().map(|(_, p)| p.len).sum();
         done.spans_in += rows as u64;
         done.traces += 1;
-        pending.rows += rows;
-        if whole(&parts, &copyable)? {
-            pending
-                .out
-                .extend(parts.drain(..).map(|(_, b)| Out::Rows(b)));
-        } else {
+        let copy = whole(&pieces, &copyable)?;
+        if !copy {
             done.rewritten += rows as u64;
-            pending.rewrite.extend(parts.drain(..).map(|(_, b)| b));
-            pending.out.push(Out::Rewritten);
         }
+        pending.add(&id, pieces, copy);
         if pending.rows >= ENCODE_BATCH_SPANS {
             pending.flush(&mut encoder, done)?;
         }
@@ -407,23 +518,22 @@ async fn merge(
 /// Whether a trace's rows (`parts`, tagged with their input) can be copied as they are: one
 /// input, in the merged block's columns, every span numbered (its part has its root and every
 /// parent), no span twice.
-fn whole(parts: &[(usize, RecordBatch)], copyable: &[bool]) -> Result<bool> {
-    use arrow::array::{Int32Array, UInt64Array};
-    let Some((input, _)) = parts.first() else {
+fn whole(pieces: &[(usize, Piece)], copyable: &[bool]) -> Result<bool> {
+    let Some((input, _)) = pieces.first() else {
         return Ok(true);
     };
-    if !copyable[*input] || parts.iter().any(|(i, _)| i != input) {
+    if !copyable[*input] || pieces.iter().any(|(i, _)| i != input) {
         return Ok(false);
     }
     let mut keys: Vec<(&[u8], u64)> = Vec::new();
-    for (_, b) in parts {
-        let left: &Int32Array = column(b, col::NESTED_SET_LEFT)?;
-        if left.values().contains(&0) {
+    for (_, p) in pieces {
+        let left: &Int32Array = column(&p.batch, col::NESTED_SET_LEFT)?;
+        if left.values()[p.start..p.start + p.len].contains(&0) {
             return Ok(false);
         }
-        let ids = fixed(b, col::SPAN_ID)?;
-        let starts: &UInt64Array = column(b, col::START_TIME)?;
-        keys.extend((0..b.num_rows()).map(|i| (ids.value(i), starts.value(i))));
+        let ids = fixed(&p.batch, col::SPAN_ID)?;
+        let starts: &UInt64Array = column(&p.batch, col::START_TIME)?;
+        keys.extend((p.start..p.start + p.len).map(|i| (ids.value(i), starts.value(i))));
     }
     keys.sort_unstable();
     Ok(keys.windows(2).all(|w| w[0] != w[1]))

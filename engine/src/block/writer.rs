@@ -289,7 +289,7 @@ impl BlockEncoder {
     }
 
     /// Starts a block to be written as Arrow rows already in the block schema of `hot`
-    /// ([`BlockEncoder::push_rows`]): a merge of blocks, which records `recorded` of them.
+    /// ([`BlockEncoder::push_parts`]): a merge of blocks, which records `recorded` of them.
     /// `expected_traces` sizes the bloom filter, `expected_spans` the output buffer.
     pub fn start_rows(
         tenant: &str,
@@ -388,37 +388,39 @@ impl BlockEncoder {
         self.write(spans)
     }
 
-    /// Adds Arrow rows in the block's schema, of whole traces numbered over the whole trace,
-    /// in trace-ID order (every ID above those of earlier rows).
-    pub fn push_rows(&mut self, batch: RecordBatch) -> Result<()> {
-        use arrow::array::{Int32Array, UInt64Array};
-        let n = batch.num_rows();
-        if n == 0 {
+    /// Adds Arrow rows in the block's schema, of whole traces numbered over the whole trace, in
+    /// trace-ID order (every ID above those of earlier rows): `rest` with no root span, `roots`
+    /// with only root spans (either may be absent, a trace may have rows in both).
+    pub fn push_parts(
+        &mut self,
+        rest: Option<RecordBatch>,
+        roots: Option<RecordBatch>,
+    ) -> Result<()> {
+        let parts: Vec<RecordBatch> = [rest.clone(), roots.clone()]
+            .into_iter()
+            .flatten()
+            .filter(|b| b.num_rows() > 0)
+            .collect();
+        if parts.is_empty() {
             return Ok(());
         }
-        if batch.schema().fields() != span_schema(&self.hot).fields() {
-            return Err(EngineError::Internal(
-                "rows pushed in another schema than the block's".into(),
-            ));
+        let schema = span_schema(&self.hot);
+        let mut distinct: [Vec<TraceId>; 2] = Default::default();
+        for (batch, ids_out) in parts.iter().zip(distinct.iter_mut()) {
+            if batch.schema().fields() != schema.fields() {
+                return Err(EngineError::Internal(
+                    "rows pushed in another schema than the block's".into(),
+                ));
+            }
+            *ids_out = self.note_rows(batch)?;
         }
-        fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
-            b.column_by_name(name)
-                .and_then(|a| a.as_any().downcast_ref::<T>())
-                .ok_or_else(|| EngineError::Internal(format!("rows without a {name} column")))
-        }
-        let ids: &arrow::array::FixedSizeBinaryArray = column(&batch, col::TRACE_ID)?;
-        let starts: &UInt64Array = column(&batch, col::START_TIME)?;
-        let durations: &UInt64Array = column(&batch, col::DURATION)?;
-        let left: &Int32Array = column(&batch, col::NESTED_SET_LEFT)?;
-        let parent: &Int32Array = column(&batch, col::NESTED_SET_PARENT)?;
-        let id_at = |i: usize| -> Result<TraceId> {
-            let bytes: [u8; 16] = ids
-                .value(i)
-                .try_into()
-                .map_err(|_| EngineError::Internal("a trace ID of another length".into()))?;
-            Ok(TraceId(bytes))
+        // Traces with rows in both parts count once.
+        let [a, b] = distinct;
+        let first = a.first().into_iter().chain(b.first()).min().copied();
+        let last = a.last().into_iter().chain(b.last()).max().copied();
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(());
         };
-        let (first, last) = (id_at(0)?, id_at(n - 1)?);
         if self.max_id.is_some_and(|m| m >= first) {
             return Err(EngineError::Internal(format!(
                 "block rows out of trace-ID order: {} after {}",
@@ -428,37 +430,83 @@ impl BlockEncoder {
         }
         self.min_id.get_or_insert(first);
         self.max_id = Some(last);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let next = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x == y => {
+                    i += 1;
+                    j += 1;
+                    *x
+                }
+                (Some(x), Some(y)) if x < y => {
+                    i += 1;
+                    *x
+                }
+                (Some(x), None) => {
+                    i += 1;
+                    *x
+                }
+                (_, Some(y)) => {
+                    j += 1;
+                    *y
+                }
+                (None, None) => break,
+            };
+            self.bloom.insert(&next);
+            self.traces += 1;
+        }
+        if let Some(rest) = rest {
+            let step = self.opts.batch_rows.max(1);
+            let mut at = 0;
+            while at < rest.num_rows() {
+                let len = step.min(rest.num_rows() - at);
+                self.send(Part::Rows(rest.slice(at, len)))?;
+                at += len;
+            }
+        }
+        if let Some(roots) = roots.filter(|r| r.num_rows() > 0) {
+            self.roots.push(roots);
+        }
+        Ok(())
+    }
+
+    /// Notes the rows of `batch` (time range, spans, incomplete traces); its distinct trace
+    /// IDs, in order.
+    fn note_rows(&mut self, batch: &RecordBatch) -> Result<Vec<TraceId>> {
+        use arrow::array::{FixedSizeBinaryArray, Int32Array, UInt64Array};
+        fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+            b.column_by_name(name)
+                .and_then(|a| a.as_any().downcast_ref::<T>())
+                .ok_or_else(|| EngineError::Internal(format!("rows without a {name} column")))
+        }
+        let ids: &FixedSizeBinaryArray = column(batch, col::TRACE_ID)?;
+        let starts: &UInt64Array = column(batch, col::START_TIME)?;
+        let durations: &UInt64Array = column(batch, col::DURATION)?;
+        let left: &Int32Array = column(batch, col::NESTED_SET_LEFT)?;
+        let id_at = |i: usize| -> Result<TraceId> {
+            let bytes: [u8; 16] = ids
+                .value(i)
+                .try_into()
+                .map_err(|_| EngineError::Internal("a trace ID of another length".into()))?;
+            Ok(TraceId(bytes))
+        };
+        let mut distinct: Vec<TraceId> = Vec::new();
         let mut previous: Option<&[u8]> = None;
-        for i in 0..n {
+        for i in 0..batch.num_rows() {
             let start = starts.value(i);
             self.start = self.start.min(start);
             self.end = self.end.max(start.saturating_add(durations.value(i)));
             let id = ids.value(i);
             if previous != Some(id) {
-                let t = id_at(i)?;
-                self.bloom.insert(&t);
-                self.traces += 1;
+                distinct.push(id_at(i)?);
                 previous = Some(id);
             }
             if left.value(i) == 0 {
                 self.incomplete.insert(id_at(i)?);
             }
         }
-        self.spans += n as u64;
-        let is_root = arrow::compute::kernels::cmp::lt(parent, &Int32Array::new_scalar(0))?;
-        let roots = arrow::compute::filter_record_batch(&batch, &is_root)?;
-        let rest = arrow::compute::filter_record_batch(&batch, &arrow::compute::not(&is_root)?)?;
-        let step = self.opts.batch_rows.max(1);
-        let mut at = 0;
-        while at < rest.num_rows() {
-            let len = step.min(rest.num_rows() - at);
-            self.send(Part::Rows(rest.slice(at, len)))?;
-            at += len;
-        }
-        if roots.num_rows() > 0 {
-            self.roots.push(roots);
-        }
-        Ok(())
+        self.spans += batch.num_rows() as u64;
+        Ok(distinct)
     }
 
     /// Takes spans that were counted in the recorded keys given at the start but not written
