@@ -313,11 +313,18 @@ impl Catalog {
             let Some(name) = d.parts().next_back() else {
                 continue;
             };
-            let mut last = None;
-            for object in [objects::DATA, objects::BLOOM] {
-                let at = self.written_at(&d.clone().join(object)).await?;
-                last = last.max(at);
-            }
+            // Whatever is left: data and bloom of a write cut short, or a compactor's claim
+            // outliving a deletion cut short.
+            let left: Vec<_> = self
+                .store
+                .list(Some(d))
+                .try_collect()
+                .await
+                .map_err(|e| EngineError::storage(d, e))?;
+            let last = left
+                .iter()
+                .map(|o| o.last_modified.timestamp_nanos_opt().unwrap_or(0).max(0) as u64)
+                .max();
             if let Some(at) = last {
                 out.orphans.push((name.as_ref().to_string(), at));
             }

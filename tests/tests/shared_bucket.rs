@@ -69,7 +69,7 @@ fn two_servers_sharing_a_bucket_merge_each_block_once() {
         let l = &mut c.compactor.compaction;
         l.compaction_window = Some(Duration::from_secs(3600));
         l.compaction_cycle = Some(Duration::from_secs(1));
-        l.compacted_block_retention = Some(Duration::from_secs(1));
+        l.compacted_block_retention = Some(Duration::from_secs(2));
         // Each server learns of the other's merges within a poll: retired inputs must
         // outlive it (as in Tempo, compacted_block_retention > blocklist_poll).
         c.storage.trace.blocklist_poll = Some(Duration::from_millis(100));

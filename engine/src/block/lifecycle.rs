@@ -175,7 +175,7 @@ pub async fn apply_retention(
 
 /// Claims `inputs` for this process and checks, from a fresh listing, that they are all still
 /// visible (another process may have merged them just before). `None` when the merge is not
-/// to be done now; the blocks in the way are added to `busy`.
+/// to be done now; its blocks are then added to `busy`, left for the rest of the pass.
 async fn claim_inputs(
     catalog: &Catalog,
     tenant: &str,
@@ -188,7 +188,9 @@ async fn claim_inputs(
         Ok(held) => held,
         Err(taken) => {
             tracing::info!(%tenant, blocks = ?taken, "blocks claimed by another compactor");
-            busy.extend(taken);
+            // Another compactor is on this window: leave all of it, or both would merge
+            // parts of it (and merge the parts again later).
+            busy.extend(inputs.iter().map(|m| m.block_id));
             return Ok(None);
         }
     };
@@ -203,13 +205,17 @@ async fn claim_inputs(
     }
     held.release().await?;
     catalog.forget(tenant).await;
-    busy.extend(
-        inputs
-            .iter()
-            .filter(|m| !visible.contains(&m.block_id))
-            .map(|m| m.block_id),
-    );
+    busy.extend(inputs.iter().map(|m| m.block_id));
     Ok(None)
+}
+
+/// Writes `tenant`'s index from a listing of storage made now.
+async fn write_index(catalog: &Catalog, tenant: &str, cfg: &LifecycleConfig) -> Result<()> {
+    let listed_at = crate::now_unix_nanos();
+    let visible = catalog.list_storage(tenant).await?;
+    TenantIndex::of(&visible, listed_at, &cfg.owner)
+        .write(catalog.store(), tenant)
+        .await
 }
 
 /// What compaction and retention have done, for `/metrics`.
@@ -392,6 +398,9 @@ pub async fn run_cycle(
                     took_ms = started.elapsed().as_millis() as u64,
                     "compacted blocks"
                 );
+                // Other processes learn of the merge before its inputs can go (retention may
+                // delete them later in this very pass).
+                write_index(catalog, &tenant, cfg).await?;
             }
             // Blocks merged in this pass count from when they appeared, which is after `now`.
             let later = now.max(crate::now_unix_nanos());
@@ -406,12 +415,7 @@ pub async fn run_cycle(
                     "retention deleted blocks"
                 );
             }
-            // The index is written from a listing made after this pass's changes.
-            let listed_at = crate::now_unix_nanos();
-            let visible = catalog.list_storage(&tenant).await?;
-            TenantIndex::of(&visible, listed_at, &cfg.owner)
-                .write(catalog.store(), &tenant)
-                .await?;
+            write_index(catalog, &tenant, cfg).await?;
             Ok::<_, EngineError>(())
         };
         if let Err(e) = pass.await {
