@@ -4,7 +4,7 @@
 //! Why: a tenant with a few thousand blocks costs a paged listing (1,000 names a page on S3)
 //! on every `blocklist_poll`, in every process that queries it. The compactor lists storage
 //! anyway; at the end of each pass it writes what it saw, and other readers fetch that one
-//! object (about 60 bytes per block gzipped) and read `meta.json` only for blocks they have not
+//! object (34 KB gzipped for 1,000 blocks) and read `meta.json` only for blocks they have not
 //! seen before (metas never change, so they stay cached).
 //!
 //! Freshness, as in Tempo (`blocklist_poll_stale_tenant_index`): an index older than the
