@@ -36,6 +36,20 @@ pub fn catalog_at(dir: &Path) -> Arc<Catalog> {
     Arc::new(Catalog::new(store, CatalogConfig::default()))
 }
 
+/// The IDs of `tenant`'s visible blocks in `catalog`, sorted, listed anew.
+pub async fn visible_blocks(catalog: &Catalog, tenant: &str) -> Vec<uuid::Uuid> {
+    catalog.forget(tenant).await;
+    let mut ids: Vec<uuid::Uuid> = catalog
+        .blocks(tenant)
+        .await
+        .expect("blocks")
+        .iter()
+        .map(|m| m.block_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// `rs` as one block of `tenant`, default options; every span must be valid.
 pub fn encode(tenant: &str, rs: Vec<ResourceSpans>) -> EncodedBlock {
     let (spans, rejected) = flatten(rs);

@@ -174,6 +174,25 @@ pub fn config_for(dir: &std::path::Path) -> Config {
     cfg
 }
 
+/// `bin` when it runs (`bin args…` succeeds), or `None` outside CI; under `CI=true` a missing
+/// tool fails the test, naming `install` (how `.ci/run` installs it).
+pub fn tool(bin: &str, args: &[&str], install: &str) -> Option<String> {
+    let found = std::process::Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(bin.to_string());
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but `{bin}` is not installed; .ci/run installs it ({install})");
+    }
+    eprintln!("skipping: `{bin}` is not installed ({install})");
+    None
+}
+
 /// The workspace root (from the run-time manifest directory, which stays right when a shared
 /// target directory is reused across checkouts).
 pub fn workspace_dir() -> std::path::PathBuf {

@@ -16,22 +16,7 @@ pub struct Prometheus {
 /// The `prometheus` binary, or `None` outside CI when it is not installed (under `CI=true`
 /// a missing binary fails the test).
 pub fn binary() -> Option<String> {
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some("prometheus".into());
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but `prometheus` is not installed; .ci/run installs the Debian package `prometheus`"
-        );
-    }
-    eprintln!("skipping: `prometheus` is not installed (apt-get install prometheus)");
-    None
+    crate::tool("prometheus", &["--version"], "apt-get install prometheus")
 }
 
 /// A free loopback port (bound and released).

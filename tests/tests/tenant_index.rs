@@ -8,25 +8,12 @@ use std::time::Duration;
 
 use allegro_engine::block::tenant_index::TenantIndex;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
-use allegro_tests::engines::{catalog_at, encode};
+use allegro_tests::engines::{catalog_at, encode, visible_blocks};
 use allegro_tests::one_span_trace;
 use object_store::ObjectStoreExt;
 use uuid::Uuid;
 
 const TENANT: &str = "t";
-
-async fn ids(c: &Catalog) -> Vec<Uuid> {
-    c.forget(TENANT).await;
-    let mut v: Vec<Uuid> = c
-        .blocks(TENANT)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.block_id)
-        .collect();
-    v.sort();
-    v
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_read_the_index_when_fresh_and_list_storage_otherwise() {
@@ -46,7 +33,7 @@ async fn polls_read_the_index_when_fresh_and_list_storage_otherwise() {
     let mut every: Vec<Uuid> = all.iter().map(|m| m.block_id).collect();
     every.sort();
     // No index: storage is listed.
-    assert_eq!(ids(&reader).await, every);
+    assert_eq!(visible_blocks(&reader, TENANT).await, every);
     // An index naming two of the three, fresh: it is what a poll sees, in one read.
     let now = allegro_engine::now_unix_nanos();
     let two: Vec<Arc<_>> = all[..2].iter().cloned().map(Arc::new).collect();
@@ -57,7 +44,7 @@ async fn polls_read_the_index_when_fresh_and_list_storage_otherwise() {
     let (reads, _) = reader.read_counters();
     let mut named: Vec<Uuid> = two.iter().map(|m| m.block_id).collect();
     named.sort();
-    assert_eq!(ids(&reader).await, named);
+    assert_eq!(visible_blocks(&reader, TENANT).await, named);
     assert_eq!(reader.read_counters().0 - reads, 1, "one read per poll");
     // The same index, stale: storage is listed again.
     let old = now - 600_000_000_000;
@@ -65,7 +52,7 @@ async fn polls_read_the_index_when_fresh_and_list_storage_otherwise() {
         .write(writer.store(), TENANT)
         .await
         .unwrap();
-    assert_eq!(ids(&reader).await, every);
+    assert_eq!(visible_blocks(&reader, TENANT).await, every);
     // A block published through the reader after the index was made is seen with it.
     TenantIndex::of(&two, allegro_engine::now_unix_nanos(), "test")
         .write(writer.store(), TENANT)
@@ -76,12 +63,12 @@ async fn polls_read_the_index_when_fresh_and_list_storage_otherwise() {
     let mut want = named.clone();
     want.push(fourth.meta.block_id);
     want.sort();
-    assert_eq!(ids(&reader).await, want);
+    assert_eq!(visible_blocks(&reader, TENANT).await, want);
     // An unreadable index is no index.
     let path = allegro_engine::block::tenant_index::index_path(TENANT);
     writer.store().put(&path, "not gzip".into()).await.unwrap();
     let mut everything = every.clone();
     everything.push(fourth.meta.block_id);
     everything.sort();
-    assert_eq!(ids(&reader).await, everything);
+    assert_eq!(visible_blocks(&reader, TENANT).await, everything);
 }

@@ -230,12 +230,12 @@ enum Recorded {
     /// From the spans as they are written.
     Scanned {
         /// Keys, their types and counts.
-        scan: KeyScan,
+        scan: Box<KeyScan>,
         /// Distinct values per key.
-        values: ValueScan,
+        values: Box<ValueScan>,
     },
     /// Given up front (a merge of blocks that recorded theirs).
-    Given(RecordedKeys),
+    Given(Box<RecordedKeys>),
 }
 
 /// What the Parquet thread is handed.
@@ -282,7 +282,10 @@ impl BlockEncoder {
         let mut enc = Self::open(
             tenant,
             hot,
-            Recorded::Scanned { scan, values },
+            Recorded::Scanned {
+                scan: Box::new(scan),
+                values: Box::new(values),
+            },
             capacity,
             reserve,
             opts,
@@ -305,7 +308,7 @@ impl BlockEncoder {
         Self::open(
             tenant,
             hot,
-            Recorded::Given(recorded),
+            Recorded::Given(Box::new(recorded)),
             expected_traces.max(1),
             expected_spans.saturating_mul(48),
             opts,
@@ -632,7 +635,7 @@ impl BlockEncoder {
                     tag_values: recorded.then(|| values.finish()),
                 }
             }
-            Recorded::Given(keys) => keys,
+            Recorded::Given(keys) => *keys,
         };
         let meta = BlockMeta {
             format: FORMAT_V1.to_string(),
