@@ -40,7 +40,7 @@ use parquet::file::statistics::Statistics;
 
 use super::meta::BlockMeta;
 use super::object_reader::ObjectReader;
-use super::reader::{object_reader, parquet_err};
+use super::reader::{column, object_reader, parquet_err};
 use super::recorded::RecordedKeys;
 use super::writer::{BlockEncoder, BlockWriteOptions, EncodedBlock};
 use crate::catalog::Catalog;
@@ -425,15 +425,9 @@ fn gather(schema: &arrow::datatypes::SchemaRef, pieces: &[Piece]) -> Result<Opti
     Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
 }
 
-/// A column of `b` as `T`.
+/// The fixed-size binary column `name` of `b` (trace and span IDs).
 fn fixed<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a FixedSizeBinaryArray> {
     column(b, name)
-}
-
-fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
-    b.column_by_name(name)
-        .and_then(|a| a.as_any().downcast_ref::<T>())
-        .ok_or_else(|| EngineError::corrupt("data.parquet", format!("no {name} column")))
 }
 
 /// Merges the runs into one block (see the module docs).

@@ -64,6 +64,14 @@ pub(crate) fn leaf(md: &ParquetMetaData, name: &str) -> Result<usize> {
         .ok_or_else(|| EngineError::corrupt("data.parquet", format!("no {name} column")))
 }
 
+/// Column `name` of a batch read from a block, as `T`; a block without it (or with it of
+/// another type) is damaged.
+pub(crate) fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    b.column_by_name(name)
+        .and_then(|a| a.as_any().downcast_ref::<T>())
+        .ok_or_else(|| EngineError::corrupt("data.parquet", format!("no {name} column")))
+}
+
 fn in_range(min: Option<&[u8]>, max: Option<&[u8]>, id: &[u8]) -> bool {
     min.is_none_or(|m| m <= id) && max.is_none_or(|m| id <= m)
 }

@@ -479,12 +479,8 @@ impl BlockEncoder {
     /// Notes the rows of `batch` (time range, spans, incomplete traces); its distinct trace
     /// IDs, in order.
     fn note_rows(&mut self, batch: &RecordBatch) -> Result<Vec<TraceId>> {
+        use super::reader::column;
         use arrow::array::{FixedSizeBinaryArray, Int32Array, UInt64Array};
-        fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
-            b.column_by_name(name)
-                .and_then(|a| a.as_any().downcast_ref::<T>())
-                .ok_or_else(|| EngineError::Internal(format!("rows without a {name} column")))
-        }
         let ids: &FixedSizeBinaryArray = column(batch, col::TRACE_ID)?;
         let starts: &UInt64Array = column(batch, col::START_TIME)?;
         let durations: &UInt64Array = column(batch, col::DURATION)?;
