@@ -56,6 +56,14 @@ pub enum EngineError {
     /// The tenant has too many queries running and waiting: a 429, retry later.
     #[error("too many queries: {0}")]
     TooManyQueries(String),
+    /// A block the query was reading was deleted under it (merged and retired, or expired,
+    /// possibly by another process sharing the storage): a 503; asking again reads the blocks
+    /// that replaced it.
+    #[error("block data at {path} was deleted while the query read it; retry the query")]
+    BlockGone {
+        /// The object that was gone.
+        path: String,
+    },
     /// An error shared by several waiters on one cache load.
     #[error("{0}")]
     Shared(std::sync::Arc<EngineError>),
@@ -65,6 +73,41 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The object a block read found missing, if that is what this error is: the block was
+    /// deleted after the query listed it.
+    pub fn missing_object(&self) -> Option<&str> {
+        match self {
+            Self::Storage {
+                path,
+                source: object_store::Error::NotFound { .. },
+            }
+            | Self::BlockGone { path } => Some(path),
+            Self::Shared(e) => e.missing_object(),
+            _ => None,
+        }
+    }
+
+    /// The object found missing anywhere in the chain of `e` (a DataFusion or Parquet error
+    /// wrapping a storage error).
+    pub fn missing_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+        let mut at = Some(e);
+        while let Some(err) = at {
+            if let Some(object_store::Error::NotFound { path, .. }) =
+                err.downcast_ref::<object_store::Error>()
+            {
+                return Some(path.clone());
+            }
+            if let Some(path) = err
+                .downcast_ref::<EngineError>()
+                .and_then(|e| e.missing_object())
+            {
+                return Some(path.to_string());
+            }
+            at = err.source();
+        }
+        None
+    }
+
     /// Builds an [`EngineError::Storage`] for `path`.
     pub fn storage(path: impl std::fmt::Display, source: object_store::Error) -> Self {
         Self::Storage {

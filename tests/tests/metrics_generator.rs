@@ -496,7 +496,15 @@ fn span_metrics_and_service_graphs_reach_prometheus() {
         )),
         "{m}"
     );
-    assert!(
-        m.contains("allegro_generator_remote_write_queued_requests{endpoint=\"remote_write_0\"} 0")
-    );
+    // The queue drains: each collection interval queues a request, so one may be in flight
+    // at any single look.
+    let drained = "allegro_generator_remote_write_queued_requests{endpoint=\"remote_write_0\"} 0";
+    let until = Instant::now() + Duration::from_secs(10);
+    while !srv.get("/metrics", &[]).text().contains(drained) {
+        assert!(
+            Instant::now() < until,
+            "the remote-write queue did not drain"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

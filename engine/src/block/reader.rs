@@ -34,10 +34,14 @@ pub(crate) fn object_reader(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> O
 }
 
 pub(crate) fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) -> EngineError {
-    EngineError::corrupt(
-        block_path(&meta.tenant_id, &meta.block_id, objects::DATA),
-        e,
-    )
+    let path = block_path(&meta.tenant_id, &meta.block_id, objects::DATA);
+    // A block deleted after it was listed is not damaged.
+    if EngineError::missing_in(&e).is_some() {
+        return EngineError::BlockGone {
+            path: path.to_string(),
+        };
+    }
+    EngineError::corrupt(path, e)
 }
 
 /// Loads the Parquet footer and page index of a block (one or two ranged reads).

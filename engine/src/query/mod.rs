@@ -91,7 +91,7 @@ impl QueryEngine {
     pub(crate) async fn budgeted<T, F, Fut>(&self, tenants: &[String], query: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(QueryEngine) -> Fut,
+        F: Fn(QueryEngine) -> Fut,
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
         let mut env = (*self.runtime).clone();
@@ -100,7 +100,18 @@ impl QueryEngine {
             runtime: Arc::new(env),
             ..self.clone()
         };
-        self.executor.run(tenants, query(scoped)).await
+        match self.executor.run(tenants, query(scoped.clone())).await {
+            // A block listed before another process (or this one) deleted it: list again and
+            // run once more over what replaced it.
+            Err(e) if e.missing_object().is_some() => {
+                tracing::info!(error = %e, "a block went away under a query; listing again");
+                for t in tenants {
+                    self.catalog.forget(t).await;
+                }
+                self.executor.run(tenants, query(scoped)).await
+            }
+            r => r,
+        }
     }
 
     /// The catalog searched.
@@ -133,6 +144,9 @@ impl QueryEngine {
 pub fn df_err(e: datafusion::error::DataFusionError) -> EngineError {
     if let Some(user) = allegro_udfs::spansets::EvalError::find(&e) {
         return EngineError::InvalidInput(user.0.clone());
+    }
+    if let Some(path) = EngineError::missing_in(&e) {
+        return EngineError::BlockGone { path };
     }
     let text = e.to_string();
     // Evaluated in the Parquet row filter, Arrow's error arrives wrapped and in Debug form.

@@ -85,10 +85,13 @@ impl QueryEngine {
     ) -> Result<(BTreeMap<&'static str, BTreeSet<String>>, TagMetrics)> {
         let t = tenant.to_string();
         let max = self.limits().tenant(tenant).max_bytes_per_tag_values_query;
-        self.budgeted(&[tenant.to_string()], move |e| async move {
-            let (mut names, metrics) = e.tag_names_now(&t, range).await?;
-            cap_names(&mut names, max);
-            Ok((names, metrics))
+        self.budgeted(&[tenant.to_string()], move |e| {
+            let t = t.clone();
+            async move {
+                let (mut names, metrics) = e.tag_names_now(&t, range).await?;
+                cap_names(&mut names, max);
+                Ok((names, metrics))
+            }
         })
         .await
     }
@@ -190,12 +193,15 @@ impl QueryEngine {
     ) -> Result<(Vec<TagValue>, TagMetrics)> {
         let (t, field, q) = (tenant.to_string(), field.clone(), q.map(str::to_string));
         let max = self.limits().tenant(tenant).max_bytes_per_tag_values_query;
-        self.budgeted(&[tenant.to_string()], move |e| async move {
-            let (mut values, metrics) = e
-                .tag_values_now(&t, &field, q.as_deref(), range, limit)
-                .await?;
-            cap_values(&mut values, max);
-            Ok((values, metrics))
+        self.budgeted(&[tenant.to_string()], move |e| {
+            let (t, field, q) = (t.clone(), field.clone(), q.clone());
+            async move {
+                let (mut values, metrics) = e
+                    .tag_values_now(&t, &field, q.as_deref(), range, limit)
+                    .await?;
+                cap_values(&mut values, max);
+                Ok((values, metrics))
+            }
         })
         .await
     }

@@ -239,8 +239,9 @@ impl QueryEngine {
         limits: &MetricsLimits,
     ) -> Result<QueryRangeResponse> {
         let (ts, req, limits) = (tenants.to_vec(), req.clone(), limits.clone());
-        self.budgeted(tenants, move |e| async move {
-            e.query_range_now(&ts, &req, &limits).await
+        self.budgeted(tenants, move |e| {
+            let (ts, req, limits) = (ts.clone(), req.clone(), limits.clone());
+            async move { e.query_range_now(&ts, &req, &limits).await }
         })
         .await
     }
@@ -276,8 +277,9 @@ impl QueryEngine {
         limits: &MetricsLimits,
     ) -> Result<QueryInstantResponse> {
         let (ts, req, limits) = (tenants.to_vec(), req.clone(), limits.clone());
-        self.budgeted(tenants, move |e| async move {
-            e.query_instant_now(&ts, &req, &limits).await
+        self.budgeted(tenants, move |e| {
+            let (ts, req, limits) = (ts.clone(), req.clone(), limits.clone());
+            async move { e.query_instant_now(&ts, &req, &limits).await }
         })
         .await
     }

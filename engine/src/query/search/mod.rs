@@ -171,8 +171,9 @@ impl QueryEngine {
     /// Explains a search over `tenant`'s data: the compiled program and the per-span plans.
     pub async fn explain(&self, tenant: &str, req: &SearchRequest) -> Result<Explained> {
         let (t, req) = (tenant.to_string(), req.clone());
-        self.budgeted(&[tenant.to_string()], move |e| async move {
-            e.explain_now(&t, &req).await
+        self.budgeted(&[tenant.to_string()], move |e| {
+            let (t, req) = (t.clone(), req.clone());
+            async move { e.explain_now(&t, &req).await }
         })
         .await
     }
@@ -230,10 +231,10 @@ impl QueryEngine {
     /// Runs a TraceQL search over the tenants (`a|b` federates) and assembles Tempo's response.
     pub async fn search(&self, tenants: &[String], req: &SearchRequest) -> Result<SearchResponse> {
         let (ts, req) = (tenants.to_vec(), req.clone());
-        self.budgeted(
-            tenants,
-            move |e| async move { e.search_now(&ts, &req).await },
-        )
+        self.budgeted(tenants, move |e| {
+            let (ts, req) = (ts.clone(), req.clone());
+            async move { e.search_now(&ts, &req).await }
+        })
         .await
     }
 
