@@ -1,14 +1,19 @@
 //! kill -9 during compaction and retention loses no span and shows none twice. A store of 20
-//! blocks (100k spans) over three closed hours is compacted by `allegro compact` (which also deletes the
-//! merged inputs at once here), killed five times, each after a fifth to a third of the time a
-//! whole pass takes; after every kill
-//! the visible blocks hold exactly the spans they held before, trace by trace, and a last run
-//! completes the job with the same spans.
+//! blocks (40k spans) over three closed hours is compacted by `allegro compact` (which also
+//! deletes the merged inputs at once here), killed five times, each after a fifth to a third of
+//! the time a whole pass takes; after every kill the visible blocks hold exactly the spans they
+//! held before, trace by trace, and a last run completes the job with the same spans. The same
+//! store is then compacted by `allegro serve` while a client counts every span over and over
+//! through TraceQL metrics: each answer counts every span exactly once, through kills and
+//! restarts, until the store is merged.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::storage::{StorageBackend, open_store};
@@ -76,12 +81,12 @@ fn link_tree(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn kill_9_during_compaction_loses_no_span_and_shows_none_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("allegro.yaml"), CONFIG).unwrap();
+/// Writes the config and 20 blocks over three closed hours into `dir`; the unix second they
+/// start at.
+fn day(dir: &Path, config: &str) -> u64 {
+    std::fs::write(dir.join("allegro.yaml"), config).unwrap();
     let start = allegro_engine::now_unix_nanos() / 1_000_000_000 - 4 * 3600;
-    let ok = allegro(dir.path())
+    let ok = allegro(dir)
         .args([
             "gen",
             "--spans",
@@ -95,6 +100,13 @@ fn kill_9_during_compaction_loses_no_span_and_shows_none_twice() {
         .status()
         .unwrap();
     assert!(ok.success());
+    start
+}
+
+#[test]
+fn kill_9_during_compaction_loses_no_span_and_shows_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    day(dir.path(), CONFIG);
     let (want, levels) = spans_per_trace(dir.path());
     assert_eq!(levels.keys().copied().collect::<Vec<_>>(), [0]);
     assert!(levels[&0] >= 15, "{levels:?}");
@@ -155,4 +167,144 @@ fn kill_9_during_compaction_loses_no_span_and_shows_none_twice() {
     assert!(!levels.contains_key(&0) || levels[&0] <= 1, "{levels:?}");
     // Nothing but visible blocks is left: the merged inputs were deleted, orphans too.
     assert_eq!(disk(), levels.values().sum::<usize>());
+}
+
+/// `allegro serve` over `dir` on a free port; its API base URL.
+fn serve(dir: &Path) -> (Child, String) {
+    let mut child = allegro(dir)
+        .args([
+            "serve",
+            "--http-listen-port",
+            "0",
+            "--http-listen-address",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let api = loop {
+        let l = lines.next().expect("server exited").unwrap();
+        if let Some(a) = l.strip_prefix("allegro listening on ") {
+            break a.to_string();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, api)
+}
+
+/// Spans `{ } | count_over_time()` counts over `[start, end]`, or `None` when the server did
+/// not answer 200 (killed, starting, or a block gone twice under the query: a 503).
+fn count_spans(agent: &ureq::Agent, api: &str, start: u64, end: u64) -> Option<u64> {
+    let mut r = agent
+        .get(format!("{api}/api/metrics/query_range"))
+        .query("q", "{ } | count_over_time()")
+        .query("start", start.to_string())
+        .query("end", end.to_string())
+        .query("step", "3600s")
+        .call()
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&r.body_mut().read_to_vec().ok()?).ok()?;
+    let total: f64 = v["series"]
+        .as_array()?
+        .iter()
+        .flat_map(|s| s["samples"].as_array().cloned().unwrap_or_default())
+        .map(|x| x["value"].as_f64().unwrap_or(0.0))
+        .sum();
+    Some(total as u64)
+}
+
+#[test]
+fn kill_9_of_serve_while_it_compacts_never_changes_an_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{CONFIG}    compaction_cycle: 100ms\n");
+    let start = day(dir.path(), &config);
+    let (want, _) = spans_per_trace(dir.path());
+    let total: usize = want.values().sum();
+    let end = allegro_engine::now_unix_nanos() / 1_000_000_000;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let (mut answered, mut kills, mut mid_work) = (0, 0, 0);
+    // The first pass starts 100 ms after the server; a whole pass takes about half a second
+    // here, so the first kills land mid-work.
+    for delay_ms in [150u64, 300, 450, 1000] {
+        let (mut child, api) = serve(dir.path());
+        // A client counting every span over and over until the kill.
+        let stop = Arc::new(AtomicBool::new(false));
+        let wrong = Arc::new(AtomicU64::new(u64::MAX));
+        let counted = Arc::new(AtomicU64::new(0));
+        let client = {
+            let (stop, wrong, counted, agent, api) = (
+                stop.clone(),
+                wrong.clone(),
+                counted.clone(),
+                agent.clone(),
+                api.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match count_spans(&agent, &api, start - 60, end) {
+                        Some(n) if n as usize == total => {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Some(n) => wrong.store(n, Ordering::SeqCst),
+                        None => {}
+                    }
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        stop.store(true, Ordering::SeqCst);
+        client.join().unwrap();
+        kills += 1;
+        let w = wrong.load(Ordering::SeqCst);
+        assert_eq!(w, u64::MAX, "an answer counted {w} spans, not {total}");
+        answered += counted.load(Ordering::SeqCst);
+        let (got, levels) = spans_per_trace(dir.path());
+        assert!(
+            got == want,
+            "spans per trace changed by a kill after {delay_ms} ms ({levels:?})"
+        );
+        if levels.contains_key(&0) {
+            mid_work += 1;
+        }
+        eprintln!("kill after {delay_ms} ms: blocks per level {levels:?}");
+    }
+    eprintln!(
+        "{answered} answers, each counting all {total} spans; {mid_work} of {kills} kills with work left"
+    );
+    assert!(answered >= kills, "too few queries answered: {answered}");
+    assert!(mid_work >= 1, "no kill landed before the work was done");
+    // A last run finishes the job: three merged blocks, nothing else on disk.
+    let (mut child, api) = serve(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (got, levels) = spans_per_trace(dir.path());
+        assert!(got == want);
+        let on_disk = std::fs::read_dir(dir.path().join("data").join("single-tenant"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .count();
+        if levels.keys().all(|l| *l > 0) && on_disk == levels.values().sum::<usize>() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not compacted: {levels:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        count_spans(&agent, &api, start - 60, end),
+        Some(total as u64)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
