@@ -573,6 +573,23 @@ impl Catalog {
         id: &TraceId,
         range: Option<(u64, u64)>,
     ) -> Result<TraceLookup> {
+        match self.find_trace_once(tenant, id, range).await {
+            // A block deleted after it was listed (merged or expired, maybe by another
+            // process): list again and look once more.
+            Err(e) if e.missing_object().is_some() => {
+                self.forget(tenant).await;
+                self.find_trace_once(tenant, id, range).await
+            }
+            r => r,
+        }
+    }
+
+    async fn find_trace_once(
+        &self,
+        tenant: &str,
+        id: &TraceId,
+        range: Option<(u64, u64)>,
+    ) -> Result<TraceLookup> {
         // Reads of this lookup go through its own counter, so concurrent lookups do not mix.
         let counting = CountingStore::new(self.store.clone());
         let mine = counting.counters.clone();
