@@ -6,6 +6,7 @@
 //! what makes replay exact: a `Flushed` record names, per trace, the last sequence number its
 //! block holds, and every later chunk of that trace has a larger number.
 
+pub mod damaged;
 pub mod record;
 pub mod segment;
 
@@ -78,6 +79,27 @@ pub fn replay(dir: &Path, repair: bool, mut f: impl FnMut(u64, Record)) -> Resul
             .map_err(|e| IngestError::Wal(format!("cannot create {}: {e}", dir.display())))?;
     } else if !dir.exists() {
         return Ok(out);
+    }
+    if repair {
+        // Damage set aside by earlier starts has a bounded life (`damaged`).
+        let aside = dir.join(segment::DAMAGED_DIR);
+        match damaged::prune(
+            &aside,
+            std::time::SystemTime::now(),
+            damaged::KEEP_FOR,
+            damaged::KEEP_BYTES,
+        ) {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(
+                    files = gone.len(),
+                    "deleted damaged WAL bytes past their lifetime"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %aside.display(), "cannot prune damaged WAL bytes")
+            }
+        }
     }
     let segs = segment::list(dir)
         .map_err(|e| IngestError::Wal(format!("cannot list {}: {e}", dir.display())))?;
