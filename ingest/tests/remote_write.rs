@@ -218,3 +218,30 @@ fn a_full_queue_drops_its_oldest_requests_and_counts_them() {
     assert_eq!(b.timeseries[0].samples[0].value, 5.0);
     rw.shutdown();
 }
+
+#[test]
+fn requests_queued_too_long_are_dropped_unsent() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dead_endpoint();
+    let mut cfg = config(dir.path(), &dead, false);
+    cfg.flush_deadline = Duration::from_millis(50);
+    let rw = RemoteWrite::start(&cfg).unwrap();
+    rw.enqueue("acme", &[series("a_total", 1.0)]);
+    rw.enqueue("acme", &[series("a_total", 2.0)]);
+    rw.shutdown();
+    std::thread::sleep(Duration::from_millis(300));
+    // Back with a receiver, but the two requests waited longer than the queue keeps them.
+    let (url, rx) = receiver(vec![]);
+    let mut cfg = config(dir.path(), &url, false);
+    cfg.endpoints[0].url = url;
+    cfg.max_queue_age = Duration::from_millis(200);
+    let rw = RemoteWrite::start(&cfg).unwrap();
+    rw.enqueue("acme", &[series("a_total", 3.0)]);
+    let first = next(&rx).request();
+    assert_eq!(first.timeseries[0].samples[0].value, 3.0);
+    rw.shutdown();
+    let s = rw.stats()[0].1.clone();
+    assert_eq!(s.dropped_requests.load(Relaxed), 2);
+    assert_eq!(s.sent_requests.load(Relaxed), 1);
+    assert_eq!(s.queued_requests.load(Relaxed), 0);
+}

@@ -41,6 +41,9 @@ pub struct RemoteWriteConfig {
     pub dir: PathBuf,
     /// Most queued bytes per endpoint; the oldest requests are dropped past it.
     pub max_queue_bytes: u64,
+    /// Longest a request waits in the queue; older ones are dropped unsent (Prometheus refuses
+    /// samples much older than its newest as out of bounds, so sending them only fails).
+    pub max_queue_age: Duration,
     /// How long shutdown keeps sending what is queued (`remote_write_flush_deadline`, 1m).
     pub flush_deadline: Duration,
     /// First retry delay.
@@ -57,6 +60,7 @@ impl RemoteWriteConfig {
             add_org_id_header: true,
             dir: dir.into(),
             max_queue_bytes: 512 << 20,
+            max_queue_age: Duration::from_secs(2 * 3600),
             flush_deadline: Duration::from_secs(60),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
@@ -92,6 +96,7 @@ struct Queue {
     dir: PathBuf,
     add_org_id: bool,
     max_bytes: u64,
+    max_age: Duration,
     backoff: (Duration, Duration),
     pending: Mutex<(VecDeque<Pending>, u64)>,
     wake: Condvar,
@@ -176,6 +181,7 @@ impl RemoteWrite {
                 dir,
                 add_org_id: cfg.add_org_id_header,
                 max_bytes: cfg.max_queue_bytes,
+                max_age: cfg.max_queue_age,
                 backoff: (cfg.min_backoff, cfg.max_backoff),
                 pending: Mutex::new((
                     files
@@ -242,6 +248,11 @@ impl RemoteWrite {
             let _ = t.join();
         }
     }
+}
+
+/// When the request in queue file `path` was queued (unix milliseconds, the start of its name).
+fn queued_at(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.get(..16)?.parse().ok()
 }
 
 /// How a send attempt ended.
@@ -316,7 +327,16 @@ impl Queue {
                 p.0.front().map(|f| f.path.clone())
             };
             let Some(path) = next else { continue };
+            let age = queued_at(&path).map(|at| {
+                let now = crate::generator::registry::now_ms().max(0) as u64;
+                Duration::from_millis(now.saturating_sub(at))
+            });
             let outcome = match std::fs::read(&path) {
+                _ if age.is_some_and(|a| a > self.max_age) => Sent::Drop(format!(
+                    "queued {:?} ago, longer than {:?}: too old to be accepted",
+                    age.unwrap_or_default(),
+                    self.max_age
+                )),
                 Ok(f) => match decode_file(&f) {
                     Some((tenant, samples, body)) => match self.send(&agent, tenant, body) {
                         Sent::Ok => {
