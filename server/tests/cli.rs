@@ -1,8 +1,12 @@
 //! The `allegro` binary as a user runs it.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use common::Served;
 
 fn allegro() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_allegro"));
@@ -56,50 +60,11 @@ fn a_bad_config_is_a_clear_start_up_error_naming_the_key() {
 /// Receivers on free loopback ports, so tests never fight over 4317/4318.
 const LOOPBACK_RECEIVERS: &str = "distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:0\n        http:\n          endpoint: 127.0.0.1:0\n";
 
-/// A running `allegro serve` on a free loopback port.
-struct Served {
-    child: std::process::Child,
-    /// `http://127.0.0.1:PORT`.
-    base: String,
-    /// Status lines printed before `allegro listening on`.
-    before: Vec<String>,
-    // Kept open until the end: the server keeps printing status lines.
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
 /// Starts `allegro serve` with `config` over the data directory `data`.
 fn serve(data: &std::path::Path, config: &std::path::Path) -> Served {
-    let mut child = allegro()
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .args([
-            "serve",
-            "--http-listen-port",
-            "0",
-            "--http-listen-address",
-            "127.0.0.1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut before = Vec::new();
-    let base = loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "{before:?}");
-        if let Some(b) = line.trim().strip_prefix("allegro listening on ") {
-            break b.to_string();
-        }
-        before.push(line);
-    };
-    Served {
-        child,
-        base,
-        before,
-        _stdout: reader,
-    }
+    let mut cmd = allegro();
+    cmd.arg("--data-dir").arg(data).arg("--config").arg(config);
+    common::serve(cmd)
 }
 
 impl Served {

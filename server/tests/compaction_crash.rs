@@ -7,8 +7,9 @@
 //! through TraceQL metrics: each answer counts every span exactly once, through kills and
 //! restarts, until the store is merged.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -171,27 +172,12 @@ fn kill_9_during_compaction_loses_no_span_and_shows_none_twice() {
 
 /// `allegro serve` over `dir` on a free port; its API base URL.
 fn serve(dir: &Path) -> (Child, String) {
-    let mut child = allegro(dir)
-        .args([
-            "serve",
-            "--http-listen-port",
-            "0",
-            "--http-listen-address",
-            "127.0.0.1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let api = loop {
-        let l = lines.next().expect("server exited").unwrap();
-        if let Some(a) = l.strip_prefix("allegro listening on ") {
-            break a.to_string();
-        }
-    };
+    let common::Served {
+        child, base, lines, ..
+    } = common::serve(allegro(dir));
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, api)
+    (child, base)
 }
 
 /// Spans `{ } | count_over_time()` counts over `[start, end]`, or `None` when the server did

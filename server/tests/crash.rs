@@ -3,9 +3,10 @@
 //! was acknowledged is served, nothing is served twice, and after a final clean stop the blocks
 //! hold each stored span exactly once.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,33 +53,29 @@ struct Server {
 }
 
 fn start(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_allegro"))
-        .arg("--data-dir")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_allegro"));
+    cmd.arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--config")
         .arg(dir.join("allegro.yaml"))
-        .args([
-            "serve",
-            "--http-listen-port",
-            "0",
-            "--http-listen-address",
-            "127.0.0.1",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut api = String::new();
-    let mut otlp = String::new();
-    while api.is_empty() || otlp.is_empty() {
-        let l = lines.next().expect("server exited").unwrap();
-        if let Some(a) = l.strip_prefix("allegro listening on ") {
-            api = a.to_string();
-        } else if let Some(a) = l.strip_prefix("OTLP/HTTP receiver on ") {
-            otlp = format!("http://{a}");
-        }
-    }
+        .env("RUST_LOG", "warn");
+    let common::Served {
+        child,
+        base: api,
+        before,
+        mut lines,
+    } = common::serve(cmd);
+    // Printed before or after the API's line.
+    let mut printed = before
+        .into_iter()
+        .chain(std::iter::from_fn(|| lines.next().map(Result::unwrap)));
+    let otlp = printed
+        .find_map(|l| {
+            l.strip_prefix("OTLP/HTTP receiver on ")
+                .map(|a| format!("http://{a}"))
+        })
+        .expect("server exited");
+    drop(printed);
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Server { child, api, otlp }

@@ -1,0 +1,52 @@
+//! Starting `allegro serve` as a separate process, for the tests that run the binary.
+
+// Each test crate reads the parts it needs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+/// A running `allegro serve` on a free loopback port.
+pub struct Served {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Status lines printed before `allegro listening on`.
+    pub before: Vec<String>,
+    /// The rest of its stdout, open: the server keeps printing status lines.
+    pub lines: Lines<BufReader<ChildStdout>>,
+}
+
+/// Runs `allegro` (with its global flags already on `cmd`) as `serve` on a free loopback port
+/// and waits until it says where it listens.
+pub fn serve(mut cmd: Command) -> Served {
+    let mut child = cmd
+        .args([
+            "serve",
+            "--http-listen-port",
+            "0",
+            "--http-listen-address",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut before = Vec::new();
+    let base = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("server exited; it printed {before:?}"))
+            .unwrap();
+        if let Some(b) = line.trim().strip_prefix("allegro listening on ") {
+            break b.to_string();
+        }
+        before.push(line);
+    };
+    Served {
+        child,
+        base,
+        before,
+        lines,
+    }
+}
