@@ -175,14 +175,15 @@ pub async fn apply_retention(
 
 /// Claims `inputs` for this process and checks, from a fresh listing, that they are all still
 /// visible (another process may have merged them just before). `None` when the merge is not
-/// to be done now; its blocks are then added to `busy`, left for the rest of the pass.
+/// to be done now; its blocks are then added to `busy`, left for the rest of the pass. With
+/// the claim comes the listing, from which the index is written once the merge is done.
 async fn claim_inputs(
     catalog: &Catalog,
     tenant: &str,
     inputs: &[Arc<BlockMeta>],
     cfg: &LifecycleConfig,
     busy: &mut std::collections::HashSet<uuid::Uuid>,
-) -> Result<Option<Claim>> {
+) -> Result<Option<(Claim, Listed)>> {
     let now = crate::now_unix_nanos();
     let held = match claim(catalog.store(), inputs, &cfg.owner, cfg.claim_lease, now).await? {
         Ok(held) => held,
@@ -194,14 +195,11 @@ async fn claim_inputs(
             return Ok(None);
         }
     };
-    let visible: std::collections::HashSet<uuid::Uuid> = catalog
-        .list_storage(tenant)
-        .await?
-        .iter()
-        .map(|m| m.block_id)
-        .collect();
+    let listed = Listed::now(catalog, tenant).await?;
+    let visible: std::collections::HashSet<uuid::Uuid> =
+        listed.blocks.iter().map(|m| m.block_id).collect();
     if inputs.iter().all(|m| visible.contains(&m.block_id)) {
-        return Ok(Some(held));
+        return Ok(Some((held, listed)));
     }
     held.release().await?;
     catalog.forget(tenant).await;
@@ -209,13 +207,41 @@ async fn claim_inputs(
     Ok(None)
 }
 
-/// Writes `tenant`'s index from a listing of storage made now.
-async fn write_index(catalog: &Catalog, tenant: &str, cfg: &LifecycleConfig) -> Result<()> {
-    let listed_at = crate::now_unix_nanos();
-    let visible = catalog.list_storage(tenant).await?;
-    TenantIndex::of(&visible, listed_at, &cfg.owner)
-        .write(catalog.store(), tenant)
-        .await
+/// A tenant's visible blocks as listed from storage, and when the listing began.
+struct Listed {
+    at: u64,
+    blocks: Vec<Arc<BlockMeta>>,
+}
+
+impl Listed {
+    /// Lists `tenant`'s blocks from storage now.
+    async fn now(catalog: &Catalog, tenant: &str) -> Result<Self> {
+        let at = crate::now_unix_nanos();
+        Ok(Self {
+            at,
+            blocks: catalog.list_storage(tenant).await?,
+        })
+    }
+
+    /// The listing as it is once `merged` has replaced its inputs.
+    fn after_merge(mut self, merged: BlockMeta) -> Self {
+        let from = merged.compacted_from.clone().unwrap_or_default();
+        self.blocks.retain(|m| !from.contains(&m.block_id));
+        self.blocks.push(Arc::new(merged));
+        self
+    }
+
+    /// Writes it as `tenant`'s index.
+    async fn write_index(
+        &self,
+        catalog: &Catalog,
+        tenant: &str,
+        cfg: &LifecycleConfig,
+    ) -> Result<()> {
+        TenantIndex::of(&self.blocks, self.at, &cfg.owner)
+            .write(catalog.store(), tenant)
+            .await
+    }
 }
 
 /// What compaction and retention have done, for `/metrics`.
@@ -372,7 +398,8 @@ pub async fn run_cycle(
                 let Some(inputs) = plan_compaction(&free, cfg, now) else {
                     break;
                 };
-                let Some(held) = claim_inputs(catalog, &tenant, &inputs, cfg, &mut busy).await?
+                let Some((held, listed)) =
+                    claim_inputs(catalog, &tenant, &inputs, cfg, &mut busy).await?
                 else {
                     continue;
                 };
@@ -399,8 +426,12 @@ pub async fn run_cycle(
                     "compacted blocks"
                 );
                 // Other processes learn of the merge before its inputs can go (retention may
-                // delete them later in this very pass).
-                write_index(catalog, &tenant, cfg).await?;
+                // delete them later in this very pass); the claim's listing with the merge done
+                // is what storage now holds.
+                listed
+                    .after_merge(merged)
+                    .write_index(catalog, &tenant, cfg)
+                    .await?;
             }
             // Blocks merged in this pass count from when they appeared, which is after `now`.
             let later = now.max(crate::now_unix_nanos());
@@ -415,7 +446,10 @@ pub async fn run_cycle(
                     "retention deleted blocks"
                 );
             }
-            write_index(catalog, &tenant, cfg).await?;
+            Listed::now(catalog, &tenant)
+                .await?
+                .write_index(catalog, &tenant, cfg)
+                .await?;
             Ok::<_, EngineError>(())
         };
         if let Err(e) = pass.await {
