@@ -397,10 +397,7 @@ impl Catalog {
 
     /// Deletes the object at `path`; one already gone is no error.
     async fn delete_object(&self, path: &Path) -> Result<()> {
-        match self.store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(EngineError::storage(path, e)),
-        }
+        crate::storage::delete_if_present(self.store.as_ref(), path).await
     }
 
     /// Drops what is cached of `tenant`'s block list, so the next query lists storage.

@@ -63,6 +63,14 @@ pub enum StorageBackend {
     },
 }
 
+/// Deletes the object at `path` in `store`; one already gone is no error.
+pub async fn delete_if_present(store: &dyn ObjectStore, path: &Path) -> Result<()> {
+    match object_store::ObjectStoreExt::delete(store, path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(EngineError::storage(path, e)),
+    }
+}
+
 /// Opens the configured object store.
 pub fn open_store(backend: &StorageBackend) -> Result<Arc<dyn ObjectStore>> {
     let bad = |what: &str, e: object_store::Error| {

@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::meta::BlockMeta;
 use super::writer::block_path;
 use crate::error::{EngineError, Result};
+use crate::storage::delete_if_present;
 
 /// The claim object in a block's directory.
 pub const CLAIM: &str = "compaction.claim";
@@ -147,10 +148,7 @@ async fn take(
             }
             Ok(c) if c.expires_unix_nano > now => return Ok(false),
             // Expired, or not a claim at all (a write cut short): it holds nothing.
-            _ => match store.delete(path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(EngineError::storage(path, e)),
-            },
+            _ => delete_if_present(store.as_ref(), path).await?,
         }
     }
     Ok(false)
@@ -160,10 +158,7 @@ impl Claim {
     /// Gives the blocks back (after a merge that failed or was not needed).
     pub async fn release(mut self) -> Result<()> {
         for path in std::mem::take(&mut self.paths) {
-            match self.store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(EngineError::storage(&path, e)),
-            }
+            delete_if_present(self.store.as_ref(), &path).await?;
         }
         Ok(())
     }

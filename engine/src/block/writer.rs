@@ -315,11 +315,6 @@ impl BlockEncoder {
         )
     }
 
-    /// The hot columns of the block (its schema is `span_schema` of them).
-    pub fn hot(&self) -> &[HotColumn] {
-        &self.hot
-    }
-
     fn open(
         tenant: &str,
         hot: Vec<HotColumn>,
