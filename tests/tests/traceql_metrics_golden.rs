@@ -97,12 +97,6 @@ async fn metrics_golden_files() {
                 .as_deref()
                 .unwrap_or_else(|| panic!("{file}:{}: no range line", case.line));
             for (mode, engine) in [("blocks", &blocks), ("head", &head), ("split", &split)] {
-                // compare() breaks spans down by every attribute, the trace-level ones
-                // included, in the scan: over split traces those are each part's own
-                // (docs/metrics.md, "Split traces").
-                if mode == "split" && case.query.contains("compare(") {
-                    continue;
-                }
                 let got = run(engine, &case.query, range).await;
                 if !case.expect.matches(&got) {
                     failures.push(format!(

@@ -222,6 +222,16 @@ pub(crate) fn of_traces(ids: &IncompleteTraces, negated: bool) -> Expr {
     )
 }
 
+/// Every source's rows of some split traces, joined whole.
+pub(crate) struct Patched {
+    /// Per source of the set (same order), its parts of the traces with the numbers and
+    /// trace-level columns of the whole trace, spans received twice kept once; `None` where
+    /// the source holds no part.
+    pub tables: Vec<Option<Arc<dyn TableProvider>>>,
+    /// Bytes read from storage.
+    pub bytes: u64,
+}
+
 /// The rows of `split`'s traces in every source of `src` (blocks ending before `from` left
 /// out: they hold no part of a trace starting after it), joined per trace, run through the
 /// per-span plan of `c` over `range`.
@@ -233,8 +243,32 @@ pub(crate) async fn join(
     range: Range,
     from: Option<u64>,
 ) -> Result<Joined> {
+    let patched = patch(ctx, src, split, from).await?;
     let mut out = Joined {
         rows: Vec::new(),
+        bytes: patched.bytes,
+    };
+    for (s, table) in src.tables.iter().zip(patched.tables) {
+        let Some(table) = table else {
+            continue;
+        };
+        let plan = plan::span_rows(&s.with_table(table), c, range)?;
+        let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+        out.rows.extend(df.collect().await.map_err(df_err)?);
+    }
+    Ok(out)
+}
+
+/// The rows of `split`'s traces in every source of `src` (blocks ending before `from` left
+/// out), joined per trace: see [`Patched`].
+pub(crate) async fn patch(
+    ctx: &SessionContext,
+    src: &Sources,
+    split: &IncompleteTraces,
+    from: Option<u64>,
+) -> Result<Patched> {
+    let mut out = Patched {
+        tables: vec![None; src.tables.len()],
         bytes: 0,
     };
     if split.is_empty() {
@@ -302,7 +336,7 @@ pub(crate) async fn join(
             p.root_name[at.row] = root_name.clone();
         }
     }
-    for ((s, batches), patches) in src.tables.iter().zip(&parts).zip(patches) {
+    for ((slot, batches), patches) in out.tables.iter_mut().zip(&parts).zip(patches) {
         let Some(first) = batches.first() else {
             continue;
         };
@@ -312,10 +346,7 @@ pub(crate) async fn join(
             .map(|(b, p)| p.apply(b))
             .collect::<Result<_>>()?;
         let mem = MemTable::try_new(first.schema(), vec![patched]).map_err(df_err)?;
-        let joined = s.with_table(Arc::new(mem));
-        let plan = plan::span_rows(&joined, c, range)?;
-        let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-        out.rows.extend(df.collect().await.map_err(df_err)?);
+        *slot = Some(Arc::new(mem));
     }
     Ok(out)
 }

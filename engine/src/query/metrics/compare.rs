@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan, cast, col, lit};
 use datafusion::physical_plan::execute_stream_partitioned;
@@ -46,8 +47,11 @@ fn hot_columns(srcs: &[Source]) -> Vec<(HotColumn, DataType)> {
     all
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rows(
     src: &Source,
+    table: Arc<dyn TableProvider>,
+    except: Option<&Expr>,
     st: &FirstStage,
     grid: &Grid,
     hot: &[(HotColumn, DataType)],
@@ -63,6 +67,9 @@ fn rows(
     let mut f = span_condition(&t, st)?;
     if let Some(s) = sampling {
         f = s.filter().and(f);
+    }
+    if let Some(e) = except {
+        f = f.and(e.clone());
     }
     let mut sel = match filter {
         None => lit(true),
@@ -103,7 +110,7 @@ fn rows(
         proj.push(e.alias(hot_name(n)));
     }
     proj.extend(map_columns().map(col));
-    scan_in_range(src.table.clone(), grid, f, proj)
+    scan_in_range(table, grid, f, proj)
 }
 
 impl QueryEngine {
@@ -131,11 +138,18 @@ impl QueryEngine {
             let matched = self
                 .matched_spans(&ctx, src, st, grid, sampling, cost)
                 .await?;
-            let inputs = src
-                .tables
-                .iter()
-                .map(|s| rows(s, st, grid, &hot, sampling, matched.is_some()))
-                .collect::<Result<Vec<_>>>()?;
+            // Compare counts trace-level attributes too: split traces are read whole.
+            let whole = self.whole(&ctx, src, cost).await?;
+            let mut inputs = Vec::with_capacity(src.tables.len());
+            for (i, s) in src.tables.iter().enumerate() {
+                inputs.extend(super::whole::plans(
+                    whole.as_ref(),
+                    i,
+                    s,
+                    s.table.clone(),
+                    |s, t, except| rows(s, t, except, st, grid, &hot, sampling, matched.is_some()),
+                )?);
+            }
             let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
             let b = matched_rows(table, matched)?;
             let keep = columns(hot.len()).map(|n| col(Column::from_name(n)));

@@ -78,6 +78,20 @@ pub struct FirstStage {
     pub stages: Vec<SecondStage>,
 }
 
+impl FirstStage {
+    /// Whether the aggregation reads what only the whole trace knows: a `by()` field or a
+    /// function value such as `rootName` or `traceDuration`, or compare's attributes (which
+    /// include the trace-level ones). Such an aggregation reads split traces joined whole.
+    pub fn reads_whole_trace(&self) -> bool {
+        matches!(self.func, Func::Compare { .. })
+            || self.func.value().is_some_and(whole_trace)
+            || self
+                .by
+                .iter()
+                .any(|r| whole_trace(&field(r, Default::default())))
+    }
+}
+
 /// A compiled metrics query.
 #[derive(Debug, Clone)]
 pub enum Node {

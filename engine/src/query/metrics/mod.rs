@@ -10,6 +10,7 @@ pub mod plan;
 pub mod raw;
 pub mod series;
 mod tally;
+mod whole;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -489,6 +490,11 @@ impl QueryEngine {
             let matched = self
                 .matched_spans(&ctx, src, st, grid, sampling, cost)
                 .await?;
+            let whole = match st.reads_whole_trace() {
+                true => self.whole(&ctx, src, cost).await?,
+                false => None,
+            };
+            let whole = whole.as_ref();
             // The exemplar pass runs alongside the main one: each spends part of its time
             // waiting on reads and planning.
             let passes = [(Some(needs), None), (ex_needs, per_group)]
@@ -498,14 +504,18 @@ impl QueryEngine {
                     let inputs = src
                         .tables
                         .iter()
-                        .filter_map(|s| {
+                        .enumerate()
+                        .filter_map(|(i, s)| {
                             let table = match (&ex_blocks, per_group) {
                                 (Some(chosen), Some(_)) => blocks_among(s, chosen)?,
                                 _ => s.table.clone(),
                             };
-                            Some(plan::rows(s, table, st, grid, pass))
+                            Some(whole::plans(whole, i, s, table, |s, t, except| {
+                                plan::rows(s, t, st, grid, pass, except)
+                            }))
                         })
-                        .collect::<Result<Vec<_>>>();
+                        .collect::<Result<Vec<_>>>()
+                        .map(|v| v.into_iter().flatten().collect::<Vec<_>>());
                     let (ctx, matched) = (&ctx, matched.clone());
                     async move {
                         let inputs = inputs?;

@@ -180,9 +180,13 @@ pub(crate) fn rows(
     st: &FirstStage,
     grid: &Grid,
     needs: Needs,
+    except: Option<&Expr>,
 ) -> Result<LogicalPlan> {
     let t = src.translator();
     let mut filter = span_condition(&t, st)?;
+    if let Some(e) = except {
+        filter = filter.and(e.clone());
+    }
     // Blocks sample themselves (a row range per row group, a ratio weight per block) when
     // spans are counted one by one; per-trace evaluation needs every kept trace whole, which
     // the trace-ID filter guarantees everywhere alike.
