@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use allegro_datasets::{GenOptions, write_blocks};
+use allegro_datasets::{BlockCut, GenOptions, write_blocks};
 use allegro_engine::block::writer::{BlockCompression, BlockWriteOptions};
 use allegro_engine::storage::{StorageBackend, open_store};
 use object_store::ObjectStore;
@@ -56,8 +56,12 @@ pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, Datase
     } else {
         format!("-{}", c.duration)
     };
+    let split = match c.split_every {
+        0 => String::new(),
+        n => format!("-split{n}"),
+    };
     let dir = c.data.join(format!(
-        "spans{}-seed{}-block{}-{}{span}",
+        "spans{}-seed{}-block{}-{}{span}{split}",
         c.spans,
         c.seed,
         c.block_spans,
@@ -85,7 +89,10 @@ pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, Datase
         &store,
         TENANT,
         gen_options(c),
-        c.block_spans,
+        BlockCut {
+            spans: c.block_spans,
+            split_every: c.split_every,
+        },
         &write_options(c)?,
         &mut |n| {
             if n >= last + 1_000_000 {

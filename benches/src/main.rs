@@ -40,6 +40,9 @@ pub struct Common {
     /// Spans per block.
     #[arg(long, default_value_t = 100_000)]
     pub block_spans: u64,
+    /// Split every Nth trace across two neighbouring blocks (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub split_every: u64,
     /// Where generated datasets are cached.
     #[arg(long, default_value = "bench-data")]
     pub data: PathBuf,

@@ -59,17 +59,70 @@ pub enum OtlpFormat {
     Json,
 }
 
-/// Whole traces from `g` until at least `spans` spans (fewer at the end); returns them and
-/// their span count.
-fn next_chunk(g: &mut Generator, spans: u64) -> (Vec<ResourceSpans>, u64) {
-    let mut chunk = Vec::new();
-    let mut n = 0u64;
-    while n < spans.max(1) {
-        let Some(t) = g.next_trace() else { break };
-        n += allegro_engine::convert::normalize::span_count(&t) as u64;
-        chunk.extend(t);
+/// How generated traces are cut into blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockCut {
+    /// About this many spans per block.
+    pub spans: u64,
+    /// Every `split_every`th trace with spans of more than one service is split across two
+    /// neighbouring blocks: the spans of its first resource (service and pod) in one, the
+    /// rest in the next, as when spans arrive more than `trace_idle_period` apart. 0: every
+    /// trace whole.
+    pub split_every: u64,
+}
+
+impl BlockCut {
+    /// Blocks of about `spans` spans, every trace whole.
+    pub fn whole(spans: u64) -> Self {
+        Self {
+            spans,
+            split_every: 0,
+        }
     }
-    (chunk, n)
+}
+
+/// Cuts the generator's traces into chunks as a [`BlockCut`] says.
+struct Chunker {
+    g: Generator,
+    cut: BlockCut,
+    /// The later parts of split traces, for the next chunk.
+    carry: Vec<ResourceSpans>,
+    traces: u64,
+}
+
+impl Chunker {
+    fn new(g: Generator, cut: BlockCut) -> Self {
+        Self {
+            g,
+            cut,
+            carry: Vec::new(),
+            traces: 0,
+        }
+    }
+
+    /// The next chunk (the parts carried over, then traces until at least `cut.spans` spans;
+    /// fewer at the end) and its span count.
+    fn next_chunk(&mut self) -> (Vec<ResourceSpans>, u64) {
+        let count =
+            |rs: &[ResourceSpans]| allegro_engine::convert::normalize::span_count(rs) as u64;
+        let mut chunk = std::mem::take(&mut self.carry);
+        let mut n = count(&chunk);
+        while n < self.cut.spans.max(1) {
+            let Some(mut t) = self.g.next_trace() else {
+                break;
+            };
+            self.traces += 1;
+            if self.cut.split_every > 0
+                && self.traces.is_multiple_of(self.cut.split_every)
+                && t.len() > 1
+            {
+                self.carry.extend(t.split_off(1));
+            }
+            n += count(&t);
+            chunk.extend(t);
+        }
+        (chunk, n)
+    }
 }
 
 /// Generates every trace of `opts` into memory (for fixtures and tests; use the writers for
@@ -79,21 +132,21 @@ pub fn generate_all(opts: GenOptions) -> Vec<Vec<ResourceSpans>> {
     std::iter::from_fn(|| g.next_trace()).collect()
 }
 
-/// Generates spans into blocks of about `block_spans` spans each (whole traces), written to
-/// `store` under `tenant`. `progress` is told the running span count.
+/// Generates spans into blocks cut as `cut` says, written to `store` under `tenant`.
+/// `progress` is told the running span count.
 pub async fn write_blocks(
     store: &Arc<dyn ObjectStore>,
     tenant: &str,
     opts: GenOptions,
-    block_spans: u64,
+    cut: BlockCut,
     write: &BlockWriteOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary, DatasetError> {
-    let mut g = Generator::new(opts);
+    let mut chunks = Chunker::new(Generator::new(opts), cut);
     let mut summary = Summary::default();
     let mut pending: Option<tokio::task::JoinHandle<Result<_, EngineError>>> = None;
     loop {
-        let (chunk, n) = next_chunk(&mut g, block_spans);
+        let (chunk, n) = chunks.next_chunk();
         // Encode on a blocking thread while the next chunk is generated.
         if let Some(h) = pending.take() {
             let block = h.await.map_err(|e| DatasetError::Task(e.to_string()))??;
@@ -104,15 +157,15 @@ pub async fn write_blocks(
         if n == 0 {
             break;
         }
-        progress(g.spans_produced());
+        progress(chunks.g.spans_produced());
         let tenant = tenant.to_string();
         let write = write.clone();
         pending = Some(tokio::task::spawn_blocking(move || {
             encode_block(&tenant, flatten(chunk).0, &write)
         }));
     }
-    summary.spans = g.spans_produced();
-    summary.traces = g.traces_produced();
+    summary.spans = chunks.g.spans_produced();
+    summary.traces = chunks.g.traces_produced();
     Ok(summary)
 }
 
@@ -129,10 +182,10 @@ pub fn write_otlp_files(
         source,
     };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let mut g = Generator::new(opts);
+    let mut chunks = Chunker::new(Generator::new(opts), BlockCut::whole(file_spans));
     let mut summary = Summary::default();
     loop {
-        let (chunk, n) = next_chunk(&mut g, file_spans);
+        let (chunk, n) = chunks.next_chunk();
         if n == 0 {
             break;
         }
@@ -153,9 +206,9 @@ pub fn write_otlp_files(
         std::fs::write(&path, &bytes).map_err(|e| io(&path, e))?;
         summary.bytes += bytes.len() as u64;
         summary.files.push(path);
-        progress(g.spans_produced());
+        progress(chunks.g.spans_produced());
     }
-    summary.spans = g.spans_produced();
-    summary.traces = g.traces_produced();
+    summary.spans = chunks.g.spans_produced();
+    summary.traces = chunks.g.traces_produced();
     Ok(summary)
 }

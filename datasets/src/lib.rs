@@ -7,7 +7,9 @@ pub mod generate;
 pub mod rng;
 pub mod topology;
 
-pub use emit::{DatasetError, OtlpFormat, Summary, generate_all, write_blocks, write_otlp_files};
+pub use emit::{
+    BlockCut, DatasetError, OtlpFormat, Summary, generate_all, write_blocks, write_otlp_files,
+};
 pub use generate::{GenOptions, Generator};
 
 /// Directory of the committed fixtures.

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use allegro_datasets::{GenOptions, generate_all, write_blocks};
+use allegro_datasets::{BlockCut, GenOptions, generate_all, write_blocks};
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::storage::{StorageBackend, open_store};
 use allegro_engine::tempopb::QueryRangeResponse;
@@ -98,7 +98,7 @@ fn setup() -> Replay {
             &store,
             TENANT,
             opts,
-            10_000,
+            BlockCut::whole(10_000),
             &BlockWriteOptions::default(),
             &mut |_| {},
         )

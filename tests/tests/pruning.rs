@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use allegro_datasets::{GenOptions, Summary, generate_all, write_blocks};
+use allegro_datasets::{BlockCut, GenOptions, Summary, generate_all, write_blocks};
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::ids::TraceId;
@@ -33,7 +33,7 @@ async fn blocks(
         &store,
         "t",
         opts.clone(),
-        2_000,
+        BlockCut::whole(2_000),
         &BlockWriteOptions::default(),
         &mut |_| {},
     )

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use allegro_datasets::{GenOptions, generate_all, small_fixture_options, write_blocks};
+use allegro_datasets::{BlockCut, GenOptions, generate_all, small_fixture_options, write_blocks};
 use allegro_engine::block::writer::{BlockWriteOptions, encode_block, put_block};
 use allegro_engine::convert::flatten::flatten;
 use allegro_engine::convert::normalize::normalize;
@@ -135,7 +135,7 @@ fn a_sample_of_a_generated_dataset_is_found_and_equal() {
             &store(dir.path()),
             "single-tenant",
             opts.clone(),
-            5_000,
+            BlockCut::whole(5_000),
             &BlockWriteOptions::default(),
             &mut |_| {},
         ))

@@ -46,6 +46,7 @@ pub async fn run(cfg: Config, args: DemoArgs) -> Result<(), String> {
             start: None,
             duration: "1h".into(),
             block_spans: 100_000,
+            split_every: 0,
             format: GenFormat::Blocks,
             out: None,
             file_spans: 10_000,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use allegro_datasets::{GenOptions, OtlpFormat, Summary, write_blocks, write_otlp_files};
+use allegro_datasets::{BlockCut, GenOptions, OtlpFormat, Summary, write_blocks, write_otlp_files};
 use allegro_engine::storage::open_store;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -43,6 +43,11 @@ pub struct GenArgs {
     /// Spans per block (blocks hold whole traces, cut in time order).
     #[arg(long, default_value_t = 100_000)]
     pub block_spans: u64,
+    /// Split every Nth trace across two neighbouring blocks, as spans arriving after
+    /// `trace_idle_period` are (the spans of its first resource in one, the rest in the next);
+    /// 0 keeps every trace whole.
+    #[arg(long, default_value_t = 0)]
+    pub split_every: u64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = GenFormat::Blocks)]
     pub format: GenFormat,
@@ -115,7 +120,10 @@ pub async fn generate(cfg: &Config, args: &GenArgs) -> Result<Summary, String> {
                 &store,
                 &args.tenant,
                 opts,
-                args.block_spans,
+                BlockCut {
+                    spans: args.block_spans,
+                    split_every: args.split_every,
+                },
                 &write,
                 &mut tick,
             )
