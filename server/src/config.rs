@@ -107,6 +107,10 @@ pub struct Config {
     /// Compaction and retention (Tempo's `compactor`), run inside `serve`.
     #[serde(default, deserialize_with = "null_default")]
     pub compactor: CompactorSection,
+    /// Serve Grafana's streaming gRPC API (`tempopb.StreamingQuerier`) on the HTTP port;
+    /// default on (Tempo's default is off, but Grafana's streaming toggles need it).
+    #[serde(default)]
+    pub stream_over_http_enabled: Option<bool>,
 }
 
 /// `compactor:`.

@@ -2,10 +2,13 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data_dir;
+pub mod grpc;
 pub mod http;
+pub mod jsonpb;
 pub mod receivers;
 pub mod tenant;

@@ -2,7 +2,7 @@
 
 use axum::http::HeaderMap;
 
-use crate::http::error::ApiError;
+use crate::api::error::ApiError;
 
 /// The tenant of every request when multitenancy is off (Tempo's name).
 pub const SINGLE_TENANT: &str = "single-tenant";

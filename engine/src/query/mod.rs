@@ -10,6 +10,7 @@ pub mod sources;
 pub mod spans_table;
 pub(crate) mod split_traces;
 pub mod table;
+pub mod tag_requests;
 pub mod tags;
 pub mod translate;
 

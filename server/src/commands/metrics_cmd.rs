@@ -9,8 +9,9 @@ use allegro_engine::tempopb::QueryRangeResponse;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 use super::open_catalog;
+use crate::api::time::{step, timestamp};
 use crate::config::Config;
-use crate::http::traceql_metrics::{range_json, step, timestamp};
+use crate::jsonpb::metrics::range_json;
 use crate::tenant::SINGLE_TENANT;
 
 /// Options of `allegro metrics`.

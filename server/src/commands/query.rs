@@ -10,7 +10,7 @@ use allegro_engine::tempopb::SearchResponse;
 
 use super::open_catalog;
 use crate::config::Config;
-use crate::http::search::search_json;
+use crate::jsonpb::search::search_json;
 use crate::tenant::SINGLE_TENANT;
 
 /// Options of `allegro query`.

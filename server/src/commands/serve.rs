@@ -229,7 +229,11 @@ pub async fn serve_with(
         remote_write: remote_write.clone(),
         lifecycle: lifecycle.clone(),
     };
-    let app = router(state, &cfg.server.http_api_prefix);
+    let mut app = router(state.clone(), &cfg.server.http_api_prefix);
+    if cfg.stream_over_http_enabled.unwrap_or(true) {
+        // Grafana's streaming API shares the port, over HTTP/2 (h2c), as in Tempo.
+        app = crate::grpc::router(state).merge(app);
+    }
     tasks.spawn(serve_axum(listener, app, stop_rx.clone(), "HTTP API"));
     let flusher = tokio::spawn(ingester.clone().run_flush_loop());
     if let Some(stats) = &lifecycle {

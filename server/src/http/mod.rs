@@ -1,7 +1,7 @@
 //! Tempo's HTTP API on axum.
 
-pub mod error;
 pub mod metrics;
+pub mod params;
 pub mod search;
 pub mod status;
 pub mod tags;

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use crate::api::error::ApiError;
 use crate::tenant::request_tenants;
 
 /// The Tempo version whose API and TraceQL semantics Allegro answers to. Grafana compares it

@@ -17,7 +17,8 @@ use prost::Message;
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use super::params::time_range;
+use crate::api::error::ApiError;
 use crate::tenant::request_tenants;
 
 /// True when the client asked for protobuf (Tempo matches a substring of `Accept`).
@@ -26,37 +27,6 @@ pub fn wants_protobuf(headers: &HeaderMap) -> bool {
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/protobuf"))
-}
-
-/// `start`/`end` in unix seconds, both optional; 0 means unset as in Tempo.
-pub fn time_range(q: &HashMap<String, String>) -> Result<Option<(u64, u64)>, ApiError> {
-    let parse = |k: &str| -> Result<u64, ApiError> {
-        match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
-            None => Ok(0),
-            Some(v) => v.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("invalid {k} {v:?}: expected unix seconds"))
-            }),
-        }
-    };
-    let (start, end) = (parse("start")?, parse("end")?);
-    if start == 0 && end == 0 {
-        return Ok(None);
-    }
-    let end = if end == 0 {
-        u64::MAX / 1_000_000_000
-    } else {
-        end
-    };
-    if end < start {
-        return Err(ApiError::bad_request(format!(
-            "invalid start/end: end {end} is before start {start}"
-        )));
-    }
-    Ok(Some((
-        start.saturating_mul(1_000_000_000),
-        end.saturating_mul(1_000_000_000)
-            .saturating_add(999_999_999),
-    )))
 }
 
 /// Grafana drops a resource with no attributes and panics on absent resource/scope/status:

@@ -46,7 +46,7 @@ use super::table::BlocksTable;
 use super::{QueryEngine, bytes_scanned, df_err};
 use crate::block::meta::BlockMeta;
 use crate::error::{EngineError, Result};
-use crate::tempopb::{SearchMetrics, SearchResponse};
+use crate::tempopb::{SearchMetrics, SearchResponse, TraceSearchMetadata};
 
 /// A TraceQL search.
 #[derive(Debug, Clone)]
@@ -69,6 +69,52 @@ pub struct Explained {
     pub logical: String,
     /// Physical plan.
     pub physical: String,
+}
+
+/// Receives a streamed search's partial answers: each holds the traces found since the last
+/// one (assembled as the final answer is, so a client that keeps the first copy of each trace
+/// shows the same rows) and the metrics so far, `completedJobs` of `totalJobs` included. A
+/// trace sent early may later be pushed out of the newest `limit` by newer ones; the final
+/// answer, returned by the search, is exact.
+pub type Partials = Arc<dyn Fn(SearchResponse) + Send + Sync>;
+
+/// How often a streamed search sends partial answers after its first.
+const PARTIAL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A streamed search's state: where partials go, which traces were sent, and when.
+struct Progress {
+    sink: Partials,
+    sent: std::collections::HashSet<(usize, crate::ids::TraceId)>,
+    last: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(sink: Partials) -> Self {
+        Self {
+            sink,
+            sent: Default::default(),
+            last: None,
+        }
+    }
+}
+
+/// What one tenant's part of a search works on.
+struct Job<'a> {
+    c: &'a Compiled,
+    range: Range,
+    spss: usize,
+    /// Which of the query's tenants.
+    tenant: usize,
+}
+
+/// The jobs of `src`: its blocks, and its head when it has one.
+fn jobs(src: &Sources) -> u32 {
+    let head = src
+        .tables
+        .iter()
+        .filter(|s| BlocksTable::of(s.table.as_ref()).is_none())
+        .count();
+    (src.blocks.len() + head).min(u32::MAX as usize) as u32
 }
 
 /// Blocks one search reads at once: one per core of the 2-core machines Allegro targets; more
@@ -230,46 +276,62 @@ impl QueryEngine {
 
     /// Runs a TraceQL search over the tenants (`a|b` federates) and assembles Tempo's response.
     pub async fn search(&self, tenants: &[String], req: &SearchRequest) -> Result<SearchResponse> {
+        self.search_streamed(tenants, req, None).await
+    }
+
+    /// [`Self::search`], telling `partials` what it has found while it runs (see
+    /// [`Partials`]); returns the whole answer.
+    pub async fn search_streamed(
+        &self,
+        tenants: &[String],
+        req: &SearchRequest,
+        partials: Option<Partials>,
+    ) -> Result<SearchResponse> {
         let (ts, req) = (tenants.to_vec(), req.clone());
         self.budgeted(tenants, move |e| {
-            let (ts, req) = (ts.clone(), req.clone());
-            async move { e.search_now(&ts, &req).await }
+            let (ts, req, partials) = (ts.clone(), req.clone(), partials.clone());
+            async move {
+                let mut progress = partials.map(Progress::new);
+                e.search_now(&ts, &req, progress.as_mut()).await
+            }
         })
         .await
     }
 
-    async fn search_now(&self, tenants: &[String], req: &SearchRequest) -> Result<SearchResponse> {
+    async fn search_now(
+        &self,
+        tenants: &[String],
+        req: &SearchRequest,
+        mut progress: Option<&mut Progress>,
+    ) -> Result<SearchResponse> {
         let compiled = plan::compile_search(&req.query)?;
         let newest = Arc::new(Mutex::new(Newest::new(req.limit)));
         let mut metrics = SearchMetrics::default();
         let mut sources: Vec<Sources> = Vec::with_capacity(tenants.len());
-        for (t, tenant) in tenants.iter().enumerate() {
+        for tenant in tenants {
             let src = self.sources(tenant, req.range).await?;
             src.account(&mut metrics);
-            self.newest_first(&src, &compiled, req.range, &newest, t, &mut metrics)
-                .await?;
             sources.push(src);
         }
+        // A job is a block or a tenant's head; those an early stop leaves unread are done too.
+        metrics.total_jobs = sources.iter().map(jobs).sum();
+        metrics.completed_jobs = 0;
+        for (t, src) in sources.iter().enumerate() {
+            let at = Job {
+                c: &compiled,
+                range: req.range,
+                spss: req.spss,
+                tenant: t,
+            };
+            self.newest_first(src, &at, &newest, &mut metrics, progress.as_deref_mut())
+                .await?;
+        }
+        metrics.completed_jobs = metrics.total_jobs;
         let found = std::mem::replace(&mut *newest.lock(), Newest::new(1)).into_sorted();
         let mut assembled = std::collections::HashMap::with_capacity(found.len());
         for (t, src) in sources.iter().enumerate() {
             let mine: Vec<&newest::Found> = found.iter().filter(|f| f.tenant == t).collect();
-            let Some(oldest) = mine.iter().map(|f| f.start).min() else {
-                continue;
-            };
-            // Every part of an answer trace is in a block that ends after the trace starts
-            // (see the module docs), whether or not its spans matched, and in the head.
-            let tables: Vec<Arc<dyn TableProvider>> = src
-                .tables
-                .iter()
-                .filter_map(|s| match BlocksTable::of(s.table.as_ref()) {
-                    None => Some(s.table.clone()),
-                    Some(t) => t
-                        .subset(&|b| b.end_unix_nano >= oldest)
-                        .map(|t| Arc::new(t) as Arc<dyn TableProvider>),
-                })
-                .collect();
-            let metas = self.answer(&tables, &mine, &compiled, req.spss).await?;
+            let metas = self.assemble(src, &mine, &compiled, req.spss).await?;
             for (f, meta) in mine.iter().zip(metas) {
                 assembled.insert((t, f.id), meta);
             }
@@ -285,20 +347,86 @@ impl QueryEngine {
         })
     }
 
+    /// The answers for `mine`, traces of `src`'s tenant, in that order.
+    async fn assemble(
+        &self,
+        src: &Sources,
+        mine: &[&newest::Found],
+        c: &Compiled,
+        spss: usize,
+    ) -> Result<Vec<TraceSearchMetadata>> {
+        let Some(oldest) = mine.iter().map(|f| f.start).min() else {
+            return Ok(Vec::new());
+        };
+        // Every part of an answer trace is in a block that ends after the trace starts
+        // (see the module docs), whether or not its spans matched, and in the head.
+        let tables: Vec<Arc<dyn TableProvider>> = src
+            .tables
+            .iter()
+            .filter_map(|s| match BlocksTable::of(s.table.as_ref()) {
+                None => Some(s.table.clone()),
+                Some(t) => t
+                    .subset(&|b| b.end_unix_nano >= oldest)
+                    .map(|t| Arc::new(t) as Arc<dyn TableProvider>),
+            })
+            .collect();
+        self.answer(&tables, mine, c, spss).await
+    }
+
+    /// After a job: counts it and, when `progress` asks for one, sends a partial answer with
+    /// the traces found since the last (assembled as the final answer is).
+    async fn job_done(
+        &self,
+        src: &Sources,
+        at: &Job<'_>,
+        newest: &Mutex<Newest>,
+        metrics: &mut SearchMetrics,
+        progress: Option<&mut Progress>,
+    ) -> Result<()> {
+        metrics.completed_jobs += 1;
+        let Some(p) = progress else {
+            return Ok(());
+        };
+        let held = newest.lock().snapshot();
+        let mut fresh: Vec<&newest::Found> = held
+            .iter()
+            .filter(|f| !p.sent.contains(&(f.tenant, f.id)))
+            .collect();
+        fresh.sort_by_key(|f| (std::cmp::Reverse(f.start), f.id));
+        let due = p.last.is_none_or(|l| l.elapsed() >= PARTIAL_EVERY);
+        // The first traces go out at once (what streaming is for); later ones at most every
+        // PARTIAL_EVERY, as assembling them reads their rows again.
+        let traces = if !fresh.is_empty() && (p.sent.is_empty() || due) {
+            let metas = self.assemble(src, &fresh, at.c, at.spss).await?;
+            p.sent.extend(fresh.iter().map(|f| (f.tenant, f.id)));
+            metas
+        } else if due {
+            Vec::new()
+        } else {
+            return Ok(());
+        };
+        p.last = Some(std::time::Instant::now());
+        (p.sink)(SearchResponse {
+            traces,
+            metrics: Some(*metrics),
+        });
+        Ok(())
+    }
+
     /// Reads `src` (tenant number `tenant`) newest first into `newest`, until nothing unread
     /// can rank.
     async fn newest_first(
         &self,
         src: &Sources,
-        c: &Compiled,
-        range: Range,
+        at: &Job<'_>,
         newest: &Arc<Mutex<Newest>>,
-        tenant: usize,
         metrics: &mut SearchMetrics,
+        mut progress: Option<&mut Progress>,
     ) -> Result<()> {
         if src.tables.is_empty() {
             return Ok(());
         }
+        let (c, range, tenant) = (at.c, at.range, at.tenant);
         let ctx = self.search_session();
         let inputs = self.inputs(&ctx, src, c, range).await?;
         let split = split_traces::split_traces(&self.catalog, src).await?;
@@ -357,15 +485,17 @@ impl QueryEngine {
                     done.map_err(|e| {
                         EngineError::Internal(format!("a block read of the search failed: {e}"))
                     })??;
+                    self.job_done(src, at, newest, metrics, progress.as_deref_mut())
+                        .await?;
                 }
             }
         }
         // Only split traces that can still rank are joined, from the blocks that can hold them.
         let bar = newest.lock().bar().map(|(s, _)| s);
-        let ids = match bar {
+        let ids = stage.split_candidates(match bar {
             Some(from) => split.starting_from(from),
             None => split.ids.clone(),
-        };
+        });
         let joined = split_traces::join(&ctx, src, &ids, c, range, bar).await?;
         stage.joined(&joined.rows, newest, tenant)?;
         metrics.inspected_bytes += joined.bytes;

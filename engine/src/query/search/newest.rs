@@ -98,6 +98,11 @@ impl Newest {
         }
     }
 
+    /// A copy of the traces held, in no particular order.
+    pub fn snapshot(&self) -> Vec<Found> {
+        self.heap.iter().map(|w| w.0.clone()).collect()
+    }
+
     /// The traces held, best first.
     pub fn into_sorted(self) -> Vec<Found> {
         let mut v: Vec<Found> = self.heap.into_iter().map(|w| w.0).collect();

@@ -23,7 +23,7 @@ use crate::query::split_traces::{WholeSpan, end_of, number_whole};
 use crate::query::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
 use crate::query::{QueryEngine, df_err};
 use crate::schema::col as c;
-use crate::tempopb::{SearchSpan, ServiceStats, SpanSet, TraceSearchMetadata};
+use crate::tempopb::{ServiceStats, Span as SearchSpan, SpanSet, TraceSearchMetadata};
 
 use super::newest::Found;
 
@@ -539,7 +539,7 @@ fn assemble(
     if spans.is_empty() {
         start = 0;
     }
-    let span_sets = sets
+    let span_sets: Vec<SpanSet> = sets
         .iter()
         .zip(shown)
         .map(|(set, shown)| SpanSet {
@@ -584,6 +584,8 @@ fn assemble(
         root_trace_name: root.map(|r| r.name.clone()).unwrap_or_default(),
         start_time_unix_nano: start,
         duration_ms: (end.saturating_sub(start) / 1_000_000).min(u32::MAX as u64) as u32,
+        // The deprecated single spanset, still read by older clients.
+        span_set: span_sets.first().cloned(),
         span_sets,
         service_stats: stats,
     }

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use allegro_traceql::ast::{FieldExpr, FieldKind, FieldRef, Intrinsic};
 use allegro_udfs::spansets::eval::SpanRow;
 use allegro_udfs::spansets::program::Program;
 use allegro_udfs::spansets::{SpanColumns, evaluate};
@@ -46,6 +47,11 @@ pub(crate) struct TraceStage {
     required: Vec<u64>,
     /// Traces split across sources, evaluated joined instead.
     split: IncompleteTraces,
+    /// Whether every leaf condition reads only the span's own values, so that a part's rows
+    /// show which leaves the whole trace meets (not so for `rootName`, nested sets, ...).
+    part_local: bool,
+    /// The leaves each split trace's parts met so far, over every block read.
+    split_leaves: Mutex<HashMap<TraceId, u64>>,
     /// The query's memory pool: rows held per trace are reserved from it, so a search over
     /// blocks too big for the budget is refused like any other operator going over.
     pool: Arc<dyn MemoryPool>,
@@ -72,6 +78,28 @@ fn row_bytes(r: &SpanRow) -> usize {
         + std::mem::size_of::<(TraceId, u64, Vec<SpanRow>)>()
 }
 
+/// Whether `e` reads only a span's own values (and its scope's): not the trace-level columns,
+/// nested-set numbers or relatives, which a part of a split trace holds for itself alone.
+fn part_local(e: &FieldExpr) -> bool {
+    match &e.kind {
+        FieldKind::Ref(FieldRef::Intrinsic(i)) => !matches!(
+            i,
+            Intrinsic::TraceDuration
+                | Intrinsic::TraceRootName
+                | Intrinsic::TraceRootService
+                | Intrinsic::NestedSetLeft
+                | Intrinsic::NestedSetRight
+                | Intrinsic::NestedSetParent
+                | Intrinsic::Parent
+                | Intrinsic::ChildCount
+        ),
+        FieldKind::Ref(FieldRef::Attribute(a)) => !a.parent,
+        FieldKind::Static(_) => true,
+        FieldKind::Binary { lhs, rhs, .. } => part_local(lhs) && part_local(rhs),
+        FieldKind::Unary { expr, .. } | FieldKind::List { expr, .. } => part_local(expr),
+    }
+}
+
 fn lost(what: &str) -> EngineError {
     EngineError::Internal(format!("search rows lost column {what}"))
 }
@@ -84,8 +112,30 @@ impl TraceStage {
             program: Arc::new(c.program.clone()),
             required: c.program.required_leaves(),
             split,
+            part_local: c.leaves.iter().flatten().all(part_local),
+            split_leaves: Mutex::new(HashMap::new()),
             pool,
         }
+    }
+
+    /// Of `among`, the split traces whose joined evaluation can find something: all of them
+    /// when a leaf reads what only the whole trace knows; otherwise those whose parts read so
+    /// far met the leaves the program needs, as [`Self::consider`] asks of a whole trace. A
+    /// search for something no span has joins nothing; one for errors joins the split traces
+    /// with an error span. Parts in blocks an early stop skipped belong to traces that start
+    /// too early to rank.
+    pub(crate) fn split_candidates(&self, among: IncompleteTraces) -> IncompleteTraces {
+        if !self.part_local {
+            return among;
+        }
+        let met = self.split_leaves.lock();
+        among
+            .into_iter()
+            .filter(|id| {
+                met.get(id)
+                    .is_some_and(|u| self.required.iter().all(|m| u & m != 0))
+            })
+            .collect()
     }
 
     /// The span columns of `b`, in [`SpanColumns`] order.
@@ -148,6 +198,8 @@ impl TraceStage {
         let mut run: Option<Run> = None;
         // The last trace's row vector, emptied, for the next: no allocation per trace.
         let mut spare: Vec<SpanRow> = Vec::new();
+        // Leaves met by this source's parts of split traces.
+        let mut split_met: HashMap<TraceId, u64> = HashMap::new();
         let streams = [(rows.roots, true), (rows.rest, !rows.sorted)];
         for (stream, into_table) in streams {
             let Some(mut stream) = stream else { continue };
@@ -163,6 +215,9 @@ impl TraceStage {
                 for (i, &start) in starts.values().iter().enumerate() {
                     let id = TraceId::from_bytes(ids.value(i))?;
                     if self.split.contains(&id) {
+                        if self.part_local {
+                            *split_met.entry(id).or_default() |= cols.row(i).leaves;
+                        }
                         continue;
                     }
                     if into_table {
@@ -200,6 +255,12 @@ impl TraceStage {
         }
         if let Some(r) = run.take() {
             self.finish(r, &mut table, newest, tenant)?;
+        }
+        if !split_met.is_empty() {
+            let mut all = self.split_leaves.lock();
+            for (id, leaves) in split_met {
+                *all.entry(id).or_default() |= leaves;
+            }
         }
         // The head's traces; a block's traces of which only roots matched.
         self.offer(table.into_iter().collect(), newest, tenant)

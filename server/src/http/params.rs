@@ -1,0 +1,53 @@
+//! Reading Tempo's query-string parameters into the doors' shared parameter types.
+
+use std::collections::HashMap;
+
+use allegro_engine::query::plan::Range;
+
+use crate::api::error::ApiError;
+use crate::api::time::seconds_range;
+
+/// The query string.
+pub type Params = HashMap<String, String>;
+
+/// `key`'s value when present and not blank.
+pub fn non_empty<'a>(q: &'a Params, key: &str) -> Option<&'a str> {
+    q.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+/// `key` as a whole number, when present.
+pub fn count(q: &Params, key: &str) -> Result<Option<u32>, ApiError> {
+    non_empty(q, key)
+        .map(|v| {
+            v.parse::<u32>().map_err(|_| {
+                ApiError::bad_request(format!("invalid {key} {v:?}: expected a whole number"))
+            })
+        })
+        .transpose()
+}
+
+/// `key` as a count, when present (0 is left to the caller's bounds check).
+pub fn size(q: &Params, key: &str) -> Result<Option<usize>, ApiError> {
+    non_empty(q, key)
+        .map(|v| {
+            v.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("invalid {key} {v:?}: expected a positive integer"))
+            })
+        })
+        .transpose()
+}
+
+/// `key` in unix seconds; 0 when absent, as in Tempo.
+pub fn seconds(q: &Params, key: &str) -> Result<u64, ApiError> {
+    match non_empty(q, key) {
+        None => Ok(0),
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("invalid {key} {v:?}: expected unix seconds"))
+        }),
+    }
+}
+
+/// `start`/`end` in unix seconds, both optional.
+pub fn time_range(q: &Params) -> Result<Range, ApiError> {
+    seconds_range(seconds(q, "start")?, seconds(q, "end")?)
+}
