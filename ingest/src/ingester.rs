@@ -890,4 +890,13 @@ impl LiveSpans for Ingester {
             Err(e) => Err(allegro_engine::error::EngineError::Internal(e.to_string())),
         }
     }
+
+    fn live_trace(
+        &self,
+        tenant: &str,
+        id: &TraceId,
+    ) -> allegro_engine::error::Result<Vec<ResourceSpans>> {
+        self.find_trace(tenant, id)
+            .map_err(|e| allegro_engine::error::EngineError::Internal(e.to_string()))
+    }
 }

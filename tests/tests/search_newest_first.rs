@@ -214,6 +214,19 @@ async fn newest_first_answers_are_the_head_of_the_full_answer() {
     );
     // And the point of it: the newest 20 of `{ }` read a fraction of what all of them read.
     let bytes = |r: &SearchResponse| r.metrics.as_ref().map_or(0, |m| m.inspected_bytes);
+    // A search no span matches joins no split trace; one whose leaf reads a trace-level
+    // column (which a part holds for itself alone) must join them all to know.
+    let (span_miss, root_miss) = (
+        search(&engine, "{ name = \"no such span\" }", 20).await,
+        search(&engine, "{ rootName = \"no such root\" }", 20).await,
+    );
+    assert!(span_miss.traces.is_empty() && root_miss.traces.is_empty());
+    assert!(
+        bytes(&span_miss) * 2 < bytes(&root_miss),
+        "{} bytes without a join, {} with one",
+        bytes(&span_miss),
+        bytes(&root_miss)
+    );
     let (some, every) = (
         bytes(&search(&engine, "{ }", 20).await),
         bytes(&search(&engine, "{ }", 1_000_000).await),

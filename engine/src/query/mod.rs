@@ -12,6 +12,7 @@ pub(crate) mod split_traces;
 pub mod table;
 pub mod tag_requests;
 pub mod tags;
+pub mod trace_by_id;
 pub mod translate;
 
 use std::sync::Arc;

@@ -38,6 +38,15 @@ pub trait LiveSpans: Send + Sync {
     /// The tenant's live spans as span-table batches without hot columns (every attribute in
     /// the overflow maps), nested sets computed per trace.
     fn live_batches(&self, tenant: &str) -> crate::error::Result<Vec<RecordBatch>>;
+
+    /// The tenant's live spans of trace `id`, as received (none unless the head keeps them).
+    fn live_trace(
+        &self,
+        _tenant: &str,
+        _id: &crate::ids::TraceId,
+    ) -> crate::error::Result<Vec<crate::otlp::trace::v1::ResourceSpans>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The per-span weight column of a sampled [`BlocksTable`] (Float64).

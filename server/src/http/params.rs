@@ -51,3 +51,35 @@ pub fn seconds(q: &Params, key: &str) -> Result<u64, ApiError> {
 pub fn time_range(q: &Params) -> Result<Range, ApiError> {
     seconds_range(seconds(q, "start")?, seconds(q, "end")?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Params {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn time_ranges_are_seconds_and_checked() {
+        assert_eq!(time_range(&q(&[])).unwrap(), None);
+        assert_eq!(
+            time_range(&q(&[("start", "0"), ("end", "0")])).unwrap(),
+            None
+        );
+        assert_eq!(
+            time_range(&q(&[("start", "10"), ("end", "20")])).unwrap(),
+            Some((10_000_000_000, 20_999_999_999))
+        );
+        assert!(
+            time_range(&q(&[("start", "x")]))
+                .unwrap_err()
+                .message
+                .contains("invalid start")
+        );
+        assert!(time_range(&q(&[("start", "20"), ("end", "10")])).is_err());
+    }
+}

@@ -1,13 +1,11 @@
 //! Trace by ID: `GET /api/traces/{id}` (v1) and `GET /api/v2/traces/{id}`.
 
-use std::collections::HashMap;
-
-use allegro_engine::convert::normalize::normalize;
 use allegro_engine::error::EngineError;
 use allegro_engine::ids::TraceId;
 use allegro_engine::otlp::common::v1::{AnyValue, KeyValue, any_value::Value};
 use allegro_engine::otlp::trace::v1::ResourceSpans;
 use allegro_engine::otlp_json::{Dialect, encode_resource_spans};
+use allegro_engine::query::trace_by_id::FoundTrace;
 use allegro_engine::tempopb::{PartialStatus, Trace, TraceByIdMetrics, TraceByIdResponse};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -17,7 +15,7 @@ use prost::Message;
 use serde_json::json;
 
 use super::AppState;
-use super::params::time_range;
+use super::params::{Params, time_range};
 use crate::api::error::ApiError;
 use crate::tenant::request_tenants;
 
@@ -53,51 +51,25 @@ fn grafana_safe(mut rs: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
     rs
 }
 
-struct Found {
-    resource_spans: Vec<ResourceSpans>,
-    inspected_bytes: u64,
-}
-
 async fn lookup(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
-    q: &HashMap<String, String>,
-) -> Result<Found, ApiError> {
+    q: &Params,
+) -> Result<FoundTrace, ApiError> {
     let tenants = request_tenants(state.multitenancy, headers)?;
     let trace_id = TraceId::parse_hex(id).map_err(|e| match e {
         EngineError::InvalidInput(m) => ApiError::bad_request(format!("invalid trace id: {m}")),
         other => ApiError::from(other),
     })?;
-    let range = time_range(q)?;
-    let mut all = Vec::new();
-    let mut inspected_bytes = 0;
-    let mut from_head = false;
-    for t in &tenants {
-        let found = state.catalog.find_trace(t, &trace_id, range).await?;
-        inspected_bytes += found.inspected_bytes;
-        all.extend(found.resource_spans);
-        if let Some(ing) = &state.ingester {
-            let live = ing
-                .find_trace(t, &trace_id)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            // Head data is not cut to the time range: it is recent by definition.
-            from_head |= !live.is_empty();
-            all.extend(live);
-        }
-    }
-    // Head and blocks may both hold a span while a block is being written: merge exactly.
-    // Block results come normalised from the catalog already.
-    let all = if from_head { normalize(all) } else { all };
-    if all.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "trace not found: {}",
-            trace_id.to_hex()
-        )));
-    }
-    Ok(Found {
-        resource_spans: grafana_safe(all),
-        inspected_bytes,
+    let found = state
+        .query
+        .trace_by_id(&tenants, &trace_id, time_range(q)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("trace not found: {}", trace_id.to_hex())))?;
+    Ok(FoundTrace {
+        resource_spans: grafana_safe(found.resource_spans),
+        ..found
     })
 }
 
@@ -122,7 +94,7 @@ pub fn negotiated(
 pub async fn trace_v1(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Params>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let found = lookup(&state, &headers, &id, &q).await?;
@@ -140,7 +112,7 @@ pub async fn trace_v1(
 pub async fn trace_v2(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Params>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let found = lookup(&state, &headers, &id, &q).await?;
@@ -176,33 +148,6 @@ pub async fn trace_v2(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn time_ranges_are_seconds_and_checked() {
-        assert_eq!(time_range(&q(&[])).unwrap(), None);
-        assert_eq!(
-            time_range(&q(&[("start", "0"), ("end", "0")])).unwrap(),
-            None
-        );
-        assert_eq!(
-            time_range(&q(&[("start", "10"), ("end", "20")])).unwrap(),
-            Some((10_000_000_000, 20_999_999_999))
-        );
-        assert!(
-            time_range(&q(&[("start", "x")]))
-                .unwrap_err()
-                .message
-                .contains("invalid start")
-        );
-        assert!(time_range(&q(&[("start", "20"), ("end", "10")])).is_err());
-    }
 
     #[test]
     fn resources_always_have_attributes_and_messages_are_present() {
