@@ -160,6 +160,8 @@ async fn newest_first_answers_are_the_head_of_the_full_answer() {
         "{ name =~ \"GET.*\" }",
         "{ kind = client } || { status = error }",
         "{ resource.service.name = \"api-gateway\" } && { status = error }",
+        // The root test holds per part: only the true root has -1.
+        "{ nestedSetParent < 0 && kind = server }",
     ];
     let structural = [
         "{ resource.service.name = \"api-gateway\" } >> { status = error }",

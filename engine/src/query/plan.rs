@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use allegro_traceql::ast::{
-    Aggregate, AggregateOp, BinaryOp, FieldExpr, FieldKind, FieldRef, Pipeline, Query, QueryBody,
-    ScalarExpr, ScalarFilter, SpansetExpr, SpansetOp, Stage, Static,
+    Aggregate, AggregateOp, BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, Pipeline, Query,
+    QueryBody, ScalarExpr, ScalarFilter, SpansetExpr, SpansetOp, Stage, Static,
 };
 use allegro_traceql::{Error as QlError, ErrorKind};
 use allegro_udfs::spansets::program::{self as prog, Program};
@@ -408,4 +408,20 @@ pub fn spansets(spans: Arc<dyn TableProvider>, c: &Compiled) -> Result<LogicalPl
     )
     .and_then(|b| b.filter(col(out::SPANSETS).is_not_null()))
     .map_err(df_err)
+}
+
+/// `nestedSetParent < 0` and its equivalents.
+pub(crate) fn is_root_test(cond: &FieldExpr) -> bool {
+    let FieldKind::Binary { op, lhs, rhs } = &cond.kind else {
+        return false;
+    };
+    let parent = matches!(
+        lhs.kind,
+        FieldKind::Ref(FieldRef::Intrinsic(Intrinsic::NestedSetParent))
+    );
+    match (parent, op, &rhs.kind) {
+        (true, BinaryOp::Lt, FieldKind::Static(Static::Int(n))) => *n <= 0,
+        (true, BinaryOp::Lte | BinaryOp::Eq, FieldKind::Static(Static::Int(n))) => *n < 0,
+        _ => false,
+    }
 }

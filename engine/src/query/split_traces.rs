@@ -29,14 +29,16 @@ use arrow::array::{
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int32Type, UInt64Type};
 use datafusion::catalog::TableProvider;
-use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::{MemTable, provider_as_source};
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 
 use super::plan::{self, Compiled, Range};
-use super::sources::Sources;
+use super::sources::{Source, Sources};
 use super::table::BlocksTable;
 use super::{collect_counted, df_err};
 use crate::catalog::{Catalog, IncompleteTraces};
@@ -243,7 +245,13 @@ pub(crate) async fn join(
     range: Range,
     from: Option<u64>,
 ) -> Result<Joined> {
-    let patched = patch(ctx, src, split, from).await?;
+    // Only the columns the per-span plan reads (and those numbering needs) are read: a
+    // block has some 180, and decoding them all was most of a join's cost.
+    let state = ctx.state();
+    let needs = |s: &Source| -> Result<Option<Vec<String>>> {
+        scanned_columns(&state, &plan::span_rows(s, c, range)?).map(Some)
+    };
+    let patched = patch(ctx, src, split, from, &needs).await?;
     let mut out = Joined {
         rows: Vec::new(),
         bytes: patched.bytes,
@@ -259,13 +267,58 @@ pub(crate) async fn join(
     Ok(out)
 }
 
+/// Columns numbering a split trace reads or rewrites.
+const NUMBERING: [&str; 15] = [
+    c::TRACE_ID,
+    c::SPAN_ID,
+    c::PARENT_SPAN_ID,
+    c::KIND,
+    c::START_TIME,
+    c::DURATION,
+    c::SERVICE_NAME,
+    c::NAME,
+    c::NESTED_SET_LEFT,
+    c::NESTED_SET_RIGHT,
+    c::NESTED_SET_PARENT,
+    c::TRACE_START,
+    c::TRACE_DURATION,
+    c::TRACE_ROOT_SERVICE,
+    c::TRACE_ROOT_NAME,
+];
+
+/// The columns `plan` reads from its table, after DataFusion pushed its projection (and
+/// filters) into the scan.
+fn scanned_columns(state: &SessionState, plan: &LogicalPlan) -> Result<Vec<String>> {
+    let optimized = state.optimize(plan).map_err(df_err)?;
+    let mut names: Vec<String> = Vec::new();
+    optimized
+        .apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                names.extend(
+                    scan.projected_schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone()),
+                );
+                for f in &scan.filters {
+                    names.extend(f.column_refs().into_iter().map(|c| c.name.clone()));
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(df_err)?;
+    Ok(names)
+}
+
 /// The rows of `split`'s traces in every source of `src` (blocks ending before `from` left
-/// out), joined per trace: see [`Patched`].
+/// out), joined per trace: see [`Patched`]. `needs` names the columns a source's rows are
+/// read with (`None`: all), besides those numbering needs.
 pub(crate) async fn patch(
     ctx: &SessionContext,
     src: &Sources,
     split: &IncompleteTraces,
     from: Option<u64>,
+    needs: &(dyn Fn(&Source) -> Result<Option<Vec<String>>> + Sync),
 ) -> Result<Patched> {
     let mut out = Patched {
         tables: vec![None; src.tables.len()],
@@ -288,10 +341,18 @@ pub(crate) async fn patch(
             },
             _ => s.table.clone(),
         };
-        let plan = LogicalPlanBuilder::scan("spans", provider_as_source(table), None)
+        let mut b = LogicalPlanBuilder::scan("spans", provider_as_source(table), None)
             .and_then(|b| b.filter(wanted.clone()))
-            .and_then(|b| b.build())
             .map_err(df_err)?;
+        if let Some(mut cols) = needs(s)? {
+            cols.extend(NUMBERING.iter().map(|n| n.to_string()));
+            cols.sort_unstable();
+            cols.dedup();
+            // Column names hold dots (`span.http.route`): never parse them as qualified.
+            let proj = cols.into_iter().map(|n| Expr::Column(Column::from_name(n)));
+            b = b.project(proj).map_err(df_err)?;
+        }
+        let plan = b.build().map_err(df_err)?;
         let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
         let (batches, bytes) = collect_counted(ctx, df).await?;
         out.bytes += bytes;

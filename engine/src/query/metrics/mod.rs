@@ -16,9 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use allegro_traceql::ast::{
-    BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, Query, SecondStage, Static,
-};
+use allegro_traceql::ast::{BinaryOp, FieldExpr, FieldKind, Query, SecondStage, Static};
 use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
@@ -31,6 +29,7 @@ use self::grid::{Grid, default_step};
 use self::plan::{Needs, Sampling};
 use self::raw::{ExemplarPicker, Raw};
 use self::series::{SeriesSet, combine, filter, to_proto, top_bottom, with_scalar};
+use super::plan::is_root_test;
 use super::sources::{Source, Sources};
 use super::spans_table::SpansTable;
 use super::table::BlocksTable;
@@ -670,22 +669,6 @@ fn roots_or_true(cond: &FieldExpr) -> bool {
             rhs,
         } => roots_or_true(lhs) && roots_or_true(rhs),
         _ => is_root_test(cond),
-    }
-}
-
-/// `nestedSetParent < 0` and its equivalents.
-fn is_root_test(cond: &FieldExpr) -> bool {
-    let FieldKind::Binary { op, lhs, rhs } = &cond.kind else {
-        return false;
-    };
-    let parent = matches!(
-        lhs.kind,
-        FieldKind::Ref(FieldRef::Intrinsic(Intrinsic::NestedSetParent))
-    );
-    match (parent, op, &rhs.kind) {
-        (true, BinaryOp::Lt, FieldKind::Static(Static::Int(n))) => *n <= 0,
-        (true, BinaryOp::Lte | BinaryOp::Eq, FieldKind::Static(Static::Int(n))) => *n < 0,
-        _ => false,
     }
 }
 

@@ -37,7 +37,7 @@ use crate::catalog::IncompleteTraces;
 use crate::error::{EngineError, Result};
 use crate::ids::TraceId;
 use crate::query::df_err;
-use crate::query::plan::{Compiled, out};
+use crate::query::plan::{Compiled, is_root_test, out};
 use crate::schema::col as c;
 
 /// Evaluates a compiled search per trace; see the module docs.
@@ -79,8 +79,12 @@ fn row_bytes(r: &SpanRow) -> usize {
 }
 
 /// Whether `e` reads only a span's own values (and its scope's): not the trace-level columns,
-/// nested-set numbers or relatives, which a part of a split trace holds for itself alone.
+/// nested-set numbers or relatives, which a part of a split trace holds for itself alone. The
+/// root test `nestedSetParent < 0` (Drilldown's) holds per part: only the true root has -1.
 fn part_local(e: &FieldExpr) -> bool {
+    if is_root_test(e) {
+        return true;
+    }
     match &e.kind {
         FieldKind::Ref(FieldRef::Intrinsic(i)) => !matches!(
             i,
