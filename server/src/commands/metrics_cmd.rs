@@ -4,11 +4,12 @@
 use std::process::ExitCode;
 
 use allegro_engine::query::QueryEngine;
-use allegro_engine::query::metrics::{MetricsRequest, Mode};
+use allegro_engine::query::metrics::MetricsRequest;
 use allegro_engine::tempopb::QueryRangeResponse;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 use super::open_catalog;
+use crate::api::metrics::{MetricsParams, metrics_request};
 use crate::api::time::{step, timestamp};
 use crate::config::Config;
 use crate::jsonpb::metrics::range_json;
@@ -40,22 +41,22 @@ pub struct MetricsArgs {
 }
 
 fn request(a: &MetricsArgs) -> Result<MetricsRequest, String> {
-    let end = match &a.end {
-        Some(v) => timestamp("--end", v).map_err(|e| e.message)?,
-        None => allegro_engine::now_unix_nanos(),
+    let time = |flag: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| timestamp(flag, v))
+            .transpose()
+            .map_err(|e| e.message)
     };
-    let start = match (&a.start, &a.since) {
-        (Some(v), _) => timestamp("--start", v).map_err(|e| e.message)?,
-        (None, since) => {
-            let d = humantime::parse_duration(since.as_deref().unwrap_or("1h"))
-                .map_err(|e| format!("--since: {e}"))?;
-            end.saturating_sub(d.as_nanos() as u64)
-        }
-    };
-    Ok(MetricsRequest {
+    let since = a
+        .since
+        .as_deref()
+        .map(|s| humantime::parse_duration(s).map_err(|e| format!("--since: {e}")))
+        .transpose()?;
+    metrics_request(&MetricsParams {
         query: a.query.clone(),
-        start,
-        end,
+        start: time("--start", &a.start)?,
+        end: time("--end", &a.end)?,
+        since,
         step: a
             .step
             .as_deref()
@@ -64,8 +65,9 @@ fn request(a: &MetricsArgs) -> Result<MetricsRequest, String> {
             .map_err(|e| e.message)?,
         exemplars: Some(0),
         max_series: None,
-        mode: Mode::All,
+        mode: None,
     })
+    .map_err(|e| e.message)
 }
 
 /// `allegro metrics`.

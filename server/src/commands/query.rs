@@ -9,6 +9,7 @@ use allegro_engine::query::search::SearchRequest;
 use allegro_engine::tempopb::SearchResponse;
 
 use super::open_catalog;
+use crate::api::search::{SearchParams, search_request};
 use crate::config::Config;
 use crate::jsonpb::search::search_json;
 use crate::tenant::SINGLE_TENANT;
@@ -93,12 +94,16 @@ fn engine(cfg: &Config) -> Result<QueryEngine, String> {
 
 /// `allegro query`.
 pub async fn run(cfg: Config, a: QueryArgs) -> Result<ExitCode, String> {
-    let req = SearchRequest {
+    // Limits and legacy defaults are checked as the HTTP and gRPC doors check them; the
+    // CLI's range is finer (RFC3339, `--since`) than their unix seconds.
+    let mut req = search_request(&SearchParams {
         query: a.query.clone(),
-        limit: a.limit.max(1),
-        spss: a.spss.max(1),
-        range: range(&a)?,
-    };
+        limit: Some(a.limit),
+        spss: Some(a.spss),
+        ..Default::default()
+    })
+    .map_err(|e| e.message)?;
+    req.range = range(&a)?;
     let tenants: Vec<String> = a.tenant.split('|').map(str::to_string).collect();
     let resp = match engine(&cfg)?.search(&tenants, &req).await {
         Ok(r) => r,
