@@ -226,6 +226,23 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
     None
 }
 
+/// Runs `tests/python/<script>` with `python` and `args`; its stdout. A failing script fails
+/// the test with everything it printed.
+pub fn run_python<S: AsRef<std::ffi::OsStr>>(python: &str, script: &str, args: &[S]) -> String {
+    let out = std::process::Command::new(python)
+        .arg(workspace_dir().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// `q` percent-encoded for a URL query parameter (unreserved characters kept).
 pub fn url_encode(q: &str) -> String {
     q.bytes()

@@ -5,8 +5,6 @@
 //! streams partial answers before it. Needs `pip install grpcio grpcio-tools` (`.ci/run`
 //! installs them); fails under `CI=true` when they are missing, skips with a note otherwise.
 
-use std::process::Command;
-
 use allegro_datasets::{BlockCut, GenOptions, write_blocks};
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::storage::{StorageBackend, open_store};
@@ -14,7 +12,7 @@ use allegro_engine::tempopb::{
     QueryInstantResponse, QueryRangeResponse, SearchResponse, SearchTagValuesV2Response,
     SearchTagsV2Response,
 };
-use allegro_tests::{TestServer, config_for, python_with, url_encode};
+use allegro_tests::{TestServer, config_for, python_with, run_python, url_encode};
 use base64::Engine as _;
 use prost::Message;
 use serde_json::{Value, json};
@@ -38,19 +36,15 @@ impl Called {
 }
 
 fn call(python: &str, addr: &str, requests: &[Value]) -> Vec<Called> {
-    let root = allegro_tests::workspace_dir();
-    let out = Command::new(python)
-        .arg(root.join("tests/python/streaming_client.py"))
-        .arg(root.join("proto"))
-        .arg(addr)
-        .arg(Value::Array(requests.to_vec()).to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let proto = allegro_tests::workspace_dir().join("proto");
+    let stdout = run_python(
+        python,
+        "streaming_client.py",
+        &[
+            proto.into_os_string(),
+            addr.into(),
+            Value::Array(requests.to_vec()).to_string().into(),
+        ],
     );
     stdout
         .lines()
@@ -72,6 +66,19 @@ fn call(python: &str, addr: &str, requests: &[Value]) -> Vec<Called> {
             }
         })
         .collect()
+}
+
+/// The HTTP API's protobuf answer to `path`.
+fn rest<M: Message + Default>(srv: &TestServer, path: &str) -> M {
+    let a = srv.get(
+        path,
+        &[
+            ("X-Scope-OrgID", TENANT),
+            ("Accept", "application/protobuf"),
+        ],
+    );
+    assert_eq!(a.status, 200, "{path}: {}", a.text());
+    M::decode(a.body.as_slice()).expect("a protobuf answer")
 }
 
 #[test]
@@ -144,17 +151,6 @@ fn grafana_streaming_requests_get_the_rest_answers() {
         assert!(g.code.is_none(), "{r}: {:?} {}", g.code, g.details);
         assert!(!g.messages.is_empty(), "{r}: no message");
     }
-    let rest = |path: &str| {
-        let a = srv.get(
-            path,
-            &[
-                ("X-Scope-OrgID", TENANT),
-                ("Accept", "application/protobuf"),
-            ],
-        );
-        assert_eq!(a.status, 200, "{path}: {}", a.text());
-        a.body
-    };
 
     // Health check: one trace.
     let health: Vec<SearchResponse> = got[0].decoded();
@@ -164,14 +160,13 @@ fn grafana_streaming_requests_get_the_rest_answers() {
     // the REST answer.
     let search: Vec<SearchResponse> = got[1].decoded();
     let last = search.last().unwrap();
-    let want = SearchResponse::decode(
-        rest(&format!(
+    let want = rest::<SearchResponse>(
+        &srv,
+        &format!(
             "/api/search?q={}&limit=500&spss=3&start={start_s}&end={end_s}",
             url_encode("{ }")
-        ))
-        .as_slice(),
-    )
-    .unwrap();
+        ),
+    );
     assert!(want.traces.len() > 100, "{} traces", want.traces.len());
     assert_eq!(last.traces, want.traces);
     assert!(search.len() >= 2, "no partial answer before the final one");
@@ -200,27 +195,25 @@ fn grafana_streaming_requests_get_the_rest_answers() {
     }
 
     let errors: Vec<SearchResponse> = got[2].decoded();
-    let want = SearchResponse::decode(
-        rest(&format!(
+    let want = rest::<SearchResponse>(
+        &srv,
+        &format!(
             "/api/search?q={}&limit=20&spss=2&start={start_s}&end={end_s}",
             url_encode("{ status = error } | select(span.http.route)")
-        ))
-        .as_slice(),
-    )
-    .unwrap();
+        ),
+    );
     assert!(!want.traces.is_empty());
     assert_eq!(errors.last().unwrap().traces, want.traces);
 
     // Metrics: the streamed series are REST's.
     let series: Vec<QueryRangeResponse> = got[3].decoded();
-    let want = QueryRangeResponse::decode(
-        rest(&format!(
+    let want = rest::<QueryRangeResponse>(
+        &srv,
+        &format!(
             "/api/metrics/query_range?q={}&start={start_s}&end={end_s}&step=60s",
             url_encode("{ } | rate() by (resource.service.name)")
-        ))
-        .as_slice(),
-    )
-    .unwrap();
+        ),
+    );
     assert!(want.series.len() > 3);
     // Exemplars are a sample (which spans, and how many per series, may differ between two
     // runs of a query, as in Tempo): labels and samples are compared exactly.
@@ -232,14 +225,13 @@ fn grafana_streaming_requests_get_the_rest_answers() {
     }
     assert!(streamed.iter().any(|s| !s.exemplars.is_empty()));
     let instant: Vec<QueryInstantResponse> = got[4].decoded();
-    let want = QueryInstantResponse::decode(
-        rest(&format!(
+    let want = rest::<QueryInstantResponse>(
+        &srv,
+        &format!(
             "/api/metrics/query?q={}&start={start_s}&end={end_s}",
             url_encode("{ status = error } | count_over_time() by (resource.service.name)")
-        ))
-        .as_slice(),
-    )
-    .unwrap();
+        ),
+    );
     assert_eq!(instant.len(), 1, "an instant answer is one message");
     assert_eq!(instant[0].series, want.series);
 

@@ -4,9 +4,7 @@
 //! opentelemetry-exporter-otlp-proto-http` (`.ci/run` installs them); fails under `CI=true`
 //! when they are missing, skips with a note otherwise.
 
-use std::process::Command;
-
-use allegro_tests::{TestServer, config_for, python_with};
+use allegro_tests::{TestServer, config_for, python_with, run_python};
 
 #[test]
 fn python_sdk_exports_are_readable_within_a_second() {
@@ -19,19 +17,14 @@ fn python_sdk_exports_are_readable_within_a_second() {
     };
     let dir = tempfile::tempdir().unwrap();
     let srv = TestServer::start(config_for(dir.path()));
-    let script = allegro_tests::workspace_dir().join("tests/python/otel_export.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(format!("http://{}", srv.addrs.otlp_grpc.unwrap()))
-        .arg(srv.otlp_http())
-        .arg(&srv.base)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_python(
+        &python,
+        "otel_export.py",
+        &[
+            format!("http://{}", srv.addrs.otlp_grpc.unwrap()),
+            srv.otlp_http(),
+            srv.base.clone(),
+        ],
     );
     let rows: Vec<serde_json::Value> = stdout
         .lines()

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use allegro_engine::query::QueryEngine;
 use allegro_engine::query::search::Partials;
 use allegro_engine::query::tag_requests::{TagValuesRequest, TagsRequest};
 use allegro_engine::tempopb::{
@@ -35,6 +36,20 @@ impl Querier {
     /// The service answering from `state`.
     pub fn new(state: AppState) -> Self {
         Self { state }
+    }
+
+    /// A stream of the one message the engine's `answer` produces.
+    fn once<T, F, Fut>(&self, answer: F) -> Response<Answers<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<QueryEngine>) -> Fut,
+        Fut: Future<Output = allegro_engine::error::Result<T>> + Send + 'static,
+    {
+        let fut = answer(self.state.query.clone());
+        Response::new(Answers::spawn(move |tx| async move {
+            let _ = tx.send(Ok(fut.await.map_err(engine_status)?));
+            Ok(())
+        }))
     }
 
     /// The request's tenants, from `x-scope-orgid` metadata as from the HTTP header.
@@ -113,18 +128,6 @@ fn values_request(m: SearchTagValuesRequest) -> Result<TagValuesRequest, Status>
     })
 }
 
-/// A stream of the one message `answer` produces.
-fn once<T, Fut>(answer: Fut) -> Answers<T>
-where
-    T: Send + 'static,
-    Fut: Future<Output = Result<T, Status>> + Send + 'static,
-{
-    Answers::spawn(move |tx| async move {
-        let _ = tx.send(Ok(answer.await?));
-        Ok(())
-    })
-}
-
 #[tonic::async_trait]
 impl StreamingQuerier for Querier {
     type SearchStream = Answers<SearchResponse>;
@@ -181,13 +184,7 @@ impl StreamingQuerier for Querier {
         let tenants = self.tenants(request.metadata())?;
         let m = request.into_inner();
         let req = tags_request(&m.scope, m.start, m.end)?;
-        let engine = self.state.query.clone();
-        Ok(Response::new(once(async move {
-            engine
-                .search_tags(&tenants, &req)
-                .await
-                .map_err(engine_status)
-        })))
+        Ok(self.once(|e| async move { e.search_tags(&tenants, &req).await }))
     }
 
     async fn search_tags_v2(
@@ -197,13 +194,7 @@ impl StreamingQuerier for Querier {
         let tenants = self.tenants(request.metadata())?;
         let m = request.into_inner();
         let req = tags_request(&m.scope, m.start, m.end)?;
-        let engine = self.state.query.clone();
-        Ok(Response::new(once(async move {
-            engine
-                .search_tags_v2(&tenants, &req)
-                .await
-                .map_err(engine_status)
-        })))
+        Ok(self.once(|e| async move { e.search_tags_v2(&tenants, &req).await }))
     }
 
     async fn search_tag_values(
@@ -212,13 +203,7 @@ impl StreamingQuerier for Querier {
     ) -> Result<Response<Self::SearchTagValuesStream>, Status> {
         let tenants = self.tenants(request.metadata())?;
         let req = values_request(request.into_inner())?;
-        let engine = self.state.query.clone();
-        Ok(Response::new(once(async move {
-            engine
-                .search_tag_values(&tenants, &req)
-                .await
-                .map_err(engine_status)
-        })))
+        Ok(self.once(|e| async move { e.search_tag_values(&tenants, &req).await }))
     }
 
     async fn search_tag_values_v2(
@@ -227,13 +212,7 @@ impl StreamingQuerier for Querier {
     ) -> Result<Response<Self::SearchTagValuesV2Stream>, Status> {
         let tenants = self.tenants(request.metadata())?;
         let req = values_request(request.into_inner())?;
-        let engine = self.state.query.clone();
-        Ok(Response::new(once(async move {
-            engine
-                .search_tag_values_v2(&tenants, &req)
-                .await
-                .map_err(engine_status)
-        })))
+        Ok(self.once(|e| async move { e.search_tag_values_v2(&tenants, &req).await }))
     }
 
     async fn metrics_query_range(
@@ -283,14 +262,9 @@ impl StreamingQuerier for Querier {
             ..Default::default()
         })
         .map_err(status)?;
-        let (engine, settings) = (self.state.query.clone(), self.state.traceql_metrics.clone());
         // One message: Grafana replaces an instant answer by the next message.
-        Ok(Response::new(once(async move {
-            engine
-                .query_instant(&tenants, &req, &settings.limits)
-                .await
-                .map_err(engine_status)
-        })))
+        let settings = self.state.traceql_metrics.clone();
+        Ok(self.once(|e| async move { e.query_instant(&tenants, &req, &settings.limits).await }))
     }
 }
 
