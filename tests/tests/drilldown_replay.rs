@@ -2,7 +2,8 @@
 //! Tempo data source sends (grafana-clients.md §1.2 C/D, §1.5, §2.2), against the generated
 //! shop: 50 minutes of it in blocks, the last minute live over OTLP. Each answer is checked
 //! for what Drilldown parses: labels, `__bucket`, `p`, `__meta_type`, exemplar `trace:id`,
-//! non-empty series, and its two error texts.
+//! non-empty series, and its two error texts. The panels and the span list are also streamed
+//! over gRPC, as with Grafana's streaming toggles on, and answer as over REST.
 
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use allegro_datasets::{BlockCut, GenOptions, generate_all, write_blocks};
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::storage::{StorageBackend, open_store};
-use allegro_engine::tempopb::QueryRangeResponse;
+use allegro_engine::tempopb::{
+    QueryInstantRequest, QueryInstantResponse, QueryRangeRequest, QueryRangeResponse,
+    SearchRequest, SearchResponse,
+};
 use allegro_server::config::{GeneratorOverrides, TenantLimits};
 use allegro_tests::{TestServer, config_for};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -52,6 +56,58 @@ impl Replay {
             &[("X-Scope-OrgID", tenant), ("Accept", "application/json")],
         );
         (a.status, a.text())
+    }
+
+    /// The protobuf answer to `path`.
+    fn proto<M: Message + Default>(&self, path: &str) -> M {
+        let a = self.server.get(
+            path,
+            &[
+                ("X-Scope-OrgID", TENANT),
+                ("Accept", "application/protobuf"),
+            ],
+        );
+        assert_eq!(a.status, 200, "{path}: {}", a.text());
+        M::decode(a.body.as_slice()).unwrap()
+    }
+
+    /// Every message of the server-streaming RPC `path` (as the data source's backend calls
+    /// it: tonic, h2c to the HTTP port, `x-scope-orgid` metadata).
+    fn stream<Req, Resp>(&self, path: &'static str, req: Req) -> Vec<Resp>
+    where
+        Req: Message + Send + Sync + 'static,
+        Resp: Message + Default + Send + Sync + 'static,
+    {
+        let base = self.server.base.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let channel = tonic::transport::Channel::from_shared(base)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let mut request = tonic::Request::new(req);
+            request
+                .metadata_mut()
+                .insert("x-scope-orgid", TENANT.parse().unwrap());
+            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+            let mut s = grpc
+                .server_streaming(request, path, codec)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(m) = s.message().await.unwrap() {
+                out.push(m);
+            }
+            out
+        })
     }
 
     /// `GET /api/metrics/query_range?q=..&start=..&end=..&step=..` (request C).
@@ -342,6 +398,75 @@ fn drilldown_metrics_queries_answer_what_drilldown_parses() {
     assert_eq!(a.status, 200);
     let pb = QueryRangeResponse::decode(a.body.as_slice()).unwrap();
     assert_eq!(pb.series.len(), 1);
+
+    // The same panels streamed (requests I and J, Grafana's streaming toggles on): tonic's
+    // client on the HTTP port, start/end/step in nanoseconds; the series equal REST's.
+    let ns = |s: u64| s * 1_000_000_000;
+    let step_ns = step.trim_end_matches('s').parse::<u64>().unwrap() * 1_000_000_000;
+    for q in [
+        "{nestedSetParent<0 && true} | rate() ",
+        "{nestedSetParent<0 && true && resource.service.name != nil} | quantile_over_time(duration, 0.9) by(resource.service.name)",
+    ] {
+        let streamed: Vec<QueryRangeResponse> = r.stream(
+            "/tempopb.StreamingQuerier/MetricsQueryRange",
+            QueryRangeRequest {
+                query: q.into(),
+                start: ns(r.start),
+                end: ns(r.end),
+                step: step_ns,
+                ..Default::default()
+            },
+        );
+        let want: QueryRangeResponse = r.proto(&format!(
+            "/api/metrics/query_range?q={}&start={}&end={}&step={step}",
+            form(q),
+            r.start,
+            r.end
+        ));
+        let got: Vec<_> = streamed.into_iter().flat_map(|m| m.series).collect();
+        assert_eq!(got.len(), want.series.len(), "{q}");
+        for (a, b) in got.iter().zip(&want.series) {
+            assert_eq!((&a.labels, &a.samples), (&b.labels, &b.samples), "{q}");
+        }
+    }
+    let q = "{nestedSetParent<0 && true} | rate() by(resource.service.name)";
+    let instant: Vec<QueryInstantResponse> = r.stream(
+        "/tempopb.StreamingQuerier/MetricsQueryInstant",
+        QueryInstantRequest {
+            query: q.into(),
+            start: ns(r.start),
+            end: ns(r.end),
+        },
+    );
+    let want: QueryInstantResponse = r.proto(&format!(
+        "/api/metrics/query?q={}&start={}&end={}",
+        form(q),
+        r.start,
+        r.end
+    ));
+    assert_eq!(instant.len(), 1);
+    assert_eq!(instant[0].series, want.series);
+    // Drilldown's span list, streamed (request H): the last message is REST's answer.
+    let q = "{nestedSetParent<0 && true && status = error}";
+    let found: Vec<SearchResponse> = r.stream(
+        "/tempopb.StreamingQuerier/Search",
+        SearchRequest {
+            query: q.into(),
+            limit: 200,
+            spans_per_span_set: 10,
+            start: r.start as u32,
+            end: r.end as u32,
+            ..Default::default()
+        },
+    );
+    let want: SearchResponse = r.proto(&format!(
+        "/api/search?q={}&limit=200&spss=10&start={}&end={}",
+        form(q),
+        r.start,
+        r.end
+    ));
+    assert!(!want.traces.is_empty());
+    assert_eq!(found.last().unwrap().traces, want.traces);
 
     // Instant (request D): strict jsonpb, so only known fields.
     let (status, body) = r.get(
