@@ -1391,6 +1391,10 @@ mod tests {
         .unwrap();
         assert!(c.multitenancy_enabled);
         assert_eq!(c.server.http_listen_port, 3300);
+        // Grafana's streaming API: on unless turned off.
+        assert_eq!(c.stream_over_http_enabled, None);
+        let off = parse("stream_over_http_enabled: false\n").unwrap();
+        assert_eq!(off.stream_over_http_enabled, Some(false));
         assert_eq!(
             c.server.graceful_shutdown_timeout,
             Some(Duration::from_secs(90))

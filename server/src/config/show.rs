@@ -97,6 +97,7 @@ impl Config {
         }
         let mut out = json!({
             "multitenancy_enabled": self.multitenancy_enabled,
+            "stream_over_http_enabled": self.stream_over_http_enabled.unwrap_or(true),
             "server": {
                 "http_listen_address": self.server.http_listen_address,
                 "http_listen_port": self.server.http_listen_port,
