@@ -111,6 +111,22 @@ pub struct Config {
     /// default on (Tempo's default is off, but Grafana's streaming toggles need it).
     #[serde(default)]
     pub stream_over_http_enabled: Option<bool>,
+    /// Tempo 3.x's Kafka connection (`ingest:`): accepted with a warning; Allegro ingests
+    /// in-process.
+    #[serde(default)]
+    pub ingest: Option<serde_yaml::Value>,
+    /// Tempo 3.x's `block_builder:` (Kafka path): accepted with a warning.
+    #[serde(default)]
+    pub block_builder: Option<serde_yaml::Value>,
+    /// Tempo 3.x's `backend_scheduler:`: accepted with a warning.
+    #[serde(default)]
+    pub backend_scheduler: Option<serde_yaml::Value>,
+    /// Tempo 3.x's `backend_worker:`: accepted with a warning.
+    #[serde(default)]
+    pub backend_worker: Option<serde_yaml::Value>,
+    /// Warnings found while reading the file (legacy keys mapped, keys without effect).
+    #[serde(skip)]
+    pub read_warnings: Vec<String>,
 }
 
 /// `compactor:`.
@@ -243,6 +259,10 @@ pub struct DistributorConfig {
     /// `distributor.receivers`; absent means OTLP gRPC and HTTP on their standard ports.
     #[serde(deserialize_with = "present")]
     pub receivers: Option<ReceiversConfig>,
+    /// Tempo 3.x's switch for the ingester path; Allegro always writes in-process.
+    pub ingester_write_path_enabled: Option<bool>,
+    /// Tempo 3.x's switch for the Kafka path; accepted with a warning.
+    pub kafka_write_path_enabled: Option<bool>,
 }
 
 impl DistributorConfig {
@@ -405,6 +425,90 @@ pub struct OverridesConfig {
     /// Tenants with their own limits; unset keys take the defaults' values.
     #[serde(deserialize_with = "null_default")]
     pub per_tenant: std::collections::BTreeMap<String, TenantLimits>,
+    // Tempo's legacy flat form (before 2.3), applied to `defaults` where it sets nothing
+    // itself, each with a warning naming the new key (`OverridesConfig::apply_legacy`).
+    /// Legacy: `defaults.metrics_generator.processors`.
+    pub metrics_generator_processors: Option<Vec<String>>,
+    /// Legacy: `defaults.ingestion.rate_strategy`.
+    pub ingestion_rate_strategy: Option<String>,
+    /// Legacy: `defaults.ingestion.rate_limit_bytes`.
+    pub ingestion_rate_limit_bytes: Option<u64>,
+    /// Legacy: `defaults.ingestion.burst_size_bytes`.
+    pub ingestion_burst_size_bytes: Option<u64>,
+    /// Legacy: `defaults.ingestion.max_traces_per_user`.
+    pub max_traces_per_user: Option<usize>,
+    /// Legacy: `defaults.global.max_bytes_per_trace`.
+    pub max_bytes_per_trace: Option<usize>,
+    /// Legacy: `defaults.compaction.block_retention`.
+    #[serde(deserialize_with = "go_duration")]
+    pub block_retention: Option<Duration>,
+}
+
+impl OverridesConfig {
+    /// Moves the legacy flat keys into `defaults` (where it sets nothing itself); returns the
+    /// warning for each, naming the key to use instead.
+    fn apply_legacy(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut note = |old: &str, new: &str| {
+            warnings.push(format!(
+                "overrides.{old} is Tempo's legacy flat form: applied as overrides.defaults.{new}; \
+                 write it there"
+            ));
+        };
+        macro_rules! moved {
+            ($field:ident, $old:literal, $new:literal, $target:expr) => {
+                if let Some(v) = self.$field.take() {
+                    note($old, $new);
+                    if $target.is_none() {
+                        $target = Some(v);
+                    }
+                }
+            };
+        }
+        moved!(
+            metrics_generator_processors,
+            "metrics_generator_processors",
+            "metrics_generator.processors",
+            self.defaults.metrics_generator.processors
+        );
+        moved!(
+            ingestion_rate_strategy,
+            "ingestion_rate_strategy",
+            "ingestion.rate_strategy",
+            self.defaults.ingestion.rate_strategy
+        );
+        moved!(
+            ingestion_rate_limit_bytes,
+            "ingestion_rate_limit_bytes",
+            "ingestion.rate_limit_bytes",
+            self.defaults.ingestion.rate_limit_bytes
+        );
+        moved!(
+            ingestion_burst_size_bytes,
+            "ingestion_burst_size_bytes",
+            "ingestion.burst_size_bytes",
+            self.defaults.ingestion.burst_size_bytes
+        );
+        moved!(
+            max_traces_per_user,
+            "max_traces_per_user",
+            "ingestion.max_traces_per_user",
+            self.defaults.ingestion.max_traces_per_user
+        );
+        moved!(
+            max_bytes_per_trace,
+            "max_bytes_per_trace",
+            "global.max_bytes_per_trace",
+            self.defaults.global.max_bytes_per_trace
+        );
+        moved!(
+            block_retention,
+            "block_retention",
+            "compaction.block_retention",
+            self.defaults.compaction.block_retention
+        );
+        warnings
+    }
 }
 
 /// One set of limits, in Tempo's layout.
@@ -788,7 +892,7 @@ impl Config {
             return Ok(Self::default());
         }
         let de = serde_yaml::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut c: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             ConfigError::Parse {
                 path: name.to_string(),
@@ -799,7 +903,23 @@ impl Config {
                 },
                 message: e.into_inner().to_string(),
             }
-        })
+        })?;
+        c.read_warnings = c.overrides.apply_legacy();
+        if c.distributor.kafka_write_path_enabled == Some(true)
+            || c.distributor.ingester_write_path_enabled == Some(false)
+            || c.ingest.is_some()
+            || c.block_builder.is_some()
+            || c.backend_scheduler.is_some()
+            || c.backend_worker.is_some()
+        {
+            c.read_warnings.push(
+                "Tempo's Kafka write path (distributor.kafka_write_path_enabled, ingest, block_builder, \
+                 backend_scheduler, backend_worker) has no effect: Allegro receives, stores and compacts \
+                 in one process, as Tempo's single binary does without Kafka"
+                    .into(),
+            );
+        }
+        Ok(c)
     }
 
     /// Checks values that parse but make no sense.

@@ -39,6 +39,9 @@ pub struct GeneratorSection {
     /// Spans ending further than this from now are not counted (30s).
     #[serde(deserialize_with = "go_duration")]
     pub metrics_ingestion_time_range_slack: Option<Duration>,
+    /// Tempo's store of recent traces for its local-blocks processor; Allegro's TraceQL
+    /// metrics read the live head and the blocks, so it is accepted with a warning.
+    pub traces_storage: Option<serde_yaml::Value>,
 }
 
 /// `metrics_generator.registry:`.
@@ -669,7 +672,36 @@ impl Config {
 
     /// Settings that are valid but probably not what was meant, each naming the key.
     pub fn warnings(&self) -> Vec<String> {
-        let mut w = Vec::new();
+        let mut w = self.read_warnings.clone();
+        if self
+            .metrics_generator
+            .as_ref()
+            .is_some_and(|g| g.traces_storage.is_some())
+        {
+            w.push(
+                "metrics_generator.traces_storage has no effect: TraceQL metrics read the live head \
+                 and the blocks, not a store of their own"
+                    .into(),
+            );
+        }
+        // Tempo 2.x semantics, which Allegro keeps: a processors list without local-blocks
+        // turns TraceQL metrics off, and Drilldown then shows "not configured".
+        let tenants = std::iter::once(("defaults".to_string(), &self.overrides.defaults)).chain(
+            self.overrides
+                .per_tenant
+                .iter()
+                .map(|(t, l)| (format!("per_tenant.{t}"), l)),
+        );
+        for (at, limits) in tenants {
+            if let Some(p) = &limits.metrics_generator.processors
+                && !p.iter().any(|x| x == "local-blocks")
+            {
+                w.push(format!(
+                    "overrides.{at}.metrics_generator.processors does not list local-blocks: TraceQL \
+                     metrics (Traces Drilldown) are off there; add local-blocks to keep them"
+                ));
+            }
+        }
         let Ok(Some(g)) = self.generator() else {
             return w;
         };

@@ -1,0 +1,101 @@
+//! Configs from real Tempo deployments (`../shared/reference/configs/`) load: keys Allegro
+//! has no use for are accepted with one warning that says why, legacy flat overrides are
+//! applied where the current layout puts them, and a typo is still an error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use allegro_server::config::Config;
+
+fn seed(name: &str) -> PathBuf {
+    allegro_tests::workspace_dir()
+        .join("../shared/reference/configs")
+        .join(name)
+}
+
+/// The config in `name` and its warnings; every seed must load.
+fn load(name: &str) -> (Config, Vec<String>) {
+    let c = Config::load(&seed(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let w = c.warnings();
+    (c, w)
+}
+
+fn has(warnings: &[String], part: &str) -> bool {
+    warnings.iter().any(|w| w.contains(part))
+}
+
+#[test]
+fn every_seed_config_loads() {
+    let dir = allegro_tests::workspace_dir().join("../shared/reference/configs");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 5, "{names:?}");
+    for n in &names {
+        load(n);
+    }
+}
+
+#[test]
+fn legacy_flat_overrides_are_applied_with_a_warning() {
+    let (c, w) = load("seed000-monolithic-s3.yaml");
+    assert_eq!(
+        c.overrides.defaults.metrics_generator.processors,
+        Some(vec!["span-metrics".to_string()])
+    );
+    assert!(
+        has(
+            &w,
+            "overrides.metrics_generator_processors is Tempo's legacy flat form"
+        ) && has(&w, "overrides.defaults.metrics_generator.processors"),
+        "{w:?}"
+    );
+    // That list lacks local-blocks: TraceQL metrics are off, and config check says so.
+    assert!(
+        has(
+            &w,
+            "overrides.defaults.metrics_generator.processors does not list local-blocks"
+        ),
+        "{w:?}"
+    );
+    assert_eq!(
+        c.compactor.compaction.block_retention,
+        Some(Duration::from_secs(744 * 3600))
+    );
+    // The current form wins where both are written.
+    let c = Config::parse(
+        "both.yaml",
+        "overrides:\n  max_traces_per_user: 5\n  defaults:\n    ingestion:\n      max_traces_per_user: 9\n",
+    )
+    .unwrap();
+    assert_eq!(c.overrides.defaults.ingestion.max_traces_per_user, Some(9));
+    assert!(has(&c.warnings(), "overrides.max_traces_per_user"));
+}
+
+#[test]
+fn the_kafka_path_and_traces_storage_are_accepted_with_a_warning() {
+    let (_, w) = load("seed004-kafka.yaml");
+    assert!(has(&w, "Kafka write path"), "{w:?}");
+    assert_eq!(w.iter().filter(|x| x.contains("Kafka")).count(), 1, "{w:?}");
+    let (_, w) = load("seed004-local.yaml");
+    assert!(
+        has(&w, "metrics_generator.traces_storage has no effect"),
+        "{w:?}"
+    );
+    assert!(!has(&w, "Kafka"), "{w:?}");
+}
+
+#[test]
+fn a_typo_is_still_an_error_naming_the_key() {
+    let e = Config::parse("typo.yaml", "overrides:\n  max_trace_per_user: 5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_trace_per_user"), "{e}");
+    let e = Config::parse("typo.yaml", "distributor:\n  kafka_write_path: true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kafka_write_path"), "{e}");
+}
