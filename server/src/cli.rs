@@ -70,6 +70,15 @@ pub fn load_config(cli: &Cli) -> Result<Config, String> {
 /// Runs the CLI; the exit code is 0 on success, 1 on a runtime failure, 2 on bad usage or config.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+        // A command whose reader went away (`allegro blocks | head`) ends quietly, as Unix
+        // tools do, instead of panicking in println!. The server keeps Rust's default (the
+        // signal ignored, a closed socket an error on that request alone).
+        // SAFETY: set before any thread starts; SIG_DFL is a valid disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // The language tools need neither config, data nor a runtime.
     let cli = match cli.command {
         Command::Traceql(args) => return commands::traceql_cmd::run(args),
@@ -91,6 +100,24 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Commands that read the store never create it: a mistyped --data-dir is an error, not an
+    // empty store.
+    let reads = matches!(
+        cli.command,
+        Command::Blocks(_)
+            | Command::Query(_)
+            | Command::Explain(_)
+            | Command::Metrics(_)
+            | Command::Compact(_)
+    );
+    let local = &cfg.storage.trace.local.path;
+    if reads && cfg.storage.trace.backend == "local" && !local.is_dir() {
+        eprintln!(
+            "error: the data directory {} does not exist (check --data-dir or storage.trace.local.path)",
+            local.display()
+        );
+        return ExitCode::from(2);
+    }
     // 8 MiB worker stacks: the TraceQL front end's limits are sized for them.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -266,6 +266,33 @@ pub struct DistributorConfig {
 }
 
 impl DistributorConfig {
+    /// The receivers in effect, those listening on the default all-interfaces address moved to
+    /// `host` (the HTTP API's); endpoints configured otherwise stay.
+    pub fn receivers_on(&self, host: &str) -> ReceiversConfig {
+        let mut r = self.effective_receivers();
+        let moved = |endpoint: &mut String| {
+            if let Some(port) = endpoint.strip_prefix("0.0.0.0:") {
+                *endpoint = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+            }
+        };
+        if let Some(o) = r.otlp.as_mut() {
+            if let Some(g) = o.protocols.grpc.as_mut() {
+                moved(&mut g.endpoint);
+            }
+            if let Some(h) = o.protocols.http.as_mut() {
+                moved(&mut h.endpoint);
+            }
+        }
+        if let Some(z) = r.zipkin.as_mut() {
+            moved(&mut z.endpoint);
+        }
+        r
+    }
+
     /// The receivers in effect.
     pub fn effective_receivers(&self) -> ReceiversConfig {
         self.receivers.clone().unwrap_or_else(|| ReceiversConfig {
@@ -1526,6 +1553,22 @@ mod tests {
         assert!(
             matches!(c.backend(), StorageBackend::S3 { ref bucket, insecure: true, .. } if bucket == "traces")
         );
+    }
+
+    #[test]
+    fn receivers_follow_the_http_listen_address_unless_configured() {
+        let c = parse("").unwrap();
+        let r = c.distributor.receivers_on("127.0.0.1");
+        let otlp = r.otlp.unwrap().protocols;
+        assert_eq!(otlp.grpc.unwrap().endpoint, "127.0.0.1:4317");
+        assert_eq!(otlp.http.unwrap().endpoint, "127.0.0.1:4318");
+        let c = parse(
+            "distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 10.0.0.5:4317\n        http:\n",
+        )
+        .unwrap();
+        let otlp = c.distributor.receivers_on("::1").otlp.unwrap().protocols;
+        assert_eq!(otlp.grpc.unwrap().endpoint, "10.0.0.5:4317");
+        assert_eq!(otlp.http.unwrap().endpoint, "[::1]:4318");
     }
 
     #[test]

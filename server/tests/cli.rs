@@ -621,3 +621,81 @@ fn sigterm_right_after_the_announcement_is_a_graceful_stop() {
         assert!(status.success(), "{status}");
     }
 }
+
+#[test]
+fn read_commands_end_quietly_on_a_closed_pipe_and_refuse_a_missing_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gen_out = allegro()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["gen", "--spans", "20000", "--block-spans", "1000"])
+        .output()
+        .unwrap();
+    assert!(gen_out.status.success());
+    // `allegro query … --format json | head -c 1` (an answer of about a megabyte, more than
+    // a pipe holds): the reader goes away after one byte.
+    let mut child = allegro()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["query", "{ }", "--limit", "2000", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    std::io::Read::read_exact(&mut out, &mut one).unwrap();
+    drop(out);
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Ended by SIGPIPE like any Unix tool (or done before the pipe closed), never exit 101.
+    assert_ne!(done.status.code(), Some(101), "{stderr}");
+
+    // A mistyped data directory is an error, and is not created.
+    let typo = dir.path().join("dta");
+    for args in [
+        vec!["blocks"],
+        vec!["query", "{ }"],
+        vec!["metrics", "{ } | rate()"],
+    ] {
+        let out = allegro()
+            .arg("--data-dir")
+            .arg(&typo)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("does not exist"), "{args:?}: {stderr}");
+        assert!(!typo.exists(), "{args:?} created the directory");
+    }
+}
+
+#[test]
+fn receivers_follow_the_http_listen_address_unless_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    // All interfaces, as the defaults are, on free ports; and Zipkin configured elsewhere.
+    let config = dir.path().join("allegro.yaml");
+    std::fs::write(
+        &config,
+        "distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 0.0.0.0:0\n        http:\n          endpoint: 0.0.0.0:0\n    zipkin:\n      endpoint: 127.0.0.2:0\n",
+    )
+    .unwrap();
+    // `common::serve` passes `--http-listen-address 127.0.0.1`; the receivers' lines follow
+    // the announcement.
+    let mut s = serve(&dir.path().join("data"), &config);
+    let lines: Vec<String> = (&mut s.lines).take(3).map(|l| l.unwrap()).collect();
+    s.stop();
+    for want in [
+        "OTLP/gRPC receiver on 127.0.0.1:",
+        "OTLP/HTTP receiver on 127.0.0.1:",
+        "Zipkin receiver on 127.0.0.2:",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "no {want:?} in {lines:?}"
+        );
+    }
+}

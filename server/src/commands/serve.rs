@@ -355,8 +355,13 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
 }
 
 /// `allegro serve`.
-pub async fn run(cfg: Config, args: ServeArgs) -> Result<(), String> {
+pub async fn run(mut cfg: Config, args: ServeArgs) -> Result<(), String> {
     let listener = bind(&cfg, &args).await?;
+    // `--http-listen-address 127.0.0.1` keeps the receivers on that address too, unless
+    // their endpoints are configured.
+    if let Some(host) = &args.http_listen_address {
+        cfg.distributor.receivers = Some(cfg.distributor.receivers_on(host));
+    }
     serve_on(&cfg, listener).await
 }
 
