@@ -160,8 +160,13 @@ fn unknown_word(rest: &str) -> Option<(usize, String)> {
 
 /// Parses `query` into its parse tree.
 pub fn parse_tree(query: &str) -> Result<Pairs<'_, Rule>, Error> {
-    check_nesting(query)?;
-    let pairs = TraceQlParser::parse(Rule::root, query).map_err(|e| from_pest(query, e))?;
+    let unbalanced = check_nesting(query)?;
+    // A bracket left open or closed by the wrong one is the real problem wherever the
+    // grammar happened to stop (`by (resource.service.name` stops at `resource`).
+    let pairs = TraceQlParser::parse(Rule::root, query).map_err(|e| match &unbalanced {
+        Some((span, message)) => Error::parse(query, *span, message.clone()),
+        None => from_pest(query, e),
+    })?;
     check(query, pairs.clone())?;
     Ok(pairs)
 }
@@ -173,10 +178,19 @@ pub const MAX_NESTING: usize = 64;
 /// operator at worst; with this bound a query needs under 4 MiB of stack in a debug build.
 pub const MAX_OPERATORS: usize = 1024;
 
-/// Refuses bracket nesting deeper than [`MAX_NESTING`], skipping strings and comments.
-fn check_nesting(src: &str) -> Result<(), Error> {
+/// `line:column` of byte `at` (1-based, columns in characters).
+fn position(src: &str, at: usize) -> String {
+    let line_start = src[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = src[..at].matches('\n').count() + 1;
+    format!("{line}:{}", src[line_start..at].chars().count() + 1)
+}
+
+/// Refuses bracket nesting deeper than [`MAX_NESTING`], skipping strings and comments; returns
+/// the first unbalanced bracket, if any, with what is wrong with it.
+fn check_nesting(src: &str) -> Result<Option<(Span, String)>, Error> {
     let bytes = src.as_bytes();
-    let mut depth = 0usize;
+    let mut open: Vec<(u8, usize)> = Vec::new();
+    let mut problem: Option<(Span, String)> = None;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -204,8 +218,8 @@ fn check_nesting(src: &str) -> Result<(), Error> {
                 i += 1;
             }
             b'(' | b'{' | b'[' => {
-                depth += 1;
-                if depth > MAX_NESTING {
+                open.push((bytes[i], i));
+                if open.len() > MAX_NESTING {
                     return Err(Error::parse(
                         src,
                         Span::new(i, i + 1),
@@ -213,12 +227,51 @@ fn check_nesting(src: &str) -> Result<(), Error> {
                     ));
                 }
             }
-            b')' | b'}' | b']' => depth = depth.saturating_sub(1),
+            b')' | b'}' | b']' => {
+                let want = match bytes[i] {
+                    b')' => b'(',
+                    b'}' => b'{',
+                    _ => b'[',
+                };
+                let closer = bytes[i] as char;
+                match open.pop() {
+                    Some((o, _)) if o == want => {}
+                    Some((o, at)) => {
+                        problem.get_or_insert((
+                            Span::new(i, i + 1),
+                            format!(
+                                "`{closer}` does not close the `{}` opened at {}",
+                                o as char,
+                                position(src, at)
+                            ),
+                        ));
+                    }
+                    None => {
+                        problem.get_or_insert((
+                            Span::new(i, i + 1),
+                            format!("`{closer}` closes nothing"),
+                        ));
+                    }
+                }
+            }
             _ => {}
         }
         i += 1;
     }
-    Ok(())
+    if problem.is_none()
+        && let Some((o, at)) = open.last()
+    {
+        let close = match o {
+            b'(' => ')',
+            b'{' => '}',
+            _ => ']',
+        };
+        problem = Some((
+            Span::new(*at, at + 1),
+            format!("unclosed `{}`: no `{close}` closes it", *o as char),
+        ));
+    }
+    Ok(problem)
 }
 
 fn custom(source: &str, span: pest::Span<'_>, message: &str) -> Error {
