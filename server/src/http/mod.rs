@@ -1,6 +1,7 @@
 //! Tempo's HTTP API on axum.
 
 pub mod metrics;
+pub mod operator;
 pub mod params;
 pub mod search;
 pub mod status;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub remote_write: Option<Arc<allegro_ingest::generator::remote_write::RemoteWrite>>,
     /// What compaction and retention have done, when this process runs them.
     pub lifecycle: Option<Arc<allegro_engine::block::lifecycle::LifecycleStats>>,
+    /// The effective config (`allegro config check`'s values), for `/status/config`.
+    pub effective_config: Arc<serde_json::Value>,
 }
 
 /// The HTTP API, with every route under `prefix` (Tempo's `http_api_prefix`).
@@ -47,6 +50,11 @@ pub fn router(state: AppState, prefix: &str) -> Router {
         .route("/ready", get(status::ready))
         .route("/api/echo", get(status::echo))
         .route("/api/status/buildinfo", get(status::buildinfo))
+        .route("/status/buildinfo", get(status::buildinfo))
+        .route("/status/config", get(operator::config))
+        .route("/status/overrides", get(operator::overrides))
+        .route("/status/endpoints", get(operator::endpoints))
+        .route("/api/overrides", get(operator::tenant_overrides))
         .route("/metrics", get(status::metrics))
         .route(
             "/api/metrics-generator/metrics",
