@@ -57,6 +57,21 @@ fn a_bad_config_is_a_clear_start_up_error_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/allegro.yaml"));
 }
 
+/// `allegro gen` of 20,000 spans in blocks of `block_spans` into the data directory `data`.
+fn gen_blocks(data: &std::path::Path, block_spans: &str) {
+    let out = allegro()
+        .arg("--data-dir")
+        .arg(data)
+        .args(["gen", "--spans", "20000", "--block-spans", block_spans])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Receivers on free loopback ports, so tests never fight over 4317/4318.
 const LOOPBACK_RECEIVERS: &str = "distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:0\n        http:\n          endpoint: 127.0.0.1:0\n";
 
@@ -370,13 +385,7 @@ fn demo_sends_live_traffic_through_otlp() {
 fn query_and_explain_run_embedded_on_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let gen_out = allegro()
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["gen", "--spans", "20000", "--block-spans", "10000"])
-        .output()
-        .unwrap();
-    assert!(gen_out.status.success());
+    gen_blocks(&data, "10000");
     let run = |args: &[&str]| {
         let out = allegro()
             .arg("--data-dir")
@@ -626,13 +635,7 @@ fn sigterm_right_after_the_announcement_is_a_graceful_stop() {
 fn read_commands_end_quietly_on_a_closed_pipe_and_refuse_a_missing_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let gen_out = allegro()
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["gen", "--spans", "20000", "--block-spans", "1000"])
-        .output()
-        .unwrap();
-    assert!(gen_out.status.success());
+    gen_blocks(&data, "1000");
     // `allegro query … --format json | head -c 1` (an answer of about a megabyte, more than
     // a pipe holds): the reader goes away after one byte.
     let mut child = allegro()
