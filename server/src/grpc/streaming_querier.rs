@@ -1,11 +1,13 @@
 //! `tempopb.StreamingQuerier`: search streams partial answers as blocks complete, then the
-//! whole answer; metrics and tag requests stream their answer. Messages longer than
+//! whole answer; a range query its answer over the recent store first, then the whole one;
+//! instant and tag requests their answer. Messages longer than
 //! [`MAX_PACKET_BYTES`] are cut into several (traces or series apart; every search message
 //! carries the metrics so far, as Grafana reads them from the last one).
 
 use std::sync::Arc;
 
 use allegro_engine::query::QueryEngine;
+use allegro_engine::query::metrics::RangePartials;
 use allegro_engine::query::search::Partials;
 use allegro_engine::query::tag_requests::{TagValuesRequest, TagsRequest};
 use allegro_engine::tempopb::{
@@ -236,8 +238,14 @@ impl StreamingQuerier for Querier {
         .map_err(status)?;
         let (engine, settings) = (self.state.query.clone(), self.state.traceql_metrics.clone());
         Ok(Response::new(Answers::spawn(move |tx| async move {
+            let partial_tx = tx.clone();
+            let partial: RangePartials = Arc::new(move |r| {
+                for p in range_packets(r) {
+                    let _ = partial_tx.send(Ok(p));
+                }
+            });
             let r = engine
-                .query_range(&tenants, &req, &settings.limits)
+                .query_range_streamed(&tenants, &req, &settings.limits, Some(partial))
                 .await
                 .map_err(engine_status)?;
             for p in range_packets(r) {
