@@ -445,8 +445,9 @@ fn drilldown_metrics_queries_answer_what_drilldown_parses() {
         r.start,
         r.end
     ));
-    assert_eq!(instant.len(), 1);
-    assert_eq!(instant[0].series, want.series);
+    // The recent store's value first, then the whole; Grafana shows the latest.
+    assert_eq!(instant.len(), 2);
+    assert_eq!(instant[1].series, want.series);
     // Drilldown's span list, streamed (request H): the last message is REST's answer.
     let q = "{nestedSetParent<0 && true && status = error}";
     let found: Vec<SearchResponse> = r.stream(

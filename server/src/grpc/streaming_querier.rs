@@ -1,13 +1,13 @@
 //! `tempopb.StreamingQuerier`: search streams partial answers as blocks complete, then the
-//! whole answer; a range query its answer over the recent store first, then the whole one;
-//! instant and tag requests their answer. Messages longer than
+//! whole answer; metrics queries their answer over the recent store first, then the whole
+//! one; tag requests their answer. Messages longer than
 //! [`MAX_PACKET_BYTES`] are cut into several (traces or series apart; every search message
 //! carries the metrics so far, as Grafana reads them from the last one).
 
 use std::sync::Arc;
 
 use allegro_engine::query::QueryEngine;
-use allegro_engine::query::metrics::RangePartials;
+use allegro_engine::query::metrics::{InstantPartials, RangePartials};
 use allegro_engine::query::search::Partials;
 use allegro_engine::query::tag_requests::{TagValuesRequest, TagsRequest};
 use allegro_engine::tempopb::{
@@ -270,9 +270,21 @@ impl StreamingQuerier for Querier {
             ..Default::default()
         })
         .map_err(status)?;
-        // One message: Grafana replaces an instant answer by the next message.
-        let settings = self.state.traceql_metrics.clone();
-        Ok(self.once(|e| async move { e.query_instant(&tenants, &req, &settings.limits).await }))
+        // The recent store's value first when the range reaches past it; Grafana shows the
+        // latest message.
+        let (engine, settings) = (self.state.query.clone(), self.state.traceql_metrics.clone());
+        Ok(Response::new(Answers::spawn(move |tx| async move {
+            let partial_tx = tx.clone();
+            let partial: InstantPartials = Arc::new(move |r| {
+                let _ = partial_tx.send(Ok(r));
+            });
+            let r = engine
+                .query_instant_streamed(&tenants, &req, &settings.limits, Some(partial))
+                .await
+                .map_err(engine_status)?;
+            let _ = tx.send(Ok(r));
+            Ok(())
+        })))
     }
 }
 

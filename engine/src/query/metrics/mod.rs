@@ -46,6 +46,23 @@ const EXEMPLAR_SPANS: u64 = 50_000;
 /// Receives a streamed range query's partial answer ([`QueryEngine::query_range_streamed`]).
 pub type RangePartials = Arc<dyn Fn(QueryRangeResponse) + Send + Sync>;
 
+/// Receives a streamed instant query's partial answer
+/// ([`QueryEngine::query_instant_streamed`]).
+pub type InstantPartials = Arc<dyn Fn(QueryInstantResponse) + Send + Sync>;
+
+/// `req` over the recent store only, when `req` reads everything and its range reaches back
+/// past the recent window: the partial answer worth sending first.
+fn recent_first(req: &MetricsRequest, limits: &MetricsLimits) -> Option<MetricsRequest> {
+    let recent_from =
+        crate::now_unix_nanos().saturating_sub(limits.recent_window.as_nanos() as u64);
+    (req.mode == Mode::All && req.start < recent_from && req.end > recent_from).then(|| {
+        MetricsRequest {
+            mode: Mode::Recent,
+            ..req.clone()
+        }
+    })
+}
+
 /// Which data a metrics query reads (`mode=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -246,20 +263,29 @@ impl QueryEngine {
         limits: &MetricsLimits,
         partial: Option<RangePartials>,
     ) -> Result<QueryRangeResponse> {
-        let recent_from =
-            crate::now_unix_nanos().saturating_sub(limits.recent_window.as_nanos() as u64);
         if let Some(p) = partial
-            && req.mode == Mode::All
-            && req.start < recent_from
-            && req.end > recent_from
+            && let Some(recent) = recent_first(req, limits)
         {
-            let recent = MetricsRequest {
-                mode: Mode::Recent,
-                ..req.clone()
-            };
             p(self.query_range(tenants, &recent, limits).await?);
         }
         self.query_range(tenants, req, limits).await
+    }
+
+    /// [`Self::query_instant`], telling `partial` first the value over the recent store, as
+    /// [`Self::query_range_streamed`] does (a client shows the latest message: Grafana does).
+    pub async fn query_instant_streamed(
+        &self,
+        tenants: &[String],
+        req: &MetricsRequest,
+        limits: &MetricsLimits,
+        partial: Option<InstantPartials>,
+    ) -> Result<QueryInstantResponse> {
+        if let Some(p) = partial
+            && let Some(recent) = recent_first(req, limits)
+        {
+            p(self.query_instant(tenants, &recent, limits).await?);
+        }
+        self.query_instant(tenants, req, limits).await
     }
 
     /// `/api/metrics/query_range`.
