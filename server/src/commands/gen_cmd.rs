@@ -169,9 +169,45 @@ pub async fn run(cfg: Config, args: GenArgs) -> Result<(), String> {
     );
     if let Some(b) = s.blocks.first() {
         println!(
-            "first trace ID: {}   (try: curl http://localhost:3200/api/v2/traces/{})",
-            b.min_id, b.min_id
+            "first trace ID: {}   (try: {})",
+            b.min_id,
+            fetch_hint(&cfg, &args.tenant, &b.min_id)
         );
     }
     Ok(())
+}
+
+/// The command that fetches trace `id` from a server started with `cfg`: its port and API
+/// prefix, and the tenant header when the tenant needs one.
+fn fetch_hint(cfg: &Config, tenant: &str, id: &str) -> String {
+    let header = if cfg.multitenancy_enabled || tenant != SINGLE_TENANT {
+        format!("-H 'X-Scope-OrgID: {tenant}' ")
+    } else {
+        String::new()
+    };
+    format!(
+        "curl {header}http://localhost:{}{}/api/v2/traces/{id}",
+        cfg.server.http_listen_port,
+        cfg.server.http_api_prefix.trim_end_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_uses_the_configured_port_prefix_and_tenant() {
+        let mut cfg = Config::default();
+        assert_eq!(
+            fetch_hint(&cfg, SINGLE_TENANT, "ab"),
+            "curl http://localhost:3200/api/v2/traces/ab"
+        );
+        cfg.server.http_listen_port = 3300;
+        cfg.server.http_api_prefix = "/tempo/".into();
+        assert_eq!(
+            fetch_hint(&cfg, "team-a", "ab"),
+            "curl -H 'X-Scope-OrgID: team-a' http://localhost:3300/tempo/api/v2/traces/ab"
+        );
+    }
 }
