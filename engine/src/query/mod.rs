@@ -28,6 +28,10 @@ use crate::query::executor::QueryExecutor;
 pub use self::executor::{QueryLimits, TenantQueryLimits};
 pub use self::table::LiveSpans;
 
+/// Receives the partial answers of a streamed query while it runs (search, range and instant
+/// metrics); the whole answer is what the query returns.
+pub type Partial<T> = Arc<dyn Fn(T) + Send + Sync>;
+
 /// Runs TraceQL over a tenant's blocks and live spans. One per process; cheap to clone (the
 /// clones share everything).
 #[derive(Clone)]

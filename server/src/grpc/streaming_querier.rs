@@ -6,10 +6,8 @@
 
 use std::sync::Arc;
 
-use allegro_engine::query::QueryEngine;
-use allegro_engine::query::metrics::{InstantPartials, RangePartials};
-use allegro_engine::query::search::Partials;
 use allegro_engine::query::tag_requests::{TagValuesRequest, TagsRequest};
+use allegro_engine::query::{Partial, QueryEngine};
 use allegro_engine::tempopb::{
     QueryInstantRequest, QueryInstantResponse, QueryRangeRequest, QueryRangeResponse,
     SearchRequest, SearchResponse, SearchTagValuesRequest, SearchTagValuesResponse,
@@ -64,56 +62,70 @@ fn engine_status(e: allegro_engine::error::EngineError) -> Status {
     status(ApiError::from(e))
 }
 
-/// `r` cut into messages of at most [`MAX_PACKET_BYTES`] (a trace longer than that alone).
-fn search_packets(r: SearchResponse) -> Vec<SearchResponse> {
+/// `items` cut into messages of at most [`MAX_PACKET_BYTES`] (an item longer than that
+/// alone), each built by `message` from its share; no items make one message.
+fn packets<I: Message, M>(items: Vec<I>, message: impl Fn(Vec<I>) -> M) -> Vec<M> {
     let mut out = Vec::new();
-    let mut cur = SearchResponse {
-        traces: Vec::new(),
-        metrics: r.metrics,
-    };
+    let mut cur = Vec::new();
     let mut size = 0;
-    for t in r.traces {
-        let len = t.encoded_len();
-        if size + len > MAX_PACKET_BYTES && !cur.traces.is_empty() {
-            out.push(std::mem::replace(
-                &mut cur,
-                SearchResponse {
-                    traces: Vec::new(),
-                    metrics: r.metrics,
-                },
-            ));
+    for item in items {
+        let len = item.encoded_len();
+        if size + len > MAX_PACKET_BYTES && !cur.is_empty() {
+            out.push(message(std::mem::take(&mut cur)));
             size = 0;
         }
         size += len;
-        cur.traces.push(t);
+        cur.push(item);
     }
-    out.push(cur);
+    out.push(message(cur));
     out
 }
 
-/// `r` cut into messages of at most [`MAX_PACKET_BYTES`], series apart; Grafana merges the
-/// frames of every message.
+/// A search answer in packets, traces apart; every one carries the metrics so far.
+fn search_packets(r: SearchResponse) -> Vec<SearchResponse> {
+    packets(r.traces, |traces| SearchResponse {
+        traces,
+        metrics: r.metrics,
+    })
+}
+
+/// A range answer in packets, series apart; Grafana merges the frames of every message.
 fn range_packets(r: QueryRangeResponse) -> Vec<QueryRangeResponse> {
-    let empty = || QueryRangeResponse {
-        series: Vec::new(),
+    packets(r.series, |series| QueryRangeResponse {
+        series,
         metrics: r.metrics,
         status: r.status,
         message: r.message.clone(),
-    };
-    let mut out = Vec::new();
-    let mut cur = empty();
-    let mut size = 0;
-    for s in r.series.iter().cloned() {
-        let len = s.encoded_len();
-        if size + len > MAX_PACKET_BYTES && !cur.series.is_empty() {
-            out.push(std::mem::replace(&mut cur, empty()));
-            size = 0;
+    })
+}
+
+/// An instant answer is one message: Grafana shows only the latest.
+fn instant_packets(r: QueryInstantResponse) -> Vec<QueryInstantResponse> {
+    vec![r]
+}
+
+/// A stream of the partial answers `answer` tells its sink while it runs, then of its whole
+/// answer, each cut into packets by `cut`.
+fn streamed<T, F, Fut>(cut: fn(T) -> Vec<T>, answer: F) -> Response<Answers<T>>
+where
+    T: Send + 'static,
+    F: FnOnce(Partial<T>) -> Fut,
+    Fut: Future<Output = allegro_engine::error::Result<T>> + Send + 'static,
+{
+    Response::new(Answers::spawn(move |tx| {
+        let partial_tx = tx.clone();
+        let whole = answer(Arc::new(move |r| {
+            for p in cut(r) {
+                let _ = partial_tx.send(Ok(p));
+            }
+        }));
+        async move {
+            for p in cut(whole.await.map_err(engine_status)?) {
+                let _ = tx.send(Ok(p));
+            }
+            Ok(())
         }
-        size += len;
-        cur.series.push(s);
-    }
-    out.push(cur);
-    out
+    }))
 }
 
 fn tags_request(scope: &str, start: u32, end: u32) -> Result<TagsRequest, Status> {
@@ -161,22 +173,9 @@ impl StreamingQuerier for Querier {
         })
         .map_err(status)?;
         let engine = self.state.query.clone();
-        Ok(Response::new(Answers::spawn(move |tx| async move {
-            let partial_tx = tx.clone();
-            let partials: Partials = Arc::new(move |r| {
-                for p in search_packets(r) {
-                    let _ = partial_tx.send(Ok(p));
-                }
-            });
-            let whole = engine
-                .search_streamed(&tenants, &req, Some(partials))
-                .await
-                .map_err(engine_status)?;
-            for p in search_packets(whole) {
-                let _ = tx.send(Ok(p));
-            }
-            Ok(())
-        })))
+        Ok(streamed(search_packets, |partial| async move {
+            engine.search_streamed(&tenants, &req, Some(partial)).await
+        }))
     }
 
     async fn search_tags(
@@ -237,22 +236,11 @@ impl StreamingQuerier for Querier {
         })
         .map_err(status)?;
         let (engine, settings) = (self.state.query.clone(), self.state.traceql_metrics.clone());
-        Ok(Response::new(Answers::spawn(move |tx| async move {
-            let partial_tx = tx.clone();
-            let partial: RangePartials = Arc::new(move |r| {
-                for p in range_packets(r) {
-                    let _ = partial_tx.send(Ok(p));
-                }
-            });
-            let r = engine
+        Ok(streamed(range_packets, |partial| async move {
+            engine
                 .query_range_streamed(&tenants, &req, &settings.limits, Some(partial))
                 .await
-                .map_err(engine_status)?;
-            for p in range_packets(r) {
-                let _ = tx.send(Ok(p));
-            }
-            Ok(())
-        })))
+        }))
     }
 
     async fn metrics_query_instant(
@@ -270,21 +258,13 @@ impl StreamingQuerier for Querier {
             ..Default::default()
         })
         .map_err(status)?;
-        // The recent store's value first when the range reaches past it; Grafana shows the
-        // latest message.
+        // The recent store's value first when the range reaches past it.
         let (engine, settings) = (self.state.query.clone(), self.state.traceql_metrics.clone());
-        Ok(Response::new(Answers::spawn(move |tx| async move {
-            let partial_tx = tx.clone();
-            let partial: InstantPartials = Arc::new(move |r| {
-                let _ = partial_tx.send(Ok(r));
-            });
-            let r = engine
+        Ok(streamed(instant_packets, |partial| async move {
+            engine
                 .query_instant_streamed(&tenants, &req, &settings.limits, Some(partial))
                 .await
-                .map_err(engine_status)?;
-            let _ = tx.send(Ok(r));
-            Ok(())
-        })))
+        }))
     }
 }
 

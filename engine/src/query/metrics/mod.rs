@@ -33,7 +33,7 @@ use super::plan::is_root_test;
 use super::sources::{Source, Sources};
 use super::spans_table::SpansTable;
 use super::table::BlocksTable;
-use super::{QueryEngine, collect_counted, df_err};
+use super::{Partial, QueryEngine, collect_counted, df_err};
 use crate::block::meta::BlockMeta;
 use crate::error::{EngineError, Result};
 use crate::tempopb::{
@@ -42,13 +42,6 @@ use crate::tempopb::{
 
 /// Spans the exemplar pass aims to look at.
 const EXEMPLAR_SPANS: u64 = 50_000;
-
-/// Receives a streamed range query's partial answer ([`QueryEngine::query_range_streamed`]).
-pub type RangePartials = Arc<dyn Fn(QueryRangeResponse) + Send + Sync>;
-
-/// Receives a streamed instant query's partial answer
-/// ([`QueryEngine::query_instant_streamed`]).
-pub type InstantPartials = Arc<dyn Fn(QueryInstantResponse) + Send + Sync>;
 
 /// `req` over the recent store only, when `req` reads everything and its range reaches back
 /// past the recent window: the partial answer worth sending first.
@@ -261,7 +254,7 @@ impl QueryEngine {
         tenants: &[String],
         req: &MetricsRequest,
         limits: &MetricsLimits,
-        partial: Option<RangePartials>,
+        partial: Option<Partial<QueryRangeResponse>>,
     ) -> Result<QueryRangeResponse> {
         if let Some(p) = partial
             && let Some(recent) = recent_first(req, limits)
@@ -278,7 +271,7 @@ impl QueryEngine {
         tenants: &[String],
         req: &MetricsRequest,
         limits: &MetricsLimits,
-        partial: Option<InstantPartials>,
+        partial: Option<Partial<QueryInstantResponse>>,
     ) -> Result<QueryInstantResponse> {
         if let Some(p) = partial
             && let Some(recent) = recent_first(req, limits)

@@ -43,7 +43,7 @@ use super::plan::{self, Compiled, Range};
 use super::sources::Sources;
 use super::split_traces;
 use super::table::BlocksTable;
-use super::{QueryEngine, bytes_scanned, df_err};
+use super::{Partial, QueryEngine, bytes_scanned, df_err};
 use crate::block::meta::BlockMeta;
 use crate::error::{EngineError, Result};
 use crate::tempopb::{SearchMetrics, SearchResponse, TraceSearchMetadata};
@@ -71,25 +71,18 @@ pub struct Explained {
     pub physical: String,
 }
 
-/// Receives a streamed search's partial answers: each holds the traces found since the last
-/// one (assembled as the final answer is, so a client that keeps the first copy of each trace
-/// shows the same rows) and the metrics so far, `completedJobs` of `totalJobs` included. A
-/// trace sent early may later be pushed out of the newest `limit` by newer ones; the final
-/// answer, returned by the search, is exact.
-pub type Partials = Arc<dyn Fn(SearchResponse) + Send + Sync>;
-
 /// How often a streamed search sends partial answers after its first.
 const PARTIAL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A streamed search's state: where partials go, which traces were sent, and when.
 struct Progress {
-    sink: Partials,
+    sink: Partial<SearchResponse>,
     sent: std::collections::HashSet<(usize, crate::ids::TraceId)>,
     last: Option<std::time::Instant>,
 }
 
 impl Progress {
-    fn new(sink: Partials) -> Self {
+    fn new(sink: Partial<SearchResponse>) -> Self {
         Self {
             sink,
             sent: Default::default(),
@@ -279,13 +272,16 @@ impl QueryEngine {
         self.search_streamed(tenants, req, None).await
     }
 
-    /// [`Self::search`], telling `partials` what it has found while it runs (see
-    /// [`Partials`]); returns the whole answer.
+    /// [`Self::search`], telling `partials` what it has found while it runs; returns the whole
+    /// answer. Each partial holds the traces found since the last one (assembled as the final
+    /// answer is, so a client that keeps the first copy of each trace shows the same rows) and
+    /// the metrics so far, `completedJobs` of `totalJobs` included. A trace sent early may
+    /// later be pushed out of the newest `limit` by newer ones; the answer returned is exact.
     pub async fn search_streamed(
         &self,
         tenants: &[String],
         req: &SearchRequest,
-        partials: Option<Partials>,
+        partials: Option<Partial<SearchResponse>>,
     ) -> Result<SearchResponse> {
         let (ts, req) = (tenants.to_vec(), req.clone());
         self.budgeted(tenants, move |e| {
