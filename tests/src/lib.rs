@@ -126,6 +126,22 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// The protobuf answer to `path` for `tenant` (`Accept: application/protobuf`); fails the
+    /// test on anything but 200.
+    pub fn get_proto<M: Message + Default>(&self, path: &str, tenant: &str) -> M {
+        let a = self.get(
+            path,
+            &[
+                ("X-Scope-OrgID", tenant),
+                ("Accept", "application/protobuf"),
+            ],
+        );
+        assert_eq!(a.status, 200, "{path}: {}", a.text());
+        M::decode(a.body.as_slice()).expect("a protobuf answer")
+    }
+}
+
 fn answer(mut resp: ureq::http::Response<ureq::Body>) -> Answer {
     let status = resp.status().as_u16();
     let content_type = resp

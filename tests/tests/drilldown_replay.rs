@@ -58,19 +58,6 @@ impl Replay {
         (a.status, a.text())
     }
 
-    /// The protobuf answer to `path`.
-    fn proto<M: Message + Default>(&self, path: &str) -> M {
-        let a = self.server.get(
-            path,
-            &[
-                ("X-Scope-OrgID", TENANT),
-                ("Accept", "application/protobuf"),
-            ],
-        );
-        assert_eq!(a.status, 200, "{path}: {}", a.text());
-        M::decode(a.body.as_slice()).unwrap()
-    }
-
     /// Every message of the server-streaming RPC `path` (as the data source's backend calls
     /// it: tonic, h2c to the HTTP port, `x-scope-orgid` metadata).
     fn stream<Req, Resp>(&self, path: &'static str, req: Req) -> Vec<Resp>
@@ -383,20 +370,15 @@ fn drilldown_metrics_queries_answer_what_drilldown_parses() {
     }
 
     // Protobuf on Accept, as the streaming path and other clients read it.
-    let a = r.server.get(
+    let pb: QueryRangeResponse = r.server.get_proto(
         &format!(
             "/api/metrics/query_range?q={}&start={}&end={}&step={step}",
             form("{nestedSetParent<0 && true} | rate() "),
             r.start,
             r.end
         ),
-        &[
-            ("X-Scope-OrgID", TENANT),
-            ("Accept", "application/protobuf"),
-        ],
+        TENANT,
     );
-    assert_eq!(a.status, 200);
-    let pb = QueryRangeResponse::decode(a.body.as_slice()).unwrap();
     assert_eq!(pb.series.len(), 1);
 
     // The same panels streamed (requests I and J, Grafana's streaming toggles on): tonic's
@@ -417,12 +399,15 @@ fn drilldown_metrics_queries_answer_what_drilldown_parses() {
                 ..Default::default()
             },
         );
-        let want: QueryRangeResponse = r.proto(&format!(
-            "/api/metrics/query_range?q={}&start={}&end={}&step={step}",
-            form(q),
-            r.start,
-            r.end
-        ));
+        let want: QueryRangeResponse = r.server.get_proto(
+            &format!(
+                "/api/metrics/query_range?q={}&start={}&end={}&step={step}",
+                form(q),
+                r.start,
+                r.end
+            ),
+            TENANT,
+        );
         // The last message is the whole answer (a partial one over the recent store first).
         let got = &streamed.last().unwrap().series;
         assert_eq!(got.len(), want.series.len(), "{q}");
@@ -439,12 +424,15 @@ fn drilldown_metrics_queries_answer_what_drilldown_parses() {
             end: ns(r.end),
         },
     );
-    let want: QueryInstantResponse = r.proto(&format!(
-        "/api/metrics/query?q={}&start={}&end={}",
-        form(q),
-        r.start,
-        r.end
-    ));
+    let want: QueryInstantResponse = r.server.get_proto(
+        &format!(
+            "/api/metrics/query?q={}&start={}&end={}",
+            form(q),
+            r.start,
+            r.end
+        ),
+        TENANT,
+    );
     // The recent store's value first, then the whole; Grafana shows the latest.
     assert_eq!(instant.len(), 2);
     assert_eq!(instant[1].series, want.series);
@@ -461,12 +449,15 @@ fn drilldown_metrics_queries_answer_what_drilldown_parses() {
             ..Default::default()
         },
     );
-    let want: SearchResponse = r.proto(&format!(
-        "/api/search?q={}&limit=200&spss=10&start={}&end={}",
-        form(q),
-        r.start,
-        r.end
-    ));
+    let want: SearchResponse = r.server.get_proto(
+        &format!(
+            "/api/search?q={}&limit=200&spss=10&start={}&end={}",
+            form(q),
+            r.start,
+            r.end
+        ),
+        TENANT,
+    );
     assert!(!want.traces.is_empty());
     assert_eq!(found.last().unwrap().traces, want.traces);
 

@@ -68,19 +68,6 @@ fn call(python: &str, addr: &str, requests: &[Value]) -> Vec<Called> {
         .collect()
 }
 
-/// The HTTP API's protobuf answer to `path`.
-fn rest<M: Message + Default>(srv: &TestServer, path: &str) -> M {
-    let a = srv.get(
-        path,
-        &[
-            ("X-Scope-OrgID", TENANT),
-            ("Accept", "application/protobuf"),
-        ],
-    );
-    assert_eq!(a.status, 200, "{path}: {}", a.text());
-    M::decode(a.body.as_slice()).expect("a protobuf answer")
-}
-
 #[test]
 fn grafana_streaming_requests_get_the_rest_answers() {
     let Some(python) = python_with(&["grpc", "grpc_tools"]) else {
@@ -160,12 +147,12 @@ fn grafana_streaming_requests_get_the_rest_answers() {
     // the REST answer.
     let search: Vec<SearchResponse> = got[1].decoded();
     let last = search.last().unwrap();
-    let want = rest::<SearchResponse>(
-        &srv,
+    let want = srv.get_proto::<SearchResponse>(
         &format!(
             "/api/search?q={}&limit=500&spss=3&start={start_s}&end={end_s}",
             url_encode("{ }")
         ),
+        TENANT,
     );
     assert!(want.traces.len() > 100, "{} traces", want.traces.len());
     assert_eq!(last.traces, want.traces);
@@ -195,24 +182,24 @@ fn grafana_streaming_requests_get_the_rest_answers() {
     }
 
     let errors: Vec<SearchResponse> = got[2].decoded();
-    let want = rest::<SearchResponse>(
-        &srv,
+    let want = srv.get_proto::<SearchResponse>(
         &format!(
             "/api/search?q={}&limit=20&spss=2&start={start_s}&end={end_s}",
             url_encode("{ status = error } | select(span.http.route)")
         ),
+        TENANT,
     );
     assert!(!want.traces.is_empty());
     assert_eq!(errors.last().unwrap().traces, want.traces);
 
     // Metrics: the streamed series are REST's.
     let series: Vec<QueryRangeResponse> = got[3].decoded();
-    let want = rest::<QueryRangeResponse>(
-        &srv,
+    let want = srv.get_proto::<QueryRangeResponse>(
         &format!(
             "/api/metrics/query_range?q={}&start={start_s}&end={end_s}&step=60s",
             url_encode("{ } | rate() by (resource.service.name)")
         ),
+        TENANT,
     );
     assert!(want.series.len() > 3);
     // Exemplars are a sample (which spans, and how many per series, may differ between two
@@ -228,12 +215,12 @@ fn grafana_streaming_requests_get_the_rest_answers() {
     }
     assert!(streamed.iter().any(|s| !s.exemplars.is_empty()));
     let instant: Vec<QueryInstantResponse> = got[4].decoded();
-    let want = rest::<QueryInstantResponse>(
-        &srv,
+    let want = srv.get_proto::<QueryInstantResponse>(
         &format!(
             "/api/metrics/query?q={}&start={start_s}&end={end_s}",
             url_encode("{ status = error } | count_over_time() by (resource.service.name)")
         ),
+        TENANT,
     );
     assert_eq!(instant.len(), 2, "the recent store's value, then the whole");
     assert_eq!(instant[1].series, want.series);

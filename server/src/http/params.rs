@@ -15,36 +15,34 @@ pub fn non_empty<'a>(q: &'a Params, key: &str) -> Option<&'a str> {
     q.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
-/// `key` as a whole number, when present.
-pub fn count(q: &Params, key: &str) -> Result<Option<u32>, ApiError> {
+/// `key` as a number of type `T`, when present; `expected` says what it should be.
+fn number<T: std::str::FromStr>(
+    q: &Params,
+    key: &str,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
     non_empty(q, key)
         .map(|v| {
-            v.parse::<u32>().map_err(|_| {
-                ApiError::bad_request(format!("invalid {key} {v:?}: expected a whole number"))
+            v.parse::<T>().map_err(|_| {
+                ApiError::bad_request(format!("invalid {key} {v:?}: expected {expected}"))
             })
         })
         .transpose()
+}
+
+/// `key` as a whole number, when present.
+pub fn count(q: &Params, key: &str) -> Result<Option<u32>, ApiError> {
+    number(q, key, "a whole number")
 }
 
 /// `key` as a count, when present (0 is left to the caller's bounds check).
 pub fn size(q: &Params, key: &str) -> Result<Option<usize>, ApiError> {
-    non_empty(q, key)
-        .map(|v| {
-            v.parse::<usize>().map_err(|_| {
-                ApiError::bad_request(format!("invalid {key} {v:?}: expected a positive integer"))
-            })
-        })
-        .transpose()
+    number(q, key, "a positive integer")
 }
 
 /// `key` in unix seconds; 0 when absent, as in Tempo.
 pub fn seconds(q: &Params, key: &str) -> Result<u64, ApiError> {
-    match non_empty(q, key) {
-        None => Ok(0),
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid {key} {v:?}: expected unix seconds"))
-        }),
-    }
+    Ok(number(q, key, "unix seconds")?.unwrap_or(0))
 }
 
 /// `start`/`end` in unix seconds, both optional.
