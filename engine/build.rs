@@ -3,7 +3,9 @@
 //! `opentelemetry-proto` crate's types, which the rest of the engine already uses.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read when the script runs, not when it is compiled: a build script compiled for one
+    // checkout may be reused by another.
+    let proto = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     println!("cargo:rerun-if-changed={}", proto.display());
     let fds = protox::compile([proto.join("tempopb/tempo.proto")], [&proto])?;
     prost_build::Config::new()

@@ -15,6 +15,7 @@ pub mod error;
 pub mod generator;
 pub mod head;
 pub mod ingester;
+pub mod jaeger;
 pub mod limits;
 pub mod metrics;
 pub mod prepare;

@@ -279,23 +279,15 @@ impl DistributorConfig {
                 };
             }
         };
-        if let Some(o) = r.otlp.as_mut() {
-            if let Some(g) = o.protocols.grpc.as_mut() {
-                moved(&mut g.endpoint);
-            }
-            if let Some(h) = o.protocols.http.as_mut() {
-                moved(&mut h.endpoint);
-            }
-        }
-        if let Some(z) = r.zipkin.as_mut() {
-            moved(&mut z.endpoint);
+        for (_, _, e) in Self::endpoints_mut(&mut r) {
+            moved(e);
         }
         r
     }
 
-    /// The receivers in effect.
+    /// The receivers in effect, each present one without an endpoint on its standard port.
     pub fn effective_receivers(&self) -> ReceiversConfig {
-        self.receivers.clone().unwrap_or_else(|| ReceiversConfig {
+        let mut r = self.receivers.clone().unwrap_or_else(|| ReceiversConfig {
             otlp: Some(OtlpReceiver {
                 protocols: OtlpProtocols {
                     grpc: Some(GrpcReceiver::default()),
@@ -303,7 +295,74 @@ impl DistributorConfig {
                 },
             }),
             zipkin: None,
-        })
+            jaeger: None,
+        });
+        for (_, default, e) in Self::endpoints_mut(&mut r) {
+            if e.is_empty() {
+                *e = default.to_string();
+            }
+        }
+        r
+    }
+
+    /// Every listening receiver's endpoint with its config key and standard address.
+    fn endpoints_mut(r: &mut ReceiversConfig) -> Vec<(&'static str, &'static str, &mut String)> {
+        let mut out = Vec::new();
+        if let Some(o) = r.otlp.as_mut() {
+            if let Some(g) = o.protocols.grpc.as_mut() {
+                out.push((
+                    "distributor.receivers.otlp.protocols.grpc.endpoint",
+                    "0.0.0.0:4317",
+                    &mut g.endpoint,
+                ));
+            }
+            if let Some(h) = o.protocols.http.as_mut() {
+                out.push((
+                    "distributor.receivers.otlp.protocols.http.endpoint",
+                    "0.0.0.0:4318",
+                    &mut h.endpoint,
+                ));
+            }
+        }
+        if let Some(z) = r.zipkin.as_mut() {
+            out.push((
+                "distributor.receivers.zipkin.endpoint",
+                "0.0.0.0:9411",
+                &mut z.endpoint,
+            ));
+        }
+        if let Some(j) = r.jaeger.as_mut() {
+            let p = &mut j.protocols;
+            if let Some(g) = p.grpc.as_mut() {
+                out.push((
+                    "distributor.receivers.jaeger.protocols.grpc.endpoint",
+                    "0.0.0.0:14250",
+                    &mut g.endpoint,
+                ));
+            }
+            if let Some(h) = p.thrift_http.as_mut() {
+                out.push((
+                    "distributor.receivers.jaeger.protocols.thrift_http.endpoint",
+                    "0.0.0.0:14268",
+                    &mut h.endpoint,
+                ));
+            }
+            if let Some(u) = p.thrift_compact.as_mut() {
+                out.push((
+                    "distributor.receivers.jaeger.protocols.thrift_compact.endpoint",
+                    "0.0.0.0:6831",
+                    &mut u.endpoint,
+                ));
+            }
+            if let Some(u) = p.thrift_binary.as_mut() {
+                out.push((
+                    "distributor.receivers.jaeger.protocols.thrift_binary.endpoint",
+                    "0.0.0.0:6832",
+                    &mut u.endpoint,
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -317,6 +376,69 @@ pub struct ReceiversConfig {
     /// `zipkin:` (Zipkin v2 JSON on `/api/v2/spans`).
     #[serde(deserialize_with = "present")]
     pub zipkin: Option<ZipkinReceiver>,
+    /// `jaeger:` (Jaeger's gRPC, Thrift-over-HTTP and agent UDP protocols).
+    #[serde(deserialize_with = "present")]
+    pub jaeger: Option<JaegerReceiver>,
+}
+
+/// `jaeger:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JaegerReceiver {
+    /// `jaeger.protocols`: only those present listen.
+    #[serde(deserialize_with = "null_default")]
+    pub protocols: JaegerProtocols,
+}
+
+/// `jaeger.protocols:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JaegerProtocols {
+    /// `grpc:` (`jaeger.api_v2.CollectorService/PostSpans`, default `0.0.0.0:14250`).
+    #[serde(deserialize_with = "present")]
+    pub grpc: Option<GrpcReceiver>,
+    /// `thrift_http:` (`POST /api/traces`, default `0.0.0.0:14268`).
+    #[serde(deserialize_with = "present")]
+    pub thrift_http: Option<HttpReceiver>,
+    /// `thrift_compact:` (agent UDP, compact protocol, default `0.0.0.0:6831`).
+    #[serde(deserialize_with = "present")]
+    pub thrift_compact: Option<UdpReceiver>,
+    /// `thrift_binary:` (agent UDP, binary protocol, default `0.0.0.0:6832`).
+    #[serde(deserialize_with = "present")]
+    pub thrift_binary: Option<UdpReceiver>,
+}
+
+/// `thrift_compact:` / `thrift_binary:` (the Jaeger agent's UDP listeners).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpReceiver {
+    /// `host:port` to listen on.
+    #[serde(deserialize_with = "null_default")]
+    pub endpoint: String,
+    /// Largest datagram read; longer ones are cut and refused (bytes).
+    #[serde(deserialize_with = "null_default")]
+    pub max_packet_size: usize,
+    /// Tuning of the Collector's agent server; packets here are read by one task.
+    #[serde(deserialize_with = "null_default")]
+    pub workers: Option<usize>,
+    /// As `workers`: accepted, no effect.
+    #[serde(deserialize_with = "null_default")]
+    pub queue_size: Option<usize>,
+    /// As `workers`: accepted, no effect.
+    #[serde(deserialize_with = "null_default")]
+    pub socket_buffer_size: Option<usize>,
+}
+
+impl Default for UdpReceiver {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            max_packet_size: 65_000,
+            workers: None,
+            queue_size: None,
+            socket_buffer_size: None,
+        }
+    }
 }
 
 /// `otlp:`.
@@ -355,7 +477,7 @@ pub struct GrpcReceiver {
 impl Default for GrpcReceiver {
     fn default() -> Self {
         Self {
-            endpoint: "0.0.0.0:4317".into(),
+            endpoint: String::new(),
             max_recv_msg_size_mib: 16,
         }
     }
@@ -376,7 +498,7 @@ pub struct HttpReceiver {
 impl Default for HttpReceiver {
     fn default() -> Self {
         Self {
-            endpoint: "0.0.0.0:4318".into(),
+            endpoint: String::new(),
             max_request_body_size: 20 << 20,
         }
     }
@@ -397,7 +519,7 @@ pub struct ZipkinReceiver {
 impl Default for ZipkinReceiver {
     fn default() -> Self {
         Self {
-            endpoint: "0.0.0.0:9411".into(),
+            endpoint: String::new(),
             max_request_body_size: 20 << 20,
         }
     }
@@ -1032,36 +1154,13 @@ impl Config {
                 message,
             })?;
         }
-        let r = self.distributor.effective_receivers();
-        let endpoints = [
-            r.otlp
-                .as_ref()
-                .and_then(|o| o.protocols.grpc.as_ref())
-                .map(|g| {
-                    (
-                        "distributor.receivers.otlp.protocols.grpc.endpoint",
-                        &g.endpoint,
-                    )
-                }),
-            r.otlp
-                .as_ref()
-                .and_then(|o| o.protocols.http.as_ref())
-                .map(|h| {
-                    (
-                        "distributor.receivers.otlp.protocols.http.endpoint",
-                        &h.endpoint,
-                    )
-                }),
-            r.zipkin
-                .as_ref()
-                .map(|z| ("distributor.receivers.zipkin.endpoint", &z.endpoint)),
-        ];
-        for (key, ep) in endpoints.into_iter().flatten() {
+        let mut r = self.distributor.effective_receivers();
+        for (key, example, ep) in DistributorConfig::endpoints_mut(&mut r) {
             if ep
                 .rsplit_once(':')
                 .is_none_or(|(_, p)| p.parse::<u16>().is_err())
             {
-                return bad(key, format!("{ep:?} is not host:port, e.g. 0.0.0.0:4317"));
+                return bad(key, format!("{ep:?} is not host:port, e.g. {example}"));
             }
         }
         self.ingester_config()?;

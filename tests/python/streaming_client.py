@@ -10,22 +10,17 @@ fields use the proto's JSON names (ParseDict). Prints one JSON object per reques
 
 import base64
 import json
-import pathlib
 import sys
-import tempfile
 
 import grpc
 from google.protobuf import json_format
-from grpc_tools import protoc
+
+import proto_stubs
 
 
 def stubs(proto_dir):
-    out = tempfile.mkdtemp(prefix="allegro-stubs-")
-    files = [str(p.relative_to(proto_dir)) for p in pathlib.Path(proto_dir).rglob("*.proto")]
-    args = ["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}"]
-    if protoc.main(args + files) != 0:
-        raise SystemExit(f"protoc failed on {files}")
-    sys.path.insert(0, out)
+    stubs_dir = proto_stubs.generate(proto_dir)
+    sys.path.insert(0, stubs_dir)
     from tempopb import tempo_pb2, tempo_pb2_grpc  # noqa: E402
 
     return tempo_pb2, tempo_pb2_grpc

@@ -242,18 +242,64 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
     None
 }
 
+/// `tests/node` when `node` and the npm packages of `tests/node/package.json` are installed
+/// there (`.ci/run` runs `npm install` in it). Without them the test fails under `CI=true` and
+/// is skipped with a note otherwise.
+pub fn node_packages(package: &str) -> Option<std::path::PathBuf> {
+    let dir = workspace_dir().join("tests/node");
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if node && dir.join("node_modules").join(package).is_dir() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "no node with the npm package {package}: run `npm install` in {}",
+        dir.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{msg}");
+    }
+    eprintln!("skipped: {msg}");
+    None
+}
+
+/// Runs `tests/node/<script>` with `node` and `args` in `dir`; its stdout. A failing script
+/// fails the test with everything it printed.
+pub fn run_node<S: AsRef<std::ffi::OsStr>>(
+    dir: &std::path::Path,
+    script: &str,
+    args: &[S],
+) -> String {
+    run_script("node", &dir.join(script), args)
+}
+
 /// Runs `tests/python/<script>` with `python` and `args`; its stdout. A failing script fails
 /// the test with everything it printed.
 pub fn run_python<S: AsRef<std::ffi::OsStr>>(python: &str, script: &str, args: &[S]) -> String {
-    let out = std::process::Command::new(python)
-        .arg(workspace_dir().join("tests/python").join(script))
+    run_script(
+        python,
+        &workspace_dir().join("tests/python").join(script),
+        args,
+    )
+}
+
+fn run_script<S: AsRef<std::ffi::OsStr>>(
+    program: &str,
+    script: &std::path::Path,
+    args: &[S],
+) -> String {
+    let out = std::process::Command::new(program)
+        .arg(script)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{script} failed: {stdout}\n{}",
+        "{} failed: {stdout}\n{}",
+        script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     stdout

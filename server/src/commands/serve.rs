@@ -8,13 +8,17 @@ use allegro_engine::block::lifecycle::LifecycleStats;
 use allegro_ingest::Ingester;
 use allegro_ingest::generator::Generator;
 use allegro_ingest::generator::remote_write::RemoteWrite;
-use tokio::net::TcpListener;
+use allegro_ingest::jaeger::thrift::Protocol;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 use super::open_catalog;
 use crate::config::Config;
 use crate::http::metrics::HttpMetrics;
 use crate::http::{AppState, router};
+use crate::receivers::jaeger_grpc::JaegerGrpc;
+use crate::receivers::jaeger_http::{self, JaegerHttp};
+use crate::receivers::jaeger_udp::JaegerUdp;
 use crate::receivers::otlp_grpc::OtlpGrpc;
 use crate::receivers::otlp_http::{self, OtlpHttp};
 use crate::receivers::zipkin::{self, Zipkin};
@@ -41,6 +45,14 @@ pub struct Addresses {
     pub otlp_http: Option<SocketAddr>,
     /// Zipkin, when enabled.
     pub zipkin: Option<SocketAddr>,
+    /// Jaeger gRPC (`PostSpans`), when enabled.
+    pub jaeger_grpc: Option<SocketAddr>,
+    /// Jaeger Thrift over HTTP (`POST /api/traces`), when enabled.
+    pub jaeger_thrift_http: Option<SocketAddr>,
+    /// Jaeger agent UDP, compact protocol, when enabled.
+    pub jaeger_thrift_compact: Option<SocketAddr>,
+    /// Jaeger agent UDP, binary protocol, when enabled.
+    pub jaeger_thrift_binary: Option<SocketAddr>,
 }
 
 /// Binds the listener from config and overrides.
@@ -116,6 +128,10 @@ pub async fn serve_with(
         otlp_grpc: None,
         otlp_http: None,
         zipkin: None,
+        jaeger_grpc: None,
+        jaeger_thrift_http: None,
+        jaeger_thrift_compact: None,
+        jaeger_thrift_binary: None,
     };
     let otlp = receivers.otlp.unwrap_or_default().protocols;
     if let Some(g) = otlp.grpc {
@@ -167,6 +183,76 @@ pub async fn serve_with(
             max_body: z.max_request_body_size,
         });
         tasks.spawn(serve_axum(l, app, stop_rx.clone(), "Zipkin receiver"));
+    }
+    let jaeger = receivers.jaeger.unwrap_or_default().protocols;
+    if let Some(g) = jaeger.grpc {
+        let key = "distributor.receivers.jaeger.protocols.grpc.endpoint";
+        let l = bind_endpoint(key, &g.endpoint).await?;
+        addrs.jaeger_grpc = Some(l.local_addr().map_err(|e| e.to_string())?);
+        let svc = JaegerGrpc {
+            ingester: ingester.clone(),
+            multitenancy: cfg.multitenancy_enabled,
+        }
+        .service(g.max_recv_msg_size_mib << 20);
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+                .map_err(|e| format!("Jaeger gRPC receiver: {e}"))
+        });
+    }
+    if let Some(h) = jaeger.thrift_http {
+        let key = "distributor.receivers.jaeger.protocols.thrift_http.endpoint";
+        let l = bind_endpoint(key, &h.endpoint).await?;
+        addrs.jaeger_thrift_http = Some(l.local_addr().map_err(|e| e.to_string())?);
+        let app = jaeger_http::router(JaegerHttp {
+            ingester: ingester.clone(),
+            multitenancy: cfg.multitenancy_enabled,
+            max_body: h.max_request_body_size,
+        });
+        tasks.spawn(serve_axum(
+            l,
+            app,
+            stop_rx.clone(),
+            "Jaeger Thrift HTTP receiver",
+        ));
+    }
+    for (udp, protocol, name) in [
+        (jaeger.thrift_compact, Protocol::Compact, "thrift_compact"),
+        (jaeger.thrift_binary, Protocol::Binary, "thrift_binary"),
+    ] {
+        let Some(u) = udp else { continue };
+        let socket = UdpSocket::bind(&u.endpoint).await.map_err(|e| {
+            format!(
+                "cannot listen on {} (distributor.receivers.jaeger.protocols.{name}.endpoint): {e}",
+                u.endpoint
+            )
+        })?;
+        let addr = Some(socket.local_addr().map_err(|e| e.to_string())?);
+        match protocol {
+            Protocol::Compact => addrs.jaeger_thrift_compact = addr,
+            Protocol::Binary => addrs.jaeger_thrift_binary = addr,
+        }
+        if cfg.multitenancy_enabled {
+            tracing::warn!(
+                "distributor.receivers.jaeger.protocols.{name}: UDP datagrams name no tenant; \
+                 with multitenancy_enabled they are dropped (send over gRPC or HTTP with X-Scope-OrgID)"
+            );
+        }
+        let receiver = JaegerUdp {
+            ingester: ingester.clone(),
+            multitenancy: cfg.multitenancy_enabled,
+            protocol,
+            max_packet: u.max_packet_size,
+        };
+        tasks.spawn(receiver.run(socket, stop_rx.clone()));
     }
     let generator = cfg.generator().map_err(|e| e.to_string())?;
     for w in cfg.warnings() {
@@ -254,6 +340,10 @@ pub async fn serve_with(
         ("OTLP/gRPC", addrs.otlp_grpc),
         ("OTLP/HTTP", addrs.otlp_http),
         ("Zipkin", addrs.zipkin),
+        ("Jaeger gRPC", addrs.jaeger_grpc),
+        ("Jaeger Thrift HTTP", addrs.jaeger_thrift_http),
+        ("Jaeger Thrift compact UDP", addrs.jaeger_thrift_compact),
+        ("Jaeger Thrift binary UDP", addrs.jaeger_thrift_binary),
     ] {
         if let Some(a) = a {
             say(&format!("{name} receiver on {a}"));

@@ -1,7 +1,10 @@
-//! Span receivers: OTLP/gRPC, OTLP/HTTP and Zipkin v2, each on its own listener like Tempo's
-//! distributor. They decode, find the tenant and hand the spans to the ingester.
+//! Span receivers: OTLP/gRPC, OTLP/HTTP, Zipkin v2 and Jaeger (gRPC, Thrift over HTTP, agent
+//! UDP), each on its own listener like Tempo's distributor. They decode, find the tenant and hand the spans to the ingester.
 
 pub mod body;
+pub mod jaeger_grpc;
+pub mod jaeger_http;
+pub mod jaeger_udp;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod zipkin;
