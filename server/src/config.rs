@@ -703,6 +703,8 @@ pub struct ReadLimits {
     pub max_queued_queries: Option<usize>,
     /// Memory one query's operators may hold (1073741824).
     pub max_memory_per_query_bytes: Option<usize>,
+    /// TraceQL metrics (`/api/metrics/*`, Traces Drilldown) for the tenant; on unless `false`.
+    pub traceql_metrics_enabled: Option<bool>,
 }
 
 /// `overrides.*.metrics_generator:`.
@@ -710,7 +712,8 @@ pub struct ReadLimits {
 #[serde(deny_unknown_fields, default)]
 pub struct GeneratorOverrides {
     /// `service-graphs`, `span-metrics`, `local-blocks` (and Tempo's sub-names); unset = all.
-    /// TraceQL metrics need `local-blocks` (Tempo's recent store).
+    /// `local-blocks` is accepted and changes nothing: TraceQL metrics are on regardless
+    /// (`read.traceql_metrics_enabled` turns them off).
     pub processors: Option<Vec<String>>,
     /// Most generated series of the tenant; 0 = no limit.
     pub max_active_series: Option<usize>,
@@ -720,23 +723,34 @@ pub struct GeneratorOverrides {
 }
 
 /// TraceQL metrics settings in effect.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MetricsSettings {
     /// Query limits.
     pub limits: MetricsLimits,
-    defaults: Option<Vec<String>>,
-    per_tenant: std::collections::HashMap<String, Option<Vec<String>>>,
+    defaults: bool,
+    per_tenant: std::collections::HashMap<String, bool>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            limits: MetricsLimits::default(),
+            defaults: true,
+            per_tenant: Default::default(),
+        }
+    }
 }
 
 impl MetricsSettings {
-    /// True when `tenant` has the recent store. Unlike Tempo, where no processor runs until
-    /// one is listed, an Allegro tenant without `processors` has every processor: TraceQL
-    /// metrics work out of the box, and listing processors without `local-blocks` turns
-    /// them off.
+    /// True unless `tenant` (or the defaults, when it sets nothing) has
+    /// `read.traceql_metrics_enabled: false`. Which generator processors run does not matter:
+    /// the recent store is always kept (Tempo 3.x semantics, where `local-blocks` is gone), so
+    /// Drilldown never goes dark because a processors list was copied from a Tempo 2.x config.
     pub fn enabled(&self, tenant: &str) -> bool {
-        let p = self.per_tenant.get(tenant).unwrap_or(&self.defaults);
-        p.as_ref()
-            .is_none_or(|p| p.iter().any(|x| x == "local-blocks"))
+        self.per_tenant
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.defaults)
     }
 }
 
@@ -1291,7 +1305,7 @@ impl Config {
         })
     }
 
-    /// TraceQL metrics limits and which tenants have the recent store (`local-blocks`).
+    /// TraceQL metrics limits and which tenants have them turned off.
     pub fn traceql_metrics(&self) -> Result<MetricsSettings, ConfigError> {
         let m = &self.query_frontend.metrics;
         let mut limits = MetricsLimits::default();
@@ -1335,14 +1349,24 @@ impl Config {
             }
             Ok(())
         };
-        let defaults = self.overrides.defaults.metrics_generator.processors.clone();
-        check("overrides.defaults", &defaults)?;
+        check(
+            "overrides.defaults",
+            &self.overrides.defaults.metrics_generator.processors,
+        )?;
+        let defaults = self
+            .overrides
+            .defaults
+            .read
+            .traceql_metrics_enabled
+            .unwrap_or(true);
         let mut per_tenant = std::collections::HashMap::new();
         for (t, l) in &self.overrides.per_tenant {
-            let p = &l.metrics_generator.processors;
-            check(&format!("overrides.per_tenant.{t}"), p)?;
-            if p.is_some() {
-                per_tenant.insert(t.clone(), p.clone());
+            check(
+                &format!("overrides.per_tenant.{t}"),
+                &l.metrics_generator.processors,
+            )?;
+            if let Some(on) = l.read.traceql_metrics_enabled {
+                per_tenant.insert(t.clone(), on);
             }
         }
         Ok(MetricsSettings {

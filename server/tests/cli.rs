@@ -490,6 +490,53 @@ fn query_and_explain_run_embedded_on_the_data_directory() {
     let (code, _, stderr) = run(&["metrics", "{ } | rate() by (", "--since", "1h"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains('^'), "{stderr}");
+    // The default step over 2h is 30s: 240 points drawn in what an 80-column terminal has
+    // room for, durations with their unit.
+    let (code, stdout, stderr) = run(&[
+        "metrics",
+        "{ } | quantile_over_time(duration, .9) by (resource.service.name)",
+        "--since",
+        "2h",
+        "--width",
+        "80",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for line in stdout.lines() {
+        assert!(line.chars().count() <= 80, "{line}");
+    }
+    assert!(
+        stdout.contains("per cell") && stdout.contains("durations"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ms ") || stdout.contains("µs ") || stdout.contains("s "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("e-"), "unitless exponent in {stdout}");
+    // explain works for metrics queries: the stage, what it reads, the aggregation's plans.
+    let (code, stdout, stderr) = run(&[
+        "explain",
+        "{ status = error } | rate() by (resource.service.name)",
+        "--since",
+        "2h",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for part in [
+        "== First stage 1: rate() by (resource.service.name) ==",
+        "spans:    one spanset filter",
+        "reads:    2 of the tenant's 2 block(s) overlap the range",
+        "Aggregate",
+        "-- Physical plan --",
+    ] {
+        assert!(stdout.contains(part), "{part} missing:\n{stdout}");
+    }
+    // ... and says why a plan reads nothing.
+    let (code, stdout, stderr) = run(&["explain", "{ span.no_such_attribute = \"x\" }"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("nothing to read. All 2 block(s) in range were pruned"),
+        "{stdout}"
+    );
     // explain shows the plans and the predicate pushed into the Parquet scan.
     let (code, stdout, stderr) = run(&[
         "explain",

@@ -152,9 +152,14 @@ fn setup() -> Replay {
     cfg.multitenancy_enabled = true;
     // Span metrics need the generator on (listing them while it is off is a start-up error).
     cfg.metrics_generator = Some(Default::default());
-    // A tenant whose generator runs without local-blocks: TraceQL metrics are off for it.
+    // A tenant with TraceQL metrics turned off, and one whose processors list (copied from a
+    // Tempo 2.x config) lacks local-blocks, which keeps them on.
     cfg.overrides.per_tenant.insert(
         "nometrics".into(),
+        serde_yaml::from_str("read: {traceql_metrics_enabled: false}").unwrap(),
+    );
+    cfg.overrides.per_tenant.insert(
+        "spanonly".into(),
         TenantLimits {
             metrics_generator: GeneratorOverrides {
                 processors: Some(vec!["span-metrics".into()]),
@@ -504,7 +509,18 @@ fn drilldown_metrics_queries_answer_what_drilldown_parses() {
         total(&v["series"][0]) > 0.0,
         "no live data in the last minute: {body}"
     );
-    // ... and for a tenant without local-blocks, the text Drilldown looks for.
+    // A processors list without local-blocks keeps TraceQL metrics on ...
+    let (status, body) = r.get(
+        &format!(
+            "/api/metrics/query_range?q={}&start={}&end={}",
+            form("{} | rate()"),
+            now - 60,
+            now
+        ),
+        "spanonly",
+    );
+    assert_eq!(status, 200, "{body}");
+    // ... and for a tenant with them turned off, the text Drilldown looks for.
     let (status, body) = r.get(
         &format!(
             "/api/metrics/query_range?q={}&start={}&end={}",

@@ -80,7 +80,7 @@ pub fn check_enabled(settings: &MetricsSettings, tenants: &[String]) -> Result<(
         if !settings.enabled(t) {
             return Err(ApiError::bad_request(format!(
                 "{NOT_CONFIGURED}: TraceQL metrics are off for tenant {t:?} \
-                 (overrides.metrics_generator.processors does not list local-blocks)"
+                 (overrides read.traceql_metrics_enabled is false)"
             )));
         }
     }

@@ -45,11 +45,17 @@ pub struct QueryArgs {
 /// Options of `allegro explain`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExplainArgs {
-    /// The TraceQL query.
+    /// The TraceQL query: a search, or a metrics query (`{ } | rate() by (name)`).
     pub query: String,
     /// Tenant whose blocks the plan reads.
     #[arg(long, default_value = SINGLE_TENANT)]
     pub tenant: String,
+    /// Metrics queries: the range is the last DURATION (default 1h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Metrics queries: the step (`30s`, `1m`); default Tempo's for the range.
+    #[arg(long)]
+    pub step: Option<String>,
 }
 
 fn instant(flag: &str, v: &str) -> Result<u64, String> {
@@ -177,6 +183,11 @@ fn show(v: Option<&allegro_engine::otlp::common::v1::AnyValue>) -> String {
 
 /// `allegro explain`.
 pub async fn explain(cfg: Config, a: ExplainArgs) -> Result<ExitCode, String> {
+    if let Ok(q) = allegro_traceql::parse(&a.query)
+        && matches!(q.body, allegro_traceql::ast::QueryBody::Metrics(_))
+    {
+        return explain_metrics(cfg, a).await;
+    }
     let req = SearchRequest {
         query: a.query.clone(),
         limit: 20,
@@ -196,5 +207,38 @@ pub async fn explain(cfg: Config, a: ExplainArgs) -> Result<ExitCode, String> {
     );
     println!("== Logical plan (optimised) ==\n{}\n", ex.logical);
     println!("== Physical plan ==\n{}", ex.physical);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn explain_metrics(cfg: Config, a: ExplainArgs) -> Result<ExitCode, String> {
+    let req = super::metrics_cmd::request(&super::metrics_cmd::MetricsArgs {
+        query: a.query.clone(),
+        since: a.since.clone(),
+        start: None,
+        end: None,
+        step: a.step.clone(),
+        tenant: a.tenant.clone(),
+        format: "table".into(),
+        width: None,
+    })?;
+    let limits = cfg.traceql_metrics().map_err(|e| e.to_string())?.limits;
+    let ex = match engine(&cfg)?
+        .explain_metrics(&a.tenant, &req, &limits)
+        .await
+    {
+        Ok(x) => x,
+        Err(e) => return Ok(fail(e)),
+    };
+    let q = allegro_traceql::compile(&a.query).map_err(|e| e.to_string())?;
+    println!("== TraceQL metrics (parsed, validated, rewritten) ==\n{q}\n");
+    println!("== Grid ==\n{}\n", ex.grid);
+    for (i, st) in ex.stages.iter().enumerate() {
+        println!("== First stage {}: {} ==", i + 1, st.function);
+        println!("spans:    {}", st.selection);
+        println!("reads:    {}", st.reads);
+        println!("sampling: {}\n", st.sampling);
+        println!("-- Logical plan (optimised) --\n{}\n", st.logical);
+        println!("-- Physical plan --\n{}", st.physical);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -684,8 +684,8 @@ impl Config {
                     .into(),
             );
         }
-        // Tempo 2.x semantics, which Allegro keeps: a processors list without local-blocks
-        // turns TraceQL metrics off, and Drilldown then shows "not configured".
+        // A Tempo 2.x processors list without local-blocks turned TraceQL metrics off there;
+        // here they stay on (Tempo 3.x semantics), and the operator is told how to turn them off.
         let tenants = std::iter::once(("defaults".to_string(), &self.overrides.defaults)).chain(
             self.overrides
                 .per_tenant
@@ -698,7 +698,8 @@ impl Config {
             {
                 w.push(format!(
                     "overrides.{at}.metrics_generator.processors does not list local-blocks: TraceQL \
-                     metrics (Traces Drilldown) are off there; add local-blocks to keep them"
+                     metrics (Traces Drilldown) stay on, Allegro needs no local-blocks processor (as \
+                     Tempo 3.x); set overrides.{at}.read.traceql_metrics_enabled: false to turn them off"
                 ));
             }
         }

@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod compile;
+pub mod explain;
 pub mod grid;
 pub mod plan;
 pub mod raw;

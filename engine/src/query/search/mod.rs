@@ -232,7 +232,40 @@ impl QueryEngine {
         let state = ctx.state();
         let blocks: usize = inputs.iter().map(|i| i.blocks.len()).sum();
         let head = inputs.iter().any(|i| i.blocks.is_empty());
-        let mut logical = format!(
+        // A plan that reads nothing is not a bug to the reader if it says why.
+        let pruned = src.blocks.len() - blocks.min(src.blocks.len());
+        let head_pruned = src.live_spans > 0 && !head;
+        if inputs.is_empty() {
+            return Ok(Explained {
+                compiled,
+                logical: format!(
+                    "EmptyRelation: nothing to read. All {} block(s) in range{} were pruned: \
+                     their metadata (attribute keys and types per scope) shows the query's \
+                     conditions cannot hold in them",
+                    src.blocks.len(),
+                    if head_pruned {
+                        " and the live head"
+                    } else {
+                        ""
+                    }
+                ),
+                physical: "EmptyExec".into(),
+            });
+        }
+        let mut logical = String::new();
+        if pruned > 0 || head_pruned {
+            logical.push_str(&format!(
+                "Pruned before planning: {pruned} of {} block(s){}, whose metadata shows the \
+                 query's conditions cannot hold in them\n",
+                src.blocks.len(),
+                if head_pruned {
+                    " and the live head"
+                } else {
+                    ""
+                }
+            ));
+        }
+        logical += &format!(
             "TraceStage: the {} newest matching traces, read newest first from {blocks} block(s){}; \
              stops once no unread block can hold a newer trace\n",
             req.limit.max(1),
