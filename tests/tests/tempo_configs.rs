@@ -104,14 +104,16 @@ fn legacy_flat_overrides_are_applied_with_a_warning() {
         ) && has(&w, "overrides.defaults.metrics_generator.processors"),
         "{w:?}"
     );
-    // That list lacks local-blocks: TraceQL metrics are off, and config check says so.
+    // That list lacks local-blocks: TraceQL metrics stay on (Tempo 3.x), config check says so
+    // and names the switch that turns them off.
     assert!(
         has(
             &w,
-            "overrides.defaults.metrics_generator.processors does not list local-blocks"
-        ),
+            "overrides.defaults.metrics_generator.processors does not list local-blocks: TraceQL metrics (Traces Drilldown) stay on"
+        ) && has(&w, "overrides.defaults.read.traceql_metrics_enabled: false"),
         "{w:?}"
     );
+    assert!(c.traceql_metrics().unwrap().enabled("single-tenant"));
     assert_eq!(
         c.compactor.compaction.block_retention,
         Some(Duration::from_secs(744 * 3600))
@@ -149,4 +151,26 @@ fn a_typo_is_still_an_error_naming_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("kafka_write_path"), "{e}");
+}
+
+#[test]
+fn the_effective_print_is_a_config_that_means_the_same() {
+    let mut cases: Vec<(String, Config)> = seeds()
+        .into_iter()
+        .map(|n| {
+            let c = load(&n).0;
+            (n, c)
+        })
+        .collect();
+    cases.push(("(defaults)".into(), Config::default()));
+    for (name, c) in cases {
+        let printed = serde_yaml::to_string(&c.effective().unwrap()).unwrap();
+        let again = Config::parse("printed", &printed)
+            .unwrap_or_else(|e| panic!("{name}: the print is refused: {e}\n{printed}"));
+        assert_eq!(
+            again.effective().unwrap(),
+            c.effective().unwrap(),
+            "{name}: the print means something else"
+        );
+    }
 }
