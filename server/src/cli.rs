@@ -85,14 +85,6 @@ pub fn main() -> ExitCode {
         Command::Config(args) => return commands::config_cmd::run(args),
         command => Cli { command, ..cli },
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cfg = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -100,6 +92,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `server.log_level` as in Tempo; RUST_LOG, when set, says more precisely what to log.
+    let level = cfg.server.log_level.as_deref().unwrap_or("info");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     // Commands that read the store never create it: a mistyped --data-dir is an error, not an
     // empty store.
     let reads = matches!(

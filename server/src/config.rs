@@ -752,6 +752,11 @@ impl MetricsSettings {
             .copied()
             .unwrap_or(self.defaults)
     }
+
+    /// Whether tenants without settings of their own have TraceQL metrics.
+    pub fn enabled_by_default(&self) -> bool {
+        self.defaults
+    }
 }
 
 /// `overrides.*.ingestion:`.
@@ -808,6 +813,10 @@ pub struct ServerConfig {
     /// How long in-flight requests get on shutdown.
     #[serde(deserialize_with = "go_duration")]
     pub graceful_shutdown_timeout: Option<Duration>,
+    /// `debug`, `info` (default), `warn` or `error`; `RUST_LOG`, when set, wins.
+    pub log_level: Option<String>,
+    /// `logfmt` or `json` in Tempo; Allegro writes one plain-text format (warned about).
+    pub log_format: Option<String>,
 }
 
 fn null_default_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
@@ -817,6 +826,9 @@ fn null_default_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 /// Tempo's HTTP port.
 pub const DEFAULT_PORT: u16 = 3200;
 
+/// `server.log_level` values (Tempo's).
+pub const LOG_LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -824,6 +836,8 @@ impl Default for ServerConfig {
             http_listen_port: DEFAULT_PORT,
             http_api_prefix: String::new(),
             graceful_shutdown_timeout: None,
+            log_level: None,
+            log_format: None,
         }
     }
 }
@@ -1024,7 +1038,7 @@ impl Default for BlockConfig {
 }
 
 /// One configured hot column, as Tempo spells dedicated columns.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DedicatedColumn {
     /// `span`, `resource` or `instrumentation` (default `span`).
@@ -1181,6 +1195,14 @@ impl Config {
         self.query_limits()?;
         self.traceql_metrics()?;
         self.generator()?;
+        if let Some(l) = &self.server.log_level
+            && !LOG_LEVELS.contains(&l.as_str())
+        {
+            return bad(
+                "server.log_level",
+                format!("{l:?} is not one of {}", LOG_LEVELS.join(", ")),
+            );
+        }
         if !self.server.http_api_prefix.is_empty() && !self.server.http_api_prefix.starts_with('/')
         {
             return bad(

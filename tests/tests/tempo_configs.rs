@@ -166,6 +166,7 @@ fn the_effective_print_is_a_config_that_means_the_same() {
     for (name, c) in cases {
         let printed = serde_yaml::to_string(&c.effective().unwrap()).unwrap();
         let again = Config::parse("printed", &printed)
+            .and_then(|c| c.validate().map(|_| c))
             .unwrap_or_else(|e| panic!("{name}: the print is refused: {e}\n{printed}"));
         assert_eq!(
             again.effective().unwrap(),

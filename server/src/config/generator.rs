@@ -17,7 +17,7 @@ use allegro_ingest::generator::spanmetrics::{
     DimensionMapping, IntrinsicDimensions, SpanMetricsConfig,
 };
 use allegro_ingest::generator::{GeneratorConfig, Processors, TenantSettings};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError, go_duration, null_default};
 
@@ -165,7 +165,7 @@ pub struct IntrinsicSection {
 }
 
 /// One `dimension_mappings:` entry.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MappingSection {
     /// Label name.
@@ -178,7 +178,7 @@ pub struct MappingSection {
 }
 
 /// One `filter_policies:` entry.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySection {
     /// All must match.
@@ -190,7 +190,7 @@ pub struct PolicySection {
 }
 
 /// `include:` / `exclude:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MatchSection {
     /// `strict` (default) or `regex`.
@@ -201,7 +201,7 @@ pub struct MatchSection {
 }
 
 /// `{key, value}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttributeSection {
     /// `span.x`, `resource.x`, `name`, `kind`, `status`.
