@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer};
 
 pub mod generator;
 pub mod show;
+pub mod tempo_keys;
 
 /// A config problem, naming the key and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +202,26 @@ pub struct QueryFrontendConfig {
     /// `metrics:` (TraceQL metrics).
     #[serde(deserialize_with = "null_default")]
     pub metrics: FrontendMetricsConfig,
+    /// `search:` (result limits and the longest range).
+    #[serde(deserialize_with = "null_default")]
+    pub search: FrontendSearchConfig,
+}
+
+/// `query_frontend.search:` (Tempo's keys).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontendSearchConfig {
+    /// Traces returned when a search sets no `limit` (20).
+    pub default_result_limit: Option<usize>,
+    /// Largest `limit` a search may ask for (0: Tempo's cap, 262144).
+    pub max_result_limit: Option<usize>,
+    /// Spans per spanset when a search sets no `spss` (3).
+    pub default_spans_per_span_set: Option<usize>,
+    /// Largest `spss` (0: 100).
+    pub max_spans_per_span_set: Option<usize>,
+    /// Longest `start`–`end` range of a search (0 or unset: no limit).
+    #[serde(deserialize_with = "go_duration")]
+    pub max_duration: Option<Duration>,
 }
 
 /// `querier:`.
@@ -574,6 +595,9 @@ pub struct OverridesConfig {
     /// Tenants with their own limits; unset keys take the defaults' values.
     #[serde(deserialize_with = "null_default")]
     pub per_tenant: std::collections::BTreeMap<String, TenantLimits>,
+    /// Tempo's file of per-tenant overrides (`overrides: {tenant: {...}}`), read at start and
+    /// merged into `per_tenant` (this file's entries win).
+    pub per_tenant_override_config: Option<PathBuf>,
     // Tempo's legacy flat form (before 2.3), applied to `defaults` where it sets nothing
     // itself, each with a warning naming the new key (`OverridesConfig::apply_legacy`).
     /// Legacy: `defaults.metrics_generator.processors`.
@@ -815,8 +839,6 @@ pub struct ServerConfig {
     pub graceful_shutdown_timeout: Option<Duration>,
     /// `debug`, `info` (default), `warn` or `error`; `RUST_LOG`, when set, wins.
     pub log_level: Option<String>,
-    /// `logfmt` or `json` in Tempo; Allegro writes one plain-text format (warned about).
-    pub log_format: Option<String>,
 }
 
 fn null_default_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
@@ -837,7 +859,6 @@ impl Default for ServerConfig {
             http_api_prefix: String::new(),
             graceful_shutdown_timeout: None,
             log_level: None,
-            log_format: None,
         }
     }
 }
@@ -1058,9 +1079,65 @@ impl Config {
             path: path.into(),
             source,
         })?;
-        let cfg = Self::parse(&path.display().to_string(), &text)?;
+        let mut cfg = Self::parse(&path.display().to_string(), &text)?;
+        cfg.read_tenant_file()?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Merges `overrides.per_tenant_override_config` into `overrides.per_tenant`, as Tempo
+    /// reads that file (its `"*"` entry is every tenant's, so it becomes the defaults).
+    fn read_tenant_file(&mut self) -> Result<(), ConfigError> {
+        let Some(file) = self.overrides.per_tenant_override_config.clone() else {
+            return Ok(());
+        };
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TenantFile {
+            #[serde(default)]
+            overrides: std::collections::BTreeMap<String, TenantLimits>,
+        }
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let tenants: TenantFile = serde_path_to_error::deserialize(
+            serde_yaml::Deserializer::from_str(&text),
+        )
+        .map_err(|e| ConfigError::Parse {
+            path: file.display().to_string(),
+            key: e.path().to_string(),
+            message: tempo_keys::with_hint(&e.into_inner().to_string()),
+        })?;
+        let n = tenants.overrides.len();
+        for (tenant, limits) in tenants.overrides {
+            if tenant == "*" {
+                self.overrides.defaults = limits;
+                self.read_warnings.push(format!(
+                    "overrides.per_tenant_override_config: the \"*\" entry of {} replaces overrides.defaults",
+                    file.display()
+                ));
+            } else {
+                match self.overrides.per_tenant.entry(tenant) {
+                    std::collections::btree_map::Entry::Occupied(e) => {
+                        self.read_warnings.push(format!(
+                            "overrides.per_tenant.{} is set in the main config and in {}: the main config's entry is used",
+                            e.key(),
+                            file.display()
+                        ));
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(limits);
+                    }
+                }
+            }
+        }
+        self.read_warnings.push(format!(
+            "overrides.per_tenant_override_config: {n} tenant(s) read from {} once at start \
+             (Tempo re-reads it every per_tenant_override_period; restart Allegro to apply changes)",
+            file.display()
+        ));
+        Ok(())
     }
 
     /// Parses YAML text (without semantic validation).
@@ -1068,20 +1145,31 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let de = serde_yaml::Deserializer::from_str(text);
-        let mut c: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+        let located = |key: String, message: String| ConfigError::Parse {
+            path: name.to_string(),
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
+            message: tempo_keys::with_hint(&message),
+        };
+        // Tempo's keys without effect here are taken out first (one warning each). When none
+        // is, the text itself is read, so errors keep their line and column.
+        let mut tree: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| located(".".into(), e.to_string()))?;
+        let tempo_only = tempo_keys::prepare(&mut tree);
+        let parsed: Result<Self, _> = if tempo_only.is_empty() {
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+        } else {
+            serde_path_to_error::deserialize(tree)
+        };
+        let mut c = parsed.map_err(|e| {
             let key = e.path().to_string();
-            ConfigError::Parse {
-                path: name.to_string(),
-                key: if key == "." {
-                    "(top level)".into()
-                } else {
-                    key
-                },
-                message: e.into_inner().to_string(),
-            }
+            located(key, e.into_inner().to_string())
         })?;
-        c.read_warnings = c.overrides.apply_legacy();
+        c.read_warnings = tempo_only;
+        c.read_warnings.extend(c.overrides.apply_legacy());
         if c.distributor.kafka_write_path_enabled == Some(true)
             || c.distributor.ingester_write_path_enabled == Some(false)
             || c.ingest.is_some()
@@ -1193,6 +1281,7 @@ impl Config {
         }
         self.ingester_config()?;
         self.query_limits()?;
+        self.search_limits()?;
         self.traceql_metrics()?;
         self.generator()?;
         if let Some(l) = &self.server.log_level
@@ -1548,6 +1637,48 @@ impl Config {
             q.per_tenant.insert(t.clone(), tl);
         }
         Ok(q)
+    }
+
+    /// Search limits from `query_frontend.search`, Tempo's defaults where unset.
+    pub fn search_limits(&self) -> Result<crate::api::search::SearchLimits, ConfigError> {
+        let f = &self.query_frontend.search;
+        let mut l = crate::api::search::SearchLimits::default();
+        if let Some(n) = f.max_result_limit.filter(|&n| n > 0) {
+            l.max_limit = n.min(crate::api::search::MAX_LIMIT);
+        }
+        if let Some(n) = f.max_spans_per_span_set.filter(|&n| n > 0) {
+            l.max_spss = n.min(crate::api::search::MAX_SPSS);
+        }
+        if let Some(n) = f.default_result_limit.filter(|&n| n > 0) {
+            l.default_limit = n;
+        }
+        if let Some(n) = f.default_spans_per_span_set.filter(|&n| n > 0) {
+            l.default_spss = n;
+        }
+        l.max_duration = f.max_duration.filter(|d| !d.is_zero());
+        let over = |key: &str, v: usize, max_key: &str, max: usize| {
+            if v > max {
+                Err(ConfigError::Invalid {
+                    key: format!("query_frontend.search.{key}"),
+                    message: format!("{v} is above {max_key} ({max})"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        over(
+            "default_result_limit",
+            l.default_limit,
+            "max_result_limit",
+            l.max_limit,
+        )?;
+        over(
+            "default_spans_per_span_set",
+            l.default_spss,
+            "max_spans_per_span_set",
+            l.max_spss,
+        )?;
+        Ok(l)
     }
 
     /// Configured hot columns (validated).

@@ -147,6 +147,7 @@ fn a_typo_is_still_an_error_naming_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("max_trace_per_user"), "{e}");
+    assert!(e.contains("did you mean `max_traces_per_user`?"), "{e}");
     let e = Config::parse("typo.yaml", "distributor:\n  kafka_write_path: true\n")
         .unwrap_err()
         .to_string();
@@ -174,4 +175,97 @@ fn the_effective_print_is_a_config_that_means_the_same() {
             "{name}: the print means something else"
         );
     }
+}
+
+#[test]
+fn tempo_keys_for_parts_allegro_lacks_are_accepted_with_one_warning_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("overrides.yaml");
+    std::fs::write(
+        &tenants,
+        "overrides:\n  team-a:\n    ingestion:\n      rate_limit_bytes: 1000\n  \"*\":\n    global:\n      max_bytes_per_trace: 777\n",
+    )
+    .unwrap();
+    let main = dir.path().join("tempo.yaml");
+    // A Tempo 2.x config as deployments write it: rings, gossip, worker and encoding settings.
+    std::fs::write(
+        &main,
+        format!(
+            "target: all\nhttp_api_prefix: /tempo\nusage_report:\n  reporting_enabled: false\n\
+             memberlist:\n  join_members: [tempo-gossip:7946]\n\
+             server:\n  http_listen_port: 3200\n  grpc_listen_port: 9095\n  log_level: warn\n  log_format: logfmt\n\
+             distributor:\n  ring:\n    kvstore:\n      store: memberlist\n  log_received_spans:\n    enabled: true\n\
+             ingester:\n  lifecycler:\n    ring:\n      replication_factor: 1\n  complete_block_timeout: 15m\n\
+             querier:\n  frontend_worker:\n    frontend_address: tempo:9095\n  max_concurrent_queries: 20\n\
+             query_frontend:\n  max_outstanding_per_tenant: 2000\n  search:\n    concurrent_jobs: 1000\n\
+             \x20   default_result_limit: 2\n    max_result_limit: 5\n    max_duration: 1h\n\
+             storage:\n  trace:\n    backend: local\n    local:\n      path: {dir}/blocks\n    pool:\n      max_workers: 100\n\
+             \x20   block:\n      version: vParquet4\n      parquet_dedicated_columns:\n        - {{scope: resource, name: k8s.namespace.name, type: string}}\n\
+             \x20   wal:\n      path: {dir}/wal\n      version: vParquet4\n\
+             overrides:\n  per_tenant_override_config: {tenants}\n  per_tenant_override_period: 10s\n",
+            dir = dir.path().display(),
+            tenants = tenants.display(),
+        ),
+    )
+    .unwrap();
+    let c = Config::load(&main).unwrap_or_else(|e| panic!("{e}"));
+    let w = c.warnings();
+    for key in [
+        "target:",
+        "usage_report:",
+        "memberlist:",
+        "server.grpc_listen_port:",
+        "server.log_format:",
+        "distributor.ring:",
+        "distributor.log_received_spans:",
+        "ingester.lifecycler:",
+        "ingester.complete_block_timeout:",
+        "querier.frontend_worker:",
+        "querier.max_concurrent_queries:",
+        "query_frontend.max_outstanding_per_tenant:",
+        "query_frontend.search.concurrent_jobs:",
+        "storage.trace.pool:",
+        "storage.trace.block.version:",
+        "storage.trace.wal.version:",
+        "overrides.per_tenant_override_period:",
+    ] {
+        let n = w.iter().filter(|w| w.starts_with(key)).count();
+        assert_eq!(n, 1, "{key}: {w:#?}");
+    }
+    // Keys with an equivalent are applied there.
+    assert_eq!(c.server.http_api_prefix, "/tempo");
+    assert_eq!(c.server.log_level.as_deref(), Some("warn"));
+    assert_eq!(c.hot_columns().len(), 1);
+    // The per-tenant file is read: its tenants, and "*" as the defaults.
+    let o = c.overrides().unwrap();
+    assert_eq!(o.limits("team-a").rate_limit_bytes, 1000);
+    assert_eq!(o.limits("anyone").max_bytes_per_trace, 777);
+    assert!(
+        has(&w, "1 tenant(s) read from") || has(&w, "2 tenant(s) read from"),
+        "{w:#?}"
+    );
+    // It starts.
+    let mut c = c;
+    c.distributor.receivers = config_for(dir.path()).distributor.receivers;
+    c.server.http_listen_port = 0;
+    let srv = TestServer::start(c);
+    assert_eq!(srv.get("/tempo/api/echo", &[]).status, 200);
+    // query_frontend.search limits hold at the door.
+    for i in 1..=4 {
+        assert_eq!(
+            srv.export(None, allegro_tests::one_span_trace(i)).status,
+            200
+        );
+    }
+    let search = |q: &str| srv.get(&format!("/tempo/api/search?{q}"), &[]);
+    let a = search("q=%7B%7D");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(v["traces"].as_array().unwrap().len(), 2, "{v}");
+    let a = search("q=%7B%7D&limit=6");
+    assert_eq!(a.status, 400);
+    assert!(a.text().contains("at most 5"), "{}", a.text());
+    let a = search("q=%7B%7D&start=1000&end=10000");
+    assert_eq!(a.status, 400);
+    assert!(a.text().contains("exceeds 1h"), "{}", a.text());
 }

@@ -15,6 +15,33 @@ pub const DEFAULT_LIMIT: usize = 20;
 /// `spss` when the request sets none.
 pub const DEFAULT_SPSS: usize = 3;
 
+/// Tempo's `query_frontend.search` limits, as every door applies them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchLimits {
+    /// `limit` when the request sets none (`default_result_limit`, 20).
+    pub default_limit: usize,
+    /// Largest `limit` (`max_result_limit`; Tempo's cap when unset).
+    pub max_limit: usize,
+    /// `spss` when the request sets none (`default_spans_per_span_set`, 3).
+    pub default_spss: usize,
+    /// Largest `spss` (`max_spans_per_span_set`, 100).
+    pub max_spss: usize,
+    /// Longest `start`–`end` range (`max_duration`; unlimited when unset).
+    pub max_duration: Option<std::time::Duration>,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        Self {
+            default_limit: DEFAULT_LIMIT,
+            max_limit: MAX_LIMIT,
+            default_spss: DEFAULT_SPSS,
+            max_spss: MAX_SPSS,
+            max_duration: None,
+        }
+    }
+}
+
 /// A search as a door received it.
 #[derive(Debug, Clone, Default)]
 pub struct SearchParams {
@@ -98,8 +125,8 @@ fn legacy_query(p: &SearchParams) -> String {
     }
 }
 
-/// The engine's request for `p`.
-pub fn search_request(p: &SearchParams) -> Result<SearchRequest, ApiError> {
+/// The engine's request for `p`, within `limits`.
+pub fn search_request(p: &SearchParams, limits: &SearchLimits) -> Result<SearchRequest, ApiError> {
     let q = p.query.trim();
     let query = if q.is_empty() {
         legacy_query(p)
@@ -110,11 +137,23 @@ pub fn search_request(p: &SearchParams) -> Result<SearchRequest, ApiError> {
     } else {
         q.to_string()
     };
+    let range = seconds_range(p.start, p.end)?;
+    if let (Some(max), Some((s, e))) = (limits.max_duration, range)
+        && e.saturating_sub(s) > max.as_nanos() as u64
+    {
+        return Err(ApiError::bad_request(format!(
+            "range specified by start and end exceeds {}. received start={} end={} \
+             (query_frontend.search.max_duration)",
+            crate::config::show::go_dur(max),
+            p.start,
+            p.end
+        )));
+    }
     Ok(SearchRequest {
         query,
-        limit: bounded("limit", p.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
-        spss: bounded("spss", p.spss, DEFAULT_SPSS, MAX_SPSS)?,
-        range: seconds_range(p.start, p.end)?,
+        limit: bounded("limit", p.limit, limits.default_limit, limits.max_limit)?,
+        spss: bounded("spss", p.spss, limits.default_spss, limits.max_spss)?,
+        range,
     })
 }
 
@@ -133,10 +172,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            search_request(&p).unwrap().query,
+            search_request(&p, &SearchLimits::default()).unwrap().query,
             "{ .service.name = \"shop\" && .http.url = \"/a b\" && traceDuration >= 100000000ns }"
         );
-        let r = search_request(&SearchParams::default()).unwrap();
+        let r = search_request(&SearchParams::default(), &SearchLimits::default()).unwrap();
         assert_eq!((r.query.as_str(), r.limit, r.spss), ("{ }", 20, 3));
     }
 
@@ -162,7 +201,7 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            let e = search_request(&p).unwrap_err();
+            let e = search_request(&p, &SearchLimits::default()).unwrap_err();
             assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{p:?}");
         }
     }

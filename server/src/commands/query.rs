@@ -102,12 +102,16 @@ fn engine(cfg: &Config) -> Result<QueryEngine, String> {
 pub async fn run(cfg: Config, a: QueryArgs) -> Result<ExitCode, String> {
     // Limits and legacy defaults are checked as the HTTP and gRPC doors check them; the
     // CLI's range is finer (RFC3339, `--since`) than their unix seconds.
-    let mut req = search_request(&SearchParams {
-        query: a.query.clone(),
-        limit: Some(a.limit),
-        spss: Some(a.spss),
-        ..Default::default()
-    })
+    let limits = cfg.search_limits().map_err(|e| e.to_string())?;
+    let mut req = search_request(
+        &SearchParams {
+            query: a.query.clone(),
+            limit: Some(a.limit),
+            spss: Some(a.spss),
+            ..Default::default()
+        },
+        &limits,
+    )
     .map_err(|e| e.message)?;
     req.range = range(&a)?;
     let tenants: Vec<String> = a.tenant.split('|').map(str::to_string).collect();

@@ -315,6 +315,7 @@ pub async fn serve_with(
         remote_write: remote_write.clone(),
         lifecycle: lifecycle.clone(),
         effective_config: Arc::new(cfg.effective().map_err(|e| format!("config: {e}"))?),
+        search_limits: Arc::new(cfg.search_limits().map_err(|e| format!("config: {e}"))?),
     };
     let mut app = router(state.clone(), &cfg.server.http_api_prefix);
     if cfg.stream_over_http_enabled.unwrap_or(true) {

@@ -186,6 +186,7 @@ impl Config {
         let metrics = self.traceql_metrics()?;
         let tm = &metrics.limits;
         let queries = self.query_limits()?;
+        let search = self.search_limits()?;
         let lifecycle = self.lifecycle();
         let c = &self.compactor.compaction;
         let overrides = ing.overrides.clone();
@@ -299,14 +300,23 @@ impl Config {
                 ),
                 "per_tenant": per_tenant,
             },
-            "query_frontend": { "metrics": {
+            "query_frontend": {
+              "search": {
+                "default_result_limit": search.default_limit,
+                "max_result_limit": search.max_limit,
+                "default_spans_per_span_set": search.default_spss,
+                "max_spans_per_span_set": search.max_spss,
+                "max_duration": go_dur(search.max_duration.unwrap_or_default()),
+              },
+              "metrics": {
                 "max_duration": go_dur(tm.max_duration),
                 "max_intervals": tm.max_intervals,
                 "max_exemplars": tm.max_exemplars,
                 "max_response_series": tm.max_series,
                 "query_backend_after": go_dur(tm.recent_window),
                 "sample_target_spans": tm.sample_target_spans,
-            }},
+              },
+            },
         });
         if let (Some(g), Some(section)) = (generator, &self.metrics_generator) {
             let c = &g.generator;

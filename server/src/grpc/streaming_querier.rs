@@ -161,16 +161,19 @@ impl StreamingQuerier for Querier {
         let ms = |v: u32| (v > 0).then(|| i64::from(v) * 1_000_000);
         let mut tags: Vec<(String, String)> = m.tags.into_iter().collect();
         tags.sort();
-        let req = search_request(&SearchParams {
-            query: m.query,
-            tags,
-            min_duration: ms(m.min_duration_ms),
-            max_duration: ms(m.max_duration_ms),
-            limit: (m.limit > 0).then_some(m.limit as usize),
-            spss: (m.spans_per_span_set > 0).then_some(m.spans_per_span_set as usize),
-            start: m.start.into(),
-            end: m.end.into(),
-        })
+        let req = search_request(
+            &SearchParams {
+                query: m.query,
+                tags,
+                min_duration: ms(m.min_duration_ms),
+                max_duration: ms(m.max_duration_ms),
+                limit: (m.limit > 0).then_some(m.limit as usize),
+                spss: (m.spans_per_span_set > 0).then_some(m.spans_per_span_set as usize),
+                start: m.start.into(),
+                end: m.end.into(),
+            },
+            &self.state.search_limits,
+        )
         .map_err(status)?;
         let engine = self.state.query.clone();
         Ok(streamed(search_packets, |partial| async move {

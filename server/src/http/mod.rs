@@ -42,6 +42,8 @@ pub struct AppState {
     pub lifecycle: Option<Arc<allegro_engine::block::lifecycle::LifecycleStats>>,
     /// The effective config (`allegro config check`'s values), for `/status/config`.
     pub effective_config: Arc<serde_json::Value>,
+    /// `query_frontend.search` limits.
+    pub search_limits: Arc<crate::api::search::SearchLimits>,
 }
 
 /// The HTTP API, with every route under `prefix` (Tempo's `http_api_prefix`).

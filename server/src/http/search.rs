@@ -11,7 +11,7 @@ use super::AppState;
 use super::params::{Params, non_empty, seconds, size};
 use super::traces::negotiated;
 use crate::api::error::ApiError;
-use crate::api::search::{SearchParams, search_request as validated};
+use crate::api::search::{SearchLimits, SearchParams, search_request as validated};
 use crate::api::time::go_duration;
 use crate::jsonpb::search::search_json;
 use crate::tenant::request_tenants;
@@ -60,8 +60,8 @@ fn logfmt(s: &str) -> Result<Vec<(String, String)>, ApiError> {
     Ok(out)
 }
 
-/// Parses the search parameters.
-pub fn search_request(q: &Params) -> Result<SearchRequest, ApiError> {
+/// Parses the search parameters, within `limits`.
+pub fn search_request(q: &Params, limits: &SearchLimits) -> Result<SearchRequest, ApiError> {
     let query = non_empty(q, "q").unwrap_or_default().to_string();
     let mut tags = match non_empty(q, "tags") {
         Some(t) => logfmt(t)?,
@@ -78,16 +78,19 @@ pub fn search_request(q: &Params) -> Result<SearchRequest, ApiError> {
         tags.extend(extra);
     }
     let duration = |key: &str| non_empty(q, key).map(|v| go_duration(key, v)).transpose();
-    validated(&SearchParams {
-        query,
-        tags,
-        min_duration: duration("minDuration")?,
-        max_duration: duration("maxDuration")?,
-        limit: size(q, "limit")?,
-        spss: size(q, "spss")?,
-        start: seconds(q, "start")?,
-        end: seconds(q, "end")?,
-    })
+    validated(
+        &SearchParams {
+            query,
+            tags,
+            min_duration: duration("minDuration")?,
+            max_duration: duration("maxDuration")?,
+            limit: size(q, "limit")?,
+            spss: size(q, "spss")?,
+            start: seconds(q, "start")?,
+            end: seconds(q, "end")?,
+        },
+        limits,
+    )
 }
 
 /// `GET /api/search`.
@@ -97,7 +100,7 @@ pub async fn search(
     Query(q): Query<Params>,
 ) -> Result<Response, ApiError> {
     let tenants = request_tenants(state.multitenancy, &headers)?;
-    let req = search_request(&q)?;
+    let req = search_request(&q, &state.search_limits)?;
     let resp = state.query.search(&tenants, &req).await?;
     Ok(negotiated(&headers, &resp, || search_json(&resp)))
 }
@@ -119,12 +122,12 @@ mod tests {
             ("minDuration", "100ms"),
         ]);
         assert_eq!(
-            search_request(&q).unwrap().query,
+            search_request(&q, &SearchLimits::default()).unwrap().query,
             "{ .service.name = \"shop\" && .http.url = \"/a b\" && traceDuration >= 100000000ns }"
         );
         // Bare parameters are tags when nothing else says what to search.
         let q = params(&[("service.name", "shop"), ("limit", "5")]);
-        let r = search_request(&q).unwrap();
+        let r = search_request(&q, &SearchLimits::default()).unwrap();
         assert_eq!(r.query, "{ .service.name = \"shop\" }");
         assert_eq!(r.limit, 5);
         assert_eq!(r.spss, 3);
@@ -141,7 +144,7 @@ mod tests {
             vec![("minDuration", "fast")],
             vec![("start", "20"), ("end", "10")],
         ] {
-            let e = search_request(&params(&p)).unwrap_err();
+            let e = search_request(&params(&p), &SearchLimits::default()).unwrap_err();
             assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{p:?}");
         }
     }
