@@ -662,6 +662,33 @@ fn serve_starts_with_an_empty_registry_block_and_stops_cleanly() {
 }
 
 #[test]
+fn serve_logs_at_server_log_level() {
+    for (level, info_lines) in [("info", true), ("warn", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("tempo.yaml");
+        std::fs::write(
+            &cfg,
+            format!("{LOOPBACK_RECEIVERS}server:\n  log_level: {level}\n"),
+        )
+        .unwrap();
+        let mut cmd = allegro();
+        cmd.env_remove("RUST_LOG")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&cfg)
+            .stderr(Stdio::piped());
+        let mut srv = common::serve(cmd);
+        let mut stderr = srv.child.stderr.take().unwrap();
+        srv.stop();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        // `serving the Tempo HTTP API` is logged at info on every start.
+        assert_eq!(text.contains(" INFO "), info_lines, "{level}: {text}");
+    }
+}
+
+#[test]
 fn sigterm_right_after_the_announcement_is_a_graceful_stop() {
     // `listening on` is the cue scripts and supervisors wait for; a SIGTERM sent at
     // once must already find the handler installed, or the process dies of the signal.
