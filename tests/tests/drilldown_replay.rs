@@ -494,15 +494,16 @@ fn drilldown_metrics_queries_answer_what_drilldown_parses() {
 
     // The issue detector: `{} | rate()` over the last minute, no step → the live spans.
     let now = now_s();
-    let (status, body) = r.get(
-        &format!(
+    let last_minute = |tenant: &str| {
+        let path = format!(
             "/api/metrics/query_range?q={}&start={}&end={}",
             form("{} | rate()"),
             now - 60,
             now
-        ),
-        TENANT,
-    );
+        );
+        r.get(&path, tenant)
+    };
+    let (status, body) = last_minute(TENANT);
     assert_eq!(status, 200, "{body}");
     let v: J = serde_json::from_str(&body).unwrap();
     assert!(
@@ -510,26 +511,10 @@ fn drilldown_metrics_queries_answer_what_drilldown_parses() {
         "no live data in the last minute: {body}"
     );
     // A processors list without local-blocks keeps TraceQL metrics on ...
-    let (status, body) = r.get(
-        &format!(
-            "/api/metrics/query_range?q={}&start={}&end={}",
-            form("{} | rate()"),
-            now - 60,
-            now
-        ),
-        "spanonly",
-    );
+    let (status, body) = last_minute("spanonly");
     assert_eq!(status, 200, "{body}");
     // ... and for a tenant with them turned off, the text Drilldown looks for.
-    let (status, body) = r.get(
-        &format!(
-            "/api/metrics/query_range?q={}&start={}&end={}",
-            form("{} | rate()"),
-            now - 60,
-            now
-        ),
-        "nometrics",
-    );
+    let (status, body) = last_minute("nometrics");
     assert_eq!(status, 400);
     assert!(body.contains("localblocks processor not found"), "{body}");
 

@@ -146,19 +146,7 @@ pub async fn serve_with(
             multitenancy: cfg.multitenancy_enabled,
         }
         .service(g.max_recv_msg_size_mib << 20);
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                )
-                .await
-                .map_err(|e| format!("OTLP/gRPC receiver: {e}"))
-        });
+        tasks.spawn(serve_grpc(l, svc, stop_rx.clone(), "OTLP/gRPC receiver"));
     }
     if let Some(h) = otlp.http {
         let l = bind_endpoint(
@@ -194,19 +182,7 @@ pub async fn serve_with(
             multitenancy: cfg.multitenancy_enabled,
         }
         .service(g.max_recv_msg_size_mib << 20);
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                )
-                .await
-                .map_err(|e| format!("Jaeger gRPC receiver: {e}"))
-        });
+        tasks.spawn(serve_grpc(l, svc, stop_rx.clone(), "Jaeger gRPC receiver"));
     }
     if let Some(h) = jaeger.thrift_http {
         let key = "distributor.receivers.jaeger.protocols.thrift_http.endpoint";
@@ -419,6 +395,37 @@ async fn collect_loop(generator: Arc<Generator>, rw: Option<Arc<RemoteWrite>>) {
         })
         .await;
     }
+}
+
+/// Serves one gRPC service on `l` until `stop`.
+async fn serve_grpc<S>(
+    l: TcpListener,
+    svc: S,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+) -> Result<(), String>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )
+        .await
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 async fn serve_axum(

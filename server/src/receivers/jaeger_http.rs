@@ -9,12 +9,12 @@ use allegro_ingest::jaeger::translate;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 
-use super::{Refusal, body, write_tenant};
+use super::{Refusal, accepted, body, write_tenant};
 use crate::tenant::ORG_ID_HEADER;
 
 /// What the Thrift-over-HTTP receiver needs.
@@ -36,16 +36,7 @@ pub fn router(state: JaegerHttp) -> Router {
 }
 
 async fn traces(State(s): State<JaegerHttp>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&s, &headers, body).await {
-        Ok(msg) if msg.is_empty() => StatusCode::ACCEPTED.into_response(),
-        Ok(msg) => (StatusCode::ACCEPTED, msg).into_response(),
-        Err(r) => (
-            r.http_status(),
-            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
-            r.message().to_string(),
-        )
-            .into_response(),
-    }
+    accepted(handle(&s, &headers, body).await)
 }
 
 /// The content types Jaeger's collector reads as Thrift binary.

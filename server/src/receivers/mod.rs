@@ -11,6 +11,8 @@ pub mod zipkin;
 
 use allegro_ingest::error::IngestError;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 
 use crate::tenant::{SINGLE_TENANT, validate_tenant};
 
@@ -96,6 +98,22 @@ impl From<IngestError> for Refusal {
                 Self::Internal(e.to_string())
             }
         }
+    }
+}
+
+/// The answer of the receivers that speak plain HTTP (Zipkin, Jaeger Thrift): 202, with the
+/// text of what was refused when part of the request was (they have no partial success), or
+/// the refusal's status and message.
+pub fn accepted(outcome: Result<String, Refusal>) -> Response {
+    match outcome {
+        Ok(msg) if msg.is_empty() => StatusCode::ACCEPTED.into_response(),
+        Ok(msg) => (StatusCode::ACCEPTED, msg).into_response(),
+        Err(r) => (
+            r.http_status(),
+            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+            r.message().to_string(),
+        )
+            .into_response(),
     }
 }
 

@@ -7,12 +7,12 @@ use allegro_ingest::zipkin::decode_zipkin_v2;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 
-use super::{Refusal, body, write_tenant};
+use super::{Refusal, accepted, body, write_tenant};
 use crate::tenant::ORG_ID_HEADER;
 
 /// What the Zipkin receiver needs.
@@ -34,17 +34,7 @@ pub fn router(state: Zipkin) -> Router {
 }
 
 async fn spans(State(s): State<Zipkin>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&s, &headers, body).await {
-        Ok(msg) if msg.is_empty() => StatusCode::ACCEPTED.into_response(),
-        // Zipkin has no partial success: say what was refused in the body.
-        Ok(msg) => (StatusCode::ACCEPTED, msg).into_response(),
-        Err(r) => (
-            r.http_status(),
-            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
-            r.message().to_string(),
-        )
-            .into_response(),
-    }
+    accepted(handle(&s, &headers, body).await)
 }
 
 async fn handle(s: &Zipkin, headers: &HeaderMap, body: Body) -> Result<String, Refusal> {
