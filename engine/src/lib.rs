@@ -13,6 +13,7 @@ pub mod nested_set;
 pub mod otlp_json;
 pub mod query;
 pub mod schema;
+pub mod sql;
 pub mod storage;
 pub mod tempopb;
 pub mod tenant;

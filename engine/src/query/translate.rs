@@ -448,7 +448,7 @@ impl<'a> Translator<'a> {
         }
     }
 
-    fn scoped(&self, scope: AttrScope, key: &str) -> Typed {
+    pub(crate) fn scoped(&self, scope: AttrScope, key: &str) -> Typed {
         let service = scope == AttrScope::Resource && key == "service.name";
         if !service && !self.may_have(scope.name(), key) {
             return Typed::default();

@@ -1,0 +1,92 @@
+//! SQL over the span tables: the door for ad-hoc analytics and for debugging traces with SQL.
+//!
+//! A query runs in a fresh DataFusion session per request with the tenant's tables
+//! ([`tables`]): `spans`, `events`, `links`, `traces`. The text is checked first ([`rewrite`]):
+//! one read-only query, attribute functions turned into view columns. Planning uses
+//! DataFusion's `SQLOptions` with DDL, DML and statements off as a second wall, the session has
+//! no file-reading table functions, and the query runs under the tenant's query budget (memory
+//! pool, timeout, concurrency) like every other query.
+
+pub mod rewrite;
+mod tables;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+
+use crate::error::{EngineError, Result};
+use crate::query::{QueryEngine, df_err};
+
+/// A SQL answer: its schema and rows (at most the row limit).
+#[derive(Debug, Clone)]
+pub struct SqlAnswer {
+    /// Column names and types.
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+    /// True when rows past the limit were left out.
+    pub truncated: bool,
+}
+
+/// DataFusion's planning errors are the user's: an unknown column or table, a type mismatch.
+fn sql_err(e: DataFusionError) -> EngineError {
+    match e.find_root() {
+        DataFusionError::Plan(m) | DataFusionError::SQL(_, Some(m)) => {
+            EngineError::InvalidInput(m.clone())
+        }
+        DataFusionError::SchemaError(s, _) => EngineError::InvalidInput(s.to_string()),
+        DataFusionError::SQL(p, None) => EngineError::InvalidInput(p.to_string()),
+        _ => df_err(e),
+    }
+}
+
+impl QueryEngine {
+    /// Runs one read-only SQL query over `tenants`' tables (several tenants: their spans
+    /// together); at most `max_rows` rows come back.
+    pub async fn sql(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
+        let (ts, sql) = (tenants.to_vec(), sql.to_string());
+        self.budgeted(tenants, move |e| {
+            let (ts, sql) = (ts.clone(), sql.clone());
+            async move { e.sql_now(&ts, &sql, max_rows).await }
+        })
+        .await
+    }
+
+    async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
+        let (text, attrs) = rewrite::prepare(sql)?;
+        let mut src = self.sources(&tenants[0], None).await?;
+        for t in &tenants[1..] {
+            src.tables.extend(self.sources(t, None).await?.tables);
+        }
+        let ctx = self.session();
+        tables::register(&ctx, &src, &attrs).await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(&text, options)
+            .await
+            .map_err(sql_err)?
+            .limit(0, Some(max_rows.saturating_add(1)))
+            .map_err(sql_err)?;
+        let schema = df.schema().inner().clone();
+        let mut batches = df.collect().await.map_err(sql_err)?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let truncated = rows > max_rows;
+        if truncated {
+            let mut keep = max_rows;
+            for b in batches.iter_mut() {
+                let n = b.num_rows().min(keep);
+                *b = b.slice(0, n);
+                keep -= n;
+            }
+        }
+        Ok(SqlAnswer {
+            schema,
+            batches,
+            truncated,
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! SQL golden files (`tests/sql/*.slt`, sqllogictest format, extendable without Rust): each
+//! file names its dataset in a first-line comment (`# dataset: shop`, from
+//! `tests/traceql/data/`) and runs over the dataset stored three ways: two blocks that chose
+//! their hot columns separately, the live head, and compacted blocks. The answers must not
+//! depend on where a span or an attribute is stored. Empty strings print as `(empty)`.
+
+use std::path::{Path, PathBuf};
+
+use allegro_engine::error::EngineError;
+use allegro_engine::query::QueryEngine;
+use allegro_tests::dataset;
+use allegro_tests::engines::{TENANT, compacted, over_blocks, over_head};
+use arrow::datatypes::DataType;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+struct Db(QueryEngine);
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for Db {
+    type Error = EngineError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, EngineError> {
+        let a = self.0.sql(&[TENANT.to_string()], sql, 100_000).await?;
+        let types = a
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                t if t.is_integer() => DefaultColumnType::Integer,
+                DataType::Float32 | DataType::Float64 => DefaultColumnType::FloatingPoint,
+                _ => DefaultColumnType::Text,
+            })
+            .collect();
+        let options = FormatOptions::default().with_null("NULL");
+        let mut rows = Vec::new();
+        for b in &a.batches {
+            let cols: Vec<ArrayFormatter> = b
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+                .collect();
+            for r in 0..b.num_rows() {
+                // An empty string is `(empty)`, apart from NULL (DataFusion's convention).
+                rows.push(
+                    cols.iter()
+                        .map(|c| match c.value(r).to_string() {
+                            s if s.is_empty() => "(empty)".to_string(),
+                            s => s,
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    async fn sleep(dur: std::time::Duration) {
+        tokio::time::sleep(dur).await;
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    allegro_tests::workspace_dir().join("tests/sql")
+}
+
+fn dataset_of(file: &Path) -> dataset::Dataset {
+    let text = std::fs::read_to_string(file).unwrap();
+    let name = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# dataset: "))
+        .unwrap_or_else(|| panic!("{}: first line must be `# dataset: NAME`", file.display()))
+        .trim();
+    let path = allegro_tests::workspace_dir()
+        .join("tests/traceql/data")
+        .join(format!("{name}.traces"));
+    dataset::parse(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_files() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut failures = Vec::new();
+    for file in &files {
+        let ds = dataset_of(file);
+        let dir = tempfile::tempdir().unwrap();
+        let modes = [
+            ("blocks", over_blocks(&ds, &dir.path().join("blocks")).await),
+            ("head", over_head(&ds, &dir.path().join("head"))),
+            (
+                "compacted",
+                compacted(&ds, &dir.path().join("compacted")).await,
+            ),
+        ];
+        // The two blocks differ in what they keep hot, or the attribute cases prove nothing.
+        let blocks = modes[0].1.catalog().blocks(TENANT).await.unwrap();
+        let hot: Vec<_> = blocks.iter().map(|b| b.hot_columns.clone()).collect();
+        assert!(
+            hot.iter().any(|h| !h.is_empty()) && hot.windows(2).any(|w| w[0] != w[1]),
+            "{}: {hot:?}",
+            file.display()
+        );
+        for (mode, engine) in modes {
+            let mut runner = sqllogictest::Runner::new(|| {
+                let e = engine.clone();
+                async move { Ok(Db(e)) }
+            });
+            if let Err(e) = runner.run_file_async(file).await {
+                failures.push(format!("[{mode}] {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
