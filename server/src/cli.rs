@@ -47,6 +47,8 @@ pub enum Command {
     Metrics(commands::metrics_cmd::MetricsArgs),
     /// Show how a TraceQL query runs: AST, per-trace program, logical and physical plans.
     Explain(commands::query::ExplainArgs),
+    /// SQL over the span tables (spans, traces, events, links), without a server.
+    Sql(commands::sql_cmd::SqlArgs),
     /// TraceQL tools: `allegro traceql check '<query>'`.
     Traceql(commands::traceql_cmd::TraceqlArgs),
     /// Config tools: `allegro config check FILE` validates and prints the effective settings.
@@ -110,6 +112,7 @@ pub fn main() -> ExitCode {
             | Command::Query(_)
             | Command::Explain(_)
             | Command::Metrics(_)
+            | Command::Sql(_)
             | Command::Compact(_)
     );
     let local = &cfg.storage.trace.local.path;
@@ -142,6 +145,7 @@ pub fn main() -> ExitCode {
             Command::Query(a) => return commands::query::run(cfg, a).await,
             Command::Explain(a) => return commands::query::explain(cfg, a).await,
             Command::Metrics(a) => return commands::metrics_cmd::run(cfg, a).await,
+            Command::Sql(a) => return commands::sql_cmd::run(cfg, a).await,
             Command::Traceql(_) | Command::Config(_) => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)

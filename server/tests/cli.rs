@@ -530,6 +530,52 @@ fn query_and_explain_run_embedded_on_the_data_directory() {
     ] {
         assert!(stdout.contains(part), "{part} missing:\n{stdout}");
     }
+    // SQL on the data directory: the same spans as the search saw, in every format.
+    let (code, stdout, stderr) = run(&[
+        "sql",
+        "SELECT count(*) AS n, count(DISTINCT trace_id) AS traces FROM spans",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["rows"][0]["n"].as_f64(), Some(stored), "{stdout}");
+    let (code, stdout, stderr) = run(&[
+        "sql",
+        "SELECT service_name, count(*) FROM spans WHERE status = 'error' GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("| service_name") && stdout.contains("3 row(s)"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["sql", "SELECT 1 AS a, 'x' AS b", "--format", "csv"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout, "a,b\n1,x\n");
+    let (code, _, stderr) = run(&["sql", "DELETE FROM spans"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("read-only"), "{stderr}");
+    // Without a query: statements from stdin, `\d` among them.
+    let mut child = allegro()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["sql", "--format", "csv"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"\\d\nSELECT count(*) AS n\nFROM traces\nWHERE spans > 0;\n",
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("table_name\nevents\nlinks\nspans\ntraces\nn\n"),
+        "{stdout}"
+    );
     // ... and says why a plan reads nothing.
     let (code, stdout, stderr) = run(&["explain", "{ span.no_such_attribute = \"x\" }"]);
     assert_eq!(code, Some(0), "{stderr}");

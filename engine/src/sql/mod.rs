@@ -65,12 +65,21 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = ctx
+        let mut df = ctx
             .sql_with_options(&text, options)
             .await
-            .map_err(sql_err)?
-            .limit(0, Some(max_rows.saturating_add(1)))
             .map_err(sql_err)?;
+        // One row past the limit tells a cut answer from one that just fits; EXPLAIN must stay
+        // the plan's root.
+        if !matches!(
+            df.logical_plan(),
+            datafusion::logical_expr::LogicalPlan::Explain(_)
+                | datafusion::logical_expr::LogicalPlan::Analyze(_)
+        ) {
+            df = df
+                .limit(0, Some(max_rows.saturating_add(1)))
+                .map_err(sql_err)?;
+        }
         let schema = df.schema().inner().clone();
         let mut batches = df.collect().await.map_err(sql_err)?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();

@@ -6,4 +6,5 @@
 pub mod error;
 pub mod metrics;
 pub mod search;
+pub mod sql;
 pub mod time;

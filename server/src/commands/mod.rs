@@ -8,6 +8,7 @@ pub mod gen_cmd;
 pub mod metrics_cmd;
 pub mod query;
 pub mod serve;
+pub mod sql_cmd;
 pub mod traceql_cmd;
 
 use std::sync::Arc;

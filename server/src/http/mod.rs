@@ -4,6 +4,7 @@ pub mod metrics;
 pub mod operator;
 pub mod params;
 pub mod search;
+pub mod sql;
 pub mod status;
 pub mod tags;
 pub mod traceql_metrics;
@@ -65,6 +66,7 @@ pub fn router(state: AppState, prefix: &str) -> Router {
         .route("/api/traces/{id}", get(traces::trace_v1))
         .route("/api/v2/traces/{id}", get(traces::trace_v2))
         .route("/api/search", get(search::search))
+        .route("/api/sql", axum::routing::post(sql::sql))
         .route(
             "/api/metrics/query_range",
             get(traceql_metrics::query_range),
