@@ -29,9 +29,13 @@ pub struct SqlAnswer {
     pub truncated: bool,
 }
 
-/// DataFusion's planning errors are the user's: an unknown column or table, a type mismatch.
+/// DataFusion's planning errors are the user's (an unknown column or table, a type mismatch),
+/// and so are errors evaluating the query's own expressions (a cast that fails, an overflow):
+/// the tables' views are tested, so what fails while running is what the query asked.
 fn sql_err(e: DataFusionError) -> EngineError {
     match e.find_root() {
+        DataFusionError::ArrowError(a, _) => EngineError::InvalidInput(a.to_string()),
+        DataFusionError::Execution(m) => EngineError::InvalidInput(m.clone()),
         DataFusionError::Plan(m) | DataFusionError::SQL(_, Some(m)) => {
             EngineError::InvalidInput(m.clone())
         }

@@ -175,7 +175,7 @@ const VIEWS: [(&str, &str); 3] = [
     (
         "events",
         "SELECT trace_id, span_id, \
-           CAST(CAST(span_start_unix_nano + get_field(e, 'time_since_start_nano') AS BIGINT) AS TIMESTAMP) AS time, \
+           to_timestamp_nanos(CAST(span_start_unix_nano + get_field(e, 'time_since_start_nano') AS BIGINT)) AS time, \
            get_field(e, 'name') AS name, \
            get_field(e, 'attrs_str') AS attributes \
          FROM (SELECT trace_id, span_id, span_start_unix_nano, unnest(item) AS e FROM _span_events)",
