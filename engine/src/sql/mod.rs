@@ -9,6 +9,7 @@
 
 pub mod rewrite;
 mod tables;
+mod traceql_fn;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -65,6 +66,13 @@ impl QueryEngine {
         }
         let ctx = self.session();
         tables::register(&ctx, &src, &attrs).await?;
+        ctx.register_udtf(
+            "traceql",
+            std::sync::Arc::new(traceql_fn::TraceqlFunction {
+                engine: self.clone(),
+                tenants: tenants.to_vec(),
+            }),
+        );
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

@@ -110,9 +110,16 @@ pub fn encode(a: &SqlAnswer, f: SqlFormat) -> Result<Vec<u8>, ApiError> {
             w.finish().map_err(|e| internal("Arrow IPC", e))?;
         }
         SqlFormat::Table => {
-            let t = arrow::util::pretty::pretty_format_batches(&a.batches)
-                .map_err(|e| internal("a table", e))?;
             let rows: usize = a.batches.iter().map(|b| b.num_rows()).sum();
+            // No rows still shows the columns.
+            let empty = [arrow::array::RecordBatch::new_empty(a.schema.clone())];
+            let batches = if rows == 0 {
+                &empty[..]
+            } else {
+                &a.batches[..]
+            };
+            let t = arrow::util::pretty::pretty_format_batches(batches)
+                .map_err(|e| internal("a table", e))?;
             out.extend_from_slice(format!("{t}\n{rows} row(s)").as_bytes());
             if a.truncated {
                 out.extend_from_slice(b" (more rows were left out; raise --max-rows)");

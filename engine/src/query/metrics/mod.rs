@@ -595,7 +595,7 @@ impl QueryEngine {
     /// Spans chosen by a pipeline with spanset or structural operators: the search program
     /// per trace over every trace overlapping the range, as a `(m_trace, m_span)` table.
     /// `None` for a simple first stage, whose filter runs in the Parquet scan instead.
-    async fn matched_spans(
+    pub(crate) async fn matched_spans(
         &self,
         ctx: &SessionContext,
         src: &Sources,

@@ -1,0 +1,212 @@
+//! `traceql('<spanset query>' [, start, end])`: TraceQL inside SQL. A table of the spans the
+//! query matches (`trace_id`, `span_id`, hex like `spans`), so SQL can join them with `spans`
+//! or `events` and aggregate. Every trace overlapping the range (`start`/`end` as unix
+//! nanoseconds or timestamps; all time by default) is evaluated by the search program per trace
+//! (`traceql_spansets`), the same one TraceQL metrics use for structural filters, so structural
+//! operators, spanset operators and pipelines mean exactly what they mean in `/api/search`.
+//! The matching runs when the table is scanned, under the SQL query's budget.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, FixedSizeBinaryArray, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::error::{EngineError, Result};
+use crate::query::metrics::compile::{Node, compile_metrics};
+use crate::query::metrics::grid::Grid;
+use crate::query::{QueryEngine, df_err};
+use crate::tempopb::SearchMetrics;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("span_id", DataType::Utf8, false),
+    ]))
+}
+
+/// The table function, bound to one query's engine and tenants.
+pub(crate) struct TraceqlFunction {
+    pub(crate) engine: QueryEngine,
+    pub(crate) tenants: Vec<String>,
+}
+
+impl std::fmt::Debug for TraceqlFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "traceql() over {:?}", self.tenants)
+    }
+}
+
+fn user(m: String) -> DataFusionError {
+    DataFusionError::Plan(m)
+}
+
+/// A `start`/`end` argument as unix nanoseconds.
+fn instant(e: &Expr, which: &str) -> DfResult<u64> {
+    let v = match e {
+        Expr::Literal(v, _) => v,
+        _ => {
+            return Err(user(format!(
+                "traceql(): {which} must be a literal (unix nanoseconds or a timestamp)"
+            )));
+        }
+    };
+    let ns = match v {
+        ScalarValue::Int64(Some(n)) => Some(*n),
+        ScalarValue::TimestampNanosecond(Some(n), _) => Some(*n),
+        ScalarValue::TimestampMicrosecond(Some(n), _) => n.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(n), _) => n.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(n), _) => n.checked_mul(1_000_000_000),
+        ScalarValue::Utf8(Some(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .and_then(|t| t.timestamp_nanos_opt()),
+        _ => None,
+    };
+    ns.and_then(|n| u64::try_from(n).ok()).ok_or_else(|| {
+        user(format!(
+            "traceql(): {which} {v} is not unix nanoseconds or an RFC3339 time"
+        ))
+    })
+}
+
+impl TableFunctionImpl for TraceqlFunction {
+    fn call(&self, args: &[Expr]) -> DfResult<Arc<dyn TableProvider>> {
+        let query = match args.first() {
+            Some(Expr::Literal(ScalarValue::Utf8(Some(q)), _)) => q.clone(),
+            _ => {
+                return Err(user(
+                    "traceql() takes the TraceQL query as a string literal, e.g. \
+                     traceql('{ status = error } >> { span.db.system = \"postgres\" }')"
+                        .into(),
+                ));
+            }
+        };
+        let range = match args.len() {
+            1 => None,
+            3 => Some((instant(&args[1], "start")?, instant(&args[2], "end")?)),
+            n => {
+                return Err(user(format!(
+                    "traceql() takes a query, or a query, a start and an end; got {n} arguments"
+                )));
+            }
+        };
+        Ok(Arc::new(TraceqlTable {
+            engine: self.engine.clone(),
+            tenants: self.tenants.clone(),
+            query,
+            range,
+        }))
+    }
+}
+
+/// The spans one `traceql(...)` call matches, found when scanned.
+struct TraceqlTable {
+    engine: QueryEngine,
+    tenants: Vec<String>,
+    query: String,
+    range: Option<(u64, u64)>,
+}
+
+impl std::fmt::Debug for TraceqlTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "traceql({:?})", self.query)
+    }
+}
+
+#[async_trait]
+impl TableProvider for TraceqlTable {
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self
+            .engine
+            .traceql_matches(&self.tenants, &self.query, self.range)
+            .await
+            .map_err(|e| match e {
+                EngineError::InvalidInput(m) | EngineError::NotSupported(m) => {
+                    user(format!("traceql(): {m}"))
+                }
+                e => DataFusionError::External(Box::new(e)),
+            })?;
+        MemTable::try_new(schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+impl QueryEngine {
+    /// The spans `query` (a spanset query) matches in `tenants`' data over `range`.
+    async fn traceql_matches(
+        &self,
+        tenants: &[String],
+        query: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<RecordBatch> {
+        // Compiled as the filter of a metrics query, which gives the per-trace program over
+        // every trace in range (a search keeps only the newest traces).
+        let (_, node) = compile_metrics(&format!("{query} | count_over_time()")).map_err(|e| {
+            EngineError::InvalidInput(format!("{query:?} is not a spanset query: {e}"))
+        })?;
+        let Node::Query(st) = node else {
+            return Err(EngineError::InvalidInput(format!(
+                "{query:?} is not a spanset query"
+            )));
+        };
+        let mut st = *st;
+        // Per-trace evaluation even for one plain filter: the same answers, one path.
+        st.simple = None;
+        let (start, end) = range.unwrap_or((0, u64::MAX / 2));
+        let grid = Grid::range(start, end.max(start + 1), end.max(start + 1) - start)?;
+        let (mut traces, mut spans) = (StringBuilder::new(), StringBuilder::new());
+        for t in tenants {
+            let src = self.sources(t, Some((start, end))).await?;
+            if src.tables.is_empty() {
+                continue;
+            }
+            let ctx = self.session();
+            let mut cost = SearchMetrics::default();
+            let Some(matched) = self
+                .matched_spans(&ctx, &src, &st, &grid, None, &mut cost)
+                .await?
+            else {
+                continue;
+            };
+            let df = ctx.read_table(matched).map_err(df_err)?;
+            for b in df.collect().await.map_err(df_err)? {
+                let ids = |i: usize| {
+                    b.column(i)
+                        .as_any()
+                        .downcast_ref::<FixedSizeBinaryArray>()
+                        .cloned()
+                        .ok_or_else(|| EngineError::Internal("matched ids lost their type".into()))
+                };
+                let (tr, sp) = (ids(0)?, ids(1)?);
+                for r in 0..b.num_rows() {
+                    traces.append_value(hex::encode(tr.value(r)));
+                    spans.append_value(hex::encode(sp.value(r)));
+                }
+            }
+        }
+        let cols: Vec<ArrayRef> = vec![Arc::new(traces.finish()), Arc::new(spans.finish())];
+        RecordBatch::try_new(schema(), cols)
+            .map_err(|e| EngineError::Internal(format!("traceql() rows: {e}")))
+    }
+}
