@@ -108,6 +108,9 @@ pub struct Config {
     /// Compaction and retention (Tempo's `compactor`), run inside `serve`.
     #[serde(default, deserialize_with = "null_default")]
     pub compactor: CompactorSection,
+    /// SQL over the span tables (`sql:`, Allegro's own section).
+    #[serde(default, deserialize_with = "null_default")]
+    pub sql: SqlSection,
     /// Serve Grafana's streaming gRPC API (`tempopb.StreamingQuerier`) on the HTTP port;
     /// default on (Tempo's default is off, but Grafana's streaming toggles need it).
     #[serde(default)]
@@ -129,6 +132,19 @@ pub struct Config {
     #[serde(skip)]
     pub read_warnings: Vec<String>,
 }
+
+/// `sql:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlSection {
+    /// Where the Arrow Flight SQL server listens (`host:port`); unset: [`DEFAULT_FLIGHT_SQL`]
+    /// (skipped with a warning when that port is taken); empty: off.
+    pub flight_listen_address: Option<String>,
+}
+
+/// The Flight SQL server's default address: loopback only, Dremio's Flight port, which Flight
+/// SQL tools try first.
+pub const DEFAULT_FLIGHT_SQL: &str = "127.0.0.1:32010";
 
 /// `compactor:`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data_dir;
+pub mod flight_sql;
 pub mod grpc;
 pub mod http;
 pub mod jsonpb;

@@ -183,6 +183,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         ..Default::default()
     });
     cfg.distributor.receivers = Some(r);
+    cfg.sql.flight_listen_address = Some("127.0.0.1:0".into());
     // Test datasets have fixed dates (2023, 2026-01-01): accept spans of any age, and keep
     // their blocks.
     cfg.overrides.defaults.ingestion.max_span_age = Some(Duration::ZERO);

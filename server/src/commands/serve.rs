@@ -53,6 +53,8 @@ pub struct Addresses {
     pub jaeger_thrift_compact: Option<SocketAddr>,
     /// Jaeger agent UDP, binary protocol, when enabled.
     pub jaeger_thrift_binary: Option<SocketAddr>,
+    /// Arrow Flight SQL, when on.
+    pub flight_sql: Option<SocketAddr>,
 }
 
 /// Binds the listener from config and overrides.
@@ -132,6 +134,7 @@ pub async fn serve_with(
         jaeger_thrift_http: None,
         jaeger_thrift_compact: None,
         jaeger_thrift_binary: None,
+        flight_sql: None,
     };
     let otlp = receivers.otlp.unwrap_or_default().protocols;
     if let Some(g) = otlp.grpc {
@@ -293,6 +296,30 @@ pub async fn serve_with(
         effective_config: Arc::new(cfg.effective().map_err(|e| format!("config: {e}"))?),
         search_limits: Arc::new(cfg.search_limits().map_err(|e| format!("config: {e}"))?),
     };
+    // Flight SQL: on by default on loopback; a default port already taken (another Allegro
+    // on this host) is skipped with a warning, a configured one must be free.
+    let flight = match cfg.sql.flight_listen_address.as_deref() {
+        Some("") => None,
+        Some(a) => Some(bind_endpoint("sql.flight_listen_address", a).await?),
+        None => match TcpListener::bind(crate::config::DEFAULT_FLIGHT_SQL).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(
+                    "Flight SQL is off: cannot listen on {} ({e}); set sql.flight_listen_address",
+                    crate::config::DEFAULT_FLIGHT_SQL
+                );
+                None
+            }
+        },
+    };
+    if let Some(l) = flight {
+        addrs.flight_sql = Some(l.local_addr().map_err(|e| e.to_string())?);
+        let svc = crate::flight_sql::AllegroFlightSql::service(
+            state.query.clone(),
+            cfg.multitenancy_enabled,
+        );
+        tasks.spawn(serve_grpc(l, svc, stop_rx.clone(), "Flight SQL server"));
+    }
     let mut app = router(state.clone(), &cfg.server.http_api_prefix);
     if cfg.stream_over_http_enabled.unwrap_or(true) {
         // Grafana's streaming API shares the port, over HTTP/2 (h2c), as in Tempo.
@@ -325,6 +352,9 @@ pub async fn serve_with(
         if let Some(a) = a {
             say(&format!("{name} receiver on {a}"));
         }
+    }
+    if let Some(a) = addrs.flight_sql {
+        say(&format!("Arrow Flight SQL on {a}"));
     }
     tracing::info!(addr = %addrs.http, "serving the Tempo HTTP API");
     ready(addrs);

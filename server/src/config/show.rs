@@ -260,6 +260,9 @@ impl Config {
         let mut out = json!({
             "multitenancy_enabled": self.multitenancy_enabled,
             "stream_over_http_enabled": self.stream_over_http_enabled.unwrap_or(true),
+            "sql": {
+                "flight_listen_address": self.sql.flight_listen_address.as_deref().unwrap_or(super::DEFAULT_FLIGHT_SQL),
+            },
             "server": {
                 "http_listen_address": self.server.http_listen_address,
                 "http_listen_port": self.server.http_listen_port,

@@ -1,0 +1,164 @@
+//! Arrow Flight SQL: the SQL door for ADBC, JDBC (DBeaver), pyarrow and Flight SQL tools, on
+//! `sql.flight_listen_address`. A thin door like the others: `GetFlightInfo` with a statement
+//! runs it through the engine's SQL (tenant from `x-scope-orgid` metadata, row limit, the
+//! tenant's query budget) and answers the schema and one ticket; `DoGet` with that ticket
+//! streams the rows. Answers wait for their `DoGet` at most [`ANSWER_TTL`] and only for the
+//! tenant that asked; a ticket is good once.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allegro_engine::query::QueryEngine;
+use allegro_engine::sql::SqlAnswer;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use futures::{StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::api::error::ApiError;
+use crate::api::sql::HTTP_MAX_ROWS;
+use crate::tenant::request_tenants;
+
+/// How long an answer waits for its `DoGet`.
+pub const ANSWER_TTL: Duration = Duration::from_secs(60);
+/// Most answers waiting at once; past it the oldest go.
+const MAX_WAITING: usize = 64;
+
+struct Waiting {
+    tenants: Vec<String>,
+    answer: SqlAnswer,
+    since: Instant,
+}
+
+/// The Flight SQL service.
+pub struct AllegroFlightSql {
+    engine: Arc<QueryEngine>,
+    multitenancy: bool,
+    waiting: Mutex<HashMap<uuid::Uuid, Waiting>>,
+}
+
+impl AllegroFlightSql {
+    /// The tonic service over `engine`.
+    pub fn service(engine: Arc<QueryEngine>, multitenancy: bool) -> FlightServiceServer<Self> {
+        FlightServiceServer::new(Self {
+            engine,
+            multitenancy,
+            waiting: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn tenants<T>(&self, req: &Request<T>) -> Result<Vec<String>, Status> {
+        request_tenants(self.multitenancy, &req.metadata().clone().into_headers()).map_err(status)
+    }
+
+    fn keep(&self, id: uuid::Uuid, w: Waiting) {
+        let mut m = self.waiting.lock();
+        m.retain(|_, w| w.since.elapsed() < ANSWER_TTL);
+        while m.len() >= MAX_WAITING {
+            let Some(oldest) = m.iter().min_by_key(|(_, w)| w.since).map(|(k, _)| *k) else {
+                break;
+            };
+            m.remove(&oldest);
+        }
+        m.insert(id, w);
+    }
+}
+
+fn status(e: ApiError) -> Status {
+    let code = match e.status.as_u16() {
+        400 | 413 | 422 => tonic::Code::InvalidArgument,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::NotFound,
+        429 => tonic::Code::ResourceExhausted,
+        503 => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    };
+    Status::new(code, e.message)
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for AllegroFlightSql {
+    type FlightService = AllegroFlightSql;
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let tenants = self.tenants(&request)?;
+        let answer = self
+            .engine
+            .sql(&tenants, &query.query, HTTP_MAX_ROWS)
+            .await
+            .map_err(|e| status(e.into()))?;
+        let id = uuid::Uuid::new_v4();
+        let ticket = TicketStatementQuery {
+            statement_handle: id.as_bytes().to_vec().into(),
+        };
+        let rows: usize = answer.batches.iter().map(|b| b.num_rows()).sum();
+        let info = FlightInfo::new()
+            .try_with_schema(&answer.schema)
+            .map_err(|e| Status::internal(format!("encoding the schema: {e}")))?
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+            )
+            .with_descriptor(request.into_inner())
+            .with_total_records(rows as i64);
+        self.keep(
+            id,
+            Waiting {
+                tenants,
+                answer,
+                since: Instant::now(),
+            },
+        );
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let tenants = self.tenants(&request)?;
+        let id = uuid::Uuid::from_slice(&ticket.statement_handle)
+            .map_err(|_| Status::invalid_argument("not a ticket of this server"))?;
+        let w = {
+            let mut m = self.waiting.lock();
+            match m.get(&id) {
+                Some(w) if w.tenants != tenants => {
+                    return Err(Status::permission_denied(
+                        "this ticket belongs to another tenant",
+                    ));
+                }
+                Some(w) if w.since.elapsed() >= ANSWER_TTL => None,
+                Some(_) => m.remove(&id),
+                None => None,
+            }
+        };
+        let w = w.ok_or_else(|| {
+            Status::not_found(format!(
+                "no answer waits for this ticket (tickets are good once, for {}s)",
+                ANSWER_TTL.as_secs()
+            ))
+        })?;
+        let schema = w.answer.schema.clone();
+        let batches = futures::stream::iter(w.answer.batches.into_iter().map(Ok));
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        let stream: Pin<Box<dyn futures::Stream<Item = Result<_, Status>> + Send>> = stream.boxed();
+        Ok(Response::new(stream))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

@@ -1,0 +1,33 @@
+"""Runs SQL against Allegro's Arrow Flight SQL server with ADBC's Flight SQL driver (as
+DBeaver, pandas and Polars users connect), the tenant in the x-scope-orgid call header.
+
+Usage: flight_sql_client.py URI TENANT QUERY [QUERY ...]
+Prints one JSON object per query: {"columns": [...], "rows": [[...], ...]} or
+{"error": "..."}.
+"""
+
+import json
+import sys
+
+import adbc_driver_flightsql.dbapi as flight_sql
+from adbc_driver_flightsql import DatabaseOptions
+
+
+def main():
+    uri, tenant, queries = sys.argv[1], sys.argv[2], sys.argv[3:]
+    header = DatabaseOptions.RPC_CALL_HEADER_PREFIX.value + "x-scope-orgid"
+    with flight_sql.connect(uri, db_kwargs={header: tenant}) as conn:
+        for q in queries:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(q)
+                    table = cur.fetch_arrow_table()
+                rows = [list(r.values()) for r in table.to_pylist()]
+                print(json.dumps({"columns": table.column_names, "rows": rows}, default=str))
+            except Exception as e:  # the driver's error, for the test to check
+                print(json.dumps({"error": str(e)}))
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
