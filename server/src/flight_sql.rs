@@ -28,13 +28,25 @@ use crate::tenant::request_tenants;
 
 /// How long an answer waits for its `DoGet`.
 pub const ANSWER_TTL: Duration = Duration::from_secs(60);
-/// Most answers waiting at once; past it the oldest go.
+/// Most answers waiting at once, and their most bytes together; past either the oldest go,
+/// so clients that never fetch cannot fill the memory.
 const MAX_WAITING: usize = 64;
+const MAX_WAITING_BYTES: usize = 512 << 20;
 
 struct Waiting {
     tenants: Vec<String>,
     answer: SqlAnswer,
     since: Instant,
+}
+
+impl Waiting {
+    fn bytes(&self) -> usize {
+        self.answer
+            .batches
+            .iter()
+            .map(|b| b.get_array_memory_size())
+            .sum()
+    }
 }
 
 /// The Flight SQL service.
@@ -61,7 +73,11 @@ impl AllegroFlightSql {
     fn keep(&self, id: uuid::Uuid, w: Waiting) {
         let mut m = self.waiting.lock();
         m.retain(|_, w| w.since.elapsed() < ANSWER_TTL);
-        while m.len() >= MAX_WAITING {
+        let incoming = w.bytes();
+        while m.len() >= MAX_WAITING
+            || (!m.is_empty()
+                && m.values().map(Waiting::bytes).sum::<usize>() + incoming > MAX_WAITING_BYTES)
+        {
             let Some(oldest) = m.iter().min_by_key(|(_, w)| w.since).map(|(k, _)| *k) else {
                 break;
             };

@@ -266,3 +266,36 @@ async fn blocks_merged_twice_show_their_spans_once_and_the_extra_merge_goes() {
     assert!(d.retired.contains(&loser.block_id), "{d:?}");
     assert_eq!(visible_blocks(&fresh, TENANT).await, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_killed_before_its_rename_leaves_nothing_behind() {
+    // A process killed while writing a block's first file leaves only the local store's
+    // staging file (`data.parquet#N`), which no listing shows: retention must still find the
+    // directory, wait out its grace (a write may be in progress), then remove it.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = catalog_at(dir.path());
+    let now = allegro_engine::now_unix_nanos();
+    let block = dir
+        .path()
+        .join(TENANT)
+        .join("7a1e0000-0000-4000-8000-000000000001");
+    std::fs::create_dir_all(&block).unwrap();
+    std::fs::write(block.join("data.parquet#12345"), b"half a block").unwrap();
+    let h = Duration::from_secs(3600);
+    let cfg = LifecycleConfig {
+        block_retention: Duration::ZERO,
+        compacted_block_retention: h,
+        ..Default::default()
+    };
+    // Within the grace it stays: the write may still be going on.
+    let d = apply_retention(&catalog, TENANT, &cfg, now).await.unwrap();
+    assert!(d.orphans.is_empty(), "{d:?}");
+    assert!(block.exists());
+    // After it, the leftover and its directory go.
+    let later = now + 2 * h.as_nanos() as u64;
+    let d = apply_retention(&catalog, TENANT, &cfg, later)
+        .await
+        .unwrap();
+    assert_eq!(d.orphans.len(), 1, "{d:?}");
+    assert!(!block.exists());
+}

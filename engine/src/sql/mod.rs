@@ -60,8 +60,11 @@ impl QueryEngine {
 
     async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
         let (text, attrs) = rewrite::prepare(sql)?;
-        let mut src = self.sources(&tenants[0], None).await?;
-        for t in &tenants[1..] {
+        let Some((first, others)) = tenants.split_first() else {
+            return Err(EngineError::InvalidInput("no tenant to query".into()));
+        };
+        let mut src = self.sources(first, None).await?;
+        for t in others {
             src.tables.extend(self.sources(t, None).await?.tables);
         }
         let ctx = self.session();

@@ -8,6 +8,14 @@
 //! written once, by rename, and reads of a path stop using the kept file when this store
 //! writes or deletes it), and small reads run on the calling thread: from the page cache they
 //! take microseconds, and only a large read is worth a blocking-pool thread.
+//!
+//! `LocalFileSystem` writes each object to a staging file (`data.parquet#12`) and renames it;
+//! a process killed between the two leaves the staging file, which `LocalFileSystem` hides from
+//! every listing. A block directory holding only such a file was then neither a block nor an
+//! orphan to the catalog, and stayed on disk for ever. Here listing a prefix also reports its
+//! staging leftovers, with their real age, so retention deletes them like any orphan's files
+//! (after the same grace, so a write in progress is never cut), and deleting one removes it and
+//! the directory it leaves empty.
 
 use std::fmt;
 use std::fs::File;
@@ -64,6 +72,83 @@ impl LocalStore {
         let file = Arc::new(file);
         self.files.insert(location.clone(), file.clone());
         Ok(file)
+    }
+}
+
+/// Whether `l` names a staging file of `LocalFileSystem` (`name#digits`).
+fn is_staging(l: &Path) -> bool {
+    l.filename()
+        .and_then(|f| f.split_once('#'))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the staging file `l` under `root`, and its directory when that leaves it empty.
+fn remove_staging(root: &std::path::Path, l: &Path) -> object_store::Result<()> {
+    let fs = root.join(l.as_ref());
+    match std::fs::remove_file(&fs) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(l, e)),
+    }
+    if let Some(dir) = fs.parent() {
+        // Fails, harmlessly, when anything else is still there.
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(())
+}
+
+impl LocalStore {
+    /// The directory the store's paths are relative to.
+    fn staging_root(&self) -> std::path::PathBuf {
+        // Any valid path resolves under the root; strip it back to the root.
+        let probe = Path::from("probe");
+        self.inner
+            .path_to_filesystem(&probe)
+            .ok()
+            .and_then(|p| p.parent().map(|p| p.to_path_buf()))
+            .unwrap_or_default()
+    }
+
+    /// Staging leftovers under `prefix`, as objects with their size and age.
+    fn staging_leftovers(&self, prefix: &Path) -> Vec<object_store::Result<ObjectMeta>> {
+        let root = self.staging_root();
+        let mut out = Vec::new();
+        let mut dirs = vec![root.join(prefix.as_ref())];
+        while let Some(d) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                let Ok(meta) = e.metadata() else { continue };
+                if meta.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                let Ok(rel) = p.strip_prefix(&root) else {
+                    continue;
+                };
+                // `parse` keeps the `#` that `Path::from` would percent-encode.
+                let Ok(location) = Path::parse(rel.to_string_lossy()) else {
+                    continue;
+                };
+                if !is_staging(&location) {
+                    continue;
+                }
+                let modified = meta
+                    .modified()
+                    .map(chrono::DateTime::<chrono::Utc>::from)
+                    .unwrap_or_default();
+                out.push(Ok(ObjectMeta {
+                    location,
+                    last_modified: modified,
+                    size: meta.len(),
+                    e_tag: None,
+                    version: None,
+                }));
+            }
+        }
+        out
     }
 }
 
@@ -181,6 +266,7 @@ impl ObjectStore for LocalStore {
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
         let files = self.files.clone();
+        let root = self.staging_root();
         let locations = locations
             .map(move |l| {
                 if let Ok(l) = &l {
@@ -189,11 +275,38 @@ impl ObjectStore for LocalStore {
                 l
             })
             .boxed();
-        self.inner.delete_stream(locations)
+        // Staging leftovers are removed here, as they pass (`LocalFileSystem` refuses their
+        // names); their results follow the others'.
+        let done = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let staged = done.clone();
+        let rest = locations
+            .filter_map(move |l| {
+                let out = match l {
+                    Ok(l) if is_staging(&l) => {
+                        staged.lock().push(remove_staging(&root, &l).map(|()| l));
+                        None
+                    }
+                    other => Some(other),
+                };
+                futures::future::ready(out)
+            })
+            .boxed();
+        self.inner
+            .delete_stream(rest)
+            .chain(
+                futures::stream::once(async move { std::mem::take(&mut *done.lock()) })
+                    .flat_map(futures::stream::iter),
+            )
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
+        let listed = self.inner.list(prefix);
+        let Some(prefix) = prefix else {
+            return listed;
+        };
+        let leftovers = self.staging_leftovers(prefix);
+        listed.chain(futures::stream::iter(leftovers)).boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
@@ -249,6 +362,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inner = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         (dir, LocalStore::new(inner))
+    }
+
+    #[tokio::test]
+    async fn staging_leftovers_are_listed_and_deleted() {
+        // As the store is opened for serving: directories go with their last object.
+        let dir = tempfile::tempdir().unwrap();
+        let inner = LocalFileSystem::new_with_prefix(dir.path())
+            .unwrap()
+            .with_automatic_cleanup(true);
+        let s = LocalStore::new(inner);
+        s.put(&Path::from("t/b/meta.json"), b"{}".to_vec().into())
+            .await
+            .unwrap();
+        std::fs::write(dir.path().join("t/b/data.parquet#42"), b"cut short").unwrap();
+        let mut listed: Vec<String> = s
+            .list(Some(&Path::from("t/b")))
+            .map(|m| m.unwrap().location.to_string())
+            .collect()
+            .await;
+        listed.sort();
+        assert_eq!(listed, ["t/b/data.parquet#42", "t/b/meta.json"]);
+        for l in &listed {
+            s.delete(&Path::parse(l).unwrap()).await.unwrap();
+        }
+        assert!(!dir.path().join("t/b").exists());
     }
 
     #[tokio::test]
