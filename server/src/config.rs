@@ -1287,6 +1287,24 @@ impl Config {
             })?;
         }
         let mut r = self.distributor.effective_receivers();
+        if let Some(j) = &r.jaeger {
+            for (name, u) in [
+                ("thrift_compact", &j.protocols.thrift_compact),
+                ("thrift_binary", &j.protocols.thrift_binary),
+            ] {
+                if let Some(u) = u
+                    && !(1..=65_535).contains(&u.max_packet_size)
+                {
+                    return bad(
+                        &format!("distributor.receivers.jaeger.protocols.{name}.max_packet_size"),
+                        format!(
+                            "{} is not a UDP datagram size (1 to 65535; default 65000)",
+                            u.max_packet_size
+                        ),
+                    );
+                }
+            }
+        }
         for (key, example, ep) in DistributorConfig::endpoints_mut(&mut r) {
             if ep
                 .rsplit_once(':')
@@ -1861,6 +1879,28 @@ mod tests {
         let otlp = c.distributor.receivers_on("::1").otlp.unwrap().protocols;
         assert_eq!(otlp.grpc.unwrap().endpoint, "10.0.0.5:4317");
         assert_eq!(otlp.http.unwrap().endpoint, "[::1]:4318");
+    }
+
+    #[test]
+    fn jaeger_udp_packets_are_datagram_sized() {
+        let m = parse(
+            "distributor:\n  receivers:\n    jaeger:\n      protocols:\n        thrift_compact:\n          max_packet_size: 10000000\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            m.contains("thrift_compact.max_packet_size") && m.contains("65535"),
+            "{m}"
+        );
+        let c = parse(
+            "distributor:\n  receivers:\n    jaeger:\n      protocols:\n        thrift_binary:\n",
+        )
+        .unwrap();
+        let r = c.distributor.effective_receivers();
+        assert_eq!(
+            r.jaeger.unwrap().protocols.thrift_binary.unwrap().endpoint,
+            "0.0.0.0:6832"
+        );
     }
 
     #[test]
