@@ -3,7 +3,9 @@
 //! runs it through the engine's SQL (tenant from `x-scope-orgid` metadata, row limit, the
 //! tenant's query budget) and answers the schema and one ticket; `DoGet` with that ticket
 //! streams the rows. Answers wait for their `DoGet` at most [`ANSWER_TTL`] and only for the
-//! tenant that asked; a ticket is good once.
+//! tenant that asked; a ticket is good once. The catalog calls that tools make on connecting
+//! (`GetCatalogs`, `GetDbSchemas`, `GetTables` with schemas, `GetSqlInfo`) describe catalog
+//! `allegro`, schema `public` and the four tables.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -14,8 +16,12 @@ use allegro_engine::query::QueryEngine;
 use allegro_engine::sql::SqlAnswer;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{GetCatalogsBuilder, SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
-use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
+use arrow_flight::sql::{
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTables,
+    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
@@ -85,6 +91,54 @@ impl AllegroFlightSql {
         }
         m.insert(id, w);
     }
+}
+
+/// The catalog and schema the tables are listed under.
+const CATALOG: &str = "allegro";
+const SCHEMA: &str = "public";
+/// The tables, as listed.
+const TABLES: [&str; 4] = ["spans", "traces", "events", "links"];
+
+type DoGetStream =
+    Pin<Box<dyn futures::Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
+
+/// A `FlightInfo` whose one ticket is the command itself (catalog calls answer in `DoGet`).
+fn info_for(
+    command: &impl ProstMessageExt,
+    schema: &arrow::datatypes::Schema,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("encoding the schema: {e}")))?
+        .with_endpoint(
+            FlightEndpoint::new().with_ticket(Ticket::new(command.as_any().encode_to_vec())),
+        )
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+/// `batch` as a `DoGet` stream.
+fn one_batch<E: std::fmt::Display>(
+    batch: Result<arrow::array::RecordBatch, E>,
+) -> Result<Response<DoGetStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(format!("building the answer: {e}")))?;
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(batch.schema())
+        .build(futures::stream::iter([Ok(batch)]))
+        .map_err(Status::from);
+    Ok(Response::new(stream.boxed()))
+}
+
+/// What `GetSqlInfo` answers.
+fn sql_info() -> Result<SqlInfoData, Status> {
+    let mut b = SqlInfoDataBuilder::new();
+    b.append(SqlInfo::FlightSqlServerName, "Allegro");
+    b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    b.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+    b.append(SqlInfo::FlightSqlServerReadOnly, true);
+    b.build()
+        .map_err(|e| Status::internal(format!("SQL info: {e}")))
 }
 
 fn status(e: ApiError) -> Status {
@@ -174,6 +228,95 @@ impl FlightSqlService for AllegroFlightSql {
             .map_err(Status::from);
         let stream: Pin<Box<dyn futures::Stream<Item = Result<_, Status>> + Send>> = stream.boxed();
         Ok(Response::new(stream))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        info_for(
+            &query,
+            &GetCatalogsBuilder::new().schema(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        _query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut b = GetCatalogsBuilder::new();
+        b.append(CATALOG);
+        one_batch(b.build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        info_for(&query, &schema, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        b.append(CATALOG, SCHEMA);
+        one_batch(b.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        info_for(&query, &schema, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let tenants = self.tenants(&request)?;
+        let mut b = query.into_builder();
+        for t in TABLES {
+            // The columns, from the table itself (an empty answer has its schema).
+            let a = self
+                .engine
+                .sql(&tenants, &format!("SELECT * FROM {t} LIMIT 0"), 0)
+                .await
+                .map_err(|e| status(e.into()))?;
+            b.append(CATALOG, SCHEMA, t, "VIEW", &a.schema)
+                .map_err(|e| Status::internal(format!("listing {t}: {e}")))?;
+        }
+        one_batch(b.build())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let data = sql_info()?;
+        let schema = query.clone().into_builder(&data).schema();
+        info_for(&query, &schema, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let data = sql_info()?;
+        one_batch(query.into_builder(&data).build())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

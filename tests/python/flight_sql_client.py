@@ -3,7 +3,9 @@ DBeaver, pandas and Polars users connect), the tenant in the x-scope-orgid call 
 
 Usage: flight_sql_client.py URI TENANT QUERY [QUERY ...]
 Prints one JSON object per query: {"columns": [...], "rows": [[...], ...]} or
-{"error": "..."}.
+{"error": "..."}; then what a tool sees on connecting: {"vendor": ..., "read_only": ...,
+"tables": ["catalog.schema.table", ...]} (ADBC's get_info and get_objects, which call
+GetSqlInfo, GetCatalogs, GetDbSchemas and GetTables).
 """
 
 import json
@@ -27,6 +29,13 @@ def main():
             except Exception as e:  # the driver's error, for the test to check
                 print(json.dumps({"error": str(e)}))
             sys.stdout.flush()
+        info = conn.adbc_get_info()
+        tables = []
+        for c in conn.adbc_get_objects(depth="tables").read_all().to_pylist():
+            for s in c["catalog_db_schemas"] or []:
+                for t in s["db_schema_tables"] or []:
+                    tables.append(f'{c["catalog_name"]}.{s["db_schema_name"]}.{t["table_name"]}')
+        print(json.dumps({"vendor": info.get("vendor_name"), "tables": sorted(tables)}))
 
 
 if __name__ == "__main__":

@@ -121,7 +121,19 @@ fn adbc_gets_the_rows_the_http_door_gives() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(answers.len(), 3, "{out}");
+    assert_eq!(answers.len(), 4, "{out}");
+    // What a tool sees on connecting: the server's name and the four tables.
+    assert_eq!(answers[3]["vendor"], "Allegro", "{out}");
+    assert_eq!(
+        answers[3]["tables"],
+        serde_json::json!([
+            "allegro.public.events",
+            "allegro.public.links",
+            "allegro.public.spans",
+            "allegro.public.traces"
+        ]),
+        "{out}"
+    );
 
     // The same rows as the HTTP door's JSON.
     let a = srv.post(
