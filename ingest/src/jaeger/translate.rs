@@ -36,46 +36,61 @@ pub fn to_otlp(batches: Vec<Batch>) -> Vec<ResourceSpans> {
     let mut by_resource: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut scopes: HashMap<(usize, String, String), usize> = HashMap::new();
     for batch in batches {
-        let batch_resource = batch.process.as_ref().map(resource);
+        // The batch's process is translated once, when a span first needs it.
+        let mut batch_slot = None;
         for mut span in batch.spans {
-            let res = match span.process.take() {
-                Some(p) => resource(&p),
-                None => batch_resource.clone().unwrap_or_default(),
+            let r = match span.process.take() {
+                Some(p) => slot(&mut out, &mut by_resource, resource(&p)),
+                None => *batch_slot.get_or_insert_with(|| {
+                    let res = batch.process.as_ref().map(resource).unwrap_or_default();
+                    slot(&mut out, &mut by_resource, res)
+                }),
             };
-            let key = prost::Message::encode_to_vec(&res);
-            let r = *by_resource.entry(key).or_insert_with(|| {
-                out.push(ResourceSpans {
-                    resource: Some(res),
-                    ..Default::default()
-                });
-                out.len() - 1
-            });
             let scope_name = take_str_tag(&mut span.tags, "otel.scope.name");
             let scope_version = scope_name
                 .as_ref()
                 .and_then(|_| take_str_tag(&mut span.tags, "otel.scope.version"));
-            let (name, version) = (
+            let key = (
+                r,
                 scope_name.unwrap_or_default(),
                 scope_version.unwrap_or_default(),
             );
             let scope_spans = &mut out[r].scope_spans;
-            let s = *scopes
-                .entry((r, name.clone(), version.clone()))
-                .or_insert_with(|| {
+            let s = match scopes.get(&key) {
+                Some(&s) => s,
+                None => {
                     scope_spans.push(ScopeSpans {
                         scope: Some(InstrumentationScope {
-                            name,
-                            version,
+                            name: key.1.clone(),
+                            version: key.2.clone(),
                             ..Default::default()
                         }),
                         ..Default::default()
                     });
+                    scopes.insert(key, scope_spans.len() - 1);
                     scope_spans.len() - 1
-                });
+                }
+            };
             scope_spans[s].spans.push(span_to_otlp(span));
         }
     }
     out
+}
+
+/// The index in `out` of the `ResourceSpans` for `res`, added when new.
+fn slot(
+    out: &mut Vec<ResourceSpans>,
+    by_resource: &mut HashMap<Vec<u8>, usize>,
+    res: Resource,
+) -> usize {
+    let key = prost::Message::encode_to_vec(&res);
+    *by_resource.entry(key).or_insert_with(|| {
+        out.push(ResourceSpans {
+            resource: Some(res),
+            ..Default::default()
+        });
+        out.len() - 1
+    })
 }
 
 fn resource(p: &Process) -> Resource {
