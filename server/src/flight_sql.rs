@@ -28,8 +28,8 @@ use parking_lot::Mutex;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::api::error::ApiError;
 use crate::api::sql::HTTP_MAX_ROWS;
+use crate::grpc::status;
 use crate::tenant::request_tenants;
 
 /// How long an answer waits for its `DoGet`.
@@ -96,8 +96,6 @@ impl AllegroFlightSql {
 /// The catalog and schema the tables are listed under.
 const CATALOG: &str = "allegro";
 const SCHEMA: &str = "public";
-/// The tables, as listed.
-const TABLES: [&str; 4] = ["spans", "traces", "events", "links"];
 
 type DoGetStream =
     Pin<Box<dyn futures::Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
@@ -139,19 +137,6 @@ fn sql_info() -> Result<SqlInfoData, Status> {
     b.append(SqlInfo::FlightSqlServerReadOnly, true);
     b.build()
         .map_err(|e| Status::internal(format!("SQL info: {e}")))
-}
-
-fn status(e: ApiError) -> Status {
-    let code = match e.status.as_u16() {
-        400 | 413 | 422 => tonic::Code::InvalidArgument,
-        401 => tonic::Code::Unauthenticated,
-        403 => tonic::Code::PermissionDenied,
-        404 => tonic::Code::NotFound,
-        429 => tonic::Code::ResourceExhausted,
-        503 => tonic::Code::Unavailable,
-        _ => tonic::Code::Internal,
-    };
-    Status::new(code, e.message)
 }
 
 #[tonic::async_trait]
@@ -286,16 +271,15 @@ impl FlightSqlService for AllegroFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let tenants = self.tenants(&request)?;
+        let tables = self
+            .engine
+            .sql_tables(&tenants)
+            .await
+            .map_err(|e| status(e.into()))?;
         let mut b = query.into_builder();
-        for t in TABLES {
-            // The columns, from the table itself (an empty answer has its schema).
-            let a = self
-                .engine
-                .sql(&tenants, &format!("SELECT * FROM {t} LIMIT 0"), 0)
-                .await
-                .map_err(|e| status(e.into()))?;
-            b.append(CATALOG, SCHEMA, t, "VIEW", &a.schema)
-                .map_err(|e| Status::internal(format!("listing {t}: {e}")))?;
+        for (name, schema) in &tables {
+            b.append(CATALOG, SCHEMA, name, "VIEW", schema)
+                .map_err(|e| Status::internal(format!("listing {name}: {e}")))?;
         }
         one_batch(b.build())
     }

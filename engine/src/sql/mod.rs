@@ -58,8 +58,24 @@ impl QueryEngine {
         .await
     }
 
-    async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
-        let (text, attrs) = rewrite::prepare(sql)?;
+    /// The tables SQL sees (`spans`, `traces`, `events`, `links`) with their columns, as
+    /// catalog listings (Flight SQL's `GetTables`) show them.
+    pub async fn sql_tables(&self, tenants: &[String]) -> Result<Vec<(String, SchemaRef)>> {
+        let ctx = self.sql_session(tenants, &[]).await?;
+        let mut out = Vec::new();
+        for name in tables::TABLES {
+            let t = ctx.table_provider(name).await.map_err(df_err)?;
+            out.push((name.to_string(), t.schema()));
+        }
+        Ok(out)
+    }
+
+    /// A session with `tenants`' tables, a column per attribute in `attrs`, and `traceql()`.
+    async fn sql_session(
+        &self,
+        tenants: &[String],
+        attrs: &[rewrite::AttrRef],
+    ) -> Result<datafusion::prelude::SessionContext> {
         let Some((first, others)) = tenants.split_first() else {
             return Err(EngineError::InvalidInput("no tenant to query".into()));
         };
@@ -68,7 +84,7 @@ impl QueryEngine {
             src.tables.extend(self.sources(t, None).await?.tables);
         }
         let ctx = self.session();
-        tables::register(&ctx, &src, &attrs).await?;
+        tables::register(&ctx, &src, attrs).await?;
         ctx.register_udtf(
             "traceql",
             std::sync::Arc::new(traceql_fn::TraceqlFunction {
@@ -76,6 +92,12 @@ impl QueryEngine {
                 tenants: tenants.to_vec(),
             }),
         );
+        Ok(ctx)
+    }
+
+    async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
+        let (text, attrs) = rewrite::prepare(sql)?;
+        let ctx = self.sql_session(tenants, &attrs).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

@@ -170,6 +170,9 @@ pub(crate) async fn register(ctx: &SessionContext, src: &Sources, attrs: &[AttrR
     Ok(())
 }
 
+/// The tables a query sees, in the order catalog listings show them.
+pub(crate) const TABLES: [&str; 4] = ["events", "links", "spans", "traces"];
+
 /// The views over `spans` and the nested lists.
 const VIEWS: [(&str, &str); 3] = [
     (
