@@ -72,8 +72,5 @@ impl CollectorService for JaegerGrpc {
 }
 
 fn status(r: Refusal) -> Status {
-    if matches!(r, Refusal::Internal(_)) {
-        tracing::error!(error = r.message(), "Jaeger PostSpans failed");
-    }
-    Status::new(r.grpc_code(), r.message())
+    r.grpc_status("Jaeger PostSpans")
 }

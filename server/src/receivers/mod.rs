@@ -73,6 +73,14 @@ impl Refusal {
         }
     }
 
+    /// The gRPC status answering this refusal on `receiver`'s RPC; a bug is logged.
+    pub fn grpc_status(self, receiver: &str) -> tonic::Status {
+        if matches!(self, Self::Internal(_)) {
+            tracing::error!(error = self.message(), receiver, "a gRPC write failed");
+        }
+        tonic::Status::new(self.grpc_code(), self.message())
+    }
+
     /// The gRPC status code.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {

@@ -64,10 +64,7 @@ impl OtlpGrpc {
 }
 
 fn status(r: Refusal) -> Status {
-    if matches!(r, Refusal::Internal(_)) {
-        tracing::error!(error = r.message(), "OTLP/gRPC export failed");
-    }
-    Status::new(r.grpc_code(), r.message())
+    r.grpc_status("OTLP/gRPC export")
 }
 
 /// `TraceService` as a tower service for tonic's router.
