@@ -404,22 +404,25 @@ impl DistributorConfig {
 }
 
 /// `distributor.receivers:` (the OpenTelemetry Collector's receiver keys, as in Tempo).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiversConfig {
     /// `otlp:`.
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp: Option<OtlpReceiver>,
     /// `zipkin:` (Zipkin v2 JSON on `/api/v2/spans`).
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub zipkin: Option<ZipkinReceiver>,
     /// `jaeger:` (Jaeger's gRPC, Thrift-over-HTTP and agent UDP protocols).
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jaeger: Option<JaegerReceiver>,
 }
 
 /// `jaeger:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JaegerReceiver {
     /// `jaeger.protocols`: only those present listen.
@@ -428,25 +431,29 @@ pub struct JaegerReceiver {
 }
 
 /// `jaeger.protocols:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JaegerProtocols {
     /// `grpc:` (`jaeger.api_v2.CollectorService/PostSpans`, default `0.0.0.0:14250`).
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcReceiver>,
     /// `thrift_http:` (`POST /api/traces`, default `0.0.0.0:14268`).
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thrift_http: Option<HttpReceiver>,
     /// `thrift_compact:` (agent UDP, compact protocol, default `0.0.0.0:6831`).
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thrift_compact: Option<UdpReceiver>,
     /// `thrift_binary:` (agent UDP, binary protocol, default `0.0.0.0:6832`).
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thrift_binary: Option<UdpReceiver>,
 }
 
 /// `thrift_compact:` / `thrift_binary:` (the Jaeger agent's UDP listeners).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UdpReceiver {
     /// `host:port` to listen on.
@@ -457,12 +464,15 @@ pub struct UdpReceiver {
     pub max_packet_size: usize,
     /// Tuning of the Collector's agent server; packets here are read by one task.
     #[serde(deserialize_with = "null_default")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     /// As `workers`: accepted, no effect.
     #[serde(deserialize_with = "null_default")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<usize>,
     /// As `workers`: accepted, no effect.
     #[serde(deserialize_with = "null_default")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_buffer_size: Option<usize>,
 }
 
@@ -479,7 +489,7 @@ impl Default for UdpReceiver {
 }
 
 /// `otlp:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpReceiver {
     /// `otlp.protocols`.
@@ -488,19 +498,21 @@ pub struct OtlpReceiver {
 }
 
 /// `otlp.protocols:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpProtocols {
     /// `grpc:` (TraceService/Export).
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcReceiver>,
     /// `http:` (`POST /v1/traces`).
     #[serde(deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpReceiver>,
 }
 
 /// `otlp.protocols.grpc:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcReceiver {
     /// `host:port` to listen on.
@@ -521,7 +533,7 @@ impl Default for GrpcReceiver {
 }
 
 /// `otlp.protocols.http:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpReceiver {
     /// `host:port` to listen on.
@@ -542,7 +554,7 @@ impl Default for HttpReceiver {
 }
 
 /// `zipkin:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ZipkinReceiver {
     /// `host:port` to listen on.

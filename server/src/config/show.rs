@@ -10,7 +10,7 @@ use allegro_ingest::generator::{Parts, Processors, TenantSettings};
 use allegro_ingest::limits::Limits;
 use serde_json::{Map, Value, json};
 
-use super::{Config, ConfigError, ReceiversConfig};
+use super::{Config, ConfigError};
 
 /// `d` as Go prints a duration: hours, minutes, seconds, then sub-second units (`336h`,
 /// `1h30m`, `1.5s` as `1s500ms`); zero is `0s`.
@@ -124,61 +124,6 @@ fn tenant(
     v
 }
 
-fn receivers(r: &ReceiversConfig) -> Value {
-    let mut out = Map::new();
-    if let Some(o) = &r.otlp {
-        let mut p = Map::new();
-        if let Some(g) = &o.protocols.grpc {
-            p.insert(
-                "grpc".into(),
-                json!({ "endpoint": g.endpoint, "max_recv_msg_size_mib": g.max_recv_msg_size_mib }),
-            );
-        }
-        if let Some(h) = &o.protocols.http {
-            p.insert(
-                "http".into(),
-                json!({ "endpoint": h.endpoint, "max_request_body_size": h.max_request_body_size }),
-            );
-        }
-        out.insert("otlp".into(), json!({ "protocols": p }));
-    }
-    if let Some(z) = &r.zipkin {
-        out.insert(
-            "zipkin".into(),
-            json!({ "endpoint": z.endpoint, "max_request_body_size": z.max_request_body_size }),
-        );
-    }
-    if let Some(j) = &r.jaeger {
-        let mut p = Map::new();
-        let j = &j.protocols;
-        if let Some(g) = &j.grpc {
-            p.insert(
-                "grpc".into(),
-                json!({ "endpoint": g.endpoint, "max_recv_msg_size_mib": g.max_recv_msg_size_mib }),
-            );
-        }
-        if let Some(h) = &j.thrift_http {
-            p.insert(
-                "thrift_http".into(),
-                json!({ "endpoint": h.endpoint, "max_request_body_size": h.max_request_body_size }),
-            );
-        }
-        for (name, u) in [
-            ("thrift_compact", &j.thrift_compact),
-            ("thrift_binary", &j.thrift_binary),
-        ] {
-            if let Some(u) = u {
-                p.insert(
-                    name.into(),
-                    json!({ "endpoint": u.endpoint, "max_packet_size": u.max_packet_size }),
-                );
-            }
-        }
-        out.insert("jaeger".into(), json!({ "protocols": p }));
-    }
-    Value::Object(out)
-}
-
 impl Config {
     /// Every setting in effect, defaults included, as a config in Tempo's layout.
     pub fn effective(&self) -> Result<Value, ConfigError> {
@@ -270,7 +215,7 @@ impl Config {
                 "graceful_shutdown_timeout": go_dur(self.server.graceful_shutdown_timeout.unwrap_or(Duration::from_secs(30))),
                 "log_level": self.server.log_level.as_deref().unwrap_or("info"),
             },
-            "distributor": { "receivers": receivers(&self.distributor.effective_receivers()) },
+            "distributor": { "receivers": serde_json::to_value(self.distributor.effective_receivers()).unwrap_or_default() },
             "storage": { "trace": trace },
             "ingester": {
                 "trace_idle_period": go_dur(ing.cut.trace_idle_period),
