@@ -231,10 +231,9 @@ fn gen_writes_otlp_files_that_decode_to_the_same_spans() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--start"));
 }
 
-fn traceql_check(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+/// Runs `cmd` with `stdin` fed to it (closed at once when `None`): exit code, stdout, stderr.
+fn run_with_stdin(mut cmd: Command, stdin: Option<&str>) -> (i32, String, String) {
     use std::io::Write;
-    let mut cmd = allegro();
-    cmd.args(["traceql", "check"]).args(args);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -255,6 +254,12 @@ fn traceql_check(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn traceql_check(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut cmd = allegro();
+    cmd.args(["traceql", "check"]).args(args);
+    run_with_stdin(cmd, stdin)
 }
 
 #[test]
@@ -556,22 +561,15 @@ fn query_and_explain_run_embedded_on_the_data_directory() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("read-only"), "{stderr}");
     // Without a query: statements from stdin, `\d` among them.
-    let mut child = allegro()
-        .arg("--data-dir")
+    let mut cmd = allegro();
+    cmd.arg("--data-dir")
         .arg(&data)
-        .args(["sql", "--format", "csv"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        b"\\d\nSELECT count(*) AS n\nFROM traces\nWHERE spans > 0;\n",
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+        .args(["sql", "--format", "csv"]);
+    let (code, stdout, stderr) = run_with_stdin(
+        cmd,
+        Some("\\d\nSELECT count(*) AS n\nFROM traces\nWHERE spans > 0;\n"),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
         stdout.starts_with("table_name\nevents\nlinks\nspans\ntraces\nn\n"),
         "{stdout}"
