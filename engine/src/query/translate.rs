@@ -587,7 +587,8 @@ pub fn static_value(s: &Static) -> Result<Typed> {
     Ok(t)
 }
 
-fn hex(column: &str) -> Expr {
+/// A binary ID column as lowercase hex text.
+pub(crate) fn hex(column: &str) -> Expr {
     encode(cast(col(column), DataType::Binary), lit("hex"))
 }
 

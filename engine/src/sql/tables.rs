@@ -14,7 +14,6 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{ViewTable, provider_as_source};
-use datafusion::functions::expr_fn::encode;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
 use datafusion::prelude::SessionContext;
 
@@ -22,22 +21,8 @@ use super::rewrite::{AttrRef, AttrType};
 use crate::error::Result;
 use crate::query::df_err;
 use crate::query::sources::{Source, Sources};
-use crate::query::translate::{KIND_NAMES, STATUS_NAMES, case_when};
+use crate::query::translate::{KIND_NAMES, STATUS_NAMES, enum_names, hex};
 use crate::schema::col as c;
-
-fn hex(column: &str) -> Expr {
-    encode(cast(col(column), DataType::Binary), lit("hex"))
-}
-
-fn named(column: &str, names: &[(i32, &str)]) -> Expr {
-    case_when(
-        names[1..]
-            .iter()
-            .map(|(v, n)| (col(column).eq(lit(*v)), lit(*n)))
-            .collect(),
-        lit(names[0].1),
-    )
-}
 
 fn timestamp(ns: Expr) -> Expr {
     cast(
@@ -54,8 +39,8 @@ fn span_columns() -> Vec<Expr> {
         hex(c::PARENT_SPAN_ID).alias("parent_span_id"),
         col(c::NAME).alias("name"),
         col(c::SERVICE_NAME).alias("service_name"),
-        named(c::KIND, &KIND_NAMES).alias("kind"),
-        named(c::STATUS_CODE, &STATUS_NAMES).alias("status"),
+        enum_names(&col(c::KIND), &KIND_NAMES, "").alias("kind"),
+        enum_names(&col(c::STATUS_CODE), &STATUS_NAMES, "").alias("status"),
         col(c::STATUS_MESSAGE).alias("status_message"),
         timestamp(col(c::START_TIME)).alias("start_time"),
         timestamp(col(c::START_TIME) + col(c::DURATION)).alias("end_time"),
