@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::Common;
 use crate::dataset::{self, TENANT};
-use crate::report::{Latency, current_rss, emit, peak_rss};
+use crate::report::{Latency, current_rss, emit, peak_rss, reset_peak_rss};
 
 /// Options of `allegro-bench compaction`.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,10 +70,6 @@ fn link_tree(from: &Path, to: &Path) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 async fn time<F, Fut>(reps: usize, warmup: usize, mut f: F) -> Result<Latency, String>

@@ -5,6 +5,7 @@
 //! cargo run --release -p allegro-benches -- trace-by-id --spans 10000000 --block-spans 100000
 //! cargo run --release -p allegro-benches -- ingest --protocol grpc --rate 0 --connections 8
 //! cargo run --release -p allegro-benches -- search --spans 10000000 --duration 6h
+//! cargo run --release -p allegro-benches -- sql --spans 10000000 --duration 6h --ranges 6h
 //! cargo run --release -p allegro-benches -- generator --spans 1000000
 //! ```
 //!
@@ -17,11 +18,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod compaction;
 mod dataset;
+mod duckdb;
 mod generator;
 mod ingest;
 mod metrics;
 mod report;
 mod search;
+mod sql;
 mod suites;
 
 use std::path::PathBuf;
@@ -107,6 +110,8 @@ enum Suite {
     Search(search::SearchArgs),
     /// TraceQL metrics: Drilldown's queries over 1h and 6h, against DuckDB on the same files.
     Metrics(metrics::MetricsArgs),
+    /// SQL analytics: ten queries over the span tables, against DuckDB on the same files.
+    Sql(sql::SqlArgs),
     /// Ingest load generator: OTLP over HTTP or gRPC against a server it starts.
     Ingest(ingest::IngestArgs),
     /// Metrics generator processors alone: spans/s on one core, series and edges held.
@@ -134,6 +139,7 @@ fn main() {
             Suite::TraceById { common, lookups } => suites::trace_by_id(&common, lookups).await,
             Suite::Search(a) => search::run(&a).await,
             Suite::Metrics(a) => metrics::run(&a).await,
+            Suite::Sql(a) => sql::run(&a).await,
             Suite::Ingest(a) => ingest::run(&a).await,
             Suite::Generator(a) => generator::run(&a).await,
             Suite::Compaction(a) => compaction::run(&a).await,

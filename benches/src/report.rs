@@ -51,6 +51,11 @@ pub fn peak_rss() -> u64 {
     status_bytes("VmHWM:")
 }
 
+/// Resets this process's peak RSS, so the next reading is one step's.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Resident memory of this process now (VmRSS), bytes.
 pub fn current_rss() -> u64 {
     status_bytes("VmRSS:")

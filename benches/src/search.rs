@@ -1,21 +1,19 @@
 //! TraceQL search at scale: Tempo's benchmark shapes, `{ }` and Traces Drilldown's span list
 //! and structure tab over ranges ending at the end of the data, side by side with DuckDB
 //! running hand-written SQL that returns the same newest traces from the same Parquet files
-//! (`benches/duckdb/search.py`), the two alternating repetition by repetition. Per query:
+//! (`benches/duckdb/server.py`), the two alternating repetition by repetition. Per query:
 //! p50/p99 of both, bytes read, spans in range per second, peak RSS, and whether the answers
 //! (trace IDs, in order) are equal.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::search::SearchRequest;
 use serde_json::{Value, json};
 
 use crate::dataset::{self, TENANT};
-use crate::report::{Latency, emit, peak_rss};
+use crate::duckdb::DuckDb;
+use crate::report::{Latency, emit, peak_rss, reset_peak_rss};
 use crate::{Common, Versus};
 
 /// One benchmark query: TraceQL, the SQL that answers it, and Grafana's limit and spss.
@@ -224,80 +222,10 @@ pub struct SearchArgs {
     pub versus: Versus,
 }
 
-/// The DuckDB side, a long-lived process answering one SQL query per line.
-struct DuckDb {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl DuckDb {
-    fn start(dir: &Path) -> Result<Self, String> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb/search.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg("--data")
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running {}: {e} (pip install duckdb)", script.display()))?;
-        let stdin = child.stdin.take().ok_or("no stdin")?;
-        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut d = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        d.read()?;
-        Ok(d)
-    }
-
-    fn read(&mut self) -> Result<Value, String> {
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .map_err(|e| format!("duckdb: {e}"))?;
-        let v: Value =
-            serde_json::from_str(&line).map_err(|e| format!("duckdb said {line:?}: {e}"))?;
-        if let Some(e) = v.get("error") {
-            return Err(format!("duckdb: {e} in {}", v["sql"]));
-        }
-        Ok(v)
-    }
-
-    /// Runs `sql`: its wall time and trace IDs (hex, no leading zeros).
-    fn query(&mut self, sql: &str) -> Result<(Duration, Vec<String>), String> {
-        writeln!(self.stdin, "{}", json!({ "sql": sql })).map_err(|e| e.to_string())?;
-        let v = self.read()?;
-        let ms = v["ms"].as_f64().unwrap_or(f64::NAN);
-        let ids = v["rows"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r[0].as_str())
-            .map(trimmed)
-            .collect();
-        Ok((Duration::from_secs_f64(ms / 1e3), ids))
-    }
-}
-
-impl Drop for DuckDb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A trace ID as Tempo's search answer writes it: hex without leading zeros.
 fn trimmed(hex: &str) -> String {
     let t = hex.trim_start_matches('0');
     if t.is_empty() { "0".into() } else { t.into() }
-}
-
-/// Resets this process's peak RSS, so the next reading is one query's.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Times Grafana's tag requests over `range`: names (the query editor's autocomplete) and the
@@ -415,11 +343,15 @@ pub async fn run(a: &SearchArgs) -> Result<(), String> {
                 let took = t0.elapsed();
                 peak = peak.max(peak_rss());
                 if let Some(d) = duck.as_mut() {
-                    let (t, ids) = d.query(&sql)?;
+                    let (t, rows) = d.query(&sql)?;
                     if i >= c.warmup {
                         theirs.push(t);
                     }
-                    duck_ids = ids;
+                    duck_ids = rows
+                        .iter()
+                        .filter_map(|r| r.first()?.as_str())
+                        .map(trimmed)
+                        .collect();
                 }
                 if i >= c.warmup {
                     ours.push(took);

@@ -538,7 +538,7 @@ impl QueryEngine {
             }
             let ctx = self.session();
             let matched = self
-                .matched_spans(&ctx, src, st, grid, sampling, cost)
+                .matched_spans(&ctx, src, st, (grid.start, grid.end), sampling, cost)
                 .await?;
             let whole = match st.reads_whole_trace() {
                 true => self.whole(&ctx, src, cost).await?,
@@ -593,14 +593,15 @@ impl QueryEngine {
     }
 
     /// Spans chosen by a pipeline with spanset or structural operators: the search program
-    /// per trace over every trace overlapping the range, as a `(m_trace, m_span)` table.
+    /// per trace over every trace overlapping `range` (unix ns, inclusive), as a
+    /// `(m_trace, m_span)` table.
     /// `None` for a simple first stage, whose filter runs in the Parquet scan instead.
     pub(crate) async fn matched_spans(
         &self,
         ctx: &SessionContext,
         src: &Sources,
         st: &FirstStage,
-        grid: &Grid,
+        range: (u64, u64),
         sampling: Option<Sampling>,
         cost: &mut SearchMetrics,
     ) -> Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
@@ -609,7 +610,7 @@ impl QueryEngine {
         }
         // Traces split across sources are evaluated over their joined parts, not part by
         // part (`split_traces`).
-        let range = Some((grid.start, grid.end));
+        let range = Some(range);
         let split = super::split_traces::split_traces(&self.catalog, src).await?;
         let joined =
             super::split_traces::join(ctx, src, &split.ids, &st.pipeline, range, None).await?;
