@@ -178,6 +178,10 @@ pub struct SqlArgs {
     /// Ranges, DuckDB, which queries.
     #[command(flatten)]
     pub versus: Versus,
+    /// Ad-hoc SQL to time instead of the ten (Allegro only; `{win}`, `{start}`, `{end}` are
+    /// filled in); repeatable.
+    #[arg(long)]
+    pub query: Vec<String>,
 }
 
 /// A value as the answer check compares it: numbers to six significant digits.
@@ -264,7 +268,27 @@ pub async fn run(a: &SqlArgs) -> Result<(), String> {
             .replace("{end}", &end.to_string())
         };
         let mut queries = serde_json::Map::new();
-        for q in &QUERIES {
+        for (i, text) in a.query.iter().enumerate() {
+            let sql = fill(text);
+            let mut samples = Vec::new();
+            let mut rows = 0;
+            for n in 0..c.warmup + c.reps {
+                let t0 = Instant::now();
+                let batches = run_allegro(&engine, &sql).await?;
+                if n >= c.warmup {
+                    samples.push(t0.elapsed());
+                }
+                rows = batches.iter().map(|b| b.num_rows()).sum();
+            }
+            let lat = Latency::of(samples);
+            eprintln!("{r} query {i}: {:>9.1} ms  rows {rows}", lat.p50_ms);
+            queries.insert(
+                format!("query {i}"),
+                json!({ "sql": sql, "latency": lat, "rows": rows }),
+            );
+        }
+        let adhoc = !a.query.is_empty();
+        for q in QUERIES.iter().filter(|_| !adhoc) {
             if !v.runs(q.name) {
                 continue;
             }
@@ -303,7 +327,8 @@ pub async fn run(a: &SqlArgs) -> Result<(), String> {
             if duck.is_some() {
                 let d = Latency::of(theirs);
                 let equal = answer(&rows, q.exact) == answer(&duck_rows, q.exact);
-                entry["duckdb"] = json!({ "latency": d, "sql": theirs_sql, "rows": duck_rows.len() });
+                entry["duckdb"] =
+                    json!({ "latency": d, "sql": theirs_sql, "rows": duck_rows.len() });
                 entry["faster_than_duckdb"] = json!(d.p50_ms / lat.p50_ms.max(1e-9));
                 entry["answers_equal"] = json!(equal);
                 if !equal {

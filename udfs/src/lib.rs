@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod exemplars;
+pub mod hex_id;
 pub mod log2_bucket;
 pub mod metrics_group;
 pub mod nested_set;
@@ -23,6 +24,7 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
             ScalarUDF::from(traceql_match::TraceqlMatch::default()),
             ScalarUDF::from(log2_bucket::Log2Bucket::default()),
             ScalarUDF::from(metrics_group::MetricsGroup::default()),
+            ScalarUDF::from(hex_id::HexId::default()),
         ])
         .collect()
 }

@@ -22,7 +22,7 @@ use allegro_traceql::ast::{
 use allegro_udfs::spansets::key::KeyType;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
-use datafusion::functions::expr_fn::{coalesce, encode, get_field, ltrim, power};
+use datafusion::functions::expr_fn::{coalesce, get_field, ltrim, power};
 use datafusion::logical_expr::{Expr, Operator, binary_expr, cast, col, lit, try_cast};
 
 use crate::error::{EngineError, Result};
@@ -589,7 +589,8 @@ pub fn static_value(s: &Static) -> Result<Typed> {
 
 /// A binary ID column as lowercase hex text.
 pub(crate) fn hex(column: &str) -> Expr {
-    encode(cast(col(column), DataType::Binary), lit("hex"))
+    datafusion::logical_expr::ScalarUDF::from(allegro_udfs::hex_id::HexId::default())
+        .call(vec![col(column)])
 }
 
 /// A stored duration (UInt64) as TraceQL's Int64. Blocks written before ingest fixed spans

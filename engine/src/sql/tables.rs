@@ -171,8 +171,8 @@ const VIEWS: [(&str, &str); 3] = [
     (
         "links",
         "SELECT trace_id, span_id, \
-           encode(get_field(l, 'trace_id'), 'hex') AS linked_trace_id, \
-           encode(get_field(l, 'span_id'), 'hex') AS linked_span_id, \
+           hex_id(get_field(l, 'trace_id')) AS linked_trace_id, \
+           hex_id(get_field(l, 'span_id')) AS linked_span_id, \
            get_field(l, 'attrs_str') AS attributes \
          FROM (SELECT trace_id, span_id, unnest(item) AS l FROM _span_links)",
     ),

@@ -1,14 +1,22 @@
 //! `traceql('<spanset query>' [, start, end])`: TraceQL inside SQL. A table of the spans the
 //! query matches (`trace_id`, `span_id`, hex like `spans`), so SQL can join them with `spans`
 //! or `events` and aggregate. Every trace overlapping the range (`start`/`end` as unix
-//! nanoseconds or timestamps; all time by default) is evaluated by the search program per trace
-//! (`traceql_spansets`), the same one TraceQL metrics use for structural filters, so structural
-//! operators, spanset operators and pipelines mean exactly what they mean in `/api/search`.
-//! The matching runs when the table is scanned, under the SQL query's budget.
+//! nanoseconds or timestamps; all time by default) is evaluated by the search's own per-trace
+//! stage, block by block as each block streams past sorted by trace, with no limit
+//! (`QueryEngine::every_match`), so structural operators, spanset operators and pipelines mean
+//! exactly what they mean in `/api/search`, over traces split across blocks too. The matching
+//! runs when the table is scanned, under the SQL query's budget.
+//!
+//! It once ran as TraceQL metrics' structural filter (a hash aggregate of every matching row by
+//! trace): 2.2 s for `{ resource.service.name = "api-gateway" } >> { status = error }` over
+//! 10M spans, against 1.2 s after the aggregate's size accounting stopped being quadratic, and
+//! the figure in `docs/benchmarks.md` (SQL analytics) with the search's stage.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, FixedSizeBinaryArray, RecordBatch, StringBuilder};
+use allegro_traceql::ast::QueryBody;
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
@@ -19,8 +27,8 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::error::{EngineError, Result};
-use crate::query::metrics::compile::{Node, compile_metrics};
-use crate::query::{QueryEngine, df_err};
+use crate::query::QueryEngine;
+use crate::query::plan;
 use crate::tempopb::SearchMetrics;
 
 fn schema() -> SchemaRef {
@@ -159,48 +167,27 @@ impl QueryEngine {
         query: &str,
         range: Option<(u64, u64)>,
     ) -> Result<RecordBatch> {
-        // Compiled as the filter of a metrics query, which gives the per-trace program over
-        // every trace in range (a search keeps only the newest traces).
-        let (_, node) = compile_metrics(&format!("{query} | count_over_time()")).map_err(|e| {
-            EngineError::InvalidInput(format!("{query:?} is not a spanset query: {e}"))
-        })?;
-        let Node::Query(st) = node else {
+        let q = allegro_traceql::compile(query)
+            .map_err(|e| EngineError::InvalidInput(format!("{query:?}: {e}")))?;
+        if !matches!(q.body, QueryBody::Spans(_)) {
             return Err(EngineError::InvalidInput(format!(
-                "{query:?} is not a spanset query"
+                "{query:?} is not a spanset query (metrics and scalar comparisons have no spans)"
             )));
-        };
-        let mut st = *st;
-        // Per-trace evaluation even for one plain filter: the same answers, one path.
-        st.simple = None;
-        // Exactly the range asked for: a metrics grid would widen it to whole steps.
-        let (start, end) = range.unwrap_or((0, u64::MAX / 2));
+        }
+        let compiled = plan::compile(query, &q)?;
         let (mut traces, mut spans) = (StringBuilder::new(), StringBuilder::new());
+        let mut cost = SearchMetrics::default();
         for t in tenants {
-            let src = self.sources(t, Some((start, end))).await?;
-            if src.tables.is_empty() {
-                continue;
-            }
-            let ctx = self.session();
-            let mut cost = SearchMetrics::default();
-            let Some(matched) = self
-                .matched_spans(&ctx, &src, &st, (start, end), None, &mut cost)
-                .await?
-            else {
-                continue;
-            };
-            let df = ctx.read_table(matched).map_err(df_err)?;
-            for b in df.collect().await.map_err(df_err)? {
-                let ids = |i: usize| {
-                    b.column(i)
-                        .as_any()
-                        .downcast_ref::<FixedSizeBinaryArray>()
-                        .cloned()
-                        .ok_or_else(|| EngineError::Internal("matched ids lost their type".into()))
-                };
-                let (tr, sp) = (ids(0)?, ids(1)?);
-                for r in 0..b.num_rows() {
-                    traces.append_value(hex::encode(tr.value(r)));
-                    spans.append_value(hex::encode(sp.value(r)));
+            for found in self.every_match(t, &compiled, range, &mut cost).await? {
+                let trace = hex::encode(found.id.0);
+                let mut seen = HashSet::new();
+                for set in &found.sets {
+                    for (id, _) in &set.spans {
+                        if seen.insert(*id) {
+                            traces.append_value(&trace);
+                            spans.append_value(hex::encode(id));
+                        }
+                    }
                 }
             }
         }

@@ -376,6 +376,31 @@ impl QueryEngine {
         })
     }
 
+    /// Every trace of `tenant` over `range` with spansets for `c`, not only the newest: the
+    /// search's block-by-block per-trace stage with no limit (a `Newest` that never fills, so
+    /// no block is skipped). For `traceql()` in SQL; the matches are held, one entry per
+    /// matching trace with its spansets' span IDs.
+    pub(crate) async fn every_match(
+        &self,
+        tenant: &str,
+        c: &Compiled,
+        range: Range,
+        cost: &mut SearchMetrics,
+    ) -> Result<Vec<newest::Found>> {
+        let src = self.sources(tenant, range).await?;
+        src.account(cost);
+        let all = Arc::new(Mutex::new(Newest::new(usize::MAX)));
+        let at = Job {
+            c,
+            range,
+            spss: 0,
+            tenant: 0,
+        };
+        self.newest_first(&src, &at, &all, cost, None).await?;
+        let found = std::mem::replace(&mut *all.lock(), Newest::new(1)).into_sorted();
+        Ok(found)
+    }
+
     /// The answers for `mine`, traces of `src`'s tenant, in that order.
     async fn assemble(
         &self,
