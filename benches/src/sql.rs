@@ -64,7 +64,8 @@ const QUERIES: [Query; 10] = [
                   count(*) AS spans, \
                   avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END) AS error_ratio \
                   FROM spans WHERE {win} GROUP BY 1, 2 ORDER BY 1, 2",
-        duckdb: "SELECT start_time_unix_nano // 60000000000 AS minute, service_name, \
+        duckdb: "SELECT time_bucket(INTERVAL 1 minute, \
+                 make_timestamp((start_time_unix_nano // 1000)::BIGINT)) AS minute, service_name, \
                  count(*) AS spans, \
                  avg(CASE WHEN status_code = 2 THEN 1.0 ELSE 0.0 END) AS error_ratio \
                  FROM spans WHERE {win} GROUP BY 1, 2 ORDER BY 1, 2",

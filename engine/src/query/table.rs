@@ -239,14 +239,13 @@ impl TableProvider for BlocksTable {
             groups
         };
         // Built directly rather than through `ParquetFormat`, which would swap in its own
-        // reader (footer without page index, a 512 KiB footer read per file).
+        // reader (footer without page index, a 512 KiB footer read per file). Filter pushdown
+        // into the decoder follows the session (`QueryEngine::session` turns it on).
         let source = ParquetSource::new(TableSchema::from(self.schema.clone()))
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_parquet_file_reader_factory(self.readers.clone())
             .with_enable_page_index(true)
-            .with_bloom_filter_on_read(true)
-            .with_pushdown_filters(true)
-            .with_reorder_filters(true);
+            .with_bloom_filter_on_read(true);
         let conf = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?

@@ -83,7 +83,12 @@ impl QueryEngine {
         for t in others {
             src.tables.extend(self.sources(t, None).await?.tables);
         }
-        let ctx = self.session();
+        // Analytic SQL mostly keeps many rows (`kind = 'server'`: a third of all spans, in
+        // runs of one or two): decoding whole pages and filtering them after costs less than
+        // the decoder's row selection, which took 20% of such a query (perf, `allegro-bench
+        // sql`). Row groups and pages are still pruned by the same predicates.
+        let ctx = self
+            .session_with(|c| c.set_bool("datafusion.execution.parquet.pushdown_filters", false));
         tables::register(&ctx, &src, attrs).await?;
         ctx.register_udtf(
             "traceql",
