@@ -11,7 +11,7 @@ use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use serde_json::{Value, json};
 
 use crate::dataset::{self, TENANT};
-use crate::report::{Latency, emit, peak_rss};
+use crate::report::{Latency, emit_ranges};
 use crate::{Common, Versus};
 
 /// Drilldown's panels (grafana-clients.md §2.2): name, query, the step divisor (range / n).
@@ -256,12 +256,5 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
         }
         ranges.insert(r.clone(), Value::Object(queries));
     }
-    let report = json!({
-        "suite": "metrics",
-        "compression": c.compression,
-        "dataset": { "spans": info.spans, "traces": info.traces, "blocks": info.blocks, "data_bytes": info.data_bytes, "duration": c.duration },
-        "ranges": Value::Object(ranges),
-        "peak_rss_bytes": peak_rss(),
-    });
-    emit("TraceQL metrics", &report, c.json.as_deref())
+    emit_ranges("metrics", "TraceQL metrics", c, &info, ranges)
 }

@@ -73,6 +73,25 @@ fn status_bytes(field: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The report of a query suite over ranges (search, metrics, SQL): the dataset, the figures per
+/// range, the run's peak RSS; printed and written as [`emit`] does.
+pub fn emit_ranges(
+    suite: &str,
+    title: &str,
+    c: &crate::Common,
+    info: &crate::dataset::DatasetInfo,
+    ranges: serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    let report = serde_json::json!({
+        "suite": suite,
+        "compression": c.compression,
+        "dataset": { "spans": info.spans, "traces": info.traces, "blocks": info.blocks, "data_bytes": info.data_bytes, "duration": c.duration },
+        "ranges": Value::Object(ranges),
+        "peak_rss_bytes": peak_rss(),
+    });
+    emit(title, &report, c.json.as_deref())
+}
+
 /// Prints `rows` as an aligned two-column table and writes the JSON if asked.
 pub fn emit(title: &str, report: &Value, json: Option<&std::path::Path>) -> Result<(), String> {
     println!("\n== {title} ==");

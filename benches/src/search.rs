@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::dataset::{self, TENANT};
 use crate::duckdb::DuckDb;
-use crate::report::{Latency, emit, peak_rss, reset_peak_rss};
+use crate::report::{Latency, emit_ranges, peak_rss, reset_peak_rss};
 use crate::{Common, Versus};
 
 /// One benchmark query: TraceQL, the SQL that answers it, and Grafana's limit and spss.
@@ -397,12 +397,5 @@ pub async fn run(a: &SearchArgs) -> Result<(), String> {
         }
         ranges.insert(r.clone(), Value::Object(queries));
     }
-    let report = json!({
-        "suite": "search",
-        "compression": c.compression,
-        "dataset": { "spans": info.spans, "traces": info.traces, "blocks": info.blocks, "data_bytes": info.data_bytes, "duration": c.duration },
-        "ranges": Value::Object(ranges),
-        "peak_rss_bytes": peak_rss(),
-    });
-    emit("TraceQL search", &report, c.json.as_deref())
+    emit_ranges("search", "TraceQL search", c, &info, ranges)
 }

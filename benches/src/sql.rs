@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::dataset::{self, TENANT};
 use crate::duckdb::DuckDb;
-use crate::report::{Latency, emit, peak_rss, reset_peak_rss};
+use crate::report::{Latency, emit_ranges, peak_rss, reset_peak_rss};
 use crate::{Common, Versus};
 
 /// One benchmark query in both dialects. `{win}` is the time window, `{start}`/`{end}` its
@@ -352,12 +352,5 @@ pub async fn run(a: &SqlArgs) -> Result<(), String> {
         }
         ranges.insert(r.clone(), Value::Object(queries));
     }
-    let report = json!({
-        "suite": "sql",
-        "compression": c.compression,
-        "dataset": { "spans": info.spans, "traces": info.traces, "blocks": info.blocks, "data_bytes": info.data_bytes, "duration": c.duration },
-        "ranges": Value::Object(ranges),
-        "peak_rss_bytes": peak_rss(),
-    });
-    emit("SQL analytics", &report, c.json.as_deref())
+    emit_ranges("sql", "SQL analytics", c, &info, ranges)
 }
