@@ -202,3 +202,42 @@ async fn trace_id_lookup_is_pruned_on_the_stored_bytes() {
     );
     assert!(names(upper).await.is_empty());
 }
+
+/// Joins on the ID text of the tables run on the stored bytes: both sides' when both are
+/// tables, `id_bytes` of the text when one side is `traceql()` (the answers are the golden
+/// files').
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_on_id_text_run_on_the_stored_bytes() {
+    let ds = dataset::parse(
+        &std::fs::read_to_string(
+            allegro_tests::workspace_dir().join("tests/traceql/data/shop.traces"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = over_blocks(&ds, dir.path()).await;
+    let logical = |plan: String| {
+        plan.split("DataSourceExec")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let own = logical(
+        explain(
+            &engine,
+            "SELECT count(*) FROM spans p JOIN spans c ON c.trace_id = p.trace_id",
+        )
+        .await,
+    );
+    assert!(
+        own.contains("__allegro_id_bytes_l0 = ") && !own.contains("Inner Join: p.trace_id"),
+        "{own}"
+    );
+    let with_traceql = explain(
+        &engine,
+        "SELECT count(*) FROM traceql('{ }') t JOIN spans s USING (trace_id, span_id)",
+    )
+    .await;
+    assert!(with_traceql.contains("id_bytes(t.trace_id"), "{with_traceql}");
+}

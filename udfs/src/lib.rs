@@ -4,6 +4,7 @@
 
 pub mod exemplars;
 pub mod hex_id;
+pub mod id_bytes;
 pub mod log2_bucket;
 pub mod metrics_group;
 pub mod nested_set;
@@ -25,6 +26,7 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
             ScalarUDF::from(log2_bucket::Log2Bucket::default()),
             ScalarUDF::from(metrics_group::MetricsGroup::default()),
             ScalarUDF::from(hex_id::HexId::default()),
+            ScalarUDF::from(id_bytes::IdBytes::default()),
         ])
         .collect()
 }

@@ -7,6 +7,7 @@
 //! no file-reading table functions, and the query runs under the tenant's query budget (memory
 //! pool, timeout, concurrency) like every other query.
 
+mod id_joins;
 mod id_literals;
 pub mod rewrite;
 mod tables;
@@ -91,6 +92,7 @@ impl QueryEngine {
         let ctx = self
             .session_with(|c| c.set_bool("datafusion.execution.parquet.pushdown_filters", false));
         ctx.add_optimizer_rule(id_literals::rule());
+        ctx.add_optimizer_rule(id_joins::rule());
         tables::register(&ctx, &src, attrs).await?;
         ctx.register_udtf(
             "traceql",
