@@ -239,5 +239,8 @@ async fn joins_on_id_text_run_on_the_stored_bytes() {
         "SELECT count(*) FROM traceql('{ }') t JOIN spans s USING (trace_id, span_id)",
     )
     .await;
-    assert!(with_traceql.contains("id_bytes(t.trace_id"), "{with_traceql}");
+    assert!(
+        with_traceql.contains("id_bytes(t.trace_id"),
+        "{with_traceql}"
+    );
 }

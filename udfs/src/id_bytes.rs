@@ -143,6 +143,9 @@ mod tests {
         )
         .expect("ids");
         let text = crate::hex_id::hex_array(&ids).expect("hex");
-        assert_eq!(decode_strict(text.value(0), 4), Some(vec![0xa1, 0x1e, 0, 7]));
+        assert_eq!(
+            decode_strict(text.value(0), 4),
+            Some(vec![0xa1, 0x1e, 0, 7])
+        );
     }
 }

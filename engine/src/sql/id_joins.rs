@@ -90,10 +90,8 @@ fn expose(plan: &LogicalPlan, col: &Column, name: &str) -> Result<Option<Exposed
         },
         LogicalPlan::Filter(f) => match expose(&f.input, &below(&f.input), name)? {
             Some(x) => {
-                let plan = LogicalPlan::Filter(Filter::try_new(
-                    f.predicate.clone(),
-                    Arc::new(x.plan),
-                )?);
+                let plan =
+                    LogicalPlan::Filter(Filter::try_new(f.predicate.clone(), Arc::new(x.plan))?);
                 Some(appended(plan, x.ty))
             }
             None => None,
@@ -126,10 +124,7 @@ fn id_bytes(text: Expr, ty: &DataType) -> Option<Expr> {
         DataType::Binary => 0,
         _ => return None,
     };
-    Some(
-        ScalarUDF::from(allegro_udfs::id_bytes::IdBytes::default())
-            .call(vec![text, lit(width)]),
-    )
+    Some(ScalarUDF::from(allegro_udfs::id_bytes::IdBytes::default()).call(vec![text, lit(width)]))
 }
 
 impl OptimizerRule for IdJoins {
