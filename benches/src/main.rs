@@ -80,7 +80,38 @@ pub struct Versus {
     pub only: Vec<String>,
 }
 
+/// One of `--ranges`: where it starts and ends (whole seconds, ending at the first second at or
+/// after the data's end) and the spans it holds.
+pub struct Window {
+    /// Start, unix ns.
+    pub start: u64,
+    /// End, unix ns.
+    pub end: u64,
+    /// Spans in it, pro rata.
+    pub spans: f64,
+}
+
 impl Versus {
+    /// The range `r` (`1h`, `6h`) over data of `c` with `spans` spans ending at `data_end`.
+    pub fn window(r: &str, c: &Common, spans: u64, data_end: u64) -> Result<Window, String> {
+        let len = humantime::parse_duration(r).map_err(|e| format!("--ranges {r}: {e}"))?;
+        // Whole seconds, as Grafana sends them.
+        let end = data_end.div_ceil(1_000_000_000) * 1_000_000_000;
+        Ok(Window {
+            start: end.saturating_sub(len.as_nanos() as u64),
+            end,
+            spans: spans as f64 * (len.as_secs_f64() / c.duration_secs()).min(1.0),
+        })
+    }
+
+    /// DuckDB over the dataset in `dir`, unless `--no-duckdb`.
+    pub fn duckdb(&self, dir: &std::path::Path) -> Result<Option<duckdb::DuckDb>, String> {
+        match self.no_duckdb {
+            true => Ok(None),
+            false => duckdb::DuckDb::start(dir).map(Some),
+        }
+    }
+
     /// Whether the query called `name` runs.
     pub fn runs(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| o == name)

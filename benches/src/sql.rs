@@ -17,9 +17,8 @@ use arrow::array::RecordBatch;
 use serde_json::{Value, json};
 
 use crate::dataset::{self, TENANT};
-use crate::duckdb::DuckDb;
 use crate::report::{Latency, emit_ranges, peak_rss, reset_peak_rss};
-use crate::{Common, Versus};
+use crate::{Common, Versus, Window};
 
 /// One benchmark query in both dialects. `{win}` is the time window, `{start}`/`{end}` its
 /// bounds in unix nanoseconds.
@@ -249,17 +248,14 @@ pub async fn run(a: &SqlArgs) -> Result<(), String> {
     let (_, dir, info) = dataset::ensure(c).await?;
     let (engine, data_end) = dataset::open_engine(&dir).await?;
     let v = &a.versus;
-    let mut duck = if v.no_duckdb {
-        None
-    } else {
-        Some(DuckDb::start(&dir)?)
-    };
+    let mut duck = v.duckdb(&dir)?;
     let mut ranges = serde_json::Map::new();
     for r in &v.ranges {
-        let len = humantime::parse_duration(r).map_err(|e| format!("--ranges {r}: {e}"))?;
-        let end = data_end.div_ceil(1_000_000_000) * 1_000_000_000;
-        let start = end.saturating_sub(len.as_nanos() as u64);
-        let spans_in_range = info.spans as f64 * (len.as_secs_f64() / c.duration_secs()).min(1.0);
+        let Window {
+            start,
+            end,
+            spans: spans_in_range,
+        } = Versus::window(r, c, info.spans, data_end)?;
         let fill = |text: &str| {
             text.replace(
                 "{win}",

@@ -123,6 +123,13 @@ async fn golden_files() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// An engine over the shop dataset in two blocks under `dir`.
+async fn shop_in_blocks(dir: &Path) -> QueryEngine {
+    let path = allegro_tests::workspace_dir().join("tests/traceql/data/shop.traces");
+    let ds = dataset::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    over_blocks(&ds, dir).await
+}
+
 /// Every `plan` row of an `EXPLAIN` answer, as text.
 async fn explain(engine: &QueryEngine, sql: &str) -> String {
     let a = engine
@@ -147,15 +154,8 @@ async fn explain(engine: &QueryEngine, sql: &str) -> String {
 /// the blocks' statistics and blooms prune, and still means what the hex text means.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_id_lookup_is_pruned_on_the_stored_bytes() {
-    let ds = dataset::parse(
-        &std::fs::read_to_string(
-            allegro_tests::workspace_dir().join("tests/traceql/data/shop.traces"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let engine = over_blocks(&ds, dir.path()).await;
+    let engine = shop_in_blocks(dir.path()).await;
     let tenants = [TENANT.to_string()];
     let root = engine
         .sql(&tenants, "SELECT trace_id FROM spans WHERE name = 'A'", 10)
@@ -208,15 +208,8 @@ async fn trace_id_lookup_is_pruned_on_the_stored_bytes() {
 /// files').
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_on_id_text_run_on_the_stored_bytes() {
-    let ds = dataset::parse(
-        &std::fs::read_to_string(
-            allegro_tests::workspace_dir().join("tests/traceql/data/shop.traces"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let engine = over_blocks(&ds, dir.path()).await;
+    let engine = shop_in_blocks(dir.path()).await;
     let logical = |plan: String| {
         plan.split("DataSourceExec")
             .next()
