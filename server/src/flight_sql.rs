@@ -3,9 +3,13 @@
 //! runs it through the engine's SQL (tenant from `x-scope-orgid` metadata, row limit, the
 //! tenant's query budget) and answers the schema and one ticket; `DoGet` with that ticket
 //! streams the rows. Answers wait for their `DoGet` at most [`ANSWER_TTL`] and only for the
-//! tenant that asked; a ticket is good once. The catalog calls that tools make on connecting
-//! (`GetCatalogs`, `GetDbSchemas`, `GetTables` with schemas, `GetSqlInfo`) describe catalog
-//! `allegro`, schema `public` and the four tables.
+//! tenant that asked; a ticket is good once. Prepared statements (what JDBC, and so DBeaver,
+//! use for every query; ADBC's `adbc_prepare`) are planned when created, which checks them and
+//! gives their result schema; each execution runs the text again and answers like a statement.
+//! They take no parameters, belong to the tenant that made them, and are forgotten when
+//! closed, after [`PREPARED_TTL`] unused, or past [`MAX_PREPARED`]. The catalog calls that
+//! tools make on connecting (`GetCatalogs`, `GetDbSchemas`, `GetTables` with schemas,
+//! `GetSqlInfo`) describe catalog `allegro`, schema `public` and the four tables.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -14,15 +18,20 @@ use std::time::{Duration, Instant};
 
 use allegro_engine::query::QueryEngine;
 use allegro_engine::sql::SqlAnswer;
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{GetCatalogsBuilder, SqlInfoData, SqlInfoDataBuilder};
-use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTables,
-    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTables, CommandPreparedStatementQuery, CommandStatementQuery,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
-use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket,
+};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
@@ -38,6 +47,18 @@ pub const ANSWER_TTL: Duration = Duration::from_secs(60);
 /// so clients that never fetch cannot fill the memory.
 const MAX_WAITING: usize = 64;
 const MAX_WAITING_BYTES: usize = 512 << 20;
+
+/// How long a prepared statement is kept unused.
+pub const PREPARED_TTL: Duration = Duration::from_secs(3600);
+/// Most prepared statements kept at once; past it the least recently used go.
+pub const MAX_PREPARED: usize = 1024;
+
+/// A prepared statement: its text, for the tenants that made it.
+struct Prepared {
+    tenants: Vec<String>,
+    query: String,
+    used: Instant,
+}
 
 struct Waiting {
     tenants: Vec<String>,
@@ -60,6 +81,7 @@ pub struct AllegroFlightSql {
     engine: Arc<QueryEngine>,
     multitenancy: bool,
     waiting: Mutex<HashMap<uuid::Uuid, Waiting>>,
+    prepared: Mutex<HashMap<uuid::Uuid, Prepared>>,
 }
 
 impl AllegroFlightSql {
@@ -69,11 +91,70 @@ impl AllegroFlightSql {
             engine,
             multitenancy,
             waiting: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
         })
     }
 
     fn tenants<T>(&self, req: &Request<T>) -> Result<Vec<String>, Status> {
         request_tenants(self.multitenancy, &req.metadata().clone().into_headers()).map_err(status)
+    }
+
+    /// Runs `query` for `tenants` and keeps the answer for its `DoGet`: the schema, one
+    /// ticket and the row count.
+    async fn answer(
+        &self,
+        tenants: Vec<String>,
+        query: &str,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let answer = self
+            .engine
+            .sql(&tenants, query, HTTP_MAX_ROWS)
+            .await
+            .map_err(|e| status(e.into()))?;
+        let id = uuid::Uuid::new_v4();
+        let ticket = TicketStatementQuery {
+            statement_handle: id.as_bytes().to_vec().into(),
+        };
+        let rows: usize = answer.batches.iter().map(|b| b.num_rows()).sum();
+        let info = FlightInfo::new()
+            .try_with_schema(&answer.schema)
+            .map_err(|e| Status::internal(format!("encoding the schema: {e}")))?
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+            )
+            .with_descriptor(descriptor)
+            .with_total_records(rows as i64);
+        self.keep(
+            id,
+            Waiting {
+                tenants,
+                answer,
+                since: Instant::now(),
+            },
+        );
+        Ok(Response::new(info))
+    }
+
+    /// The text of prepared statement `handle`, if `tenants` made it (marked used).
+    fn prepared_query(&self, handle: &[u8], tenants: &[String]) -> Result<String, Status> {
+        let id = uuid::Uuid::from_slice(handle)
+            .map_err(|_| Status::invalid_argument("not a prepared statement of this server"))?;
+        let mut m = self.prepared.lock();
+        m.retain(|_, p| p.used.elapsed() < PREPARED_TTL);
+        match m.get_mut(&id) {
+            Some(p) if p.tenants != tenants => Err(Status::permission_denied(
+                "this prepared statement belongs to another tenant",
+            )),
+            Some(p) => {
+                p.used = Instant::now();
+                Ok(p.query.clone())
+            }
+            None => Err(Status::not_found(format!(
+                "no such prepared statement (closed, or unused for {}s)",
+                PREPARED_TTL.as_secs()
+            ))),
+        }
     }
 
     fn keep(&self, id: uuid::Uuid, w: Waiting) {
@@ -149,33 +230,81 @@ impl FlightSqlService for AllegroFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let tenants = self.tenants(&request)?;
-        let answer = self
+        self.answer(tenants, &query.query, request.into_inner())
+            .await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let tenants = self.tenants(&request)?;
+        // Planned now: a bad statement fails here, and the client learns its columns.
+        let schema = self
             .engine
-            .sql(&tenants, &query.query, HTTP_MAX_ROWS)
+            .sql_schema(&tenants, &query.query)
             .await
             .map_err(|e| status(e.into()))?;
+        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e| Status::internal(format!("encoding the schema: {e}")))?;
         let id = uuid::Uuid::new_v4();
-        let ticket = TicketStatementQuery {
-            statement_handle: id.as_bytes().to_vec().into(),
-        };
-        let rows: usize = answer.batches.iter().map(|b| b.num_rows()).sum();
-        let info = FlightInfo::new()
-            .try_with_schema(&answer.schema)
-            .map_err(|e| Status::internal(format!("encoding the schema: {e}")))?
-            .with_endpoint(
-                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
-            )
-            .with_descriptor(request.into_inner())
-            .with_total_records(rows as i64);
-        self.keep(
+        let mut m = self.prepared.lock();
+        m.retain(|_, p| p.used.elapsed() < PREPARED_TTL);
+        while m.len() >= MAX_PREPARED {
+            let Some(oldest) = m.iter().min_by_key(|(_, p)| p.used).map(|(k, _)| *k) else {
+                break;
+            };
+            m.remove(&oldest);
+        }
+        m.insert(
             id,
-            Waiting {
+            Prepared {
                 tenants,
-                answer,
-                since: Instant::now(),
+                query: query.query,
+                used: Instant::now(),
             },
         );
-        Ok(Response::new(info))
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: id.as_bytes().to_vec().into(),
+            dataset_schema,
+            // No parameters: an empty schema says so.
+            parameter_schema: Default::default(),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let tenants = self.tenants(&request)?;
+        let query = self.prepared_query(&cmd.prepared_statement_handle, &tenants)?;
+        self.answer(tenants, &query, request.into_inner()).await
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        _query: CommandPreparedStatementQuery,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        Err(Status::invalid_argument(
+            "prepared statements take no parameters here: write the values into the SQL text",
+        ))
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let tenants = self.tenants(&request)?;
+        self.prepared_query(&query.prepared_statement_handle, &tenants)?;
+        if let Ok(id) = uuid::Uuid::from_slice(&query.prepared_statement_handle) {
+            self.prepared.lock().remove(&id);
+        }
+        Ok(())
     }
 
     async fn do_get_statement(

@@ -820,3 +820,47 @@ fn receivers_follow_the_http_listen_address_unless_configured() {
         );
     }
 }
+
+/// The `allegro sql` shell at a terminal (a pseudo-terminal driven by
+/// `tests/python/sql_shell_pty.py`, Python's standard library): the up arrow recalls the last
+/// statement, and history outlives the session.
+#[test]
+fn the_sql_shell_edits_lines_and_keeps_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/sql_shell_pty.py");
+    let session = |lines: &[&str]| {
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg(env!("CARGO_BIN_EXE_allegro"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("sql")
+            .arg("--")
+            .args(lines)
+            .env("ALLEGRO_SQL_HISTORY", &history)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["screen"].as_str().unwrap_or_default().to_string()
+    };
+    // Typed as two lines, then recalled with the up arrow: the answer shows twice.
+    let screen = session(&["SELECT 'zebra' || '-'", "|| 'giraffe' AS x;", "<UP>", "\\q"]);
+    assert_eq!(screen.matches("zebra-giraffe").count(), 2, "{screen}");
+    let kept = std::fs::read_to_string(&history).unwrap();
+    assert!(
+        kept.contains("SELECT 'zebra' || '-' || 'giraffe' AS x;"),
+        "{kept}"
+    );
+    // A new session recalls it too.
+    let screen = session(&["<UP>", "\\q"]);
+    assert_eq!(screen.matches("zebra-giraffe").count(), 1, "{screen}");
+}

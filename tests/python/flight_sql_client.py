@@ -2,7 +2,11 @@
 DBeaver, pandas and Polars users connect), the tenant in the x-scope-orgid call header.
 
 Usage: flight_sql_client.py URI TENANT QUERY [QUERY ...]
-Prints one JSON object per query: {"columns": [...], "rows": [[...], ...]} or
+A query written `prepared:SQL` runs as a prepared statement (ADBC's adbc_prepare, then
+execute: CreatePreparedStatement, GetFlightInfo with the handle, DoGet, ClosePreparedStatement;
+what JDBC and so DBeaver do for every query).
+Prints one JSON object per query: {"columns": [...], "rows": [[...], ...]} (prepared ones also
+"prepared": true) or
 {"error": "..."}; then what a tool sees on connecting: {"vendor": ..., "read_only": ...,
 "tables": ["catalog.schema.table", ...]} (ADBC's get_info and get_objects, which call
 GetSqlInfo, GetCatalogs, GetDbSchemas and GetTables).
@@ -21,11 +25,17 @@ def main():
     with flight_sql.connect(uri, db_kwargs={header: tenant}) as conn:
         for q in queries:
             try:
+                out = {}
                 with conn.cursor() as cur:
+                    if q.startswith("prepared:"):
+                        q = q[len("prepared:"):]
+                        cur.adbc_prepare(q)
+                        out["prepared"] = True
                     cur.execute(q)
                     table = cur.fetch_arrow_table()
-                rows = [list(r.values()) for r in table.to_pylist()]
-                print(json.dumps({"columns": table.column_names, "rows": rows}, default=str))
+                out["columns"] = table.column_names
+                out["rows"] = [list(r.values()) for r in table.to_pylist()]
+                print(json.dumps(out, default=str))
             except Exception as e:  # the driver's error, for the test to check
                 print(json.dumps({"error": str(e)}))
             sys.stdout.flush()

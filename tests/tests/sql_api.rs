@@ -106,6 +106,7 @@ fn adbc_gets_the_rows_the_http_door_gives() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server_with_two_tenants(dir.path());
     let uri = format!("grpc://{}", srv.addrs.flight_sql.expect("Flight SQL is on"));
+    let prepared = format!("prepared:{Q}");
     let out = run_python(
         &python,
         "flight_sql_client.py",
@@ -115,17 +116,19 @@ fn adbc_gets_the_rows_the_http_door_gives() {
             Q,
             "SELECT count(*) AS n FROM traces",
             "DROP TABLE spans",
+            prepared.as_str(),
+            "prepared:SELECT nope FROM spans",
         ],
     );
     let answers: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(answers.len(), 4, "{out}");
+    assert_eq!(answers.len(), 6, "{out}");
     // What a tool sees on connecting: the server's name and the four tables.
-    assert_eq!(answers[3]["vendor"], "Allegro", "{out}");
+    assert_eq!(answers[5]["vendor"], "Allegro", "{out}");
     assert_eq!(
-        answers[3]["tables"],
+        answers[5]["tables"],
         serde_json::json!([
             "allegro.public.events",
             "allegro.public.links",
@@ -164,6 +167,12 @@ fn adbc_gets_the_rows_the_http_door_gives() {
     assert_eq!(answers[1]["rows"], serde_json::json!([[2]]), "{out}");
     let e = answers[2]["error"].as_str().unwrap_or_default();
     assert!(e.contains("read-only"), "{out}");
+    // A prepared statement (JDBC's way) answers what the plain one does; a bad one fails when
+    // prepared, with the planner's message.
+    assert_eq!(answers[3]["prepared"], true, "{out}");
+    assert_eq!(answers[3]["rows"], answers[0]["rows"], "{out}");
+    let e = answers[4]["error"].as_str().unwrap_or_default();
+    assert!(e.contains("nope"), "{out}");
 
     // The other tenant sees its own span.
     let out = run_python(

@@ -104,17 +104,29 @@ impl QueryEngine {
         Ok(ctx)
     }
 
-    async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
+    /// The columns `sql` would answer with over `tenants`' tables, from planning alone (Flight
+    /// SQL's prepared statements describe their result before running).
+    pub async fn sql_schema(&self, tenants: &[String], sql: &str) -> Result<SchemaRef> {
+        Ok(self.sql_frame(tenants, sql).await?.schema().inner().clone())
+    }
+
+    /// `sql` checked and planned over `tenants`' tables.
+    async fn sql_frame(
+        &self,
+        tenants: &[String],
+        sql: &str,
+    ) -> Result<datafusion::dataframe::DataFrame> {
         let (text, attrs) = rewrite::prepare(sql)?;
         let ctx = self.sql_session(tenants, &attrs).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let mut df = ctx
-            .sql_with_options(&text, options)
-            .await
-            .map_err(sql_err)?;
+        ctx.sql_with_options(&text, options).await.map_err(sql_err)
+    }
+
+    async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
+        let mut df = self.sql_frame(tenants, sql).await?;
         // One row past the limit tells a cut answer from one that just fits; EXPLAIN must stay
         // the plan's root.
         if !matches!(

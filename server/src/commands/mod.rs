@@ -9,6 +9,7 @@ pub mod metrics_cmd;
 pub mod query;
 pub mod serve;
 pub mod sql_cmd;
+pub mod sql_shell;
 pub mod traceql_cmd;
 
 use std::sync::Arc;

@@ -1,15 +1,17 @@
 //! `allegro sql`: SQL over the span tables on the data directory, no server needed. With a
 //! query it runs it; without one it reads statements from stdin, as an interactive shell when
 //! stdin is a terminal (`;` ends a statement, `\d` lists the tables, `\d NAME` a table's
-//! columns, `\q` quits; each answer says how long it took).
+//! columns, `\q` quits; each answer says how long it took; line editing and history come from
+//! [`super::sql_shell`]).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use allegro_engine::query::QueryEngine;
 
 use super::open_catalog;
+use super::sql_shell::{Input, Read};
 use crate::api::sql::{SqlFormat, encode};
 use crate::config::Config;
 use crate::tenant::SINGLE_TENANT;
@@ -96,45 +98,45 @@ pub async fn run(cfg: Config, a: SqlArgs) -> Result<ExitCode, String> {
     if shell {
         eprintln!("allegro sql: tables spans, traces, events, links; \\d lists them, \\q quits");
     }
+    let mut input = Input::open(shell);
     let mut failed = false;
     let mut pending = String::new();
-    let prompt = |pending: &str| {
-        if shell {
-            eprint!(
-                "{}",
-                if pending.is_empty() {
-                    "allegro> "
-                } else {
-                    "     ..> "
-                }
-            );
-        }
-    };
-    prompt(&pending);
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| e.to_string())?;
+    loop {
+        let prompt = match (shell, pending.is_empty()) {
+            (false, _) => "",
+            (true, true) => "allegro> ",
+            (true, false) => "     ..> ",
+        };
+        let line = match input.read(prompt)? {
+            Read::Line(line) => line,
+            Read::Cancel => {
+                pending.clear();
+                continue;
+            }
+            Read::End => break,
+        };
         let t = line.trim();
         if pending.is_empty() && (t == "\\q" || t == "exit" || t == "quit") {
             break;
         }
         if pending.is_empty() && t.starts_with('\\') {
+            input.remember(t);
             match meta(t) {
                 Some(q) => failed |= !run_one(&engine, &a, &q, shell).await?,
                 None => eprintln!("unknown command {t}: \\d, \\d NAME or \\q"),
             }
-            prompt(&pending);
             continue;
         }
         pending.push_str(&line);
         pending.push('\n');
         if t.ends_with(';') {
             let sql = pending.trim().trim_end_matches(';').to_string();
+            input.remember(pending.trim());
             pending.clear();
             if !sql.is_empty() {
                 failed |= !run_one(&engine, &a, &sql, shell).await?;
             }
         }
-        prompt(&pending);
     }
     if !pending.trim().is_empty() {
         failed |= !run_one(&engine, &a, pending.trim(), shell).await?;
