@@ -136,8 +136,12 @@ impl AllegroFlightSql {
         Ok(Response::new(info))
     }
 
-    /// The text of prepared statement `handle`, if `tenants` made it (marked used).
-    fn prepared_query(&self, handle: &[u8], tenants: &[String]) -> Result<String, Status> {
+    /// The ID and text of prepared statement `handle`, if `tenants` made it (marked used).
+    fn prepared_query(
+        &self,
+        handle: &[u8],
+        tenants: &[String],
+    ) -> Result<(uuid::Uuid, String), Status> {
         let id = uuid::Uuid::from_slice(handle)
             .map_err(|_| Status::invalid_argument("not a prepared statement of this server"))?;
         let mut m = self.prepared.lock();
@@ -148,7 +152,7 @@ impl AllegroFlightSql {
             )),
             Some(p) => {
                 p.used = Instant::now();
-                Ok(p.query.clone())
+                Ok((id, p.query.clone()))
             }
             None => Err(Status::not_found(format!(
                 "no such prepared statement (closed, or unused for {}s)",
@@ -161,16 +165,40 @@ impl AllegroFlightSql {
         let mut m = self.waiting.lock();
         m.retain(|_, w| w.since.elapsed() < ANSWER_TTL);
         let incoming = w.bytes();
-        while m.len() >= MAX_WAITING
-            || (!m.is_empty()
-                && m.values().map(Waiting::bytes).sum::<usize>() + incoming > MAX_WAITING_BYTES)
-        {
-            let Some(oldest) = m.iter().min_by_key(|(_, w)| w.since).map(|(k, _)| *k) else {
-                break;
-            };
-            m.remove(&oldest);
-        }
+        drop_oldest(
+            &mut m,
+            |w| w.since,
+            |m| {
+                m.len() >= MAX_WAITING
+                    || (!m.is_empty()
+                        && m.values().map(Waiting::bytes).sum::<usize>() + incoming
+                            > MAX_WAITING_BYTES)
+            },
+        );
         m.insert(id, w);
+    }
+
+    /// Keeps prepared statement `p` as `id`, the least recently used going past
+    /// [`MAX_PREPARED`].
+    fn keep_prepared(&self, id: uuid::Uuid, p: Prepared) {
+        let mut m = self.prepared.lock();
+        m.retain(|_, p| p.used.elapsed() < PREPARED_TTL);
+        drop_oldest(&mut m, |p| p.used, |m| m.len() >= MAX_PREPARED);
+        m.insert(id, p);
+    }
+}
+
+/// Removes the entry of `m` with the earliest `at` while `over(m)` holds.
+fn drop_oldest<V>(
+    m: &mut HashMap<uuid::Uuid, V>,
+    at: impl Fn(&V) -> Instant,
+    over: impl Fn(&HashMap<uuid::Uuid, V>) -> bool,
+) {
+    while over(m) {
+        let Some(oldest) = m.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| *k) else {
+            break;
+        };
+        m.remove(&oldest);
     }
 }
 
@@ -250,15 +278,7 @@ impl FlightSqlService for AllegroFlightSql {
             .try_into()
             .map_err(|e| Status::internal(format!("encoding the schema: {e}")))?;
         let id = uuid::Uuid::new_v4();
-        let mut m = self.prepared.lock();
-        m.retain(|_, p| p.used.elapsed() < PREPARED_TTL);
-        while m.len() >= MAX_PREPARED {
-            let Some(oldest) = m.iter().min_by_key(|(_, p)| p.used).map(|(k, _)| *k) else {
-                break;
-            };
-            m.remove(&oldest);
-        }
-        m.insert(
+        self.keep_prepared(
             id,
             Prepared {
                 tenants,
@@ -280,7 +300,7 @@ impl FlightSqlService for AllegroFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let tenants = self.tenants(&request)?;
-        let query = self.prepared_query(&cmd.prepared_statement_handle, &tenants)?;
+        let (_, query) = self.prepared_query(&cmd.prepared_statement_handle, &tenants)?;
         self.answer(tenants, &query, request.into_inner()).await
     }
 
@@ -300,10 +320,8 @@ impl FlightSqlService for AllegroFlightSql {
         request: Request<Action>,
     ) -> Result<(), Status> {
         let tenants = self.tenants(&request)?;
-        self.prepared_query(&query.prepared_statement_handle, &tenants)?;
-        if let Ok(id) = uuid::Uuid::from_slice(&query.prepared_statement_handle) {
-            self.prepared.lock().remove(&id);
-        }
+        let (id, _) = self.prepared_query(&query.prepared_statement_handle, &tenants)?;
+        self.prepared.lock().remove(&id);
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use allegro_udfs::id_bytes::decode_strict;
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result, ScalarValue};
@@ -97,7 +98,8 @@ fn on_bytes(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     else {
         return Ok(Transformed::no(e));
     };
-    let Some(bytes) = lowercase_hex(text) else {
+    // What `hex_id` can write: lowercase hex (the width is checked against the column below).
+    let Some(bytes) = decode_strict(text, 0) else {
         return Ok(Transformed::no(e));
     };
     let literal = match arg.get_type(schema)? {
@@ -112,14 +114,6 @@ fn on_bytes(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         op: Operator::Eq,
         right: Box::new(Expr::Literal(literal, None)),
     })))
-}
-
-/// The bytes of `s` when it is lowercase hex, as `hex_id` writes.
-fn lowercase_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    hex::decode(s).ok()
 }
 
 /// The rule, for a session.
