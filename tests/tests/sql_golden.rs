@@ -150,6 +150,30 @@ async fn explain(engine: &QueryEngine, sql: &str) -> String {
     out
 }
 
+/// Filters on the readable kind and status reach the Parquet scan as comparisons of the stored
+/// codes, which statistics answer, not as text built for every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_and_status_filters_reach_the_scan_as_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = shop_in_blocks(dir.path()).await;
+    let plan = explain(
+        &engine,
+        "SELECT count(*) FROM spans WHERE kind = 'server' AND status <> 'error'",
+    )
+    .await;
+    let scans: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains("DataSourceExec") && l.contains("predicate="))
+        .collect();
+    assert!(!scans.is_empty(), "no scan predicate in\n{plan}");
+    for scan in scans {
+        assert!(
+            scan.contains("kind@") && scan.contains("status_code@") && !scan.contains("CASE"),
+            "the scan should test the codes: {scan}"
+        );
+    }
+}
+
 /// A lookup by hex trace ID reaches the Parquet scan as a comparison of the stored bytes, which
 /// the blocks' statistics and blooms prune, and still means what the hex text means.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,6 +155,16 @@ impl BlocksTable {
     }
 }
 
+/// A table of blocks as one that reads its string columns as views (the Parquet decoder then
+/// points into pages instead of copying every value, as for `service_name` in the service
+/// breakdowns and SQL's group-bys); other tables as they are.
+pub fn string_views(table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    match BlocksTable::of(table.as_ref()) {
+        Some(blocks) => Arc::new(blocks.with_string_views()),
+        None => table,
+    }
+}
+
 /// `Utf8View` for `Utf8`, any other type as it is.
 pub fn string_view(t: &DataType) -> DataType {
     match t {

@@ -7,16 +7,22 @@
 //! no file-reading table functions, and the query runs under the tenant's query budget (memory
 //! pool, timeout, concurrency) like every other query.
 
+mod enum_literals;
 mod id_joins;
 mod id_literals;
 pub mod rewrite;
 mod tables;
 mod traceql_fn;
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::common::Column;
+use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 
 use crate::error::{EngineError, Result};
 use crate::query::{QueryEngine, df_err};
@@ -48,6 +54,50 @@ fn sql_err(e: DataFusionError) -> EngineError {
     }
 }
 
+/// `t` with every string (binary) view, nested ones too, as plain `Utf8` (`Binary`).
+fn plain(t: &DataType) -> DataType {
+    let field = |f: &FieldRef| Arc::new(f.as_ref().clone().with_data_type(plain(f.data_type())));
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(field).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `df` answering with plain strings where the session computed views: clients, catalogs and
+/// prepared statements see one stable type whatever the plan read (EXPLAIN as it is).
+fn plain_strings(df: DataFrame) -> Result<DataFrame> {
+    if matches!(
+        df.logical_plan(),
+        LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+    ) || df
+        .schema()
+        .fields()
+        .iter()
+        .all(|f| plain(f.data_type()) == *f.data_type())
+    {
+        return Ok(df);
+    }
+    let columns: Vec<Expr> = df
+        .schema()
+        .iter()
+        .map(|(q, f)| {
+            let c = Expr::Column(Column::new(q.cloned(), f.name()));
+            let t = plain(f.data_type());
+            if t == *f.data_type() {
+                c
+            } else {
+                cast(c, t).alias_qualified(q.cloned(), f.name())
+            }
+        })
+        .collect();
+    df.select(columns).map_err(sql_err)
+}
+
 impl QueryEngine {
     /// Runs one read-only SQL query over `tenants`' tables (several tenants: their spans
     /// together); at most `max_rows` rows come back.
@@ -67,7 +117,13 @@ impl QueryEngine {
         let mut out = Vec::new();
         for name in tables::TABLES {
             let t = ctx.table_provider(name).await.map_err(df_err)?;
-            out.push((name.to_string(), t.schema()));
+            let fields: Vec<Field> = t
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_data_type(plain(f.data_type())))
+                .collect();
+            out.push((name.to_string(), Arc::new(Schema::new(fields))));
         }
         Ok(out)
     }
@@ -92,11 +148,12 @@ impl QueryEngine {
         let ctx = self
             .session_with(|c| c.set_bool("datafusion.execution.parquet.pushdown_filters", false));
         ctx.add_optimizer_rule(id_literals::rule());
+        ctx.add_optimizer_rule(enum_literals::rule());
         ctx.add_optimizer_rule(id_joins::rule());
         tables::register(&ctx, &src, attrs).await?;
         ctx.register_udtf(
             "traceql",
-            std::sync::Arc::new(traceql_fn::TraceqlFunction {
+            Arc::new(traceql_fn::TraceqlFunction {
                 engine: self.clone(),
                 tenants: tenants.to_vec(),
             }),
@@ -111,18 +168,18 @@ impl QueryEngine {
     }
 
     /// `sql` checked and planned over `tenants`' tables.
-    async fn sql_frame(
-        &self,
-        tenants: &[String],
-        sql: &str,
-    ) -> Result<datafusion::dataframe::DataFrame> {
+    async fn sql_frame(&self, tenants: &[String], sql: &str) -> Result<DataFrame> {
         let (text, attrs) = rewrite::prepare(sql)?;
         let ctx = self.sql_session(tenants, &attrs).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        ctx.sql_with_options(&text, options).await.map_err(sql_err)
+        let df = ctx
+            .sql_with_options(&text, options)
+            .await
+            .map_err(sql_err)?;
+        plain_strings(df)
     }
 
     async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
@@ -131,8 +188,7 @@ impl QueryEngine {
         // the plan's root.
         if !matches!(
             df.logical_plan(),
-            datafusion::logical_expr::LogicalPlan::Explain(_)
-                | datafusion::logical_expr::LogicalPlan::Analyze(_)
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
         ) {
             df = df
                 .limit(0, Some(max_rows.saturating_add(1)))

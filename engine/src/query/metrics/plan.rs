@@ -34,7 +34,7 @@ use crate::block::trace_cuts::BUCKETS;
 use crate::error::Result;
 use crate::query::df_err;
 use crate::query::sources::Source;
-use crate::query::table::{BlocksTable, SAMPLE_WEIGHT};
+use crate::query::table::{BlocksTable, SAMPLE_WEIGHT, string_views};
 use crate::query::translate::{Translator, Typed, case_when};
 use crate::schema::col as c;
 
@@ -257,16 +257,6 @@ pub(crate) fn scan_in_range(
             .map_err(df_err),
         (Some(inner), None) => scan(Arc::new(inner), filter),
         _ => scan(table, in_range),
-    }
-}
-
-/// A table of blocks as one that reads its string columns as views (the Parquet decoder then
-/// points into pages instead of copying every value, as for `service_name` in the service
-/// breakdowns); other tables as they are.
-fn string_views(table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
-    match BlocksTable::of(table.as_ref()) {
-        Some(blocks) => Arc::new(blocks.with_string_views()),
-        None => table,
     }
 }
 
