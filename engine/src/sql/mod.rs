@@ -145,8 +145,22 @@ impl QueryEngine {
         // runs of one or two): decoding whole pages and filtering them after costs less than
         // the decoder's row selection, which took 20% of such a query (perf, `allegro-bench
         // sql`). Row groups and pages are still pruned by the same predicates.
-        let ctx = self
-            .session_with(|c| c.set_bool("datafusion.execution.parquet.pushdown_filters", false));
+        //
+        // A join builds one hash table for all partitions when its smaller side is under 32 MiB
+        // (DataFusion's default: 1 MiB): otherwise both sides are hash-partitioned first, and
+        // for `traceql(…) JOIN spans` (42k matches, 2.3 MB) that shuffled all 10M spans, half
+        // the query's time.
+        let ctx = self.session_with(|c| {
+            c.set_bool("datafusion.execution.parquet.pushdown_filters", false)
+                .set_usize(
+                    "datafusion.optimizer.hash_join_single_partition_threshold",
+                    32 << 20,
+                )
+                .set_usize(
+                    "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+                    1 << 20,
+                )
+        });
         ctx.add_optimizer_rule(id_literals::rule());
         ctx.add_optimizer_rule(enum_literals::rule());
         ctx.add_optimizer_rule(id_joins::rule());

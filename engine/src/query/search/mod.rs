@@ -98,6 +98,8 @@ struct Job<'a> {
     spss: usize,
     /// Which of the query's tenants.
     tenant: usize,
+    /// Every match is wanted (no limit, so no block is skipped): see [`QueryEngine::search_session`].
+    every: bool,
 }
 
 /// The jobs of `src`: its blocks, and its head when it has one.
@@ -160,9 +162,16 @@ fn reads_nothing(plan: &Arc<dyn ExecutionPlan>) -> bool {
 impl QueryEngine {
     /// A session whose file scans stay one partition per block: no splitting of files, no
     /// round-robin repartitioning, and no stealing of another partition's unopened files.
-    fn search_session(&self) -> SessionContext {
+    ///
+    /// A search filters rows inside the Parquet decoder (row selection), which pays when few
+    /// rows match and the limit stops the reading early. When `every` match is wanted, every
+    /// block is read whole anyway and decoding whole pages and filtering after is cheaper:
+    /// `traceql('{ resource.service.name = "api-gateway" } >> { status = error }')` over 10M
+    /// spans took 615 ms with row selection, 425 ms without (`allegro-bench sql --query`).
+    fn search_session(&self, every: bool) -> SessionContext {
         self.session_with(|c: SessionConfig| {
-            c.set_bool("datafusion.optimizer.repartition_file_scans", false)
+            c.set_bool("datafusion.execution.parquet.pushdown_filters", !every)
+                .set_bool("datafusion.optimizer.repartition_file_scans", false)
                 .set_bool("datafusion.optimizer.enable_round_robin_repartition", false)
                 .set_bool(
                     "datafusion.execution.enable_file_stream_work_stealing",
@@ -219,7 +228,7 @@ impl QueryEngine {
 
     async fn explain_now(&self, tenant: &str, req: &SearchRequest) -> Result<Explained> {
         let compiled = plan::compile_search(&req.query)?;
-        let ctx = self.search_session();
+        let ctx = self.search_session(false);
         let src = self.sources(tenant, req.range).await?;
         if src.tables.is_empty() {
             return Ok(Explained {
@@ -351,6 +360,7 @@ impl QueryEngine {
                 range: req.range,
                 spss: req.spss,
                 tenant: t,
+                every: false,
             };
             self.newest_first(src, &at, &newest, &mut metrics, progress.as_deref_mut())
                 .await?;
@@ -395,6 +405,7 @@ impl QueryEngine {
             range,
             spss: 0,
             tenant: 0,
+            every: true,
         };
         self.newest_first(&src, &at, &all, cost, None).await?;
         let found = std::mem::replace(&mut *all.lock(), Newest::new(1)).into_sorted();
@@ -481,7 +492,7 @@ impl QueryEngine {
             return Ok(());
         }
         let (c, range, tenant) = (at.c, at.range, at.tenant);
-        let ctx = self.search_session();
+        let ctx = self.search_session(at.every);
         let inputs = self.inputs(&ctx, src, c, range).await?;
         let split = split_traces::split_traces(&self.catalog, src).await?;
         let task: Arc<TaskContext> = ctx.task_ctx();
