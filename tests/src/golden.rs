@@ -142,7 +142,8 @@ pub fn labels_text(labels: &[opentelemetry_proto::tonic::common::v1::KeyValue]) 
             let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
                 Some(Value::StringValue(s)) => format!("{s:?}"),
                 Some(Value::IntValue(i)) => i.to_string(),
-                Some(Value::DoubleValue(d)) => d.to_string(),
+                // `256.0`, not `256`: a double label must not pass for an int one.
+                Some(Value::DoubleValue(d)) => format!("{d:?}"),
                 Some(Value::BoolValue(b)) => b.to_string(),
                 other => format!("{other:?}"),
             };

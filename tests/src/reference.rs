@@ -708,7 +708,7 @@ fn label_text(v: &V) -> String {
     match v {
         V::Str(s) => format!("{s:?}"),
         V::Int(i) => i.to_string(),
-        V::Float(f) => f.to_string(),
+        V::Float(f) => format!("{f:?}"),
         V::Bool(b) => b.to_string(),
         V::Status(s) => format!("{:?}", ["error", "ok", "unset"][*s as usize]),
         V::Kind(k) => format!(
@@ -876,11 +876,8 @@ pub fn metrics(
                         l.clear();
                     }
                     if matches!(mq.function, MetricsFn::HistogramOverTime(_)) {
-                        let label = if secs {
-                            bound.to_string()
-                        } else {
-                            b.to_string()
-                        };
+                        // A double either way (seconds, or the int bound), as Tempo labels it.
+                        let label = format!("{bound:?}");
                         cells
                             .entry((l, Some(label)))
                             .or_insert_with(|| vec![Vec::new(); n])[at]

@@ -307,10 +307,11 @@ pub fn finish(
                 let mut labels = group_labels(st, &keys, false);
                 labels.push((
                     "__bucket".into(),
+                    // A double for int attributes too, as Tempo labels them.
                     if duration {
                         LabelValue::Float(b as f64 / 1e9)
                     } else {
-                        LabelValue::Int(b)
+                        LabelValue::Float(b as f64)
                     },
                 ));
                 let ex = picker.pick(

@@ -141,7 +141,8 @@ pub fn log2_quantile(p: f64, buckets: &[(f64, f64)]) -> f64 {
 }
 
 /// `topk(n)` (`top = true`) or `bottomk(n)`: at each timestamp keep the n highest (lowest)
-/// series, ties by label key; other points become NaN; emptied series go.
+/// series, among equal values the later label key first (as Tempo); other points become NaN;
+/// emptied series go.
 // Indexing by interval reads across every series at once, which an iterator cannot.
 #[allow(clippy::needless_range_loop)]
 pub fn top_bottom(set: SeriesSet, n: usize, top: bool, intervals: usize) -> SeriesSet {
@@ -153,8 +154,9 @@ pub fn top_bottom(set: SeriesSet, n: usize, top: bool, intervals: usize) -> Seri
             .enumerate()
             .filter_map(|(j, s)| s.values.get(i).map(|v| (j, *v)))
             .filter(|(_, v)| !v.is_nan())
+            .rev()
             .collect();
-        // Stable sort on value keeps label-key order among ties.
+        // Stable sort on value keeps the reversed label-key order among ties.
         at.sort_by(|a, b| {
             let o = a.1.total_cmp(&b.1);
             if top { o.reverse() } else { o }
@@ -365,6 +367,18 @@ mod tests {
         // a is lowest at t0, c at t1 and t2; b never.
         let names: Vec<String> = bottom.values().map(|s| s.labels[0].1.text()).collect();
         assert_eq!(names, ["a", "c"]);
+    }
+
+    #[test]
+    fn ties_keep_the_later_label_as_tempo_does() {
+        let mut set = SeriesSet::new();
+        insert(&mut set, series("a", &[1.0]));
+        insert(&mut set, series("b", &[1.0]));
+        insert(&mut set, series("c", &[0.0]));
+        let names =
+            |s: SeriesSet| -> Vec<String> { s.values().map(|s| s.labels[0].1.text()).collect() };
+        assert_eq!(names(top_bottom(set.clone(), 1, true, 1)), ["b"]);
+        assert_eq!(names(top_bottom(set.clone(), 2, false, 1)), ["b", "c"]);
     }
 
     #[test]
