@@ -190,11 +190,8 @@ impl Ctx<'_> {
                     Scope::Instrumentation => inst(),
                     Scope::Event => event(),
                     Scope::Link => link(),
-                    Scope::None => span()
-                        .or_else(res)
-                        .or_else(event)
-                        .or_else(link)
-                        .or_else(inst),
+                    // Tempo 3.0: span, then resource; never events, links or the scope.
+                    Scope::None => span().or_else(res),
                 }
                 .unwrap_or(V::Nil)
             }

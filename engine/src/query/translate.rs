@@ -416,8 +416,10 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// An attribute, looked up as Tempo does: scoped in its scope; unscoped in the span, then
-    /// the resource, then the instrumentation scope (the first that has the key wins).
+    /// An attribute, looked up as Tempo 3.0 does: scoped in its scope; unscoped in the span,
+    /// then the resource (the first that has the key wins). Events, links and the
+    /// instrumentation scope are never read for an unscoped name: Tempo 3.0 does not (older
+    /// block formats did), and Grafana's query builder and saved queries assume it.
     pub fn attribute(&self, a: &Attribute) -> Result<Typed> {
         if a.parent {
             return Err(not_supported(format!("parent attributes ({a})")));
@@ -432,9 +434,6 @@ impl<'a> Translator<'a> {
                 let order: Vec<Typed> = [
                     self.scoped(AttrScope::Span, &a.name),
                     self.scoped(AttrScope::Resource, &a.name),
-                    self.events_or_links(c::EVENTS, "event_attr", "event", &a.name),
-                    self.events_or_links(c::LINKS, "link_attr", "link", &a.name),
-                    self.scoped(AttrScope::Instrumentation, &a.name),
                 ]
                 .into_iter()
                 .filter(|t| !t.is_empty())

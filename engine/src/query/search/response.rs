@@ -357,7 +357,7 @@ fn shown<'a>(spans: &'a [Summary], sets: &[FoundSet], spss: usize) -> Vec<Vec<&'
 fn reads_events_or_links(f: &FieldRef) -> bool {
     match f {
         FieldRef::Intrinsic(i) => matches!(i, Intrinsic::EventName),
-        FieldRef::Attribute(a) => matches!(a.scope, Scope::Event | Scope::Link | Scope::None),
+        FieldRef::Attribute(a) => matches!(a.scope, Scope::Event | Scope::Link),
     }
 }
 
@@ -473,15 +473,8 @@ fn field_attr(f: &FieldRef, r: &RowSpan) -> Option<KeyValue> {
                     .map(|e| e.attributes.as_slice())
                     .collect(),
                 Scope::Link => span.links.iter().map(|l| l.attributes.as_slice()).collect(),
-                Scope::None => {
-                    let mut v: Vec<&[KeyValue]> = vec![
-                        &span.attributes,
-                        &r.resource.attributes,
-                        &r.scope.attributes,
-                    ];
-                    v.extend(span.events.iter().map(|e| e.attributes.as_slice()));
-                    v
-                }
+                // Span, then resource: what an unscoped name matches (see `Translator::attribute`).
+                Scope::None => vec![&span.attributes, &r.resource.attributes],
             };
             scoped
                 .into_iter()
