@@ -21,7 +21,9 @@
 //! expect one line per series: `{labels}: <offset>=<value> ...`.
 //!
 //! A `query` lists every matching trace (by name, sorted) with its spansets; spans of a spanset
-//! are space-separated and sorted, spansets are separated by ` | ` and sorted. No lines means
+//! are space-separated and sorted, then the spanset's attributes if it has any (`by()`
+//! groups, aggregates: `{by(kind)="client", count()=2}`); spansets are separated by ` | ` and
+//! sorted. No lines means
 //! no trace matches. An `error` case expects the query to fail with a message containing the
 //! text after `----`.
 
@@ -122,12 +124,25 @@ pub fn parse(text: &str) -> Result<GoldenFile, String> {
     Ok(out)
 }
 
-/// Formats one trace's spansets as a result line: `t1: A B | C`.
-pub fn result_line(trace: &str, mut spansets: Vec<Vec<String>>) -> String {
-    for s in &mut spansets {
-        s.sort();
-    }
-    let mut sets: Vec<String> = spansets.into_iter().map(|s| s.join(" ")).collect();
+/// Formats one trace's spansets as a result line: `t1: A B | C`, each spanset followed by its
+/// attributes when it has any (`t1: A B C D {count()=4}`, as [`labels_text`] writes them).
+pub fn result_line(
+    trace: &str,
+    spansets: Vec<(
+        Vec<String>,
+        Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+    )>,
+) -> String {
+    let mut sets: Vec<String> = spansets
+        .into_iter()
+        .map(|(mut spans, attrs)| {
+            spans.sort();
+            match attrs.is_empty() {
+                true => spans.join(" "),
+                false => format!("{} {}", spans.join(" "), labels_text(&attrs)),
+            }
+        })
+        .collect();
     sets.sort();
     format!("{trace}: {}", sets.join(" | "))
 }

@@ -37,14 +37,16 @@ async fn run(engine: &QueryEngine, ds: &Dataset, query: &str) -> Result<Vec<Stri
                 .iter()
                 .map(|s| {
                     assert_eq!(s.matched as usize, s.spans.len(), "spss must not cut here");
-                    s.spans
+                    let spans = s
+                        .spans
                         .iter()
                         .map(|sp| {
                             ds.span_name(name, &sp.span_id)
                                 .expect("unknown span")
                                 .to_string()
                         })
-                        .collect()
+                        .collect();
+                    (spans, s.attributes.clone())
                 })
                 .collect();
             result_line(name, sets)

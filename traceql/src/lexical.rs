@@ -202,6 +202,47 @@ fn split_duration(text: &str) -> Result<Vec<Part<'_>>, String> {
     Ok(parts)
 }
 
+/// Nanoseconds as Go's `time.Duration.String()` writes them (`1.5s`, `100ms`, `1m30s`,
+/// `1h0m0s`, `2.5µs`, `0s`): how Tempo shows a duration value in an answer.
+pub fn go_duration(ns: i64) -> String {
+    let u = ns.unsigned_abs();
+    // The integer part of u / 10^prec and its fraction as ".ddd", trailing zeros dropped.
+    let frac = |v: u64, prec: u32| -> (u64, String) {
+        let p = 10u64.pow(prec);
+        match v % p {
+            0 => (v / p, String::new()),
+            f => {
+                let digits = format!("{f:0width$}", width = prec as usize);
+                (v / p, format!(".{}", digits.trim_end_matches('0')))
+            }
+        }
+    };
+    let body = if u < S as u64 {
+        match u {
+            0 => "0s".to_string(),
+            u if u < US as u64 => format!("{u}ns"),
+            u if u < MS as u64 => {
+                let (i, f) = frac(u, 3);
+                format!("{i}{f}µs")
+            }
+            u => {
+                let (i, f) = frac(u, 6);
+                format!("{i}{f}ms")
+            }
+        }
+    } else {
+        let (secs, f) = frac(u, 9);
+        let (s, minutes) = (secs % 60, secs / 60);
+        let (m, h) = (minutes % 60, minutes / 60);
+        match (h, minutes) {
+            (_, 0) => format!("{s}{f}s"),
+            (0, _) => format!("{m}m{s}{f}s"),
+            _ => format!("{h}h{m}m{s}{f}s"),
+        }
+    };
+    if ns < 0 { format!("-{body}") } else { body }
+}
+
 /// Formats nanoseconds as the shortest Go-compatible duration (`1h30m`, `1s500ms`, `0s`), which
 /// both Tempo and Allegro read back.
 pub fn format_duration(ns: i64) -> String {
@@ -234,6 +275,24 @@ pub fn format_duration(ns: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_duration_strings_as_go_writes_them() {
+        for (ns, want) in [
+            (0, "0s"),
+            (42, "42ns"),
+            (1_500, "1.5µs"),
+            (100_000_000, "100ms"),
+            (1_234_567, "1.234567ms"),
+            (1_500_000_000, "1.5s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (3_723_000_000_001, "1h2m3.000000001s"),
+            (-1_500_000_000, "-1.5s"),
+        ] {
+            assert_eq!(go_duration(ns), want, "{ns}");
+        }
+    }
 
     #[test]
     fn go_escapes() {

@@ -24,6 +24,7 @@ mod validate;
 
 pub use ast::Query;
 pub use error::{Error, ErrorKind};
+pub use lexical::go_duration;
 pub use parser::{Rule, parse_tree};
 pub use rewrite::{RewriteOptions, rewrite};
 pub use validate::{

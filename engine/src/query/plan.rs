@@ -17,7 +17,7 @@ use allegro_traceql::ast::{
     Aggregate, AggregateOp, BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, Pipeline, Query,
     QueryBody, ScalarExpr, ScalarFilter, SpansetExpr, SpansetOp, Stage, Static,
 };
-use allegro_traceql::{Error as QlError, ErrorKind};
+use allegro_traceql::{Error as QlError, ErrorKind, Type};
 use allegro_udfs::spansets::program::{self as prog, Program};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
@@ -264,7 +264,20 @@ impl Compiler<'_> {
                 Some(self.out.values.len() - 1)
             }
         };
-        Ok(prog::Scalar::Agg { op, value })
+        let ty = match a.type_of() {
+            Type::Duration => prog::AggType::Duration,
+            Type::Int => prog::AggType::Int,
+            Type::Float => prog::AggType::Float,
+            _ => prog::AggType::Attribute,
+        };
+        Ok(prog::Scalar::Agg {
+            op,
+            value,
+            shown: prog::AggShown {
+                label: a.to_string(),
+                ty,
+            },
+        })
     }
 }
 

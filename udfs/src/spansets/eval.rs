@@ -130,9 +130,18 @@ impl Eval<'_> {
                 }
                 Stage::Scalar(f) => sets
                     .into_iter()
-                    .filter(|s| match (self.scalar(&f.lhs, s), self.scalar(&f.rhs, s)) {
-                        (Some(a), Some(b)) => f.op.holds(a, b),
-                        _ => false,
+                    .filter_map(|mut s| {
+                        let a = self.scalar(&f.lhs, &s)?;
+                        if !f.op.holds(a, self.scalar(&f.rhs, &s)?) {
+                            return None;
+                        }
+                        // An aggregate compared with a number joins the spanset's attributes,
+                        // as Tempo's `count() > 2` shows `count()`.
+                        if let (Scalar::Agg { op, shown, .. }, Scalar::Num(_)) = (&f.lhs, &f.rhs) {
+                            let value = shown.key(*op, a);
+                            merge_attrs(&mut s.attrs, vec![(shown.label.clone(), Some(value))]);
+                        }
+                        Some(s)
                     })
                     .collect(),
                 Stage::By { key, label } => self.by(sets, *key, label),
@@ -275,7 +284,7 @@ impl Eval<'_> {
             Scalar::Bin { op, lhs, rhs } => {
                 Some(op.apply(self.scalar(lhs, set)?, self.scalar(rhs, set)?))
             }
-            Scalar::Agg { op, value } => {
+            Scalar::Agg { op, value, .. } => {
                 if *op == AggOp::Count {
                     return Some(set.spans.len() as f64);
                 }
@@ -507,6 +516,10 @@ mod tests {
                 lhs: Scalar::Agg {
                     op: AggOp::Count,
                     value: None,
+                    shown: AggShown {
+                        label: "count()".into(),
+                        ty: AggType::Int,
+                    },
                 },
                 rhs: Scalar::Num(n),
             })
@@ -519,11 +532,27 @@ mod tests {
             lhs: Scalar::Agg {
                 op: AggOp::Avg,
                 value: Some(0),
+                shown: AggShown {
+                    label: "avg(.w)".into(),
+                    ty: AggType::Attribute,
+                },
             },
             rhs: Scalar::Num(3.0),
         });
         let sets = run_stages(vec![every.clone(), by.clone(), avg_gt]);
         assert_eq!(names(&rows, &sets), ["AC"]);
+        assert_eq!(
+            sets[0].attrs,
+            [
+                ("by(.k)".to_string(), Some("s:y".to_string())),
+                ("avg(.w)".to_string(), Some("f:4".to_string()))
+            ]
+        );
+        let counted = run_stages(vec![every.clone(), count_gt(3.0)]);
+        assert_eq!(
+            counted[0].attrs,
+            [("count()".to_string(), Some("i:4".to_string()))]
+        );
         let sets = run_stages(vec![every, by, Stage::Coalesce]);
         assert_eq!(names(&rows, &sets), ["ABCD"]);
     }

@@ -184,6 +184,8 @@ pub enum Scalar {
         op: AggOp,
         /// Value argument index.
         value: Option<usize>,
+        /// How the spanset's attributes show it (Tempo names it as written: `avg(duration)`).
+        shown: AggShown,
     },
     /// `lhs OP rhs`.
     Bin {
@@ -194,6 +196,43 @@ pub enum Scalar {
         /// Right operand.
         rhs: Box<Scalar>,
     },
+}
+
+/// An aggregate as a spanset attribute: its name and the type Tempo gives its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggShown {
+    /// The aggregate as written canonically (`count()`, `max(span.http.status_code)`).
+    pub label: String,
+    /// The value's type.
+    pub ty: AggType,
+}
+
+impl AggShown {
+    /// The value of aggregate `op` as a spanset attribute key (`i:3`, `f:2.5`, `d:<ns>`):
+    /// Tempo averages durations with integer division and numbers into a float.
+    pub fn key(&self, op: AggOp, value: f64) -> String {
+        let whole = value.fract() == 0.0 && value.abs() < 9.0e15;
+        match (self.ty, op) {
+            (AggType::Duration, _) => format!("d:{}", value.trunc() as i64),
+            (_, AggOp::Avg) | (AggType::Float, _) => format!("f:{value}"),
+            (AggType::Attribute, _) if !whole => format!("f:{value}"),
+            _ => format!("i:{}", value as i64),
+        }
+    }
+}
+
+/// The type of an aggregate's value (Tempo's: `count()` an int, a duration's aggregates
+/// durations, `avg` of numbers a float, `min`/`max`/`sum` their argument's type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AggType {
+    /// An integer (`count()`, an int intrinsic).
+    Int,
+    /// A float.
+    Float,
+    /// A duration in nanoseconds.
+    Duration,
+    /// An attribute, typed at run time: an int when every value is whole, else a float.
+    Attribute,
 }
 
 /// Pipeline aggregates.

@@ -7,7 +7,6 @@ use allegro_udfs::spansets::key::{KeyType, decode};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 use super::grid::Grid;
-use crate::query::tags::format_duration;
 
 /// A typed label value (Tempo's `Static` as an OTLP `AnyValue`).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +40,7 @@ impl LabelValue {
             KeyType::Bool => LabelValue::Bool(v == "true"),
             KeyType::Duration => v.parse::<i64>().map_or_else(
                 |_| LabelValue::Str(v.into()),
-                |ns| LabelValue::Str(format_duration(ns)),
+                |ns| LabelValue::Str(allegro_traceql::go_duration(ns)),
             ),
         }
     }

@@ -490,7 +490,11 @@ fn key_value(label: &str, key: Option<&str>) -> KeyValue {
         Some((t, v)) => Some(AnyValue {
             value: Some(match t {
                 KeyType::Str | KeyType::Status | KeyType::Kind => Value::StringValue(v.to_string()),
-                KeyType::Int | KeyType::Duration => Value::IntValue(v.parse().unwrap_or_default()),
+                KeyType::Int => Value::IntValue(v.parse().unwrap_or_default()),
+                // Tempo shows duration values as Go writes them (`1.5s`).
+                KeyType::Duration => {
+                    Value::StringValue(allegro_traceql::go_duration(v.parse().unwrap_or_default()))
+                }
                 KeyType::Float => Value::DoubleValue(v.parse().unwrap_or_default()),
                 KeyType::Bool => Value::BoolValue(v == "true"),
             }),
