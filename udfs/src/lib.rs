@@ -10,6 +10,7 @@ pub mod metrics_group;
 pub mod nested_set;
 pub mod spansets;
 pub mod traceql_match;
+pub mod traceql_values;
 
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
@@ -23,6 +24,7 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
         .map(|r| ScalarUDF::from(NestedSetPredicate::new(r)))
         .chain([
             ScalarUDF::from(traceql_match::TraceqlMatch::default()),
+            ScalarUDF::from(traceql_values::TraceqlValues::default()),
             ScalarUDF::from(log2_bucket::Log2Bucket::default()),
             ScalarUDF::from(metrics_group::MetricsGroup::default()),
             ScalarUDF::from(hex_id::HexId::default()),

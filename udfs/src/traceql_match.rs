@@ -46,7 +46,7 @@ impl Default for TraceqlMatch {
 
 /// A value found in an event, link or array.
 #[derive(Debug, Clone, PartialEq)]
-enum Val<'a> {
+pub(crate) enum Val<'a> {
     Str(&'a str),
     Int(i64),
     Float(f64),
@@ -137,7 +137,8 @@ fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
 }
 
 /// Decodes an OTLP `AnyValue`: scalars, or (one level of) an array of them.
-fn any_value(b: &[u8], out: &mut Vec<Val<'static>>, depth: u8) -> Option<()> {
+/// The values of a protobuf `AnyValue` (an array's elements, one level deep) into `out`.
+pub(crate) fn any_value(b: &[u8], out: &mut Vec<Val<'static>>, depth: u8) -> Option<()> {
     let mut at = 0;
     while at < b.len() {
         let tag = varint(b, &mut at)?;
@@ -199,7 +200,7 @@ fn map_lookup<'a>(m: &'a MapArray, row: usize, key: &str) -> Option<(usize, &'a 
 }
 
 /// The values of `key` in element `e` of a struct of overflow maps (events, links).
-fn struct_attr<'a>(s: &'a StructArray, e: usize, key: &str, out: &mut Vec<Val<'a>>) {
+pub(crate) fn struct_attr<'a>(s: &'a StructArray, e: usize, key: &str, out: &mut Vec<Val<'a>>) {
     for (name, ty) in [
         ("attrs_str", 0),
         ("attrs_int", 1),
@@ -249,7 +250,8 @@ fn struct_attr<'a>(s: &'a StructArray, e: usize, key: &str, out: &mut Vec<Val<'a
     }
 }
 
-fn literal_text(v: &ColumnarValue, what: &str) -> Result<String> {
+/// A string literal argument of a call.
+pub(crate) fn literal_text(v: &ColumnarValue, what: &str) -> Result<String> {
     match v {
         ColumnarValue::Scalar(ScalarValue::Utf8(Some(s))) => Ok(s.clone()),
         _ => plan_err!("{NAME}: {what} must be a string literal"),

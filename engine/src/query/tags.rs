@@ -15,10 +15,12 @@ use std::sync::Arc;
 use allegro_traceql::ast::{
     BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, QueryBody, Scope, SpansetExpr, Stage,
 };
+use allegro_udfs::spansets::key::KeyType;
+use arrow::array::AsArray;
 use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow::util::display::ArrayFormatter;
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, col, lit};
 
 use super::plan::Range;
 use super::sources::Source;
@@ -248,8 +250,10 @@ impl QueryEngine {
                 let key = |b: &BlockMeta| (b.block_id, field.to_string());
                 let mut unknown = Vec::new();
                 let mut wide = BTreeSet::new();
+                // meta.json records scalar values only: a key that may hold arrays is read.
+                let arrays = typed.multi.iter().any(|m| m.kind == "array");
                 for b in blocks.blocks() {
-                    if let Some(v) = recorded(b, field)? {
+                    if let Some(v) = recorded(b, field)?.filter(|_| !arrays) {
                         out.extend(v);
                         continue;
                     }
@@ -351,8 +355,75 @@ impl QueryEngine {
                 }
             }
         }
+        // Values a span holds several of, one by one: every event's (link's) value, every
+        // element of an array, typed (Tempo lists them so).
+        for m in typed.multi.iter().filter(|m| LISTED.contains(&m.kind)) {
+            let udf = ScalarUDF::from(allegro_udfs::traceql_values::TraceqlValues::default());
+            let values = udf
+                .call(vec![m.source.clone(), lit(m.kind), lit(m.key.as_str())])
+                .alias("v");
+            let mut f = m.guard.clone().unwrap_or(lit(true));
+            if let Some(c) = &filter {
+                f = f.and(c.clone());
+            }
+            if let Some(t) = super::plan::time_filter(range) {
+                f = f.and(t);
+            }
+            let plan = LogicalPlanBuilder::scan("spans", provider_as_source(table.clone()), None)
+                .and_then(|b| b.filter(f))
+                .and_then(|b| b.project(vec![values]))
+                .and_then(|b| b.unnest_column("v"))
+                .and_then(|b| b.filter(col("v").is_not_null()))
+                .and_then(|b| b.distinct())
+                .and_then(|b| b.limit(0, Some(limit)))
+                .and_then(|b| b.build())
+                .map_err(df_err)?;
+            let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+            let (batches, read) = collect_counted(ctx, df).await?;
+            bytes += read;
+            for b in &batches {
+                let keys = b.column(0).as_string::<i32>();
+                for k in keys.iter().flatten() {
+                    if let Some(v) = typed_value(k)? {
+                        out.push(v);
+                    }
+                }
+            }
+        }
         Ok((out, bytes))
     }
+}
+
+/// The multi-valued sources whose values tag values list ([`super::translate::Multi::kind`]).
+const LISTED: [&str; 4] = ["event_attr", "link_attr", "event_name", "array"];
+
+/// A typed key from `traceql_values` (`i:7`) as a tag value, rendered as a column's would be.
+fn typed_value(key: &str) -> Result<Option<TagValue>> {
+    let Some((t, v)) = allegro_udfs::spansets::key::decode(key) else {
+        return Ok(None);
+    };
+    let (kind, a): (&'static str, ArrayRef) = match t {
+        KeyType::Str => {
+            return Ok(Some(TagValue {
+                kind: "string",
+                value: v.to_string(),
+            }));
+        }
+        KeyType::Int => (
+            "int",
+            Arc::new(Int64Array::from(vec![v.parse::<i64>().ok()])),
+        ),
+        KeyType::Float => (
+            "float",
+            Arc::new(Float64Array::from(vec![v.parse::<f64>().ok()])),
+        ),
+        KeyType::Bool => ("bool", Arc::new(BooleanArray::from(vec![v == "true"]))),
+        _ => return Ok(None),
+    };
+    Ok(render(&a, kind)?
+        .into_iter()
+        .next()
+        .map(|value| TagValue { kind, value }))
 }
 
 /// One block's distinct values of one attribute; `None` when it holds more than [`BLOCK_VALUES`].
