@@ -172,17 +172,25 @@ impl Ctx<'_> {
                 let span = || lookup(&s.span.attributes, &a.name);
                 let res = || lookup(&s.resource.attributes, &a.name);
                 let inst = || lookup(&s.scope.attributes, &a.name);
+                // Every event's (link's) value: a comparison holds when any does.
+                let several = |vs: Vec<V>| (!vs.is_empty()).then_some(V::Any(vs));
                 let event = || {
-                    s.span
-                        .events
-                        .iter()
-                        .find_map(|e| lookup(&e.attributes, &a.name))
+                    several(
+                        s.span
+                            .events
+                            .iter()
+                            .filter_map(|e| lookup(&e.attributes, &a.name))
+                            .collect(),
+                    )
                 };
                 let link = || {
-                    s.span
-                        .links
-                        .iter()
-                        .find_map(|l| lookup(&l.attributes, &a.name))
+                    several(
+                        s.span
+                            .links
+                            .iter()
+                            .filter_map(|l| lookup(&l.attributes, &a.name))
+                            .collect(),
+                    )
                 };
                 match a.scope {
                     Scope::Span => span(),
@@ -838,67 +846,89 @@ pub fn metrics(
         let run = Run { c: Ctx { t } };
         for (i, _, at) in selected(&run, &mq.pipeline, (lo, hi, step))? {
             let w = weight(t, i);
-            let mut labels: Vec<(String, String)> = mq
-                .by
-                .iter()
-                .filter_map(|f| {
-                    let v = run.c.field(i, f);
-                    (!nil(&v)).then(|| (f.to_string(), label_text(&v)))
-                })
-                .collect();
-            if labels.is_empty() {
-                labels.push(match mq.by.first() {
-                    Some(f) => (f.to_string(), "\"nil\"".into()),
-                    None => ("__name__".into(), format!("{:?}", mq.function.name())),
-                });
+            // One label set per combination of values: a field a span holds several of
+            // (events, links, array elements) puts the span in each distinct value's series.
+            let mut sets: Vec<Vec<(String, String)>> = vec![Vec::new()];
+            for f in &mq.by {
+                let mut values: Vec<String> = match run.c.field(i, f) {
+                    V::Any(xs) | V::Arr(xs) => {
+                        xs.iter().filter(|x| !nil(x)).map(label_text).collect()
+                    }
+                    v if nil(&v) => Vec::new(),
+                    v => vec![label_text(&v)],
+                };
+                values.sort();
+                values.dedup();
+                if values.is_empty() {
+                    continue;
+                }
+                sets = sets
+                    .into_iter()
+                    .flat_map(|set| {
+                        values.iter().map(move |v| {
+                            let mut s = set.clone();
+                            s.push((f.to_string(), v.clone()));
+                            s
+                        })
+                    })
+                    .collect();
             }
-            let v = attr.as_ref().map(|f| run.c.field(i, f));
-            match &mq.function {
-                MetricsFn::HistogramOverTime(_) | MetricsFn::QuantileOverTime(..) => {
-                    let (raw, secs) = match &v {
-                        Some(V::Dur(d)) => (*d, true),
-                        Some(V::Int(x)) => (*x, false),
-                        _ => continue,
-                    };
-                    if raw < 2 {
-                        continue;
-                    }
-                    let mut b: i64 = 2;
-                    while b < raw {
-                        b *= 2;
-                    }
-                    let bound = if secs { b as f64 / 1e9 } else { b as f64 };
-                    let mut l = labels.clone();
-                    if mq.by.is_empty() {
-                        l.clear();
-                    }
-                    if matches!(mq.function, MetricsFn::HistogramOverTime(_)) {
-                        // A double either way (seconds, or the int bound), as Tempo labels it.
-                        let label = format!("{bound:?}");
-                        cells
-                            .entry((l, Some(label)))
-                            .or_insert_with(|| vec![Vec::new(); n])[at]
-                            .push((f64::NAN, w));
-                    } else {
-                        let slot = buckets.entry(l).or_insert_with(|| vec![Vec::new(); n]);
-                        match slot[at].iter_mut().find(|x| x.0 == bound) {
-                            Some(x) => x.1 += w,
-                            None => slot[at].push((bound, w)),
+            for labels in sets {
+                let mut labels = labels;
+                if labels.is_empty() {
+                    labels.push(match mq.by.first() {
+                        Some(f) => (f.to_string(), "\"nil\"".into()),
+                        None => ("__name__".into(), format!("{:?}", mq.function.name())),
+                    });
+                }
+                let v = attr.as_ref().map(|f| run.c.field(i, f));
+                match &mq.function {
+                    MetricsFn::HistogramOverTime(_) | MetricsFn::QuantileOverTime(..) => {
+                        let (raw, secs) = match &v {
+                            Some(V::Dur(d)) => (*d, true),
+                            Some(V::Int(x)) => (*x, false),
+                            _ => continue,
+                        };
+                        if raw < 2 {
+                            continue;
+                        }
+                        let mut b: i64 = 2;
+                        while b < raw {
+                            b *= 2;
+                        }
+                        let bound = if secs { b as f64 / 1e9 } else { b as f64 };
+                        let mut l = labels.clone();
+                        if mq.by.is_empty() {
+                            l.clear();
+                        }
+                        if matches!(mq.function, MetricsFn::HistogramOverTime(_)) {
+                            // A double either way (seconds, or the int bound), as Tempo labels it.
+                            let label = format!("{bound:?}");
+                            cells
+                                .entry((l, Some(label)))
+                                .or_insert_with(|| vec![Vec::new(); n])[at]
+                                .push((f64::NAN, w));
+                        } else {
+                            let slot = buckets.entry(l).or_insert_with(|| vec![Vec::new(); n]);
+                            match slot[at].iter_mut().find(|x| x.0 == bound) {
+                                Some(x) => x.1 += w,
+                                None => slot[at].push((bound, w)),
+                            }
                         }
                     }
-                }
-                _ => {
-                    let x = match &v {
-                        Some(V::Dur(d)) => *d as f64 / 1e9,
-                        Some(V::Int(x)) => *x as f64,
-                        Some(V::Float(x)) => *x,
-                        Some(_) => f64::NAN,
-                        None => 0.0,
-                    };
-                    cells
-                        .entry((labels, None))
-                        .or_insert_with(|| vec![Vec::new(); n])[at]
-                        .push((x, w));
+                    _ => {
+                        let x = match &v {
+                            Some(V::Dur(d)) => *d as f64 / 1e9,
+                            Some(V::Int(x)) => *x as f64,
+                            Some(V::Float(x)) => *x,
+                            Some(_) => f64::NAN,
+                            None => 0.0,
+                        };
+                        cells
+                            .entry((labels, None))
+                            .or_insert_with(|| vec![Vec::new(); n])[at]
+                            .push((x, w));
+                    }
                 }
             }
         }

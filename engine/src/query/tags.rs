@@ -20,7 +20,7 @@ use arrow::array::AsArray;
 use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow::util::display::ArrayFormatter;
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, col, lit};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};
 
 use super::plan::Range;
 use super::sources::Source;
@@ -357,11 +357,8 @@ impl QueryEngine {
         }
         // Values a span holds several of, one by one: every event's (link's) value, every
         // element of an array, typed (Tempo lists them so).
-        for m in typed.multi.iter().filter(|m| LISTED.contains(&m.kind)) {
-            let udf = ScalarUDF::from(allegro_udfs::traceql_values::TraceqlValues::default());
-            let values = udf
-                .call(vec![m.source.clone(), lit(m.kind), lit(m.key.as_str())])
-                .alias("v");
+        for m in typed.multi.iter().filter(|m| m.listed()) {
+            let values = m.values().alias("v");
             let mut f = m.guard.clone().unwrap_or(lit(true));
             if let Some(c) = &filter {
                 f = f.and(c.clone());
@@ -393,9 +390,6 @@ impl QueryEngine {
         Ok((out, bytes))
     }
 }
-
-/// The multi-valued sources whose values tag values list ([`super::translate::Multi::kind`]).
-const LISTED: [&str; 4] = ["event_attr", "link_attr", "event_name", "array"];
 
 /// A typed key from `traceql_values` (`i:7`) as a tag value, rendered as a column's would be.
 fn typed_value(key: &str) -> Result<Option<TagValue>> {

@@ -23,6 +23,7 @@ use allegro_udfs::spansets::key::KeyType;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::{coalesce, get_field, ltrim, power};
+use datafusion::functions_nested::expr_fn::{array_distinct, make_array};
 use datafusion::logical_expr::{Expr, Operator, binary_expr, cast, col, lit, try_cast};
 
 use crate::error::{EngineError, Result};
@@ -66,6 +67,27 @@ pub struct Multi {
 }
 
 impl Multi {
+    /// Whether its values can be listed one by one (`traceql_values`): an event's or link's
+    /// attribute, an event's name, an array's elements.
+    pub fn listed(&self) -> bool {
+        matches!(
+            self.kind,
+            "event_attr" | "link_attr" | "event_name" | "array"
+        )
+    }
+
+    /// Its values as a list of typed keys (`s:IOError`, `i:7`; NULL when it has none).
+    pub fn values(&self) -> Expr {
+        let udf = datafusion::logical_expr::ScalarUDF::from(
+            allegro_udfs::traceql_values::TraceqlValues::default(),
+        );
+        udf.call(vec![
+            self.source.clone(),
+            lit(self.kind),
+            lit(self.key.as_str()),
+        ])
+    }
+
     fn new(source: Expr, kind: &'static str, key: &str) -> Self {
         Self {
             source,
@@ -177,6 +199,28 @@ impl Typed {
             Some((e.clone().is_not_null(), value, t))
         })
         .collect()
+    }
+
+    /// Every value of a field a span can hold several of (an event's or link's attribute,
+    /// `event:name`, an attribute that may be an array), as a list of distinct typed keys:
+    /// the scalar value alone where the span has one, else each listed value; NULL for none.
+    /// `None` for a field with one value per span.
+    pub fn key_list(&self) -> Option<Expr> {
+        let m = self.multi.iter().find(|m| m.listed())?;
+        let keys = DataType::List(std::sync::Arc::new(
+            datafusion::arrow::datatypes::Field::new("item", DataType::Utf8, true),
+        ));
+        let none = || lit(ScalarValue::try_from(&keys).unwrap_or(ScalarValue::Null));
+        let many = match &m.guard {
+            Some(g) => case_when(vec![(g.clone(), m.values())], none()),
+            None => m.values(),
+        };
+        let one = self.as_key();
+        let list = case_when(
+            vec![(one.clone().is_not_null(), make_array(vec![one]))],
+            many,
+        );
+        Some(array_distinct(list))
     }
 
     /// The value as type-tagged text (`by()` keys), nil as NULL.

@@ -37,6 +37,8 @@ use crate::query::sources::Source;
 use crate::query::table::{BlocksTable, SAMPLE_WEIGHT, string_views};
 use crate::query::translate::{Translator, Typed, case_when};
 use crate::schema::col as c;
+use allegro_udfs::spansets::key::KeyType;
+use datafusion::functions::unicode::expr_fn::{left, substr};
 
 /// Output columns of the per-span rows and of the aggregation.
 pub mod out {
@@ -216,16 +218,63 @@ pub(crate) fn rows(
             proj.push(bucket_expr(&typed).alias(out::B));
         }
     }
+    let mut listed = Vec::new();
     for (i, k) in st.by.iter().enumerate() {
         let e = allegro_traceql::ast::FieldExpr {
             kind: allegro_traceql::ast::FieldKind::Ref(k.clone()),
             span: Default::default(),
         };
-        let (text, ty) = t.value(&e)?.key_parts();
+        let typed = t.value(&e)?;
+        if let Some(list) = typed.key_list() {
+            // One row per value, below.
+            proj.push(list.alias(out::key(i)));
+            proj.push(lit(0u8).alias(out::key_type(i)));
+            listed.push(i);
+            continue;
+        }
+        let (text, ty) = typed.key_parts();
         proj.push(text.alias(out::key(i)));
         proj.push(ty.alias(out::key_type(i)));
     }
-    scan_in_range(table, grid, filter, proj)
+    let rows = scan_in_range(table, grid, filter, proj)?;
+    each_value(rows, &listed)
+}
+
+/// `rows` with one row per value of each listed `by()` key (a list of typed keys): a span
+/// counts once in the series of each distinct value it holds, as Tempo groups by each event's
+/// value and each element of an array; a span with none is one row with the nil key.
+fn each_value(rows: LogicalPlan, listed: &[usize]) -> Result<LogicalPlan> {
+    let mut b = LogicalPlanBuilder::from(rows);
+    for &i in listed {
+        let key = out::key(i);
+        b = b.unnest_column(key.as_str()).map_err(df_err)?;
+        let tag = left(col(key.as_str()), lit(2i64));
+        let ty = case_when(
+            KeyType::ALL
+                .iter()
+                .map(|t| (tag.clone().eq(lit(t.tag())), lit(*t as u8)))
+                .collect(),
+            lit(ScalarValue::UInt8(None)),
+        );
+        let text = cast(substr(col(key.as_str()), lit(3i64)), DataType::Utf8View);
+        let columns: Vec<Expr> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = f.name().as_str();
+                if name == key {
+                    text.clone().alias(name)
+                } else if name == out::key_type(i) {
+                    ty.clone().alias(name)
+                } else {
+                    col(name)
+                }
+            })
+            .collect();
+        b = b.project(columns).map_err(df_err)?;
+    }
+    b.build().map_err(df_err)
 }
 
 /// `table`'s rows passing `filter` that start inside the grid, projected to `proj`, string
