@@ -24,6 +24,7 @@
 //! memory is two blocks' matching rows, never a table of every trace in the window; and only
 //! the answer's traces are read whole ([`response`]).
 
+mod matched_values;
 mod newest;
 mod response;
 mod trace_stage;

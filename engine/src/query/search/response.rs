@@ -25,6 +25,7 @@ use crate::query::{QueryEngine, df_err};
 use crate::schema::col as c;
 use crate::tempopb::{ServiceStats, Span as SearchSpan, SpanSet, TraceSearchMetadata};
 
+use super::matched_values::FieldTests;
 use super::newest::Found;
 
 /// What the answer needs of every span of its traces, read from narrow columns: the trace's
@@ -102,6 +103,7 @@ impl QueryEngine {
                 fields.push(f);
             }
         }
+        let tests = FieldTests::of(&c.leaves);
         let none = Vec::new();
         let shown: Vec<Vec<Vec<&Summary>>> = found
             .iter()
@@ -126,7 +128,7 @@ impl QueryEngine {
             .zip(&shown)
             .map(|(f, shown)| {
                 let spans = summaries.get(&f.id).unwrap_or(&none);
-                assemble(&f.id, spans, &f.sets, shown, &details, &fields)
+                assemble(&f.id, spans, &f.sets, shown, &details, &fields, &tests)
             })
             .collect())
     }
@@ -453,33 +455,49 @@ fn narrow_attr(f: &FieldRef, s: Option<&Summary>) -> Option<Option<KeyValue>> {
 
 /// The attribute Tempo returns for `f` on span `r` when [`narrow_attr`] cannot say: attributes
 /// and `event:name`, keyed as Tempo keys them (scope dropped).
-fn field_attr(f: &FieldRef, r: &RowSpan) -> Option<KeyValue> {
+/// An event's or link's field shows the value of the one that matched (see [`FieldTests`]).
+fn field_attr(f: &FieldRef, r: &RowSpan, tests: &FieldTests) -> Option<KeyValue> {
     let span = &r.span;
+    let keyed = |key: &str, value: &AnyValue| KeyValue {
+        key: key.to_string(),
+        value: Some(value.clone()),
+        ..Default::default()
+    };
     match f {
-        FieldRef::Intrinsic(Intrinsic::EventName) => span.events.first().map(|e| KeyValue {
-            key: "event:name".into(),
-            value: str_value(e.name.clone()),
-            ..Default::default()
-        }),
+        FieldRef::Intrinsic(Intrinsic::EventName) => {
+            let names: Vec<AnyValue> = span
+                .events
+                .iter()
+                .map(|e| AnyValue {
+                    value: Some(Value::StringValue(e.name.clone())),
+                })
+                .collect();
+            tests.pick(f, names.iter()).map(|v| keyed("event:name", v))
+        }
         FieldRef::Intrinsic(_) => None,
         FieldRef::Attribute(a) => {
-            let scoped: Vec<&[KeyValue]> = match a.scope {
-                Scope::Span => vec![&span.attributes],
-                Scope::Resource => vec![&r.resource.attributes],
-                Scope::Instrumentation => vec![&r.scope.attributes],
+            let several: Vec<&[KeyValue]> = match a.scope {
                 Scope::Event => span
                     .events
                     .iter()
                     .map(|e| e.attributes.as_slice())
                     .collect(),
                 Scope::Link => span.links.iter().map(|l| l.attributes.as_slice()).collect(),
+                Scope::Span => return find_attr(&span.attributes, &a.name).cloned(),
+                Scope::Resource => return find_attr(&r.resource.attributes, &a.name).cloned(),
+                Scope::Instrumentation => return find_attr(&r.scope.attributes, &a.name).cloned(),
                 // Span, then resource: what an unscoped name matches (see `Translator::attribute`).
-                Scope::None => vec![&span.attributes, &r.resource.attributes],
+                Scope::None => {
+                    return find_attr(&span.attributes, &a.name)
+                        .or_else(|| find_attr(&r.resource.attributes, &a.name))
+                        .cloned();
+                }
             };
-            scoped
+            let values = several
                 .into_iter()
-                .find_map(|attrs| find_attr(attrs, &a.name))
-                .cloned()
+                .filter_map(|attrs| find_attr(attrs, &a.name))
+                .filter_map(|kv| kv.value.as_ref());
+            tests.pick(f, values).map(|v| keyed(&a.name, v))
         }
     }
 }
@@ -516,6 +534,7 @@ fn assemble(
     shown: &[Vec<&Summary>],
     details: &HashMap<(TraceId, [u8; 8], i32), RowSpan>,
     fields: &[&FieldRef],
+    tests: &FieldTests,
 ) -> TraceSearchMetadata {
     let mut start = u64::MAX;
     let mut end = 0u64;
@@ -553,7 +572,7 @@ fn assemble(
                             Some(kv) => kv,
                             None => details
                                 .get(&(*id, s.span_id, s.stored_left))
-                                .and_then(|r| field_attr(f, r)),
+                                .and_then(|r| field_attr(f, r, tests)),
                         })
                         .collect(),
                 })
