@@ -277,3 +277,25 @@ async fn tag_values_of_events_list_every_event() {
         assert_eq!(get("span.codes").await, ["int:200", "int:404"], "{mode}");
     }
 }
+
+/// `kind` lists every kind spans have, `unspecified` included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_values_include_unspecified() {
+    let ds = allegro_tests::dataset::parse(
+        "trace k1\n  A service=s kind=unspecified\n    B service=s kind=server\n",
+    )
+    .expect("parse");
+    let dir = tempfile::tempdir().expect("dir");
+    for e in [
+        allegro_tests::engines::over_blocks(&ds, &dir.path().join("b")).await,
+        allegro_tests::engines::over_head(&ds, &dir.path().join("h")),
+    ] {
+        let field = parse_tag("kind", true).expect("tag");
+        let (v, _) = e
+            .tag_values(allegro_tests::engines::TENANT, &field, None, None, 100)
+            .await
+            .expect("tag values");
+        let got: Vec<String> = v.into_iter().map(|t| format!("{}:{}", t.kind, t.value)).collect();
+        assert_eq!(got, ["keyword:server", "keyword:unspecified"]);
+    }
+}
