@@ -989,7 +989,7 @@ pub fn metrics(
     Ok(out)
 }
 
-/// `compare()`: per attribute (the five intrinsics Tempo compares, every resource and span
+/// `compare()`: per attribute (the eight intrinsics Tempo compares, every resource and span
 /// attribute with a scalar value), spans per value and interval on each side, the top `top_n`
 /// values per side and attribute, and the per-attribute totals.
 #[allow(clippy::too_many_arguments)]
@@ -1024,6 +1024,9 @@ fn compare(
                 Intrinsic::Kind,
                 Intrinsic::TraceRootName,
                 Intrinsic::TraceRootService,
+                Intrinsic::StatusMessage,
+                Intrinsic::InstrumentationName,
+                Intrinsic::InstrumentationVersion,
             ]
             .into_iter()
             .map(FieldRef::Intrinsic)

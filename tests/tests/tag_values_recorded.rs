@@ -295,7 +295,10 @@ async fn kind_values_include_unspecified() {
             .tag_values(allegro_tests::engines::TENANT, &field, None, None, 100)
             .await
             .expect("tag values");
-        let got: Vec<String> = v.into_iter().map(|t| format!("{}:{}", t.kind, t.value)).collect();
+        let got: Vec<String> = v
+            .into_iter()
+            .map(|t| format!("{}:{}", t.kind, t.value))
+            .collect();
         assert_eq!(got, ["keyword:server", "keyword:unspecified"]);
     }
 }

@@ -36,7 +36,7 @@ enum Holds {
 /// Intrinsics compared besides every span and resource attribute (Tempo leaves out only
 /// start time and duration; IDs and nested sets are not attributes of interest), with their
 /// columns. Their attribute IDs are their positions here.
-const INTRINSICS: [(Intrinsic, &str, Holds); 5] = [
+const INTRINSICS: [(Intrinsic, &str, Holds); 8] = [
     (Intrinsic::Name, c::NAME, Holds::Text),
     (
         Intrinsic::Status,
@@ -52,6 +52,13 @@ const INTRINSICS: [(Intrinsic, &str, Holds); 5] = [
     (
         Intrinsic::TraceRootService,
         c::TRACE_ROOT_SERVICE,
+        Holds::Text,
+    ),
+    (Intrinsic::StatusMessage, c::STATUS_MESSAGE, Holds::Text),
+    (Intrinsic::InstrumentationName, c::SCOPE_NAME, Holds::Text),
+    (
+        Intrinsic::InstrumentationVersion,
+        c::SCOPE_VERSION,
         Holds::Text,
     ),
 ];
