@@ -331,23 +331,19 @@ impl QueryEngine {
     ) -> Result<(Vec<TagValue>, u64)> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (kind, slot) in slots(typed) {
-            let mut f = slot.clone().is_not_null();
+        let when = |base: Expr| {
+            let mut f = base;
             if let Some(c) = &filter {
                 f = f.and(c.clone());
             }
             if let Some(t) = super::plan::time_filter(range) {
                 f = f.and(t);
             }
-            let plan = LogicalPlanBuilder::scan("spans", provider_as_source(table.clone()), None)
-                .and_then(|b| b.filter(f))
-                .and_then(|b| b.project(vec![slot.alias("v")]))
-                .and_then(|b| b.distinct())
-                .and_then(|b| b.limit(0, Some(limit)))
-                .and_then(|b| b.build())
-                .map_err(df_err)?;
-            let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-            let (batches, read) = collect_counted(ctx, df).await?;
+            f
+        };
+        for (kind, slot) in slots(typed) {
+            let f = when(slot.clone().is_not_null());
+            let (batches, read) = distinct_of(ctx, &table, f, slot, false, limit).await?;
             bytes += read;
             for b in &batches {
                 for v in render(b.column(0), kind)? {
@@ -358,25 +354,8 @@ impl QueryEngine {
         // Values a span holds several of, one by one: every event's (link's) value, every
         // element of an array, typed (Tempo lists them so).
         for m in typed.multi.iter().filter(|m| m.listed()) {
-            let values = m.values().alias("v");
-            let mut f = m.guard.clone().unwrap_or(lit(true));
-            if let Some(c) = &filter {
-                f = f.and(c.clone());
-            }
-            if let Some(t) = super::plan::time_filter(range) {
-                f = f.and(t);
-            }
-            let plan = LogicalPlanBuilder::scan("spans", provider_as_source(table.clone()), None)
-                .and_then(|b| b.filter(f))
-                .and_then(|b| b.project(vec![values]))
-                .and_then(|b| b.unnest_column("v"))
-                .and_then(|b| b.filter(col("v").is_not_null()))
-                .and_then(|b| b.distinct())
-                .and_then(|b| b.limit(0, Some(limit)))
-                .and_then(|b| b.build())
-                .map_err(df_err)?;
-            let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-            let (batches, read) = collect_counted(ctx, df).await?;
+            let f = when(m.guard.clone().unwrap_or(lit(true)));
+            let (batches, read) = distinct_of(ctx, &table, f, m.values(), true, limit).await?;
             bytes += read;
             for b in &batches {
                 let keys = b.column(0).as_string::<i32>();
@@ -418,6 +397,35 @@ fn typed_value(key: &str) -> Result<Option<TagValue>> {
         .into_iter()
         .next()
         .map(|value| TagValue { kind, value }))
+}
+
+/// Up to `limit` distinct values of `value` in `table`'s rows where `filter` holds (each element
+/// when the value is a list, `listed`), and the bytes read.
+async fn distinct_of(
+    ctx: &SessionContext,
+    table: &Arc<dyn datafusion::catalog::TableProvider>,
+    filter: Expr,
+    value: Expr,
+    listed: bool,
+    limit: usize,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    let mut b = LogicalPlanBuilder::scan("spans", provider_as_source(table.clone()), None)
+        .and_then(|b| b.filter(filter))
+        .and_then(|b| b.project(vec![value.alias("v")]))
+        .map_err(df_err)?;
+    if listed {
+        b = b
+            .unnest_column("v")
+            .and_then(|b| b.filter(col("v").is_not_null()))
+            .map_err(df_err)?;
+    }
+    let plan = b
+        .distinct()
+        .and_then(|b| b.limit(0, Some(limit)))
+        .and_then(|b| b.build())
+        .map_err(df_err)?;
+    let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+    collect_counted(ctx, df).await
 }
 
 /// One block's distinct values of one attribute; `None` when it holds more than [`BLOCK_VALUES`].
