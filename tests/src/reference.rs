@@ -989,7 +989,7 @@ pub fn metrics(
     Ok(out)
 }
 
-/// `compare()`: per attribute (the eight intrinsics Tempo compares, every resource and span
+/// `compare()`: per attribute (the eight intrinsics Tempo compares, every resource, span and scope
 /// attribute with a scalar value), spans per value and interval on each side, the top `top_n`
 /// values per side and attribute, and the per-attribute totals.
 #[allow(clippy::too_many_arguments)]
@@ -1034,6 +1034,7 @@ fn compare(
             for (scope, attrs) in [
                 (Scope::Resource, &s.resource.attributes),
                 (Scope::Span, &s.span.attributes),
+                (Scope::Instrumentation, &s.scope.attributes),
             ] {
                 let keys: BTreeSet<&str> = attrs.iter().map(|kv| kv.key.as_str()).collect();
                 fields.extend(keys.into_iter().map(|k| {

@@ -64,7 +64,11 @@ const INTRINSICS: [(Intrinsic, &str, Holds); 8] = [
 ];
 
 /// The scopes whose attributes are compared, in the order of their overflow maps' columns.
-pub(super) const SCOPES: [AttrScope; 2] = [AttrScope::Resource, AttrScope::Span];
+pub(super) const SCOPES: [AttrScope; 3] = [
+    AttrScope::Resource,
+    AttrScope::Span,
+    AttrScope::Instrumentation,
+];
 
 /// Scalar types in TraceQL's lookup order: a key's first present type is its value.
 const TYPES: [(HotType, &str, KeyType); 4] = [
@@ -117,7 +121,7 @@ pub(super) struct Tally {
     /// Label name per attribute ID; the intrinsics come first.
     names: Vec<String>,
     /// Attribute IDs per scope (in [`SCOPES`] order) and key.
-    ids: [HashMap<Box<str>, u32, RandomState>; 2],
+    ids: [HashMap<Box<str>, u32, RandomState>; SCOPES.len()],
     /// Scope and key per attribute ID (`None` for the intrinsics).
     keys: Vec<Option<(usize, Box<str>)>>,
     /// Per attribute ID, the last row that counted it (a key counts once per span).
@@ -275,7 +279,8 @@ impl Tally {
         let name = FieldRef::Attribute(Attribute {
             scope: match SCOPES[scope] {
                 AttrScope::Resource => Scope::Resource,
-                _ => Scope::Span,
+                AttrScope::Instrumentation => Scope::Instrumentation,
+                AttrScope::Span => Scope::Span,
             },
             parent: false,
             name: key.to_string(),
@@ -645,6 +650,12 @@ mod tests {
                 c::SERVICE_NAME.into(),
                 strs([Some("api"), Some("api"), None]),
             ),
+            (
+                c::STATUS_MESSAGE.into(),
+                strs([Some(""), Some("boom"), None]),
+            ),
+            (c::SCOPE_NAME.into(), strs([Some("lib"), Some("lib"), None])),
+            (c::SCOPE_VERSION.into(), strs([None, None, None])),
             (hot_name(0), strs([Some("404"), None, Some("500")])),
             ("resource_attrs_str".into(), map(&[none, none, none], s)),
             (
@@ -673,6 +684,22 @@ mod tests {
                 "span_attrs_bool".into(),
                 map(&[no_b, &[("ok", true)], no_b], bo),
             ),
+            (
+                "instrumentation_attrs_str".into(),
+                map(&[none, &[("lib.flag", "on")], none], s),
+            ),
+            (
+                "instrumentation_attrs_int".into(),
+                map(&[no_int, no_int, no_int], i),
+            ),
+            (
+                "instrumentation_attrs_float".into(),
+                map(&[no_f, no_f, no_f], f),
+            ),
+            (
+                "instrumentation_attrs_bool".into(),
+                map(&[no_b, no_b, no_b], bo),
+            ),
         ];
         let b = RecordBatch::try_from_iter(cols).unwrap();
         let hot = [HotColumn {
@@ -700,6 +727,7 @@ mod tests {
             .collect();
         flat.sort();
         let want = [
+            "B instrumentation:name s:lib [1.0, 0.0]",
             "B kind K:server [1.0, 0.0]",
             "B name s:GET [1.0, 0.0]",
             "B resource.service.name s:api [1.0, 0.0]",
@@ -709,6 +737,9 @@ mod tests {
             "B span.n i:1 [1.0, 0.0]",
             "B span.x f:0.5 [2.0, 0.0]",
             "B status S:error [1.0, 0.0]",
+            "B statusMessage s: [1.0, 0.0]",
+            "S instrumentation.lib.flag s:on [0.0, 2.0]",
+            "S instrumentation:name s:lib [0.0, 2.0]",
             "S kind K:client [0.0, 2.0]",
             "S name s:GET [0.0, 2.0]",
             "S resource.service.name s:api [0.0, 2.0]",
@@ -717,6 +748,7 @@ mod tests {
             "S span.code i:201 [0.0, 2.0]",
             "S span.ok b:true [0.0, 2.0]",
             "S status S:unset [0.0, 2.0]",
+            "S statusMessage s:boom [0.0, 2.0]",
         ];
         assert_eq!(flat, want);
     }
