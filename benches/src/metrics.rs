@@ -111,6 +111,25 @@ async fn run_query(engine: &QueryEngine, c: &Common, req: &MetricsRequest) -> Re
     })
 }
 
+/// Planning and set-up alone: `req` explained (compiled, its blocks chosen, its plans built,
+/// nothing read), as often as it is run. A little above the true figure, as the explanation
+/// also prints the plans.
+async fn plan_only(engine: &QueryEngine, c: &Common, req: &MetricsRequest) -> Result<Latency, String> {
+    let limits = MetricsLimits::default();
+    let mut samples = Vec::new();
+    for i in 0..c.warmup + c.reps {
+        let t0 = Instant::now();
+        engine
+            .explain_metrics(TENANT, req, &limits)
+            .await
+            .map_err(|e| format!("{}: {e}", req.query))?;
+        if i >= c.warmup {
+            samples.push(t0.elapsed());
+        }
+    }
+    Ok(Latency::of(samples))
+}
+
 /// Mean relative error of sampled against exact, over every (series, timestamp) of the exact
 /// answer with a non-zero value; and the error of the grand total.
 fn sample_error(
@@ -219,10 +238,12 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
                 mode: Mode::All,
             };
             let exact = run_query(&engine, c, &req).await?;
+            let planning = plan_only(&engine, c, &req).await?;
             let mut entry = json!({
                 "query": q,
                 "step_s": step / 1_000_000_000,
                 "latency": exact.latency,
+                "planning": planning,
                 "spans_per_second": spans_in_range / (exact.latency.p50_ms / 1e3).max(1e-9),
                 "series": exact.series.len(),
                 "bytes_read": exact.bytes,
