@@ -114,7 +114,11 @@ async fn run_query(engine: &QueryEngine, c: &Common, req: &MetricsRequest) -> Re
 /// Planning and set-up alone: `req` explained (compiled, its blocks chosen, its plans built,
 /// nothing read), as often as it is run. A little above the true figure, as the explanation
 /// also prints the plans.
-async fn plan_only(engine: &QueryEngine, c: &Common, req: &MetricsRequest) -> Result<Latency, String> {
+async fn plan_only(
+    engine: &QueryEngine,
+    c: &Common,
+    req: &MetricsRequest,
+) -> Result<Latency, String> {
     let limits = MetricsLimits::default();
     let mut samples = Vec::new();
     for i in 0..c.warmup + c.reps {

@@ -12,10 +12,12 @@
 
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{BinaryExpr, Case, Expr, LogicalPlan, Operator, lit};
-use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::logical_expr::{BinaryExpr, Case, Expr, Operator, lit};
+use datafusion::optimizer::OptimizerRule;
+
+use super::predicate_rule::predicate_rule;
 
 /// `column`'s code as its name in `names` (the first is the fallback), a string view.
 pub(crate) fn enum_text(column: Expr, names: &[(i32, &str)]) -> Expr {
@@ -33,39 +35,6 @@ pub(crate) fn enum_text(column: Expr, names: &[(i32, &str)]) -> Expr {
     ))
 }
 
-/// The optimizer rule; see the module docs.
-#[derive(Debug, Default)]
-pub(crate) struct EnumLiterals;
-
-impl OptimizerRule for EnumLiterals {
-    fn name(&self) -> &str {
-        "allegro_enum_literals"
-    }
-
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
-    }
-
-    fn supports_rewrite(&self) -> bool {
-        true
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
-    ) -> Result<Transformed<LogicalPlan>> {
-        // Only predicates: a projection's expressions name its columns, and renaming them
-        // would change the answer's schema.
-        match plan {
-            LogicalPlan::Filter(_) | LogicalPlan::TableScan(_) => {
-                plan.map_expressions(|e| e.transform_up(on_codes))
-            }
-            other => Ok(Transformed::no(other)),
-        }
-    }
-}
-
 /// Text of `e` if it is a string literal.
 fn text(e: &Expr) -> Option<&str> {
     match e {
@@ -76,7 +45,7 @@ fn text(e: &Expr) -> Option<&str> {
 
 /// `CASE x WHEN a THEN 'p' … ELSE 'q' END = 'lit'` (or `<>`, either side; every WHEN and THEN
 /// a literal) → a test of `x` with the same answer for every `x`, NULL included.
-fn on_codes(e: Expr) -> Result<Transformed<Expr>> {
+fn on_codes(e: Expr, _schema: &DFSchema) -> Result<Transformed<Expr>> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &e else {
         return Ok(Transformed::no(e));
     };
@@ -127,5 +96,5 @@ fn on_codes(e: Expr) -> Result<Transformed<Expr>> {
 
 /// The rule, for a session.
 pub(crate) fn rule() -> Arc<dyn OptimizerRule + Send + Sync> {
-    Arc::new(EnumLiterals)
+    predicate_rule("allegro_enum_literals", on_codes)
 }

@@ -13,66 +13,12 @@ use std::sync::Arc;
 
 use allegro_udfs::id_bytes::decode_strict;
 use arrow::datatypes::DataType;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result, ScalarValue};
-use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
-use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator};
+use datafusion::optimizer::OptimizerRule;
 
-/// The optimizer rule; see the module docs.
-#[derive(Debug, Default)]
-pub(crate) struct IdLiterals;
-
-impl OptimizerRule for IdLiterals {
-    fn name(&self) -> &str {
-        "allegro_id_literals"
-    }
-
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
-    }
-
-    fn supports_rewrite(&self) -> bool {
-        true
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
-    ) -> Result<Transformed<LogicalPlan>> {
-        match plan {
-            LogicalPlan::Filter(mut f) => {
-                let schema = f.input.schema().clone();
-                let t = f.predicate.transform(|e| on_bytes(e, &schema))?;
-                f.predicate = t.data;
-                Ok(Transformed::new(
-                    LogicalPlan::Filter(f),
-                    t.transformed,
-                    t.tnr,
-                ))
-            }
-            LogicalPlan::TableScan(mut scan) => {
-                let schema = DFSchema::try_from_qualified_schema(
-                    scan.table_name.clone(),
-                    &scan.source.schema(),
-                )?;
-                let mut changed = false;
-                let mut filters = Vec::with_capacity(scan.filters.len());
-                for e in std::mem::take(&mut scan.filters) {
-                    let t = e.transform(|e| on_bytes(e, &schema))?;
-                    changed |= t.transformed;
-                    filters.push(t.data);
-                }
-                scan.filters = filters;
-                Ok(Transformed::new_transformed(
-                    LogicalPlan::TableScan(scan),
-                    changed,
-                ))
-            }
-            other => Ok(Transformed::no(other)),
-        }
-    }
-}
+use super::predicate_rule::predicate_rule;
 
 /// `hex_id(x) = '<hex>'` → `x = <bytes>` when the text is what `hex_id` makes of some `x`.
 fn on_bytes(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
@@ -118,5 +64,5 @@ fn on_bytes(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
 
 /// The rule, for a session.
 pub(crate) fn rule() -> Arc<dyn OptimizerRule + Send + Sync> {
-    Arc::new(IdLiterals)
+    predicate_rule("allegro_id_literals", on_bytes)
 }

@@ -10,6 +10,7 @@
 mod enum_literals;
 mod id_joins;
 mod id_literals;
+mod predicate_rule;
 pub mod rewrite;
 mod tables;
 mod traceql_fn;
