@@ -16,8 +16,7 @@ use allegro_traceql::ast::{
     BinaryOp, FieldExpr, FieldKind, FieldRef, Intrinsic, QueryBody, Scope, SpansetExpr, Stage,
 };
 use allegro_udfs::spansets::key::KeyType;
-use arrow::array::AsArray;
-use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow::util::display::ArrayFormatter;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};

@@ -18,10 +18,12 @@
 
 use std::sync::Arc;
 
+use allegro_udfs::spansets::key::KeyType;
 use arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::provider_as_source;
+use datafusion::functions::unicode::expr_fn::{left, substr};
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::{
     AggregateUDF, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, col, lit,
@@ -37,8 +39,6 @@ use crate::query::sources::Source;
 use crate::query::table::{BlocksTable, SAMPLE_WEIGHT, string_views};
 use crate::query::translate::{Translator, Typed, case_when};
 use crate::schema::col as c;
-use allegro_udfs::spansets::key::KeyType;
-use datafusion::functions::unicode::expr_fn::{left, substr};
 
 /// Output columns of the per-span rows and of the aggregation.
 pub mod out {
