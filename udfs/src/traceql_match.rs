@@ -46,13 +46,18 @@ impl Default for TraceqlMatch {
 
 /// A value found in an event, link or array.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Val<'a> {
+pub enum Val<'a> {
+    /// A string, borrowed.
     Str(&'a str),
+    /// An integer.
     Int(i64),
+    /// A float.
     Float(f64),
+    /// A boolean.
     Bool(bool),
-    /// Nanoseconds.
+    /// A duration in nanoseconds.
     Dur(i64),
+    /// A string, owned (decoded from protobuf).
     Owned(String),
 }
 
@@ -88,6 +93,49 @@ enum Lit {
     Bool(bool),
     Dur(i64),
     None,
+}
+
+/// One TraceQL comparison with a literal, prepared once (a regex compiled, fully anchored):
+/// what `traceql_match` applies to each value, and what a search answer uses to tell which
+/// event matched.
+pub struct Comparison {
+    op: Op,
+    lit: Lit,
+}
+
+impl Comparison {
+    /// `op` (`=`, `!=`, `<`, `<=`, `>`, `>=`, `=~`, `!~`, `exists`) against `literal`; an int
+    /// literal is a duration in nanoseconds when `durations`. Any other literal type never holds.
+    pub fn new(op: &str, literal: &ScalarValue, durations: bool) -> Result<Self> {
+        let Some(op) = parse_op(op) else {
+            return plan_err!("{NAME}: unknown operator {op}");
+        };
+        let lit = match literal {
+            ScalarValue::Utf8(Some(s)) => {
+                let re = if matches!(op, Op::Regex | Op::NotRegex) {
+                    match Regex::new(&format!("^(?s:{s})$")) {
+                        Ok(r) => Some(r),
+                        Err(e) => return plan_err!("invalid regex {s:?}: {e}"),
+                    }
+                } else {
+                    None
+                };
+                Lit::Str(s.clone(), re)
+            }
+            ScalarValue::Int64(Some(i)) if durations => Lit::Dur(*i),
+            ScalarValue::Int64(Some(i)) => Lit::Int(*i),
+            ScalarValue::DurationNanosecond(Some(i)) => Lit::Dur(*i),
+            ScalarValue::Float64(Some(f)) => Lit::Float(*f),
+            ScalarValue::Boolean(Some(b)) => Lit::Bool(*b),
+            _ => Lit::None,
+        };
+        Ok(Self { op, lit })
+    }
+
+    /// Whether `v` satisfies it, under TraceQL's type rules (module docs).
+    pub fn holds(&self, v: &Val) -> bool {
+        holds(self.op, v, &self.lit)
+    }
 }
 
 fn ord<T: PartialOrd>(op: Op, a: T, b: T) -> bool {
@@ -275,30 +323,12 @@ impl ScalarUDFImpl for TraceqlMatch {
         let kind = literal_text(&args.args[1], "kind")?;
         let key = literal_text(&args.args[2], "key")?;
         let op_text = literal_text(&args.args[3], "op")?;
-        let Some(op) = parse_op(&op_text) else {
-            return plan_err!("{NAME}: unknown operator {op_text}");
+        // A value that is not a literal never holds.
+        let literal = match &args.args[4] {
+            ColumnarValue::Scalar(v) => v.clone(),
+            ColumnarValue::Array(_) => ScalarValue::Null,
         };
-        let lit = match &args.args[4] {
-            ColumnarValue::Scalar(ScalarValue::Utf8(Some(s))) => {
-                let re = if matches!(op, Op::Regex | Op::NotRegex) {
-                    match Regex::new(&format!("^(?s:{s})$")) {
-                        Ok(r) => Some(r),
-                        Err(e) => return plan_err!("invalid regex {s:?}: {e}"),
-                    }
-                } else {
-                    None
-                };
-                Lit::Str(s.clone(), re)
-            }
-            ColumnarValue::Scalar(ScalarValue::Int64(Some(i))) if kind == "event_time" => {
-                Lit::Dur(*i)
-            }
-            ColumnarValue::Scalar(ScalarValue::Int64(Some(i))) => Lit::Int(*i),
-            ColumnarValue::Scalar(ScalarValue::DurationNanosecond(Some(i))) => Lit::Dur(*i),
-            ColumnarValue::Scalar(ScalarValue::Float64(Some(f))) => Lit::Float(*f),
-            ColumnarValue::Scalar(ScalarValue::Boolean(Some(b))) => Lit::Bool(*b),
-            _ => Lit::None,
-        };
+        let Comparison { op, lit } = Comparison::new(&op_text, &literal, kind == "event_time")?;
         let source = args.args[0].to_array(args.number_rows)?;
         let n = args.number_rows;
         let mut out = BooleanBuilder::with_capacity(n);

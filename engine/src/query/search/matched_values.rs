@@ -6,12 +6,14 @@
 use std::collections::HashMap;
 
 use allegro_traceql::ast::{BinaryOp, FieldExpr, FieldKind, FieldRef, ListOp, Static};
+use allegro_udfs::traceql_match::{Comparison, Val};
+use datafusion::common::ScalarValue;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-/// The query's comparisons of a field with a literal, per field.
-#[derive(Debug, Default)]
-pub(super) struct FieldTests(HashMap<FieldRef, Vec<(BinaryOp, Static)>>);
+/// The query's comparisons of a field with a literal, per field, under `traceql_match`'s rules.
+#[derive(Default)]
+pub(super) struct FieldTests(HashMap<FieldRef, Vec<Comparison>>);
 
 impl FieldTests {
     /// The comparisons in the query's span conditions.
@@ -50,8 +52,18 @@ impl FieldTests {
         }
     }
 
+    /// Keeps `f OP s` when `s` is a value events and links can hold (a bad regex: never).
     fn add(&mut self, f: &FieldRef, op: BinaryOp, s: &Static) {
-        self.0.entry(f.clone()).or_default().push((op, s.clone()));
+        let literal = match s {
+            Static::Str(v) => ScalarValue::Utf8(Some(v.clone())),
+            Static::Int(v) => ScalarValue::Int64(Some(*v)),
+            Static::Float(v) => ScalarValue::Float64(Some(*v)),
+            Static::Bool(v) => ScalarValue::Boolean(Some(*v)),
+            _ => return,
+        };
+        if let Ok(c) = Comparison::new(op.symbol(), &literal, false) {
+            self.0.entry(f.clone()).or_default().push(c);
+        }
     }
 
     /// The first of `values` that satisfies one of the tests of `f`, else the first.
@@ -63,7 +75,7 @@ impl FieldTests {
         let tests = self.0.get(f).map(Vec::as_slice).unwrap_or_default();
         values
             .clone()
-            .find(|v| tests.iter().any(|(op, s)| holds(*op, v, s)))
+            .find(|v| as_val(v).is_some_and(|v| tests.iter().any(|c| c.holds(&v))))
             .or_else(|| values.into_iter().next())
     }
 }
@@ -79,35 +91,15 @@ fn flipped(op: BinaryOp) -> BinaryOp {
     }
 }
 
-/// `v OP s` under TraceQL's rules: strings with strings (regexes anchored), numbers with
-/// numbers, booleans with booleans; anything else is false.
-fn holds(op: BinaryOp, v: &AnyValue, s: &Static) -> bool {
-    use std::cmp::Ordering;
-    let ord = match (&v.value, s) {
-        (Some(Value::StringValue(a)), Static::Str(b)) => match op {
-            BinaryOp::Regex | BinaryOp::NotRegex => {
-                let hit = regex::Regex::new(&format!("^(?s:{b})$")).is_ok_and(|r| r.is_match(a));
-                return hit == (op == BinaryOp::Regex);
-            }
-            _ => Some(a.as_str().cmp(b.as_str())),
-        },
-        (Some(Value::IntValue(a)), Static::Int(b)) => Some(a.cmp(b)),
-        (Some(Value::IntValue(a)), Static::Float(b)) => (*a as f64).partial_cmp(b),
-        (Some(Value::DoubleValue(a)), Static::Int(b)) => a.partial_cmp(&(*b as f64)),
-        (Some(Value::DoubleValue(a)), Static::Float(b)) => a.partial_cmp(b),
-        (Some(Value::BoolValue(a)), Static::Bool(b)) => Some(a.cmp(b)),
-        _ => None,
-    };
-    let Some(o) = ord else { return false };
-    match op {
-        BinaryOp::Eq => o == Ordering::Equal,
-        BinaryOp::Neq => o != Ordering::Equal,
-        BinaryOp::Lt => o == Ordering::Less,
-        BinaryOp::Lte => o != Ordering::Greater,
-        BinaryOp::Gt => o == Ordering::Greater,
-        BinaryOp::Gte => o != Ordering::Less,
-        _ => false,
-    }
+/// A scalar OTLP value as `traceql_match` compares it.
+fn as_val(v: &AnyValue) -> Option<Val<'_>> {
+    Some(match v.value.as_ref()? {
+        Value::StringValue(s) => Val::Str(s),
+        Value::IntValue(i) => Val::Int(*i),
+        Value::DoubleValue(f) => Val::Float(*f),
+        Value::BoolValue(b) => Val::Bool(*b),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
