@@ -15,6 +15,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
+use crate::spansets::key::{KeyType, encode};
 use crate::traceql_match::{Val, any_value, literal_text, struct_attr};
 
 /// The UDF's name.
@@ -37,12 +38,12 @@ impl Default for TraceqlValues {
 /// `v` as a typed key; durations never occur among these sources.
 fn key_of(v: &Val) -> String {
     match v {
-        Val::Str(s) => format!("s:{s}"),
-        Val::Owned(s) => format!("s:{s}"),
-        Val::Int(i) => format!("i:{i}"),
-        Val::Float(f) => format!("f:{f}"),
-        Val::Bool(b) => format!("b:{b}"),
-        Val::Dur(d) => format!("d:{d}"),
+        Val::Str(s) => encode(KeyType::Str, s),
+        Val::Owned(s) => encode(KeyType::Str, s),
+        Val::Int(i) => encode(KeyType::Int, i),
+        Val::Float(f) => encode(KeyType::Float, f),
+        Val::Bool(b) => encode(KeyType::Bool, b),
+        Val::Dur(d) => encode(KeyType::Duration, d),
     }
 }
 

@@ -51,18 +51,14 @@ impl KeyType {
     }
 }
 
+/// The key of `value` typed `t`: its tag, then the value's text ([`decode`] splits it again).
+pub fn encode(t: KeyType, value: impl std::fmt::Display) -> String {
+    format!("{}{value}", t.tag())
+}
+
 /// Splits a key into its type and value text.
 pub fn decode(key: &str) -> Option<(KeyType, &str)> {
     let (tag, value) = key.split_at_checked(2)?;
-    let t = match tag {
-        "s:" => KeyType::Str,
-        "i:" => KeyType::Int,
-        "f:" => KeyType::Float,
-        "b:" => KeyType::Bool,
-        "d:" => KeyType::Duration,
-        "S:" => KeyType::Status,
-        "K:" => KeyType::Kind,
-        _ => return None,
-    };
+    let t = KeyType::ALL.into_iter().find(|t| t.tag() == tag)?;
     Some((t, value))
 }

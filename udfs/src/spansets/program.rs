@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::key::{KeyType, encode};
+
 /// A whole search pipeline and the shape of the UDAF's arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Program {
@@ -213,10 +215,10 @@ impl AggShown {
     pub fn key(&self, op: AggOp, value: f64) -> String {
         let whole = value.fract() == 0.0 && value.abs() < 9.0e15;
         match (self.ty, op) {
-            (AggType::Duration, _) => format!("d:{}", value.trunc() as i64),
-            (_, AggOp::Avg) | (AggType::Float, _) => format!("f:{value}"),
-            (AggType::Attribute, _) if !whole => format!("f:{value}"),
-            _ => format!("i:{}", value as i64),
+            (AggType::Duration, _) => encode(KeyType::Duration, value.trunc() as i64),
+            (_, AggOp::Avg) | (AggType::Float, _) => encode(KeyType::Float, value),
+            (AggType::Attribute, _) if !whole => encode(KeyType::Float, value),
+            _ => encode(KeyType::Int, value as i64),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use allegro_udfs::exemplars::{Candidate, unpack};
 use allegro_udfs::metrics_group::{unpack_interval, unpack_type};
-use allegro_udfs::spansets::key::KeyType;
+use allegro_udfs::spansets::key::{KeyType, encode};
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
@@ -78,7 +78,7 @@ fn tagged_key(text: &StringArray, ty: Option<u8>, r: usize) -> Result<Option<Str
     let t = ty
         .and_then(KeyType::from_code)
         .ok_or_else(|| EngineError::Internal("metrics key without a type".into()))?;
-    Ok(Some(format!("{}{}", t.tag(), text.value(r))))
+    Ok(Some(encode(t, text.value(r))))
 }
 
 /// Column `name` as Float64 values, `missing` where the column is absent, null or NaN.

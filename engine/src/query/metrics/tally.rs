@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use allegro_traceql::ast::{Attribute, FieldRef, Intrinsic, Scope};
-use allegro_udfs::spansets::key::KeyType;
+use allegro_udfs::spansets::key::{KeyType, encode};
 use arrow::array::{
     Array, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, LargeStringArray, MapArray,
     StringArray, StringViewArray, UInt64Array,
@@ -572,7 +572,7 @@ fn decode(key: &[u8]) -> Option<String> {
         KeyType::Bool => (v.first()? != &0).to_string(),
         _ => String::from_utf8(v.to_vec()).ok()?,
     };
-    Some(format!("{}{text}", ty.tag()))
+    Some(encode(ty, text))
 }
 
 #[cfg(test)]
