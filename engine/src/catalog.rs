@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::block::bloom::TraceBloom;
 use crate::block::meta::{BlockMeta, objects};
+use crate::block::quarantine::{Quarantine, Quarantined};
 use crate::block::reader::{load_footer, read_trace};
 use crate::block::scan_footer::ScanFooter;
 use crate::block::tenant_index::TenantIndex;
@@ -74,7 +75,12 @@ pub struct TraceLookup {
     pub blocks_read: usize,
     /// Bytes fetched from storage by this lookup (0 when everything was cached and absent).
     pub inspected_bytes: u64,
+    /// Damaged blocks of the tenant skipped (quarantined): the trace may lack their spans.
+    pub damaged_blocks: usize,
 }
+
+/// Most damaged blocks one query sets aside and runs again without, before it fails.
+pub const MAX_DAMAGED_PER_QUERY: usize = 16;
 
 /// Blocks per tenant and the caches in front of them.
 pub struct Catalog {
@@ -88,7 +94,10 @@ pub struct Catalog {
     metas: Cache<Path, Arc<BlockMeta>>,
     footers: Cache<Uuid, Arc<ArrowReaderMetadata>>,
     scan_footers: Cache<Uuid, Arc<ScanFooter>>,
-    blooms: Cache<Uuid, Arc<TraceBloom>>,
+    /// `None` for a bloom found damaged: the block is read as if it said "maybe".
+    blooms: Cache<Uuid, Option<Arc<TraceBloom>>>,
+    /// Damaged blocks, skipped by every query.
+    quarantine: Quarantine,
     incomplete: Cache<Uuid, Arc<IncompleteTraces>>,
     /// Tenants whose storage this catalog has listed at least once (until then a tenant index
     /// is not trusted: it may predate blocks this process wrote before a restart).
@@ -139,7 +148,9 @@ impl Catalog {
                 .max_capacity(cfg.footer_cache_bytes / 4)
                 .build(),
             blooms: Cache::builder()
-                .weigher(|_, b: &Arc<TraceBloom>| weigh(b.byte_size()))
+                .weigher(|_, b: &Option<Arc<TraceBloom>>| {
+                    weigh(b.as_ref().map_or(64, |b| b.byte_size()))
+                })
                 .max_capacity(cfg.bloom_cache_bytes)
                 .build(),
             // Shares the metas' budget: the lists are usually empty or short.
@@ -149,6 +160,7 @@ impl Catalog {
                 .build(),
             listed: Default::default(),
             recent: Default::default(),
+            quarantine: Quarantine::default(),
             cfg,
         }
     }
@@ -199,6 +211,39 @@ impl Catalog {
     /// The complete blocks of `tenant`, oldest first, listed from storage at most once per
     /// `blocklist_poll`.
     pub async fn blocks(&self, tenant: &str) -> Result<Arc<Vec<Arc<BlockMeta>>>> {
+        let listed = self.listed_blocks(tenant).await?;
+        if !self.quarantine.any(tenant) {
+            return Ok(listed);
+        }
+        let healthy = listed
+            .iter()
+            .filter(|m| !self.quarantine.contains(tenant, &m.block_id.to_string()))
+            .cloned()
+            .collect();
+        Ok(Arc::new(healthy))
+    }
+
+    /// The damaged blocks of `tenant` set aside so far (see [`crate::block::quarantine`]).
+    pub fn quarantined(&self, tenant: &str) -> Vec<Quarantined> {
+        self.quarantine.of(tenant)
+    }
+
+    /// Quarantined blocks per tenant, for `/metrics`.
+    pub fn quarantined_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        self.quarantine.counts()
+    }
+
+    /// Quarantines the block `e` found damaged, if it names one; true when it was newly set
+    /// aside (a query may then run again without it).
+    pub fn quarantine_damaged(&self, e: &EngineError) -> bool {
+        match e.damaged() {
+            Some((path, reason)) => self.quarantine.add(path, reason),
+            None => false,
+        }
+    }
+
+    /// Every visible block of `tenant`, quarantined ones included.
+    async fn listed_blocks(&self, tenant: &str) -> Result<Arc<Vec<Arc<BlockMeta>>>> {
         if let Some(b) = self.tenants.get(tenant).await {
             return Ok(b);
         }
@@ -391,6 +436,7 @@ impl Catalog {
             self.blooms.invalidate(&id).await;
             self.incomplete.invalidate(&id).await;
         }
+        self.quarantine.release(tenant, dir);
         self.forget(tenant).await;
         Ok(())
     }
@@ -422,9 +468,15 @@ impl Catalog {
                 self.metas.insert(path.clone(), m.clone()).await;
                 Ok(Some(m))
             }
+            // One bad block must not hide the others: a damaged one is quarantined (logged
+            // once, counted, listed) and skipped; one of a format this build cannot read, skipped.
             Err(e) => {
-                // One bad block must not hide the others; it is reported and skipped.
-                tracing::warn!(path = %path, error = %e, "skipping block");
+                match e.damaged() {
+                    Some((_, reason)) => {
+                        self.quarantine.add(path.as_ref(), reason);
+                    }
+                    None => tracing::warn!(path = %path, error = %e, "skipping block"),
+                }
                 Ok(None)
             }
         }
@@ -481,13 +533,16 @@ impl Catalog {
         Ok(())
     }
 
+    /// A block's bloom filter; `None` when it is damaged (logged once per load): the filter is
+    /// an index, so the block is read as if it said "maybe" instead of failing lookups.
     async fn bloom(
         &self,
         store: &Arc<dyn ObjectStore>,
         meta: &BlockMeta,
-    ) -> Result<Arc<TraceBloom>> {
+    ) -> Result<Option<Arc<TraceBloom>>> {
         let path = block_path(&meta.tenant_id, &meta.block_id, objects::BLOOM);
         let store = store.clone();
+        let sums = meta.checksums.clone();
         self.blooms
             .try_get_with(meta.block_id, async move {
                 let b = store
@@ -498,7 +553,17 @@ impl Catalog {
                     .bytes()
                     .await
                     .map_err(|e| EngineError::storage(&path, e))?;
-                Ok::<_, EngineError>(Arc::new(TraceBloom::from_bytes(path.as_ref(), &bytes)?))
+                let checked = match &sums {
+                    Some(s) => s.verify_bloom(&bytes).map_err(|m| EngineError::corrupt(&path, m)),
+                    None => Ok(()),
+                };
+                match checked.and_then(|()| TraceBloom::from_bytes(path.as_ref(), &bytes)) {
+                    Ok(b) => Ok::<_, EngineError>(Some(Arc::new(b))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "damaged bloom filter: the block is read without it");
+                        Ok(None)
+                    }
+                }
             })
             .await
             .map_err(unwrap_arc)
@@ -570,14 +635,27 @@ impl Catalog {
         id: &TraceId,
         range: Option<(u64, u64)>,
     ) -> Result<TraceLookup> {
-        match self.find_trace_once(tenant, id, range).await {
-            // A block deleted after it was listed (merged or expired, maybe by another
-            // process): list again and look once more.
-            Err(e) if e.missing_object().is_some() => {
-                self.forget(tenant).await;
-                self.find_trace_once(tenant, id, range).await
+        let mut listed_again = false;
+        let mut damaged = 0;
+        loop {
+            match self.find_trace_once(tenant, id, range).await {
+                // A block deleted after it was listed (merged or expired, maybe by another
+                // process): list again and look once more.
+                Err(e) if e.missing_object().is_some() && !listed_again => {
+                    listed_again = true;
+                    self.forget(tenant).await;
+                }
+                // A damaged block: set aside, and the lookup runs again without it.
+                Err(e) if damaged < MAX_DAMAGED_PER_QUERY && self.quarantine_damaged(&e) => {
+                    damaged += 1;
+                }
+                r => {
+                    return r.map(|mut l| {
+                        l.damaged_blocks = self.quarantine.of(tenant).len();
+                        l
+                    });
+                }
             }
-            r => r,
         }
     }
 
@@ -600,7 +678,9 @@ impl Catalog {
             .collect();
         let found: Vec<Option<Vec<RecordBatch>>> = futures::stream::iter(candidates)
             .map(|m| async move {
-                if !self.bloom(store, &m).await?.may_contain(id) {
+                if let Some(bloom) = self.bloom(store, &m).await?
+                    && !bloom.may_contain(id)
+                {
                     return Ok::<_, EngineError>(None);
                 }
                 let footer = self.footer(store, &m).await?;
@@ -617,6 +697,7 @@ impl Catalog {
             total_blocks: blocks.len(),
             blocks_read,
             inspected_bytes: mine.snapshot().1,
+            damaged_blocks: 0,
         })
     }
 }

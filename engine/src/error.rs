@@ -108,6 +108,31 @@ impl EngineError {
         None
     }
 
+    /// The damaged object's path and what was wrong, when this is (or shares) a
+    /// [`EngineError::Corrupt`].
+    pub fn damaged(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::Corrupt { path, message } => Some((path, message)),
+            Self::Shared(e) => e.damaged(),
+            _ => None,
+        }
+    }
+
+    /// The damaged object anywhere in the chain of `e` (a DataFusion or Parquet error wrapping
+    /// a failed checksum or decode), as a [`EngineError::Corrupt`].
+    pub fn damaged_in(e: &(dyn std::error::Error + 'static)) -> Option<EngineError> {
+        let mut at = Some(e);
+        while let Some(err) = at {
+            if let Some((path, message)) =
+                err.downcast_ref::<EngineError>().and_then(|e| e.damaged())
+            {
+                return Some(Self::corrupt(path, message));
+            }
+            at = err.source();
+        }
+        None
+    }
+
     /// Builds an [`EngineError::Storage`] for `path`.
     pub fn storage(path: impl std::fmt::Display, source: object_store::Error) -> Self {
         Self::Storage {

@@ -864,3 +864,116 @@ fn the_sql_shell_edits_lines_and_keeps_history() {
     let screen = session(&["<UP>", "\\q"]);
     assert_eq!(screen.matches("zebra-giraffe").count(), 1, "{screen}");
 }
+
+/// The directory of block `id` somewhere under `data`.
+fn block_dir(data: &std::path::Path, id: &str) -> std::path::PathBuf {
+    let mut dirs = vec![data.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                if e.file_name() == id {
+                    return e.path();
+                }
+                dirs.push(e.path());
+            }
+        }
+    }
+    panic!("no block {id} under {}", data.display())
+}
+
+#[test]
+fn blocks_check_finds_damage_and_serve_answers_partial_around_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    gen_blocks(&data, "5000");
+    let check = || {
+        allegro()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["blocks", "--check", "--format", "json"])
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blocks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let blocks = blocks.as_array().unwrap().clone();
+    assert_eq!(blocks.len(), 4);
+    assert!(blocks.iter().all(|b| b["state"] == "ok"));
+
+    // One flipped byte anywhere in a block's data: --check reads all of it.
+    let damaged = blocks[1]["blockID"].as_str().unwrap().to_string();
+    let file = block_dir(&data, &damaged).join("data.parquet");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let out = check();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["blockID"].as_str().unwrap().to_string(),
+                b["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 4);
+    assert!(
+        states.contains(&(damaged.clone(), "quarantined".into())),
+        "{states:?}"
+    );
+    assert_eq!(states.iter().filter(|s| s.1 == "ok").count(), 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 damaged block"), "{stderr}");
+
+    // A changed meta.json (valid JSON, wrong count) is found as soon as serve lists blocks,
+    // and every query answer says it is partial.
+    let other = blocks[2]["blockID"].as_str().unwrap().to_string();
+    let meta = block_dir(&data, &other).join("meta.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(
+        &meta,
+        text.replacen("\"totalSpans\": ", "\"totalSpans\": 9", 1),
+    )
+    .unwrap();
+    let cfg = dir.path().join("allegro.yaml");
+    std::fs::write(&cfg, LOOPBACK_RECEIVERS).unwrap();
+    let srv = serve(&data, &cfg);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .get(format!("{}/api/search?q=%7B%20%7D", srv.base))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let partial = resp
+        .headers()
+        .get("x-allegro-partial")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(partial.contains(&other), "{partial:?}");
+    let mut resp = agent.get(format!("{}/metrics", srv.base)).call().unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert!(
+        text.contains("allegro_blocks_quarantined{tenant="),
+        "{text}"
+    );
+    srv.stop();
+}

@@ -411,6 +411,10 @@ pub async fn run_cycle(
                         if let Err(r) = held.release().await {
                             tracing::warn!(%tenant, error = %r, "claims not released; they expire");
                         }
+                        // A damaged input is set aside; the window merges without it.
+                        if catalog.quarantine_damaged(&e) {
+                            continue;
+                        }
                         return Err(e);
                     }
                 };

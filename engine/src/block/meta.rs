@@ -4,6 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::checksums::{self, Checksums};
 use crate::error::{EngineError, Result};
 use crate::ids::TraceId;
 use crate::schema::{HotColumn, READABLE_FORMATS};
@@ -86,6 +87,13 @@ pub struct BlockMeta {
     /// block is visible, so its `meta.json` retires them in the same write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compacted_from: Option<Vec<Uuid>>,
+    /// Checksums of `data.parquet` and `bloom`, verified on every read (`None` in blocks
+    /// written before they were recorded: read unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<Checksums>,
+    /// The seal of `meta.json` itself (see [`crate::block::checksums`]); must stay last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_crc32: Option<String>,
 }
 
 /// Most incomplete trace IDs `meta.json` lists (330 KB of hex).
@@ -120,7 +128,27 @@ impl BlockMeta {
                 supported: READABLE_FORMATS.join(", "),
             });
         }
-        serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(path, e))
+        let meta: Self =
+            serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(path, e))?;
+        match checksums::check_seal(bytes) {
+            Err(e) => Err(EngineError::corrupt(path, e)),
+            Ok(false) if meta.checksums.is_some() => Err(EngineError::corrupt(
+                path,
+                "meta.json records checksums but is not sealed",
+            )),
+            Ok(_) => Ok(meta),
+        }
+    }
+
+    /// `meta.json` as stored: pretty JSON, sealed by its own checksum.
+    pub fn to_sealed_json(&self) -> Result<Vec<u8>> {
+        let unsealed = Self {
+            meta_crc32: Some(checksums::UNSEALED.to_string()),
+            ..self.clone()
+        };
+        let json = serde_json::to_vec_pretty(&unsealed)
+            .map_err(|e| EngineError::Internal(format!("meta.json: {e}")))?;
+        Ok(checksums::seal(json))
     }
 
     /// Bytes the parsed metadata holds in memory, roughly (for cache weights): keys dominate.
@@ -142,7 +170,8 @@ impl BlockMeta {
             .map_or(0, |t| t.iter().map(|k| k.key.len() + 64).sum());
         let hot: usize = self.hot_columns.iter().map(|h| h.key.len() + 64).sum();
         let incomplete = self.incomplete_traces.as_ref().map_or(0, |v| v.len() * 56);
-        512 + attrs + others + types + hot + incomplete
+        let sums = self.checksums.as_ref().map_or(0, |c| c.data.0.len() * 4);
+        512 + attrs + others + types + hot + incomplete + sums
     }
 
     /// Could the block hold spans of `id`?

@@ -1,11 +1,13 @@
 //! Immutable blocks on object storage: `<tenant>/<block_id>/{meta.json,data.parquet,bloom}`.
 
 pub mod bloom;
+pub mod checksums;
 pub mod claim;
 pub mod compact;
 pub mod lifecycle;
 pub mod meta;
 pub mod object_reader;
+pub mod quarantine;
 pub mod reader;
 pub mod recorded;
 pub mod scan_footer;

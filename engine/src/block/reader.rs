@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{BooleanArray, FixedSizeBinaryArray, RecordBatch};
 use futures::TryStreamExt;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -31,6 +31,7 @@ pub(crate) fn object_reader(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> O
         meta.size,
         hint,
     )
+    .verified(meta.checksums.clone())
 }
 
 pub(crate) fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) -> EngineError {
@@ -41,7 +42,68 @@ pub(crate) fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) ->
             path: path.to_string(),
         };
     }
+    // A read that failed (network, permissions) is not damage: the block stays in service.
+    if EngineError::damaged_in(&e).is_none() && storage_failed(&e) {
+        return EngineError::storage(
+            &path,
+            object_store::Error::Generic {
+                store: "block",
+                source: Box::new(e),
+            },
+        );
+    }
     EngineError::corrupt(path, e)
+}
+
+/// Did a storage read fail somewhere in the chain of `e`?
+fn storage_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(e);
+    while let Some(err) = at {
+        if err.downcast_ref::<object_store::Error>().is_some() {
+            return true;
+        }
+        at = err.source();
+    }
+    false
+}
+
+/// Reads all of a block and checks it: its bloom filter and every stripe of its data against
+/// their checksums (blocks written before checksums: decoding alone), and every page decoded.
+/// What `allegro blocks --check` runs; a block that passes reads cleanly whole.
+pub async fn verify_block(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<()> {
+    let bloom_path = block_path(&meta.tenant_id, &meta.block_id, objects::BLOOM);
+    let bloom = store
+        .get(&bloom_path)
+        .await
+        .map_err(|e| EngineError::storage(&bloom_path, e))?
+        .bytes()
+        .await
+        .map_err(|e| EngineError::storage(&bloom_path, e))?;
+    if let Some(sums) = &meta.checksums {
+        sums.verify_bloom(&bloom)
+            .map_err(|m| EngineError::corrupt(&bloom_path, m))?;
+    }
+    super::bloom::TraceBloom::from_bytes(bloom_path.as_ref(), &bloom)?;
+    let footer = load_footer(store, meta).await?;
+    let rows: usize =
+        ParquetRecordBatchStreamBuilder::new_with_metadata(object_reader(store, meta), footer)
+            .build()
+            .map_err(|e| parquet_err(meta, e))?
+            .map_ok(|b| b.num_rows())
+            .try_fold(0, |n, r| async move { Ok(n + r) })
+            .await
+            .map_err(|e| parquet_err(meta, e))?;
+    if rows as u64 != meta.total_spans {
+        let path = block_path(&meta.tenant_id, &meta.block_id, objects::DATA);
+        return Err(EngineError::corrupt(
+            path,
+            format!(
+                "{rows} rows where meta.json records {} spans",
+                meta.total_spans
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Loads the Parquet footer and page index of a block (one or two ranged reads).

@@ -14,6 +14,7 @@ use parquet::schema::types::ColumnPath;
 use uuid::Uuid;
 
 use super::bloom::TraceBloom;
+use super::checksums::Checksums;
 use super::meta::{BlockMeta, objects, rfc3339_seconds};
 use super::recorded::RecordedKeys;
 use super::tag_values::ValueScan;
@@ -654,6 +655,8 @@ impl BlockEncoder {
                 .then(|| self.incomplete.iter().map(TraceId::to_hex).collect()),
             compaction_level: 0,
             compacted_from: None,
+            checksums: Some(Checksums::of(&data, &bloom)),
+            meta_crc32: None,
         };
         Ok(EncodedBlock {
             meta,
@@ -705,8 +708,7 @@ pub async fn put_block_data(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) 
 
 /// Stores a block's `meta.json`, which makes it visible.
 pub async fn put_block_meta(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) -> Result<()> {
-    let meta = serde_json::to_vec_pretty(&block.meta)
-        .map_err(|e| EngineError::Internal(format!("meta.json: {e}")))?;
+    let meta = block.meta.to_sealed_json()?;
     put_object(store, &block.meta, objects::META, Bytes::from(meta)).await
 }
 

@@ -89,7 +89,17 @@ impl QueryEngine {
 
     /// Queries running and how queries ended, in the Prometheus text format.
     pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
         self.executor.render_metrics(out);
+        let _ = writeln!(
+            out,
+            "# HELP allegro_blocks_quarantined Damaged blocks set aside (skipped by queries) per \
+             tenant.\n# TYPE allegro_blocks_quarantined gauge"
+        );
+        for (tenant, n) in self.catalog.quarantined_counts() {
+            let tenant = tenant.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "allegro_blocks_quarantined{{tenant=\"{tenant}\"}} {n}");
+        }
     }
 
     /// Runs `query` on the query threads under the budget of `tenants`: it gets a clone of
@@ -106,18 +116,47 @@ impl QueryEngine {
             runtime: Arc::new(env),
             ..self.clone()
         };
-        match self.executor.run(tenants, query(scoped.clone())).await {
-            // A block listed before another process (or this one) deleted it: list again and
-            // run once more over what replaced it.
-            Err(e) if e.missing_object().is_some() => {
-                tracing::info!(error = %e, "a block went away under a query; listing again");
-                for t in tenants {
-                    self.catalog.forget(t).await;
+        let mut listed_again = false;
+        let mut damaged = 0;
+        loop {
+            match self.executor.run(tenants, query(scoped.clone())).await {
+                // A block listed before another process (or this one) deleted it: list again
+                // and run once more over what replaced it.
+                Err(e) if e.missing_object().is_some() && !listed_again => {
+                    tracing::info!(error = %e, "a block went away under a query; listing again");
+                    listed_again = true;
+                    for t in tenants {
+                        self.catalog.forget(t).await;
+                    }
                 }
-                self.executor.run(tenants, query(scoped)).await
+                // A damaged block: quarantined, and the query runs again without it (its
+                // answer then says it is partial: [`QueryEngine::damage_notice`]).
+                Err(e)
+                    if damaged < crate::catalog::MAX_DAMAGED_PER_QUERY
+                        && self.catalog.quarantine_damaged(&e) =>
+                {
+                    damaged += 1;
+                }
+                r => return r,
             }
-            r => r,
         }
+    }
+
+    /// What an answer over `tenants` lacks because damaged blocks are quarantined: `None` when
+    /// nothing is, else a message for the answer's partial status.
+    pub fn damage_notice(&self, tenants: &[String]) -> Option<String> {
+        let skipped: Vec<String> = tenants
+            .iter()
+            .flat_map(|t| self.catalog.quarantined(t))
+            .map(|q| format!("{}/{} ({})", q.tenant, q.block, q.object))
+            .collect();
+        (!skipped.is_empty()).then(|| {
+            format!(
+                "partial answer: {} damaged block(s) quarantined and skipped: {}",
+                skipped.len(),
+                skipped.join(", ")
+            )
+        })
     }
 
     /// The catalog searched.
@@ -153,6 +192,9 @@ pub fn df_err(e: datafusion::error::DataFusionError) -> EngineError {
     }
     if let Some(path) = EngineError::missing_in(&e) {
         return EngineError::BlockGone { path };
+    }
+    if let Some(damaged) = EngineError::damaged_in(&e) {
+        return damaged;
     }
     let text = e.to_string();
     // Evaluated in the Parquet row filter, Arrow's error arrives wrapped and in Debug form.

@@ -15,6 +15,8 @@ pub struct FoundTrace {
     pub resource_spans: Vec<ResourceSpans>,
     /// Bytes read from storage.
     pub inspected_bytes: u64,
+    /// Set when damaged blocks were skipped, saying which: the trace may lack their spans.
+    pub damage: Option<String>,
 }
 
 impl QueryEngine {
@@ -49,6 +51,7 @@ impl QueryEngine {
         Ok(Some(FoundTrace {
             resource_spans,
             inspected_bytes,
+            damage: self.damage_notice(tenants),
         }))
     }
 }

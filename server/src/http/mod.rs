@@ -3,6 +3,7 @@
 pub mod metrics;
 pub mod operator;
 pub mod params;
+pub mod partial;
 pub mod search;
 pub mod sql;
 pub mod status;
@@ -77,6 +78,10 @@ pub fn router(state: AppState, prefix: &str) -> Router {
         .route("/api/search/tag/{tag}/values", get(tags::values_v1))
         .route("/api/v2/search/tag/{tag}/values", get(tags::values_v2))
         .fallback(status::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            partial::mark,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

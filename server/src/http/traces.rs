@@ -123,8 +123,11 @@ pub async fn trace_v2(
         metrics: Some(TraceByIdMetrics {
             inspected_bytes: found.inspected_bytes,
         }),
-        status: PartialStatus::Complete as i32,
-        message: String::new(),
+        status: match found.damage {
+            Some(_) => PartialStatus::Partial as i32,
+            None => PartialStatus::Complete as i32,
+        },
+        message: found.damage.clone().unwrap_or_default(),
     };
     Ok(negotiated(&headers, &resp, || {
         let mut metrics = serde_json::Map::new();
@@ -138,10 +141,15 @@ pub async fn trace_v2(
             .trace
             .as_ref()
             .map_or(&[][..], |t| &t.resource_spans[..]);
-        json!({
+        let mut out = json!({
             "trace": { "resourceSpans": encode_resource_spans(spans, Dialect::Tempo) },
             "metrics": metrics,
-        })
+        });
+        if let Some(damage) = &found.damage {
+            out["status"] = json!("PARTIAL");
+            out["message"] = json!(damage);
+        }
+        out
     }))
 }
 

@@ -311,7 +311,7 @@ impl QueryEngine {
             .await?;
         let max = req.max_series.unwrap_or(limits.max_series).max(1) as usize;
         let mut series = to_proto(&set, &grid);
-        let (status, message) = truncate(&mut series, max);
+        let (status, message) = self.with_damage(tenants, truncate(&mut series, max));
         Ok(QueryRangeResponse {
             series,
             metrics: Some(cost),
@@ -358,7 +358,7 @@ impl QueryEngine {
                 })
             })
             .collect();
-        let (status, message) = truncate(&mut series, max);
+        let (status, message) = self.with_damage(tenants, truncate(&mut series, max));
         Ok(QueryInstantResponse {
             series,
             metrics: Some(cost),
@@ -792,6 +792,17 @@ fn exemplar_limit(q: &Query, param: Option<u32>, limits: &MetricsLimits) -> u32 
         .or(param)
         .unwrap_or(limits.max_exemplars)
         .min(limits.max_exemplars)
+}
+
+impl QueryEngine {
+    /// `status` made partial, its message extended, when damaged blocks were skipped.
+    fn with_damage(&self, tenants: &[String], status: (i32, String)) -> (i32, String) {
+        match self.damage_notice(tenants) {
+            None => status,
+            Some(d) if status.1.is_empty() => (PartialStatus::Partial as i32, d),
+            Some(d) => (PartialStatus::Partial as i32, format!("{} {d}", status.1)),
+        }
+    }
 }
 
 fn truncate<T>(series: &mut Vec<T>, max: usize) -> (i32, String) {
