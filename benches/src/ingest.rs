@@ -61,20 +61,46 @@ pub struct IngestArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Encoded requests whose trace IDs can be rewritten per send, so every send is new data.
-struct Templates {
-    requests: Vec<(Bytes, Vec<usize>, u64)>,
+/// Encoded requests whose trace IDs (and, when timed, timestamps) can be rewritten per send,
+/// so every send is new data.
+pub(crate) struct Templates {
+    requests: Vec<Template>,
+}
+
+/// One encoded request: its bytes, where its trace IDs' per-send bytes are, its spans, and
+/// where its timestamps are with each one's offset below the request's latest.
+struct Template {
+    body: Bytes,
+    id_offsets: Vec<usize>,
+    spans: u64,
+    times: Vec<(usize, u64)>,
 }
 
 const MARK: [u8; 4] = [0xA1, 0x1E, 0x6B, 0x0B];
 
+/// Timed templates' timestamps are this plus up to 2^40 ns: the top three bytes of a fixed64
+/// (little-endian, so its last three) mark a timestamp to rewrite.
+const TIME_MARK: u64 = 0x5E_ED_77 << 40;
+
+/// Tags of the fixed64 timestamps rewritten: span start (7) and end (8), event time (1).
+const TIME_TAGS: [u8; 3] = [0x39, 0x41, 0x09];
+
 impl Templates {
     fn build(batch: usize) -> Self {
+        Self::generate(batch, 1_767_225_600_000_000_000, 3_600_000_000_000)
+    }
+
+    /// Templates whose timestamps [`Templates::make_at`] sets to the time of each send.
+    pub(crate) fn build_timed(batch: usize) -> Self {
+        Self::generate(batch, TIME_MARK, 600_000_000_000)
+    }
+
+    fn generate(batch: usize, start_unix_nano: u64, duration_nano: u64) -> Self {
         let mut g = Generator::new(GenOptions {
             seed: 7,
             spans: 200_000,
-            start_unix_nano: 1_767_225_600_000_000_000,
-            duration_nano: 3_600_000_000_000,
+            start_unix_nano,
+            duration_nano,
         });
         let mut requests = Vec::new();
         let mut cur: Vec<_> = Vec::new();
@@ -101,13 +127,23 @@ impl Templates {
                     resource_spans: std::mem::take(&mut cur),
                 }
                 .encode_to_vec();
-                let offsets: Vec<usize> = body
+                let id_offsets: Vec<usize> = body
                     .windows(6)
                     .enumerate()
                     .filter(|(_, w)| w[0] == 0x0A && w[1] == 0x10 && w[2..6] == MARK)
                     .map(|(i, _)| i + 2 + 8)
                     .collect();
-                requests.push((Bytes::from(body), offsets, spans as u64));
+                let times = if start_unix_nano == TIME_MARK {
+                    time_offsets(&body)
+                } else {
+                    Vec::new()
+                };
+                requests.push(Template {
+                    body: Bytes::from(body),
+                    id_offsets,
+                    spans: spans as u64,
+                    times,
+                });
                 spans = 0;
             }
         }
@@ -116,13 +152,40 @@ impl Templates {
 
     /// Request `n` with its trace IDs made unique for send number `n`.
     fn make(&self, n: u64) -> (Bytes, u64) {
-        let (body, offsets, spans) = &self.requests[(n as usize) % self.requests.len()];
-        let mut b = body.to_vec();
-        for &o in offsets {
+        self.make_at(n, None)
+    }
+
+    /// [`Templates::make`], with a timed template's latest timestamp at `now` (unix ns) and
+    /// the others as far before it as in the template.
+    pub(crate) fn make_at(&self, n: u64, now: Option<u64>) -> (Bytes, u64) {
+        let t = &self.requests[(n as usize) % self.requests.len()];
+        let mut b = t.body.to_vec();
+        for &o in &t.id_offsets {
             b[o..o + 8].copy_from_slice(&n.to_be_bytes());
         }
-        (Bytes::from(b), *spans)
+        if let Some(now) = now {
+            for &(o, before) in &t.times {
+                b[o..o + 8].copy_from_slice(&now.saturating_sub(before).to_le_bytes());
+            }
+        }
+        (Bytes::from(b), t.spans)
     }
+}
+
+/// Where a timed request's timestamps are, each with how long before the request's latest.
+fn time_offsets(body: &[u8]) -> Vec<(usize, u64)> {
+    let found: Vec<(usize, u64)> = (1..body.len().saturating_sub(8))
+        .filter(|&i| {
+            TIME_TAGS.contains(&body[i - 1]) && body[i + 5..i + 8] == TIME_MARK.to_le_bytes()[5..]
+        })
+        .map(|i| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&body[i..i + 8]);
+            (i, u64::from_le_bytes(v))
+        })
+        .collect();
+    let latest = found.iter().map(|f| f.1).max().unwrap_or(0);
+    found.into_iter().map(|(i, t)| (i, latest - t)).collect()
 }
 
 #[derive(Clone, Default)]
@@ -163,10 +226,11 @@ impl Codec for RawCodec {
     }
 }
 
-struct Server {
-    child: Child,
-    api: String,
-    http: String,
+/// A server started for a bench, killed when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) api: String,
+    pub(crate) http: String,
     grpc: String,
     _dir: tempfile::TempDir,
 }
@@ -191,9 +255,18 @@ fn start_server(a: &IngestArgs) -> Result<Server, String> {
     } else {
         cfg
     };
+    start_with(&a.allegro, dir, &cfg)
+}
+
+/// Starts `allegro` with the config `cfg` and its data under `dir`; waits for its addresses.
+pub(crate) fn start_with(
+    allegro: &std::path::Path,
+    dir: tempfile::TempDir,
+    cfg: &str,
+) -> Result<Server, String> {
     let cfg_path = dir.path().join("allegro.yaml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
-    let mut child = Command::new(&a.allegro)
+    let mut child = Command::new(allegro)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--config")
@@ -208,7 +281,7 @@ fn start_server(a: &IngestArgs) -> Result<Server, String> {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", a.allegro.display()))?;
+        .map_err(|e| format!("cannot start {}: {e}", allegro.display()))?;
     let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
     let (mut api, mut http, mut grpc) = (String::new(), String::new(), String::new());
     while api.is_empty() || http.is_empty() || grpc.is_empty() {
@@ -234,7 +307,7 @@ fn start_server(a: &IngestArgs) -> Result<Server, String> {
     })
 }
 
-fn proc_status_kb(pid: u32, key: &str) -> u64 {
+pub(crate) fn proc_status_kb(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -24,6 +24,7 @@ mod ingest;
 mod metrics;
 mod report;
 mod search;
+mod soak;
 mod sql;
 mod suites;
 
@@ -149,6 +150,8 @@ enum Suite {
     Generator(generator::GeneratorArgs),
     /// Compaction of a day of blocks: throughput, peak RSS, queries before and after.
     Compaction(compaction::CompactionArgs),
+    /// Sustained multi-tenant ingest plus a Drilldown query mix, minute by minute.
+    Soak(soak::SoakArgs),
 }
 
 impl Common {
@@ -174,6 +177,7 @@ fn main() {
             Suite::Ingest(a) => ingest::run(&a).await,
             Suite::Generator(a) => generator::run(&a).await,
             Suite::Compaction(a) => compaction::run(&a).await,
+            Suite::Soak(a) => soak::run(&a).await,
         }
     });
     if let Err(e) = result {

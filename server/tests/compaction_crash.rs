@@ -214,12 +214,34 @@ fn windows(dir: &Path) -> (BTreeMap<u64, usize>, usize) {
             .entry(b.end_unix_nano / 3_600_000_000_000)
             .or_insert(0) += 1;
     }
-    let on_disk = std::fs::read_dir(dir.join("data").join("single-tenant"))
+    (per_window, block_dirs(dir).len())
+}
+
+/// The block directories on disk holding anything, each with its files. An empty directory
+/// holds nothing: a kill between deleting a directory's last file and the directory itself
+/// (the local store removes emptied directories itself) leaves one, invisible to every listing.
+fn block_dirs(dir: &Path) -> Vec<(String, Vec<String>)> {
+    let names = |p: &Path| -> Vec<String> {
+        std::fs::read_dir(p)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    std::fs::read_dir(dir.join("data").join("single-tenant"))
         .unwrap()
         .flatten()
         .filter(|e| e.path().is_dir())
-        .count();
-    (per_window, on_disk)
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().to_string(),
+                names(&e.path()),
+            )
+        })
+        .filter(|(_, files)| !files.is_empty())
+        .collect()
 }
 
 /// Spans `{ } | count_over_time()` counts over `[start, end]`, or `None` when the server did
@@ -324,7 +346,8 @@ fn kill_9_of_serve_while_it_compacts_never_changes_an_answer() {
         }
         assert!(
             Instant::now() < deadline,
-            "not compacted: blocks per window {per_window:?}, {on_disk} on disk"
+            "not compacted: blocks per window {per_window:?}, {on_disk} on disk: {:?}",
+            block_dirs(dir.path())
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use allegro_traceql::fuzzing::{fuzz, on_server_stack};
+use allegro_traceql::fuzzing::{corpus_queries, fuzz, on_server_stack};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -17,20 +17,13 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let seed: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let corpus = allegro_traceql::fuzzing::corpus_path();
-    let seeds: Vec<String> = std::fs::read_to_string(&corpus)
-        .ok()
-        .and_then(|t| {
-            serde_yaml::from_str::<std::collections::BTreeMap<String, Vec<String>>>(&t).ok()
-        })
-        .map(|m| m.into_values().flatten().collect())
-        .unwrap_or_else(|| {
-            eprintln!(
-                "corpus not found at {}; fuzzing without seeds",
-                corpus.display()
-            );
-            Vec::new()
-        });
+    let seeds = corpus_queries();
+    if seeds.is_empty() {
+        eprintln!(
+            "corpus not found at {}; fuzzing without seeds",
+            allegro_traceql::fuzzing::corpus_path().display()
+        );
+    }
     let started = Instant::now();
     let report = on_server_stack(move || fuzz(&seeds, inputs, seed));
     let secs = started.elapsed().as_secs_f64();

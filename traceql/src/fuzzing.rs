@@ -590,16 +590,8 @@ pub fn check_one(input: &str) -> Result<(bool, bool), String> {
 /// Runs `inputs` fuzz inputs from `seed`: a third random token soup, a third mutations of the
 /// `seeds` queries, a third printed random ASTs. Stops at the first failure.
 pub fn fuzz(seeds: &[String], inputs: u64, seed: u64) -> FuzzReport {
-    let mut g = Gen::new(seed);
     let mut report = FuzzReport::default();
-    for i in 0..inputs {
-        let input = match i % 3 {
-            0 => (0..1 + g.rng.below(24))
-                .map(|_| *g.rng.pick(TOKENS))
-                .collect::<String>(),
-            1 if !seeds.is_empty() => mutate(&mut g.rng, seeds),
-            _ => g.query().to_string(),
-        };
+    for input in fuzz_inputs(seeds, inputs, seed) {
         report.inputs += 1;
         match check_one(&input) {
             Ok((p, v)) => {
@@ -613,6 +605,30 @@ pub fn fuzz(seeds: &[String], inputs: u64, seed: u64) -> FuzzReport {
         }
     }
     report
+}
+
+/// The fuzzer's inputs from `seed`, as [`fuzz`] tries them: also what the server is swept
+/// with (every one must get an answer, never a 5xx).
+pub fn fuzz_inputs(seeds: &[String], inputs: u64, seed: u64) -> impl Iterator<Item = String> {
+    let mut g = Gen::new(seed);
+    (0..inputs).map(move |i| match i % 3 {
+        0 => (0..1 + g.rng.below(24))
+            .map(|_| *g.rng.pick(TOKENS))
+            .collect::<String>(),
+        1 if !seeds.is_empty() => mutate(&mut g.rng, seeds),
+        _ => g.query().to_string(),
+    })
+}
+
+/// The queries of Tempo's corpus ([`corpus_path`]), empty when it cannot be read.
+pub fn corpus_queries() -> Vec<String> {
+    std::fs::read_to_string(corpus_path())
+        .ok()
+        .and_then(|t| {
+            serde_yaml::from_str::<std::collections::BTreeMap<String, Vec<String>>>(&t).ok()
+        })
+        .map(|m| m.into_values().flatten().collect())
+        .unwrap_or_default()
 }
 
 fn mutate(rng: &mut Rng, seeds: &[String]) -> String {
