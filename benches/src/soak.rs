@@ -51,8 +51,11 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 512)]
     pub batch: usize,
     /// `ingester.max_head_bytes` (all tenants together), MiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1536)]
     pub head_mib: u64,
+    /// `ingester.max_block_bytes`, MiB: a tenant's block is cut at this size or each minute.
+    #[arg(long, default_value_t = 128)]
+    pub block_mib: u64,
     /// Pause between queries, ms.
     #[arg(long, default_value_t = 500)]
     pub query_pause_ms: u64,
@@ -296,7 +299,8 @@ pub async fn run(a: &SoakArgs) -> Result<(), String> {
     let cfg = format!(
         "multitenancy_enabled: true\n\
          distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:0\n        http:\n          endpoint: 127.0.0.1:0\n\
-         ingester:\n  trace_idle_period: 5s\n  max_block_duration: 1m\n  max_head_bytes: {head}\n"
+         ingester:\n  trace_idle_period: 5s\n  max_block_duration: 1m\n  max_block_bytes: {block}\n  max_head_bytes: {head}\n",
+        block = a.block_mib << 20
     );
     let srv = start_with(&a.allegro, dir, &cfg)?;
     let pid = srv.child.id();

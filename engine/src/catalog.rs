@@ -20,9 +20,11 @@ use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use uuid::Uuid;
 
 use crate::block::bloom::TraceBloom;
+use crate::block::checksums::PageSums;
 use crate::block::meta::{BlockMeta, objects};
+use crate::block::object_reader::ObjectReader;
 use crate::block::quarantine::{Quarantine, Quarantined};
-use crate::block::reader::{load_footer, read_trace};
+use crate::block::reader::{load_footer, object_reader, page_sums, read_trace};
 use crate::block::scan_footer::ScanFooter;
 use crate::block::tenant_index::TenantIndex;
 use crate::block::writer::{EncodedBlock, block_path, put_block_data, put_block_meta};
@@ -94,6 +96,8 @@ pub struct Catalog {
     metas: Cache<Path, Arc<BlockMeta>>,
     footers: Cache<Uuid, Arc<ArrowReaderMetadata>>,
     scan_footers: Cache<Uuid, Arc<ScanFooter>>,
+    /// Page checksums placed by each block's footer (see [`crate::block::checksums`]).
+    page_sums: Cache<Uuid, Arc<PageSums>>,
     /// `None` for a bloom found damaged: the block is read as if it said "maybe".
     blooms: Cache<Uuid, Option<Arc<TraceBloom>>>,
     /// Damaged blocks, skipped by every query.
@@ -145,6 +149,11 @@ impl Catalog {
             // A quarter of the footers' budget: an entry is a few percent of its footer.
             scan_footers: Cache::builder()
                 .weigher(|_, f: &Arc<ScanFooter>| weigh(f.memory_size()))
+                .max_capacity(cfg.footer_cache_bytes / 4)
+                .build(),
+            // A quarter of the footers' budget: 24 bytes a page against the footer's ~100.
+            page_sums: Cache::builder()
+                .weigher(|_, p: &Arc<PageSums>| weigh(p.memory_size()))
                 .max_capacity(cfg.footer_cache_bytes / 4)
                 .build(),
             blooms: Cache::builder()
@@ -433,6 +442,7 @@ impl Catalog {
             }
             self.footers.invalidate(&id).await;
             self.scan_footers.invalidate(&id).await;
+            self.page_sums.invalidate(&id).await;
             self.blooms.invalidate(&id).await;
             self.incomplete.invalidate(&id).await;
         }
@@ -585,6 +595,28 @@ impl Catalog {
             .map_err(unwrap_arc)
     }
 
+    /// A reader of `meta`'s data through `store` that checks every footer, page index and page
+    /// it fetches against the block's checksums (page checksums cached per block).
+    pub(crate) async fn checked_reader(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        meta: &BlockMeta,
+    ) -> Result<ObjectReader> {
+        let reader = object_reader(store, meta);
+        if meta.checksums.is_none() {
+            return Ok(reader);
+        }
+        if let Some(p) = self.page_sums.get(&meta.block_id).await {
+            return Ok(reader.with_pages(Some(p)));
+        }
+        let footer = self.footer(store, meta).await?;
+        let pages = page_sums(meta, footer.metadata())?;
+        if let Some(p) = &pages {
+            self.page_sums.insert(meta.block_id, p.clone()).await;
+        }
+        Ok(reader.with_pages(pages))
+    }
+
     /// A block's footer converted to the Arrow `schema` of a sampled scan, with its trace-ID
     /// cuts decoded; cached per block.
     pub(crate) async fn scan_footer(
@@ -618,7 +650,8 @@ impl Catalog {
                 .collect::<Result<_>>()?,
             None => {
                 let footer = self.footer(&self.store, meta).await?;
-                crate::block::reader::read_incomplete_traces(&self.store, meta, &footer).await?
+                let reader = self.checked_reader(&self.store, meta).await?;
+                crate::block::reader::read_incomplete_traces(reader, meta, &footer).await?
             }
         };
         let set = Arc::new(ids.into_iter().collect::<IncompleteTraces>());
@@ -684,7 +717,8 @@ impl Catalog {
                     return Ok::<_, EngineError>(None);
                 }
                 let footer = self.footer(store, &m).await?;
-                Ok(Some(read_trace(store, &m, &footer, id).await?))
+                let reader = self.checked_reader(store, &m).await?;
+                Ok(Some(read_trace(reader, &m, &footer, id).await?))
             })
             .buffer_unordered(self.cfg.read_concurrency.max(1))
             .try_collect()

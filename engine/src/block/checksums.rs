@@ -2,16 +2,21 @@
 //!
 //! Parquet checks nothing a block needs: parquet-rs writes no page CRCs, and a flipped byte in
 //! a delta-encoded page decodes into plausible values (16 bytes flipped inside a block moved
-//! timestamps by about a minute and every answer was a 200). So a block carries its own:
+//! timestamps by about a minute and every answer was a 200). So a block carries its own, in
+//! `meta.json` (`checksums`):
 //!
-//! - `data.parquet`: a CRC-32 per 8 KiB stripe of the file, in `meta.json` (`checksums.data`,
-//!   base64 of little-endian u32s: 0.05% of the file, 2.7 KB for a 35k-span block). Every read
-//!   of the file (footer, page index, pages) is widened to whole stripes and each stripe
-//!   checked before Parquet sees a byte. Stripes are small because reads are: a trace lookup
-//!   fetches one page per column, and widening costs at most 16 KiB per range.
-//! - `bloom`: one CRC-32, checked when the filter is loaded. A damaged filter is an index
+//! - a CRC-32 per **page** of `data.parquet` (dictionary and data pages, and Parquet bloom
+//!   filters, column by column, row group by row group; the page locations come from the
+//!   footer's offset index), of the **page index** region and of the **footer**. Parquet
+//!   readers fetch exactly these units (a page, the page index, the footer), so each fetched
+//!   range is checked against the units it holds whole, with no extra byte read. Checksums per
+//!   fixed 8 KiB stripe were tried first: a trace lookup fetches one small page from each of
+//!   ~180 columns, and widening every range to whole stripes read 22 times the bytes.
+//!   The CRCs take 4 bytes a page (about 8 KB for a 35k-span block, in base64).
+//! - one CRC-32 of the whole file, for `allegro blocks --check`, which reads it all;
+//! - one CRC-32 of `bloom`, checked when the filter is loaded. A damaged filter is an index
 //!   lost, not data: the block is read as if the filter said "maybe".
-//! - `meta.json`: sealed by `metaCrc32`, its last field, a CRC-32 of the file with that
+//! - `meta.json` is sealed by `metaCrc32`, its last field, a CRC-32 of the file with that
 //!   field's value zeroed. A sealed meta is checked byte for byte, with no second
 //!   serialisation to disagree with. A meta with `checksums` but no seal is damaged (the seal's
 //!   name is what a flip hit).
@@ -23,44 +28,73 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-/// Bytes per checksummed stripe of `data.parquet`.
-pub const STRIPE_BYTES: u64 = 8192;
 
 /// The checksums a block's `meta.json` records for its data and bloom.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Checksums {
-    /// Bytes per stripe of `data.parquet`.
-    pub stripe_bytes: u64,
-    /// CRC-32 of each stripe of `data.parquet`, in file order.
-    pub data: Stripes,
+    /// CRC-32 of each unit of `data.parquet` in [`units`] order.
+    pub pages: Crcs,
+    /// The page index region of `data.parquet` (`None`: the file has no page index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_index: Option<Extent>,
+    /// CRC-32 of the footer (the file's last `footerSize` bytes).
+    pub footer: u32,
+    /// CRC-32 of the whole of `data.parquet`.
+    pub file: u32,
     /// CRC-32 of the bloom filter object.
     pub bloom: u32,
 }
 
-/// Per-stripe CRC-32s, shared by every reader of the block.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stripes(pub Arc<[u32]>);
+/// A checksummed byte range of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    /// First byte.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
+    /// CRC-32 of them.
+    pub crc: u32,
+}
 
-impl Serialize for Stripes {
+impl Extent {
+    fn of(data: &[u8], r: Range<u64>) -> Option<Self> {
+        let bytes = data.get(r.start as usize..r.end as usize)?;
+        Some(Self {
+            offset: r.start,
+            len: r.end - r.start,
+            crc: crc32fast::hash(bytes),
+        })
+    }
+
+    fn range(&self) -> Range<u64> {
+        self.offset..self.offset + self.len
+    }
+}
+
+/// CRC-32s, shared by every reader of the block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crcs(pub Arc<[u32]>);
+
+impl Serialize for Crcs {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let bytes: Vec<u8> = self.0.iter().flat_map(|c| c.to_le_bytes()).collect();
         s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
     }
 }
 
-impl<'de> Deserialize<'de> for Stripes {
+impl<'de> Deserialize<'de> for Crcs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(serde::de::Error::custom)?;
         if !bytes.len().is_multiple_of(4) {
-            return Err(serde::de::Error::custom("stripe checksums not whole u32s"));
+            return Err(serde::de::Error::custom("checksums not whole u32s"));
         }
-        Ok(Stripes(
+        Ok(Crcs(
             bytes
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -69,47 +103,113 @@ impl<'de> Deserialize<'de> for Stripes {
     }
 }
 
-impl Checksums {
-    /// The checksums of a block's `data` and `bloom` objects.
-    pub fn of(data: &[u8], bloom: &[u8]) -> Self {
-        Self {
-            stripe_bytes: STRIPE_BYTES,
-            data: Stripes(
-                data.chunks(STRIPE_BYTES as usize)
-                    .map(crc32fast::hash)
-                    .collect(),
-            ),
-            bloom: crc32fast::hash(bloom),
+/// The checksummed units of a Parquet file, in order: per row group, per column, its
+/// dictionary page, its data pages and its bloom filter. `Err` when the footer's page
+/// locations do not fit the file.
+pub fn units(md: &ParquetMetaData) -> Result<Vec<Range<u64>>, String> {
+    let offsets = md
+        .offset_index()
+        .ok_or("no offset index: the page locations are unknown")?;
+    let mut out = Vec::new();
+    for (rg, row_group) in md.row_groups().iter().enumerate() {
+        for (c, col) in row_group.columns().iter().enumerate() {
+            let pages = offsets
+                .get(rg)
+                .and_then(|r| r.get(c))
+                .map(|o| o.page_locations())
+                .ok_or_else(|| format!("no page locations for row group {rg} column {c}"))?;
+            let first = pages.first().map_or(col.data_page_offset(), |p| p.offset);
+            if let Some(dict) = col.dictionary_page_offset()
+                && dict < first
+            {
+                out.push(to_u64(dict)?..to_u64(first)?);
+            }
+            for p in pages {
+                let start = to_u64(p.offset)?;
+                out.push(start..start + to_u64(i64::from(p.compressed_page_size))?);
+            }
+            if let (Some(o), Some(l)) = (col.bloom_filter_offset(), col.bloom_filter_length()) {
+                let start = to_u64(o)?;
+                out.push(start..start + to_u64(i64::from(l))?);
+            }
         }
     }
+    Ok(out)
+}
 
-    /// `range` of a file of `size` bytes widened to whole stripes.
-    pub fn widen(&self, range: &Range<u64>, size: u64) -> Range<u64> {
-        let s = self.stripe_bytes.max(1);
-        let start = range.start / s * s;
-        let end = range.end.div_ceil(s).saturating_mul(s).min(size);
-        start..end.max(range.end.min(size))
+fn to_u64(v: i64) -> Result<u64, String> {
+    u64::try_from(v).map_err(|_| format!("negative offset {v} in the footer"))
+}
+
+/// The page index region: every column and offset index, as Parquet readers fetch it.
+fn page_index_region(md: &ParquetMetaData) -> Option<Range<u64>> {
+    let mut out: Option<Range<u64>> = None;
+    for col in md.row_groups().iter().flat_map(|r| r.columns()) {
+        let pairs = [
+            (col.column_index_offset(), col.column_index_length()),
+            (col.offset_index_offset(), col.offset_index_length()),
+        ];
+        for (o, l) in pairs {
+            let (Some(o), Some(l)) = (o, l) else { continue };
+            let (Ok(o), Ok(l)) = (u64::try_from(o), u64::try_from(l)) else {
+                continue;
+            };
+            out = Some(match out {
+                None => o..o + l,
+                Some(r) => r.start.min(o)..r.end.max(o + l),
+            });
+        }
+    }
+    out
+}
+
+impl Checksums {
+    /// The checksums of a block's `data` (whose footer, page index included, is `md`, and
+    /// whose footer is its last `footer_len` bytes) and `bloom`.
+    pub fn of(
+        data: &[u8],
+        md: &ParquetMetaData,
+        footer_len: u64,
+        bloom: &[u8],
+    ) -> Result<Self, String> {
+        let pages = units(md)?
+            .into_iter()
+            .map(|r| {
+                Extent::of(data, r)
+                    .map(|e| e.crc)
+                    .ok_or("a page lies past the end of the file")
+            })
+            .collect::<Result<Arc<[u32]>, _>>()?;
+        let size = data.len() as u64;
+        let footer = data
+            .get(size.saturating_sub(footer_len) as usize..)
+            .map_or(0, crc32fast::hash);
+        Ok(Self {
+            pages: Crcs(pages),
+            page_index: page_index_region(md).and_then(|r| Extent::of(data, r)),
+            footer,
+            file: crc32fast::hash(data),
+            bloom: crc32fast::hash(bloom),
+        })
     }
 
-    /// Checks `bytes`, read at `at` (a stripe boundary), stripe by stripe; says which failed.
-    pub fn verify(&self, at: u64, bytes: &[u8]) -> Result<(), String> {
-        let s = self.stripe_bytes.max(1);
-        for (i, chunk) in bytes.chunks(s as usize).enumerate() {
-            let offset = at + i as u64 * s;
-            let stripe = (offset / s) as usize;
-            let Some(want) = self.data.0.get(stripe) else {
-                return Err(format!(
-                    "bytes at {offset} lie past the {} checksummed stripes",
-                    self.data.0.len()
-                ));
-            };
-            let got = crc32fast::hash(chunk);
-            if got != *want {
-                return Err(format!(
-                    "checksum mismatch in bytes {offset}..{} (stripe {stripe}: crc32 {got:08x}, \
-                     recorded {want:08x})",
-                    offset + chunk.len() as u64
-                ));
+    /// Checks the footer or the page index when `bytes`, read at `at` from a file of `size`
+    /// bytes whose footer is `footer_len` long, holds either whole.
+    pub fn verify_metadata(
+        &self,
+        at: u64,
+        bytes: &[u8],
+        size: u64,
+        footer_len: u64,
+    ) -> Result<(), String> {
+        let footer = Extent {
+            offset: size.saturating_sub(footer_len),
+            len: footer_len.min(size),
+            crc: self.footer,
+        };
+        for (what, e) in [("footer", Some(footer)), ("page index", self.page_index)] {
+            if let Some(e) = e {
+                check(what, &e, at, bytes)?;
             }
         }
         Ok(())
@@ -125,6 +225,83 @@ impl Checksums {
             "checksum mismatch (crc32 {got:08x}, recorded {:08x})",
             self.bloom
         ))
+    }
+
+    /// Checks the whole of `data.parquet`.
+    pub fn verify_file(&self, bytes: &[u8]) -> Result<(), String> {
+        let got = crc32fast::hash(bytes);
+        if got == self.file {
+            return Ok(());
+        }
+        Err(format!(
+            "checksum mismatch over the whole file (crc32 {got:08x}, recorded {:08x})",
+            self.file
+        ))
+    }
+}
+
+/// Checks extent `e` (named `what`) against `bytes` read at `at`, when they hold it whole.
+fn check(what: &str, e: &Extent, at: u64, bytes: &[u8]) -> Result<(), String> {
+    let r = e.range();
+    let end = at + bytes.len() as u64;
+    if r.start < at || r.end > end {
+        return Ok(());
+    }
+    let got = crc32fast::hash(&bytes[(r.start - at) as usize..(r.end - at) as usize]);
+    if got == e.crc {
+        return Ok(());
+    }
+    Err(format!(
+        "checksum mismatch in the {what} at bytes {}..{} (crc32 {got:08x}, recorded {:08x})",
+        r.start, r.end, e.crc
+    ))
+}
+
+/// A block's page checksums placed at their pages, for checking reads of data pages.
+#[derive(Debug)]
+pub struct PageSums {
+    /// Units sorted by offset, each with its CRC.
+    extents: Vec<Extent>,
+}
+
+impl PageSums {
+    /// The page checksums of a block whose footer is `md`. `Err` when they do not match the
+    /// footer's pages one for one (the footer or `meta.json` is damaged).
+    pub fn new(md: &ParquetMetaData, sums: &Checksums) -> Result<Self, String> {
+        let units = units(md)?;
+        if units.len() != sums.pages.0.len() {
+            return Err(format!(
+                "meta.json records {} page checksums, the footer has {} pages",
+                sums.pages.0.len(),
+                units.len()
+            ));
+        }
+        let mut extents: Vec<Extent> = units
+            .into_iter()
+            .zip(sums.pages.0.iter())
+            .map(|(r, crc)| Extent {
+                offset: r.start,
+                len: r.end - r.start,
+                crc: *crc,
+            })
+            .collect();
+        extents.sort_by_key(|e| e.offset);
+        Ok(Self { extents })
+    }
+
+    /// Checks every page that `bytes`, read at `at`, holds whole.
+    pub fn verify(&self, at: u64, bytes: &[u8]) -> Result<(), String> {
+        let end = at + bytes.len() as u64;
+        let first = self.extents.partition_point(|e| e.offset < at);
+        for e in self.extents[first..].iter().take_while(|e| e.offset < end) {
+            check("page", e, at, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes held in memory, roughly.
+    pub fn memory_size(&self) -> usize {
+        64 + self.extents.len() * std::mem::size_of::<Extent>()
     }
 }
 
@@ -169,40 +346,122 @@ fn seal_at(json: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc as StdArc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use bytes::Bytes;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
     use super::*;
 
+    /// A small Parquet file with a page index, several pages and a dictionary.
+    fn file() -> (Bytes, ParquetMetaData) {
+        let schema = StdArc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let n: Vec<i64> = (0..10_000).collect();
+        let s: Vec<String> = (0..10_000).map(|i| format!("v{}", i % 7)).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                StdArc::new(Int64Array::from(n)),
+                StdArc::new(StringArray::from(s)),
+            ],
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_data_page_row_count_limit(1000)
+            .set_write_batch_size(1000)
+            .build();
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let bytes = Bytes::from(out);
+        let md = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&bytes)
+            .unwrap();
+        (bytes, md)
+    }
+
+    fn footer_len(b: &[u8]) -> u64 {
+        let at = b.len() - 8;
+        u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])) + 8
+    }
+
     #[test]
-    fn a_flipped_byte_is_found_in_its_stripe() {
-        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let sums = Checksums::of(&data, b"bloom");
-        assert_eq!(sums.data.0.len(), 7, "50,000 bytes in 8 KiB stripes");
-        let r = sums.widen(&(9_000..9_100), data.len() as u64);
-        assert_eq!(r, 8192..16384);
+    fn every_page_read_whole_is_checked_and_a_flip_is_found() {
+        let (data, md) = file();
+        let flen = footer_len(&data);
+        let sums = Checksums::of(&data, &md, flen, b"bloom").unwrap();
+        let units = units(&md).unwrap();
+        assert!(units.len() > 10, "{} units", units.len());
+        let pages = PageSums::new(&md, &sums).unwrap();
+        for r in &units {
+            let b = &data[r.start as usize..r.end as usize];
+            assert_eq!(pages.verify(r.start, b), Ok(()));
+        }
+        let size = data.len() as u64;
+        let footer = &data[(size - flen) as usize..];
         assert_eq!(
-            sums.verify(r.start, &data[r.start as usize..r.end as usize]),
+            sums.verify_metadata(size - flen, footer, size, flen),
             Ok(())
         );
-        // The last stripe is short, and widening stops at the end of the file.
-        let r = sums.widen(&(49_990..50_000), data.len() as u64);
-        assert_eq!(r, 49_152..50_000);
-        assert_eq!(sums.verify(r.start, &data[r.start as usize..]), Ok(()));
-        let mut bad = data.clone();
-        bad[12_345] ^= 0x10;
-        let e = sums.verify(8192, &bad[8192..16384]).unwrap_err();
-        assert!(e.contains("8192..16384") && e.contains("stripe 1"), "{e}");
+        assert_eq!(sums.verify_file(&data), Ok(()));
+
+        let victim = units[units.len() / 2].clone();
+        let mut bad = data.to_vec();
+        bad[(victim.start + (victim.end - victim.start) / 2) as usize] ^= 0x10;
+        let e = pages
+            .verify(
+                victim.start,
+                &bad[victim.start as usize..victim.end as usize],
+            )
+            .unwrap_err();
+        assert!(e.contains("checksum mismatch in the page"), "{e}");
+        // A read of several pages at once checks each.
+        let all = units[0].start..units[units.len() - 1].end;
+        assert!(
+            pages
+                .verify(all.start, &bad[all.start as usize..all.end as usize])
+                .is_err()
+        );
+        assert!(sums.verify_file(&bad).is_err());
+        let mut bad_footer = footer.to_vec();
+        bad_footer[3] ^= 1;
+        assert!(
+            sums.verify_metadata(size - flen, &bad_footer, size, flen)
+                .is_err()
+        );
         assert!(sums.verify_bloom(b"bloom").is_ok());
         assert!(sums.verify_bloom(b"bloon").is_err());
     }
 
     #[test]
-    fn stripes_round_trip_through_json() {
-        let sums = Checksums::of(&[1u8; 20_000], &[]);
+    fn checksums_round_trip_through_json_and_must_match_the_footer() {
+        let (data, md) = file();
+        let sums = Checksums::of(&data, &md, footer_len(&data), &[]).unwrap();
         let json = serde_json::to_string(&sums).unwrap();
         let back: Checksums = serde_json::from_str(&json).unwrap();
         assert_eq!(back, sums);
         assert!(
-            serde_json::from_str::<Checksums>(&json.replace("\"data\":\"", "\"data\":\"AA"))
+            serde_json::from_str::<Checksums>(&json.replace("\"pages\":\"", "\"pages\":\"AA"))
                 .is_err()
+        );
+        let fewer = Checksums {
+            pages: Crcs(sums.pages.0[1..].into()),
+            ..sums
+        };
+        assert!(
+            PageSums::new(&md, &fewer)
+                .unwrap_err()
+                .contains("page checksums")
         );
     }
 

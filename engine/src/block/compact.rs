@@ -40,7 +40,7 @@ use parquet::file::statistics::Statistics;
 
 use super::meta::BlockMeta;
 use super::object_reader::ObjectReader;
-use super::reader::{column, object_reader, parquet_err};
+use super::reader::{column, parquet_err};
 use super::recorded::RecordedKeys;
 use super::writer::{BlockEncoder, BlockWriteOptions, EncodedBlock};
 use crate::catalog::Catalog;
@@ -232,7 +232,7 @@ pub async fn compact(
         let footer = catalog.footer(&store, m).await?;
         for (kind, groups) in runs_of(&footer)? {
             let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-                object_reader(&store, m),
+                catalog.checked_reader(&store, m).await?,
                 (*footer).clone(),
             )
             .with_row_groups(groups)

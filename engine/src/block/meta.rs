@@ -170,7 +170,7 @@ impl BlockMeta {
             .map_or(0, |t| t.iter().map(|k| k.key.len() + 64).sum());
         let hot: usize = self.hot_columns.iter().map(|h| h.key.len() + 64).sum();
         let incomplete = self.incomplete_traces.as_ref().map_or(0, |v| v.len() * 56);
-        let sums = self.checksums.as_ref().map_or(0, |c| c.data.0.len() * 4);
+        let sums = self.checksums.as_ref().map_or(0, |c| c.pages.0.len() * 4);
         512 + attrs + others + types + hot + incomplete + sums
     }
 

@@ -13,18 +13,20 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
-use super::checksums::Checksums;
+use super::checksums::{Checksums, PageSums};
 use crate::error::EngineError;
 
 /// Reads byte ranges of one object; the size comes from `meta.json`, so no HEAD request is made.
-/// With checksums, every read is widened to whole stripes and verified before it is returned.
+/// With checksums, every fetched range is checked against the footer, page index and pages it
+/// holds whole before Parquet sees it (see [`super::checksums`]).
 #[derive(Debug, Clone)]
 pub struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
     footer_hint: usize,
-    checksums: Option<Checksums>,
+    checksums: Option<(Checksums, u64)>,
+    pages: Option<Arc<PageSums>>,
 }
 
 impl ObjectReader {
@@ -36,48 +38,55 @@ impl ObjectReader {
             size,
             footer_hint,
             checksums: None,
+            pages: None,
         }
     }
 
-    /// This reader verifying what it reads against `checksums` (`None`: unverified).
-    pub fn verified(self, checksums: Option<Checksums>) -> Self {
-        Self { checksums, ..self }
+    /// This reader checking footer and page index reads against `checksums` (the footer being
+    /// the last `footer_len` bytes); `None`: unverified.
+    pub fn verified(self, checksums: Option<Checksums>, footer_len: u64) -> Self {
+        Self {
+            checksums: checksums.map(|c| (c, footer_len)),
+            ..self
+        }
     }
 
-    /// Fetches `ranges`, widened to stripes and verified when there are checksums.
+    /// This reader also checking every page it reads whole against `pages`.
+    pub fn with_pages(self, pages: Option<Arc<PageSums>>) -> Self {
+        Self { pages, ..self }
+    }
+
+    /// Fetches `ranges`, checked when there are checksums.
     async fn fetch(&self, ranges: Vec<Range<u64>>) -> Result<Vec<Bytes>> {
-        let Some(sums) = &self.checksums else {
-            return self
-                .store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(external);
-        };
-        let wide: Vec<Range<u64>> = ranges.iter().map(|r| sums.widen(r, self.size)).collect();
         let got = self
             .store
-            .get_ranges(&self.path, &wide)
+            .get_ranges(&self.path, &ranges)
             .await
             .map_err(external)?;
-        let mut out = Vec::with_capacity(ranges.len());
-        for ((want, wide), bytes) in ranges.iter().zip(&wide).zip(got) {
-            if bytes.len() as u64 != wide.end - wide.start {
+        let Some((sums, footer_len)) = &self.checksums else {
+            return Ok(got);
+        };
+        for (r, bytes) in ranges.iter().zip(&got) {
+            if bytes.len() as u64 != r.end - r.start {
                 return Err(damaged(
                     &self.path,
                     format!(
                         "read {} bytes at {}, expected {} (the object is shorter than meta.json says)",
                         bytes.len(),
-                        wide.start,
-                        wide.end - wide.start
+                        r.start,
+                        r.end - r.start
                     ),
                 ));
             }
-            sums.verify(wide.start, &bytes)
+            sums.verify_metadata(r.start, bytes, self.size, *footer_len)
                 .map_err(|m| damaged(&self.path, m))?;
-            let from = (want.start - wide.start) as usize;
-            out.push(bytes.slice(from..from + (want.end - want.start) as usize));
+            if let Some(pages) = &self.pages {
+                pages
+                    .verify(r.start, bytes)
+                    .map_err(|m| damaged(&self.path, m))?;
+            }
         }
-        Ok(out)
+        Ok(got)
     }
 }
 

@@ -14,6 +14,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 
+use super::checksums::PageSums;
 use super::meta::{BlockMeta, objects};
 use super::object_reader::ObjectReader;
 use super::writer::block_path;
@@ -31,7 +32,23 @@ pub(crate) fn object_reader(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> O
         meta.size,
         hint,
     )
-    .verified(meta.checksums.clone())
+    .verified(meta.checksums.clone(), meta.footer_size)
+}
+
+/// The page checksums of `meta`'s block placed by its footer `md`; `None` for a block written
+/// before checksums. A footer whose pages do not match them makes the block damaged.
+pub(crate) fn page_sums(meta: &BlockMeta, md: &ParquetMetaData) -> Result<Option<Arc<PageSums>>> {
+    let Some(sums) = &meta.checksums else {
+        return Ok(None);
+    };
+    PageSums::new(md, sums)
+        .map(|p| Some(Arc::new(p)))
+        .map_err(|m| {
+            EngineError::corrupt(
+                block_path(&meta.tenant_id, &meta.block_id, objects::DATA),
+                m,
+            )
+        })
 }
 
 pub(crate) fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) -> EngineError {
@@ -67,8 +84,9 @@ fn storage_failed(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Reads all of a block and checks it: its bloom filter and every stripe of its data against
-/// their checksums (blocks written before checksums: decoding alone), and every page decoded.
+/// Reads all of a block and checks it: its bloom filter, its whole data file and each of its
+/// pages against their checksums (blocks written before checksums: decoding alone), and every
+/// page decoded, the row count against `meta.json`.
 /// What `allegro blocks --check` runs; a block that passes reads cleanly whole.
 pub async fn verify_block(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<()> {
     let bloom_path = block_path(&meta.tenant_id, &meta.block_id, objects::BLOOM);
@@ -84,19 +102,30 @@ pub async fn verify_block(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Res
             .map_err(|m| EngineError::corrupt(&bloom_path, m))?;
     }
     super::bloom::TraceBloom::from_bytes(bloom_path.as_ref(), &bloom)?;
-    let footer = load_footer(store, meta).await?;
-    let rows: usize =
-        ParquetRecordBatchStreamBuilder::new_with_metadata(object_reader(store, meta), footer)
-            .build()
-            .map_err(|e| parquet_err(meta, e))?
-            .map_ok(|b| b.num_rows())
-            .try_fold(0, |n, r| async move { Ok(n + r) })
+    let data_path = block_path(&meta.tenant_id, &meta.block_id, objects::DATA);
+    if let Some(sums) = &meta.checksums {
+        let data = store
+            .get(&data_path)
             .await
-            .map_err(|e| parquet_err(meta, e))?;
+            .map_err(|e| EngineError::storage(&data_path, e))?
+            .bytes()
+            .await
+            .map_err(|e| EngineError::storage(&data_path, e))?;
+        sums.verify_file(&data)
+            .map_err(|m| EngineError::corrupt(&data_path, m))?;
+    }
+    let footer = load_footer(store, meta).await?;
+    let reader = object_reader(store, meta).with_pages(page_sums(meta, footer.metadata())?);
+    let rows: usize = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer)
+        .build()
+        .map_err(|e| parquet_err(meta, e))?
+        .map_ok(|b| b.num_rows())
+        .try_fold(0, |n, r| async move { Ok(n + r) })
+        .await
+        .map_err(|e| parquet_err(meta, e))?;
     if rows as u64 != meta.total_spans {
-        let path = block_path(&meta.tenant_id, &meta.block_id, objects::DATA);
         return Err(EngineError::corrupt(
-            path,
+            data_path,
             format!(
                 "{rows} rows where meta.json records {} spans",
                 meta.total_spans
@@ -192,9 +221,9 @@ pub fn plan_trace_read(
     Ok(Some((groups, RowSelection::from(selectors))))
 }
 
-/// Reads the rows of trace `id` from a block whose footer is `footer`.
+/// Reads the rows of trace `id` through `reader` from a block whose footer is `footer`.
 pub async fn read_trace(
-    store: &Arc<dyn ObjectStore>,
+    reader: ObjectReader,
     meta: &BlockMeta,
     footer: &ArrowReaderMetadata,
     id: &TraceId,
@@ -217,15 +246,12 @@ pub async fn read_trace(
             ids.iter().map(|v| Some(v == Some(&want[..]))),
         ))
     });
-    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-        object_reader(store, meta),
-        footer.clone(),
-    )
-    .with_row_groups(groups)
-    .with_row_selection(selection)
-    .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
-    .build()
-    .map_err(|e| parquet_err(meta, e))?;
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer.clone())
+        .with_row_groups(groups)
+        .with_row_selection(selection)
+        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+        .build()
+        .map_err(|e| parquet_err(meta, e))?;
     let batches: Vec<RecordBatch> = stream
         .try_collect()
         .await
@@ -235,9 +261,9 @@ pub async fn read_trace(
 
 /// Reads a whole block (for tools and tests; queries go through DataFusion).
 pub async fn read_all(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<Vec<RecordBatch>> {
-    let stream = ParquetRecordBatchStreamBuilder::new(object_reader(store, meta))
-        .await
-        .map_err(|e| parquet_err(meta, e))?
+    let footer = load_footer(store, meta).await?;
+    let reader = object_reader(store, meta).with_pages(page_sums(meta, footer.metadata())?);
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer)
         .build()
         .map_err(|e| parquet_err(meta, e))?;
     stream.try_collect().await.map_err(|e| parquet_err(meta, e))
@@ -247,20 +273,17 @@ pub async fn read_all(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<
 /// in the block), read from the block itself: for blocks whose `meta.json` does not list them.
 /// Reads two narrow columns.
 pub async fn read_incomplete_traces(
-    store: &Arc<dyn ObjectStore>,
+    reader: ObjectReader,
     meta: &BlockMeta,
     footer: &ArrowReaderMetadata,
 ) -> Result<Vec<TraceId>> {
     let md = footer.metadata();
     let (id_leaf, left_leaf) = (leaf(md, col::TRACE_ID)?, leaf(md, col::NESTED_SET_LEFT)?);
     let mask = ProjectionMask::leaves(footer.parquet_schema(), [id_leaf, left_leaf]);
-    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-        object_reader(store, meta),
-        footer.clone(),
-    )
-    .with_projection(mask)
-    .build()
-    .map_err(|e| parquet_err(meta, e))?;
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer.clone())
+        .with_projection(mask)
+        .build()
+        .map_err(|e| parquet_err(meta, e))?;
     let batches: Vec<RecordBatch> = stream
         .try_collect()
         .await

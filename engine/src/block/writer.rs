@@ -8,7 +8,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaDataReader, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use uuid::Uuid;
@@ -615,7 +615,9 @@ impl BlockEncoder {
             return Err(EngineError::Internal("block without spans".into()));
         };
         let footer_size = footer_len(&data);
+        let data = Bytes::from(data);
         let bloom = self.bloom.to_bytes();
+        let checksums = written_checksums(&data, footer_size, &bloom)?;
         let keys = match std::mem::replace(&mut self.recorded, Recorded::Given(Default::default()))
         {
             Recorded::Scanned { scan, values } => {
@@ -655,15 +657,25 @@ impl BlockEncoder {
                 .then(|| self.incomplete.iter().map(TraceId::to_hex).collect()),
             compaction_level: 0,
             compacted_from: None,
-            checksums: Some(Checksums::of(&data, &bloom)),
+            checksums: Some(checksums),
             meta_crc32: None,
         };
         Ok(EncodedBlock {
             meta,
-            data: Bytes::from(data),
+            data,
             bloom: Bytes::from(bloom),
         })
     }
+}
+
+/// The checksums of a block just written: its footer read back for the page locations.
+fn written_checksums(data: &Bytes, footer_size: u64, bloom: &[u8]) -> Result<Checksums> {
+    let md = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(data)
+        .map_err(|e| EngineError::Internal(format!("reading back the footer written: {e}")))?;
+    Checksums::of(data, &md, footer_size, bloom)
+        .map_err(|e| EngineError::Internal(format!("checksums of the block written: {e}")))
 }
 
 fn footer_len(file: &[u8]) -> u64 {

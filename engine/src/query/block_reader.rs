@@ -75,6 +75,7 @@ impl ParquetFileReaderFactory for BlockReaderFactory {
             ParquetFileMetrics::new(partition_index, file.object_meta.location.as_ref(), metrics);
         Ok(Box::new(BlockReader {
             inner: crate::block::reader::object_reader(self.catalog.store(), &meta),
+            checked: meta.checksums.is_none(),
             catalog: self.catalog.clone(),
             meta,
             metrics,
@@ -84,9 +85,28 @@ impl ParquetFileReaderFactory for BlockReaderFactory {
 
 struct BlockReader {
     inner: ObjectReader,
+    /// Whether `inner` checks pages already (or the block has no checksums). DataFusion makes
+    /// fresh readers after loading the footer (for bloom filters, then for decoding), so each
+    /// reader takes the block's page checksums before its first read of data.
+    checked: bool,
     catalog: Arc<Catalog>,
     meta: Arc<BlockMeta>,
     metrics: ParquetFileMetrics,
+}
+
+impl BlockReader {
+    /// Makes `inner` check every page it reads against the block's checksums.
+    async fn check_pages(&mut self) -> parquet::errors::Result<()> {
+        if !self.checked {
+            self.inner = self
+                .catalog
+                .checked_reader(self.catalog.store(), &self.meta)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))?;
+            self.checked = true;
+        }
+        Ok(())
+    }
 }
 
 impl AsyncFileReader for BlockReader {
@@ -94,7 +114,11 @@ impl AsyncFileReader for BlockReader {
         self.metrics
             .bytes_scanned
             .add((range.end - range.start) as usize);
-        self.inner.get_bytes(range)
+        async move {
+            self.check_pages().await?;
+            self.inner.get_bytes(range).await
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
@@ -103,7 +127,11 @@ impl AsyncFileReader for BlockReader {
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         self.metrics.bytes_scanned.add(n as usize);
-        self.inner.get_byte_ranges(ranges)
+        async move {
+            self.check_pages().await?;
+            self.inner.get_byte_ranges(ranges).await
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(

@@ -274,7 +274,11 @@ impl BlockRead {
     async fn block(self: Arc<Self>, b: SampledBlock) -> Result<Vec<RecordBatch>> {
         let (roots, footer, rows) = (&self.roots, &b.footer, b.rows);
         let reader = CountingReader {
-            inner: crate::block::reader::object_reader(self.catalog.store(), &b.meta),
+            inner: self
+                .catalog
+                .checked_reader(self.catalog.store(), &b.meta)
+                .await
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
             bytes: self.bytes.clone(),
         };
         let mask = ProjectionMask::roots(footer.reader.parquet_schema(), roots.iter().copied());
