@@ -149,16 +149,7 @@ pub fn over_head(ds: &Dataset, dir: &Path) -> QueryEngine {
 /// of its traces in three Parquet blocks under `dir`, the newest tenth in the live head.
 /// Returns the engine and every trace's OTLP data.
 pub async fn generated(dir: &Path, seed: u64, spans: u64) -> (QueryEngine, Vec<ResourceSpans>) {
-    let mut generator = Generator::new(GenOptions {
-        seed,
-        spans,
-        start_unix_nano: GENERATED_START,
-        duration_nano: 600_000_000_000,
-    });
-    let mut traces: Vec<Vec<ResourceSpans>> = Vec::new();
-    while let Some(t) = generator.next_trace() {
-        traces.push(t);
-    }
+    let traces = generated_traces(seed, spans);
     let catalog = catalog_at(dir);
     let live_from = traces.len() * 9 / 10;
     for chunk in traces[..live_from].chunks(live_from.div_ceil(3)) {
@@ -171,6 +162,18 @@ pub async fn generated(dir: &Path, seed: u64, spans: u64) -> (QueryEngine, Vec<R
     .expect("batches");
     let engine = QueryEngine::new(catalog, Some(Arc::new(StaticLive(live)))).expect("engine");
     (engine, traces.into_iter().flatten().collect())
+}
+
+/// The generated shop's traces (`spans` spans over 10 minutes from 2026-01-01), each as its
+/// OTLP data.
+pub fn generated_traces(seed: u64, spans: u64) -> Vec<Vec<ResourceSpans>> {
+    let mut generator = Generator::new(GenOptions {
+        seed,
+        spans,
+        start_unix_nano: GENERATED_START,
+        duration_nano: 600_000_000_000,
+    });
+    std::iter::from_fn(|| generator.next_trace()).collect()
 }
 
 /// Where [`generated`] data starts: 2026-01-01T00:00:00Z.

@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use allegro_datasets::{GenOptions, Generator};
 use allegro_engine::block::meta::objects;
 use allegro_engine::block::reader::verify_block;
 use allegro_engine::ids::TraceId;
@@ -15,22 +14,12 @@ use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use allegro_engine::query::search::SearchRequest;
 use allegro_engine::schema::col;
 use allegro_engine::tempopb::PartialStatus;
-use allegro_tests::engines::{GENERATED_START, TENANT, catalog_at, store_block};
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use allegro_tests::engines::{GENERATED_START, TENANT, catalog_at, generated_traces, store_block};
 
 /// Three blocks of generated traces under `dir`: each block's trace IDs (hex, as search
 /// answers them: no leading zeros) and its directory.
 async fn three_blocks(dir: &Path) -> Vec<(BTreeSet<String>, PathBuf)> {
-    let mut generator = Generator::new(GenOptions {
-        seed: 11,
-        spans: 6_000,
-        start_unix_nano: GENERATED_START,
-        duration_nano: 600_000_000_000,
-    });
-    let mut traces: Vec<Vec<ResourceSpans>> = Vec::new();
-    while let Some(t) = generator.next_trace() {
-        traces.push(t);
-    }
+    let traces = generated_traces(11, 6_000);
     let catalog = catalog_at(dir);
     let mut out = Vec::new();
     for chunk in traces.chunks(traces.len().div_ceil(3)) {

@@ -217,27 +217,24 @@ impl Checksums {
 
     /// Checks the bloom filter's bytes.
     pub fn verify_bloom(&self, bytes: &[u8]) -> Result<(), String> {
-        let got = crc32fast::hash(bytes);
-        if got == self.bloom {
-            return Ok(());
-        }
-        Err(format!(
-            "checksum mismatch (crc32 {got:08x}, recorded {:08x})",
-            self.bloom
-        ))
+        whole("bloom filter", bytes, self.bloom)
     }
 
     /// Checks the whole of `data.parquet`.
     pub fn verify_file(&self, bytes: &[u8]) -> Result<(), String> {
-        let got = crc32fast::hash(bytes);
-        if got == self.file {
-            return Ok(());
-        }
-        Err(format!(
-            "checksum mismatch over the whole file (crc32 {got:08x}, recorded {:08x})",
-            self.file
-        ))
+        whole("whole file", bytes, self.file)
     }
+}
+
+/// Checks all of `bytes` (named `what`) against `crc`.
+fn whole(what: &str, bytes: &[u8], crc: u32) -> Result<(), String> {
+    let got = crc32fast::hash(bytes);
+    if got == crc {
+        return Ok(());
+    }
+    Err(format!(
+        "checksum mismatch over the {what} (crc32 {got:08x}, recorded {crc:08x})"
+    ))
 }
 
 /// Checks extent `e` (named `what`) against `bytes` read at `at`, when they hold it whole.

@@ -89,14 +89,15 @@ fn storage_failed(e: &(dyn std::error::Error + 'static)) -> bool {
 /// page decoded, the row count against `meta.json`.
 /// What `allegro blocks --check` runs; a block that passes reads cleanly whole.
 pub async fn verify_block(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<()> {
+    let whole = async |path: &object_store::path::Path| {
+        let got = store
+            .get(path)
+            .await
+            .map_err(|e| EngineError::storage(path, e))?;
+        got.bytes().await.map_err(|e| EngineError::storage(path, e))
+    };
     let bloom_path = block_path(&meta.tenant_id, &meta.block_id, objects::BLOOM);
-    let bloom = store
-        .get(&bloom_path)
-        .await
-        .map_err(|e| EngineError::storage(&bloom_path, e))?
-        .bytes()
-        .await
-        .map_err(|e| EngineError::storage(&bloom_path, e))?;
+    let bloom = whole(&bloom_path).await?;
     if let Some(sums) = &meta.checksums {
         sums.verify_bloom(&bloom)
             .map_err(|m| EngineError::corrupt(&bloom_path, m))?;
@@ -104,13 +105,7 @@ pub async fn verify_block(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Res
     super::bloom::TraceBloom::from_bytes(bloom_path.as_ref(), &bloom)?;
     let data_path = block_path(&meta.tenant_id, &meta.block_id, objects::DATA);
     if let Some(sums) = &meta.checksums {
-        let data = store
-            .get(&data_path)
-            .await
-            .map_err(|e| EngineError::storage(&data_path, e))?
-            .bytes()
-            .await
-            .map_err(|e| EngineError::storage(&data_path, e))?;
+        let data = whole(&data_path).await?;
         sums.verify_file(&data)
             .map_err(|m| EngineError::corrupt(&data_path, m))?;
     }
