@@ -53,8 +53,9 @@ fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
 fn fields<'a>(buf: &'a [u8], mut f: impl FnMut(u32, Wire<'a>) -> Option<()>) -> Option<()> {
     let mut pos = 0;
     while pos < buf.len() {
-        let key = varint(buf, &mut pos)?;
-        let tag = u32::try_from(key >> 3).ok().filter(|t| *t > 0)?;
+        // As prost: a key is a u32 (field numbers up to 2^29 - 1), and field 0 is no field.
+        let key = u32::try_from(varint(buf, &mut pos)?).ok()?;
+        let tag = Some(key >> 3).filter(|t| *t > 0)?;
         let wire = match key & 7 {
             0 => {
                 varint(buf, &mut pos)?;
@@ -574,5 +575,19 @@ mod tests {
             accepted > 500 && refused > 500,
             "{accepted} accepted, {refused} refused"
         );
+    }
+
+    #[test]
+    fn a_key_past_u32_is_refused_as_prost_refuses_it() {
+        // Found by `cargo fuzz run otlp_wire`: a fixed32 field whose key varint is above
+        // u32::MAX (field number past 2^29 - 1). The walk skipped it as an unknown field and
+        // accepted the request; prost refuses the key.
+        let input = [0xf5, 0xfe, 0xd7, 0xdb, 0x35, 0x61, 0x1a, 0x8f, 0x9c];
+        assert!(ExportTraceServiceRequest::decode(&input[..]).is_err());
+        assert!(prepare_encoded(&input, &SpanRules::none()).is_none());
+        // The largest field number prost takes is skipped as unknown by both.
+        let max = [0xfd, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3, 4];
+        assert!(ExportTraceServiceRequest::decode(&max[..]).is_ok());
+        assert!(prepare_encoded(&max, &SpanRules::none()).is_some());
     }
 }

@@ -378,8 +378,12 @@ impl<'s> Builder<'s> {
                     .map_err(|_| self.err(sp, "integer does not fit in 64 bits"))?,
             ),
             Rule::float => Static::Float(
-                text.parse()
-                    .map_err(|_| self.err(sp, format!("invalid number {text}")))?,
+                text.parse::<f64>()
+                    .ok()
+                    // As Go's ParseFloat: a literal past f64's range is an error, not +Inf
+                    // (which no query could write back).
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| self.err(sp, format!("number {text} is out of range")))?,
             ),
             Rule::duration => {
                 Static::Duration(lexical::duration(text).map_err(|m| self.err(sp, m))?)

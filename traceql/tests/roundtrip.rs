@@ -42,3 +42,14 @@ fn the_checker_catches_what_it_should() {
     assert_eq!(check_one("{ .a == 1 }"), Ok((false, false)));
     assert_eq!(check_one("{ 1 = \"x\" }"), Ok((true, false)));
 }
+
+#[test]
+fn a_float_literal_past_f64_is_an_error_not_infinity() {
+    // Found by `cargo fuzz run traceql_parse`: the literal overflowed to +Inf, which printed
+    // as `+Inf`, text no query can parse back. Go's ParseFloat refuses it as out of range.
+    let q = "{ 188888888888888888888e88888888888888 > ok }";
+    assert_eq!(check_one(q), Ok((false, false)));
+    let e = parse(q).unwrap_err().to_string();
+    assert!(e.contains("out of range") && e.contains("1:3"), "{e}");
+    assert!(parse("{ 1.5e308 > ok }").is_ok());
+}
