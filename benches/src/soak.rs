@@ -144,8 +144,10 @@ struct Shared {
     started: Instant,
     minutes: Mutex<Vec<Minute>>,
     stop_ingest: AtomicBool,
-    stop_queries: AtomicBool,
 }
+
+/// Latencies per query kind.
+type Samples = Arc<Mutex<BTreeMap<&'static str, Vec<Duration>>>>;
 
 impl Shared {
     fn minute(&self) -> usize {
@@ -153,10 +155,7 @@ impl Shared {
     }
 
     fn with_minute(&self, f: impl FnOnce(&mut Minute)) {
-        self.with_minute_at(self.minute(), f)
-    }
-
-    fn with_minute_at(&self, m: usize, f: impl FnOnce(&mut Minute)) {
+        let m = self.minute();
         let mut all = self.minutes.lock();
         while all.len() <= m {
             all.push(Minute::default());
@@ -226,15 +225,41 @@ fn ingest_loop(
     }
 }
 
-/// Runs the query mix until told to stop; `end` gives each query's range end (unix s).
+/// Starts the query mix on a thread of its own, until the returned flag is set; `end` gives
+/// each query's range end (unix s).
+fn spawn_queries(
+    shared: &Arc<Shared>,
+    a: &SoakArgs,
+    api: &str,
+    window: u64,
+    end: impl Fn() -> u64 + Send + 'static,
+    samples: &Samples,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, api, samples, flag) = (
+        shared.clone(),
+        api.to_string(),
+        samples.clone(),
+        stop.clone(),
+    );
+    let (tenants, pause) = (a.tenants, Duration::from_millis(a.query_pause_ms));
+    let h = std::thread::spawn(move || {
+        query_loop(&s, &api, tenants, window, pause, end, &samples, &flag)
+    });
+    (stop, h)
+}
+
+/// Runs the query mix until `stop` is set.
+#[allow(clippy::too_many_arguments)]
 fn query_loop(
-    shared: Arc<Shared>,
-    api: String,
+    shared: &Shared,
+    api: &str,
     tenants: usize,
     window: u64,
     pause: Duration,
     end: impl Fn() -> u64,
-    samples: Arc<Mutex<BTreeMap<&'static str, Vec<Duration>>>>,
+    samples: &Samples,
+    stop: &AtomicBool,
 ) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -243,7 +268,7 @@ fn query_loop(
         .into();
     let mut ids: Vec<String> = vec![String::new(); tenants];
     let mut turn = 0usize;
-    while !shared.stop_queries.load(Relaxed) {
+    while !stop.load(Relaxed) {
         let (name, path) = KINDS[turn % KINDS.len()];
         let tenant_no = (turn / KINDS.len()) % tenants;
         turn += 1;
@@ -310,7 +335,6 @@ pub async fn run(a: &SoakArgs) -> Result<(), String> {
         started: Instant::now(),
         minutes: Mutex::default(),
         stop_ingest: AtomicBool::new(false),
-        stop_queries: AtomicBool::new(false),
     });
     let interval =
         Duration::from_secs_f64(a.batch as f64 * a.connections as f64 / a.rate.max(1) as f64);
@@ -323,30 +347,21 @@ pub async fn run(a: &SoakArgs) -> Result<(), String> {
             ingest_loop(s, url, tenants, interval, offset)
         }));
     }
-    let loaded = Arc::new(Mutex::new(BTreeMap::new()));
-    let querier = {
-        let (s, api, samples) = (shared.clone(), srv.api.clone(), loaded.clone());
-        let (tenants, pause) = (a.tenants, Duration::from_millis(a.query_pause_ms));
-        std::thread::spawn(move || {
-            query_loop(
-                s,
-                api,
-                tenants,
-                window,
-                pause,
-                || now_ns() / 1_000_000_000,
-                samples,
-            )
-        })
-    };
+    let loaded: Samples = Arc::default();
+    let idle: Samples = Arc::default();
+    let mut querier = Some(spawn_queries(
+        &shared,
+        a,
+        &srv.api,
+        window,
+        || now_ns() / 1_000_000_000,
+        &loaded,
+    ));
     let mut rss = Vec::new();
     println!(
         "{:>3} {:>9} {:>7} {:>9} {:>8}  query p50/p99 ms (n)",
         "min", "spans/s", "refused", "RSS MiB", "q-fail"
     );
-    let mut querier = Some(querier);
-    let idle = Arc::new(Mutex::new(BTreeMap::new()));
-    let mut idle_querier = None;
     for minute in 0..a.minutes + a.idle_minutes {
         let until = shared.started + Duration::from_secs((minute + 1) * 60);
         tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
@@ -354,60 +369,34 @@ pub async fn run(a: &SoakArgs) -> Result<(), String> {
         if minute + 1 == a.minutes {
             // Ingest stops; the same queries go on over the windows that ended here.
             shared.stop_ingest.store(true, Relaxed);
-            shared.stop_queries.store(true, Relaxed);
-            for h in senders.drain(..).chain(querier.take()) {
+            for h in senders.drain(..) {
+                let _ = h.join();
+            }
+            if let Some((stop, h)) = querier.take() {
+                stop.store(true, Relaxed);
                 let _ = h.join();
             }
             let end = now_ns() / 1_000_000_000;
-            let s = Arc::new(Shared {
-                templates: Templates::build_timed(1),
-                next: AtomicU64::new(0),
-                started: shared.started,
-                minutes: Mutex::default(),
-                stop_ingest: AtomicBool::new(true),
-                stop_queries: AtomicBool::new(false),
-            });
-            let (api, samples) = (srv.api.clone(), idle.clone());
-            let (tenants, pause) = (a.tenants, Duration::from_millis(a.query_pause_ms));
-            let q = s.clone();
-            idle_querier = Some((
-                s,
-                std::thread::spawn(move || {
-                    query_loop(q, api, tenants, window, pause, move || end, samples)
-                }),
+            querier = Some(spawn_queries(
+                &shared,
+                a,
+                &srv.api,
+                window,
+                move || end,
+                &idle,
             ));
-        }
-        if minute >= a.minutes
-            && let Some((s, _)) = &idle_querier
-        {
-            merge_minute(&shared, s, minute as usize);
         }
         print_minute(&shared, minute as usize, *rss.last().unwrap_or(&0));
     }
-    if let Some((s, h)) = idle_querier {
-        s.stop_queries.store(true, Relaxed);
+    shared.stop_ingest.store(true, Relaxed);
+    for h in senders {
         let _ = h.join();
     }
-    for h in senders.into_iter().chain(querier) {
+    if let Some((stop, h)) = querier {
+        stop.store(true, Relaxed);
         let _ = h.join();
     }
     summarise(a, &shared, &rss, &loaded.lock(), &idle.lock(), head)
-}
-
-/// Moves the idle querier's figures for `minute` into the soak's.
-fn merge_minute(into: &Shared, from: &Shared, minute: usize) {
-    let taken = match from.minutes.lock().get_mut(minute) {
-        Some(m) => std::mem::take(m),
-        None => return,
-    };
-    into.with_minute_at(minute, |m| {
-        for (k, v) in taken.queries {
-            m.queries.entry(k).or_default().extend(v);
-        }
-        for (k, v) in taken.query_failures {
-            *m.query_failures.entry(k).or_default() += v;
-        }
-    });
 }
 
 fn print_minute(shared: &Shared, minute: usize, rss: u64) {

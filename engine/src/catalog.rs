@@ -77,8 +77,6 @@ pub struct TraceLookup {
     pub blocks_read: usize,
     /// Bytes fetched from storage by this lookup (0 when everything was cached and absent).
     pub inspected_bytes: u64,
-    /// Damaged blocks of the tenant skipped (quarantined): the trace may lack their spans.
-    pub damaged_blocks: usize,
 }
 
 /// Most damaged blocks one query sets aside and runs again without, before it fails.
@@ -682,12 +680,7 @@ impl Catalog {
                 Err(e) if damaged < MAX_DAMAGED_PER_QUERY && self.quarantine_damaged(&e) => {
                     damaged += 1;
                 }
-                r => {
-                    return r.map(|mut l| {
-                        l.damaged_blocks = self.quarantine.of(tenant).len();
-                        l
-                    });
-                }
+                r => return r,
             }
         }
     }
@@ -731,7 +724,6 @@ impl Catalog {
             total_blocks: blocks.len(),
             blocks_read,
             inspected_bytes: mine.snapshot().1,
-            damaged_blocks: 0,
         })
     }
 }

@@ -2,6 +2,13 @@
 
 use thiserror::Error;
 
+/// `e` and every error it was caused by, outermost first.
+pub fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
 /// Result alias used throughout the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
@@ -90,22 +97,16 @@ impl EngineError {
     /// The object found missing anywhere in the chain of `e` (a DataFusion or Parquet error
     /// wrapping a storage error).
     pub fn missing_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-        let mut at = Some(e);
-        while let Some(err) = at {
+        chain(e).find_map(|err| {
             if let Some(object_store::Error::NotFound { path, .. }) =
                 err.downcast_ref::<object_store::Error>()
             {
                 return Some(path.clone());
             }
-            if let Some(path) = err
-                .downcast_ref::<EngineError>()
+            err.downcast_ref::<EngineError>()
                 .and_then(|e| e.missing_object())
-            {
-                return Some(path.to_string());
-            }
-            at = err.source();
-        }
-        None
+                .map(str::to_string)
+        })
     }
 
     /// The damaged object's path and what was wrong, when this is (or shares) a
@@ -121,16 +122,10 @@ impl EngineError {
     /// The damaged object anywhere in the chain of `e` (a DataFusion or Parquet error wrapping
     /// a failed checksum or decode), as a [`EngineError::Corrupt`].
     pub fn damaged_in(e: &(dyn std::error::Error + 'static)) -> Option<EngineError> {
-        let mut at = Some(e);
-        while let Some(err) = at {
-            if let Some((path, message)) =
-                err.downcast_ref::<EngineError>().and_then(|e| e.damaged())
-            {
-                return Some(Self::corrupt(path, message));
-            }
-            at = err.source();
-        }
-        None
+        chain(e).find_map(|err| {
+            let (path, message) = err.downcast_ref::<EngineError>()?.damaged()?;
+            Some(Self::corrupt(path, message))
+        })
     }
 
     /// Builds an [`EngineError::Storage`] for `path`.

@@ -60,7 +60,8 @@ pub(crate) fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) ->
         };
     }
     // A read that failed (network, permissions) is not damage: the block stays in service.
-    if EngineError::damaged_in(&e).is_none() && storage_failed(&e) {
+    let storage_failed = crate::error::chain(&e).any(|c| c.is::<object_store::Error>());
+    if EngineError::damaged_in(&e).is_none() && storage_failed {
         return EngineError::storage(
             &path,
             object_store::Error::Generic {
@@ -70,18 +71,6 @@ pub(crate) fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) ->
         );
     }
     EngineError::corrupt(path, e)
-}
-
-/// Did a storage read fail somewhere in the chain of `e`?
-fn storage_failed(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut at = Some(e);
-    while let Some(err) = at {
-        if err.downcast_ref::<object_store::Error>().is_some() {
-            return true;
-        }
-        at = err.source();
-    }
-    false
 }
 
 /// Reads all of a block and checks it: its bloom filter, its whole data file and each of its
