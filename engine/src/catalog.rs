@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use moka::future::Cache;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore};
+use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::Mutex;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
@@ -355,6 +355,16 @@ impl Catalog {
         for d in &self.block_dirs(tenant).await? {
             let meta_path = d.clone().join(objects::META);
             if let Some(m) = self.meta(&meta_path).await? {
+                // A block quarantined for its meta.json that reads whole again was restored.
+                let block = m.block_id.to_string();
+                if self
+                    .quarantine
+                    .of(tenant)
+                    .iter()
+                    .any(|q| q.block == block && q.object == objects::META)
+                {
+                    self.quarantine.release(tenant, &block);
+                }
                 metas.push(m);
                 continue;
             }
@@ -365,14 +375,25 @@ impl Catalog {
             let Some(name) = d.parts().next_back() else {
                 continue;
             };
-            // Whatever is left: data and bloom of a write cut short, or a compactor's claim
-            // outliving a deletion cut short.
             let left: Vec<_> = self
                 .store
                 .list(Some(d))
                 .try_collect()
                 .await
                 .map_err(|e| EngineError::storage(d, e))?;
+            let has = |object: &str| left.iter().any(|o| o.location.filename() == Some(object));
+            // Data without the pending mark was a whole block: its meta.json was lost after
+            // it was published. Its spans are nowhere else, so it is kept, quarantined.
+            if has(objects::DATA) && !has(objects::PENDING) {
+                self.quarantine.add(
+                    meta_path.as_ref(),
+                    "meta.json missing from a published block: its data is kept, unread, \
+                     until meta.json is restored or the directory is deleted",
+                );
+                continue;
+            }
+            // Whatever else is left: data and bloom of a write cut short, or of a deletion
+            // cut short, or a compactor's claim outliving one.
             let last = left
                 .iter()
                 .map(|o| o.last_modified.timestamp_nanos_opt().unwrap_or(0).max(0) as u64)
@@ -424,6 +445,13 @@ impl Catalog {
         let base = Path::from(tenant).join(dir);
         let meta = base.clone().join(objects::META);
         self.metas.invalidate(&meta).await;
+        // Marked pending first: what a deletion cut short leaves is an orphan, not a block
+        // that lost its meta.json.
+        let pending = base.clone().join(objects::PENDING);
+        self.store
+            .put_opts(&pending, PutPayload::new(), PutOptions::default())
+            .await
+            .map_err(|e| EngineError::storage(&pending, e))?;
         self.delete_object(&meta).await?;
         let rest: Vec<_> = self
             .store
@@ -431,9 +459,10 @@ impl Catalog {
             .try_collect()
             .await
             .map_err(|e| EngineError::storage(&base, e))?;
-        for o in rest {
+        for o in rest.iter().filter(|o| o.location != pending) {
             self.delete_object(&o.location).await?;
         }
+        self.delete_object(&pending).await?;
         if let Ok(id) = Uuid::parse_str(dir) {
             if let Some(r) = self.recent.lock().get_mut(tenant) {
                 r.retain(|(m, _)| m.block_id != id);

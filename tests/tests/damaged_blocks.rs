@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use allegro_engine::block::lifecycle::{LifecycleConfig, apply_retention};
 use allegro_engine::block::meta::objects;
 use allegro_engine::block::reader::verify_block;
 use allegro_engine::ids::TraceId;
@@ -14,7 +16,9 @@ use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use allegro_engine::query::search::SearchRequest;
 use allegro_engine::schema::col;
 use allegro_engine::tempopb::PartialStatus;
-use allegro_tests::engines::{GENERATED_START, TENANT, catalog_at, generated_traces, store_block};
+use allegro_tests::engines::{
+    GENERATED_START, TENANT, catalog_at, encode, generated_traces, store_block,
+};
 
 /// Three blocks of generated traces under `dir`: each block's trace IDs (hex, as search
 /// answers them: no leading zeros) and its directory.
@@ -68,13 +72,17 @@ fn flip(path: &Path, at: usize, n: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Checks the answers after block 1 of `blocks` was damaged: searches and metrics answer
-/// blocks 0 and 2 exactly, say they are partial, and the block is quarantined for `object`.
-async fn answers_without_block_1(dir: &Path, blocks: &[(BTreeSet<String>, PathBuf)], object: &str) {
-    let engine = engine(dir);
+/// Checks the answers of `engine` after block 1 of `blocks` was damaged: searches and metrics
+/// answer blocks 0 and 2 exactly, say they are partial, and the block is quarantined for
+/// `object`.
+async fn answers_without_block_1(
+    engine: &QueryEngine,
+    blocks: &[(BTreeSet<String>, PathBuf)],
+    object: &str,
+) {
     let tenants = [TENANT.to_string()];
     assert_eq!(
-        traces_found(&engine).await,
+        traces_found(engine).await,
         union(&blocks[0].0, &blocks[2].0)
     );
     let damaged = blocks[1]
@@ -148,7 +156,7 @@ async fn flipped_bytes_in_a_blocks_data_quarantine_it_and_answers_say_partial() 
         .expect("a start time column");
     let (at, len) = chunk.byte_range();
     flip(&data, (at + len / 2) as usize, 16);
-    answers_without_block_1(dir.path(), &blocks, objects::DATA).await;
+    answers_without_block_1(&engine(dir.path()), &blocks, objects::DATA).await;
 
     let fresh = engine(dir.path());
     let damaged = fresh
@@ -174,7 +182,7 @@ async fn a_damaged_footer_is_quarantined_not_a_failed_query() {
     let len = std::fs::metadata(&data).unwrap().len() as usize;
     // Inside the footer (its last kilobyte holds the key-value metadata and schema).
     flip(&data, len - 200, 16);
-    answers_without_block_1(dir.path(), &blocks, objects::DATA).await;
+    answers_without_block_1(&engine(dir.path()), &blocks, objects::DATA).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +195,71 @@ async fn a_changed_meta_json_is_quarantined_not_trusted() {
     let changed = text.replacen("\"totalSpans\": ", "\"totalSpans\": 1", 1);
     assert_ne!(changed, text);
     std::fs::write(&path, changed).unwrap();
-    answers_without_block_1(dir.path(), &blocks, objects::META).await;
+    answers_without_block_1(&engine(dir.path()), &blocks, objects::META).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_that_lost_its_meta_json_is_kept_quarantined_while_orphans_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = three_blocks(dir.path()).await;
+    let engine = engine(dir.path());
+    let catalog = engine.catalog();
+    // Another process leaves what a write cut short leaves (marked pending, data and bloom,
+    // no meta.json) ...
+    let writer = catalog_at(dir.path());
+    let cut = encode(TENANT, generated_traces(12, 50).concat());
+    writer.stage_block(&cut).await.unwrap();
+    // ... and what a deletion cut short after its meta.json leaves (as `delete_block` does:
+    // the mark first, then meta.json).
+    let deleted = store_block(&writer, TENANT, generated_traces(13, 50).concat()).await;
+    let deleted_dir = dir
+        .path()
+        .join(TENANT)
+        .join(deleted.meta.block_id.to_string());
+    std::fs::write(deleted_dir.join(objects::PENDING), b"").unwrap();
+    std::fs::remove_file(deleted_dir.join(objects::META)).unwrap();
+    // Against both, a published block whose meta.json is lost.
+    let meta = blocks[1].1.join(objects::META);
+    let saved = std::fs::read(&meta).unwrap();
+    std::fs::remove_file(&meta).unwrap();
+
+    let hour = Duration::from_secs(3600);
+    let cfg = LifecycleConfig {
+        block_retention: Duration::ZERO,
+        compacted_block_retention: hour,
+        ..Default::default()
+    };
+    // Past every grace period: before the mark, all three directories went as orphans.
+    let later = allegro_engine::now_unix_nanos() + 2 * hour.as_nanos() as u64;
+    let d = apply_retention(catalog, TENANT, &cfg, later).await.unwrap();
+    let mut swept = d.orphans.clone();
+    swept.sort();
+    let mut want = vec![
+        cut.meta.block_id.to_string(),
+        deleted.meta.block_id.to_string(),
+    ];
+    want.sort();
+    assert_eq!(swept, want, "{d:?}");
+    assert!(!deleted_dir.exists());
+    assert!(
+        blocks[1].1.join(objects::DATA).exists(),
+        "the lost block's data is kept"
+    );
+    assert!(
+        catalog.quarantined(TENANT)[0]
+            .reason
+            .contains("meta.json missing")
+    );
+    answers_without_block_1(&engine, &blocks, objects::META).await;
+
+    // Restored from a copy, the block is whole again at the next pass.
+    std::fs::write(&meta, saved).unwrap();
+    apply_retention(catalog, TENANT, &cfg, later).await.unwrap();
+    assert!(catalog.quarantined(TENANT).is_empty());
+    assert_eq!(engine.damage_notice(&[TENANT.to_string()]), None);
+    catalog.forget(TENANT).await;
+    let every: BTreeSet<String> = blocks.iter().flat_map(|b| b.0.iter().cloned()).collect();
+    assert_eq!(traces_found(&engine).await, every);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

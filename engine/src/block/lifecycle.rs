@@ -11,6 +11,9 @@
 //! `compacted_block_retention` (queries planned before it appeared finish on the inputs); and
 //! directories left without `meta.json` by a write that failed, once as old. `meta.json` goes
 //! first, so a deletion cut short leaves an invisible directory, which the next pass removes.
+//! Writes and deletions mark the directory `pending` before they begin, so a directory that
+//! holds data without `meta.json` and without that mark is a whole block that lost its
+//! `meta.json`: it is quarantined and kept, never taken for an orphan.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

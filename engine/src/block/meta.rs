@@ -17,6 +17,11 @@ pub mod objects {
     pub const DATA: &str = "data.parquet";
     /// Trace-ID bloom filter.
     pub const BLOOM: &str = "bloom";
+    /// Marks a directory that is not, or no longer, a whole block: put before a block's first
+    /// object and before its deletion, removed once its `meta.json` is written. A directory
+    /// without `meta.json` and without this marker held a whole block and lost its
+    /// `meta.json`: damage to keep, not a write cut short to clean up.
+    pub const PENDING: &str = "pending";
 }
 
 /// Block metadata; field names follow Tempo's `meta.json` where the concept is the same.

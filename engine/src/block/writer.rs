@@ -712,16 +712,29 @@ async fn put_object(
     Ok(())
 }
 
-/// Stores a block's data and bloom; it stays invisible until [`put_block_meta`].
+/// Stores a block's data and bloom; it stays invisible until [`put_block_meta`]. The
+/// directory is marked pending first, so what a write cut short leaves is known for an orphan.
 pub async fn put_block_data(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) -> Result<()> {
+    put_object(store, &block.meta, objects::PENDING, Bytes::new()).await?;
     put_object(store, &block.meta, objects::DATA, block.data.clone()).await?;
     put_object(store, &block.meta, objects::BLOOM, block.bloom.clone()).await
 }
 
-/// Stores a block's `meta.json`, which makes it visible.
+/// Stores a block's `meta.json`, which makes it visible, and lifts its pending mark.
 pub async fn put_block_meta(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) -> Result<()> {
     let meta = block.meta.to_sealed_json()?;
-    put_object(store, &block.meta, objects::META, Bytes::from(meta)).await
+    put_object(store, &block.meta, objects::META, Bytes::from(meta)).await?;
+    // The block is whole and visible now; a mark left by a failure here only means that a
+    // later loss of this `meta.json` is taken for a write cut short.
+    let pending = block_path(
+        &block.meta.tenant_id,
+        &block.meta.block_id,
+        objects::PENDING,
+    );
+    if let Err(e) = crate::storage::delete_if_present(store.as_ref(), &pending).await {
+        tracing::warn!(error = %e, "pending mark of a published block not removed");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -49,7 +49,9 @@ pub async fn run(cfg: Config, args: BlocksArgs) -> Result<(), String> {
             }
             all.push(m.clone());
         }
-        // Listing quarantines blocks whose meta.json is damaged; checking, those whose data is.
+        // Listing quarantines blocks whose meta.json is damaged, listing every directory
+        // those that lost it; checking, those whose data is damaged.
+        catalog.list_all(t).await.map_err(|e| e.to_string())?;
         damaged.extend(catalog.quarantined(t));
     }
     if args.format == "json" {
