@@ -270,12 +270,26 @@ impl Compiler<'_> {
             Type::Float => prog::AggType::Float,
             _ => prog::AggType::Attribute,
         };
+        // An attribute's type is known per span only: its typed key goes along, to show the
+        // aggregate as an int or a float as the spans' values are.
+        let typed = match (&a.expr, ty, op) {
+            (
+                Some(e),
+                prog::AggType::Attribute,
+                prog::AggOp::Min | prog::AggOp::Max | prog::AggOp::Sum,
+            ) => {
+                self.out.keys.push(e.clone());
+                Some(self.out.keys.len() - 1)
+            }
+            _ => None,
+        };
         Ok(prog::Scalar::Agg {
             op,
             value,
             shown: prog::AggShown {
                 label: a.to_string(),
                 ty,
+                typed,
             },
         })
     }

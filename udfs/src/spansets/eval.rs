@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::key::KeyType;
 use super::program::*;
 
 /// The columns of one span that the per-trace evaluation needs.
@@ -137,8 +138,13 @@ impl Eval<'_> {
                         }
                         // An aggregate compared with a number joins the spanset's attributes,
                         // as Tempo's `count() > 2` shows `count()`.
-                        if let (Scalar::Agg { op, shown, .. }, Scalar::Num(_)) = (&f.lhs, &f.rhs) {
-                            let value = shown.key(*op, a);
+                        if let (Scalar::Agg { op, value, shown }, Scalar::Num(_)) = (&f.lhs, &f.rhs)
+                        {
+                            let float = shown
+                                .typed
+                                .zip(*value)
+                                .map(|(k, v)| self.float_shown(*op, v, k, &s));
+                            let value = shown.key(*op, a, float);
                             merge_attrs(&mut s.attrs, vec![(shown.label.clone(), Some(value))]);
                         }
                         Some(s)
@@ -311,6 +317,39 @@ impl Eval<'_> {
                     AggOp::Max => max,
                     AggOp::Count => n as f64,
                 })
+            }
+        }
+    }
+
+    /// Whether aggregate `op` of value `value` over `set` is a float, by the types key `key`
+    /// holds: a minimum or maximum has the type of the span that has it (the first, as Tempo
+    /// keeps the first on ties), a sum is a float when any of its terms is.
+    fn float_shown(&self, op: AggOp, value: usize, key: usize, set: &Spanset) -> bool {
+        let float = |r: usize| {
+            self.rows[r]
+                .keys
+                .get(key)
+                .and_then(|k| k.as_deref())
+                .is_some_and(|k| k.starts_with(KeyType::Float.tag()))
+        };
+        let valued = set
+            .spans
+            .iter()
+            .filter_map(|&r| Some((r, self.rows[r].values.get(value).copied().flatten()?)));
+        let better = |v: f64, best: f64| match op {
+            AggOp::Min => v < best,
+            _ => v > best,
+        };
+        match op {
+            AggOp::Min | AggOp::Max => valued
+                .fold(None, |best: Option<(usize, f64)>, (r, v)| match best {
+                    Some((_, b)) if !better(v, b) => best,
+                    _ => Some((r, v)),
+                })
+                .is_some_and(|(r, _)| float(r)),
+            _ => {
+                let mut valued = valued;
+                valued.any(|(r, _)| float(r))
             }
         }
     }
@@ -519,6 +558,7 @@ mod tests {
                     shown: AggShown {
                         label: "count()".into(),
                         ty: AggType::Int,
+                        typed: None,
                     },
                 },
                 rhs: Scalar::Num(n),
@@ -535,6 +575,7 @@ mod tests {
                 shown: AggShown {
                     label: "avg(.w)".into(),
                     ty: AggType::Attribute,
+                    typed: None,
                 },
             },
             rhs: Scalar::Num(3.0),

@@ -207,17 +207,24 @@ pub struct AggShown {
     pub label: String,
     /// The value's type.
     pub ty: AggType,
+    /// For `min`, `max` and `sum` of an attribute: the key index holding the argument typed
+    /// (`i:…`, `f:…`), so the aggregate shows the spans' own type, as Tempo's does (a float
+    /// attribute's whole maximum is still a float).
+    #[serde(default)]
+    pub typed: Option<usize>,
 }
 
 impl AggShown {
     /// The value of aggregate `op` as a spanset attribute key (`i:3`, `f:2.5`, `d:<ns>`):
-    /// Tempo averages durations with integer division and numbers into a float.
-    pub fn key(&self, op: AggOp, value: f64) -> String {
+    /// Tempo averages durations with integer division and numbers into a float. `float` is
+    /// whether an attribute's aggregate is a float (see [`AggShown::typed`]); unknown, it is
+    /// a float only when not whole.
+    pub fn key(&self, op: AggOp, value: f64, float: Option<bool>) -> String {
         let whole = value.fract() == 0.0 && value.abs() < 9.0e15;
         match (self.ty, op) {
             (AggType::Duration, _) => encode(KeyType::Duration, value.trunc() as i64),
             (_, AggOp::Avg) | (AggType::Float, _) => encode(KeyType::Float, value),
-            (AggType::Attribute, _) if !whole => encode(KeyType::Float, value),
+            (AggType::Attribute, _) if float.unwrap_or(!whole) => encode(KeyType::Float, value),
             _ => encode(KeyType::Int, value as i64),
         }
     }
