@@ -52,7 +52,7 @@ struct Live {
 /// Traces cut from the head, being written as one block.
 #[derive(Debug)]
 pub struct CutBlock {
-    /// Unique within the head (a cache key for query snapshots).
+    /// Unique within the head.
     pub id: u64,
     /// Tenant.
     pub tenant: String,
@@ -62,6 +62,9 @@ pub struct CutBlock {
     pub spans: u64,
     /// Bytes of trace data.
     pub bytes: u64,
+    /// Its traces by the sweep that completed them, under the keys they had in the head: a
+    /// query snapshot's parts converted before the cut stay valid through it.
+    pub chunks: Vec<(u64, Vec<TraceId>)>,
 }
 
 /// When traces are complete and when the head block is cut.
@@ -146,11 +149,19 @@ impl TenantHead {
                 out.fresh.push((*key, data));
             }
         }
+        // A cut block keeps its chunks' keys: converting the whole block again at the first
+        // query after each cut (up to `max_block_bytes` of traces, seconds of CPU) stalled
+        // queries and held a second copy of the block in memory.
         for b in &self.cutting {
-            out.keys.push(b.id);
-            if !have(b.id) {
-                out.fresh
-                    .push((b.id, b.traces.values().map(|d| d.data.clone()).collect()));
+            for (key, ids) in &b.chunks {
+                out.keys.push(*key);
+                if !have(*key) {
+                    let data = ids
+                        .iter()
+                        .filter_map(|id| b.traces.get(id).map(|d| d.data.clone()))
+                        .collect();
+                    out.fresh.push((*key, data));
+                }
             }
         }
         out
@@ -260,13 +271,13 @@ impl TenantHead {
         if !due || self.done.is_empty() {
             return None;
         }
-        self.done_chunks.clear();
         let block = Arc::new(CutBlock {
             id: self.next_chunk(),
             tenant: self.tenant.clone(),
             traces: std::mem::take(&mut self.done),
             spans: std::mem::take(&mut self.done_spans),
             bytes: std::mem::take(&mut self.done_bytes),
+            chunks: std::mem::take(&mut self.done_chunks),
         });
         self.done_since = None;
         self.cutting.push(block.clone());
@@ -374,11 +385,15 @@ mod tests {
         let after = h.snapshot_parts(|k| k == key);
         assert!(!after.keys.contains(&key));
         assert_eq!(after.keys.len(), 2);
-        // Cut: the block is one part with a new key, and the done chunks are gone.
+        // Cut: the block's parts keep their keys, so a caller that has them converts nothing.
         let block = h.cut(s(100), &p, true).unwrap();
-        let cut = h.snapshot_parts(|_| false);
-        assert_eq!(cut.keys, vec![block.id]);
-        assert_eq!(cut.fresh[0].1.len(), 3);
+        let cut = h.snapshot_parts(|k| after.keys.contains(&k));
+        assert_eq!(cut.keys, after.keys);
+        assert!(cut.fresh.is_empty());
+        let whole = h.snapshot_parts(|_| false);
+        let mut all: Vec<Vec<u8>> = whole.fresh.into_iter().flat_map(|(_, d)| d).collect();
+        all.sort();
+        assert_eq!(all, vec![b"az".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         h.cut_done(&block);
         assert!(h.snapshot_parts(|_| false).keys.is_empty());
     }
