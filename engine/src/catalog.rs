@@ -357,11 +357,12 @@ impl Catalog {
             if let Some(m) = self.meta(&meta_path).await? {
                 // A block quarantined for its meta.json that reads whole again was restored.
                 let block = m.block_id.to_string();
-                if self
-                    .quarantine
-                    .of(tenant)
-                    .iter()
-                    .any(|q| q.block == block && q.object == objects::META)
+                if self.quarantine.contains(tenant, &block)
+                    && self
+                        .quarantine
+                        .of(tenant)
+                        .iter()
+                        .any(|q| q.block == block && q.object == objects::META)
                 {
                     self.quarantine.release(tenant, &block);
                 }

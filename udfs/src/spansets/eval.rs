@@ -332,7 +332,7 @@ impl Eval<'_> {
                 .and_then(|k| k.as_deref())
                 .is_some_and(|k| k.starts_with(KeyType::Float.tag()))
         };
-        let valued = set
+        let mut valued = set
             .spans
             .iter()
             .filter_map(|&r| Some((r, self.rows[r].values.get(value).copied().flatten()?)));
@@ -347,10 +347,7 @@ impl Eval<'_> {
                     _ => Some((r, v)),
                 })
                 .is_some_and(|(r, _)| float(r)),
-            _ => {
-                let mut valued = valued;
-                valued.any(|(r, _)| float(r))
-            }
+            _ => valued.any(|(r, _)| float(r)),
         }
     }
 
