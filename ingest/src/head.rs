@@ -139,26 +139,18 @@ impl TenantHead {
             live: self.live.values().map(|l| l.held.data.clone()).collect(),
             ..Default::default()
         };
-        for (key, ids) in &self.done_chunks {
-            out.keys.push(*key);
-            if !have(*key) {
-                let data = ids
-                    .iter()
-                    .filter_map(|id| self.done.get(id).map(|d| d.data.clone()))
-                    .collect();
-                out.fresh.push((*key, data));
-            }
-        }
         // A cut block keeps its chunks' keys: converting the whole block again at the first
         // query after each cut (up to `max_block_bytes` of traces, seconds of CPU) stalled
         // queries and held a second copy of the block in memory.
-        for b in &self.cutting {
-            for (key, ids) in &b.chunks {
+        let parts = std::iter::once((&self.done_chunks, &self.done))
+            .chain(self.cutting.iter().map(|b| (&b.chunks, &b.traces)));
+        for (chunks, traces) in parts {
+            for (key, ids) in chunks {
                 out.keys.push(*key);
                 if !have(*key) {
                     let data = ids
                         .iter()
-                        .filter_map(|id| b.traces.get(id).map(|d| d.data.clone()))
+                        .filter_map(|id| traces.get(id).map(|d| d.data.clone()))
                         .collect();
                     out.fresh.push((*key, data));
                 }
