@@ -356,16 +356,8 @@ impl Catalog {
             let meta_path = d.clone().join(objects::META);
             if let Some(m) = self.meta(&meta_path).await? {
                 // A block quarantined for its meta.json that reads whole again was restored.
-                let block = m.block_id.to_string();
-                if self.quarantine.contains(tenant, &block)
-                    && self
-                        .quarantine
-                        .of(tenant)
-                        .iter()
-                        .any(|q| q.block == block && q.object == objects::META)
-                {
-                    self.quarantine.release(tenant, &block);
-                }
+                self.quarantine
+                    .release_for(tenant, &m.block_id.to_string(), objects::META);
                 metas.push(m);
                 continue;
             }

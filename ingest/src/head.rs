@@ -52,8 +52,6 @@ struct Live {
 /// Traces cut from the head, being written as one block.
 #[derive(Debug)]
 pub struct CutBlock {
-    /// Unique within the head.
-    pub id: u64,
     /// Tenant.
     pub tenant: String,
     /// The traces.
@@ -264,7 +262,6 @@ impl TenantHead {
             return None;
         }
         let block = Arc::new(CutBlock {
-            id: self.next_chunk(),
             tenant: self.tenant.clone(),
             traces: std::mem::take(&mut self.done),
             spans: std::mem::take(&mut self.done_spans),

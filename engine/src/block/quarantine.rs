@@ -101,6 +101,19 @@ impl Quarantine {
             .lock()
             .remove(&(tenant.to_string(), block.to_string()));
     }
+
+    /// Lifts the quarantine of a block set aside for `object` (one that reads whole again);
+    /// a block quarantined for another object stays.
+    pub fn release_for(&self, tenant: &str, block: &str, object: &str) {
+        let mut blocks = self.blocks.lock();
+        if blocks.is_empty() {
+            return;
+        }
+        let key = (tenant.to_string(), block.to_string());
+        if blocks.get(&key).is_some_and(|q| q.object == object) {
+            blocks.remove(&key);
+        }
+    }
 }
 
 /// `(tenant, block, object)` of a block object's path.
@@ -126,6 +139,14 @@ mod tests {
         assert_eq!(q.of("t1")[0].object, "data.parquet");
         assert!(q.of("t2").is_empty());
         assert_eq!(q.counts().get("t1"), Some(&1));
+        q.release_for("t1", "b1", "meta.json");
+        assert!(
+            q.contains("t1", "b1"),
+            "quarantined for its data, not its meta"
+        );
+        q.release_for("t1", "b1", "data.parquet");
+        assert!(!q.any("t1"));
+        q.add("t1/b1/meta.json", "missing");
         q.release("t1", "b1");
         assert!(!q.any("t1"));
     }
