@@ -11,6 +11,7 @@ pub mod hot;
 pub mod ids;
 pub mod nested_set;
 pub mod otlp_json;
+pub mod priority;
 pub mod query;
 pub mod schema;
 pub mod sql;

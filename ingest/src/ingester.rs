@@ -11,7 +11,10 @@ use allegro_engine::convert::flatten::{FlatSpan, flatten};
 use allegro_engine::convert::normalize::normalize;
 use allegro_engine::convert::to_arrow::resource_spans_to_batches;
 use allegro_engine::ids::TraceId;
+use allegro_engine::priority::{BACKGROUND_NICE, at_nice};
 use allegro_engine::query::LiveSpans;
+use arrow::array::{Array, BooleanArray, FixedSizeBinaryArray};
+use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -19,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
 use crate::error::{IngestError, Result};
-use crate::head::{CutBlock, CutPolicy, HeldTrace, TenantHead};
+use crate::head::{CutBlock, CutPolicy, HeldTrace, SnapshotParts, TenantHead};
 use crate::limits::{Overrides, RateLimiter};
 use crate::metrics::{HeadGauges, IngestMetrics, RefuseReason};
 use crate::prepare::BadKind;
@@ -142,6 +145,42 @@ impl WalSink for Heads {
 /// Converted immutable parts of the heads, by (tenant, part key).
 type Snapshots = HashMap<(String, u64), Arc<Vec<RecordBatch>>>;
 
+/// How long after its last query a tenant's head keeps being converted ahead of queries.
+const WARM_FOR: Duration = Duration::from_secs(300);
+
+/// Rows of the head's OTLP `data` (each a `TracesData`) as span-table batches.
+fn convert_head_data(tenant: &str, data: Vec<Vec<u8>>) -> Result<Vec<RecordBatch>> {
+    let mut rs = Vec::new();
+    for p in data {
+        rs.extend(decode_chunks(&p).map_err(|e| {
+            IngestError::Internal(format!("head data of tenant {tenant} does not decode: {e}"))
+        })?);
+    }
+    Ok(resource_spans_to_batches(rs, 8192)?)
+}
+
+/// `batch` without the rows of traces `ids`.
+fn without_traces(
+    batch: &RecordBatch,
+    ids: &std::collections::HashSet<TraceId>,
+) -> Result<RecordBatch> {
+    let trace_ids = batch
+        .column_by_name(allegro_engine::schema::col::TRACE_ID)
+        .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+        .ok_or_else(|| IngestError::Internal("head batch without trace IDs".into()))?;
+    let keep: BooleanArray = trace_ids
+        .iter()
+        .map(|id| {
+            let stale = id
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .is_some_and(|b| ids.contains(&TraceId(b)));
+            Some(!stale)
+        })
+        .collect();
+    filter_record_batch(batch, &keep)
+        .map_err(|e| IngestError::Internal(format!("leaving stale head rows out: {e}")))
+}
+
 /// Receives spans, keeps them durable and queryable, and turns them into blocks.
 pub struct Ingester {
     cfg: IngesterConfig,
@@ -163,6 +202,10 @@ pub struct Ingester {
     flush_lock: tokio::sync::Mutex<()>,
     /// Query snapshots of the heads' immutable parts.
     snapshots: Mutex<Snapshots>,
+    /// When each tenant's head was last queried (its parts are converted ahead meanwhile).
+    queried: Mutex<HashMap<String, Instant>>,
+    /// Whether the flush loop's conversion ahead of queries is running.
+    converting_ahead: AtomicBool,
     tap: std::sync::OnceLock<Arc<dyn SpanTap>>,
 }
 
@@ -328,6 +371,8 @@ impl Ingester {
             wake: tokio::sync::Notify::new(),
             flush_lock: tokio::sync::Mutex::new(()),
             snapshots: Mutex::default(),
+            queried: Mutex::default(),
+            converting_ahead: AtomicBool::new(false),
             tap: std::sync::OnceLock::new(),
         });
         Ok((ing, out))
@@ -595,44 +640,88 @@ impl Ingester {
         Ok(out)
     }
 
-    /// `tenant`'s head as span-table batches. Complete traces and blocks being written do not
-    /// change, so their conversion is cached by part; only live traces are converted per call.
+    /// `tenant`'s head as span-table batches. Its parts (live traces by request, complete
+    /// traces by sweep, blocks being written) are converted once and kept; only live traces
+    /// whose spans came in several requests are converted per call. Parts not converted yet
+    /// (the flush loop converts them ahead for tenants being queried) are converted here.
     pub fn live_snapshot(&self, tenant: &str) -> Result<Vec<RecordBatch>> {
+        self.queried
+            .lock()
+            .insert(tenant.to_string(), Instant::now());
+        // A concurrent call for a newer head may drop a part this one still lists (cut and
+        // published in between): then look again.
+        for _ in 0..3 {
+            let Some(parts) = self.convert_parts(tenant)? else {
+                return Ok(Vec::new());
+            };
+            let kept: Option<Vec<Arc<Vec<RecordBatch>>>> = {
+                let cache = self.snapshots.lock();
+                parts
+                    .keys
+                    .iter()
+                    .map(|k| cache.get(&(tenant.to_string(), *k)).cloned())
+                    .collect()
+            };
+            let Some(kept) = kept else { continue };
+            let stale: HashMap<u64, std::collections::HashSet<TraceId>> = parts
+                .stale
+                .into_iter()
+                .map(|(k, ids)| (k, ids.into_iter().collect()))
+                .collect();
+            let mut out = convert_head_data(tenant, parts.live)?;
+            for (key, batches) in parts.keys.iter().zip(kept) {
+                match stale.get(key) {
+                    None => out.extend(batches.iter().cloned()),
+                    Some(ids) => {
+                        for b in batches.iter() {
+                            out.push(without_traces(b, ids)?);
+                        }
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        Err(IngestError::Internal(format!(
+            "the head of tenant {tenant} changed under three snapshots in a row"
+        )))
+    }
+
+    /// Converts the parts of `tenant`'s head not converted yet and forgets those gone; the
+    /// parts as they stand (`None` without a head).
+    fn convert_parts(&self, tenant: &str) -> Result<Option<SnapshotParts>> {
         let Some(head) = self.heads.get(tenant) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let parts = {
+        let mut parts = {
             let h = head.lock();
             let cache = self.snapshots.lock();
             h.snapshot_parts(|k| cache.contains_key(&(tenant.to_string(), k)))
         };
-        let convert = |data: Vec<Vec<u8>>| -> Result<Vec<RecordBatch>> {
-            let mut rs = Vec::new();
-            for p in data {
-                rs.extend(decode_chunks(&p).map_err(|e| {
-                    IngestError::Internal(format!(
-                        "head data of tenant {tenant} does not decode: {e}"
-                    ))
-                })?);
-            }
-            Ok(resource_spans_to_batches(rs, 8192)?)
-        };
         let mut fresh = Vec::with_capacity(parts.fresh.len());
-        for (key, data) in parts.fresh {
-            fresh.push((key, Arc::new(convert(data)?)));
+        for (key, data) in std::mem::take(&mut parts.fresh) {
+            fresh.push((key, Arc::new(convert_head_data(tenant, data)?)));
         }
-        let mut out = convert(parts.live)?;
         let mut cache = self.snapshots.lock();
         for (key, batches) in fresh {
             cache.insert((tenant.to_string(), key), batches);
         }
         cache.retain(|(t, k), _| t != tenant || parts.keys.contains(k));
-        for k in &parts.keys {
-            if let Some(b) = cache.get(&(tenant.to_string(), *k)) {
-                out.extend(b.iter().cloned());
+        Ok(Some(parts))
+    }
+
+    /// Converts the new head parts of tenants queried in the last [`WARM_FOR`], so their next
+    /// query finds them ready; tenants nobody queries cost nothing.
+    pub fn convert_ahead(&self) {
+        let recent: Vec<String> = {
+            let mut q = self.queried.lock();
+            q.retain(|_, at| at.elapsed() < WARM_FOR);
+            q.keys().cloned().collect()
+        };
+        for tenant in recent {
+            if let Err(e) = self.convert_parts(&tenant) {
+                tracing::warn!(%tenant, error = %e, "head not converted ahead of queries");
             }
         }
-        Ok(out)
     }
 
     /// Head sizes per tenant.
@@ -743,9 +832,12 @@ impl Ingester {
         let started = Instant::now();
         let block = b.clone();
         let opts = self.cfg.block.clone();
-        let encoded = tokio::task::spawn_blocking(move || encode_cut(&block, &opts))
-            .await
-            .map_err(|e| IngestError::Internal(format!("block encoder panicked: {e}")))??;
+        // Below queries: a block can be written a little later, a dashboard waits for its answer.
+        let encoded = tokio::task::spawn_blocking(move || {
+            at_nice(BACKGROUND_NICE, || encode_cut(&block, &opts))
+        })
+        .await
+        .map_err(|e| IngestError::Internal(format!("block encoder panicked: {e}")))??;
         let encoded_in = started.elapsed();
         // Data first (invisible), then the WAL learns of the block, then it is published: a
         // crash at any point leaves each span either replayed or in a visible block, not both.
@@ -805,6 +897,13 @@ impl Ingester {
             self.cut_due(false);
             if !self.pending.lock().is_empty() {
                 self.wake.notify_one();
+            }
+            if !self.converting_ahead.swap(true, Ordering::Relaxed) {
+                let me = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    at_nice(BACKGROUND_NICE, || me.convert_ahead());
+                    me.converting_ahead.store(false, Ordering::Relaxed);
+                });
             }
         }
         self.wake.notify_one();

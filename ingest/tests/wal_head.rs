@@ -554,3 +554,65 @@ async fn the_head_budget_holds_across_tenants_and_a_tenants_share_under_it() {
     assert!(e.contains("overrides.ingestion.max_head_bytes"), "{e}");
     assert!(ing.push("other", "test", request(0), 0).await.is_ok());
 }
+
+/// (trace, span ID, nested-set left, right) of every row of the head's query snapshot.
+fn head_rows(ing: &Ingester) -> Vec<(u8, u64, i32, i32)> {
+    use allegro_engine::schema::col;
+    use arrow::array::{AsArray, FixedSizeBinaryArray};
+    use arrow::datatypes::Int32Type;
+    let mut out = Vec::new();
+    for b in ing.live_snapshot("t").unwrap() {
+        let ids = |c: &str| -> FixedSizeBinaryArray {
+            b.column_by_name(c).unwrap().as_fixed_size_binary().clone()
+        };
+        let (traces, spans) = (ids(col::TRACE_ID), ids(col::SPAN_ID));
+        let left = b
+            .column_by_name(col::NESTED_SET_LEFT)
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let right = b
+            .column_by_name(col::NESTED_SET_RIGHT)
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        for i in 0..b.num_rows() {
+            let span = u64::from_be_bytes(spans.value(i).try_into().unwrap());
+            out.push((traces.value(i)[0], span, left.value(i), right.value(i)));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_live_trace_sent_in_two_requests_is_one_whole_trace_in_every_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    // Everything stays live.
+    cfg.cut.trace_idle_period = Duration::from_secs(3600);
+    cfg.cut.max_trace_live = Duration::from_secs(3600);
+    let (ing, _) = Ingester::open(cfg, catalog(dir.path()), Default::default())
+        .await
+        .unwrap();
+    ing.push(
+        "t",
+        "test",
+        batch(vec![span(7, 1, "root"), span(8, 1, "other")]),
+        100,
+    )
+    .await
+    .unwrap();
+    // Converted and kept with trace 7's root alone.
+    assert_eq!(head_rows(&ing), [(7, 1, 1, 2), (8, 1, 1, 2)]);
+    let mut child = span(7, 2, "child");
+    child.parent_span_id = 1u64.to_be_bytes().to_vec();
+    ing.push("t", "test", batch(vec![child]), 100)
+        .await
+        .unwrap();
+    // Trace 7's rows of the first request are left out of the kept conversion; the trace is
+    // converted whole, so the child nests under the root. Trace 8 keeps its rows.
+    let want = [(7, 1, 1, 4), (7, 2, 2, 3), (8, 1, 1, 2)];
+    assert_eq!(head_rows(&ing), want);
+    // The same on a snapshot converted ahead of the query.
+    ing.convert_ahead();
+    assert_eq!(head_rows(&ing), want);
+}

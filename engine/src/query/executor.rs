@@ -5,7 +5,8 @@
 //! (a long regex over 8,192 span names, a wide decode) holds its worker until it is done: two
 //! such queries once took both workers of the shared runtime on a 2-core machine, and `/ready`
 //! and OTLP exports waited 91 s behind them. Query threads also run at a lower OS priority
-//! (nice [`QUERY_NICE`]), so when every core is busy the scheduler gives ingest the CPU first.
+//! ([`QUERY_NICE`]), so when every core is busy the scheduler gives ingest the CPU first (and
+//! queries get it before background work; see [`crate::priority`]).
 //!
 //! A query is one task on that pool, watched from the caller's side:
 //! - it is aborted when the caller stops waiting for it (an HTTP client that went away drops
@@ -33,9 +34,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::error::{EngineError, Result};
-
-/// OS priority of query threads (0 is normal; higher yields the CPU to other threads).
-pub const QUERY_NICE: i32 = 10;
+use crate::priority::{QUERY_NICE, set_thread_nice};
 
 /// The config key of the time budget.
 const TIMEOUT_KEY: &str = "querier.search.query_timeout";
@@ -213,16 +212,6 @@ impl std::fmt::Debug for QueryExecutor {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (Linux: per thread).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority have no memory effects; failure only leaves the priority.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, QUERY_NICE);
-    }
-}
-
 /// Aborts a task when dropped: the caller stopped waiting.
 struct AbortOnDrop(AbortHandle);
 
@@ -242,7 +231,7 @@ impl QueryExecutor {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("allegro-query")
-            .on_thread_start(lower_priority)
+            .on_thread_start(|| set_thread_nice(QUERY_NICE))
             .enable_all()
             .build()
             .map_err(|e| EngineError::Internal(format!("cannot start the query threads: {e}")))?;

@@ -527,6 +527,9 @@ fn run_lifecycle(
     let spawned = std::thread::Builder::new()
         .name("compactor".into())
         .spawn(move || {
+            // Below queries: a merge can wait, a dashboard should not (the threads it starts,
+            // encoders and the runtime's blocking pool, inherit this).
+            allegro_engine::priority::set_thread_nice(allegro_engine::priority::BACKGROUND_NICE);
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
