@@ -1,6 +1,6 @@
 //! The ingester: limits → WAL → live head → blocks, and trace lookup in the head.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -9,12 +9,9 @@ use allegro_engine::block::writer::{BlockEncoder, BlockWriteOptions, EncodedBloc
 use allegro_engine::catalog::Catalog;
 use allegro_engine::convert::flatten::{FlatSpan, flatten};
 use allegro_engine::convert::normalize::normalize;
-use allegro_engine::convert::to_arrow::resource_spans_to_batches;
 use allegro_engine::ids::TraceId;
 use allegro_engine::priority::{BACKGROUND_NICE, at_nice};
 use allegro_engine::query::LiveSpans;
-use arrow::array::{Array, BooleanArray, FixedSizeBinaryArray};
-use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -23,6 +20,7 @@ use prost::Message;
 
 use crate::error::{IngestError, Result};
 use crate::head::{CutBlock, CutPolicy, HeldTrace, SnapshotParts, TenantHead};
+use crate::head_snapshots::{HeadSnapshots, convert_head_data, without_traces};
 use crate::limits::{Overrides, RateLimiter};
 use crate::metrics::{HeadGauges, IngestMetrics, RefuseReason};
 use crate::prepare::BadKind;
@@ -142,45 +140,6 @@ impl WalSink for Heads {
     }
 }
 
-/// Converted immutable parts of the heads, by (tenant, part key).
-type Snapshots = HashMap<(String, u64), Arc<Vec<RecordBatch>>>;
-
-/// How long after its last query a tenant's head keeps being converted ahead of queries.
-const WARM_FOR: Duration = Duration::from_secs(300);
-
-/// Rows of the head's OTLP `data` (each a `TracesData`) as span-table batches.
-fn convert_head_data(tenant: &str, data: Vec<Vec<u8>>) -> Result<Vec<RecordBatch>> {
-    let mut rs = Vec::new();
-    for p in data {
-        rs.extend(decode_chunks(&p).map_err(|e| {
-            IngestError::Internal(format!("head data of tenant {tenant} does not decode: {e}"))
-        })?);
-    }
-    Ok(resource_spans_to_batches(rs, 8192)?)
-}
-
-/// `batch` without the rows of traces `ids`.
-fn without_traces(
-    batch: &RecordBatch,
-    ids: &std::collections::HashSet<TraceId>,
-) -> Result<RecordBatch> {
-    let trace_ids = batch
-        .column_by_name(allegro_engine::schema::col::TRACE_ID)
-        .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
-        .ok_or_else(|| IngestError::Internal("head batch without trace IDs".into()))?;
-    let keep: BooleanArray = trace_ids
-        .iter()
-        .map(|id| {
-            let stale = id
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .is_some_and(|b| ids.contains(&TraceId(b)));
-            Some(!stale)
-        })
-        .collect();
-    filter_record_batch(batch, &keep)
-        .map_err(|e| IngestError::Internal(format!("leaving stale head rows out: {e}")))
-}
-
 /// Receives spans, keeps them durable and queryable, and turns them into blocks.
 pub struct Ingester {
     cfg: IngesterConfig,
@@ -200,10 +159,8 @@ pub struct Ingester {
     /// Wakes the writer when blocks are pending.
     wake: tokio::sync::Notify,
     flush_lock: tokio::sync::Mutex<()>,
-    /// Query snapshots of the heads' immutable parts.
-    snapshots: Mutex<Snapshots>,
-    /// When each tenant's head was last queried (its parts are converted ahead meanwhile).
-    queried: Mutex<HashMap<String, Instant>>,
+    /// The heads' parts as queries see them.
+    snapshots: HeadSnapshots,
     /// Whether the flush loop's conversion ahead of queries is running.
     converting_ahead: AtomicBool,
     tap: std::sync::OnceLock<Arc<dyn SpanTap>>,
@@ -370,8 +327,7 @@ impl Ingester {
             pending: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             flush_lock: tokio::sync::Mutex::new(()),
-            snapshots: Mutex::default(),
-            queried: Mutex::default(),
+            snapshots: HeadSnapshots::default(),
             converting_ahead: AtomicBool::new(false),
             tap: std::sync::OnceLock::new(),
         });
@@ -514,8 +470,9 @@ impl Ingester {
         {
             let head = self.heads.get_or_create(tenant);
             let head = head.lock();
-            let held = head.sizes().2;
-            let all = self.heads.total.load(Ordering::Relaxed);
+            // The heads' Arrow copies for queries count beside their OTLP bytes.
+            let held = head.sizes().2 + self.snapshots.bytes(tenant);
+            let all = self.heads.total.load(Ordering::Relaxed) + self.snapshots.total();
             let full = if self.cfg.max_head_bytes > 0 && all >= self.cfg.max_head_bytes {
                 Some(format!(
                     "the heads of all tenants hold {all} bytes not yet in blocks (ingester.max_head_bytes {})",
@@ -640,30 +597,22 @@ impl Ingester {
         Ok(out)
     }
 
-    /// `tenant`'s head as span-table batches. Its parts (live traces by request, complete
+    /// `tenant`'s head as span-table batches. Its parts (live traces by arrival, complete
     /// traces by sweep, blocks being written) are converted once and kept; only live traces
-    /// whose spans came in several requests are converted per call. Parts not converted yet
+    /// with spans after their part was sealed are converted per call. Parts not converted yet
     /// (the flush loop converts them ahead for tenants being queried) are converted here.
     pub fn live_snapshot(&self, tenant: &str) -> Result<Vec<RecordBatch>> {
-        self.queried
-            .lock()
-            .insert(tenant.to_string(), Instant::now());
+        self.snapshots.queried(tenant);
         // A concurrent call for a newer head may drop a part this one still lists (cut and
         // published in between): then look again.
         for _ in 0..3 {
             let Some(parts) = self.convert_parts(tenant)? else {
                 return Ok(Vec::new());
             };
-            let kept: Option<Vec<Arc<Vec<RecordBatch>>>> = {
-                let cache = self.snapshots.lock();
-                parts
-                    .keys
-                    .iter()
-                    .map(|k| cache.get(&(tenant.to_string(), *k)).cloned())
-                    .collect()
+            let Some(kept) = self.snapshots.get(tenant, &parts.keys) else {
+                continue;
             };
-            let Some(kept) = kept else { continue };
-            let stale: HashMap<u64, std::collections::HashSet<TraceId>> = parts
+            let stale: HashMap<u64, HashSet<TraceId>> = parts
                 .stale
                 .into_iter()
                 .map(|(k, ids)| (k, ids.into_iter().collect()))
@@ -692,32 +641,21 @@ impl Ingester {
         let Some(head) = self.heads.get(tenant) else {
             return Ok(None);
         };
-        let mut parts = {
-            let h = head.lock();
-            let cache = self.snapshots.lock();
-            h.snapshot_parts(|k| cache.contains_key(&(tenant.to_string(), k)))
-        };
+        let have = self.snapshots.keys(tenant);
+        let mut parts = head.lock().snapshot_parts(|k| have.contains(&k));
         let mut fresh = Vec::with_capacity(parts.fresh.len());
         for (key, data) in std::mem::take(&mut parts.fresh) {
-            fresh.push((key, Arc::new(convert_head_data(tenant, data)?)));
+            fresh.push((key, convert_head_data(tenant, data)?));
         }
-        let mut cache = self.snapshots.lock();
-        for (key, batches) in fresh {
-            cache.insert((tenant.to_string(), key), batches);
-        }
-        cache.retain(|(t, k), _| t != tenant || parts.keys.contains(k));
+        self.snapshots.update(tenant, fresh, &parts.keys);
         Ok(Some(parts))
     }
 
-    /// Converts the new head parts of tenants queried in the last [`WARM_FOR`], so their next
-    /// query finds them ready; tenants nobody queries cost nothing.
+    /// Converts the new head parts of tenants queried in the last
+    /// [`KEEP_FOR`](crate::head_snapshots::KEEP_FOR), so their next
+    /// query finds them ready; the others' conversions are dropped.
     pub fn convert_ahead(&self) {
-        let recent: Vec<String> = {
-            let mut q = self.queried.lock();
-            q.retain(|_, at| at.elapsed() < WARM_FOR);
-            q.keys().cloned().collect()
-        };
-        for tenant in recent {
+        for tenant in self.snapshots.recently_queried() {
             if let Err(e) = self.convert_parts(&tenant) {
                 tracing::warn!(%tenant, error = %e, "head not converted ahead of queries");
             }
@@ -732,6 +670,7 @@ impl Ingester {
             .map(|(tenant, h)| {
                 let (live_traces, spans, bytes) = h.lock().sizes();
                 HeadGauges {
+                    snapshot_bytes: self.snapshots.bytes(&tenant),
                     tenant,
                     live_traces,
                     spans,

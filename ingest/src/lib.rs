@@ -14,6 +14,7 @@
 pub mod error;
 pub mod generator;
 pub mod head;
+pub mod head_snapshots;
 pub mod ingester;
 pub mod jaeger;
 pub mod limits;

@@ -138,6 +138,8 @@ pub struct HeadGauges {
     pub spans: u64,
     /// Bytes held in memory.
     pub bytes: u64,
+    /// Bytes of the head's Arrow copies kept for queries.
+    pub snapshot_bytes: u64,
 }
 
 impl IngestMetrics {
@@ -398,6 +400,20 @@ impl IngestMetrics {
                 "allegro_head_bytes{{tenant=\"{}\"}} {}",
                 esc(&h.tenant),
                 h.bytes
+            );
+        }
+        header(
+            out,
+            "allegro_head_snapshot_bytes",
+            "gauge",
+            "Bytes of the head's Arrow copies kept for queries (counted in max_head_bytes).",
+        );
+        for h in heads {
+            let _ = writeln!(
+                out,
+                "allegro_head_snapshot_bytes{{tenant=\"{}\"}} {}",
+                esc(&h.tenant),
+                h.snapshot_bytes
             );
         }
         let flushed = self.flushed.lock().clone();

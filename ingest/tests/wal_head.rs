@@ -616,3 +616,46 @@ async fn a_live_trace_sent_in_two_requests_is_one_whole_trace_in_every_snapshot(
     ing.convert_ahead();
     assert_eq!(head_rows(&ing), want);
 }
+
+#[tokio::test]
+async fn the_heads_arrow_copies_for_queries_count_against_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let ing = budgeted(dir.path()).await;
+    let held = |ing: &Ingester| {
+        let g = ing.gauges();
+        g.first().map_or((0, 0), |g| (g.bytes, g.snapshot_bytes))
+    };
+    let mut n = 0u8;
+    while held(&ing).0 < 24 << 10 {
+        ing.push("t", "test", request(n), 0).await.unwrap();
+        n += 1;
+    }
+    // A query converts the head and keeps the copy.
+    assert!(!ing.live_snapshot("t").unwrap().is_empty());
+    let (bytes, copies) = held(&ing);
+    assert!(copies > 0, "{copies}");
+    let mut metrics = String::new();
+    ing.render_metrics(&mut metrics);
+    assert!(
+        metrics.contains(&format!(
+            "allegro_head_snapshot_bytes{{tenant=\"t\"}} {copies}"
+        )),
+        "{metrics}"
+    );
+    // Pushes stop once OTLP bytes and copies together reach the budget, with the OTLP bytes
+    // alone still under it.
+    let e = loop {
+        match ing.push("t", "test", request(n), 0).await {
+            Ok(_) => n += 1,
+            Err(e) => break e.to_string(),
+        }
+        assert!(n < 100, "the budget never refused");
+    };
+    assert!(e.contains("ingester.max_head_bytes"), "{e}");
+    let (now, copies_now) = held(&ing);
+    assert_eq!(copies_now, copies);
+    assert!(
+        now + copies >= 64 << 10 && now < 64 << 10,
+        "{bytes} {now} {copies}"
+    );
+}

@@ -1,0 +1,155 @@
+//! The heads as queries see them: each part of a tenant's head (see [`crate::head`]) converted
+//! to span-table batches once and kept while the part is in the head, with the bytes they hold.
+//!
+//! The Arrow copies are about as large as the OTLP bytes they come from, so they count against
+//! `ingester.max_head_bytes` beside them: a budget that left them out let the soak's RSS sit a
+//! gigabyte above what the configuration promised. A tenant nobody has queried for
+//! [`KEEP_FOR`] holds none: its copies go, and its next query converts its head afresh.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use allegro_engine::convert::to_arrow::resource_spans_to_batches;
+use allegro_engine::ids::TraceId;
+use arrow::array::{Array, BooleanArray, FixedSizeBinaryArray};
+use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
+
+use crate::error::{IngestError, Result};
+use crate::prepare::decode_chunks;
+
+/// How long after its last query a tenant's head parts are kept converted (and converted
+/// ahead of its queries).
+pub const KEEP_FOR: Duration = Duration::from_secs(300);
+
+/// One converted part and the bytes its batches hold.
+type Converted = (Arc<Vec<RecordBatch>>, u64);
+
+#[derive(Debug, Default)]
+struct Inner {
+    parts: HashMap<(String, u64), Converted>,
+    bytes: HashMap<String, u64>,
+    queried: HashMap<String, Instant>,
+}
+
+/// Converted head parts of every tenant.
+#[derive(Debug, Default)]
+pub struct HeadSnapshots {
+    inner: Mutex<Inner>,
+    total: AtomicU64,
+}
+
+impl HeadSnapshots {
+    /// Notes that `tenant`'s head is being queried now.
+    pub fn queried(&self, tenant: &str) {
+        self.inner
+            .lock()
+            .queried
+            .insert(tenant.to_string(), Instant::now());
+    }
+
+    /// Tenants queried within [`KEEP_FOR`]; the converted parts of the others are dropped.
+    pub fn recently_queried(&self) -> Vec<String> {
+        let mut g = self.inner.lock();
+        g.queried.retain(|_, at| at.elapsed() < KEEP_FOR);
+        let Inner {
+            parts,
+            bytes,
+            queried,
+        } = &mut *g;
+        parts.retain(|(t, _), _| queried.contains_key(t));
+        bytes.retain(|t, _| queried.contains_key(t));
+        self.total.store(bytes.values().sum(), Ordering::Relaxed);
+        queried.keys().cloned().collect()
+    }
+
+    /// Keys of `tenant`'s converted parts.
+    pub fn keys(&self, tenant: &str) -> HashSet<u64> {
+        self.inner
+            .lock()
+            .parts
+            .keys()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, k)| *k)
+            .collect()
+    }
+
+    /// Keeps `fresh` conversions of `tenant`'s parts and drops those not in `keys` (parts that
+    /// left the head).
+    pub fn update(&self, tenant: &str, fresh: Vec<(u64, Vec<RecordBatch>)>, keys: &[u64]) {
+        let mut g = self.inner.lock();
+        for (key, batches) in fresh {
+            let bytes = batches
+                .iter()
+                .map(|b| b.get_array_memory_size() as u64)
+                .sum();
+            g.parts
+                .insert((tenant.to_string(), key), (Arc::new(batches), bytes));
+        }
+        let keys: HashSet<u64> = keys.iter().copied().collect();
+        g.parts.retain(|(t, k), _| t != tenant || keys.contains(k));
+        let held: u64 = g
+            .parts
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, (_, b))| *b)
+            .sum();
+        g.bytes.insert(tenant.to_string(), held);
+        self.total.store(g.bytes.values().sum(), Ordering::Relaxed);
+    }
+
+    /// The converted parts `keys` of `tenant`; `None` when one is not converted.
+    pub fn get(&self, tenant: &str, keys: &[u64]) -> Option<Vec<Arc<Vec<RecordBatch>>>> {
+        let g = self.inner.lock();
+        keys.iter()
+            .map(|k| {
+                g.parts
+                    .get(&(tenant.to_string(), *k))
+                    .map(|(b, _)| b.clone())
+            })
+            .collect()
+    }
+
+    /// Bytes the converted parts of `tenant` hold.
+    pub fn bytes(&self, tenant: &str) -> u64 {
+        self.inner.lock().bytes.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Bytes the converted parts of every tenant hold.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// The head's OTLP `data` (each a `TracesData`) as span-table batches.
+pub fn convert_head_data(tenant: &str, data: Vec<Vec<u8>>) -> Result<Vec<RecordBatch>> {
+    let mut rs = Vec::new();
+    for p in data {
+        rs.extend(decode_chunks(&p).map_err(|e| {
+            IngestError::Internal(format!("head data of tenant {tenant} does not decode: {e}"))
+        })?);
+    }
+    Ok(resource_spans_to_batches(rs, 8192)?)
+}
+
+/// `batch` without the rows of traces `ids`.
+pub fn without_traces(batch: &RecordBatch, ids: &HashSet<TraceId>) -> Result<RecordBatch> {
+    let trace_ids = batch
+        .column_by_name(allegro_engine::schema::col::TRACE_ID)
+        .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+        .ok_or_else(|| IngestError::Internal("head batch without trace IDs".into()))?;
+    let keep: BooleanArray = trace_ids
+        .iter()
+        .map(|id| {
+            let stale = id
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .is_some_and(|b| ids.contains(&TraceId(b)));
+            Some(!stale)
+        })
+        .collect();
+    filter_record_batch(batch, &keep)
+        .map_err(|e| IngestError::Internal(format!("leaving stale head rows out: {e}")))
+}
