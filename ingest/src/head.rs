@@ -139,6 +139,8 @@ pub struct SnapshotParts {
     /// Traces whose rows in a live part the caller had are stale, by part key: they completed
     /// or came again in a later request since the part was converted.
     pub stale: Vec<(u64, Vec<TraceId>)>,
+    /// The newest key given out so far: a key up to it and not in `keys` has left for good.
+    pub newest: u64,
 }
 
 impl TenantHead {
@@ -173,6 +175,7 @@ impl TenantHead {
         // What is converted now must not change: later traces go to a new part.
         self.open = None;
         let mut out = SnapshotParts {
+            newest: self.chunk_seq,
             live: self
                 .live
                 .values()

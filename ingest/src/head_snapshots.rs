@@ -77,9 +77,15 @@ impl HeadSnapshots {
             .collect()
     }
 
-    /// Keeps `fresh` conversions of `tenant`'s parts and drops those not in `keys` (parts that
-    /// left the head).
-    pub fn update(&self, tenant: &str, fresh: Vec<(u64, Vec<RecordBatch>)>, keys: &[u64]) {
+    /// Keeps `fresh` conversions of `tenant`'s parts and drops those up to `newest` not in
+    /// `keys` (parts that left the head; newer ones are a concurrent snapshot's).
+    pub fn update(
+        &self,
+        tenant: &str,
+        fresh: Vec<(u64, Vec<RecordBatch>)>,
+        keys: &[u64],
+        newest: u64,
+    ) {
         let mut g = self.inner.lock();
         for (key, batches) in fresh {
             let bytes = batches
@@ -90,7 +96,8 @@ impl HeadSnapshots {
                 .insert((tenant.to_string(), key), (Arc::new(batches), bytes));
         }
         let keys: HashSet<u64> = keys.iter().copied().collect();
-        g.parts.retain(|(t, k), _| t != tenant || keys.contains(k));
+        g.parts
+            .retain(|(t, k), _| t != tenant || keys.contains(k) || *k > newest);
         let held: u64 = g
             .parts
             .iter()

@@ -604,7 +604,7 @@ impl Ingester {
     pub fn live_snapshot(&self, tenant: &str) -> Result<Vec<RecordBatch>> {
         self.snapshots.queried(tenant);
         // A concurrent call for a newer head may drop a part this one still lists (cut and
-        // published in between): then look again.
+        // published in between, so its spans are in a block): then look again.
         for _ in 0..3 {
             let Some(parts) = self.convert_parts(tenant)? else {
                 return Ok(Vec::new());
@@ -647,7 +647,8 @@ impl Ingester {
         for (key, data) in std::mem::take(&mut parts.fresh) {
             fresh.push((key, convert_head_data(tenant, data)?));
         }
-        self.snapshots.update(tenant, fresh, &parts.keys);
+        self.snapshots
+            .update(tenant, fresh, &parts.keys, parts.newest);
         Ok(Some(parts))
     }
 

@@ -360,61 +360,33 @@ impl IngestMetrics {
             "allegro_wal_torn_tails_total {}",
             self.torn_tails.load(Relaxed)
         );
-        header(
-            out,
-            "allegro_head_live_traces",
-            "gauge",
-            "Traces still receiving spans.",
-        );
-        for h in heads {
-            let _ = writeln!(
-                out,
-                "allegro_head_live_traces{{tenant=\"{}\"}} {}",
-                esc(&h.tenant),
-                h.live_traces
-            );
-        }
-        header(
-            out,
-            "allegro_head_spans",
-            "gauge",
-            "Spans held in memory, not yet in a durable block.",
-        );
-        for h in heads {
-            let _ = writeln!(
-                out,
-                "allegro_head_spans{{tenant=\"{}\"}} {}",
-                esc(&h.tenant),
-                h.spans
-            );
-        }
-        header(
-            out,
-            "allegro_head_bytes",
-            "gauge",
-            "Encoded span bytes held in memory.",
-        );
-        for h in heads {
-            let _ = writeln!(
-                out,
-                "allegro_head_bytes{{tenant=\"{}\"}} {}",
-                esc(&h.tenant),
-                h.bytes
-            );
-        }
-        header(
-            out,
-            "allegro_head_snapshot_bytes",
-            "gauge",
-            "Bytes of the head's Arrow copies kept for queries (counted in max_head_bytes).",
-        );
-        for h in heads {
-            let _ = writeln!(
-                out,
-                "allegro_head_snapshot_bytes{{tenant=\"{}\"}} {}",
-                esc(&h.tenant),
-                h.snapshot_bytes
-            );
+        let gauges: [(&str, &str, fn(&HeadGauges) -> u64); 4] = [
+            (
+                "allegro_head_live_traces",
+                "Traces still receiving spans.",
+                |h| h.live_traces as u64,
+            ),
+            (
+                "allegro_head_spans",
+                "Spans held in memory, not yet in a durable block.",
+                |h| h.spans,
+            ),
+            (
+                "allegro_head_bytes",
+                "Encoded span bytes held in memory.",
+                |h| h.bytes,
+            ),
+            (
+                "allegro_head_snapshot_bytes",
+                "Bytes of the head's Arrow copies kept for queries (counted in max_head_bytes).",
+                |h| h.snapshot_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(out, name, "gauge", help);
+            for h in heads {
+                let _ = writeln!(out, "{name}{{tenant=\"{}\"}} {}", esc(&h.tenant), value(h));
+            }
         }
         let flushed = self.flushed.lock().clone();
         header(

@@ -514,6 +514,17 @@ fn request(t: u8) -> Vec<ResourceSpans> {
     )
 }
 
+/// Pushes `request(n)`, `request(n + 1)`, … for `tenant` until one is refused; why.
+async fn push_until_refused(ing: &Ingester, tenant: &str, n: &mut u8) -> String {
+    loop {
+        match ing.push(tenant, "test", request(*n), 0).await {
+            Ok(_) => *n += 1,
+            Err(e) => return e.to_string(),
+        }
+        assert!(*n < 100, "the budget never refused");
+    }
+}
+
 #[tokio::test]
 async fn the_head_budget_holds_across_tenants_and_a_tenants_share_under_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -543,14 +554,7 @@ async fn the_head_budget_holds_across_tenants_and_a_tenants_share_under_it() {
     // A tenant with a share of its own stops there, well under the budget.
     let dir = tempfile::tempdir().unwrap();
     let ing = budgeted(dir.path()).await;
-    let mut n = 0u8;
-    let e = loop {
-        match ing.push("small", "test", request(n), 0).await {
-            Ok(_) => n += 1,
-            Err(e) => break e.to_string(),
-        }
-        assert!(n < 100, "the share never refused");
-    };
+    let e = push_until_refused(&ing, "small", &mut 0).await;
     assert!(e.contains("overrides.ingestion.max_head_bytes"), "{e}");
     assert!(ing.push("other", "test", request(0), 0).await.is_ok());
 }
@@ -644,13 +648,7 @@ async fn the_heads_arrow_copies_for_queries_count_against_the_budget() {
     );
     // Pushes stop once OTLP bytes and copies together reach the budget, with the OTLP bytes
     // alone still under it.
-    let e = loop {
-        match ing.push("t", "test", request(n), 0).await {
-            Ok(_) => n += 1,
-            Err(e) => break e.to_string(),
-        }
-        assert!(n < 100, "the budget never refused");
-    };
+    let e = push_until_refused(&ing, "t", &mut n).await;
     assert!(e.contains("ingester.max_head_bytes"), "{e}");
     let (now, copies_now) = held(&ing);
     assert_eq!(copies_now, copies);
