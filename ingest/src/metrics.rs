@@ -142,6 +142,9 @@ pub struct HeadGauges {
     pub snapshot_bytes: u64,
 }
 
+/// A per-tenant head gauge: its name, help and value.
+type HeadGauge = (&'static str, &'static str, fn(&HeadGauges) -> u64);
+
 impl IngestMetrics {
     /// Spans and bytes accepted from `protocol`.
     pub fn received(&self, tenant: &str, protocol: &'static str, spans: u64, bytes: u64) {
@@ -360,7 +363,7 @@ impl IngestMetrics {
             "allegro_wal_torn_tails_total {}",
             self.torn_tails.load(Relaxed)
         );
-        let gauges: [(&str, &str, fn(&HeadGauges) -> u64); 4] = [
+        let gauges: [HeadGauge; 4] = [
             (
                 "allegro_head_live_traces",
                 "Traces still receiving spans.",
