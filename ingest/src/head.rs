@@ -15,7 +15,7 @@
 //! spans in the soak) kept some 600 small conversions per tenant, each with its builders'
 //! fixed capacity, and the soak's RSS rose to 4.4 GiB; a part per second amortises that.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,7 +123,24 @@ pub struct TenantHead {
     live_parts: HashMap<u64, LivePart>,
     /// The live part new traces join until the next sweep or snapshot seals it.
     open: Option<u64>,
+    /// Completed parts by key, to the live parts their traces were whole in (see
+    /// [`FreshPart::from`]).
+    derive: HashMap<u64, Vec<u64>>,
     chunk_seq: u64,
+}
+
+/// A part of the head a query snapshot has not converted yet.
+#[derive(Debug, Default)]
+pub struct FreshPart {
+    /// Its key.
+    pub key: u64,
+    /// Its traces.
+    pub ids: Vec<TraceId>,
+    /// Their data, one `TracesData` each.
+    pub data: Vec<Vec<u8>>,
+    /// Live parts that held each of its traces whole when they completed: their conversions,
+    /// where kept, hold its rows already (empty when some trace was in none).
+    pub from: Vec<u64>,
 }
 
 /// The head's data for a query snapshot.
@@ -132,8 +149,8 @@ pub struct SnapshotParts {
     /// Live traces whose spans came in several requests (still changing: converted every
     /// time).
     pub live: Vec<Vec<u8>>,
-    /// Parts the caller did not have, by key.
-    pub fresh: Vec<(u64, Vec<Vec<u8>>)>,
+    /// Parts the caller did not have.
+    pub fresh: Vec<FreshPart>,
     /// Keys of every part now in the head.
     pub keys: Vec<u64>,
     /// Traces whose rows in a live part the caller had are stale, by part key: they completed
@@ -159,6 +176,7 @@ impl TenantHead {
             done_chunks: Vec::new(),
             live_parts: HashMap::new(),
             open: None,
+            derive: HashMap::new(),
             chunk_seq: 0,
         }
     }
@@ -188,13 +206,17 @@ impl TenantHead {
             out.keys.push(*key);
             let holds = |id: &&TraceId| self.live.get(*id).is_some_and(|l| l.part == Some(*key));
             if !have(*key) {
-                let data = p
-                    .ids
+                let ids: Vec<TraceId> = p.ids.iter().filter(holds).copied().collect();
+                let data = ids
                     .iter()
-                    .filter(holds)
                     .filter_map(|id| self.live.get(id).map(|l| l.held.data.clone()))
                     .collect();
-                out.fresh.push((*key, data));
+                out.fresh.push(FreshPart {
+                    key: *key,
+                    ids,
+                    data,
+                    from: Vec::new(),
+                });
             } else if p.whole < p.ids.len() {
                 let stale = p.ids.iter().filter(|id| !holds(id)).copied().collect();
                 out.stale.push((*key, stale));
@@ -213,7 +235,12 @@ impl TenantHead {
                         .iter()
                         .filter_map(|id| traces.get(id).map(|d| d.data.clone()))
                         .collect();
-                    out.fresh.push((*key, data));
+                    out.fresh.push(FreshPart {
+                        key: *key,
+                        ids: ids.clone(),
+                        data,
+                        from: self.derive.get(key).cloned().unwrap_or_default(),
+                    });
                 }
             }
         }
@@ -337,10 +364,18 @@ impl TenantHead {
         }
         let chunk = self.next_chunk();
         let mut moved = Vec::with_capacity(due.len());
+        // The live parts the completed traces were whole in, if every one was in one.
+        let mut from = Some(std::collections::BTreeSet::new());
         for id in due {
             let Some(mut l) = self.live.remove(&id) else {
                 continue;
             };
+            match (l.part, from.as_mut()) {
+                (Some(k), Some(f)) => {
+                    f.insert(k);
+                }
+                _ => from = None,
+            }
             leave(&mut self.live_parts, l.part.take());
             let bytes = l.held.data.len() as u64;
             let spans = u64::from(l.held.spans);
@@ -356,6 +391,7 @@ impl TenantHead {
                     // Its earlier chunk's data changed: give that chunk a new key.
                     let fresh = self.next_chunk();
                     if let Some(c) = self.done_chunks.iter_mut().find(|c| c.1.contains(&id)) {
+                        self.derive.remove(&c.0);
                         c.0 = fresh;
                     }
                 }
@@ -367,7 +403,14 @@ impl TenantHead {
         }
         if !moved.is_empty() {
             self.done_chunks.push((chunk, moved));
+            if let Some(f) = from {
+                self.derive.insert(chunk, f.into_iter().collect());
+            }
         }
+        let chunks =
+            std::iter::once(&self.done_chunks).chain(self.cutting.iter().map(|b| &b.chunks));
+        let present: HashSet<u64> = chunks.flatten().map(|(k, _)| *k).collect();
+        self.derive.retain(|k, _| present.contains(k));
         self.repack_live_parts();
     }
 
@@ -507,10 +550,10 @@ mod tests {
         parts
             .fresh
             .iter()
-            .map(|(k, d)| {
-                let mut d = d.clone();
+            .map(|f| {
+                let mut d = f.data.clone();
                 d.sort();
-                (d, *k)
+                (d, f.key)
             })
             .collect()
     }
@@ -557,7 +600,7 @@ mod tests {
         assert_eq!(cut.keys, after.keys);
         assert!(cut.fresh.is_empty());
         let whole = h.snapshot_parts(|_| false);
-        let mut all: Vec<Vec<u8>> = whole.fresh.into_iter().flat_map(|(_, d)| d).collect();
+        let mut all: Vec<Vec<u8>> = whole.fresh.into_iter().flat_map(|f| f.data).collect();
         all.sort();
         assert_eq!(all, data(&[b"az", b"b", b"c"]));
         h.cut_done(&block);
@@ -586,7 +629,7 @@ mod tests {
             fresh(&second).into_keys().collect::<Vec<_>>(),
             [data(&[b"c"])]
         );
-        let c = second.fresh[0].0;
+        let c = second.fresh[0].key;
         // Nothing changed: a caller with both parts converts nothing.
         let have = |k: u64| k == ab || k == c;
         let again = h.snapshot_parts(have);
@@ -616,6 +659,8 @@ mod tests {
             [data(&[b"b", b"c"])]
         );
         assert!(swept.stale.is_empty());
+        // Each was whole in a live part: the completed part's rows are in theirs.
+        assert_eq!(swept.fresh[0].from, vec![ab, c]);
         // A part left holding under half of its traces whole is repacked under a new key.
         h.apply(7, &[chunk(6, b"f"), chunk(7, b"g"), chunk(8, b"h")], s(6));
         let packed = h.snapshot_parts(|_| false);
@@ -632,6 +677,14 @@ mod tests {
         h.apply(6, &[chunk(5, b"e")], s(7));
         let sealed = fresh(&h.snapshot_parts(|_| false));
         assert!(sealed.contains_key(&data(&[b"d"])) && sealed.contains_key(&data(&[b"e"])));
+        // Trace 1 was whole in no part: the part it completes in is converted from its data.
+        h.sweep(s(100), &policy(), true);
+        let last = h.snapshot_parts(|_| false);
+        let with_1 = last
+            .fresh
+            .iter()
+            .find(|f| f.ids.contains(&TraceId([1; 16])));
+        assert_eq!(with_1.map(|f| f.from.len()), Some(0));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use prost::Message;
 
 use crate::error::{IngestError, Result};
 use crate::head::{CutBlock, CutPolicy, HeldTrace, SnapshotParts, TenantHead};
-use crate::head_snapshots::{HeadSnapshots, convert_head_data, without_traces};
+use crate::head_snapshots::{HeadSnapshots, convert_head_data, select_traces, without_traces};
 use crate::limits::{Overrides, RateLimiter};
 use crate::metrics::{HeadGauges, IngestMetrics, RefuseReason};
 use crate::prepare::BadKind;
@@ -644,8 +644,16 @@ impl Ingester {
         let have = self.snapshots.keys(tenant);
         let mut parts = head.lock().snapshot_parts(|k| have.contains(&k));
         let mut fresh = Vec::with_capacity(parts.fresh.len());
-        for (key, data) in std::mem::take(&mut parts.fresh) {
-            fresh.push((key, convert_head_data(tenant, data)?));
+        for f in std::mem::take(&mut parts.fresh) {
+            // A completed part whose traces' live parts are converted is cut out of them.
+            let kept = (!f.from.is_empty())
+                .then(|| self.snapshots.get(tenant, &f.from))
+                .flatten();
+            let batches = match kept {
+                Some(src) => select_traces(&src, &f.ids.into_iter().collect())?,
+                None => convert_head_data(tenant, f.data)?,
+            };
+            fresh.push((f.key, batches));
         }
         self.snapshots
             .update(tenant, fresh, &parts.keys, parts.newest);

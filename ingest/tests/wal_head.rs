@@ -657,3 +657,23 @@ async fn the_heads_arrow_copies_for_queries_count_against_the_budget() {
         "{bytes} {now} {copies}"
     );
 }
+
+#[tokio::test]
+async fn completed_traces_keep_the_rows_their_live_part_was_converted_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ing, _) = Ingester::open(config(dir.path()), catalog(dir.path()), Default::default())
+        .await
+        .unwrap();
+    let mut child = span(7, 2, "child");
+    child.parent_span_id = 1u64.to_be_bytes().to_vec();
+    let spans = vec![span(7, 1, "root"), child, span(8, 1, "other")];
+    ing.push("t", "test", batch(spans), 100).await.unwrap();
+    let live = head_rows(&ing);
+    assert_eq!(live, [(7, 1, 1, 4), (7, 2, 2, 3), (8, 1, 1, 2)]);
+    // Idle past trace_idle_period: the sweep completes both traces (no block is due yet), and
+    // the completed part is cut out of the live part's conversion.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(ing.flush(false).await.unwrap(), 0);
+    assert_eq!(ing.gauges()[0].live_traces, 0);
+    assert_eq!(head_rows(&ing), live);
+}
