@@ -61,7 +61,7 @@ struct Live {
     held: HeldTrace,
     created: Instant,
     last_seen: Instant,
-    /// The live part holding all of the trace; `None` once its spans came in two requests.
+    /// The live part holding all of the trace; `None` once spans came after it was sealed.
     part: Option<u64>,
 }
 
@@ -69,7 +69,7 @@ struct Live {
 /// a query converts them once.
 #[derive(Debug)]
 struct LivePart {
-    /// Traces the request held spans of.
+    /// Traces that joined the part.
     ids: Vec<TraceId>,
     /// Of those, the ones the part still holds whole (its rows for the others are stale).
     whole: usize,
@@ -146,7 +146,7 @@ pub struct FreshPart {
 /// The head's data for a query snapshot.
 #[derive(Debug, Default)]
 pub struct SnapshotParts {
-    /// Live traces whose spans came in several requests (still changing: converted every
+    /// Live traces with spans after their part was sealed (still changing: converted every
     /// time).
     pub live: Vec<Vec<u8>>,
     /// Parts the caller did not have.
@@ -154,7 +154,7 @@ pub struct SnapshotParts {
     /// Keys of every part now in the head.
     pub keys: Vec<u64>,
     /// Traces whose rows in a live part the caller had are stale, by part key: they completed
-    /// or came again in a later request since the part was converted.
+    /// or got spans after the part was sealed.
     pub stale: Vec<(u64, Vec<TraceId>)>,
     /// The newest key given out so far: a key up to it and not in `keys` has left for good.
     pub newest: u64,
@@ -578,7 +578,7 @@ mod tests {
         assert!(first.live.is_empty());
         let parts = fresh(&first);
         assert_eq!(parts.len(), 2, "{parts:?}");
-        // The completed traces are one part, the live one its request's.
+        // The completed traces are one part, the live one another.
         let key = parts[&data(&[b"a", b"b"])];
         assert!(parts.contains_key(&data(&[b"c"])));
         // A caller that has a part gets only its key.
@@ -635,7 +635,7 @@ mod tests {
         let again = h.snapshot_parts(have);
         assert!(again.fresh.is_empty() && again.live.is_empty() && again.stale.is_empty());
         // Trace 1 comes again after its part was sealed: its rows there are stale, and it is
-        // converted whole at every snapshot (the request holds nothing else, so no part).
+        // converted whole at every snapshot (the request brings no new trace, so no part).
         h.apply(4, &[chunk(1, b"z")], s(2));
         let next = h.snapshot_parts(have);
         assert_eq!(next.live, data(&[b"axz"]));
