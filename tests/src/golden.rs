@@ -150,23 +150,29 @@ pub fn result_line(
 /// A metrics series' labels as Grafana names a series: `{k="v", n=1}`, keys sorted, strings
 /// quoted.
 pub fn labels_text(labels: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> String {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
     let mut parts: Vec<String> = labels
         .iter()
-        .map(|kv| {
-            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => format!("{s:?}"),
-                Some(Value::IntValue(i)) => i.to_string(),
-                // `256.0`, not `256`: a double label must not pass for an int one.
-                Some(Value::DoubleValue(d)) => format!("{d:?}"),
-                Some(Value::BoolValue(b)) => b.to_string(),
-                other => format!("{other:?}"),
-            };
-            format!("{}={v}", kv.key)
-        })
+        .map(|kv| format!("{}={}", kv.key, value_text(kv.value.as_ref())))
         .collect();
     parts.sort();
     format!("{{{}}}", parts.join(", "))
+}
+
+/// A label value as [`labels_text`] spells it: strings quoted, arrays as `["a", "b"]`.
+fn value_text(v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => format!("{s:?}"),
+        Some(Value::IntValue(i)) => i.to_string(),
+        // `256.0`, not `256`: a double label must not pass for an int one.
+        Some(Value::DoubleValue(d)) => format!("{d:?}"),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::ArrayValue(a)) => {
+            let xs: Vec<String> = a.values.iter().map(|x| value_text(Some(x))).collect();
+            format!("[{}]", xs.join(", "))
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 impl Expect {

@@ -715,6 +715,10 @@ fn label_text(v: &V) -> String {
         V::Int(i) => i.to_string(),
         V::Float(f) => format!("{f:?}"),
         V::Bool(b) => b.to_string(),
+        V::Arr(xs) => {
+            let xs: Vec<String> = xs.iter().map(label_text).collect();
+            format!("[{}]", xs.join(", "))
+        }
         V::Status(s) => format!("{:?}", ["error", "ok", "unset"][*s as usize]),
         V::Kind(k) => format!(
             "{:?}",
@@ -990,7 +994,7 @@ pub fn metrics(
 }
 
 /// `compare()`: per attribute (the eight intrinsics Tempo compares, every resource, span and scope
-/// attribute with a scalar value), spans per value and interval on each side, the top `top_n`
+/// attribute with a scalar value or an array of one type, counted whole), spans per value and interval on each side, the top `top_n`
 /// values per side and attribute, and the per-attribute totals.
 #[allow(clippy::too_many_arguments)]
 fn compare(
@@ -1047,7 +1051,17 @@ fn compare(
             }
             for f in fields {
                 let v = run.c.field(i, &f);
-                if nil(&v) || matches!(v, V::Arr(_)) {
+                // An array counts as one value, the whole array, when its elements share one
+                // scalar type (Tempo has no value for an empty or mixed one).
+                let uniform = |xs: &[V]| {
+                    xs.first().is_some_and(|x| {
+                        !matches!(x, V::Nil | V::Arr(_))
+                            && xs
+                                .iter()
+                                .all(|y| std::mem::discriminant(x) == std::mem::discriminant(y))
+                    })
+                };
+                if nil(&v) || matches!(&v, V::Arr(xs) if !uniform(xs)) {
                     continue;
                 }
                 counts

@@ -184,8 +184,8 @@ fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
-/// Decodes an OTLP `AnyValue`: scalars, or (one level of) an array of them.
-/// The values of a protobuf `AnyValue` (an array's elements, one level deep) into `out`.
+/// The values of a protobuf OTLP `AnyValue` into `out`: a scalar, or an array's scalar elements
+/// (one level deep).
 pub(crate) fn any_value(b: &[u8], out: &mut Vec<Val<'static>>, depth: u8) -> Option<()> {
     let mut at = 0;
     while at < b.len() {
@@ -234,6 +234,12 @@ pub(crate) fn any_value(b: &[u8], out: &mut Vec<Val<'static>>, depth: u8) -> Opt
         }
     }
     Some(())
+}
+
+/// The elements of `b` into `out` when `b` is a protobuf `AnyValue` holding an array (a scalar,
+/// kvlist or bytes value is not one); false when it is not or does not decode.
+pub fn array_elements(b: &[u8], out: &mut Vec<Val<'static>>) -> bool {
+    b.first() == Some(&(5 << 3 | 2)) && any_value(b, out, 0).is_some()
 }
 
 fn map_lookup<'a>(m: &'a MapArray, row: usize, key: &str) -> Option<(usize, &'a ArrayRef)> {

@@ -16,7 +16,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::spansets::key::{KeyType, encode};
-use crate::traceql_match::{Val, any_value, literal_text, struct_attr};
+use crate::traceql_match::{Val, array_elements, literal_text, struct_attr};
 
 /// The UDF's name.
 pub const NAME: &str = "traceql_values";
@@ -77,10 +77,8 @@ impl ScalarUDFImpl for TraceqlValues {
             let mut vals = Vec::new();
             for row in 0..n {
                 vals.clear();
-                // Only arrays (field 5 first): a scalar in the overflow map is not listed here.
-                let is_array = bin.is_valid(row)
-                    && bin.value(row).first() == Some(&(5 << 3 | 2))
-                    && any_value(bin.value(row), &mut vals, 0).is_some();
+                // Only arrays: a scalar in the overflow map is not listed here.
+                let is_array = bin.is_valid(row) && array_elements(bin.value(row), &mut vals);
                 if is_array {
                     for v in &vals {
                         out.values().append_value(key_of(v));

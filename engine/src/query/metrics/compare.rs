@@ -206,7 +206,7 @@ fn series(ranked: Vec<Ranked>) -> SeriesSet {
                 Series {
                     labels: vec![
                         ("__meta_type".into(), LabelValue::Str(kind.into())),
-                        (r.attr.clone(), LabelValue::from_key(&v)),
+                        (r.attr.clone(), v),
                     ],
                     values: c,
                     exemplars: vec![],

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use allegro_udfs::spansets::key::{KeyType, decode};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
 
 use super::grid::Grid;
 
@@ -21,6 +21,8 @@ pub enum LabelValue {
     Bool(bool),
     /// Missing: Tempo sends the string `nil`.
     Nil,
+    /// An array attribute's value as a whole (`compare()` counts arrays so, as Tempo does).
+    Array(Vec<LabelValue>),
 }
 
 impl LabelValue {
@@ -53,6 +55,9 @@ impl LabelValue {
             LabelValue::Float(f) => Value::DoubleValue(*f),
             LabelValue::Bool(b) => Value::BoolValue(*b),
             LabelValue::Nil => Value::StringValue("nil".into()),
+            LabelValue::Array(xs) => Value::ArrayValue(ArrayValue {
+                values: xs.iter().map(LabelValue::to_any).collect(),
+            }),
         };
         AnyValue { value: Some(v) }
     }
@@ -65,6 +70,10 @@ impl LabelValue {
             LabelValue::Float(f) => f.to_string(),
             LabelValue::Bool(b) => b.to_string(),
             LabelValue::Nil => "<nil>".into(),
+            LabelValue::Array(xs) => {
+                let xs: Vec<String> = xs.iter().map(LabelValue::text).collect();
+                format!("[{}]", xs.join(", "))
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use std::hash::BuildHasher;
 
 use allegro_traceql::ast::{Attribute, FieldRef, Intrinsic, Scope};
 use allegro_udfs::spansets::key::{KeyType, encode};
+use allegro_udfs::traceql_match::{Val, array_elements};
 use arrow::array::{
     Array, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, LargeStringArray, MapArray,
     StringArray, StringViewArray, UInt64Array,
@@ -23,6 +24,8 @@ use hashbrown::HashTable;
 use crate::error::{EngineError, Result};
 use crate::query::translate::{KIND_NAMES, STATUS_NAMES, enum_name};
 use crate::schema::{AttrScope, HotColumn, HotType, col as c};
+
+use super::series::LabelValue;
 
 /// How an intrinsic's column holds its value.
 #[derive(Clone, Copy)]
@@ -83,13 +86,23 @@ pub(super) fn map_column(scope: AttrScope, suffix: &str) -> String {
     format!("{}attrs_{suffix}", scope.overflow_prefix())
 }
 
-/// Every overflow map column the tally reads.
+/// The suffix of the overflow maps that hold arrays (among kvlists and bytes, as protobuf).
+const OTHER: &str = "other";
+
+/// Type codes of arrays in a slot's key: this bit over their elements' [`KeyType`] code, so
+/// an array never equals a scalar.
+const ARRAY: u8 = 0x80;
+
+/// Every overflow map column the tally reads: the scalar ones, then those holding arrays.
 pub(super) fn map_columns() -> impl Iterator<Item = String> {
-    SCOPES.into_iter().flat_map(|s| {
-        TYPES
-            .into_iter()
-            .map(move |(_, suffix, _)| map_column(s, suffix))
-    })
+    SCOPES
+        .into_iter()
+        .flat_map(|s| {
+            TYPES
+                .into_iter()
+                .map(move |(_, suffix, _)| map_column(s, suffix))
+        })
+        .chain(SCOPES.into_iter().map(|s| map_column(s, OTHER)))
 }
 
 /// The string and enum columns the tally reads as they are: the intrinsics' and
@@ -293,18 +306,18 @@ impl Tally {
         id
     }
 
-    /// Adds `w` to cell `cell` of the value (`attr`, `ty`, `value`).
+    /// Adds `w` to cell `cell` of the value (`attr`, type code `ty`, `value`).
     #[inline]
-    fn bump(&mut self, attr: u32, ty: KeyType, value: &[u8], cell: usize, w: f64) {
-        let hash = self.attr_hash[attr as usize] ^ SEED.hash_one((ty as u8, value));
+    fn bump(&mut self, attr: u32, ty: u8, value: &[u8], cell: usize, w: f64) {
+        let hash = self.attr_hash[attr as usize] ^ SEED.hash_one((ty, value));
         let width = 2 * self.intervals;
-        let slot = self.slot(hash, attr, ty as u8, value);
+        let slot = self.slot(hash, attr, ty, value);
         self.cells[slot * width + cell] += w;
     }
 
     /// [`Self::bump`] unless the row already counted `attr` (an earlier type or column won).
     #[inline]
-    fn bump_once(&mut self, attr: u32, ty: KeyType, value: &[u8], cell: usize, w: f64) {
+    fn bump_once(&mut self, attr: u32, ty: u8, value: &[u8], cell: usize, w: f64) {
         let seen = &mut self.seen[attr as usize];
         if *seen == self.row {
             return;
@@ -358,6 +371,18 @@ impl Tally {
                 });
             }
         }
+        let mut arrays = Vec::new();
+        for (scope, s) in SCOPES.into_iter().enumerate() {
+            let n = map_column(s, OTHER);
+            let map = column(&n)?.as_map_opt().ok_or_else(|| lost(&n))?;
+            let keys = Strs::new(map.keys()).ok_or_else(|| lost(&n))?;
+            let values = map
+                .values()
+                .as_binary_opt::<i32>()
+                .ok_or_else(|| lost(&n))?;
+            arrays.push((map, keys, values, scope));
+        }
+        let mut elems = Vec::new();
         let service_id = self.attr(0, "service.name");
         let mut num = [0u8; 8];
         for r in 0..b.num_rows() {
@@ -376,7 +401,7 @@ impl Tally {
                     }
                 };
                 if let Some(v) = v {
-                    self.bump(id as u32, ty, v.as_bytes(), cell, w);
+                    self.bump(id as u32, ty as u8, v.as_bytes(), cell, w);
                 }
             }
             // Types in lookup order, and within a type the column before the map: a key
@@ -386,14 +411,14 @@ impl Tally {
                 if ty == 0
                     && let Some(v) = service.get(r)
                 {
-                    self.bump_once(service_id, tag, v.as_bytes(), cell, w);
+                    self.bump_once(service_id, tag as u8, v.as_bytes(), cell, w);
                 }
                 for (n, h) in hot.iter().enumerate() {
                     let (id, t) = self.hot[n];
                     if t == ty
                         && let Some(v) = h.bytes(r, &mut num)
                     {
-                        self.bump_once(id, tag, v, cell, w);
+                        self.bump_once(id, tag as u8, v, cell, w);
                     }
                 }
                 for m in maps.iter().filter(|m| m.ty == ty) {
@@ -405,9 +430,32 @@ impl Tally {
                         let Some(key) = m.keys.get(e) else { continue };
                         let id = self.attr(m.scope, key);
                         if let Some(v) = m.values.bytes(e, &mut num) {
-                            self.bump_once(id, tag, v, cell, w);
+                            self.bump_once(id, tag as u8, v, cell, w);
                         }
                     }
+                }
+            }
+            // Arrays last, each counted as one value (Tempo groups by the whole array here,
+            // where `by()` groups by element), keyed by its protobuf bytes.
+            for (map, keys, values, scope) in &arrays {
+                if map.is_null(r) {
+                    continue;
+                }
+                let offsets = map.value_offsets();
+                for e in offsets[r] as usize..offsets[r + 1] as usize {
+                    let (Some(key), true) = (keys.get(e), values.is_valid(e)) else {
+                        continue;
+                    };
+                    let v = values.value(e);
+                    elems.clear();
+                    let Some(ty) = array_elements(v, &mut elems)
+                        .then(|| element_type(&elems))
+                        .flatten()
+                    else {
+                        continue;
+                    };
+                    let id = self.attr(*scope, key);
+                    self.bump_once(id, ARRAY | ty as u8, v, cell, w);
                 }
             }
         }
@@ -489,9 +537,7 @@ impl Tally {
                     attr: self.names[attr as usize].clone(),
                     top: values
                         .into_iter()
-                        .filter_map(|(_, v, at)| {
-                            Some((decode(v)?, self.cells[at..at + n].to_vec()))
-                        })
+                        .filter_map(|(_, v, at)| Some((label(v)?, self.cells[at..at + n].to_vec())))
                         .collect(),
                     totals,
                 }
@@ -541,8 +587,8 @@ pub(super) struct Ranked {
     pub sel: bool,
     /// The attribute's label name.
     pub attr: String,
-    /// Tagged values (`s:api`) with their counts per interval, highest first.
-    pub top: Vec<(String, Vec<f64>)>,
+    /// Values with their counts per interval, highest first.
+    pub top: Vec<(LabelValue, Vec<f64>)>,
     /// Counts per interval over every value.
     pub totals: Vec<f64>,
 }
@@ -554,10 +600,47 @@ fn tie(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
             .and_then(|c| KeyType::from_code(*c))
             .filter(|t| matches!(t, KeyType::Str | KeyType::Status | KeyType::Kind))
     };
+    let array = |k: &[u8]| k.first().is_some_and(|c| c & ARRAY != 0);
     match (texty(a), texty(b)) {
         (Some(x), Some(y)) => x.tag().cmp(y.tag()).then_with(|| a[1..].cmp(&b[1..])),
+        _ if array(a) || array(b) => {
+            (array(a), label(a).map(|l| l.text())).cmp(&(array(b), label(b).map(|l| l.text())))
+        }
         _ => decode(a).cmp(&decode(b)),
     }
+}
+
+/// The one scalar type of an array's elements; `None` for an empty or mixed array, which
+/// TraceQL has no value for.
+fn element_type(elems: &[Val]) -> Option<KeyType> {
+    let ty = |v: &Val| match v {
+        Val::Str(_) | Val::Owned(_) => KeyType::Str,
+        Val::Int(_) => KeyType::Int,
+        Val::Float(_) => KeyType::Float,
+        Val::Bool(_) => KeyType::Bool,
+        Val::Dur(_) => KeyType::Duration,
+    };
+    let first = ty(elems.first()?);
+    elems.iter().all(|v| ty(v) == first).then_some(first)
+}
+
+/// A value's key bytes as a label: scalars through their tagged text, arrays element by element.
+fn label(key: &[u8]) -> Option<LabelValue> {
+    if key.first()? & ARRAY == 0 {
+        return Some(LabelValue::from_key(&decode(key)?));
+    }
+    let mut elems = Vec::new();
+    if !array_elements(&key[1..], &mut elems) {
+        return None;
+    }
+    let elems = elems.iter().map(|v| match v {
+        Val::Str(s) => LabelValue::Str((*s).to_string()),
+        Val::Owned(s) => LabelValue::Str(s.clone()),
+        Val::Int(i) | Val::Dur(i) => LabelValue::Int(*i),
+        Val::Float(f) => LabelValue::Float(*f),
+        Val::Bool(b) => LabelValue::Bool(*b),
+    });
+    Some(LabelValue::Array(elems.collect()))
 }
 
 /// A value's key bytes (type code, value) as tagged text (`i:200`), as `by()` keys spell
@@ -581,9 +664,12 @@ mod tests {
 
     use arrow::array::{ArrayBuilder, BooleanArray, Float64Array, Int32Array, UInt64Array};
     use arrow::array::{
-        ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, MapBuilder, StringBuilder,
+        ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, MapBuilder,
+        StringBuilder,
     };
     use arrow::record_batch::RecordBatch;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, any_value::Value};
+    use prost::Message;
 
     use super::*;
 
@@ -619,7 +705,7 @@ mod tests {
         let i = |b: &mut Int64Builder, v: i64| b.append_value(v);
         let f = |b: &mut Float64Builder, v: f64| b.append_value(v);
         let bo = |b: &mut BooleanBuilder, v: bool| b.append_value(v);
-        let cols: Vec<(String, ArrayRef)> = vec![
+        let mut cols: Vec<(String, ArrayRef)> = vec![
             (
                 "i".into(),
                 Arc::new(UInt64Array::from(vec![Some(0), Some(1), Some(9)])),
@@ -701,6 +787,57 @@ mod tests {
                 map(&[no_b, no_b, no_b], bo),
             ),
         ];
+        // Arrays: span 0 and span 1 both hold `tags = ["a", "b"]` (one value each, whole);
+        // span 0 also a mixed array and a kvlist (no TraceQL value, not counted), span 1 a
+        // resource array of ints.
+        let array = |xs: Vec<Value>| {
+            AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue {
+                    values: xs
+                        .into_iter()
+                        .map(|v| AnyValue { value: Some(v) })
+                        .collect(),
+                })),
+            }
+            .encode_to_vec()
+        };
+        let ab = array(vec![
+            Value::StringValue("a".into()),
+            Value::StringValue("b".into()),
+        ]);
+        let mixed = array(vec![Value::StringValue("a".into()), Value::IntValue(1)]);
+        let ints = array(vec![Value::IntValue(3), Value::IntValue(4)]);
+        let kvlist = AnyValue {
+            value: Some(Value::KvlistValue(Default::default())),
+        }
+        .encode_to_vec();
+        let by = |b: &mut BinaryBuilder, v: &[u8]| b.append_value(v);
+        let no_other: &[(&str, &[u8])] = &[];
+        cols.extend([
+            (
+                "resource_attrs_other".to_string(),
+                map(&[no_other, &[("shards", &ints[..])], no_other], by),
+            ),
+            (
+                "span_attrs_other".into(),
+                map(
+                    &[
+                        &[
+                            ("tags", &ab[..]),
+                            ("mixed", &mixed[..]),
+                            ("kv", &kvlist[..]),
+                        ],
+                        &[("tags", &ab[..])],
+                        no_other,
+                    ],
+                    by,
+                ),
+            ),
+            (
+                "instrumentation_attrs_other".into(),
+                map(&[no_other, no_other, no_other], by),
+            ),
+        ]);
         let b = RecordBatch::try_from_iter(cols).unwrap();
         let hot = [HotColumn {
             scope: AttrScope::Span,
@@ -713,7 +850,13 @@ mod tests {
         // `span.x = 0.5` in baseline interval 0.
         let mut all = Tally::new(2, &[]);
         let x = all.attr(1, "x");
-        all.bump(x, KeyType::Float, &0.5f64.to_bits().to_le_bytes(), 0, 1.0);
+        all.bump(
+            x,
+            KeyType::Float as u8,
+            &0.5f64.to_bits().to_le_bytes(),
+            0,
+            1.0,
+        );
         all.merge(t);
         let mut flat: Vec<String> = all
             .ranked(10)
@@ -722,33 +865,36 @@ mod tests {
                 let side = if r.sel { "S" } else { "B" };
                 r.top
                     .iter()
-                    .map(move |(v, c)| format!("{side} {} {v} {c:?}", r.attr))
+                    .map(move |(v, c)| format!("{side} {} {v:?} {c:?}", r.attr))
             })
             .collect();
         flat.sort();
         let want = [
-            "B instrumentation:name s:lib [1.0, 0.0]",
-            "B kind K:server [1.0, 0.0]",
-            "B name s:GET [1.0, 0.0]",
-            "B resource.service.name s:api [1.0, 0.0]",
-            "B rootName s:root [1.0, 0.0]",
-            "B rootServiceName s:fe [1.0, 0.0]",
-            "B span.code s:404 [1.0, 0.0]",
-            "B span.n i:1 [1.0, 0.0]",
-            "B span.x f:0.5 [2.0, 0.0]",
-            "B status S:error [1.0, 0.0]",
-            "B statusMessage s: [1.0, 0.0]",
-            "S instrumentation.lib.flag s:on [0.0, 2.0]",
-            "S instrumentation:name s:lib [0.0, 2.0]",
-            "S kind K:client [0.0, 2.0]",
-            "S name s:GET [0.0, 2.0]",
-            "S resource.service.name s:api [0.0, 2.0]",
-            "S rootName s:root [0.0, 2.0]",
-            "S rootServiceName s:fe [0.0, 2.0]",
-            "S span.code i:201 [0.0, 2.0]",
-            "S span.ok b:true [0.0, 2.0]",
-            "S status S:unset [0.0, 2.0]",
-            "S statusMessage s:boom [0.0, 2.0]",
+            r#"B instrumentation:name Str("lib") [1.0, 0.0]"#,
+            r#"B kind Str("server") [1.0, 0.0]"#,
+            r#"B name Str("GET") [1.0, 0.0]"#,
+            r#"B resource.service.name Str("api") [1.0, 0.0]"#,
+            r#"B rootName Str("root") [1.0, 0.0]"#,
+            r#"B rootServiceName Str("fe") [1.0, 0.0]"#,
+            r#"B span.code Str("404") [1.0, 0.0]"#,
+            r#"B span.n Int(1) [1.0, 0.0]"#,
+            r#"B span.tags Array([Str("a"), Str("b")]) [1.0, 0.0]"#,
+            r#"B span.x Float(0.5) [2.0, 0.0]"#,
+            r#"B status Str("error") [1.0, 0.0]"#,
+            r#"B statusMessage Str("") [1.0, 0.0]"#,
+            r#"S instrumentation.lib.flag Str("on") [0.0, 2.0]"#,
+            r#"S instrumentation:name Str("lib") [0.0, 2.0]"#,
+            r#"S kind Str("client") [0.0, 2.0]"#,
+            r#"S name Str("GET") [0.0, 2.0]"#,
+            r#"S resource.service.name Str("api") [0.0, 2.0]"#,
+            r#"S resource.shards Array([Int(3), Int(4)]) [0.0, 2.0]"#,
+            r#"S rootName Str("root") [0.0, 2.0]"#,
+            r#"S rootServiceName Str("fe") [0.0, 2.0]"#,
+            r#"S span.code Int(201) [0.0, 2.0]"#,
+            r#"S span.ok Bool(true) [0.0, 2.0]"#,
+            r#"S span.tags Array([Str("a"), Str("b")]) [0.0, 2.0]"#,
+            r#"S status Str("unset") [0.0, 2.0]"#,
+            r#"S statusMessage Str("boom") [0.0, 2.0]"#,
         ];
         assert_eq!(flat, want);
     }
