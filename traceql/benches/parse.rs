@@ -15,9 +15,8 @@ use std::time::Instant;
 const REPS: usize = 201;
 
 fn main() {
-    let path = allegro_traceql::fuzzing::corpus_path();
-    let text = std::fs::read_to_string(&path).expect("corpus");
-    let corpus: BTreeMap<String, Vec<String>> = serde_yaml::from_str(&text).expect("yaml");
+    let corpus: BTreeMap<String, Vec<String>> =
+        allegro_traceql::fuzzing::corpus().expect("Tempo's corpus under ../shared");
     let queries: Vec<&String> = corpus.values().flatten().collect();
     let mut medians: Vec<(f64, &str)> = Vec::with_capacity(queries.len());
     for q in &queries {

@@ -620,13 +620,22 @@ pub fn fuzz_inputs(seeds: &[String], inputs: u64, seed: u64) -> impl Iterator<It
     })
 }
 
-/// The queries of Tempo's corpus ([`corpus_path`]), empty when it cannot be read.
+/// Tempo's corpus ([`corpus_path`]) by section (`valid`, `parse_fails`, ...). A section with
+/// no entries (`dump:` alone) is empty.
+pub fn corpus() -> std::io::Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let text = std::fs::read_to_string(corpus_path())?;
+    let sections: std::collections::BTreeMap<String, Option<Vec<String>>> =
+        serde_yaml::from_str(&text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(sections
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
+}
+
+/// The queries of Tempo's corpus, every section; empty when it cannot be read.
 pub fn corpus_queries() -> Vec<String> {
-    std::fs::read_to_string(corpus_path())
-        .ok()
-        .and_then(|t| {
-            serde_yaml::from_str::<std::collections::BTreeMap<String, Vec<String>>>(&t).ok()
-        })
+    corpus()
         .map(|m| m.into_values().flatten().collect())
         .unwrap_or_default()
 }

@@ -10,8 +10,11 @@ use allegro_traceql::{Error, ErrorKind, parse, validate};
 
 fn corpus() -> Option<BTreeMap<String, Vec<String>>> {
     let path = allegro_traceql::fuzzing::corpus_path();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(serde_yaml::from_str(&text).expect("corpus is valid YAML")),
+    match allegro_traceql::fuzzing::corpus() {
+        Ok(sections) => Some(sections),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            panic!("corpus {} is not valid YAML: {e}", path.display())
+        }
         Err(e) => {
             assert!(
                 std::env::var("CI").is_err(),

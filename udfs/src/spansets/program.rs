@@ -178,8 +178,8 @@ impl Cmp {
 /// Arithmetic over aggregates and numbers (durations in nanoseconds).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Scalar {
-    /// A number.
-    Num(f64),
+    /// A number (infinities and NaN too: constant folding can make them).
+    Num(#[serde(with = "any_f64")] f64),
     /// An aggregate over the spanset; `value` is the value argument (none for `count()`).
     Agg {
         /// Which aggregate.
@@ -281,6 +281,37 @@ impl Arith {
     }
 }
 
+/// An `f64` in JSON, which has no infinities or NaN: those as the strings `inf`, `-inf` and
+/// `NaN` (serde_json would write `null` and fail to read it back).
+mod any_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `v`: a number when finite, else its name.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_str(&v.to_string())
+        }
+    }
+
+    /// Reads a number, or the name of a non-finite one.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Num {
+            Finite(f64),
+            Named(String),
+        }
+        match Num::deserialize(d)? {
+            Num::Finite(v) => Ok(v),
+            Num::Named(n) => n
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("not a number: {n}"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +332,19 @@ mod tests {
             leaves: 4,
             values: 0,
             keys: 0,
+        }
+    }
+
+    #[test]
+    fn numbers_folded_to_infinity_or_nan_survive_the_json_the_program_travels_in() {
+        // `-810032659331381601 ^ 51` folds to -inf; serde_json alone writes it as `null`.
+        for n in [f64::NEG_INFINITY, f64::INFINITY, f64::NAN, -0.5, 1e300] {
+            let json = serde_json::to_string(&Scalar::Num(n)).unwrap();
+            let back: Scalar = serde_json::from_str(&json).unwrap();
+            let Scalar::Num(m) = back else {
+                panic!("{json} read back as {back:?}")
+            };
+            assert!(m == n || (m.is_nan() && n.is_nan()), "{json}: {m}");
         }
     }
 
