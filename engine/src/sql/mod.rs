@@ -151,7 +151,7 @@ impl QueryEngine {
         // (DataFusion's default: 1 MiB): otherwise both sides are hash-partitioned first, and
         // for `traceql(…) JOIN spans` (42k matches, 2.3 MB) that shuffled all 10M spans, half
         // the query's time.
-        let ctx = self.session_with(|c| {
+        let ctx = self.session_with(crate::query::Optimizer::Full, |c| {
             c.set_bool("datafusion.execution.parquet.pushdown_filters", false)
                 .set_usize(
                     "datafusion.optimizer.hash_join_single_partition_threshold",

@@ -170,7 +170,7 @@ impl QueryEngine {
     /// `traceql('{ resource.service.name = "api-gateway" } >> { status = error }')` over 10M
     /// spans took 615 ms with row selection, 425 ms without (`allegro-bench sql --query`).
     fn search_session(&self, every: bool) -> SessionContext {
-        self.session_with(|c: SessionConfig| {
+        self.session_with(super::Optimizer::TraceQl, |c: SessionConfig| {
             c.set_bool("datafusion.execution.parquet.pushdown_filters", !every)
                 .set_bool("datafusion.optimizer.repartition_file_scans", false)
                 .set_bool("datafusion.optimizer.enable_round_robin_repartition", false)
