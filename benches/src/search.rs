@@ -287,6 +287,24 @@ async fn tags(
     Ok(())
 }
 
+/// Planning alone: `req` explained (compiled, its blocks chosen and pruned, its per-span
+/// plans built and printed, nothing read), as often as it is run.
+async fn plan_only(
+    engine: &QueryEngine,
+    c: &Common,
+    req: &SearchRequest,
+) -> Result<Latency, allegro_engine::error::EngineError> {
+    let mut samples = Vec::new();
+    for i in 0..c.warmup + c.reps {
+        let t0 = Instant::now();
+        engine.explain(TENANT, req).await?;
+        if i >= c.warmup {
+            samples.push(t0.elapsed());
+        }
+    }
+    Ok(Latency::of(samples))
+}
+
 /// Runs the suite.
 pub async fn run(a: &SearchArgs) -> Result<(), String> {
     let c = &a.common;
@@ -356,10 +374,14 @@ pub async fn run(a: &SearchArgs) -> Result<(), String> {
             let resp = last.unwrap_or_default();
             let ids: Vec<String> = resp.traces.iter().map(|t| t.trace_id.clone()).collect();
             let lat = Latency::of(ours);
+            let planning = plan_only(&engine, c, &req)
+                .await
+                .map_err(|e| format!("{}: {e}", shape.name))?;
             let mut entry = json!({
                 "query": shape.traceql,
                 "limit": shape.limit,
                 "latency": lat,
+                "planning": planning,
                 "spans_per_second": spans_in_range / (lat.p50_ms / 1e3).max(1e-9),
                 "traces_returned": ids.len(),
                 "bytes_read": resp.metrics.map_or(0, |m| m.inspected_bytes),
