@@ -240,10 +240,8 @@ pub async fn run(a: &CompactionArgs) -> Result<(), String> {
         let Some(inputs) = plan_compaction(&blocks, &cfg, u64::MAX) else {
             break;
         };
-        // One level at a time: a window's merged block is not merged again.
-        if inputs.iter().any(|b| b.compaction_level > 0) {
-            break;
-        }
+        // As `serve` does: a window of more blocks than one merge takes is merged in steps,
+        // lowest level first, until it is one block.
         let m0 = Instant::now();
         let (_, done) = compact(&catalog, &inputs, &opts)
             .await

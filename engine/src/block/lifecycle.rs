@@ -2,9 +2,18 @@
 //!
 //! Compaction ([`super::compact`]) merges the blocks of one closed time window (blocks grouped
 //! by the window their newest span falls in, `compaction_window`, 1h by default): the oldest
-//! window holding two blocks or more goes first, its blocks in start order up to
-//! `max_compaction_objects` traces and `max_block_bytes`. The window still filling is left
-//! alone, so a new five-minute block never makes the whole hour be written again.
+//! window holding two blocks or more goes first, its blocks of the lowest compaction level
+//! that has two in start order, at most [`MAX_MERGE_INPUTS`], up to `max_compaction_objects`
+//! traces and `max_block_bytes`. The window still filling is left alone, so a new five-minute
+//! block never makes the whole hour be written again.
+//!
+//! Why at most [`MAX_MERGE_INPUTS`]: a merge reads every input at once, a row group's decoded
+//! pages per input (about 35–50 MiB each with the span schema's ~180 columns, whatever the
+//! block's size), so its memory follows how many blocks it merges. A busy tenant's hour once
+//! held 70 blocks; merging them at once took 2.4 GiB (docs/benchmarks.md, the soak's third
+//! run). Merging the lowest level first, as Tempo does (it merges at most 4), rewrites each
+//! span about once per level: 70 blocks become 5, then 1, twice the writing of one merge,
+//! in bounded memory.
 //!
 //! Retention deletes what nobody may read any more: blocks whose newest span is older than
 //! `block_retention`; blocks a merged block retired, once that block has been visible for
@@ -69,6 +78,9 @@ impl Default for LifecycleConfig {
     }
 }
 
+/// Most blocks one merge reads at once; see the module docs.
+pub const MAX_MERGE_INPUTS: usize = 16;
+
 fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
@@ -90,12 +102,25 @@ pub fn plan_compaction(
         }
     }
     for (_, mut group) in by_window {
+        if group.len() < 2 {
+            continue;
+        }
+        // The lowest level with two blocks; when every level has one, all of them (a level
+        // per merge a window went through: few).
+        let mut levels: BTreeMap<u32, usize> = BTreeMap::new();
+        for b in &group {
+            *levels.entry(b.compaction_level).or_default() += 1;
+        }
+        if let Some((level, _)) = levels.iter().find(|(_, n)| **n >= 2) {
+            group.retain(|b| b.compaction_level == *level);
+        }
         group.sort_by_key(|b| (b.start_unix_nano, b.block_id));
         let mut picked = Vec::new();
         let (mut objects, mut bytes) = (0u64, 0u64);
         for b in group {
             let fits = objects + b.total_objects <= cfg.max_objects
-                && bytes + b.size <= cfg.max_block_bytes;
+                && bytes + b.size <= cfg.max_block_bytes
+                && picked.len() < MAX_MERGE_INPUTS;
             if !fits && picked.len() >= 2 {
                 break;
             }
@@ -488,11 +513,15 @@ mod tests {
     use super::*;
 
     fn block(start_s: u64, end_s: u64, objects: u64) -> Arc<BlockMeta> {
+        leveled(start_s, end_s, objects, 0)
+    }
+
+    fn leveled(start_s: u64, end_s: u64, objects: u64, level: u32) -> Arc<BlockMeta> {
         let json = format!(
             r#"{{"format":"allegro-1","blockID":"{}","tenantID":"t","startTime":"","endTime":"",
             "startUnixNano":{},"endUnixNano":{},"totalObjects":{objects},"totalSpans":1,"size":10,
             "footerSize":1,"bloomSize":1,"rowGroups":1,"minID":"","maxID":"","hotColumns":[],
-            "compactionLevel":0}}"#,
+            "compactionLevel":{level}}}"#,
             uuid::Uuid::new_v4(),
             start_s * 1_000_000_000,
             end_s * 1_000_000_000
@@ -525,5 +554,41 @@ mod tests {
         let picked = plan_compaction(&blocks[1..3], &cfg, later);
         assert_eq!(picked.map(|p| p.len()), Some(2));
         assert_eq!(plan_compaction(&blocks[..1], &cfg, later), None);
+    }
+
+    #[test]
+    fn a_window_of_many_blocks_is_merged_in_bounded_steps_lowest_level_first() {
+        let cfg = LifecycleConfig::default();
+        let h = 3600;
+        let later = (2 * h) * 1_000_000_000;
+        // 40 blocks of level 0 and 2 of level 1 in one hour.
+        let mut blocks: Vec<_> = (0..40).map(|i| block(i * 60, i * 60 + 59, 1)).collect();
+        blocks.push(leveled(0, 1000, 1, 1));
+        blocks.push(leveled(1000, 2000, 1, 1));
+        let picked = plan_compaction(&blocks, &cfg, later).expect("a plan");
+        assert_eq!(picked.len(), MAX_MERGE_INPUTS);
+        assert!(picked.iter().all(|b| b.compaction_level == 0));
+        // The earliest level-0 blocks, in start order.
+        let first: Vec<_> = blocks[..MAX_MERGE_INPUTS]
+            .iter()
+            .map(|b| b.block_id)
+            .collect();
+        assert_eq!(picked.iter().map(|b| b.block_id).collect::<Vec<_>>(), first);
+        // Once level 0 is down to one block, the level-1 blocks are merged before anything
+        // mixes levels; one block per level left: those merge together.
+        let rest = vec![blocks[0].clone(), blocks[40].clone(), blocks[41].clone()];
+        let picked = plan_compaction(&rest, &cfg, later).expect("a plan");
+        assert_eq!(
+            picked
+                .iter()
+                .map(|b| b.compaction_level)
+                .collect::<Vec<_>>(),
+            [1, 1]
+        );
+        let mixed = vec![blocks[0].clone(), blocks[40].clone()];
+        assert_eq!(
+            plan_compaction(&mixed, &cfg, later).map(|p| p.len()),
+            Some(2)
+        );
     }
 }
