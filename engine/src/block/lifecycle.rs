@@ -7,13 +7,14 @@
 //! traces and `max_block_bytes`. The window still filling is left alone, so a new five-minute
 //! block never makes the whole hour be written again.
 //!
-//! Why at most [`MAX_MERGE_INPUTS`]: a merge reads every input at once, a row group's decoded
-//! pages per input (about 35–50 MiB each with the span schema's ~180 columns, whatever the
-//! block's size), so its memory follows how many blocks it merges. A busy tenant's hour once
-//! held 70 blocks; merging them at once took 2.4 GiB (docs/benchmarks.md, the soak's third
-//! run). Merging the lowest level first, as Tempo does (it merges at most 4), rewrites each
-//! span about once per level: 70 blocks become 5, then 1, twice the writing of one merge,
-//! in bounded memory.
+//! Why at most [`MAX_MERGE_INPUTS`]: a merge reads every input at once, a row group's chunks
+//! and current pages per input (tens of MiB each with the span schema's ~180 columns), so what
+//! it reads at once follows how many blocks it merges. A busy tenant's hour once held 70
+//! blocks; merging them at once took 2.4 GiB (docs/benchmarks.md, the soak's third run).
+//! Merging the lowest level first, as Tempo does (it merges at most 4), writes each span about
+//! once per level: 70 blocks become 5, then 1, twice the writing of one merge. What a merge
+//! writes is still held whole until it is stored (docs/benchmarks.md, "one window of 40
+//! blocks"), so `max_block_bytes` bounds the rest.
 //!
 //! Retention deletes what nobody may read any more: blocks whose newest span is older than
 //! `block_retention`; blocks a merged block retired, once that block has been visible for
