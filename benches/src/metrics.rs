@@ -11,7 +11,7 @@ use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use serde_json::{Value, json};
 
 use crate::dataset::{self, TENANT};
-use crate::report::{Latency, emit_ranges};
+use crate::report::{Latency, emit_ranges, timed};
 use crate::{Common, Versus};
 
 /// Drilldown's panels (grafana-clients.md §2.2): name, query, the step divisor (range / n).
@@ -111,27 +111,20 @@ async fn run_query(engine: &QueryEngine, c: &Common, req: &MetricsRequest) -> Re
     })
 }
 
-/// Planning and set-up alone: `req` explained (compiled, its blocks chosen, its plans built,
-/// nothing read), as often as it is run. A little above the true figure, as the explanation
-/// also prints the plans.
+/// Planning alone: `req` explained (compiled, its blocks chosen, its plans built, nothing
+/// read), as often as it is run. A little above the true figure, as the explanation also
+/// prints the plans.
 async fn plan_only(
     engine: &QueryEngine,
     c: &Common,
     req: &MetricsRequest,
 ) -> Result<Latency, String> {
     let limits = MetricsLimits::default();
-    let mut samples = Vec::new();
-    for i in 0..c.warmup + c.reps {
-        let t0 = Instant::now();
-        engine
-            .explain_metrics(TENANT, req, &limits)
-            .await
-            .map_err(|e| format!("{}: {e}", req.query))?;
-        if i >= c.warmup {
-            samples.push(t0.elapsed());
-        }
-    }
-    Ok(Latency::of(samples))
+    timed(c, async || {
+        engine.explain_metrics(TENANT, req, &limits).await
+    })
+    .await
+    .map_err(|e| format!("{}: {e}", req.query))
 }
 
 /// Mean relative error of sampled against exact, over every (series, timestamp) of the exact

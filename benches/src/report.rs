@@ -20,6 +20,22 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
+/// Runs `f` `c.warmup` times unmeasured, then `c.reps` times measured: their latency.
+pub async fn timed<T, E>(
+    c: &crate::Common,
+    mut f: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<Latency, E> {
+    let mut samples = Vec::with_capacity(c.reps);
+    for i in 0..c.warmup + c.reps {
+        let t0 = std::time::Instant::now();
+        f().await?;
+        if i >= c.warmup {
+            samples.push(t0.elapsed());
+        }
+    }
+    Ok(Latency::of(samples))
+}
+
 impl Latency {
     /// Summarises samples (nearest-rank percentiles).
     pub fn of(mut samples: Vec<Duration>) -> Self {

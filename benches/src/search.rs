@@ -12,7 +12,7 @@ use allegro_engine::query::search::SearchRequest;
 use serde_json::{Value, json};
 
 use crate::dataset::{self, TENANT};
-use crate::report::{Latency, emit_ranges, peak_rss, reset_peak_rss};
+use crate::report::{Latency, emit_ranges, peak_rss, reset_peak_rss, timed};
 use crate::{Common, Versus, Window};
 
 /// One benchmark query: TraceQL, the SQL that answers it, and Grafana's limit and spss.
@@ -287,24 +287,6 @@ async fn tags(
     Ok(())
 }
 
-/// Planning alone: `req` explained (compiled, its blocks chosen and pruned, its per-span
-/// plans built and printed, nothing read), as often as it is run.
-async fn plan_only(
-    engine: &QueryEngine,
-    c: &Common,
-    req: &SearchRequest,
-) -> Result<Latency, allegro_engine::error::EngineError> {
-    let mut samples = Vec::new();
-    for i in 0..c.warmup + c.reps {
-        let t0 = Instant::now();
-        engine.explain(TENANT, req).await?;
-        if i >= c.warmup {
-            samples.push(t0.elapsed());
-        }
-    }
-    Ok(Latency::of(samples))
-}
-
 /// Runs the suite.
 pub async fn run(a: &SearchArgs) -> Result<(), String> {
     let c = &a.common;
@@ -374,7 +356,9 @@ pub async fn run(a: &SearchArgs) -> Result<(), String> {
             let resp = last.unwrap_or_default();
             let ids: Vec<String> = resp.traces.iter().map(|t| t.trace_id.clone()).collect();
             let lat = Latency::of(ours);
-            let planning = plan_only(&engine, c, &req)
+            // Planning alone: compiled, blocks chosen and pruned, per-span plans built and
+            // printed, nothing read.
+            let planning = timed(c, async || engine.explain(TENANT, &req).await)
                 .await
                 .map_err(|e| format!("{}: {e}", shape.name))?;
             let mut entry = json!({

@@ -15,7 +15,7 @@ pub mod tags;
 pub mod trace_by_id;
 pub mod translate;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -192,7 +192,7 @@ impl QueryEngine {
             .with_default_features();
         let state = match optimizer {
             Optimizer::Full => state,
-            Optimizer::TraceQl => state.with_optimizer_rules(traceql_rules()),
+            Optimizer::TraceQl => state.with_optimizer_rules(TRACEQL_RULES.clone()),
         };
         let ctx = SessionContext::new_with_state(state.build());
         allegro_udfs::register_all(&ctx);
@@ -205,7 +205,7 @@ impl QueryEngine {
 pub(crate) enum Optimizer {
     /// DataFusion's, whole: users' SQL can hold anything.
     Full,
-    /// [`traceql_rules`] in one pass: TraceQL's plans are built by Allegro.
+    /// [`TRACEQL_RULES`] in one pass: TraceQL's plans are built by Allegro.
     TraceQl,
 }
 
@@ -219,14 +219,16 @@ pub(crate) enum Optimizer {
 /// for them (filter and projection pushdown into the scans, simplification) do their work in
 /// the first pass. Measured on 5,007 spans (`allegro-bench metrics`, docs/benchmarks.md):
 /// planning of the Drilldown queries 0.8–3.3 ms → 0.7–2.0 ms, their p50 2.4–6.6 ms → 2.3–4.5
-/// ms; on 1M spans over 6 h no query got slower.
-fn traceql_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+/// ms; on 1M spans over 6 h no query got slower. Built once: every query's session shares
+/// the rules, which hold no state.
+static TRACEQL_RULES: LazyLock<Vec<Arc<dyn OptimizerRule + Send + Sync>>> = LazyLock::new(|| {
+    let skip = CommonSubexprEliminate::new();
     datafusion::optimizer::Optimizer::new()
         .rules
         .into_iter()
-        .filter(|r| r.name() != CommonSubexprEliminate::new().name())
+        .filter(|r| r.name() != skip.name())
         .collect()
-}
+});
 
 /// DataFusion errors: per-trace evaluation errors are the user's (Tempo returns them as 400s);
 /// everything else is ours.
