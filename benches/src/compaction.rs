@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use allegro_engine::block::compact::{Compacted, compact};
 use allegro_engine::block::lifecycle::{LifecycleConfig, plan_compaction};
+use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::ids::TraceId;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
@@ -226,7 +227,12 @@ pub async fn run(a: &CompactionArgs) -> Result<(), String> {
         window,
         ..Default::default()
     };
-    let opts = dataset::write_options(c)?;
+    // As `serve` does (its WAL directory): merged blocks are written to local disk, then
+    // uploaded, so the compactor's memory does not follow its output.
+    let opts = BlockWriteOptions {
+        spill_dir: Some(c.data.join("compaction-spill")),
+        ..dataset::write_options(c)?
+    };
     reset_peak_rss();
     let rss0 = current_rss();
     let cpu0 = crate::ingest::proc_cpu_secs(std::process::id());

@@ -1399,6 +1399,8 @@ impl Config {
             row_group_rows: self.storage.trace.block.row_group_rows,
             page_rows: self.storage.trace.block.page_rows,
             compression: self.block_compression()?,
+            // Local disk by definition; merges write their output there before uploading it.
+            spill_dir: Some(self.wal_dir()),
             ..Default::default()
         })
     }

@@ -60,15 +60,6 @@ pub struct Extent {
 }
 
 impl Extent {
-    fn of(data: &[u8], r: Range<u64>) -> Option<Self> {
-        let bytes = data.get(r.start as usize..r.end as usize)?;
-        Some(Self {
-            offset: r.start,
-            len: r.end - r.start,
-            crc: crc32fast::hash(bytes),
-        })
-    }
-
     fn range(&self) -> Range<u64> {
         self.offset..self.offset + self.len
     }
@@ -163,6 +154,100 @@ fn page_index_region(md: &ParquetMetaData) -> Option<Range<u64>> {
     out
 }
 
+/// The checksums of a file fed front to back a chunk at a time, so that a block written to
+/// disk (a merge's output) is checked without being held whole.
+pub struct Sweep {
+    size: u64,
+    /// The pages ([`units`]), then the page index region, then the footer.
+    ranges: Vec<Range<u64>>,
+    hashers: Vec<crc32fast::Hasher>,
+    /// `ranges` by start.
+    order: Vec<usize>,
+    /// The first of `order` not yet wholly fed.
+    lo: usize,
+    pages: usize,
+    page_index: bool,
+    file: crc32fast::Hasher,
+    fed: u64,
+}
+
+impl Sweep {
+    /// A sweep over a file of `size` bytes whose footer (`footer_len` bytes) is `md`.
+    pub fn new(size: u64, md: &ParquetMetaData, footer_len: u64) -> Result<Self, String> {
+        let mut ranges = units(md)?;
+        if ranges.iter().any(|r| r.end > size) {
+            return Err("a page lies past the end of the file".into());
+        }
+        let pages = ranges.len();
+        let page_index = page_index_region(md).filter(|r| r.end <= size);
+        let page_index_found = page_index.is_some();
+        ranges.extend(page_index);
+        ranges.push(size.saturating_sub(footer_len)..size);
+        let mut order: Vec<usize> = (0..ranges.len()).collect();
+        order.sort_by_key(|&i| ranges[i].start);
+        Ok(Self {
+            size,
+            hashers: vec![crc32fast::Hasher::new(); ranges.len()],
+            ranges,
+            order,
+            lo: 0,
+            pages,
+            page_index: page_index_found,
+            file: crc32fast::Hasher::new(),
+            fed: 0,
+        })
+    }
+
+    /// Feeds the file's next bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let (at, end) = (self.fed, self.fed + bytes.len() as u64);
+        self.file.update(bytes);
+        for &u in &self.order[self.lo..] {
+            let r = &self.ranges[u];
+            if r.start >= end {
+                break;
+            }
+            let (s, e) = (r.start.max(at), r.end.min(end));
+            if s < e {
+                self.hashers[u].update(&bytes[(s - at) as usize..(e - at) as usize]);
+            }
+        }
+        while let Some(&u) = self.order.get(self.lo) {
+            if self.ranges[u].end > end {
+                break;
+            }
+            self.lo += 1;
+        }
+        self.fed = end;
+    }
+
+    /// The checksums, once the whole file was fed, with those of `bloom`.
+    pub fn finish(self, bloom: &[u8]) -> Result<Checksums, String> {
+        if self.fed != self.size {
+            return Err(format!(
+                "{} of the file's {} bytes were checksummed",
+                self.fed, self.size
+            ));
+        }
+        let crcs: Vec<u32> = self.hashers.into_iter().map(|h| h.finalize()).collect();
+        let page_index = self.page_index.then(|| {
+            let r = &self.ranges[self.pages];
+            Extent {
+                offset: r.start,
+                len: r.end - r.start,
+                crc: crcs[self.pages],
+            }
+        });
+        Ok(Checksums {
+            pages: Crcs(crcs[..self.pages].into()),
+            page_index,
+            footer: crcs.last().copied().unwrap_or(0),
+            file: self.file.finalize(),
+            bloom: crc32fast::hash(bloom),
+        })
+    }
+}
+
 impl Checksums {
     /// The checksums of a block's `data` (whose footer, page index included, is `md`, and
     /// whose footer is its last `footer_len` bytes) and `bloom`.
@@ -172,25 +257,9 @@ impl Checksums {
         footer_len: u64,
         bloom: &[u8],
     ) -> Result<Self, String> {
-        let pages = units(md)?
-            .into_iter()
-            .map(|r| {
-                Extent::of(data, r)
-                    .map(|e| e.crc)
-                    .ok_or("a page lies past the end of the file")
-            })
-            .collect::<Result<Arc<[u32]>, _>>()?;
-        let size = data.len() as u64;
-        let footer = data
-            .get(size.saturating_sub(footer_len) as usize..)
-            .map_or(0, crc32fast::hash);
-        Ok(Self {
-            pages: Crcs(pages),
-            page_index: page_index_region(md).and_then(|r| Extent::of(data, r)),
-            footer,
-            file: crc32fast::hash(data),
-            bloom: crc32fast::hash(bloom),
-        })
+        let mut sweep = Sweep::new(data.len() as u64, md, footer_len)?;
+        sweep.feed(data);
+        sweep.finish(bloom)
     }
 
     /// Checks the footer or the page index when `bytes`, read at `at` from a file of `size`
@@ -438,6 +507,40 @@ mod tests {
         );
         assert!(sums.verify_bloom(b"bloom").is_ok());
         assert!(sums.verify_bloom(b"bloon").is_err());
+    }
+
+    #[test]
+    fn a_file_fed_in_chunks_gets_the_checksums_of_each_unit_hashed_alone() {
+        let (data, md) = file();
+        let flen = footer_len(&data);
+        let size = data.len() as u64;
+        // Each unit hashed alone, independently of the sweep.
+        let expected: Vec<u32> = units(&md)
+            .unwrap()
+            .iter()
+            .map(|r| crc32fast::hash(&data[r.start as usize..r.end as usize]))
+            .collect();
+        for chunk in [1, 7, 4096, 100_003, data.len()] {
+            let mut sweep = Sweep::new(size, &md, flen).unwrap();
+            for c in data.chunks(chunk) {
+                sweep.feed(c);
+            }
+            let sums = sweep.finish(b"bloom").unwrap();
+            assert_eq!(&*sums.pages.0, &expected[..], "chunks of {chunk}");
+            assert_eq!(
+                sums.footer,
+                crc32fast::hash(&data[(size - flen) as usize..])
+            );
+            assert_eq!(sums.file, crc32fast::hash(&data));
+            let pi = sums.page_index.expect("the file has a page index");
+            let region = &data[pi.offset as usize..(pi.offset + pi.len) as usize];
+            assert_eq!(pi.crc, crc32fast::hash(region));
+            assert_eq!(sums, Checksums::of(&data, &md, flen, b"bloom").unwrap());
+        }
+        // A file fed short is refused, not checksummed in part.
+        let mut sweep = Sweep::new(size, &md, flen).unwrap();
+        sweep.feed(&data[..data.len() - 1]);
+        assert!(sweep.finish(b"bloom").is_err());
     }
 
     #[test]

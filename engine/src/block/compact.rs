@@ -19,7 +19,8 @@
 //!
 //! The [`BlockEncoder`] writes everything a block has (trace-ID order, roots apart,
 //! bloom, trace-ID cuts, recorded keys and values). Memory is one batch per run plus the
-//! encoder's batch, whatever the inputs' size. Copying rows instead of converting every span
+//! encoder's batch, whatever the inputs' size; with `spill_dir` set (as `serve` sets it) the
+//! merged file and its held root spans go to local disk until stored ([`super::spill`]). Copying rows instead of converting every span
 //! took a day of 286 blocks from 84k to 223–266k spans per CPU-second (docs/benchmarks.md).
 //!
 //! A span received twice is one with the same ID, parent, kind, start and end; it is kept once.

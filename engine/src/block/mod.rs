@@ -11,6 +11,7 @@ pub mod quarantine;
 pub mod reader;
 pub mod recorded;
 pub mod scan_footer;
+pub mod spill;
 pub mod tag_values;
 pub mod tenant_index;
 pub mod trace_cuts;

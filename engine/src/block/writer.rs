@@ -8,15 +8,15 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaDataReader, SortingColumn};
+use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use uuid::Uuid;
 
 use super::bloom::TraceBloom;
-use super::checksums::Checksums;
 use super::meta::{BlockMeta, objects, rfc3339_seconds};
 use super::recorded::RecordedKeys;
+use super::spill::{BlockData, Held, Sink};
 use super::tag_values::ValueScan;
 use super::trace_cuts::{self, TraceCuts};
 use crate::convert::flatten::FlatSpan;
@@ -94,6 +94,9 @@ pub struct BlockWriteOptions {
     pub compression: BlockCompression,
     /// Bloom filter false-positive rate.
     pub bloom_fpp: f64,
+    /// Where a merge keeps its output until it is stored (unnamed files, see
+    /// [`super::spill`]); `None`: in memory. Flushes of the head always write in memory.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for BlockWriteOptions {
@@ -105,6 +108,7 @@ impl Default for BlockWriteOptions {
             batch_rows: 8_192,
             compression: BlockCompression::Lz4,
             bloom_fpp: 0.001,
+            spill_dir: None,
         }
     }
 }
@@ -115,7 +119,7 @@ pub struct EncodedBlock {
     /// Its metadata.
     pub meta: BlockMeta,
     /// `data.parquet`.
-    pub data: Bytes,
+    pub data: BlockData,
     /// `bloom`.
     pub bloom: Bytes,
 }
@@ -192,7 +196,7 @@ fn trace_buckets(batch: &RecordBatch, out: &mut Vec<u16>) {
 const ROOT_ROW_GROUP_ROWS: usize = 4096;
 
 /// An encoded `data.parquet` and its number of row groups.
-type ParquetFile = (Vec<u8>, u64);
+type ParquetFile = (BlockData, u64);
 
 /// Writes a block a batch of whole traces at a time, so memory is bounded by a batch rather
 /// than the block: converting spans to Arrow happens on the caller's thread while a second
@@ -221,7 +225,8 @@ pub struct BlockEncoder {
     max_id: Option<TraceId>,
     /// Traces with a span whose nested set is unknown (no root, or a parent not in the block).
     incomplete: std::collections::BTreeSet<TraceId>,
-    roots: Vec<RecordBatch>,
+    /// Root spans, written last.
+    roots: Held,
     to_parquet: Option<std::sync::mpsc::SyncSender<Part>>,
     parquet: Option<std::thread::JoinHandle<Result<ParquetFile>>>,
 }
@@ -289,6 +294,7 @@ impl BlockEncoder {
             },
             capacity,
             reserve,
+            None,
             opts,
         )?;
         enc.write(first)?;
@@ -312,6 +318,7 @@ impl BlockEncoder {
             Recorded::Given(Box::new(recorded)),
             expected_traces.max(1),
             expected_spans.saturating_mul(48),
+            opts.spill_dir.as_deref(),
             opts,
         )
     }
@@ -322,16 +329,17 @@ impl BlockEncoder {
         recorded: Recorded,
         capacity: usize,
         reserve: usize,
+        spill_dir: Option<&std::path::Path>,
         opts: &BlockWriteOptions,
     ) -> Result<Self> {
         let schema = span_schema(&hot);
         let props = writer_properties(opts, capacity, &schema)?;
+        let mut sink = Sink::new(spill_dir, reserve)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(2);
         let parquet = std::thread::Builder::new()
             .name("allegro-parquet".into())
             .spawn(move || -> Result<ParquetFile> {
-                let mut data = Vec::with_capacity(reserve);
-                let mut writer = ArrowWriter::try_new(&mut data, schema, Some(props))?;
+                let mut writer = ArrowWriter::try_new(&mut sink, schema, Some(props))?;
                 let mut buckets: Vec<u16> = Vec::new();
                 for part in rx {
                     match part {
@@ -355,7 +363,7 @@ impl BlockEncoder {
                     ));
                 }
                 let row_groups = writer.close()?.num_row_groups() as u64;
-                Ok((data, row_groups))
+                Ok((sink.finish()?, row_groups))
             })
             .map_err(|e| EngineError::Internal(format!("starting the Parquet encoder: {e}")))?;
         Ok(Self {
@@ -371,7 +379,7 @@ impl BlockEncoder {
             min_id: None,
             max_id: None,
             incomplete: Default::default(),
-            roots: Vec::new(),
+            roots: Held::new(spill_dir),
             to_parquet: Some(tx),
             parquet: Some(parquet),
         })
@@ -467,7 +475,7 @@ impl BlockEncoder {
             }
         }
         if let Some(roots) = roots.filter(|r| r.num_rows() > 0) {
-            self.roots.push(roots);
+            self.roots.push(roots)?;
         }
         Ok(())
     }
@@ -560,7 +568,7 @@ impl BlockEncoder {
             self.send(Part::Rows(batch))?;
         }
         if !roots.is_empty() {
-            self.roots.push(spans_to_batch(&roots, &self.hot)?);
+            self.roots.push(spans_to_batch(&roots, &self.hot)?)?;
         }
         Ok(())
     }
@@ -597,7 +605,9 @@ impl BlockEncoder {
         // block those pages were 1.1 MB (97 KB over a 35k-span block's 1.5k roots): 3× slower
         // lookups.
         let mut in_group = 0;
-        for batch in std::mem::take(&mut self.roots) {
+        let roots = std::mem::replace(&mut self.roots, Held::new(None));
+        for batch in roots.drain()? {
+            let batch = batch?;
             let mut at = 0;
             while at < batch.num_rows() {
                 let len = (ROOT_ROW_GROUP_ROWS - in_group).min(batch.num_rows() - at);
@@ -614,10 +624,9 @@ impl BlockEncoder {
         let (Some(min_id), Some(max_id)) = (self.min_id, self.max_id) else {
             return Err(EngineError::Internal("block without spans".into()));
         };
-        let footer_size = footer_len(&data);
-        let data = Bytes::from(data);
+        let footer_size = data.footer_len()?;
         let bloom = self.bloom.to_bytes();
-        let checksums = written_checksums(&data, footer_size, &bloom)?;
+        let checksums = data.checksums(footer_size, &bloom)?;
         let keys = match std::mem::replace(&mut self.recorded, Recorded::Given(Default::default()))
         {
             Recorded::Scanned { scan, values } => {
@@ -641,7 +650,7 @@ impl BlockEncoder {
             end_unix_nano: self.end,
             total_objects: self.traces as u64,
             total_spans: self.spans,
-            size: data.len() as u64,
+            size: data.len(),
             footer_size,
             bloom_size: bloom.len() as u64,
             row_groups,
@@ -665,30 +674,6 @@ impl BlockEncoder {
             data,
             bloom: Bytes::from(bloom),
         })
-    }
-}
-
-/// The checksums of a block just written: its footer read back for the page locations.
-fn written_checksums(data: &Bytes, footer_size: u64, bloom: &[u8]) -> Result<Checksums> {
-    let md = ParquetMetaDataReader::new()
-        .with_page_index_policy(PageIndexPolicy::Required)
-        .parse_and_finish(data)
-        .map_err(|e| EngineError::Internal(format!("reading back the footer written: {e}")))?;
-    Checksums::of(data, &md, footer_size, bloom)
-        .map_err(|e| EngineError::Internal(format!("checksums of the block written: {e}")))
-}
-
-fn footer_len(file: &[u8]) -> u64 {
-    match file.len().checked_sub(8) {
-        Some(at) => {
-            u64::from(u32::from_le_bytes([
-                file[at],
-                file[at + 1],
-                file[at + 2],
-                file[at + 3],
-            ])) + 8
-        }
-        None => 0,
     }
 }
 
@@ -716,7 +701,11 @@ async fn put_object(
 /// directory is marked pending first, so what a write cut short leaves is known for an orphan.
 pub async fn put_block_data(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) -> Result<()> {
     put_object(store, &block.meta, objects::PENDING, Bytes::new()).await?;
-    put_object(store, &block.meta, objects::DATA, block.data.clone()).await?;
+    let m = &block.meta;
+    block
+        .data
+        .put(store, &block_path(&m.tenant_id, &m.block_id, objects::DATA))
+        .await?;
     put_object(store, &block.meta, objects::BLOOM, block.bloom.clone()).await
 }
 
@@ -801,12 +790,23 @@ mod tests {
     }
 
     fn rows(block: &EncodedBlock) -> Vec<RecordBatch> {
-        ParquetRecordBatchReaderBuilder::try_new(block.data.clone())
+        ParquetRecordBatchReaderBuilder::try_new(block.data.to_bytes().unwrap())
             .unwrap()
             .build()
             .unwrap()
             .map(|b| b.unwrap())
             .collect()
+    }
+
+    /// All rows of a `data.parquet` as one batch.
+    fn rows_of(data: Bytes) -> RecordBatch {
+        let r: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(data)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        arrow::compute::concat_batches(&r[0].schema(), &r).unwrap()
     }
 
     #[test]
@@ -840,7 +840,7 @@ mod tests {
         // 60 roots (parent -1) in 50 and 10.
         assert_eq!(b.row_groups, 5);
         let footer = parquet::file::metadata::ParquetMetaDataReader::new()
-            .parse_and_finish(&streamed.data)
+            .parse_and_finish(&streamed.data.to_bytes().unwrap())
             .unwrap();
         let leaf = crate::block::reader::leaf(&footer, col::NESTED_SET_PARENT).unwrap();
         let parents: Vec<(i32, i32, i64)> = footer
@@ -887,6 +887,84 @@ mod tests {
         let (ra, rb) = (concat(&ra), concat(&rb));
         assert_eq!(rb.num_rows(), 180);
         assert_eq!(ra, rb);
+    }
+
+    #[test]
+    fn a_merge_spilled_to_disk_writes_the_block_it_writes_in_memory() {
+        use arrow::array::{Array, Int32Array};
+        let opts = BlockWriteOptions {
+            row_group_rows: 50,
+            page_rows: 8,
+            ..Default::default()
+        };
+        let all: Vec<FlatSpan> = (1..=60).flat_map(trace).collect();
+        let source = encode_block("t", all, &opts).unwrap();
+        let rows = rows(&source);
+        let rows = arrow::compute::concat_batches(&rows[0].schema(), &rows).unwrap();
+        let parent = rows
+            .column_by_name(col::NESTED_SET_PARENT)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap();
+        let is_root: arrow::array::BooleanArray = (0..parent.len())
+            .map(|i| Some(parent.value(i) < 0))
+            .collect();
+        let roots = arrow::compute::filter_record_batch(&rows, &is_root).unwrap();
+        let rest =
+            arrow::compute::filter_record_batch(&rows, &arrow::compute::not(&is_root).unwrap())
+                .unwrap();
+        assert_eq!((rest.num_rows(), roots.num_rows()), (120, 60));
+        let spill = tempfile::tempdir().unwrap();
+        let write = |spill_dir: Option<std::path::PathBuf>| {
+            let opts = BlockWriteOptions {
+                spill_dir,
+                ..opts.clone()
+            };
+            let keys = RecordedKeys::default();
+            let hot = source.meta.hot_columns.clone();
+            let mut enc = BlockEncoder::start_rows("t", hot, keys, 60, 180, &opts).unwrap();
+            // The roots arrive in two batches, as a merge hands them over.
+            enc.push_parts(Some(rest.slice(0, 60)), Some(roots.slice(0, 30)))
+                .unwrap();
+            enc.push_parts(Some(rest.slice(60, 60)), Some(roots.slice(30, 30)))
+                .unwrap();
+            enc.finish().unwrap()
+        };
+        let (kept, spilled) = (write(None), write(Some(spill.path().join("spill"))));
+        assert!(matches!(kept.data, BlockData::Memory(_)));
+        assert!(matches!(spilled.data, BlockData::Spilled(_)));
+        // Unnamed files: nothing is left in the directory, even while the block is held.
+        assert_eq!(
+            std::fs::read_dir(spill.path().join("spill"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(
+            kept.data.to_bytes().unwrap(),
+            spilled.data.to_bytes().unwrap()
+        );
+        assert_eq!(kept.meta.checksums, spilled.meta.checksums);
+        assert_eq!(kept.meta.size, spilled.meta.size);
+        assert_eq!(kept.meta.footer_size, spilled.meta.footer_size);
+        assert_eq!(kept.meta.row_groups, source.meta.row_groups);
+        // Stored in parts, it reads back whole.
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stored = rt.block_on(async {
+            put_block(&store, &spilled).await.unwrap();
+            let m = &spilled.meta;
+            let path = block_path(&m.tenant_id, &m.block_id, objects::DATA);
+            use object_store::ObjectStoreExt;
+            store.get(&path).await.unwrap().bytes().await.unwrap()
+        });
+        assert_eq!(stored, kept.data.to_bytes().unwrap());
+        let back = rows_of(stored);
+        assert_eq!(back, rows);
     }
 
     #[test]
