@@ -158,15 +158,16 @@ fn page_index_region(md: &ParquetMetaData) -> Option<Range<u64>> {
 /// disk (a merge's output) is checked without being held whole.
 pub struct Sweep {
     size: u64,
-    /// The pages ([`units`]), then the page index region, then the footer.
+    /// The pages ([`units`]), then the page index region when the file has one, then the
+    /// footer.
     ranges: Vec<Range<u64>>,
     hashers: Vec<crc32fast::Hasher>,
     /// `ranges` by start.
     order: Vec<usize>,
     /// The first of `order` not yet wholly fed.
     lo: usize,
+    /// How many of `ranges` are pages.
     pages: usize,
-    page_index: bool,
     file: crc32fast::Hasher,
     fed: u64,
 }
@@ -179,9 +180,7 @@ impl Sweep {
             return Err("a page lies past the end of the file".into());
         }
         let pages = ranges.len();
-        let page_index = page_index_region(md).filter(|r| r.end <= size);
-        let page_index_found = page_index.is_some();
-        ranges.extend(page_index);
+        ranges.extend(page_index_region(md).filter(|r| r.end <= size));
         ranges.push(size.saturating_sub(footer_len)..size);
         let mut order: Vec<usize> = (0..ranges.len()).collect();
         order.sort_by_key(|&i| ranges[i].start);
@@ -192,7 +191,6 @@ impl Sweep {
             order,
             lo: 0,
             pages,
-            page_index: page_index_found,
             file: crc32fast::Hasher::new(),
             fed: 0,
         })
@@ -230,7 +228,8 @@ impl Sweep {
             ));
         }
         let crcs: Vec<u32> = self.hashers.into_iter().map(|h| h.finalize()).collect();
-        let page_index = self.page_index.then(|| {
+        // Between the pages and the footer.
+        let page_index = (crcs.len() == self.pages + 2).then(|| {
             let r = &self.ranges[self.pages];
             Extent {
                 offset: r.start,

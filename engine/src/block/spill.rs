@@ -67,6 +67,14 @@ pub struct SpilledFile {
 }
 
 impl SpilledFile {
+    /// Its bytes as `(offset, length)` pieces of at most [`CHUNK`], front to back.
+    fn chunks(&self) -> impl Iterator<Item = (u64, usize)> + use<> {
+        let len = self.len;
+        (0..len)
+            .step_by(CHUNK)
+            .map(move |at| (at, CHUNK.min((len - at) as usize)))
+    }
+
     fn read_at(&self, at: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0; len];
         self.file
@@ -119,11 +127,8 @@ impl BlockData {
             Self::Memory(b) => Checksums::of(b, &md, footer_len, bloom).map_err(internal),
             Self::Spilled(f) => {
                 let mut sweep = Sweep::new(f.len, &md, footer_len).map_err(internal)?;
-                let mut at = 0;
-                while at < f.len {
-                    let n = CHUNK.min((f.len - at) as usize);
+                for (at, n) in f.chunks() {
                     sweep.feed(&f.read_at(at, n)?);
-                    at += n as u64;
                 }
                 sweep.finish(bloom).map_err(internal)
             }
@@ -159,33 +164,29 @@ impl BlockData {
             .await
             .map_err(|e| EngineError::storage(path, e))?;
         let mut parts = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-        let mut at = 0;
-        while at < f.len {
-            let n = CHUNK.min((f.len - at) as usize);
-            let file = f.clone();
-            let read = tokio::task::spawn_blocking(move || file.read_at(at, n))
-                .await
-                .map_err(|e| EngineError::Internal(format!("reading a spilled block: {e}")))
-                .and_then(|r| r);
-            let waited = match read {
-                Ok(bytes) => parts
+        let sent = async {
+            for (at, n) in f.chunks() {
+                let file = f.clone();
+                let bytes = tokio::task::spawn_blocking(move || file.read_at(at, n))
+                    .await
+                    .map_err(|e| {
+                        EngineError::Internal(format!("reading a spilled block: {e}"))
+                    })??;
+                parts
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
-                    .map(|()| bytes)
-                    .map_err(|e| EngineError::storage(path, e)),
-                Err(e) => Err(e),
-            };
-            match waited {
-                Ok(bytes) => parts.put(Bytes::from(bytes)),
-                Err(e) => {
-                    // The parts already sent are dropped with the upload.
-                    if let Err(abort) = parts.abort().await {
-                        tracing::warn!(path = %path, error = %abort, "upload not aborted");
-                    }
-                    return Err(e);
-                }
+                    .map_err(|e| EngineError::storage(path, e))?;
+                parts.put(Bytes::from(bytes));
             }
-            at += n as u64;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = sent {
+            // The parts already sent are dropped with the upload.
+            if let Err(abort) = parts.abort().await {
+                tracing::warn!(path = %path, error = %abort, "upload not aborted");
+            }
+            return Err(e);
         }
         parts
             .finish()
