@@ -35,6 +35,14 @@ pub struct CompactionArgs {
     /// Ranges to query, ending at the end of the data.
     #[arg(long, value_delimiter = ',', default_value = "1h,6h,24h")]
     pub ranges: Vec<String>,
+    /// Only the queries after compaction, over the merged copy kept by an earlier run with
+    /// this flag (merged now when there is none), which is kept again: for profiling a query
+    /// over merged blocks without merging the day each time.
+    #[arg(long)]
+    pub after_only: bool,
+    /// Only the queries whose name contains this (`search-nomatch`, `trace-by-id`, …).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 /// Searches and Drilldown's metrics panels, by name.
@@ -100,7 +108,7 @@ async fn queries(dir: &Path, a: &CompactionArgs, ids: &[TraceId]) -> Result<Valu
     for range in &a.ranges {
         let span = humantime::parse_duration(range).map_err(|e| e.to_string())?;
         let start = end.saturating_sub(span.as_nanos() as u64);
-        for (name, q) in SEARCHES {
+        for (name, q) in SEARCHES.into_iter().filter(|(n, _)| a.wanted(n)) {
             let req = SearchRequest {
                 query: q.into(),
                 limit: 20,
@@ -120,7 +128,7 @@ async fn queries(dir: &Path, a: &CompactionArgs, ids: &[TraceId]) -> Result<Valu
             .await?;
             out.insert(format!("{range}.{name}"), json!({ "latency": lat }));
         }
-        for (name, q) in PANELS {
+        for (name, q) in PANELS.into_iter().filter(|(n, _)| a.wanted(n)) {
             let req = MetricsRequest {
                 query: q.into(),
                 start,
@@ -143,6 +151,9 @@ async fn queries(dir: &Path, a: &CompactionArgs, ids: &[TraceId]) -> Result<Valu
             .await?;
             out.insert(format!("{range}.{name}"), json!({ "latency": lat }));
         }
+    }
+    if !a.wanted("trace-by-id") {
+        return Ok(Value::Object(out));
     }
     // Trace by ID: cold is a fresh catalog per lookup, warm one catalog with its caches.
     let store = || {
@@ -191,6 +202,13 @@ async fn queries(dir: &Path, a: &CompactionArgs, ids: &[TraceId]) -> Result<Valu
     Ok(Value::Object(out))
 }
 
+impl CompactionArgs {
+    /// Whether the query `name` is measured (see `--only`).
+    fn wanted(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| name.contains(o))
+    }
+}
+
 async fn engine_blocks(dir: &Path) -> Result<usize, String> {
     let store = open_store(&StorageBackend::Local {
         path: dir.to_path_buf(),
@@ -200,23 +218,41 @@ async fn engine_blocks(dir: &Path) -> Result<usize, String> {
     Ok(c.blocks(TENANT).await.map_err(|e| e.to_string())?.len())
 }
 
+/// Real IDs from every block of the day as written (under `dir`), for trace by ID.
+async fn trace_ids(dir: &Path) -> Result<Vec<TraceId>, String> {
+    let store = open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .map_err(|e| e.to_string())?;
+    let blocks = Catalog::new(store, CatalogConfig::default())
+        .blocks(TENANT)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(blocks
+        .iter()
+        .step_by((blocks.len() / 50).max(1))
+        .filter_map(|b| TraceId::parse_hex(&b.min_id).ok())
+        .collect())
+}
+
 /// `allegro-bench compaction`.
 pub async fn run(a: &CompactionArgs) -> Result<(), String> {
     let c = &a.common;
     let (_, cached, info) = dataset::ensure(c).await?;
     let work = c.data.join("compaction-scratch");
+    let kept = c.data.join("compaction-kept");
+    if a.after_only && kept.exists() {
+        let ids = trace_ids(&cached).await?;
+        let after = queries(&kept, a, &ids).await?;
+        return emit("compaction", &json!({ "after": after }), c.json.as_deref());
+    }
     let _ = std::fs::remove_dir_all(&work);
     link_tree(&cached, &work)?;
     let store =
         open_store(&StorageBackend::Local { path: work.clone() }).map_err(|e| e.to_string())?;
     let catalog = Catalog::new(store, CatalogConfig::default());
     let blocks = catalog.blocks(TENANT).await.map_err(|e| e.to_string())?;
-    // Real IDs from every block, for trace by ID.
-    let ids: Vec<TraceId> = blocks
-        .iter()
-        .step_by((blocks.len() / 50).max(1))
-        .filter_map(|b| TraceId::parse_hex(&b.min_id).ok())
-        .collect();
+    let ids = trace_ids(&work).await?;
     eprintln!("before: {} blocks", blocks.len());
 
     // Compaction first, in a process that has run nothing else: its peak RSS is its own, not
@@ -270,6 +306,12 @@ pub async fn run(a: &CompactionArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .len();
     eprintln!("after: {after_blocks} blocks, {merges} merges in {seconds:.1} s");
+    if a.after_only {
+        let _ = std::fs::remove_dir_all(&kept);
+        std::fs::rename(&work, &kept).map_err(|e| e.to_string())?;
+        let after = queries(&kept, a, &ids).await?;
+        return emit("compaction", &json!({ "after": after }), c.json.as_deref());
+    }
     let before = queries(&cached, a, &ids).await?;
     let after = queries(&work, a, &ids).await?;
 

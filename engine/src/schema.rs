@@ -7,10 +7,14 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-/// Format string written to `meta.json` by this build.
+/// Format string of a block whose rows are one run in trace-ID order (roots apart).
 pub const FORMAT_V1: &str = "allegro-1";
+/// Format string of a block cut into time slices (`slices` in `meta.json`), each its own run in
+/// trace-ID order: what a merge writes. Builds that read only `allegro-1` would take the
+/// slices for one run, so they refuse it by name.
+pub const FORMAT_V2: &str = "allegro-2";
 /// Every block format this build can read, oldest first.
-pub const READABLE_FORMATS: &[&str] = &[FORMAT_V1];
+pub const READABLE_FORMATS: &[&str] = &[FORMAT_V1, FORMAT_V2];
 
 /// Column names of the fixed part of the schema.
 pub mod col {

@@ -94,11 +94,16 @@ pub async fn split_across(ds: &Dataset, dir: &Path) -> QueryEngine {
 }
 
 /// The blocks of [`split_across`] (the head's part in a third block), compacted into one
-/// block: the split traces joined, a span written in two blocks kept once.
+/// block: the split traces joined, a span written in two blocks kept once. Row groups of 8
+/// rows make the merge cut its block into time slices (one per 8 spans, at most 16), as a
+/// merge of a busy hour does, so queries run over a sliced block.
 pub async fn compacted(ds: &Dataset, dir: &Path) -> QueryEngine {
     let (catalog, _) = split_blocks(ds, dir, false).await;
     let blocks = catalog.blocks(TENANT).await.expect("blocks");
-    let opts = BlockWriteOptions::default();
+    let opts = BlockWriteOptions {
+        row_group_rows: 8,
+        ..BlockWriteOptions::default()
+    };
     allegro_engine::block::compact::compact(&catalog, &blocks, &opts)
         .await
         .expect("compaction");

@@ -6,51 +6,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use allegro_datasets::{GenOptions, Generator};
 use allegro_engine::block::compact::compact;
 use allegro_engine::block::lifecycle::{LifecycleConfig, apply_retention};
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::convert::normalize::{normalize, span_count};
 use allegro_engine::ids::TraceId;
-use allegro_tests::engines::{GENERATED_START, catalog_at, encode, store_block, visible_blocks};
+use allegro_engine::query::QueryEngine;
+use allegro_engine::query::search::SearchRequest;
+use allegro_tests::engines::{
+    TENANT as ENGINE_TENANT, catalog_at, encode, generated_traces, sorted_span_sets, store_block,
+    visible_blocks,
+};
+use object_store::ObjectStoreExt;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 const TENANT: &str = "t";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_keeps_every_span_once_and_joins_split_traces() {
-    let mut generator = Generator::new(GenOptions {
-        seed: 3,
-        spans: 20_000,
-        start_unix_nano: GENERATED_START,
-        duration_nano: 600_000_000_000,
-    });
-    let mut traces: Vec<Vec<ResourceSpans>> = Vec::new();
-    while let Some(t) = generator.next_trace() {
-        traces.push(t);
-    }
-    // Four blocks of time-ordered traces; every fifth trace split between two neighbours;
-    // the first trace also written again in the last block.
-    let mut parts: Vec<Vec<ResourceSpans>> = vec![Vec::new(); 4];
-    // The blocks each trace has rows in.
-    let mut blocks_of: Vec<Vec<usize>> = Vec::new();
-    let per = traces.len().div_ceil(4);
-    for (i, t) in traces.iter().enumerate() {
-        let b = i / per;
-        if i % 5 == 0 && b + 1 < 4 && t.len() > 1 {
-            let mut spans = t.clone();
-            let later = spans.split_off(spans.len() / 2);
-            parts[b].extend(spans);
-            parts[b + 1].extend(later);
-            blocks_of.push(vec![b, b + 1]);
-        } else {
-            parts[b].extend(t.iter().cloned());
-            blocks_of.push(vec![b]);
-        }
-    }
-    parts[3].extend(traces[0].iter().cloned());
-    blocks_of[0].push(3);
+    let traces = generated_traces(3, 20_000);
+    let (parts, blocks_of) = four_blocks(&traces);
     let dir = tempfile::tempdir().unwrap();
     let catalog = catalog_at(dir.path());
     let mut stored = Vec::new();
@@ -138,6 +114,223 @@ async fn compaction_keeps_every_span_once_and_joins_split_traces() {
             assert_eq!(normalize(got), normalize(t.clone()), "trace {id}");
         }
     }
+}
+
+/// A merge cuts its block into time slices, each trace whole in the slice its start falls in
+/// and each slice's row groups in trace-ID order, and searches over it answer exactly as over
+/// the same merge in one run, reading less for the newest traces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_in_time_slices_answers_as_a_merge_in_one_run() {
+    let traces = generated_traces(5, 20_000);
+    let (parts, _) = four_blocks(&traces);
+    let dir = tempfile::tempdir().unwrap();
+    let mut merged = Vec::new();
+    for (name, rows) in [("one-run", 65_536), ("sliced", 2_000)] {
+        let catalog = catalog_at(&dir.path().join(name));
+        for p in &parts {
+            store_block(&catalog, ENGINE_TENANT, p.clone()).await;
+        }
+        let inputs = catalog.blocks(ENGINE_TENANT).await.unwrap();
+        let opts = BlockWriteOptions {
+            row_group_rows: rows,
+            ..Default::default()
+        };
+        let (meta, _) = compact(&catalog, &inputs, &opts).await.unwrap();
+        merged.push((catalog, meta));
+    }
+    let (one, sliced) = (&merged[0].1, &merged[1].1);
+    assert_eq!(
+        (one.format.as_str(), one.slices.is_none()),
+        ("allegro-1", true)
+    );
+    assert_eq!(sliced.format, "allegro-2");
+    let slices = sliced.slices.clone().unwrap();
+    // One slice per 2,000 spans read.
+    let read_in: usize = parts.iter().map(|p| span_count(p)).sum();
+    assert_eq!(slices.len(), read_in.div_ceil(2_000), "{slices:?}");
+
+    // The layout, read back slice by slice.
+    let path = format!("{ENGINE_TENANT}/{}/data.parquet", sliced.block_id);
+    let bytes = merged[1]
+        .0
+        .store()
+        .get(&path.as_str().into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut every_group: Vec<u32> = slices.iter().flat_map(|s| s.row_groups.clone()).collect();
+    every_group.sort();
+    assert_eq!(
+        every_group,
+        (0..sliced.row_groups as u32).collect::<Vec<_>>()
+    );
+    let mut seen: std::collections::HashSet<Vec<u8>> = Default::default();
+    let mut previous_latest_start = 0;
+    for s in &slices {
+        // Per part (roots or not), the slice's rows in file order; and each trace's start.
+        let mut runs: [Vec<Vec<u8>>; 2] = Default::default();
+        let mut starts: std::collections::HashMap<Vec<u8>, u64> = Default::default();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+                .unwrap()
+                .with_row_groups(s.row_groups.iter().map(|&g| g as usize).collect())
+                .build()
+                .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let col = |n: &str| b.column_by_name(n).unwrap().clone();
+            let ids = col("trace_id");
+            let ids = ids
+                .as_any()
+                .downcast_ref::<arrow::array::FixedSizeBinaryArray>()
+                .unwrap();
+            let (st, du, pa) = (
+                col("start_time_unix_nano"),
+                col("duration_nano"),
+                col("nested_set_parent"),
+            );
+            let st = st
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+                .unwrap();
+            let du = du
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+                .unwrap();
+            let pa = pa
+                .as_any()
+                .downcast_ref::<arrow::array::Int32Array>()
+                .unwrap();
+            for i in 0..b.num_rows() {
+                let (start, end) = (st.value(i), st.value(i) + du.value(i));
+                assert!(
+                    s.start_unix_nano <= start && end <= s.end_unix_nano,
+                    "{s:?}"
+                );
+                let id = ids.value(i).to_vec();
+                let t = starts.entry(id.clone()).or_insert(start);
+                *t = (*t).min(start);
+                runs[usize::from(pa.value(i) < 0)].push(id);
+            }
+        }
+        for run in &runs {
+            assert!(
+                run.windows(2).all(|w| w[0] <= w[1]),
+                "a run out of trace-ID order"
+            );
+        }
+        // Whole traces: none of this slice's traces has rows in another.
+        for id in starts.keys() {
+            assert!(seen.insert(id.clone()), "a trace in two slices");
+        }
+        // Slices follow each other in time by their traces' starts.
+        let earliest = starts.values().min().copied().unwrap();
+        assert!(
+            earliest >= previous_latest_start,
+            "slices out of time order"
+        );
+        previous_latest_start = starts.values().max().copied().unwrap();
+    }
+    assert_eq!(seen.len(), traces.len());
+
+    // The same answers from both merges, over the whole window and a stretch of it.
+    let engines: Vec<QueryEngine> = merged
+        .iter()
+        .map(|(c, _)| QueryEngine::new(c.clone(), None).unwrap())
+        .collect();
+    let window = (one.start_unix_nano, one.end_unix_nano);
+    let third = (window.1 - window.0) / 3;
+    let mut read = [0u64; 2];
+    for query in [
+        "{ }",
+        "{ status = error }",
+        "{ resource.service.name = \"frontend\" } >> { status = error }",
+        "{ } | count() > 5",
+        "{ name =~ \"GET.*\" } && { kind = server }",
+    ] {
+        for limit in [5, 20, 100_000] {
+            for range in [None, Some((window.0 + third, window.1 - third))] {
+                let req = SearchRequest {
+                    query: query.into(),
+                    limit,
+                    spss: 1_000,
+                    range,
+                };
+                let mut answers = Vec::new();
+                for (e, bytes) in engines.iter().zip(&mut read) {
+                    let r = e.search(&[ENGINE_TENANT.to_string()], &req).await.unwrap();
+                    if (query, limit, range) == ("{ }", 5, None) {
+                        *bytes = r.metrics.unwrap().inspected_bytes;
+                    }
+                    let found: Vec<_> = r
+                        .traces
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.trace_id.clone(),
+                                t.start_time_unix_nano,
+                                sorted_span_sets(t),
+                            )
+                        })
+                        .collect();
+                    answers.push(found);
+                }
+                assert_eq!(
+                    answers[0], answers[1],
+                    "{query} limit {limit} over {range:?}"
+                );
+                if query == "{ }" {
+                    assert!(!answers[0].is_empty());
+                }
+            }
+        }
+    }
+    // The five newest traces are in the newest slice: a tenth of the block, not all of it.
+    assert!(
+        read[1] * 3 < read[0],
+        "bytes read for the newest five: {read:?}"
+    );
+    for t in traces.iter().step_by(41) {
+        let id = TraceId(
+            t[0].scope_spans[0].spans[0].trace_id[..]
+                .try_into()
+                .unwrap(),
+        );
+        let got = merged[1]
+            .0
+            .find_trace(ENGINE_TENANT, &id, None)
+            .await
+            .unwrap()
+            .resource_spans;
+        assert_eq!(normalize(got), normalize(t.clone()), "trace {id}");
+    }
+}
+
+/// `traces` (time-ordered) as four blocks in time order, every fifth trace split between two
+/// neighbours and the first trace also written again in the last block; and the blocks each
+/// trace has rows in.
+fn four_blocks(traces: &[Vec<ResourceSpans>]) -> (Vec<Vec<ResourceSpans>>, Vec<Vec<usize>>) {
+    let mut parts: Vec<Vec<ResourceSpans>> = vec![Vec::new(); 4];
+    let mut blocks_of: Vec<Vec<usize>> = Vec::new();
+    let per = traces.len().div_ceil(4);
+    for (i, t) in traces.iter().enumerate() {
+        let b = i / per;
+        if i % 5 == 0 && b + 1 < 4 && t.len() > 1 {
+            let mut spans = t.clone();
+            let later = spans.split_off(spans.len() / 2);
+            parts[b].extend(spans);
+            parts[b + 1].extend(later);
+            blocks_of.push(vec![b, b + 1]);
+        } else {
+            parts[b].extend(t.iter().cloned());
+            blocks_of.push(vec![b]);
+        }
+    }
+    parts[3].extend(traces[0].iter().cloned());
+    blocks_of[0].push(3);
+    (parts, blocks_of)
 }
 
 /// A one-span trace `id` of `tenant`'s block, ending `ago` before `now`.

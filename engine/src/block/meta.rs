@@ -92,6 +92,10 @@ pub struct BlockMeta {
     /// block is visible, so its `meta.json` retires them in the same write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compacted_from: Option<Vec<Uuid>>,
+    /// The block's time slices, oldest first (format `allegro-2`, see [`BlockSlice`]); `None`:
+    /// the block is one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slices: Option<Vec<BlockSlice>>,
     /// Checksums of `data.parquet` and `bloom`, verified on every read (`None` in blocks
     /// written before they were recorded: read unverified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +103,32 @@ pub struct BlockMeta {
     /// The seal of `meta.json` itself (see [`crate::block::checksums`]); must stay last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta_crc32: Option<String>,
+}
+
+/// The traces of a merged block that started within one stretch of its time, in row groups of
+/// their own (non-root rows, then roots apart, each in trace-ID order).
+///
+/// Why: a merged block sorted by trace ID over its whole window has every row group spanning
+/// the window, so a search for the newest traces, or a query over ten minutes of an hour, read
+/// all of it where the small blocks it replaced let it read one. A slice is read like a
+/// block of its own: a whole trace is in one slice (the one its start falls in), and `end`
+/// bounds the start of every trace in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockSlice {
+    /// Earliest span start of its rows, nanoseconds.
+    pub start_unix_nano: u64,
+    /// Latest span end of its rows, nanoseconds.
+    pub end_unix_nano: u64,
+    /// Its row groups, ascending.
+    pub row_groups: Vec<u32>,
+}
+
+impl BlockSlice {
+    /// Does the slice overlap `[start, end]` (unix nanoseconds)?
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start_unix_nano <= end && self.end_unix_nano >= start
+    }
 }
 
 /// Most incomplete trace IDs `meta.json` lists (330 KB of hex).

@@ -3,22 +3,18 @@
 //!
 //! A flush of the head writes a block bounded by `max_block_bytes` and keeps it in memory. A
 //! merge's output grows with its inputs: the last merge of a 40-block window built its 180 MB
-//! `data.parquet` in a `Vec` and held the merged block's root spans as Arrow batches until the
-//! end (they are written last), and took the compactor to 1.14 GiB (docs/benchmarks.md,
-//! compaction of one window). With a spill directory both go to unnamed files there (Linux
+//! `data.parquet` in a `Vec` and took the compactor to 1.14 GiB (docs/benchmarks.md,
+//! compaction of one window). With a spill directory it goes to an unnamed file there (Linux
 //! `O_TMPFILE`: a crash leaves nothing to clean up), the checksums are computed reading the
 //! file back a chunk at a time, and the data is uploaded in parts (`put_multipart`), so what a
 //! merge holds no longer follows what it writes.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
-use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload, WriteMultipart};
@@ -251,79 +247,5 @@ impl Write for Sink {
             Self::Memory(_) => Ok(()),
             Self::File { out, .. } => out.flush(),
         }
-    }
-}
-
-/// Rows held back to be written last (a block's root spans), in memory or spilled as an
-/// Arrow IPC stream.
-pub(crate) enum Held {
-    /// Batches in memory.
-    Memory(Vec<RecordBatch>),
-    /// Batches appended to an unnamed file in `dir` (opened at the first batch).
-    Spilled {
-        dir: PathBuf,
-        out: Option<Box<StreamWriter<BufWriter<File>>>>,
-    },
-}
-
-impl Held {
-    /// Holds in `spill_dir`, or in memory without one.
-    pub(crate) fn new(spill_dir: Option<&FsPath>) -> Self {
-        match spill_dir {
-            None => Self::Memory(Vec::new()),
-            Some(dir) => Self::Spilled {
-                dir: dir.to_path_buf(),
-                out: None,
-            },
-        }
-    }
-
-    /// Holds `batch`.
-    pub(crate) fn push(&mut self, batch: RecordBatch) -> Result<()> {
-        match self {
-            Self::Memory(v) => v.push(batch),
-            Self::Spilled { dir, out } => {
-                let w = match out {
-                    Some(w) => w,
-                    None => {
-                        let file = BufWriter::new(unnamed_file(dir)?);
-                        out.insert(Box::new(
-                            StreamWriter::try_new(file, &batch.schema())
-                                .map_err(|e| spill_arrow_err(dir, e))?,
-                        ))
-                    }
-                };
-                w.write(&batch).map_err(|e| spill_arrow_err(dir, e))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The batches held, in the order they came, read back a batch at a time.
-    pub(crate) fn drain(self) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>>>> {
-        match self {
-            Self::Memory(v) => Ok(Box::new(v.into_iter().map(Ok))),
-            Self::Spilled { out: None, .. } => Ok(Box::new(std::iter::empty())),
-            Self::Spilled { dir, out: Some(w) } => {
-                let mut file = w
-                    .into_inner()
-                    .map_err(|e| spill_arrow_err(&dir, e))?
-                    .into_inner()
-                    .map_err(|e| io_err(dir.display(), e.into_error()))?;
-                file.rewind().map_err(|e| io_err(dir.display(), e))?;
-                let reader = StreamReader::try_new(BufReader::new(file), None)
-                    .map_err(|e| spill_arrow_err(&dir, e))?;
-                Ok(Box::new(
-                    reader.map(move |b| b.map_err(|e| spill_arrow_err(&dir, e))),
-                ))
-            }
-        }
-    }
-}
-
-fn spill_arrow_err(dir: &FsPath, e: arrow::error::ArrowError) -> EngineError {
-    match e {
-        arrow::error::ArrowError::IoError(m, e) => io_err(format!("{} ({m})", dir.display()), e),
-        e => EngineError::Internal(format!("rows spilled to {}: {e}", dir.display())),
     }
 }

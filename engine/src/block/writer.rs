@@ -6,26 +6,25 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutOptions, PutPayload};
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use uuid::Uuid;
 
 use super::bloom::TraceBloom;
-use super::meta::{BlockMeta, objects, rfc3339_seconds};
+use super::meta::{BlockMeta, BlockSlice, objects, rfc3339_seconds};
 use super::recorded::RecordedKeys;
-use super::spill::{BlockData, Held, Sink};
+use super::row_groups::{RowGroups, Rows, Written};
+use super::spill::{BlockData, Sink};
 use super::tag_values::ValueScan;
-use super::trace_cuts::{self, TraceCuts};
 use crate::convert::flatten::FlatSpan;
 use crate::convert::to_arrow::spans_to_batch;
 use crate::error::{EngineError, Result};
 use crate::hot::{HotPolicy, KeyScan};
 use crate::ids::TraceId;
 use crate::nested_set::prepare_traces;
-use crate::schema::{FORMAT_V1, HotColumn, col, span_schema};
+use crate::schema::{FORMAT_V1, FORMAT_V2, HotColumn, col, span_schema};
 
 /// How blocks are encoded.
 /// Page compression of `data.parquet`.
@@ -166,8 +165,8 @@ fn writer_properties(
         .build())
 }
 
-/// Encodes spans into a block of `tenant`: sorts by trace ID then start time (root spans in the
-/// last row groups, see [`BlockEncoder`]), computes nested sets and trace-level columns, chooses
+/// Encodes spans into a block of `tenant`: sorts by trace ID then start time (root spans in
+/// row groups of their own, see [`BlockEncoder`]), computes nested sets and trace-level columns, chooses
 /// hot columns, and writes Parquet with page index, statistics and a trace-ID bloom filter.
 /// CPU-bound: call from a blocking thread.
 pub fn encode_block(
@@ -178,38 +177,22 @@ pub fn encode_block(
     BlockEncoder::start(tenant, spans, 0, opts)?.finish()
 }
 
-/// Appends the trace-ID bucket of every row of `batch` (see [`TraceCuts`]).
-fn trace_buckets(batch: &RecordBatch, out: &mut Vec<u16>) {
-    let ids = batch
-        .column_by_name(crate::schema::col::TRACE_ID)
-        .and_then(|a| {
-            a.as_any()
-                .downcast_ref::<arrow::array::FixedSizeBinaryArray>()
-        });
-    // Without IDs the counts do not add up and the block simply gets no cuts.
-    if let Some(ids) = ids {
-        out.extend(ids.iter().map(|id| id.map_or(0, trace_cuts::bucket)));
-    }
-}
-
-/// Most rows in a row group of root spans (see [`BlockEncoder::finish`]).
-const ROOT_ROW_GROUP_ROWS: usize = 4096;
-
-/// An encoded `data.parquet` and its number of row groups.
-type ParquetFile = (BlockData, u64);
+/// An encoded `data.parquet` and where its row groups went.
+type ParquetFile = (BlockData, Written);
 
 /// Writes a block a batch of whole traces at a time, so memory is bounded by a batch rather
 /// than the block: converting spans to Arrow happens on the caller's thread while a second
 /// thread encodes Parquet, so a flush uses two cores.
 ///
 /// Batches must arrive in ascending trace-ID order (every trace ID of a batch above every one
-/// of the batch before): blocks are sorted by trace ID, and a trace must not be split.
+/// of the batch before): blocks are sorted by trace ID, and a trace must not be split. A merge
+/// writes time slices ([`BlockSlice`]): the order then holds within each slice.
 ///
-/// Root spans (`nestedSetParent < 0`) are held back and written last, in row groups of their
-/// own: most of Traces Drilldown's panels select root spans only (about one span in twenty), and
-/// with the roots apart every Parquet reader skips the other row groups by their statistics
-/// instead of decoding the whole block to find them. Within each part rows stay in trace-ID
-/// order, so a trace lookup reads at most one more page per column (the root's).
+/// Root spans (`nestedSetParent < 0`) go to row groups of their own: most of Traces
+/// Drilldown's panels select root spans only (about one span in twenty), and with the roots
+/// apart every Parquet reader skips the other row groups by their statistics instead of
+/// decoding the whole block to find them. Within each part rows stay in trace-ID order, so a
+/// trace lookup reads at most one more page per column (the root's).
 pub struct BlockEncoder {
     tenant: String,
     opts: BlockWriteOptions,
@@ -223,11 +206,11 @@ pub struct BlockEncoder {
     end: u64,
     min_id: Option<TraceId>,
     max_id: Option<TraceId>,
+    /// Per slice: the time range of its rows and its last trace ID.
+    slices: Vec<SliceSoFar>,
     /// Traces with a span whose nested set is unknown (no root, or a parent not in the block).
     incomplete: std::collections::BTreeSet<TraceId>,
-    /// Root spans, written last.
-    roots: Held,
-    to_parquet: Option<std::sync::mpsc::SyncSender<Part>>,
+    to_parquet: Option<std::sync::mpsc::SyncSender<Rows>>,
     parquet: Option<std::thread::JoinHandle<Result<ParquetFile>>>,
 }
 
@@ -244,11 +227,22 @@ enum Recorded {
     Given(Box<RecordedKeys>),
 }
 
-/// What the Parquet thread is handed.
-enum Part {
-    Rows(RecordBatch),
-    /// Close the row group in progress (before the roots).
-    EndRowGroup,
+/// What a slice of the block being written holds so far.
+#[derive(Debug, Clone, Copy)]
+struct SliceSoFar {
+    start: u64,
+    end: u64,
+    last_id: Option<TraceId>,
+}
+
+impl Default for SliceSoFar {
+    fn default() -> Self {
+        Self {
+            start: u64::MAX,
+            end: 0,
+            last_id: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for BlockEncoder {
@@ -335,35 +329,17 @@ impl BlockEncoder {
         let schema = span_schema(&hot);
         let props = writer_properties(opts, capacity, &schema)?;
         let mut sink = Sink::new(spill_dir, reserve)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(2);
+        let group_rows = opts.row_group_rows;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Rows>(2);
         let parquet = std::thread::Builder::new()
             .name("allegro-parquet".into())
             .spawn(move || -> Result<ParquetFile> {
-                let mut writer = ArrowWriter::try_new(&mut sink, schema, Some(props))?;
-                let mut buckets: Vec<u16> = Vec::new();
-                for part in rx {
-                    match part {
-                        Part::Rows(batch) => {
-                            trace_buckets(&batch, &mut buckets);
-                            writer.write(&batch)?
-                        }
-                        Part::EndRowGroup => writer.flush()?,
-                    }
+                let mut groups = RowGroups::new(&mut sink, schema, props, group_rows)?;
+                for rows in rx {
+                    groups.write(rows)?;
                 }
-                writer.flush()?;
-                let rows: Vec<usize> = writer
-                    .flushed_row_groups()
-                    .iter()
-                    .map(|rg| rg.num_rows() as usize)
-                    .collect();
-                if let Some(cuts) = TraceCuts::from_buckets(&rows, &buckets) {
-                    writer.append_key_value_metadata(KeyValue::new(
-                        trace_cuts::KEY.to_string(),
-                        cuts.encode(),
-                    ));
-                }
-                let row_groups = writer.close()?.num_row_groups() as u64;
-                Ok((sink.finish()?, row_groups))
+                let written = groups.finish()?;
+                Ok((sink.finish()?, written))
             })
             .map_err(|e| EngineError::Internal(format!("starting the Parquet encoder: {e}")))?;
         Ok(Self {
@@ -378,8 +354,8 @@ impl BlockEncoder {
             end: 0,
             min_id: None,
             max_id: None,
+            slices: Vec::new(),
             incomplete: Default::default(),
-            roots: Held::new(spill_dir),
             to_parquet: Some(tx),
             parquet: Some(parquet),
         })
@@ -398,91 +374,77 @@ impl BlockEncoder {
         self.write(spans)
     }
 
-    /// Adds Arrow rows in the block's schema, of whole traces numbered over the whole trace, in
-    /// trace-ID order (every ID above those of earlier rows): `rest` with no root span, `roots`
-    /// with only root spans (either may be absent, a trace may have rows in both).
+    /// Adds Arrow rows in the block's schema, of whole traces numbered over the whole trace, to
+    /// time slice `slice` (0 for a block of one run), in trace-ID order (every ID above those of
+    /// the slice's earlier rows): `rest` with no root span, `roots` with only root spans (either
+    /// may be absent, a trace may have rows in both).
     pub fn push_parts(
         &mut self,
+        slice: usize,
         rest: Option<RecordBatch>,
         roots: Option<RecordBatch>,
     ) -> Result<()> {
-        let parts: Vec<RecordBatch> = [rest.clone(), roots.clone()]
+        let parts: Vec<(bool, RecordBatch)> = [(false, rest), (true, roots)]
             .into_iter()
-            .flatten()
-            .filter(|b| b.num_rows() > 0)
+            .filter_map(|(r, b)| b.filter(|b| b.num_rows() > 0).map(|b| (r, b)))
             .collect();
         if parts.is_empty() {
             return Ok(());
         }
+        if self.slices.len() <= slice {
+            self.slices.resize(slice + 1, SliceSoFar::default());
+        }
         let schema = span_schema(&self.hot);
-        let mut distinct: [Vec<TraceId>; 2] = Default::default();
-        for (batch, ids_out) in parts.iter().zip(distinct.iter_mut()) {
+        let mut distinct: Vec<Vec<TraceId>> = Vec::with_capacity(2);
+        for (_, batch) in &parts {
             if batch.schema().fields() != schema.fields() {
                 return Err(EngineError::Internal(
                     "rows pushed in another schema than the block's".into(),
                 ));
             }
-            *ids_out = self.note_rows(batch)?;
+            distinct.push(self.note_rows(batch, slice)?);
         }
         // Traces with rows in both parts count once.
-        let [a, b] = distinct;
-        let first = a.first().into_iter().chain(b.first()).min().copied();
-        let last = a.last().into_iter().chain(b.last()).max().copied();
-        let (Some(first), Some(last)) = (first, last) else {
+        let mut ids: Vec<TraceId> = distinct.concat();
+        ids.sort_unstable();
+        ids.dedup();
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
             return Ok(());
         };
-        if self.max_id.is_some_and(|m| m >= first) {
+        let so_far = &mut self.slices[slice];
+        if so_far.last_id.is_some_and(|m| m >= first) {
             return Err(EngineError::Internal(format!(
                 "block rows out of trace-ID order: {} after {}",
                 first.to_hex(),
-                self.max_id.map(|m| m.to_hex()).unwrap_or_default()
+                so_far.last_id.map(|m| m.to_hex()).unwrap_or_default()
             )));
         }
-        self.min_id.get_or_insert(first);
-        self.max_id = Some(last);
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < b.len() {
-            let next = match (a.get(i), b.get(j)) {
-                (Some(x), Some(y)) if x == y => {
-                    i += 1;
-                    j += 1;
-                    *x
-                }
-                (Some(x), Some(y)) if x < y => {
-                    i += 1;
-                    *x
-                }
-                (Some(x), None) => {
-                    i += 1;
-                    *x
-                }
-                (_, Some(y)) => {
-                    j += 1;
-                    *y
-                }
-                (None, None) => break,
-            };
-            self.bloom.insert(&next);
-            self.traces += 1;
+        so_far.last_id = Some(last);
+        self.min_id = Some(self.min_id.map_or(first, |m| m.min(first)));
+        self.max_id = Some(self.max_id.map_or(last, |m| m.max(last)));
+        for id in &ids {
+            self.bloom.insert(id);
         }
-        if let Some(rest) = rest {
-            let step = self.opts.batch_rows.max(1);
+        self.traces += ids.len();
+        let step = self.opts.batch_rows.max(1);
+        for (roots, batch) in parts {
             let mut at = 0;
-            while at < rest.num_rows() {
-                let len = step.min(rest.num_rows() - at);
-                self.send(Part::Rows(rest.slice(at, len)))?;
+            while at < batch.num_rows() {
+                let len = step.min(batch.num_rows() - at);
+                self.send(Rows {
+                    slice,
+                    roots,
+                    batch: batch.slice(at, len),
+                })?;
                 at += len;
             }
-        }
-        if let Some(roots) = roots.filter(|r| r.num_rows() > 0) {
-            self.roots.push(roots)?;
         }
         Ok(())
     }
 
-    /// Notes the rows of `batch` (time range, spans, incomplete traces); its distinct trace
-    /// IDs, in order.
-    fn note_rows(&mut self, batch: &RecordBatch) -> Result<Vec<TraceId>> {
+    /// Notes the rows of `batch` in `slice` (time range, spans, incomplete traces); its
+    /// distinct trace IDs, in order.
+    fn note_rows(&mut self, batch: &RecordBatch, slice: usize) -> Result<Vec<TraceId>> {
         use super::reader::column;
         use arrow::array::{FixedSizeBinaryArray, Int32Array, UInt64Array};
         let ids: &FixedSizeBinaryArray = column(batch, col::TRACE_ID)?;
@@ -498,10 +460,11 @@ impl BlockEncoder {
         };
         let mut distinct: Vec<TraceId> = Vec::new();
         let mut previous: Option<&[u8]> = None;
+        let (mut start, mut end) = (u64::MAX, 0);
         for i in 0..batch.num_rows() {
-            let start = starts.value(i);
-            self.start = self.start.min(start);
-            self.end = self.end.max(start.saturating_add(durations.value(i)));
+            let s = starts.value(i);
+            start = start.min(s);
+            end = end.max(s.saturating_add(durations.value(i)));
             let id = ids.value(i);
             if previous != Some(id) {
                 distinct.push(id_at(i)?);
@@ -511,8 +474,19 @@ impl BlockEncoder {
                 self.incomplete.insert(id_at(i)?);
             }
         }
+        self.note_times(slice, start, end);
         self.spans += batch.num_rows() as u64;
         Ok(distinct)
+    }
+
+    /// Widens the block's and `slice`'s time range to `[start, end]`.
+    fn note_times(&mut self, slice: usize, start: u64, end: u64) {
+        self.start = self.start.min(start);
+        self.end = self.end.max(end);
+        if let Some(s) = self.slices.get_mut(slice) {
+            s.start = s.start.min(start);
+            s.end = s.end.max(end);
+        }
     }
 
     /// Takes spans that were counted in the recorded keys given at the start but not written
@@ -543,12 +517,13 @@ impl BlockEncoder {
         }
         self.min_id.get_or_insert(first.trace_id);
         self.max_id = Some(last.trace_id);
+        if self.slices.is_empty() {
+            self.slices.push(SliceSoFar::default());
+        }
         let mut previous = None;
         for s in &spans {
-            self.start = self.start.min(s.span.start_time_unix_nano);
-            self.end = self
-                .end
-                .max(s.span.end_time_unix_nano.max(s.span.start_time_unix_nano));
+            let start = s.span.start_time_unix_nano;
+            self.note_times(0, start, s.span.end_time_unix_nano.max(start));
             // Numbering leaves 0s exactly where the part has no root or a missing parent.
             if s.nested.left == 0 {
                 self.incomplete.insert(s.trace_id);
@@ -563,17 +538,20 @@ impl BlockEncoder {
         self.spans += spans.len() as u64;
         let (roots, rest): (Vec<FlatSpan>, Vec<FlatSpan>) =
             spans.into_iter().partition(|s| s.nested.parent < 0);
-        for chunk in rest.chunks(self.opts.batch_rows.max(1)) {
-            let batch = spans_to_batch(chunk, &self.hot)?;
-            self.send(Part::Rows(batch))?;
-        }
-        if !roots.is_empty() {
-            self.roots.push(spans_to_batch(&roots, &self.hot)?)?;
+        for (part, is_roots) in [(rest, false), (roots, true)] {
+            for chunk in part.chunks(self.opts.batch_rows.max(1)) {
+                let batch = spans_to_batch(chunk, &self.hot)?;
+                self.send(Rows {
+                    slice: 0,
+                    roots: is_roots,
+                    batch,
+                })?;
+            }
         }
         Ok(())
     }
 
-    fn send(&mut self, part: Part) -> Result<()> {
+    fn send(&mut self, part: Rows) -> Result<()> {
         let sent = self.to_parquet.as_ref().map(|tx| tx.send(part));
         if matches!(sent, Some(Ok(()))) {
             return Ok(());
@@ -599,28 +577,20 @@ impl BlockEncoder {
 
     /// Closes the Parquet file and builds the block's metadata.
     pub fn finish(mut self) -> Result<EncodedBlock> {
-        self.send(Part::EndRowGroup)?;
-        // Root row groups stay small: a trace lookup decodes the dictionary page of every
-        // column of the row group holding its root, and over the 18k roots of an hour's merged
-        // block those pages were 1.1 MB (97 KB over a 35k-span block's 1.5k roots): 3× slower
-        // lookups.
-        let mut in_group = 0;
-        let roots = std::mem::replace(&mut self.roots, Held::new(None));
-        for batch in roots.drain()? {
-            let batch = batch?;
-            let mut at = 0;
-            while at < batch.num_rows() {
-                let len = (ROOT_ROW_GROUP_ROWS - in_group).min(batch.num_rows() - at);
-                self.send(Part::Rows(batch.slice(at, len)))?;
-                at += len;
-                in_group += len;
-                if in_group == ROOT_ROW_GROUP_ROWS {
-                    self.send(Part::EndRowGroup)?;
-                    in_group = 0;
-                }
-            }
-        }
-        let (data, row_groups) = self.join()?;
+        let (data, written) = self.join()?;
+        // Slices that got rows, with the row groups the file put them in.
+        let slices: Vec<BlockSlice> = self
+            .slices
+            .iter()
+            .zip(&written.slices)
+            .filter(|(_, groups)| !groups.is_empty())
+            .map(|(s, groups)| BlockSlice {
+                start_unix_nano: s.start,
+                end_unix_nano: s.end,
+                row_groups: groups.clone(),
+            })
+            .collect();
+        let row_groups = written.row_groups;
         let (Some(min_id), Some(max_id)) = (self.min_id, self.max_id) else {
             return Err(EngineError::Internal("block without spans".into()));
         };
@@ -640,8 +610,9 @@ impl BlockEncoder {
             }
             Recorded::Given(keys) => *keys,
         };
+        let sliced = slices.len() > 1;
         let meta = BlockMeta {
-            format: FORMAT_V1.to_string(),
+            format: if sliced { FORMAT_V2 } else { FORMAT_V1 }.to_string(),
             block_id: Uuid::new_v4(),
             tenant_id: self.tenant,
             start_time: rfc3339_seconds(self.start, false),
@@ -666,6 +637,7 @@ impl BlockEncoder {
                 .then(|| self.incomplete.iter().map(TraceId::to_hex).collect()),
             compaction_level: 0,
             compacted_from: None,
+            slices: sliced.then_some(slices),
             checksums: Some(checksums),
             meta_crc32: None,
         };
@@ -836,8 +808,9 @@ mod tests {
             (&*"01".repeat(16), &*"3c".repeat(16))
         );
         assert_eq!((b.start_unix_nano, b.end_unix_nano), (1_000, 60_010));
-        // 120 child spans (parent = the root's left, 1) in groups of 50, 50 and 20, then the
-        // 60 roots (parent -1) in 50 and 10.
+        // 120 child spans (parent = the root's left, 1) in groups of 50, 50 and 20, and the 60
+        // roots (parent -1) in groups of their own of 50 and 10, each group closed into the
+        // file as it fills (the first root group between the second and third child groups).
         assert_eq!(b.row_groups, 5);
         let footer = parquet::file::metadata::ParquetMetaDataReader::new()
             .parse_and_finish(&streamed.data.to_bytes().unwrap())
@@ -859,17 +832,18 @@ mod tests {
             [
                 (1, 1, 50),
                 (1, 1, 50),
-                (1, 1, 20),
                 (-1, -1, 50),
+                (1, 1, 20),
                 (-1, -1, 10)
             ]
         );
         // Trace t (ID [t; 16]) is in trace-ID bucket 257·t >> 6: traces 1–12 lie below bucket
-        // 52, so the footer counts 24 of their children in the first group, none in the
-        // third (traces 51–60), and 12 roots in the fourth.
-        let cuts = TraceCuts::from_footer(&footer).expect("the footer records trace-ID cuts");
+        // 52, so the footer counts 24 of their children in the first group, 12 roots in the
+        // third, and none in the fourth (the children of traces 51–60).
+        let cuts = crate::block::trace_cuts::TraceCuts::from_footer(&footer)
+            .expect("the footer records trace-ID cuts");
         let below: Vec<Option<u32>> = (0..5).map(|rg| cuts.rows_below(rg, 52)).collect();
-        assert_eq!(below, [Some(24), Some(0), Some(0), Some(12), Some(0)]);
+        assert_eq!(below, [Some(24), Some(0), Some(12), Some(0), Some(0)]);
         assert_eq!(cuts.rows_below(4, 1024), Some(10));
         assert_eq!(a.hot_columns, b.hot_columns);
         assert!(b.hot_columns.iter().any(|h| h.key == "http.route"));
@@ -925,9 +899,9 @@ mod tests {
             let hot = source.meta.hot_columns.clone();
             let mut enc = BlockEncoder::start_rows("t", hot, keys, 60, 180, &opts).unwrap();
             // The roots arrive in two batches, as a merge hands them over.
-            enc.push_parts(Some(rest.slice(0, 60)), Some(roots.slice(0, 30)))
+            enc.push_parts(0, Some(rest.slice(0, 60)), Some(roots.slice(0, 30)))
                 .unwrap();
-            enc.push_parts(Some(rest.slice(60, 60)), Some(roots.slice(30, 30)))
+            enc.push_parts(0, Some(rest.slice(60, 60)), Some(roots.slice(30, 30)))
                 .unwrap();
             enc.finish().unwrap()
         };

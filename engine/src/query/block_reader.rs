@@ -15,6 +15,7 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::parquet::ParquetFileMetrics;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::FutureExt;
@@ -28,6 +29,7 @@ use crate::block::meta::{BlockMeta, objects};
 use crate::block::object_reader::ObjectReader;
 use crate::block::writer::block_path;
 use crate::catalog::Catalog;
+use crate::error::EngineError;
 
 /// Makes a reader per block file; the file's [`BlockMeta`] rides in its extensions.
 #[derive(Debug)]
@@ -55,6 +57,35 @@ pub fn block_file(meta: &Arc<BlockMeta>, schema: &SchemaRef) -> PartitionedFile 
     let mut f = PartitionedFile::new(path.to_string(), meta.size).with_arrow_schema(schema.clone());
     f.extensions.insert_arc(meta.clone());
     f
+}
+
+/// The scan's file for time slice `slice` of `meta`'s data object: the block with a
+/// [`ParquetAccessPlan`] that reads only the slice's row groups (pruning by statistics and
+/// page index then works within them).
+pub fn slice_file(
+    meta: &Arc<BlockMeta>,
+    schema: &SchemaRef,
+    slice: usize,
+) -> crate::error::Result<PartitionedFile> {
+    let bad = |what: String| EngineError::corrupt("meta.json", what);
+    let groups = meta
+        .slices
+        .as_ref()
+        .and_then(|s| s.get(slice))
+        .ok_or_else(|| bad(format!("block {} has no slice {slice}", meta.block_id)))?;
+    let mut plan = ParquetAccessPlan::new_none(meta.row_groups as usize);
+    for &g in &groups.row_groups {
+        if g as u64 >= meta.row_groups {
+            return Err(bad(format!(
+                "block {} lists row group {g} in a slice; it has {}",
+                meta.block_id, meta.row_groups
+            )));
+        }
+        plan.scan(g as usize);
+    }
+    let mut f = block_file(meta, schema);
+    f.extensions.insert(plan);
+    Ok(f)
 }
 
 impl ParquetFileReaderFactory for BlockReaderFactory {

@@ -26,7 +26,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::block::meta::BlockMeta;
 use crate::catalog::Catalog;
-use crate::query::block_reader::{BlockReaderFactory, block_file};
+use crate::query::block_reader::{BlockReaderFactory, block_file, slice_file};
 use crate::query::sampled_scan::{SampledBlock, SampledScanExec};
 use crate::schema::{HotColumn, span_schema};
 
@@ -52,6 +52,24 @@ pub trait LiveSpans: Send + Sync {
 /// The per-span weight column of a sampled [`BlocksTable`] (Float64).
 pub const SAMPLE_WEIGHT: &str = "__sample_weight";
 
+/// One partition of a table scanned a part at a time: a block, or one time slice of it.
+#[derive(Debug, Clone)]
+pub struct BlockPart {
+    /// The block.
+    pub block: Arc<BlockMeta>,
+    /// Which of its slices (`None`: the whole block).
+    pub slice: Option<usize>,
+}
+
+impl BlockPart {
+    /// The latest span end of the part: no trace in it starts later.
+    pub fn end(&self) -> u64 {
+        self.slice
+            .and_then(|i| self.block.slices.as_ref()?.get(i))
+            .map_or(self.block.end_unix_nano, |s| s.end_unix_nano)
+    }
+}
+
 /// Blocks that share one schema, scanned as one table.
 #[derive(Debug)]
 pub struct BlocksTable {
@@ -61,8 +79,8 @@ pub struct BlocksTable {
     readers: Arc<BlockReaderFactory>,
     /// Trace-ID buckets kept by a sampled scan, see [`BlocksTable::sampled`].
     sample: Option<usize>,
-    /// One partition per block, in list order ([`BlocksTable::per_block`]).
-    per_block: bool,
+    /// One partition per part, in this order ([`BlocksTable::per_part`]).
+    parts: Option<Vec<BlockPart>>,
 }
 
 impl BlocksTable {
@@ -73,18 +91,43 @@ impl BlocksTable {
             blocks,
             readers: Arc::new(BlockReaderFactory::new(catalog.clone())),
             sample: None,
-            per_block: false,
+            parts: None,
         }
     }
 
-    /// The same blocks scanned one partition per block, partition `i` being block `i` of
-    /// [`BlocksTable::blocks`]: newest-first search reads blocks one by one and stops early.
-    /// The session must not split file scans (`repartition_file_scans = false`).
-    pub fn per_block(&self) -> Self {
+    /// The same blocks scanned one partition per part: a block, or each time slice of a block
+    /// that has them, leaving out slices outside `range`. Partition `i` is part `i` of
+    /// [`BlocksTable::parts`]: newest-first search reads parts one by one and stops early. The
+    /// session must not split file scans (`repartition_file_scans = false`).
+    pub fn per_part(&self, range: Option<(u64, u64)>) -> Self {
+        let mut parts = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            match &b.slices {
+                Some(slices) => parts.extend(
+                    slices
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| range.is_none_or(|(from, to)| s.overlaps(from, to)))
+                        .map(|(i, _)| BlockPart {
+                            block: b.clone(),
+                            slice: Some(i),
+                        }),
+                ),
+                None => parts.push(BlockPart {
+                    block: b.clone(),
+                    slice: None,
+                }),
+            }
+        }
         Self {
-            per_block: true,
+            parts: Some(parts),
             ..self.with_blocks(self.blocks.clone())
         }
+    }
+
+    /// The partitions of [`BlocksTable::per_part`] (empty for a table not scanned so).
+    pub fn parts(&self) -> &[BlockPart] {
+        self.parts.as_deref().unwrap_or_default()
     }
 
     /// The blocks, in the order of [`BlocksTable::per_block`]'s partitions.
@@ -110,12 +153,21 @@ impl BlocksTable {
     }
 
     fn with_blocks(&self, blocks: Vec<Arc<BlockMeta>>) -> Self {
+        // Parts of blocks left out go too.
+        let kept: std::collections::HashSet<uuid::Uuid> =
+            blocks.iter().map(|b| b.block_id).collect();
+        let parts = self.parts.as_ref().map(|p| {
+            p.iter()
+                .filter(|x| kept.contains(&x.block.block_id))
+                .cloned()
+                .collect()
+        });
         Self {
             schema: self.schema.clone(),
             blocks,
             readers: self.readers.clone(),
             sample: self.sample,
-            per_block: self.per_block,
+            parts,
         }
     }
 
@@ -233,11 +285,16 @@ impl TableProvider for BlocksTable {
                 .sampled_scan(state, projection, blocks, buckets, n)
                 .await;
         }
-        let groups: Vec<Vec<PartitionedFile>> = if self.per_block {
-            self.blocks
+        let groups: Vec<Vec<PartitionedFile>> = if let Some(parts) = &self.parts {
+            parts
                 .iter()
-                .map(|b| vec![block_file(b, &self.schema)])
-                .collect()
+                .map(|p| match p.slice {
+                    Some(i) => slice_file(&p.block, &self.schema, i),
+                    None => Ok(block_file(&p.block, &self.schema)),
+                })
+                .map(|f| f.map(|f| vec![f]))
+                .collect::<crate::error::Result<_>>()
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
         } else {
             let mut groups = vec![Vec::new(); n];
             let mut load = vec![0u64; n];

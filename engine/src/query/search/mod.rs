@@ -1,7 +1,8 @@
 //! TraceQL search: the `limit` newest matching traces, exactly, at the cost of the answer.
 //!
 //! ```text
-//! per source (the head, then blocks by end time, newest first; two blocks in flight)
+//! per source (the head, then blocks and the time slices of merged blocks by end time, newest
+//! first; two in flight)
 //!   Projection(ids, nested sets, trace_start, leaf0.., v0.., k0..)   -- DataFusion, one
 //!     Filter(leaf0 OR leaf1 OR ... AND time range)                   -- partition per block,
 //!       Parquet scan with the predicate pushed down                 -- `plan::span_rows`
@@ -14,7 +15,8 @@
 //! ```
 //!
 //! Why this is exact: a block holds every span it has of a trace, and its `end` bounds the
-//! start of every trace part in it. Once `limit` traces are held and the worst starts after
+//! start of every trace part in it; so does each time slice of a merged block, which holds
+//! whole traces (docs/schema.md). Once `limit` traces are held and the worst starts after
 //! the `end` of every unread block, no unread trace can rank above it. A trace in the answer
 //! has all its parts in blocks read (a part's block ends at or after the trace's root span
 //! ends, which is after the trace starts). Traces split across sources are evaluated whole,
@@ -43,7 +45,7 @@ use self::trace_stage::TraceStage;
 use super::plan::{self, Compiled, Range};
 use super::sources::Sources;
 use super::split_traces;
-use super::table::BlocksTable;
+use super::table::{BlockPart, BlocksTable};
 use super::{Partial, QueryEngine, bytes_scanned, df_err};
 use crate::block::meta::BlockMeta;
 use crate::error::{EngineError, Result};
@@ -117,8 +119,8 @@ fn jobs(src: &Sources) -> u32 {
 /// would read blocks an early stop makes useless.
 const BLOCKS_IN_FLIGHT: usize = 2;
 
-/// The per-span plans over one source, partition `i` reading `blocks[i]` (one partition and
-/// no blocks for the head).
+/// The per-span plans over one source, partition `i` reading `parts[i]` (a block or a time
+/// slice of one; one partition and no parts for the head).
 ///
 /// A block keeps its root spans apart, in its last row groups (see `BlockEncoder`), each part
 /// sorted by trace ID; so a block is read as two plans, roots first: with a block's roots at
@@ -132,7 +134,7 @@ struct Input {
     rest: Option<Arc<dyn ExecutionPlan>>,
     /// The logical plan before the split, for `explain`.
     logical: datafusion::logical_expr::LogicalPlan,
-    blocks: Vec<Arc<BlockMeta>>,
+    parts: Vec<BlockPart>,
 }
 
 impl Input {
@@ -210,8 +212,8 @@ impl QueryEngine {
             for (blocks, range) in parts {
                 let Some(blocks) = blocks else { continue };
                 // String views point into the pages instead of copying every value out.
-                let per_block = Arc::new(blocks.with_string_views().per_block());
-                out.extend(input(&state, s.with_table(per_block), c, range).await?);
+                let per_part = Arc::new(blocks.with_string_views().per_part(range));
+                out.extend(input(&state, s.with_table(per_part), c, range).await?);
             }
         }
         Ok(out)
@@ -240,8 +242,15 @@ impl QueryEngine {
         }
         let inputs = self.inputs(&ctx, &src, &compiled, req.range).await?;
         let state = ctx.state();
-        let blocks: usize = inputs.iter().map(|i| i.blocks.len()).sum();
-        let head = inputs.iter().any(|i| i.blocks.is_empty());
+        let blocks: usize = inputs
+            .iter()
+            .map(|i| {
+                let ids: std::collections::HashSet<_> =
+                    i.parts.iter().map(|p| p.block.block_id).collect();
+                ids.len()
+            })
+            .sum();
+        let head = inputs.iter().any(|i| i.parts.is_empty());
         // A plan that reads nothing is not a bug to the reader if it says why.
         let pruned = src.blocks.len() - blocks.min(src.blocks.len());
         let head_pruned = src.live_spans > 0 && !head;
@@ -285,14 +294,18 @@ impl QueryEngine {
         for (i, input) in inputs.iter().enumerate() {
             let o = state.optimize(&input.logical).map_err(df_err)?;
             logical.push_str(&format!("-- spans input {i} --\n{}\n", o.display_indent()));
-            let what = if input.blocks.is_empty() {
+            let what = if input.parts.is_empty() {
                 "the live head".to_string()
             } else {
-                format!("{} block(s), one partition each", input.blocks.len())
+                let slices = input.parts.iter().filter(|p| p.slice.is_some()).count();
+                let whole = input.parts.len() - slices;
+                format!(
+                    "{whole} whole block(s) and {slices} time slice(s) of blocks, one partition each"
+                )
             };
             for (part, plan) in [("roots", &input.roots), ("spans", &input.rest)] {
                 let Some(plan) = plan else { continue };
-                let part = if input.blocks.is_empty() {
+                let part = if input.parts.is_empty() {
                     "spans"
                 } else {
                     part
@@ -504,17 +517,17 @@ impl QueryEngine {
         ));
         let mut units: Vec<Unit> = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
-            if input.blocks.is_empty() {
+            if input.parts.is_empty() {
                 units.push(Unit {
                     input: i,
                     partition: 0,
                     end: None,
                 });
             }
-            units.extend(input.blocks.iter().enumerate().map(|(p, b)| Unit {
+            units.extend(input.parts.iter().enumerate().map(|(p, b)| Unit {
                 input: i,
                 partition: p,
-                end: Some(b.end_unix_nano),
+                end: Some(b.end()),
             }));
         }
         // The head first, then blocks by the latest start they can hold.
@@ -583,7 +596,7 @@ async fn input(
     range: Range,
 ) -> Result<Option<Input>> {
     let blocks = BlocksTable::of(source.table.as_ref())
-        .map(|t| t.blocks().to_vec())
+        .map(|t| t.parts().to_vec())
         .unwrap_or_default();
     let logical = plan::span_rows(&source, c, range)?;
     let parent = || datafusion::prelude::col(crate::schema::col::NESTED_SET_PARENT);
@@ -617,7 +630,7 @@ async fn input(
         let parts = plan.output_partitioning().partition_count();
         if parts != blocks.len().max(1) {
             return Err(EngineError::Internal(format!(
-                "search plan has {parts} partitions for {} blocks",
+                "search plan has {parts} partitions for {} parts of blocks",
                 blocks.len()
             )));
         }
@@ -633,6 +646,6 @@ async fn input(
         roots,
         rest,
         logical,
-        blocks,
+        parts: blocks,
     }))
 }
