@@ -733,7 +733,11 @@ impl Catalog {
                 }
                 let footer = self.footer(store, &m).await?;
                 let reader = self.checked_reader(store, &m).await?;
-                Ok(Some(read_trace(reader, &m, &footer, id).await?))
+                // Of a block in time slices, only the slices overlapping the range.
+                let only = range.and_then(|(s, e)| m.row_groups_overlapping(s, e));
+                Ok(Some(
+                    read_trace(reader, &m, &footer, id, only.as_deref()).await?,
+                ))
             })
             .buffer_unordered(self.cfg.read_concurrency.max(1))
             .try_collect()

@@ -298,13 +298,36 @@ async fn a_merge_in_time_slices_answers_as_a_merge_in_one_run() {
                 .try_into()
                 .unwrap(),
         );
-        let got = merged[1]
+        let whole = merged[1]
             .0
             .find_trace(ENGINE_TENANT, &id, None)
             .await
-            .unwrap()
-            .resource_spans;
-        assert_eq!(normalize(got), normalize(t.clone()), "trace {id}");
+            .unwrap();
+        assert_eq!(
+            normalize(whole.resource_spans),
+            normalize(t.clone()),
+            "trace {id}"
+        );
+        // Asked with the trace's own time range, the lookup reads only the slices it overlaps.
+        let spans = t.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans);
+        let from = spans.clone().map(|s| s.start_time_unix_nano).min().unwrap();
+        let to = spans.map(|s| s.end_time_unix_nano).max().unwrap();
+        let ranged = merged[1]
+            .0
+            .find_trace(ENGINE_TENANT, &id, Some((from, to)))
+            .await
+            .unwrap();
+        assert_eq!(
+            normalize(ranged.resource_spans),
+            normalize(t.clone()),
+            "trace {id}"
+        );
+        assert!(
+            ranged.inspected_bytes < whole.inspected_bytes,
+            "{} bytes in range against {}",
+            ranged.inspected_bytes,
+            whole.inspected_bytes
+        );
     }
 }
 

@@ -215,6 +215,20 @@ impl BlockMeta {
         self.min_id.as_str() <= hex.as_str() && hex.as_str() <= self.max_id.as_str()
     }
 
+    /// The row groups that can hold spans of a trace overlapping `[start, end]`: those of the
+    /// slices overlapping it (a trace's spans all lie within its slice's bounds); `None` for a
+    /// block of one run (every row group).
+    pub fn row_groups_overlapping(&self, start: u64, end: u64) -> Option<Vec<usize>> {
+        let slices = self.slices.as_ref()?;
+        let mut groups: Vec<usize> = slices
+            .iter()
+            .filter(|s| s.overlaps(start, end))
+            .flat_map(|s| s.row_groups.iter().map(|&g| g as usize))
+            .collect();
+        groups.sort_unstable();
+        Some(groups)
+    }
+
     /// Does the block overlap `[start, end]` (unix nanoseconds)?
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
         self.start_unix_nano <= end && self.end_unix_nano >= start

@@ -160,11 +160,15 @@ fn in_range(min: Option<&[u8]>, max: Option<&[u8]>, id: &[u8]) -> bool {
 pub fn plan_trace_read(
     md: &ParquetMetaData,
     id: &TraceId,
+    only: Option<&[usize]>,
 ) -> Result<Option<(Vec<usize>, RowSelection)>> {
     let leaf = leaf(md, col::TRACE_ID)?;
     let mut groups = Vec::new();
     let mut selectors: Vec<RowSelector> = Vec::new();
     for rg in 0..md.num_row_groups() {
+        if only.is_some_and(|o| !o.contains(&rg)) {
+            continue;
+        }
         let rgm = md.row_group(rg);
         let rows = rgm.num_rows() as usize;
         if let Some(s) = rgm.column(leaf).statistics()
@@ -211,8 +215,9 @@ pub async fn read_trace(
     meta: &BlockMeta,
     footer: &ArrowReaderMetadata,
     id: &TraceId,
+    only: Option<&[usize]>,
 ) -> Result<Vec<RecordBatch>> {
-    let Some((groups, selection)) = plan_trace_read(footer.metadata(), id)? else {
+    let Some((groups, selection)) = plan_trace_read(footer.metadata(), id, only)? else {
         return Ok(Vec::new());
     };
     let leaf = leaf(footer.metadata(), col::TRACE_ID)?;
