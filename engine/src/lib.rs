@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod block;
 pub mod catalog;
 pub mod convert;

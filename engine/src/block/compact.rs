@@ -289,7 +289,11 @@ pub async fn compact(
     block.meta.compacted_from = Some(inputs.iter().map(|m| m.block_id).collect());
     done.bytes_out = block.meta.size;
     catalog.add_block(&block).await?;
-    Ok((block.meta, done))
+    let meta = block.meta;
+    drop(block.data);
+    // What the merge held is free: back to the OS before the next merge allocates.
+    crate::allocator::release();
+    Ok((meta, done))
 }
 
 /// The hot columns of the merged block: chosen again from the key counts the inputs recorded,
