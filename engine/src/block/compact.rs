@@ -18,8 +18,10 @@
 //! merged block records the union of its inputs' keys and values ([`super::recorded`]).
 //!
 //! The [`BlockEncoder`] writes everything a block has (trace-ID order, roots apart,
-//! bloom, trace-ID cuts, recorded keys and values). Memory is one batch per run plus the
-//! encoder's batch, whatever the inputs' size; with `spill_dir` set (as `serve` sets it) the
+//! bloom, trace-ID cuts, recorded keys and values), cut into time slices ([`SliceGrid`]): each
+//! trace goes whole to the slice its start falls in. Memory is one batch per run, the pending
+//! batches and the row groups in progress (two per slice, at most 16 slices), whatever the
+//! inputs' size; with `spill_dir` set (as `serve` sets it) the
 //! merged file and its held root spans go to local disk until stored ([`super::spill`]). Copying rows instead of converting every span
 //! took a day of 286 blocks from 84k to 223–266k spans per CPU-second (docs/benchmarks.md).
 //!
@@ -58,8 +60,8 @@ use crate::schema::{HotColumn, col, span_schema};
 const RUN_BATCH_ROWS: usize = 1024;
 /// Spans of a slice handed to the encoder at a time.
 const ENCODE_BATCH_SPANS: usize = 8192;
-/// Most spans waiting over all slices (each pins the input batch it came from: 4 batches'
-/// worth took the merge of a day's hour 100–300 MiB higher at its peak than 2).
+/// Most spans waiting over all slices: each pins the input batch it came from, and a bound of
+/// two batches' worth merged as fast as four in the runs measured (docs/benchmarks.md).
 const PENDING_SPANS: usize = 2 * ENCODE_BATCH_SPANS;
 
 /// What a compaction did.

@@ -166,8 +166,9 @@ fn writer_properties(
 }
 
 /// Encodes spans into a block of `tenant`: sorts by trace ID then start time (root spans in
-/// row groups of their own, see [`BlockEncoder`]), computes nested sets and trace-level columns, chooses
-/// hot columns, and writes Parquet with page index, statistics and a trace-ID bloom filter.
+/// row groups of their own, see [`BlockEncoder`]), computes nested sets and trace-level
+/// columns, chooses hot columns, and writes Parquet with page index, statistics and a trace-ID
+/// bloom filter.
 /// CPU-bound: call from a blocking thread.
 pub fn encode_block(
     tenant: &str,
