@@ -127,8 +127,13 @@ pub struct BlockSlice {
 impl BlockSlice {
     /// Does the slice overlap `[start, end]` (unix nanoseconds)?
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
-        self.start_unix_nano <= end && self.end_unix_nano >= start
+        overlap((self.start_unix_nano, self.end_unix_nano), (start, end))
     }
+}
+
+/// Do the closed ranges `a` and `b` overlap?
+fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 <= b.1 && a.1 >= b.0
 }
 
 /// Most incomplete trace IDs `meta.json` lists (330 KB of hex).
@@ -165,6 +170,22 @@ impl BlockMeta {
         }
         let meta: Self =
             serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(path, e))?;
+        // Readers index row groups by the slices' lists: checked once, here.
+        if let Some(g) = meta
+            .slices
+            .iter()
+            .flatten()
+            .flat_map(|s| &s.row_groups)
+            .find(|&&g| u64::from(g) >= meta.row_groups)
+        {
+            return Err(EngineError::corrupt(
+                path,
+                format!(
+                    "a slice lists row group {g}; the block has {}",
+                    meta.row_groups
+                ),
+            ));
+        }
         match checksums::check_seal(bytes) {
             Err(e) => Err(EngineError::corrupt(path, e)),
             Ok(false) if meta.checksums.is_some() => Err(EngineError::corrupt(
@@ -231,7 +252,7 @@ impl BlockMeta {
 
     /// Does the block overlap `[start, end]` (unix nanoseconds)?
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
-        self.start_unix_nano <= end && self.end_unix_nano >= start
+        overlap((self.start_unix_nano, self.end_unix_nano), (start, end))
     }
 }
 

@@ -865,6 +865,34 @@ mod tests {
     }
 
     #[test]
+    fn a_meta_whose_slices_name_row_groups_the_block_lacks_is_refused() {
+        let opts = BlockWriteOptions {
+            row_group_rows: 50,
+            ..Default::default()
+        };
+        let mut meta = encode_block("t", (1..=60).flat_map(trace).collect(), &opts)
+            .unwrap()
+            .meta;
+        let slice = |row_groups: Vec<u32>| crate::block::meta::BlockSlice {
+            start_unix_nano: meta.start_unix_nano,
+            end_unix_nano: meta.end_unix_nano,
+            row_groups,
+        };
+        let last = meta.row_groups as u32 - 1;
+        meta.slices = Some(vec![slice(vec![0]), slice(vec![last])]);
+        let json = meta.to_sealed_json().unwrap();
+        assert_eq!(BlockMeta::parse("m", &json).unwrap().slices, meta.slices);
+        meta.slices = Some(vec![slice(vec![0]), slice(vec![last + 1])]);
+        let json = meta.to_sealed_json().unwrap();
+        let e = BlockMeta::parse("m", &json).unwrap_err();
+        assert!(matches!(e, EngineError::Corrupt { .. }), "{e}");
+        assert!(
+            e.to_string().contains(&format!("row group {}", last + 1)),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_merge_spilled_to_disk_writes_the_block_it_writes_in_memory() {
         use arrow::array::{Array, Int32Array};
         let opts = BlockWriteOptions {

@@ -154,9 +154,9 @@ impl BlocksTable {
 
     fn with_blocks(&self, blocks: Vec<Arc<BlockMeta>>) -> Self {
         // Parts of blocks left out go too.
-        let kept: std::collections::HashSet<uuid::Uuid> =
-            blocks.iter().map(|b| b.block_id).collect();
         let parts = self.parts.as_ref().map(|p| {
+            let kept: std::collections::HashSet<uuid::Uuid> =
+                blocks.iter().map(|b| b.block_id).collect();
             p.iter()
                 .filter(|x| kept.contains(&x.block.block_id))
                 .cloned()

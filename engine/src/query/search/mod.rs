@@ -595,13 +595,13 @@ async fn input(
     c: &Compiled,
     range: Range,
 ) -> Result<Option<Input>> {
-    let blocks = BlocksTable::of(source.table.as_ref())
+    let parts = BlocksTable::of(source.table.as_ref())
         .map(|t| t.parts().to_vec())
         .unwrap_or_default();
     let logical = plan::span_rows(&source, c, range)?;
     let parent = || datafusion::prelude::col(crate::schema::col::NESTED_SET_PARENT);
     let zero = || datafusion::prelude::lit(0i32);
-    let split = if blocks.is_empty() {
+    let split = if parts.is_empty() {
         vec![None, Some(logical.clone())]
     } else {
         [parent().lt(zero()), parent().gt_eq(zero())]
@@ -627,11 +627,11 @@ async fn input(
             plans.push(None);
             continue;
         }
-        let parts = plan.output_partitioning().partition_count();
-        if parts != blocks.len().max(1) {
+        let partitions = plan.output_partitioning().partition_count();
+        if partitions != parts.len().max(1) {
             return Err(EngineError::Internal(format!(
-                "search plan has {parts} partitions for {} parts of blocks",
-                blocks.len()
+                "search plan has {partitions} partitions for {} parts of blocks",
+                parts.len()
             )));
         }
         plans.push(Some(plan));
@@ -646,6 +646,6 @@ async fn input(
         roots,
         rest,
         logical,
-        parts: blocks,
+        parts,
     }))
 }
