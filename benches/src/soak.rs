@@ -63,6 +63,10 @@ pub struct SoakArgs {
     /// The range each query covers, ending now.
     #[arg(long, default_value = "10m")]
     pub window: String,
+    /// `compactor.compaction.compaction_window`: with less than the run, windows close and are
+    /// merged while it runs, and the queries read merged blocks.
+    #[arg(long, default_value = "1h")]
+    pub compaction_window: String,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -325,8 +329,10 @@ pub async fn run(a: &SoakArgs) -> Result<(), String> {
     let cfg = format!(
         "multitenancy_enabled: true\n\
          distributor:\n  receivers:\n    otlp:\n      protocols:\n        grpc:\n          endpoint: 127.0.0.1:0\n        http:\n          endpoint: 127.0.0.1:0\n\
-         ingester:\n  trace_idle_period: 5s\n  max_block_duration: 1m\n  max_block_bytes: {block}\n  max_head_bytes: {head}\n",
-        block = a.block_mib << 20
+         ingester:\n  trace_idle_period: 5s\n  max_block_duration: 1m\n  max_block_bytes: {block}\n  max_head_bytes: {head}\n\
+         compactor:\n  compaction:\n    compaction_window: {compaction}\n",
+        block = a.block_mib << 20,
+        compaction = a.compaction_window,
     );
     let srv = start_with(&a.allegro, dir, &cfg)?;
     let pid = srv.child.id();

@@ -60,12 +60,12 @@ use crate::schema::{HotColumn, col, span_schema};
 ///
 /// Each batch and each hand-over to the encoder costs per column (~120 of them) whatever its
 /// rows: over the day of 287 blocks, 4,096 rows read and 16,384 spans encoded at a time merged
-/// 15–20% faster than 1,024 and 8,192 (docs/benchmarks.md), for ~50 MiB more peak RSS.
+/// 15–20% faster than 1,024 and 8,192 (docs/benchmarks.md), for ~100 MiB more peak RSS.
 const RUN_BATCH_ROWS: usize = 4096;
 /// Spans of a slice handed to the encoder at a time.
 const ENCODE_BATCH_SPANS: usize = 16_384;
-/// Most spans waiting over all slices: each pins the input batch it came from. Four times one
-/// slice's batch merged 5% faster still but took peak RSS to 0.95 GiB.
+/// Most spans waiting over all slices: each pins the input batch it came from. Handing over
+/// 65,536 at a time merged 5% faster still but took peak RSS to 0.95 GiB.
 const PENDING_SPANS: usize = 2 * ENCODE_BATCH_SPANS;
 
 /// What a compaction did.
