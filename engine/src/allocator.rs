@@ -5,8 +5,9 @@
 //! takes about as long as the delay, so the next merge allocated on top of the last one's
 //! leftovers: the compactor's peak RSS over a day of 287 blocks ranged 0.68–1.16 GiB over
 //! fourteen runs; releasing after each merge brought it to 0.71–0.84 GiB over eight, at no
-//! cost measurable through the VM's noise (docs/benchmarks.md). The engine does not choose the allocator, so the binary that
-//! does registers how to release ([`set_release`]); without one, [`release`] does nothing.
+//! cost measurable through the VM's noise (docs/benchmarks.md). The engine does not choose the
+//! allocator, so the binary that does registers how to release ([`set_release`]); without
+//! one, [`release`] does nothing.
 
 use std::sync::OnceLock;
 

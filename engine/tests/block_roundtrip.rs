@@ -262,7 +262,8 @@ async fn nested_set_and_trace_level_columns_are_stored() {
     let batches = allegro_engine::block::reader::read_all(cat.store(), &block.meta)
         .await
         .unwrap();
-    // Two row groups: the child, then the root (roots are written last, apart).
+    // Two row groups: the child, then the root (roots apart; each part's group closes at the
+    // end, the rest first).
     assert_eq!(batches.len(), 2);
     let b = &arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     let col = |n: &str| b.column_by_name(n).unwrap().clone();

@@ -21,9 +21,9 @@
 //! bloom, trace-ID cuts, recorded keys and values), cut into time slices ([`SliceGrid`]): each
 //! trace goes whole to the slice its start falls in. Memory is one batch per run, the pending
 //! batches and the row groups in progress (two per slice, at most 16 slices), whatever the
-//! inputs' size; with `spill_dir` set (as `serve` sets it) the
-//! merged file and its held root spans go to local disk until stored ([`super::spill`]). Copying rows instead of converting every span
-//! took a day of 286 blocks from 84k to 223–266k spans per CPU-second (docs/benchmarks.md).
+//! inputs' size; with `spill_dir` set (as `serve` sets it) the merged file goes to local disk
+//! until stored ([`super::spill`]). Copying rows instead of converting every span took a day
+//! of 286 blocks from 84k to 223–266k spans per CPU-second (docs/benchmarks.md).
 //!
 //! A span received twice is one with the same ID, parent, kind, start and end; it is kept once.
 //!

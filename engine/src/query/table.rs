@@ -130,7 +130,8 @@ impl BlocksTable {
         self.parts.as_deref().unwrap_or_default()
     }
 
-    /// The blocks, in the order of [`BlocksTable::per_block`]'s partitions.
+    /// The blocks, in list order (for the partitions of a table scanned a part at a time, see
+    /// [`BlocksTable::parts`]).
     pub fn blocks(&self) -> &[Arc<BlockMeta>] {
         &self.blocks
     }

@@ -122,7 +122,7 @@ const BLOCKS_IN_FLIGHT: usize = 2;
 /// The per-span plans over one source, partition `i` reading `parts[i]` (a block or a time
 /// slice of one; one partition and no parts for the head).
 ///
-/// A block keeps its root spans apart, in its last row groups (see `BlockEncoder`), each part
+/// A block keeps its root spans apart, in row groups of their own (see `BlockEncoder`), each part
 /// sorted by trace ID; so a block is read as two plans, roots first: with a block's roots at
 /// hand, the other spans stream by trace ID and each trace is evaluated as soon as its rows
 /// have passed ([`TraceStage::block`]). Each plan's row-group statistics on

@@ -2,8 +2,8 @@
 //!
 //! A block holds whole traces but for the few recorded as incomplete ([`BlockMeta`]'s
 //! `incomplete_traces`: no root, or a span whose parent is elsewhere), so every other trace is
-//! evaluated from one block's rows alone. A block is written sorted by trace ID with its roots
-//! apart in its last row groups, so it is read as two streams: its matching roots first, held by
+//! evaluated from one block's rows alone. A block (or a time slice of one) is written sorted by
+//! trace ID with its roots apart in row groups of their own, so it is read as two streams: its matching roots first, held by
 //! trace (a row per trace at most), then its other matching spans, which arrive trace by trace;
 //! each trace is evaluated, with its root, as soon as its last row has passed. Memory is a
 //! block's roots and one trace's rows — not a hash table over every trace in the window (that
