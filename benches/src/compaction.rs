@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use allegro_engine::block::compact::{Compacted, compact};
-use allegro_engine::block::lifecycle::{LifecycleConfig, plan_compaction};
+use allegro_engine::block::lifecycle::{self, LifecycleConfig, plan_compaction};
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::ids::TraceId;
@@ -55,10 +55,15 @@ const SEARCHES: [(&str, &str); 4] = [
     ),
     ("search-count", "{ } | count() > 60"),
 ];
-const PANELS: [(&str, &str); 2] = [
+const PANELS: [(&str, &str); 3] = [
     (
         "metrics-rate-by-service",
         "{ } | rate() by (resource.service.name)",
+    ),
+    // Drilldown's default: root spans only (docs grafana-clients.md).
+    (
+        "metrics-roots-by-service",
+        "{ nestedSetParent < 0 && true } | rate() by (resource.service.name)",
     ),
     (
         "metrics-errors",
@@ -253,6 +258,69 @@ async fn trace_ids(dir: &Path) -> Result<Vec<TraceId>, String> {
         .collect())
 }
 
+/// What merging every closed window did.
+struct Merged {
+    total: Compacted,
+    took: Vec<std::time::Duration>,
+    /// Per merge: what it read and its own peak RSS.
+    steps: Vec<Value>,
+    /// The highest of the merges' peak RSS.
+    peak: u64,
+}
+
+/// Merges every closed window of the tenant until none has two blocks, as `serve` does: a
+/// window of more blocks than one merge takes in steps, lowest level first.
+async fn compact_all(
+    catalog: &Catalog,
+    cfg: &LifecycleConfig,
+    opts: &BlockWriteOptions,
+) -> Result<Merged, String> {
+    let mut m = Merged {
+        total: Compacted::default(),
+        took: Vec::new(),
+        steps: Vec::new(),
+        peak: 0,
+    };
+    loop {
+        let blocks = catalog.blocks(TENANT).await.map_err(|e| e.to_string())?;
+        // Every window of the data is closed.
+        let Some(inputs) = plan_compaction(&blocks, cfg, u64::MAX) else {
+            return Ok(m);
+        };
+        let levels: Vec<u32> = inputs.iter().map(|b| b.compaction_level).collect();
+        // Each merge's own peak.
+        reset_peak_rss();
+        let m0 = Instant::now();
+        let (_, done) = compact(catalog, &inputs, opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let took = m0.elapsed();
+        let merge_peak = peak_rss();
+        eprintln!(
+            "merge {}: {} inputs (levels {levels:?}), {} spans in {:.1} s, peak RSS {} MiB",
+            m.took.len(),
+            inputs.len(),
+            done.spans_in,
+            took.as_secs_f64(),
+            merge_peak >> 20
+        );
+        m.peak = m.peak.max(merge_peak);
+        m.steps.push(json!({
+            "input_levels": levels,
+            "spans_in": done.spans_in,
+            "seconds": took.as_secs_f64(),
+            "peak_rss_bytes": merge_peak,
+        }));
+        m.took.push(took);
+        m.total.spans_in += done.spans_in;
+        m.total.spans_out += done.spans_out;
+        m.total.bytes_in += done.bytes_in;
+        m.total.bytes_out += done.bytes_out;
+        m.total.traces += done.traces;
+        m.total.rewritten += done.rewritten;
+    }
+}
+
 /// `allegro-bench compaction`.
 pub async fn run(a: &CompactionArgs) -> Result<(), String> {
     let c = &a.common;
@@ -291,33 +359,26 @@ pub async fn run(a: &CompactionArgs) -> Result<(), String> {
     let rss0 = current_rss();
     let cpu0 = crate::ingest::proc_cpu_secs(std::process::id());
     let t0 = Instant::now();
-    let mut total = Compacted::default();
-    let mut merges = 0;
-    let mut took = Vec::new();
-    loop {
-        let blocks = catalog.blocks(TENANT).await.map_err(|e| e.to_string())?;
-        // Every window of the day is closed.
-        let Some(inputs) = plan_compaction(&blocks, &cfg, u64::MAX) else {
-            break;
-        };
-        // As `serve` does: a window of more blocks than one merge takes is merged in steps,
-        // lowest level first, until it is one block.
-        let m0 = Instant::now();
-        let (_, done) = compact(&catalog, &inputs, &opts)
-            .await
-            .map_err(|e| e.to_string())?;
-        took.push(m0.elapsed());
-        merges += 1;
-        total.spans_in += done.spans_in;
-        total.spans_out += done.spans_out;
-        total.bytes_in += done.bytes_in;
-        total.bytes_out += done.bytes_out;
-        total.traces += done.traces;
-        total.rewritten += done.rewritten;
-    }
+    // As `serve` does: on a thread of its own, on the compactor's runtime.
+    let merged = std::thread::scope(|s| {
+        s.spawn(|| {
+            lifecycle::compactor_runtime()
+                .map_err(|e| e.to_string())?
+                .block_on(compact_all(&catalog, &cfg, &opts))
+        })
+        .join()
+        .map_err(|_| "the compaction thread panicked".to_string())?
+    })?;
+    let Merged {
+        total,
+        took,
+        steps,
+        peak,
+    } = merged;
+    let merges = took.len();
     let seconds = t0.elapsed().as_secs_f64();
     let cpu = crate::ingest::proc_cpu_secs(std::process::id()) - cpu0;
-    let rss = peak_rss();
+    let rss = peak.max(peak_rss());
     let after_blocks = catalog
         .blocks(TENANT)
         .await
@@ -364,6 +425,7 @@ pub async fn run(a: &CompactionArgs) -> Result<(), String> {
             "merge_latency": Latency::of(took),
             "peak_rss_bytes": rss,
             "rss_at_start_bytes": rss0,
+            "merges_detail": steps,
         },
         "before": before,
         "after": after,

@@ -56,12 +56,24 @@ use crate::hot::KeyScan;
 use crate::nested_set::prepare_traces;
 use crate::schema::{HotColumn, col, span_schema};
 
-/// Rows read from a run at a time.
+/// Rows read from a run at a time, at most and at least.
 ///
 /// Each batch and each hand-over to the encoder costs per column (~120 of them) whatever its
 /// rows: over the day of 287 blocks, 4,096 rows read and 16,384 spans encoded at a time merged
 /// 15–20% faster than 1,024 and 8,192 (docs/benchmarks.md), for ~100 MiB more peak RSS.
-const RUN_BATCH_ROWS: usize = 4096;
+const RUN_BATCH_ROWS: std::ops::RangeInclusive<usize> = 1024..=4096;
+/// Rows read at a time over all runs together, while each run gets at least the least.
+///
+/// Every run holds its batch, its reader's buffers and the batches its pending rows pin, so
+/// what a merge holds follows runs × rows. A sliced input is two runs per slice: the last
+/// merge of a 10M-span window (two inputs of 16 slices and one of none, 66 runs) held 1.0 GiB
+/// of heap at 4,096 rows a run and 0.75 GiB at 1,024, merging as fast (docs/benchmarks.md).
+const RUNS_ROWS: usize = 65_536;
+
+/// Rows each of `runs` runs reads at a time.
+fn run_batch_rows(runs: usize) -> usize {
+    (RUNS_ROWS / runs.max(1)).clamp(*RUN_BATCH_ROWS.start(), *RUN_BATCH_ROWS.end())
+}
 /// Spans of a slice handed to the encoder at a time.
 const ENCODE_BATCH_SPANS: usize = 16_384;
 /// Most spans waiting over all slices: each pins the input batch it came from. Handing over
@@ -261,34 +273,39 @@ pub async fn compact(
         )));
     }
     let store = catalog.store().clone();
-    let mut runs = Vec::new();
     let mut done = Compacted::default();
+    let mut planned = Vec::new();
     for (input, m) in inputs.iter().enumerate() {
         let footer = catalog.footer(&store, m).await?;
         for (kind, groups) in runs_of(m, &footer)? {
-            let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-                catalog.checked_reader(&store, m).await?,
-                (*footer).clone(),
-            )
-            .with_row_groups(groups)
-            .with_batch_size(RUN_BATCH_ROWS)
-            .build()
-            .map_err(|e| parquet_err(m, e))?;
-            let mut run = Run {
-                stream,
-                meta: m.clone(),
-                input,
-                kind,
-                batch: None,
-                ids: None,
-                parents: None,
-                row: 0,
-            };
-            if run.refill().await? {
-                runs.push(run);
-            }
+            planned.push((input, m, footer.clone(), kind, groups));
         }
         done.bytes_in += m.size;
+    }
+    let batch_rows = run_batch_rows(planned.len());
+    let mut runs = Vec::new();
+    for (input, m, footer, kind, groups) in planned {
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            catalog.checked_reader(&store, m).await?,
+            (*footer).clone(),
+        )
+        .with_row_groups(groups)
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(|e| parquet_err(m, e))?;
+        let mut run = Run {
+            stream,
+            meta: m.clone(),
+            input,
+            kind,
+            batch: None,
+            ids: None,
+            parents: None,
+            row: 0,
+        };
+        if run.refill().await? {
+            runs.push(run);
+        }
     }
     let mut block = merge(&tenant, inputs, runs, opts, &mut done).await?;
     block.meta.compaction_level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;

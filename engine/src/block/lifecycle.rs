@@ -2,19 +2,21 @@
 //!
 //! Compaction ([`super::compact`]) merges the blocks of one closed time window (blocks grouped
 //! by the window their newest span falls in, `compaction_window`, 1h by default): the oldest
-//! window holding two blocks or more goes first, its blocks of the lowest compaction level
-//! that has two in start order, at most [`MAX_MERGE_INPUTS`], up to `max_compaction_objects`
-//! traces and `max_block_bytes`. The window still filling is left alone, so a new five-minute
-//! block never makes the whole hour be written again.
+//! window holding two blocks or more goes first: all its blocks when one merge can take them
+//! (at most [`MAX_MERGE_INPUTS`] blocks and [`MAX_MERGE_RUNS`] runs), else those of the lowest
+//! compaction level that has two, in start order, within the same bounds; always up to
+//! `max_compaction_objects` traces and `max_block_bytes`. The window still filling is left
+//! alone, so a new five-minute block never makes the whole hour be written again.
 //!
-//! Why at most [`MAX_MERGE_INPUTS`]: a merge reads every input at once, a row group's chunks
-//! and current pages per input (tens of MiB each with the span schema's ~180 columns), so what
-//! it reads at once follows how many blocks it merges. A busy tenant's hour once held 70
-//! blocks; merging them at once took 2.4 GiB (docs/benchmarks.md, the soak's third run).
-//! Merging the lowest level first, as Tempo does (it merges at most 4), writes each span about
-//! once per level: 70 blocks become 5, then 1, twice the writing of one merge. What a merge
-//! writes is still held whole until it is stored (docs/benchmarks.md, "one window of 40
-//! blocks"), so `max_block_bytes` bounds the rest.
+//! Why bounded: a merge reads every input at once, and what it holds follows how many runs it
+//! reads (see [`MAX_MERGE_RUNS`]). A busy tenant's hour once held 70 blocks; merging them at
+//! once took 2.4 GiB (docs/benchmarks.md, the soak's third run). Merging the lowest level
+//! first, as Tempo does (it merges at most 4), writes each span about once per level: 70
+//! blocks become 5, then 1, twice the writing of one merge. The last step takes every level at
+//! once: a window of 34 blocks of 300k spans was 16 + 16, then the two merged blocks, then
+//! that with the one left, writing its 10M spans 2.9 times; now 16 + 16, then the three, 1.95
+//! times (docs/benchmarks.md, "one 10-minute window of 10M spans"). What a merge writes goes
+//! to local disk until stored ([`super::spill`]).
 //!
 //! Retention deletes what nobody may read any more: blocks whose newest span is older than
 //! `block_retention`; blocks a merged block retired, once that block has been visible for
@@ -82,6 +84,33 @@ impl Default for LifecycleConfig {
 /// Most blocks one merge reads at once; see the module docs.
 pub const MAX_MERGE_INPUTS: usize = 16;
 
+/// Most runs one merge reads at once: two merged blocks of 16 time slices and one from the
+/// head. Each run holds its reader's row group, decoded dictionaries and pages, ~6 MiB
+/// whatever its batch size, so a merge's memory follows its runs: 66 took 0.75 GiB of heap
+/// and 0.99 GiB RSS, 32 took 0.55 GiB and 0.77 GiB (docs/benchmarks.md).
+pub const MAX_MERGE_RUNS: usize = 66;
+
+/// Runs a merge reads `b` as: per time slice, its row groups of root spans and the rest.
+pub fn merge_runs(b: &BlockMeta) -> usize {
+    2 * b.slices.as_ref().map_or(1, |s| s.len().max(1))
+}
+
+/// Most blocking threads of the compactor's runtime (reads of local files, spill uploads).
+///
+/// A merge reads one range after another, yet Tokio starts a blocking thread whenever none is
+/// idle at that instant, so a pool without a bound grew to 27 threads; each kept the allocator
+/// pages it had used, and the last merge of a 10M-span window took 1.48 GiB RSS for 0.75 GiB
+/// of heap, against 0.98 GiB with two (docs/benchmarks.md).
+pub const COMPACTOR_BLOCKING_THREADS: usize = 2;
+
+/// The runtime compaction runs on, on a thread of its own (`serve`'s compactor, the bench).
+pub fn compactor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(COMPACTOR_BLOCKING_THREADS)
+        .enable_all()
+        .build()
+}
+
 fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
@@ -106,21 +135,26 @@ pub fn plan_compaction(
         if group.len() < 2 {
             continue;
         }
-        // The lowest level with two blocks; when every level has one, all of them (a level
-        // per merge a window went through: few).
-        let mut levels: BTreeMap<u32, usize> = BTreeMap::new();
-        for b in &group {
-            *levels.entry(b.compaction_level).or_default() += 1;
-        }
-        if let Some((level, _)) = levels.iter().find(|(_, n)| **n >= 2) {
-            group.retain(|b| b.compaction_level == *level);
+        // A closed window gets no new blocks, so once one merge can take all of it, it does
+        // (merging the lowest level first would write its spans once more). Until then, the
+        // lowest level with two blocks.
+        let runs: usize = group.iter().map(|b| merge_runs(b)).sum();
+        if group.len() > MAX_MERGE_INPUTS || runs > MAX_MERGE_RUNS {
+            let mut levels: BTreeMap<u32, usize> = BTreeMap::new();
+            for b in &group {
+                *levels.entry(b.compaction_level).or_default() += 1;
+            }
+            if let Some((level, _)) = levels.iter().find(|(_, n)| **n >= 2) {
+                group.retain(|b| b.compaction_level == *level);
+            }
         }
         group.sort_by_key(|b| (b.start_unix_nano, b.block_id));
         let mut picked = Vec::new();
-        let (mut objects, mut bytes) = (0u64, 0u64);
+        let (mut objects, mut bytes, mut runs) = (0u64, 0u64, 0usize);
         for b in group {
             let fits = objects + b.total_objects <= cfg.max_objects
                 && bytes + b.size <= cfg.max_block_bytes
+                && runs + merge_runs(&b) <= MAX_MERGE_RUNS
                 && picked.len() < MAX_MERGE_INPUTS;
             if !fits && picked.len() >= 2 {
                 break;
@@ -130,10 +164,12 @@ pub fn plan_compaction(
                 picked.clear();
                 objects = 0;
                 bytes = 0;
+                runs = 0;
                 continue;
             }
             objects += b.total_objects;
             bytes += b.size;
+            runs += merge_runs(&b);
             picked.push(b);
         }
         if picked.len() >= 2 {
@@ -512,6 +548,7 @@ pub async fn run_cycle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::meta::BlockSlice;
 
     fn block(start_s: u64, end_s: u64, objects: u64) -> Arc<BlockMeta> {
         leveled(start_s, end_s, objects, 0)
@@ -558,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn a_window_of_many_blocks_is_merged_in_bounded_steps_lowest_level_first() {
+    fn a_window_of_many_blocks_is_merged_in_bounded_steps_lowest_level_first_then_all_at_once() {
         let cfg = LifecycleConfig::default();
         let h = 3600;
         let later = (2 * h) * 1_000_000_000;
@@ -575,21 +612,65 @@ mod tests {
             .map(|b| b.block_id)
             .collect();
         assert_eq!(picked.iter().map(|b| b.block_id).collect::<Vec<_>>(), first);
-        // Once level 0 is down to one block, the level-1 blocks are merged before anything
-        // mixes levels; one block per level left: those merge together.
+        // Once one merge can take the whole window, it takes every level at once (merging
+        // the two level-1 blocks first would write them twice).
         let rest = vec![blocks[0].clone(), blocks[40].clone(), blocks[41].clone()];
         let picked = plan_compaction(&rest, &cfg, later).expect("a plan");
-        assert_eq!(
-            picked
-                .iter()
-                .map(|b| b.compaction_level)
-                .collect::<Vec<_>>(),
-            [1, 1]
-        );
+        let mut levels: Vec<u32> = picked.iter().map(|b| b.compaction_level).collect();
+        levels.sort();
+        assert_eq!(levels, [0, 1, 1]);
+        // More than one merge takes, with one level-0 block: the level-1 blocks first.
+        let mut many: Vec<_> = (0..MAX_MERGE_INPUTS as u64)
+            .map(|i| leveled(i * 100, i * 100 + 99, 1, 1))
+            .collect();
+        many.push(blocks[0].clone());
+        let picked = plan_compaction(&many, &cfg, later).expect("a plan");
+        assert!(picked.iter().all(|b| b.compaction_level == 1));
         let mixed = vec![blocks[0].clone(), blocks[40].clone()];
         assert_eq!(
             plan_compaction(&mixed, &cfg, later).map(|p| p.len()),
             Some(2)
         );
+    }
+
+    /// A merged block as 16 time slices (32 runs).
+    fn sliced(start_s: u64, end_s: u64, level: u32) -> Arc<BlockMeta> {
+        let mut m = (*leveled(start_s, end_s, 1, level)).clone();
+        m.slices = Some(
+            (0..16)
+                .map(|i| BlockSlice {
+                    start_unix_nano: start_s * 1_000_000_000,
+                    end_unix_nano: end_s * 1_000_000_000,
+                    row_groups: vec![i],
+                })
+                .collect(),
+        );
+        Arc::new(m)
+    }
+
+    #[test]
+    fn a_merge_reads_at_most_max_merge_runs_runs() {
+        let cfg = LifecycleConfig::default();
+        let later = 7200 * 1_000_000_000;
+        let head = |i: u64| block(3000 + i * 10, 3000 + i * 10 + 9, 1);
+        // Two merged blocks and one from the head: 66 runs, one merge.
+        let soak = vec![sliced(0, 1000, 1), sliced(1000, 2000, 1), head(0)];
+        assert_eq!(soak.iter().map(|b| merge_runs(b)).sum::<usize>(), 66);
+        assert_eq!(
+            plan_compaction(&soak, &cfg, later).map(|p| p.len()),
+            Some(3)
+        );
+        // One more from the head is 68: lowest level first, the two from the head.
+        let more = [soak.clone(), vec![head(1)]].concat();
+        let picked = plan_compaction(&more, &cfg, later).expect("a plan");
+        assert_eq!(
+            picked.iter().map(|b| b.block_id).collect::<Vec<_>>(),
+            [more[2].block_id, more[3].block_id]
+        );
+        // Five merged blocks: two at a time, never three.
+        let five: Vec<_> = (0..5).map(|i| sliced(i * 600, i * 600 + 599, 1)).collect();
+        let picked = plan_compaction(&five, &cfg, later).expect("a plan");
+        assert_eq!(picked.len(), 2);
+        assert!(picked.iter().map(|b| merge_runs(b)).sum::<usize>() <= MAX_MERGE_RUNS);
     }
 }

@@ -33,12 +33,24 @@ use crate::schema::col;
 /// were 1.1 MB (97 KB over a 35k-span block's 1.5k roots): 3× slower lookups.
 pub const ROOT_ROW_GROUP_ROWS: usize = 4096;
 
+/// Most bytes held by all row groups in progress together: past it, the largest is closed
+/// early (a smaller row group; nothing else changes).
+///
+/// A row group in progress holds its encoded pages plus, per column, the page being filled
+/// and the dictionary being built, and row groups are cut by rows: a merge fills up to 32 at
+/// once (roots and the rest of 16 slices), so spans with large attributes could make them
+/// hold GiBs. Ordinary spans stay far below (the writers of a merge of a 10M-span window held
+/// ~0.2 GiB and never reached this bound).
+pub const IN_PROGRESS_BYTES: usize = 384 << 20;
+
 /// A row group being filled.
 struct Filling {
     writers: Vec<ArrowColumnWriter>,
     rows: usize,
     /// The trace-ID bucket of each row (see [`TraceCuts`]).
     buckets: Vec<u16>,
+    /// What its writers held after its last write.
+    bytes: usize,
 }
 
 /// Rows for the file: of slice `slice`, roots or not, in trace-ID order after the slice's
@@ -58,6 +70,8 @@ pub struct Written {
     pub row_groups: u64,
     /// Per slice, its row groups in file order (empty for a slice that got no rows).
     pub slices: Vec<Vec<u32>>,
+    /// Row groups closed before they were full, to keep to the memory budget.
+    pub closed_early: u64,
 }
 
 /// Fills the row groups of one file.
@@ -73,6 +87,10 @@ pub struct RowGroups<W: Write + Send> {
     /// Rows per row group closed, and the buckets of their rows, in file order.
     closed_rows: Vec<usize>,
     closed_buckets: Vec<u16>,
+    /// Most bytes the row groups in progress may hold together.
+    budget: usize,
+    /// Row groups closed early for the budget.
+    closed_early: u64,
 }
 
 impl<W: Write + Send> RowGroups<W> {
@@ -94,7 +112,15 @@ impl<W: Write + Send> RowGroups<W> {
             slices: Vec::new(),
             closed_rows: Vec::new(),
             closed_buckets: Vec::new(),
+            budget: IN_PROGRESS_BYTES,
+            closed_early: 0,
         })
+    }
+
+    /// The same with at most `bytes` in the row groups in progress together.
+    pub fn with_budget(mut self, bytes: usize) -> Self {
+        self.budget = bytes;
+        self
     }
 
     /// Adds rows, closing the row groups they fill.
@@ -121,6 +147,7 @@ impl<W: Write + Send> RowGroups<W> {
                     writers: self.factory.create_column_writers(self.closed_rows.len())?,
                     rows: 0,
                     buckets: Vec::new(),
+                    bytes: 0,
                 }),
             };
             let len = (full - filling.rows).min(batch.num_rows() - at);
@@ -138,12 +165,38 @@ impl<W: Write + Send> RowGroups<W> {
             }
             trace_buckets(&part, &mut filling.buckets);
             filling.rows += len;
+            filling.bytes = filling.writers.iter().map(|w| w.memory_size()).sum();
             at += len;
             if filling.rows == full {
                 self.close(slice, roots)?;
             }
         }
-        Ok(())
+        self.keep_to_budget()
+    }
+
+    /// Closes the largest row groups in progress while together they hold more than the
+    /// budget.
+    fn keep_to_budget(&mut self) -> Result<()> {
+        loop {
+            let mut held = 0;
+            let mut largest: Option<(usize, usize, bool)> = None;
+            for (slice, parts) in self.filling.iter().enumerate() {
+                for (roots, f) in [(false, &parts[0]), (true, &parts[1])] {
+                    let Some(f) = f else { continue };
+                    held += f.bytes;
+                    if largest.is_none_or(|(bytes, ..)| f.bytes > bytes) {
+                        largest = Some((f.bytes, slice, roots));
+                    }
+                }
+            }
+            match largest {
+                Some((_, slice, roots)) if held > self.budget => {
+                    self.close(slice, roots)?;
+                    self.closed_early += 1;
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Closes the row group in progress of `slice`'s part into the file.
@@ -182,6 +235,7 @@ impl<W: Write + Send> RowGroups<W> {
         Ok(Written {
             row_groups,
             slices: self.slices,
+            closed_early: self.closed_early,
         })
     }
 }
@@ -195,5 +249,98 @@ fn trace_buckets(batch: &RecordBatch, out: &mut Vec<u16>) {
     // Without IDs the counts do not add up and the block simply gets no cuts.
     if let Some(ids) = ids {
         out.extend(ids.iter().map(|id| id.map_or(0, trace_cuts::bucket)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, FixedSizeBinaryArray, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use bytes::Bytes;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+
+    /// `n` rows of trace IDs `first..first + n`, each with a 1 KiB name.
+    fn rows(schema: &SchemaRef, slice: usize, first: u8, n: u8) -> Rows {
+        let ids: Vec<[u8; 16]> = (first..first + n).map(|i| [i; 16]).collect();
+        let names: Vec<String> = (first..first + n)
+            .map(|i| format!("{i:04}{}", "x".repeat(1020)))
+            .collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(FixedSizeBinaryArray::try_from_iter(ids.into_iter()).expect("ids")),
+                Arc::new(StringArray::from(names)),
+            ],
+        )
+        .expect("batch");
+        Rows {
+            slice,
+            roots: false,
+            batch,
+        }
+    }
+
+    /// Writes two slices in alternating batches within `budget`; returns what was written
+    /// and, per slice, the names read back from its row groups in order.
+    fn write(budget: usize) -> (Written, Vec<Vec<String>>) {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new(col::TRACE_ID, DataType::FixedSizeBinary(16), false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        let mut out = Vec::new();
+        let mut groups = RowGroups::new(&mut out, schema.clone(), WriterProperties::default(), 64)
+            .expect("writer")
+            .with_budget(budget);
+        for (slice, first) in [(0, 0), (1, 100), (0, 10), (1, 110), (0, 20)] {
+            groups
+                .write(rows(&schema, slice, first, 10))
+                .expect("write");
+        }
+        let written = groups.finish().expect("finish");
+        let file = Bytes::from(out);
+        let per_slice = written
+            .slices
+            .iter()
+            .map(|groups| {
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file.clone())
+                    .expect("footer")
+                    .with_row_groups(groups.iter().map(|&g| g as usize).collect())
+                    .build()
+                    .expect("reader");
+                let mut names = Vec::new();
+                for b in reader {
+                    let b = b.expect("batch");
+                    let col = b
+                        .column(1)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .expect("names");
+                    names.extend((0..col.len()).map(|i| col.value(i)[..4].to_string()));
+                }
+                names
+            })
+            .collect();
+        (written, per_slice)
+    }
+
+    #[test]
+    fn row_groups_over_the_memory_budget_are_closed_early_and_the_rows_stay_in_order() {
+        let (roomy, expected) = write(IN_PROGRESS_BYTES);
+        assert_eq!(roomy.closed_early, 0);
+        // 64 rows a group: each slice's rows fit in one.
+        assert_eq!(roomy.row_groups, 2);
+        let slice0: Vec<String> = (0..30).map(|i| format!("{i:04}")).collect();
+        let slice1: Vec<String> = (100..120).map(|i| format!("{i:04}")).collect();
+        assert_eq!(expected, [slice0, slice1]);
+        // A budget below one batch's pages: every write closes what it filled.
+        let (tight, got) = write(1);
+        assert_eq!(tight.closed_early, 5);
+        assert_eq!(tight.row_groups, 5);
+        assert_eq!(tight.slices, [vec![0, 2, 4], vec![1, 3]]);
+        assert_eq!(got, expected);
     }
 }

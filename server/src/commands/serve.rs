@@ -530,10 +530,7 @@ fn run_lifecycle(
             // Below queries: a merge can wait, a dashboard should not (the threads it starts,
             // encoders and the runtime's blocking pool, inherit this).
             allegro_engine::priority::set_thread_nice(allegro_engine::priority::BACKGROUND_NICE);
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match allegro_engine::block::lifecycle::compactor_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "compaction cannot start");
