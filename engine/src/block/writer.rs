@@ -161,8 +161,8 @@ fn writer_properties(
         .set_column_dictionary_enabled(plain(col::DURATION), false)
         .set_column_bloom_filter_enabled(plain(col::TRACE_ID), true)
         .set_column_bloom_filter_fpp(plain(col::TRACE_ID), opts.bloom_fpp)
-        // Per row group, which holds at most its rows' traces: sized for the block's traces,
-        // each of the (up to 32) row groups in progress held a filter of MiBs until folded.
+        // Per row group, which holds at most its rows' traces: sized for the block's traces
+        // (1 MiB at 210k), each of the up to 32 row groups in progress held one until folded.
         .set_column_bloom_filter_max_ndv(
             plain(col::TRACE_ID),
             traces.clamp(1, opts.row_group_rows.max(1)) as u64,
