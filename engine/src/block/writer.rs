@@ -597,6 +597,14 @@ impl BlockEncoder {
             })
             .collect();
         let row_groups = written.row_groups;
+        if written.closed_early > 0 {
+            tracing::info!(
+                tenant = %self.tenant,
+                closed_early = written.closed_early,
+                row_groups,
+                "row groups closed early to keep the writer within its memory bound"
+            );
+        }
         let (Some(min_id), Some(max_id)) = (self.min_id, self.max_id) else {
             return Err(EngineError::Internal("block without spans".into()));
         };
