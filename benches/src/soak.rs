@@ -176,9 +176,28 @@ fn now_ns() -> u64 {
 }
 
 /// A refusal's class: status and the first words of its reason.
+/// `google.rpc.Status`, the body of an OTLP/HTTP refusal sent as protobuf.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// A status and the start of its answer's text.
 fn reason(status: u16, body: &str) -> String {
     let words: String = body.chars().take(80).collect();
     format!("{status} {}", words.replace('\n', " "))
+}
+
+/// An ingest refusal's status and reason, from its protobuf `google.rpc.Status` body (the
+/// load is sent as protobuf, so refusals come back so).
+fn refusal_reason(status: u16, body: &[u8]) -> String {
+    match <RpcStatus as prost::Message>::decode(body) {
+        Ok(st) => reason(status, &st.message),
+        Err(_) => reason(status, &String::from_utf8_lossy(body)),
+    }
 }
 
 fn ingest_loop(
@@ -216,10 +235,10 @@ fn ingest_loop(
             }
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                let text = resp.body_mut().read_to_string().unwrap_or_default();
+                let body = resp.body_mut().read_to_vec().unwrap_or_default();
                 shared.with_minute(|m| {
                     m.requests += 1;
-                    *m.refused.entry(reason(status, &text)).or_default() += 1;
+                    *m.refused.entry(refusal_reason(status, &body)).or_default() += 1;
                 });
             }
             Err(e) => shared.with_minute(|m| {
