@@ -597,11 +597,13 @@ impl Ingester {
         Ok(out)
     }
 
-    /// `tenant`'s head as span-table batches. Its parts (live traces by arrival, complete
-    /// traces by sweep, blocks being written) are converted once and kept; only live traces
-    /// with spans after their part was sealed are converted per call. Parts not converted yet
-    /// (the flush loop converts them ahead for tenants being queried) are converted here.
-    pub fn live_snapshot(&self, tenant: &str) -> Result<Vec<RecordBatch>> {
+    /// `tenant`'s head as span-table batches, a group per part. Its parts (live traces by
+    /// arrival, complete traces by sweep, blocks being written) are converted once and kept;
+    /// only live traces with spans after their part was sealed are converted per call (the
+    /// first group). Parts not converted yet (the flush loop converts them ahead for tenants
+    /// being queried) are converted here. A trace is in one group whole, unless spans of it
+    /// arrived after it was cut into a block being written.
+    pub fn live_snapshot(&self, tenant: &str) -> Result<Vec<Vec<RecordBatch>>> {
         self.snapshots.queried(tenant);
         // A concurrent call for a newer head may drop a part this one still lists (cut and
         // published in between, so its spans are in a block): then look again.
@@ -617,17 +619,17 @@ impl Ingester {
                 .into_iter()
                 .map(|(k, ids)| (k, ids.into_iter().collect()))
                 .collect();
-            let mut out = convert_head_data(tenant, parts.live)?;
+            let mut out = vec![convert_head_data(tenant, parts.live)?];
             for (key, batches) in parts.keys.iter().zip(kept) {
-                match stale.get(key) {
-                    None => out.extend(batches.iter().cloned()),
-                    Some(ids) => {
-                        for b in batches.iter() {
-                            out.push(without_traces(b, ids)?);
-                        }
-                    }
-                }
+                out.push(match stale.get(key) {
+                    None => batches.to_vec(),
+                    Some(ids) => batches
+                        .iter()
+                        .map(|b| without_traces(b, ids))
+                        .collect::<Result<_>>()?,
+                });
             }
+            out.retain(|g| g.iter().any(|b| b.num_rows() > 0));
             return Ok(out);
         }
         Err(IngestError::Internal(format!(
@@ -931,7 +933,7 @@ fn trace_spans(id: &TraceId, t: &HeldTrace) -> Result<Vec<FlatSpan>> {
 }
 
 impl LiveSpans for Ingester {
-    fn live_batches(&self, tenant: &str) -> allegro_engine::error::Result<Vec<RecordBatch>> {
+    fn live_batches(&self, tenant: &str) -> allegro_engine::error::Result<Vec<Vec<RecordBatch>>> {
         match self.live_snapshot(tenant) {
             Ok(b) => Ok(b),
             Err(e) => Err(allegro_engine::error::EngineError::Internal(e.to_string())),

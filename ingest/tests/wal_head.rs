@@ -565,7 +565,7 @@ fn head_rows(ing: &Ingester) -> Vec<(u8, u64, i32, i32)> {
     use arrow::array::{AsArray, FixedSizeBinaryArray};
     use arrow::datatypes::Int32Type;
     let mut out = Vec::new();
-    for b in ing.live_snapshot("t").unwrap() {
+    for b in ing.live_snapshot("t").unwrap().into_iter().flatten() {
         let ids = |c: &str| -> FixedSizeBinaryArray {
             b.column_by_name(c).unwrap().as_fixed_size_binary().clone()
         };
@@ -585,6 +585,26 @@ fn head_rows(ing: &Ingester) -> Vec<(u8, u64, i32, i32)> {
     }
     out.sort();
     out
+}
+
+/// Asserts that each trace of the head's query snapshot is in one of its groups (a search reads
+/// the groups one by one and evaluates each trace from its group's rows).
+fn assert_traces_in_one_group(ing: &Ingester) {
+    use allegro_engine::schema::col;
+    use arrow::array::AsArray;
+    let mut seen: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+    for (g, group) in ing.live_snapshot("t").unwrap().iter().enumerate() {
+        for b in group {
+            let ids = b
+                .column_by_name(col::TRACE_ID)
+                .unwrap()
+                .as_fixed_size_binary();
+            for id in ids.iter().flatten() {
+                let first = *seen.entry(id.to_vec()).or_insert(g);
+                assert_eq!(first, g, "trace {id:?} is in groups {first} and {g}");
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -616,9 +636,11 @@ async fn a_live_trace_sent_in_two_requests_is_one_whole_trace_in_every_snapshot(
     // converted whole, so the child nests under the root. Trace 8 keeps its rows.
     let want = [(7, 1, 1, 4), (7, 2, 2, 3), (8, 1, 1, 2)];
     assert_eq!(head_rows(&ing), want);
+    assert_traces_in_one_group(&ing);
     // The same on a snapshot converted ahead of the query.
     ing.convert_ahead();
     assert_eq!(head_rows(&ing), want);
+    assert_traces_in_one_group(&ing);
 }
 
 #[tokio::test]

@@ -18,11 +18,18 @@ use crate::dataset::Dataset;
 /// The tenant the engines hold data for.
 pub const TENANT: &str = "single-tenant";
 
-/// A fixed live head.
-pub struct StaticLive(pub Vec<RecordBatch>);
+/// A fixed live head, in groups of whole traces (see [`LiveSpans::live_batches`]).
+pub struct StaticLive(pub Vec<Vec<RecordBatch>>);
+
+impl StaticLive {
+    /// A head of one group.
+    pub fn one(batches: Vec<RecordBatch>) -> Self {
+        Self(vec![batches])
+    }
+}
 
 impl LiveSpans for StaticLive {
-    fn live_batches(&self, _tenant: &str) -> allegro_engine::error::Result<Vec<RecordBatch>> {
+    fn live_batches(&self, _tenant: &str) -> allegro_engine::error::Result<Vec<Vec<RecordBatch>>> {
         Ok(self.0.clone())
     }
 }
@@ -90,7 +97,7 @@ pub async fn over_blocks(ds: &Dataset, dir: &Path) -> QueryEngine {
 pub async fn split_across(ds: &Dataset, dir: &Path) -> QueryEngine {
     let (catalog, live) = split_blocks(ds, dir, true).await;
     let live = resource_spans_to_batches(live, 7).expect("batches");
-    QueryEngine::new(catalog, Some(Arc::new(StaticLive(live)))).expect("engine")
+    QueryEngine::new(catalog, Some(Arc::new(StaticLive::one(live)))).expect("engine")
 }
 
 /// The blocks of [`split_across`] (the head's part in a third block), compacted into one
@@ -147,7 +154,7 @@ async fn split_blocks(ds: &Dataset, dir: &Path, head: bool) -> (Arc<Catalog>, Ve
 pub fn over_head(ds: &Dataset, dir: &Path) -> QueryEngine {
     let catalog = catalog_at(dir);
     let batches = resource_spans_to_batches(ds.resource_spans(), 7).expect("batches");
-    QueryEngine::new(catalog, Some(Arc::new(StaticLive(batches)))).expect("engine")
+    QueryEngine::new(catalog, Some(Arc::new(StaticLive::one(batches)))).expect("engine")
 }
 
 /// The generated shop (`spans` spans over 10 minutes from 2026-01-01): the older nine tenths
@@ -165,7 +172,7 @@ pub async fn generated(dir: &Path, seed: u64, spans: u64) -> (QueryEngine, Vec<R
         4096,
     )
     .expect("batches");
-    let engine = QueryEngine::new(catalog, Some(Arc::new(StaticLive(live)))).expect("engine");
+    let engine = QueryEngine::new(catalog, Some(Arc::new(StaticLive::one(live)))).expect("engine");
     (engine, traces.into_iter().flatten().collect())
 }
 

@@ -113,7 +113,35 @@ async fn engine(dir: &std::path::Path) -> (QueryEngine, Vec<ResourceSpans>, usiz
     for block in &places[..6] {
         store_block(&catalog, TENANT, block.clone()).await;
     }
-    let live = resource_spans_to_batches(places[6].clone(), 1024).unwrap();
+    // The head in groups as the ingester hands them over: whole traces by arrival (five at
+    // a time here), the late halves of block 5's split traces in a group of their own, and
+    // every ninth head trace dealt to two groups (a part of it in each: each group's rows
+    // are evaluated alone, so it must be joined like a trace split across blocks).
+    let (mut groups, mut late) = (vec![Vec::new(); 1], Vec::new());
+    let head_traces: Vec<Vec<u8>> = traces[live_from..]
+        .iter()
+        .map(|t| t[0].scope_spans[0].spans[0].trace_id.clone())
+        .collect();
+    for s in &places[6] {
+        let id = &s.scope_spans[0].spans[0].trace_id;
+        match head_traces.iter().position(|h| h == id) {
+            None => late.push(s.clone()),
+            Some(k) => {
+                let g = k / 5
+                    + usize::from(
+                        k % 9 == 4 && s.scope_spans[0].spans[0].parent_span_id.is_empty(),
+                    );
+                groups.resize(groups.len().max(g + 1), Vec::new());
+                groups[g].push(s.clone());
+            }
+        }
+    }
+    groups.push(late);
+    let live = groups
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(|g| resource_spans_to_batches(g, 1024).unwrap())
+        .collect();
     let engine = QueryEngine::new(catalog, Some(Arc::new(StaticLive(live)))).unwrap();
     (engine, traces.into_iter().flatten().collect(), split)
 }
@@ -150,6 +178,30 @@ async fn newest_first_answers_are_the_head_of_the_full_answer() {
     let (engine, all, split) = engine(dir.path()).await;
     assert!(split > 50, "only {split} split traces");
     let whole = reference::traces(&all);
+    // The head is read as partitions of whole traces, newest first, as blocks are.
+    let plan = engine
+        .explain(
+            TENANT,
+            &SearchRequest {
+                query: "{ }".into(),
+                limit: 20,
+                spss: 3,
+                range: None,
+            },
+        )
+        .await
+        .unwrap()
+        .physical;
+    let head_partitions: usize = plan
+        .split("the live head, ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no head in {plan}"));
+    assert!(
+        head_partitions >= 5,
+        "{head_partitions} partitions of the head"
+    );
     // Every answer, structural ones over split traces included, equals the reference
     // evaluator's over whole traces.
     let plain = [

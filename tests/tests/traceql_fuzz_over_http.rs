@@ -42,13 +42,19 @@ fn no_fuzzed_query_gets_a_server_error() {
     let first = ds.traces[0].names[0].1.clone();
     assert!(srv.finds_span(None, &first), "the spans are searchable");
 
+    // Answered 200 as search and as metrics, of the fuzzer's inputs made without the corpus
+    // (the corpus is Tempo's file, and its mutations draw on the fuzzer's random stream, so
+    // the inputs made after them change whenever the file does).
     let mut answered = [0usize; 2];
     let mut failures = Vec::new();
+    let own = fuzz_inputs(&[], INPUTS / 2, 28).map(|q| (q, true));
     let inputs = corpus
         .iter()
         .cloned()
-        .chain(fuzz_inputs(&corpus, INPUTS, 28));
-    for q in inputs {
+        .chain(fuzz_inputs(&corpus, INPUTS / 2, 28))
+        .map(|q| (q, false))
+        .chain(own);
+    for (q, counted) in inputs {
         let q = url_encode(&q);
         let routes = [
             format!("/api/search?q={q}&limit=5&start={start}&end={end}"),
@@ -58,7 +64,7 @@ fn no_fuzzed_query_gets_a_server_error() {
             let a = srv.get(path, &[]);
             if a.status >= 500 {
                 failures.push(format!("{path} → {}: {}", a.status, a.text()));
-            } else if a.status == 200 {
+            } else if a.status == 200 && counted {
                 answered[i] += 1;
             }
         }
@@ -69,10 +75,10 @@ fn no_fuzzed_query_gets_a_server_error() {
         failures.len(),
         failures.join("\n")
     );
-    // The sweep reaches execution, not only the parser: some hundreds of inputs are valid
-    // queries (318 searches and 172 metrics queries answered 200 with this seed).
+    // The sweep reaches execution, not only the parser: some of the fuzzer's own inputs are
+    // valid queries (99 searches and 18 metrics queries answered 200 with this seed).
     assert!(
-        answered[0] > 250 && answered[1] > 120,
+        answered[0] > 80 && answered[1] > 12,
         "answered {answered:?}"
     );
 }

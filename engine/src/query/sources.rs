@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch};
-use arrow::datatypes::Int32Type;
+use arrow::datatypes::{Int32Type, UInt64Type};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 
@@ -32,6 +32,9 @@ pub(crate) struct Source {
     /// Scalar types per attribute key (`None`: unknown).
     pub(crate) types: Option<KnownTypes>,
     pub(crate) table: Arc<dyn TableProvider>,
+    /// The head's table: per partition, the latest span start in it (no trace in it starts
+    /// later). `None` for blocks, whose parts carry their own.
+    pub(crate) live_ends: Option<Vec<u64>>,
 }
 
 impl Source {
@@ -43,6 +46,7 @@ impl Source {
             keys: self.keys.clone(),
             types: self.types.clone(),
             table,
+            live_ends: self.live_ends.clone(),
         }
     }
 
@@ -145,25 +149,29 @@ impl QueryEngine {
                     others,
                     keys,
                     types,
+                    live_ends: None,
                 }
             })
             .collect();
         let (mut live_spans, mut live_traces) = (0, 0);
         let mut live_split = IncompleteTraces::default();
         if let Some(head) = self.live.as_ref().filter(|_| live) {
-            let batches = head.live_batches(tenant)?;
-            if let Some(first) = batches.first() {
-                live_spans = batches.iter().map(|b| b.num_rows() as u64).sum();
-                let (traces, split) = trace_ids(&batches);
+            let groups = head.live_batches(tenant)?;
+            if let Some(first) = groups.iter().flatten().next() {
+                let schema = first.schema();
+                live_spans = groups.iter().flatten().map(|b| b.num_rows() as u64).sum();
+                let (traces, split) = trace_ids(&groups);
                 live_traces = traces;
                 live_split = split;
-                let mem = MemTable::try_new(first.schema(), vec![batches]).map_err(df_err)?;
+                let (ends, parts) = live_partitions(groups).into_iter().unzip();
+                let mem = MemTable::try_new(schema, parts).map_err(df_err)?;
                 tables.push(Source {
                     hot: Vec::new(),
                     others: None,
                     keys: None,
                     types: None,
                     table: Arc::new(mem),
+                    live_ends: Some(ends),
                 });
             }
         }
@@ -177,12 +185,74 @@ impl QueryEngine {
     }
 }
 
-/// How many traces `batches` hold, and those whose part is incomplete: a span without
-/// nested-set numbers (no root, or a parent not in the batches).
-fn trace_ids(batches: &[RecordBatch]) -> (u64, IncompleteTraces) {
-    let mut ids = IncompleteTraces::default();
+/// Partitions of the head's table, about: the head's groups are parts of a second's arrivals
+/// (a few thousand spans each at 15k spans/s, 60 and more of them), and a partition costs a
+/// task and a plan's streams.
+const LIVE_PARTITIONS: usize = 32;
+
+/// The head's `groups` as the partitions of its table, each with the latest span start in it:
+/// groups in order of that latest start, neighbours merged up to a [`LIVE_PARTITIONS`]th of
+/// the rows. A search reads partitions newest first and stops once none left can hold a newer
+/// trace than those found, as it does blocks; each keeps its traces whole, as the groups do.
+fn live_partitions(groups: Vec<Vec<RecordBatch>>) -> Vec<(u64, Vec<RecordBatch>)> {
+    let mut ended: Vec<(u64, Vec<RecordBatch>)> = groups
+        .into_iter()
+        .filter(|g| g.iter().any(|b| b.num_rows() > 0))
+        .map(|g| (latest_start(&g), g))
+        .collect();
+    ended.sort_by_key(|(end, _)| *end);
+    let total: usize = ended
+        .iter()
+        .flat_map(|(_, g)| g)
+        .map(RecordBatch::num_rows)
+        .sum();
+    let least = total / LIVE_PARTITIONS;
+    let mut out: Vec<(u64, Vec<RecordBatch>)> = Vec::new();
+    // Rows of the last partition.
+    let mut rows = 0;
+    for (end, g) in ended {
+        let n: usize = g.iter().map(RecordBatch::num_rows).sum();
+        match out.last_mut() {
+            Some((e, last)) if rows < least => {
+                *e = end;
+                last.extend(g);
+                rows += n;
+            }
+            _ => {
+                out.push((end, g));
+                rows = n;
+            }
+        }
+    }
+    out
+}
+
+/// The latest span start in `batches`; `u64::MAX` (read first) when it cannot be told.
+fn latest_start(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .map(|b| {
+            b.column_by_name(c::START_TIME)
+                .and_then(|a| a.as_primitive_opt::<UInt64Type>())
+                .map_or(Some(u64::MAX), arrow::compute::max)
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(u64::MAX)
+}
+
+/// How many traces the head's `groups` hold, and those whose part there is incomplete: a span
+/// without nested-set numbers (no root, or a parent not in the head), or a trace in more than
+/// one group (each group's rows are evaluated on their own).
+fn trace_ids(groups: &[Vec<RecordBatch>]) -> (u64, IncompleteTraces) {
+    let mut ids: std::collections::HashMap<TraceId, usize, foldhash::fast::RandomState> =
+        Default::default();
     let mut split = IncompleteTraces::default();
-    for b in batches {
+    for (g, b) in groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, batches)| batches.iter().map(move |b| (g, b)))
+    {
         let id = b
             .column_by_name(c::TRACE_ID)
             .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>());
@@ -196,11 +266,64 @@ fn trace_ids(batches: &[RecordBatch]) -> (u64, IncompleteTraces) {
             let Ok(t) = TraceId::from_bytes(id.value(i)) else {
                 continue;
             };
-            ids.insert(t);
-            if left.value(i) == 0 {
+            let first = *ids.entry(t).or_insert(g);
+            if left.value(i) == 0 || first != g {
                 split.insert(t);
             }
         }
     }
     (ids.len() as u64, split)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::to_arrow::resource_spans_to_batches;
+    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    /// A group holding one span of trace 7: `span`, child of `parent` (0: a root).
+    fn group(span: u8, parent: u8, start: u64) -> Vec<RecordBatch> {
+        let s = Span {
+            trace_id: [7; 16].to_vec(),
+            span_id: [span; 8].to_vec(),
+            parent_span_id: if parent == 0 {
+                Vec::new()
+            } else {
+                [parent; 8].to_vec()
+            },
+            name: "op".into(),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 10,
+            ..Default::default()
+        };
+        let rs = ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![s],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        resource_spans_to_batches(vec![rs], 1024).unwrap()
+    }
+
+    #[test]
+    fn a_trace_in_two_groups_of_the_head_is_split_even_when_each_part_looks_whole() {
+        let id = TraceId([7; 16]);
+        // One group: whole.
+        let (traces, split) = trace_ids(&[group(1, 0, 100)]);
+        assert_eq!((traces, split.contains(&id)), (1, false));
+        // A child whose parent is in another group: incomplete there.
+        let (_, split) = trace_ids(&[group(1, 0, 100), group(2, 1, 200)]);
+        assert!(split.contains(&id));
+        // Two roots in two groups: each part numbers whole, yet neither holds the trace.
+        let (traces, split) = trace_ids(&[group(1, 0, 100), group(2, 0, 200)]);
+        assert_eq!((traces, split.contains(&id)), (1, true));
+    }
+
+    #[test]
+    fn the_heads_partitions_are_ordered_by_their_latest_start() {
+        let parts = live_partitions(vec![group(1, 0, 300), Vec::new(), group(2, 0, 100)]);
+        let ends: Vec<u64> = parts.iter().map(|(e, _)| *e).collect();
+        assert_eq!(ends, [100, 300]);
+    }
 }

@@ -137,6 +137,7 @@ pub(crate) async fn register(ctx: &SessionContext, src: &Sources, attrs: &[AttrR
             keys: None,
             types: None,
             table: Arc::new(table),
+            live_ends: None,
         }];
         &empty[..]
     } else {

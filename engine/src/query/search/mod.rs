@@ -135,6 +135,8 @@ struct Input {
     /// The logical plan before the split, for `explain`.
     logical: datafusion::logical_expr::LogicalPlan,
     parts: Vec<BlockPart>,
+    /// The head's partitions: the latest a trace in each can start (empty for blocks).
+    head_ends: Vec<u64>,
 }
 
 impl Input {
@@ -143,12 +145,13 @@ impl Input {
     }
 }
 
-/// One partition to read: input, partition, and the latest a trace in it can start (`None`:
-/// the head, always read first).
+/// One partition to read: input, partition, the latest a trace in it can start, and whether
+/// its rows come sorted by trace ID (a block's do; the head's do not).
 struct Unit {
     input: usize,
     partition: usize,
-    end: Option<u64>,
+    end: u64,
+    sorted: bool,
 }
 
 /// Whether the optimiser proved `plan` empty (an `EmptyExec` under single-input nodes).
@@ -295,7 +298,10 @@ impl QueryEngine {
             let o = state.optimize(&input.logical).map_err(df_err)?;
             logical.push_str(&format!("-- spans input {i} --\n{}\n", o.display_indent()));
             let what = if input.parts.is_empty() {
-                "the live head".to_string()
+                format!(
+                    "the live head, {} partition(s) of whole traces",
+                    input.head_ends.len()
+                )
             } else {
                 let slices = input.parts.iter().filter(|p| p.slice.is_some()).count();
                 let whole = input.parts.len() - slices;
@@ -517,27 +523,27 @@ impl QueryEngine {
         ));
         let mut units: Vec<Unit> = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
-            if input.parts.is_empty() {
-                units.push(Unit {
-                    input: i,
-                    partition: 0,
-                    end: None,
-                });
-            }
+            units.extend(input.head_ends.iter().enumerate().map(|(p, end)| Unit {
+                input: i,
+                partition: p,
+                end: *end,
+                sorted: false,
+            }));
             units.extend(input.parts.iter().enumerate().map(|(p, b)| Unit {
                 input: i,
                 partition: p,
-                end: Some(b.end()),
+                end: b.end(),
+                sorted: true,
             }));
         }
-        // The head first, then blocks by the latest start they can hold.
-        units.sort_by_key(|u| std::cmp::Reverse(u.end.unwrap_or(u64::MAX)));
+        // Blocks and the head's partitions by the latest start they can hold.
+        units.sort_by_key(|u| std::cmp::Reverse(u.end));
         let mut running = tokio::task::JoinSet::new();
         let mut next = units.iter();
         loop {
             while running.len() < BLOCKS_IN_FLIGHT {
                 let Some(u) = next.next() else { break };
-                if u.end.is_some_and(|e| newest.lock().beyond(e)) {
+                if newest.lock().beyond(u.end) {
                     // Sorted by end: no block after this one can offer anything either.
                     next = units[units.len()..].iter();
                     break;
@@ -552,8 +558,7 @@ impl QueryEngine {
                 let rows = trace_stage::Rows {
                     roots: open(&input.roots)?,
                     rest: open(&input.rest)?,
-                    // Blocks are written sorted by trace ID; the head is not.
-                    sorted: u.end.is_some(),
+                    sorted: u.sorted,
                 };
                 let (stage, newest) = (stage.clone(), newest.clone());
                 running.spawn(async move { stage.block(rows, &newest, tenant).await });
@@ -598,6 +603,7 @@ async fn input(
     let parts = BlocksTable::of(source.table.as_ref())
         .map(|t| t.parts().to_vec())
         .unwrap_or_default();
+    let head_ends = source.live_ends.clone().unwrap_or_default();
     let logical = plan::span_rows(&source, c, range)?;
     let parent = || datafusion::prelude::col(crate::schema::col::NESTED_SET_PARENT);
     let zero = || datafusion::prelude::lit(0i32);
@@ -628,10 +634,11 @@ async fn input(
             continue;
         }
         let partitions = plan.output_partitioning().partition_count();
-        if partitions != parts.len().max(1) {
+        if partitions != parts.len() + head_ends.len() {
             return Err(EngineError::Internal(format!(
-                "search plan has {partitions} partitions for {} parts of blocks",
-                parts.len()
+                "search plan has {partitions} partitions for {} parts of blocks and {} of the head",
+                parts.len(),
+                head_ends.len()
             )));
         }
         plans.push(Some(plan));
@@ -647,5 +654,6 @@ async fn input(
         rest,
         logical,
         parts,
+        head_ends,
     }))
 }
