@@ -1,9 +1,9 @@
 //! OS priorities of Allegro's threads: what gets a core first when both are busy.
 //!
 //! Three tiers, by Linux nice value (per thread): ingest and health checks at 0, so exporters
-//! are never refused for want of CPU; queries at [`QUERY_NICE`]; work that can wait a few
-//! seconds without anyone noticing (encoding cut blocks, compaction, converting the head ahead
-//! of queries) at [`BACKGROUND_NICE`]. CFS shares a busy core by weight (1024 at nice 0, 110 at
+//! are never refused for want of CPU; queries, and converting the head ahead of them, at
+//! [`QUERY_NICE`]; work that can wait a few seconds without anyone noticing (encoding cut
+//! blocks, compaction) at [`BACKGROUND_NICE`]. CFS shares a busy core by weight (1024 at nice 0, 110 at
 //! 10, 36 at 15), so a running query gets three times the CPU of a block write beside it, and
 //! both get all of it when ingest leaves a core idle. In the 60k spans/s soak, block encoding
 //! and compaction at nice 0 took the CPU from queries at nice 10 and made every query's p99
@@ -12,8 +12,7 @@
 /// OS priority of query threads (0 is normal; higher yields the CPU to other threads).
 pub const QUERY_NICE: i32 = 10;
 
-/// OS priority of background work: block encoding, compaction, head conversion ahead of
-/// queries.
+/// OS priority of background work: block encoding, compaction.
 pub const BACKGROUND_NICE: i32 = 15;
 
 /// Sets the calling thread's nice value (Linux: per thread; threads it spawns inherit it).
