@@ -185,9 +185,9 @@ impl QueryEngine {
     }
 }
 
-/// Partitions of the head's table, about: the head's groups are parts of a second's arrivals
-/// (a few thousand spans each at 15k spans/s, 60 and more of them), and a partition costs a
-/// task and a plan's streams.
+/// Partitions of the head's table, about: the head's groups are its parts (a queried tenant's
+/// arrivals are sealed into a part four times a second: a few thousand spans each at 15k
+/// spans/s, hundreds of them), and a partition costs a task and a plan's streams.
 const LIVE_PARTITIONS: usize = 32;
 
 /// The head's `groups` as the partitions of its table, each with the latest span start in it:
