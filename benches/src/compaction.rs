@@ -16,11 +16,10 @@ use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::ids::TraceId;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use allegro_engine::query::search::SearchRequest;
-use allegro_engine::storage::{StorageBackend, open_store};
 use serde_json::{Value, json};
 
 use crate::Common;
-use crate::dataset::{self, TENANT};
+use crate::dataset::{self, TENANT, local_store};
 use crate::report::{Latency, current_rss, emit, peak_rss, reset_peak_rss};
 
 /// Options of `allegro-bench compaction`.
@@ -204,30 +203,10 @@ async fn queries(dir: &Path, a: &CompactionArgs, ids: &[TraceId]) -> Result<Valu
     Ok(Value::Object(out))
 }
 
-fn local_store(dir: &Path) -> Result<Arc<dyn object_store::ObjectStore>, String> {
-    open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .map_err(|e| e.to_string())
-}
-
-/// Trace by ID as a process's first lookup: a fresh catalog each time, so the clock includes
-/// listing the tenant's blocks and reading every `meta.json`.
+/// Trace by ID as a process's first lookup, 50 of `ids` ([`dataset::cold_trace_lookups`]).
 async fn cold_lookups(dir: &Path, ids: &[TraceId]) -> Result<Latency, String> {
-    let mut cold = Vec::new();
-    for id in ids.iter().take(50) {
-        let fresh = Catalog::new(local_store(dir)?, CatalogConfig::default());
-        let t0 = Instant::now();
-        let got = fresh
-            .find_trace(TENANT, id, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        cold.push(t0.elapsed());
-        if got.resource_spans.is_empty() {
-            return Err(format!("trace {id} not found"));
-        }
-    }
-    Ok(Latency::of(cold))
+    let (took, _) = dataset::cold_trace_lookups(dir, &ids[..ids.len().min(50)]).await?;
+    Ok(Latency::of(took))
 }
 
 impl CompactionArgs {

@@ -1,10 +1,13 @@
 //! Cached benchmark datasets: generated once per scale, reused by every run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use allegro_datasets::{BlockCut, GenOptions, write_blocks};
 use allegro_engine::block::writer::{BlockCompression, BlockWriteOptions};
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::ids::TraceId;
 use allegro_engine::storage::{StorageBackend, open_store};
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
@@ -68,8 +71,7 @@ pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, Datase
         c.compression.replace(':', "")
     ));
     let marker = dir.join("dataset.json");
-    let store =
-        open_store(&StorageBackend::Local { path: dir.clone() }).map_err(|e| e.to_string())?;
+    let store = local_store(&dir)?;
     if let Ok(bytes) = std::fs::read(&marker)
         && let Ok(info) = serde_json::from_slice::<DatasetInfo>(&bytes)
     {
@@ -77,8 +79,7 @@ pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, Datase
     }
     // A half-written dataset from an interrupted run is discarded.
     let _ = std::fs::remove_dir_all(&dir);
-    let store =
-        open_store(&StorageBackend::Local { path: dir.clone() }).map_err(|e| e.to_string())?;
+    let store = local_store(&dir)?;
     eprintln!(
         "generating dataset {} (once; cached for later runs)…",
         dir.display()
@@ -118,17 +119,45 @@ pub async fn ensure(c: &Common) -> Result<(Arc<dyn ObjectStore>, PathBuf, Datase
     Ok((store, dir, info))
 }
 
+/// The object store over the local directory `dir`.
+pub fn local_store(dir: &Path) -> Result<Arc<dyn ObjectStore>, String> {
+    open_store(&StorageBackend::Local {
+        path: dir.to_path_buf(),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Trace by ID as a process's first lookup: each of `ids` looked up by a fresh catalog over
+/// `dir` (empty caches, so the clock includes listing the blocks and reading every
+/// `meta.json`; the OS page cache stays warm, as on a machine that has served before, and
+/// object-store latency is not simulated). The latencies, and the bytes read in all.
+pub async fn cold_trace_lookups(
+    dir: &Path,
+    ids: &[TraceId],
+) -> Result<(Vec<Duration>, u64), String> {
+    let (mut took, mut bytes) = (Vec::with_capacity(ids.len()), 0);
+    for id in ids {
+        let fresh = Catalog::new(local_store(dir)?, CatalogConfig::default());
+        let t0 = Instant::now();
+        let found = fresh
+            .find_trace(TENANT, id, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        took.push(t0.elapsed());
+        if found.resource_spans.is_empty() {
+            return Err(format!("trace {id} not found"));
+        }
+        bytes += fresh.read_counters().1;
+    }
+    Ok((took, bytes))
+}
+
 /// A query engine over the dataset in `dir` (no live head), and the end of its newest block:
 /// the query suites' ranges end there.
 pub async fn open_engine(
     dir: &std::path::Path,
 ) -> Result<(allegro_engine::query::QueryEngine, u64), String> {
-    use allegro_engine::catalog::{Catalog, CatalogConfig};
-    let store = open_store(&StorageBackend::Local {
-        path: dir.to_path_buf(),
-    })
-    .map_err(|e| e.to_string())?;
-    let catalog = Arc::new(Catalog::new(store, CatalogConfig::default()));
+    let catalog = Arc::new(Catalog::new(local_store(dir)?, CatalogConfig::default()));
     let data_end = catalog
         .blocks(TENANT)
         .await

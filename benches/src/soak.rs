@@ -175,7 +175,6 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// A refusal's class: status and the first words of its reason.
 /// `google.rpc.Status`, the body of an OTLP/HTTP refusal sent as protobuf.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RpcStatus {
@@ -185,7 +184,7 @@ struct RpcStatus {
     message: String,
 }
 
-/// A status and the start of its answer's text.
+/// A refusal's class: its status and the first words of its answer's text.
 fn reason(status: u16, body: &str) -> String {
     let words: String = body.chars().take(80).collect();
     format!("{status} {}", words.replace('\n', " "))

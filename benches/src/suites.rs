@@ -10,7 +10,6 @@ use allegro_engine::convert::flatten::flatten;
 use allegro_engine::ids::TraceId;
 use allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use allegro_engine::otlp::trace::v1::ResourceSpans;
-use allegro_engine::storage::open_store;
 use prost::Message;
 use serde_json::json;
 
@@ -103,11 +102,7 @@ pub async fn block_write(c: &Common) -> Result<(), String> {
 /// Looks traces up by ID over the cached dataset, cold and warm.
 pub async fn trace_by_id(c: &Common, lookups: usize) -> Result<(), String> {
     let (_, dir, info) = dataset::ensure(c).await?;
-    let store = || {
-        open_store(&allegro_engine::storage::StorageBackend::Local { path: dir.clone() })
-            .map_err(|e| e.to_string())
-    };
-    let catalog = Catalog::new(store()?, CatalogConfig::default());
+    let catalog = Catalog::new(dataset::local_store(&dir)?, CatalogConfig::default());
     let blocks = catalog.blocks(TENANT).await.map_err(|e| e.to_string())?;
     // Real IDs spread over every block (each block's smallest and largest), plus absent ones.
     let mut present: Vec<TraceId> = Vec::new();
@@ -124,23 +119,9 @@ pub async fn trace_by_id(c: &Common, lookups: usize) -> Result<(), String> {
         })
         .collect();
 
-    // Cold: a fresh catalog per lookup (empty caches; the OS page cache stays warm, as on a
-    // machine that has served before — object-store latency is not simulated).
-    let mut cold = Vec::new();
-    let mut cold_bytes = 0;
-    for id in present.iter().take(lookups.min(100)) {
-        let fresh = Catalog::new(store()?, CatalogConfig::default());
-        let t0 = Instant::now();
-        let found = fresh
-            .find_trace(TENANT, id, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        cold.push(t0.elapsed());
-        if found.resource_spans.is_empty() {
-            return Err(format!("trace {id} not found"));
-        }
-        cold_bytes += fresh.read_counters().1;
-    }
+    // Cold: a fresh catalog per lookup.
+    let (cold, cold_bytes) =
+        dataset::cold_trace_lookups(&dir, &present[..present.len().min(100)]).await?;
     let n_cold = cold.len().max(1) as u64;
 
     // Warm: one catalog, caches filled by the warm-up pass.

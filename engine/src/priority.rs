@@ -3,9 +3,9 @@
 //! Three tiers, by Linux nice value (per thread): ingest and health checks at 0, so exporters
 //! are never refused for want of CPU; queries, and converting the head ahead of them, at
 //! [`QUERY_NICE`]; work that can wait a few seconds without anyone noticing (encoding cut
-//! blocks, compaction) at [`BACKGROUND_NICE`]. CFS shares a busy core by weight (1024 at nice 0, 110 at
-//! 10, 36 at 15), so a running query gets three times the CPU of a block write beside it, and
-//! both get all of it when ingest leaves a core idle. In the 60k spans/s soak, block encoding
+//! blocks, compaction) at [`BACKGROUND_NICE`]. CFS shares a busy core by weight (1024 at nice
+//! 0, 110 at 10, 36 at 15), so a running query gets three times the CPU of a block write beside
+//! it, and both get all of it when ingest leaves a core idle. In the 60k spans/s soak, block encoding
 //! and compaction at nice 0 took the CPU from queries at nice 10 and made every query's p99
 //! under load 4–40 times its idle p99.
 

@@ -161,8 +161,6 @@ pub struct Ingester {
     flush_lock: tokio::sync::Mutex<()>,
     /// The heads' parts as queries see them.
     snapshots: HeadSnapshots,
-    /// Whether the flush loop's conversion ahead of queries is running.
-    converting_ahead: AtomicBool,
     tap: std::sync::OnceLock<Arc<dyn SpanTap>>,
 }
 
@@ -328,7 +326,6 @@ impl Ingester {
             wake: tokio::sync::Notify::new(),
             flush_lock: tokio::sync::Mutex::new(()),
             snapshots: HeadSnapshots::default(),
-            converting_ahead: AtomicBool::new(false),
             tap: std::sync::OnceLock::new(),
         });
         Ok((ing, out))
@@ -844,16 +841,13 @@ impl Ingester {
         let ahead = tokio::spawn(async move {
             let mut tick = tokio::time::interval(CONVERT_AHEAD_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // One conversion at a time: the next tick waits for this one to end.
             while !me.closing.load(Ordering::Relaxed) {
                 tick.tick().await;
-                if !me.converting_ahead.swap(true, Ordering::Relaxed) {
-                    let me = me.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        at_nice(QUERY_NICE, || me.convert_ahead());
-                        me.converting_ahead.store(false, Ordering::Relaxed);
-                    })
-                    .await;
-                }
+                let me = me.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || at_nice(QUERY_NICE, || me.convert_ahead()))
+                        .await;
             }
         });
         let mut tick = tokio::time::interval(self.cfg.flush_check_period);
