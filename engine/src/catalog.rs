@@ -43,6 +43,8 @@ pub struct CatalogConfig {
     pub footer_cache_bytes: u64,
     /// Bytes of bloom filters kept.
     pub bloom_cache_bytes: u64,
+    /// Bytes of block rollups (span counts per minute) kept, decoded.
+    pub rollup_cache_bytes: u64,
     /// How long a tenant's block list is trusted before storage is listed again
     /// (Tempo's `blocklist_poll`).
     pub blocklist_poll: Duration,
@@ -59,6 +61,7 @@ impl Default for CatalogConfig {
             meta_cache_bytes: 64 << 20,
             footer_cache_bytes: 256 << 20,
             bloom_cache_bytes: 256 << 20,
+            rollup_cache_bytes: 128 << 20,
             blocklist_poll: Duration::from_secs(30),
             read_concurrency: 8,
             index_stale_after: Some(Duration::from_secs(300)),
@@ -98,6 +101,8 @@ pub struct Catalog {
     page_sums: Cache<Uuid, Arc<PageSums>>,
     /// `None` for a bloom found damaged: the block is read as if it said "maybe".
     blooms: Cache<Uuid, Option<Arc<TraceBloom>>>,
+    /// Decoded rollups; `None` for one found damaged (the block is then read span by span).
+    rollups: Cache<Uuid, Option<Arc<RecordBatch>>>,
     /// Damaged blocks, skipped by every query.
     quarantine: Quarantine,
     incomplete: Cache<Uuid, Arc<IncompleteTraces>>,
@@ -120,6 +125,15 @@ impl std::fmt::Debug for Catalog {
             .field("store", &self.store.to_string())
             .finish()
     }
+}
+
+/// All of the object at `path`.
+async fn whole_object(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bytes::Bytes> {
+    let got = store
+        .get_opts(path, GetOptions::default())
+        .await
+        .map_err(|e| EngineError::storage(path, e))?;
+    got.bytes().await.map_err(|e| EngineError::storage(path, e))
 }
 
 fn weigh(bytes: usize) -> u32 {
@@ -160,6 +174,12 @@ impl Catalog {
                 })
                 .max_capacity(cfg.bloom_cache_bytes)
                 .build(),
+            rollups: Cache::builder()
+                .weigher(|_, r: &Option<Arc<RecordBatch>>| {
+                    weigh(r.as_ref().map_or(64, |r| r.get_array_memory_size()))
+                })
+                .max_capacity(cfg.rollup_cache_bytes)
+                .build(),
             // Shares the metas' budget: the lists are usually empty or short.
             incomplete: Cache::builder()
                 .weigher(|_, t: &Arc<IncompleteTraces>| weigh(64 + t.len() * 24))
@@ -194,6 +214,7 @@ impl Catalog {
         self.footers.invalidate_all();
         self.scan_footers.invalidate_all();
         self.blooms.invalidate_all();
+        self.rollups.invalidate_all();
         self.incomplete.invalidate_all();
     }
 
@@ -575,14 +596,7 @@ impl Catalog {
         let sums = meta.checksums.clone();
         self.blooms
             .try_get_with(meta.block_id, async move {
-                let b = store
-                    .get_opts(&path, GetOptions::default())
-                    .await
-                    .map_err(|e| EngineError::storage(&path, e))?;
-                let bytes = b
-                    .bytes()
-                    .await
-                    .map_err(|e| EngineError::storage(&path, e))?;
+                let bytes = whole_object(&store, &path).await?;
                 let checked = match &sums {
                     Some(s) => s.verify_bloom(&bytes).map_err(|m| EngineError::corrupt(&path, m)),
                     None => Ok(()),
@@ -597,6 +611,33 @@ impl Catalog {
             })
             .await
             .map_err(unwrap_arc)
+    }
+
+    /// A block's span counts per minute ([`crate::block::rollup`]), cached; `None` when the
+    /// block has none or it is damaged (logged once per load): a rollup is an index, so the
+    /// block is then read span by span.
+    pub(crate) async fn rollup(&self, meta: &BlockMeta) -> Option<Arc<RecordBatch>> {
+        let info = meta.rollup.clone()?;
+        let path = block_path(&meta.tenant_id, &meta.block_id, objects::ROLLUP);
+        let store = self.store.clone();
+        let loaded = self
+            .rollups
+            .try_get_with(meta.block_id, async move {
+                let bytes = whole_object(&store, &path).await?;
+                match crate::block::rollup::read(path.as_ref(), bytes, &info) {
+                    Ok(r) => Ok::<_, EngineError>(Some(Arc::new(r))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "damaged rollup: the block is read span by span");
+                        Ok(None)
+                    }
+                }
+            })
+            .await;
+        // A read that failed (not cached: it may succeed next time) costs only the shortcut.
+        loaded.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "rollup not read: the block is read span by span");
+            None
+        })
     }
 
     /// The Parquet footer and page index of a block, cached; loaded through `store`.

@@ -1044,6 +1044,9 @@ pub struct CacheConfig {
     /// Block metas.
     #[serde(deserialize_with = "null_default")]
     pub meta_mb: u64,
+    /// Blocks' span counts per minute (`rollup.parquet`), read by counting metrics queries.
+    #[serde(deserialize_with = "null_default")]
+    pub rollup_mb: u64,
 }
 
 impl Default for CacheConfig {
@@ -1052,6 +1055,7 @@ impl Default for CacheConfig {
             footer_mb: 256,
             bloom_mb: 256,
             meta_mb: 64,
+            rollup_mb: 128,
         }
     }
 }

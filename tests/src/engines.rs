@@ -167,13 +167,27 @@ pub async fn generated(dir: &Path, seed: u64, spans: u64) -> (QueryEngine, Vec<R
     for chunk in traces[..live_from].chunks(live_from.div_ceil(3)) {
         store_block(&catalog, TENANT, chunk.iter().flatten().cloned().collect()).await;
     }
+    let engine =
+        QueryEngine::new(catalog, Some(Arc::new(generated_head(&traces)))).expect("engine");
+    (engine, traces.into_iter().flatten().collect())
+}
+
+/// The live head of [`generated`]: its last tenth of the traces.
+fn generated_head(traces: &[Vec<ResourceSpans>]) -> StaticLive {
+    let live_from = traces.len() * 9 / 10;
     let live = resource_spans_to_batches(
         traces[live_from..].iter().flatten().cloned().collect(),
         4096,
     )
     .expect("batches");
-    let engine = QueryEngine::new(catalog, Some(Arc::new(StaticLive::one(live)))).expect("engine");
-    (engine, traces.into_iter().flatten().collect())
+    StaticLive::one(live)
+}
+
+/// A fresh engine (nothing cached) over the blocks [`generated`] stored in `dir` with the same
+/// `seed` and `spans`, and the same live head.
+pub fn reopened_generated(dir: &Path, seed: u64, spans: u64) -> QueryEngine {
+    let head = generated_head(&generated_traces(seed, spans));
+    QueryEngine::new(catalog_at(dir), Some(Arc::new(head))).expect("engine")
 }
 
 /// The generated shop's traces (`spans` spans over 10 minutes from 2026-01-01), each as its

@@ -17,6 +17,8 @@ pub mod objects {
     pub const DATA: &str = "data.parquet";
     /// Trace-ID bloom filter.
     pub const BLOOM: &str = "bloom";
+    /// Span counts per minute (see [`crate::block::rollup`]).
+    pub const ROLLUP: &str = "rollup.parquet";
     /// Marks a directory that is not, or no longer, a whole block: put before a block's first
     /// object and before its deletion, removed once its `meta.json` is written. A directory
     /// without `meta.json` and without this marker held a whole block and lost its
@@ -100,6 +102,10 @@ pub struct BlockMeta {
     /// written before they were recorded: read unverified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksums: Option<Checksums>,
+    /// The block's span counts per minute, `rollup.parquet` (see [`crate::block::rollup`]);
+    /// `None` in blocks written before they were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollup: Option<RollupInfo>,
     /// The seal of `meta.json` itself (see [`crate::block::checksums`]); must stay last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta_crc32: Option<String>,
@@ -129,6 +135,18 @@ impl BlockSlice {
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
         overlap((self.start_unix_nano, self.end_unix_nano), (start, end))
     }
+}
+
+/// What `meta.json` records of a block's `rollup.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollupInfo {
+    /// Its bytes.
+    pub size: u64,
+    /// Its rows.
+    pub rows: u64,
+    /// CRC-32 of its bytes, verified on read.
+    pub crc32: u32,
 }
 
 /// Do the closed ranges `a` and `b` overlap?

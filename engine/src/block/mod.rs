@@ -1,4 +1,5 @@
-//! Immutable blocks on object storage: `<tenant>/<block_id>/{meta.json,data.parquet,bloom}`.
+//! Immutable blocks on object storage:
+//! `<tenant>/<block_id>/{meta.json,data.parquet,bloom,rollup.parquet}`.
 
 pub mod bloom;
 pub mod checksums;
@@ -10,6 +11,7 @@ pub mod object_reader;
 pub mod quarantine;
 pub mod reader;
 pub mod recorded;
+pub mod rollup;
 pub mod row_groups;
 pub mod scan_footer;
 pub mod slices;

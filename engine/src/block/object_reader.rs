@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result};
@@ -58,11 +58,10 @@ impl ObjectReader {
 
     /// Fetches `ranges`, checked when there are checksums.
     async fn fetch(&self, ranges: Vec<Range<u64>>) -> Result<Vec<Bytes>> {
-        let got = self
-            .store
-            .get_ranges(&self.path, &ranges)
-            .await
-            .map_err(external)?;
+        let got = match self.store.get_ranges(&self.path, &ranges).await {
+            Ok(got) => got,
+            Err(e) => return Err(self.failed(e).await),
+        };
         let Some((sums, footer_len)) = &self.checksums else {
             return Ok(got);
         };
@@ -90,6 +89,27 @@ impl ObjectReader {
     }
 }
 
+impl ObjectReader {
+    /// The error for a read that failed with `e`: a damaged block when the object is no longer
+    /// the size `meta.json` gives (a truncated file fails a ranged read past its end, and stores
+    /// word that differently), else `e` as it came. One HEAD request, on the error path only.
+    async fn failed(&self, e: object_store::Error) -> ParquetError {
+        if matches!(e, object_store::Error::NotFound { .. }) {
+            return external(e);
+        }
+        match self.store.head(&self.path).await {
+            Ok(m) if m.size != self.size => damaged(
+                &self.path,
+                format!(
+                    "the object is {} bytes, meta.json says {} ({e})",
+                    m.size, self.size
+                ),
+            ),
+            _ => external(e),
+        }
+    }
+}
+
 fn damaged(path: &Path, message: String) -> ParquetError {
     ParquetError::External(Box::new(EngineError::corrupt(path, message)))
 }
@@ -109,12 +129,14 @@ impl AsyncFileReader for ObjectReader {
                 range: Some(GetRange::Bounded(range)),
                 ..Default::default()
             };
-            let r = self
-                .store
-                .get_opts(&self.path, opts)
-                .await
-                .map_err(external)?;
-            r.bytes().await.map_err(external)
+            let got = match self.store.get_opts(&self.path, opts).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(b) => Ok(b),
+                Err(e) => Err(self.failed(e).await),
+            }
         }
         .boxed()
     }

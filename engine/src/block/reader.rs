@@ -92,6 +92,20 @@ pub async fn verify_block(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Res
             .map_err(|m| EngineError::corrupt(&bloom_path, m))?;
     }
     super::bloom::TraceBloom::from_bytes(bloom_path.as_ref(), &bloom)?;
+    if let Some(info) = &meta.rollup {
+        let path = block_path(&meta.tenant_id, &meta.block_id, objects::ROLLUP);
+        let rollup = super::rollup::read(path.as_ref(), whole(&path).await?, info)?;
+        let counted = super::rollup::spans_counted(&rollup);
+        if counted != meta.total_spans {
+            return Err(EngineError::corrupt(
+                path,
+                format!(
+                    "the rollup counts {counted} spans where meta.json records {}",
+                    meta.total_spans
+                ),
+            ));
+        }
+    }
     let data_path = block_path(&meta.tenant_id, &meta.block_id, objects::DATA);
     if let Some(sums) = &meta.checksums {
         let data = whole(&data_path).await?;

@@ -13,8 +13,9 @@ use parquet::schema::types::ColumnPath;
 use uuid::Uuid;
 
 use super::bloom::TraceBloom;
-use super::meta::{BlockMeta, BlockSlice, objects, rfc3339_seconds};
+use super::meta::{BlockMeta, BlockSlice, RollupInfo, objects, rfc3339_seconds};
 use super::recorded::RecordedKeys;
+use super::rollup::RollupBuilder;
 use super::row_groups::{RowGroups, Rows, Written};
 use super::spill::{BlockData, Sink};
 use super::tag_values::ValueScan;
@@ -121,6 +122,8 @@ pub struct EncodedBlock {
     pub data: BlockData,
     /// `bloom`.
     pub bloom: Bytes,
+    /// `rollup.parquet` (`None`: the block has none).
+    pub rollup: Option<Bytes>,
 }
 
 /// The object path of `object` in a block.
@@ -184,7 +187,8 @@ pub fn encode_block(
 }
 
 /// An encoded `data.parquet` and where its row groups went.
-type ParquetFile = (BlockData, Written);
+/// The encoder thread's output: the file, its row groups and the block's rollup.
+type ParquetFile = (BlockData, Written, Option<RecordBatch>);
 
 /// Writes a block a batch of whole traces at a time, so memory is bounded by a batch rather
 /// than the block: converting spans to Arrow happens on the caller's thread while a second
@@ -341,11 +345,13 @@ impl BlockEncoder {
             .name("allegro-parquet".into())
             .spawn(move || -> Result<ParquetFile> {
                 let mut groups = RowGroups::new(&mut sink, schema, props, group_rows)?;
+                let mut rollup = RollupBuilder::default();
                 for rows in rx {
+                    rollup.add(&rows.batch)?;
                     groups.write(rows)?;
                 }
                 let written = groups.finish()?;
-                Ok((sink.finish()?, written))
+                Ok((sink.finish()?, written, rollup.finish()?))
             })
             .map_err(|e| EngineError::Internal(format!("starting the Parquet encoder: {e}")))?;
         Ok(Self {
@@ -583,7 +589,9 @@ impl BlockEncoder {
 
     /// Closes the Parquet file and builds the block's metadata.
     pub fn finish(mut self) -> Result<EncodedBlock> {
-        let (data, written) = self.join()?;
+        let (data, written, rollup) = self.join()?;
+        let rollup_rows = rollup.as_ref().map_or(0, |r| r.num_rows() as u64);
+        let rollup = rollup.as_ref().map(super::rollup::encode).transpose()?;
         // Slices that got rows, with the row groups the file put them in.
         let slices: Vec<BlockSlice> = self
             .slices
@@ -653,12 +661,18 @@ impl BlockEncoder {
             compacted_from: None,
             slices: sliced.then_some(slices),
             checksums: Some(checksums),
+            rollup: rollup.as_ref().map(|r| RollupInfo {
+                size: r.len() as u64,
+                rows: rollup_rows,
+                crc32: crc32fast::hash(r),
+            }),
             meta_crc32: None,
         };
         Ok(EncodedBlock {
             meta,
             data,
             bloom: Bytes::from(bloom),
+            rollup,
         })
     }
 }
@@ -683,7 +697,7 @@ async fn put_object(
     Ok(())
 }
 
-/// Stores a block's data and bloom; it stays invisible until [`put_block_meta`]. The
+/// Stores a block's data, rollup and bloom; it stays invisible until [`put_block_meta`]. The
 /// directory is marked pending first, so what a write cut short leaves is known for an orphan.
 pub async fn put_block_data(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) -> Result<()> {
     put_object(store, &block.meta, objects::PENDING, Bytes::new()).await?;
@@ -692,6 +706,9 @@ pub async fn put_block_data(store: &Arc<dyn ObjectStore>, block: &EncodedBlock) 
         .data
         .put(store, &block_path(&m.tenant_id, &m.block_id, objects::DATA))
         .await?;
+    if let Some(r) = &block.rollup {
+        put_object(store, &block.meta, objects::ROLLUP, r.clone()).await?;
+    }
     put_object(store, &block.meta, objects::BLOOM, block.bloom.clone()).await
 }
 

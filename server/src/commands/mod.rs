@@ -27,6 +27,7 @@ pub fn open_catalog(cfg: &Config) -> Result<Arc<Catalog>, String> {
         footer_cache_bytes: t.cache.footer_mb << 20,
         bloom_cache_bytes: t.cache.bloom_mb << 20,
         meta_cache_bytes: t.cache.meta_mb << 20,
+        rollup_cache_bytes: t.cache.rollup_mb << 20,
         ..Default::default()
     };
     if let Some(p) = t.blocklist_poll {

@@ -177,6 +177,7 @@ impl Config {
                 "footer_mb": t.cache.footer_mb,
                 "bloom_mb": t.cache.bloom_mb,
                 "meta_mb": t.cache.meta_mb,
+                "rollup_mb": t.cache.rollup_mb,
             },
             "blocklist_poll": opt_dur(t.blocklist_poll),
             "blocklist_poll_stale_tenant_index": opt_dur(t.blocklist_poll_stale_tenant_index),

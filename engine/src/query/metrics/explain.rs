@@ -118,8 +118,16 @@ impl QueryEngine {
         } else {
             ""
         };
+        let rollups = match super::rollup::applies(st, grid) {
+            true => format!(
+                "; {} of them count from their span counts per minute (rollup.parquet) instead \
+                 of their spans",
+                super::rollup::qualifying(st, &src.blocks)
+            ),
+            false => String::new(),
+        };
         let reads = format!(
-            "{} of the tenant's {all_blocks} block(s) overlap the range{}{}{whole}",
+            "{} of the tenant's {all_blocks} block(s) overlap the range{}{}{whole}{rollups}",
             src.blocks.len(),
             match req.mode {
                 super::Mode::Recent => " and are recent",
@@ -165,6 +173,7 @@ impl QueryEngine {
         let needs = Needs {
             ids: st.simple.is_none(),
             sampling: smp,
+            counted: false,
         };
         let inputs = src
             .tables

@@ -9,6 +9,7 @@ pub mod explain;
 pub mod grid;
 pub mod plan;
 pub mod raw;
+pub mod rollup;
 pub mod series;
 mod tally;
 mod whole;
@@ -493,6 +494,7 @@ impl QueryEngine {
         let needs = Needs {
             ids: st.simple.is_none(),
             sampling,
+            counted: false,
         };
         // Exemplars come from a second, small pass: over one block per exemplar time slice
         // (opening a block is most of that pass's cost), and in those over the traces whose
@@ -522,6 +524,7 @@ impl QueryEngine {
             Needs {
                 ids: true,
                 sampling: Sampling::at(share),
+                counted: false,
             }
         });
         // Candidates per (interval, series): enough for Tempo's two per time slice.
@@ -531,12 +534,21 @@ impl QueryEngine {
             (2 * ((slices + intervals - 1) / intervals)).clamp(2, 100)
         });
         let mut raw = Raw::default();
+        let from_rollups = rollup::applies(st, grid);
         for src in &per_tenant {
             src.account(cost);
             if src.tables.is_empty() {
                 continue;
             }
             let ctx = self.session();
+            // Blocks whose span counts per minute answer the query are not scanned.
+            let covered = match from_rollups {
+                true => {
+                    rollup::count_from_rollups(&self.catalog, &ctx, src, st, grid, &mut raw, cost)
+                        .await?
+                }
+                false => HashSet::new(),
+            };
             let matched = self
                 .matched_spans(&ctx, src, st, (grid.start, grid.end), sampling, cost)
                 .await?;
@@ -557,8 +569,11 @@ impl QueryEngine {
                         .enumerate()
                         .filter_map(|(i, s)| {
                             let table = match (&ex_blocks, per_group) {
-                                (Some(chosen), Some(_)) => blocks_among(s, chosen)?,
-                                _ => s.table.clone(),
+                                (Some(chosen), Some(_)) => {
+                                    blocks_kept(s, &|b| chosen.contains(&b.block_id))?
+                                }
+                                _ if covered.is_empty() => s.table.clone(),
+                                _ => blocks_kept(s, &|b| !covered.contains(&b.block_id))?,
                             };
                             Some(whole::plans(whole, i, s, table, |s, t, except| {
                                 plan::rows(s, t, st, grid, pass, except)
@@ -753,11 +768,12 @@ fn exemplar_blocks<'a>(
         .collect()
 }
 
-/// `src`'s table over only the `chosen` blocks (the live head whole); `None` when none is left.
-fn blocks_among(src: &Source, chosen: &HashSet<Uuid>) -> Option<Arc<dyn TableProvider>> {
+/// `src`'s table over only the blocks `keep` accepts (the live head whole); `None` when none
+/// is left.
+fn blocks_kept(src: &Source, keep: &dyn Fn(&BlockMeta) -> bool) -> Option<Arc<dyn TableProvider>> {
     match BlocksTable::of(src.table.as_ref()) {
         Some(t) => t
-            .subset(&|b| chosen.contains(&b.block_id))
+            .subset(keep)
             .map(|t| Arc::new(t) as Arc<dyn TableProvider>),
         None => Some(src.table.clone()),
     }

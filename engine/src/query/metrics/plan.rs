@@ -130,6 +130,15 @@ pub struct Needs {
     pub ids: bool,
     /// Sampling applied to these rows.
     pub sampling: Option<Sampling>,
+    /// Each row stands for `span_count` spans (a block's rollup, [`super::rollup`]).
+    pub counted: bool,
+}
+
+impl Needs {
+    /// Whether rows carry a weight `w` to sum instead of being counted one each.
+    fn weighted(&self) -> bool {
+        self.sampling.is_some() || self.counted
+    }
 }
 
 /// The value column of `func` over `t`: durations in seconds.
@@ -201,6 +210,13 @@ pub(crate) fn rows(
             filter = s.filter().and(filter);
             (table, Some(lit(s.weight())))
         }
+        (None, _) if needs.counted => (
+            table,
+            Some(cast(
+                col(crate::block::rollup::SPAN_COUNT),
+                DataType::Float64,
+            )),
+        ),
         (None, _) => (table, None),
     };
     let mut proj = vec![col(c::START_TIME).alias(out::TS)];
@@ -352,7 +368,7 @@ pub(crate) fn aggregate(
         b = b.filter(col(out::B).is_not_null()).map_err(df_err)?;
         group.push(col(out::B));
     }
-    let weighted = needs.sampling.is_some();
+    let weighted = needs.weighted();
     let mut aggs = vec![if weighted {
         sum(col(out::W)).alias(out::N)
     } else {
