@@ -103,7 +103,7 @@ async fn answer(
     (got, r.status)
 }
 
-/// Counting queries over whole minutes, which blocks answer from their span counts per minute
+/// Counting queries, which blocks answer from their span counts per minute
 /// (`block/rollup.rs`), agree with the reference evaluator: with every rollup intact, with one
 /// damaged (that block is read span by span), and with the other blocks' spans damaged (only
 /// their rollups can answer; a query that needs spans then says it is partial).
@@ -121,29 +121,40 @@ async fn counts_from_rollups_agree_with_the_reference_evaluator() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, all) = generated(dir.path(), seed, spans).await;
     let traces = reference::traces(&all);
-    // Whole minutes: the range from the data's first minute, a two-minute step.
-    let grid = (
+    // Whole minutes (the range from the data's first minute, a two-minute step), and a step of
+    // Drilldown's shape (range / 64 s) whose boundaries cut minutes, which are counted from the
+    // spans of the blocks holding them.
+    let aligned = (
         GENERATED_START + 60_000_000_000,
         GENERATED_START + 600_000_000_000,
         120_000_000_000,
     );
-    let check = |engine: QueryEngine, when: &'static str| {
+    let cutting = (
+        GENERATED_START,
+        GENERATED_START + 600_000_000_000,
+        337_000_000_000,
+    );
+    let check = |engine: QueryEngine, when: &'static str, grids: &'static [(u64, u64, u64)]| {
         let traces = &traces;
         async move {
-            for q in QUERIES {
+            for (q, &grid) in QUERIES
+                .iter()
+                .flat_map(|q| grids.iter().map(move |g| (q, g)))
+            {
                 let ast = allegro_traceql::compile(q).unwrap();
                 let want = reference::metrics(&ast, traces, grid, &|_| true, &|_, _| 1.0).unwrap();
                 assert!(!want.is_empty(), "{q}: the reference finds nothing");
                 let (got, status) = answer(&engine, q, grid).await;
                 if let Some(d) = diff(&want, &got) {
-                    panic!("{when}: {q}: {d}");
+                    panic!("{when}: {q}, step {} s: {d}", grid.2 / 1_000_000_000);
                 }
                 assert_eq!(status, PartialStatus::Complete as i32, "{when}: {q}");
             }
             engine
         }
     };
-    check(engine, "rollups intact").await;
+    let both: &'static [_] = Box::leak(Box::new([aligned, cutting]));
+    check(engine, "rollups intact", both).await;
     let mut blocks: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join(TENANT))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -163,6 +174,7 @@ async fn counts_from_rollups_agree_with_the_reference_evaluator() {
     check(
         reopened_generated(dir.path(), seed, spans),
         "one rollup damaged",
+        both,
     )
     .await;
     // Spans cut off at half the file: its footer, and so every column, is gone.
@@ -179,11 +191,21 @@ async fn counts_from_rollups_agree_with_the_reference_evaluator() {
     let engine = check(
         reopened_generated(dir.path(), seed, spans),
         "two blocks' spans damaged",
+        &both[..1],
     )
     .await;
     // The damaged spans are really unreadable for a query that needs them.
-    let (_, status) = answer(&engine, "{ } | avg_over_time(duration)", grid).await;
-    assert_eq!(status, PartialStatus::Partial as i32);
+    // So are the minutes cut by the other step's boundaries.
+    for (q, grid) in [
+        ("{ } | avg_over_time(duration)", aligned),
+        ("{ } | rate()", cutting),
+    ] {
+        assert_eq!(
+            answer(&engine, q, grid).await.1,
+            PartialStatus::Partial as i32,
+            "{q}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
