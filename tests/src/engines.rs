@@ -190,6 +190,23 @@ pub fn reopened_generated(dir: &Path, seed: u64, spans: u64) -> QueryEngine {
     QueryEngine::new(catalog_at(dir), Some(Arc::new(head))).expect("engine")
 }
 
+/// [`generated`]'s blocks compacted into one, cut into time slices (row groups of 512 rows,
+/// one slice per 512 spans, at most 16), with the same live head.
+pub async fn generated_compacted(dir: &Path, seed: u64, spans: u64) -> QueryEngine {
+    generated(dir, seed, spans).await;
+    let catalog = catalog_at(dir);
+    let blocks = catalog.blocks(TENANT).await.expect("blocks");
+    let opts = BlockWriteOptions {
+        row_group_rows: 512,
+        ..BlockWriteOptions::default()
+    };
+    allegro_engine::block::compact::compact(&catalog, &blocks, &opts)
+        .await
+        .expect("compaction");
+    let head = generated_head(&generated_traces(seed, spans));
+    QueryEngine::new(catalog, Some(Arc::new(head))).expect("engine")
+}
+
 /// The generated shop's traces (`spans` spans over 10 minutes from 2026-01-01), each as its
 /// OTLP data.
 pub fn generated_traces(seed: u64, spans: u64) -> Vec<Vec<ResourceSpans>> {

@@ -7,7 +7,9 @@
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use allegro_engine::tempopb::PartialStatus;
-use allegro_tests::engines::{GENERATED_START, TENANT, generated, reopened_generated};
+use allegro_tests::engines::{
+    GENERATED_START, TENANT, generated, generated_compacted, reopened_generated,
+};
 use allegro_tests::golden::labels_text;
 use allegro_tests::reference::{self, RefSeries};
 
@@ -155,6 +157,22 @@ async fn counts_from_rollups_agree_with_the_reference_evaluator() {
     };
     let both: &'static [_] = Box::leak(Box::new([aligned, cutting]));
     check(engine, "rollups intact", both).await;
+    // Merged into one block read by time slice: only slices holding a cut minute are read.
+    let merged = tempfile::tempdir().unwrap();
+    let engine = generated_compacted(merged.path(), seed, spans).await;
+    let catalog = allegro_tests::engines::catalog_at(merged.path());
+    let metas: Vec<_> = catalog
+        .blocks(TENANT)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|b| b.compaction_level > 0)
+        .cloned()
+        .collect();
+    assert_eq!(metas.len(), 1);
+    assert!(metas[0].rollup.is_some());
+    assert!(metas[0].slices.as_ref().is_some_and(|s| s.len() > 4));
+    check(engine, "merged, sliced", both).await;
     let mut blocks: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join(TENANT))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -24,7 +24,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::block::meta::BlockMeta;
+use crate::block::meta::{BlockMeta, BlockSlice};
 use crate::catalog::Catalog;
 use crate::query::block_reader::{BlockReaderFactory, block_file, slice_file};
 use crate::query::sampled_scan::{SampledBlock, SampledScanExec};
@@ -102,6 +102,15 @@ impl BlocksTable {
     /// [`BlocksTable::parts`]: newest-first search reads parts one by one and stops early. The
     /// session must not split file scans (`repartition_file_scans = false`).
     pub fn per_part(&self, range: Option<(u64, u64)>) -> Self {
+        self.parts_where(&|_, s| match (s, range) {
+            (Some(s), Some((from, to))) => s.overlaps(from, to),
+            _ => true,
+        })
+    }
+
+    /// The same blocks scanned one partition per part, as [`BlocksTable::per_part`], keeping
+    /// the parts `keep` accepts: a block's slice, or (`None`) a block that has none.
+    pub fn parts_where(&self, keep: &dyn Fn(&BlockMeta, Option<&BlockSlice>) -> bool) -> Self {
         let mut parts = Vec::with_capacity(self.blocks.len());
         for b in &self.blocks {
             match &b.slices {
@@ -109,16 +118,17 @@ impl BlocksTable {
                     slices
                         .iter()
                         .enumerate()
-                        .filter(|(_, s)| range.is_none_or(|(from, to)| s.overlaps(from, to)))
+                        .filter(|(_, s)| keep(b, Some(s)))
                         .map(|(i, _)| BlockPart {
                             block: b.clone(),
                             slice: Some(i),
                         }),
                 ),
-                None => parts.push(BlockPart {
+                None if keep(b, None) => parts.push(BlockPart {
                     block: b.clone(),
                     slice: None,
                 }),
+                None => {}
             }
         }
         Self {
