@@ -7,8 +7,9 @@
 //! decoding start times and service names and hashing 10M group keys. The counts here answer the
 //! same queries exactly from a few rows per minute (a few hundred thousand a day on the
 //! benchmark's data, against ten million spans): the metrics planner reads them instead of the
-//! spans when a query only counts, filters and groups on these columns, and its intervals are
-//! whole minutes (`query/metrics/rollup.rs`).
+//! spans when a query only counts, filters and groups on these columns, and its step is whole
+//! minutes or at least five (minutes cut by a boundary are counted from spans; see
+//! `query/metrics/rollup.rs`).
 //!
 //! The columns carry the span table's names and types, so the query's filter and `by()` keys
 //! translate to the same expressions over either table and give the same answers row for row:

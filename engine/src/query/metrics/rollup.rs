@@ -15,10 +15,11 @@
 //! left out of the rollup rows and counted from the spans of the covered blocks that hold one
 //! (`cut`: a few arithmetic operations on the start time, no per-minute predicate list), so
 //! the answer is exact either way: the same number per series and interval as the span scan.
-//! Measured on the day benchmark (docs/benchmarks.md, "Rollups"): over 287 five-minute blocks,
-//! 24 h of `rate() by (resource.service.name)` went from 299 to 80 ms, about 64 blocks read for
-//! their cut minutes; over 25 merged hour-long blocks every block holds one, so the cut minutes
-//! cost a scan of the start times of all 10M spans (225 → 149 ms).
+//! Merged blocks are read only in the time slices that hold a cut minute. Measured on the day
+//! benchmark (docs/benchmarks.md, "Rollups"), 24 h of `rate() by (resource.service.name)`:
+//! 299 → 84 ms over 287 five-minute blocks (about 64 of them read for their cut minutes), and
+//! 225 → 149 → 62 ms over the same day merged into 25 hour-long blocks (from spans; cut minutes
+//! from whole blocks; from slices).
 //!
 //! The rest (blocks without a rollup, the live head) is scanned as before, and both feed one
 //! [`Raw`]. Exemplars still come from the spans (their own small pass over a few blocks).
