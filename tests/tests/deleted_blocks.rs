@@ -44,7 +44,12 @@ async fn a_query_over_a_block_deleted_under_it_lists_again_and_answers() {
     // Another process deletes the second block; this catalog still lists it (and holds its
     // footer), as it would until its next poll.
     let gone = &blocks[1].meta;
-    for object in [objects::META, objects::DATA, objects::BLOOM] {
+    for object in [
+        objects::META,
+        objects::DATA,
+        objects::ROLLUP,
+        objects::BLOOM,
+    ] {
         catalog
             .store()
             .delete(&block_path(TENANT, &gone.block_id, object))
@@ -77,7 +82,12 @@ async fn a_trace_lookup_over_a_block_deleted_under_it_lists_again() {
         let found = catalog.find_trace(TENANT, &trace(n), None).await.unwrap();
         assert_eq!(span_count(&found.resource_spans), 1);
     }
-    for object in [objects::META, objects::DATA, objects::BLOOM] {
+    for object in [
+        objects::META,
+        objects::DATA,
+        objects::ROLLUP,
+        objects::BLOOM,
+    ] {
         catalog
             .store()
             .delete(&block_path(TENANT, &blocks[1].meta.block_id, object))
