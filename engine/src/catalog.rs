@@ -127,15 +127,6 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-/// All of the object at `path`.
-async fn whole_object(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bytes::Bytes> {
-    let got = store
-        .get_opts(path, GetOptions::default())
-        .await
-        .map_err(|e| EngineError::storage(path, e))?;
-    got.bytes().await.map_err(|e| EngineError::storage(path, e))
-}
-
 fn weigh(bytes: usize) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX).max(1)
 }
@@ -596,7 +587,7 @@ impl Catalog {
         let sums = meta.checksums.clone();
         self.blooms
             .try_get_with(meta.block_id, async move {
-                let bytes = whole_object(&store, &path).await?;
+                let bytes = crate::storage::whole_object(store.as_ref(), &path).await?;
                 let checked = match &sums {
                     Some(s) => s.verify_bloom(&bytes).map_err(|m| EngineError::corrupt(&path, m)),
                     None => Ok(()),
@@ -623,7 +614,7 @@ impl Catalog {
         let loaded = self
             .rollups
             .try_get_with(meta.block_id, async move {
-                let bytes = whole_object(&store, &path).await?;
+                let bytes = crate::storage::whole_object(store.as_ref(), &path).await?;
                 match crate::block::rollup::read(path.as_ref(), bytes, &info) {
                     Ok(r) => Ok::<_, EngineError>(Some(Arc::new(r))),
                     Err(e) => {

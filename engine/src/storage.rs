@@ -71,6 +71,15 @@ pub async fn delete_if_present(store: &dyn ObjectStore, path: &Path) -> Result<(
     }
 }
 
+/// All of the object at `path` in `store`.
+pub async fn whole_object(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+    let got = store
+        .get_opts(path, GetOptions::default())
+        .await
+        .map_err(|e| EngineError::storage(path, e))?;
+    got.bytes().await.map_err(|e| EngineError::storage(path, e))
+}
+
 /// Opens the configured object store.
 pub fn open_store(backend: &StorageBackend) -> Result<Arc<dyn ObjectStore>> {
     let bad = |what: &str, e: object_store::Error| {

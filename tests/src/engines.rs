@@ -106,15 +106,21 @@ pub async fn split_across(ds: &Dataset, dir: &Path) -> QueryEngine {
 /// merge of a busy hour does, so queries run over a sliced block.
 pub async fn compacted(ds: &Dataset, dir: &Path) -> QueryEngine {
     let (catalog, _) = split_blocks(ds, dir, false).await;
+    compact_all(&catalog, 8).await;
+    QueryEngine::new(catalog, None).expect("engine")
+}
+
+/// Compacts all of [`TENANT`]'s blocks in `catalog` into one, written in row groups of
+/// `row_group_rows` (small ones cut the merged block into several time slices).
+async fn compact_all(catalog: &Arc<Catalog>, row_group_rows: usize) {
     let blocks = catalog.blocks(TENANT).await.expect("blocks");
     let opts = BlockWriteOptions {
-        row_group_rows: 8,
+        row_group_rows,
         ..BlockWriteOptions::default()
     };
-    allegro_engine::block::compact::compact(&catalog, &blocks, &opts)
+    allegro_engine::block::compact::compact(catalog, &blocks, &opts)
         .await
         .expect("compaction");
-    QueryEngine::new(catalog, None).expect("engine")
 }
 
 /// Writes [`split_across`]'s blocks under `dir`; the head's part is returned when `head`, in a
@@ -195,14 +201,7 @@ pub fn reopened_generated(dir: &Path, seed: u64, spans: u64) -> QueryEngine {
 pub async fn generated_compacted(dir: &Path, seed: u64, spans: u64) -> QueryEngine {
     generated(dir, seed, spans).await;
     let catalog = catalog_at(dir);
-    let blocks = catalog.blocks(TENANT).await.expect("blocks");
-    let opts = BlockWriteOptions {
-        row_group_rows: 512,
-        ..BlockWriteOptions::default()
-    };
-    allegro_engine::block::compact::compact(&catalog, &blocks, &opts)
-        .await
-        .expect("compaction");
+    compact_all(&catalog, 512).await;
     let head = generated_head(&generated_traces(seed, spans));
     QueryEngine::new(catalog, Some(Arc::new(head))).expect("engine")
 }

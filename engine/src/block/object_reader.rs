@@ -87,9 +87,7 @@ impl ObjectReader {
         }
         Ok(got)
     }
-}
 
-impl ObjectReader {
     /// The error for a read that failed with `e`: a damaged block when the object is no longer
     /// the size `meta.json` gives (a truncated file fails a ranged read past its end, and stores
     /// word that differently), else `e` as it came. One HEAD request, on the error path only.
@@ -129,11 +127,8 @@ impl AsyncFileReader for ObjectReader {
                 range: Some(GetRange::Bounded(range)),
                 ..Default::default()
             };
-            let got = match self.store.get_opts(&self.path, opts).await {
-                Ok(r) => r.bytes().await,
-                Err(e) => Err(e),
-            };
-            match got {
+            let got = async { self.store.get_opts(&self.path, opts).await?.bytes().await };
+            match got.await {
                 Ok(b) => Ok(b),
                 Err(e) => Err(self.failed(e).await),
             }

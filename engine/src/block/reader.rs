@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{BooleanArray, FixedSizeBinaryArray, RecordBatch};
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -21,6 +21,7 @@ use super::writer::block_path;
 use crate::error::{EngineError, Result};
 use crate::ids::TraceId;
 use crate::schema::col;
+use crate::storage::whole_object;
 
 /// A reader of a block's data object that fetches footer and page index in one read.
 pub(crate) fn object_reader(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> ObjectReader {
@@ -78,15 +79,8 @@ pub(crate) fn parquet_err(meta: &BlockMeta, e: parquet::errors::ParquetError) ->
 /// page decoded, the row count against `meta.json`.
 /// What `allegro blocks --check` runs; a block that passes reads cleanly whole.
 pub async fn verify_block(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<()> {
-    let whole = async |path: &object_store::path::Path| {
-        let got = store
-            .get(path)
-            .await
-            .map_err(|e| EngineError::storage(path, e))?;
-        got.bytes().await.map_err(|e| EngineError::storage(path, e))
-    };
     let bloom_path = block_path(&meta.tenant_id, &meta.block_id, objects::BLOOM);
-    let bloom = whole(&bloom_path).await?;
+    let bloom = whole_object(store.as_ref(), &bloom_path).await?;
     if let Some(sums) = &meta.checksums {
         sums.verify_bloom(&bloom)
             .map_err(|m| EngineError::corrupt(&bloom_path, m))?;
@@ -94,7 +88,11 @@ pub async fn verify_block(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Res
     super::bloom::TraceBloom::from_bytes(bloom_path.as_ref(), &bloom)?;
     if let Some(info) = &meta.rollup {
         let path = block_path(&meta.tenant_id, &meta.block_id, objects::ROLLUP);
-        let rollup = super::rollup::read(path.as_ref(), whole(&path).await?, info)?;
+        let rollup = super::rollup::read(
+            path.as_ref(),
+            whole_object(store.as_ref(), &path).await?,
+            info,
+        )?;
         let counted = super::rollup::spans_counted(&rollup);
         if counted != meta.total_spans {
             return Err(EngineError::corrupt(
@@ -108,7 +106,7 @@ pub async fn verify_block(store: &Arc<dyn ObjectStore>, meta: &BlockMeta) -> Res
     }
     let data_path = block_path(&meta.tenant_id, &meta.block_id, objects::DATA);
     if let Some(sums) = &meta.checksums {
-        let data = whole(&data_path).await?;
+        let data = whole_object(store.as_ref(), &data_path).await?;
         sums.verify_file(&data)
             .map_err(|m| EngineError::corrupt(&data_path, m))?;
     }
