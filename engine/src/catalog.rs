@@ -494,6 +494,20 @@ impl Catalog {
         self.tenants.invalidate(tenant).await;
     }
 
+    /// Block `id` of `tenant` by its ID alone, from the meta cache or its `meta.json`: how a
+    /// node that was sent a plan naming blocks (a cluster's scheduler and executors) finds
+    /// them without listing the tenant's storage.
+    pub async fn block_meta(&self, tenant: &str, id: &Uuid) -> Result<Arc<BlockMeta>> {
+        let path = block_path(tenant, id, objects::META);
+        // A block named by a plan was listed when the plan was made: gone now means retired
+        // (merged or expired) since, and the query asked again sees what replaced it.
+        self.meta(&path)
+            .await?
+            .ok_or_else(|| EngineError::BlockGone {
+                path: path.to_string(),
+            })
+    }
+
     /// One block's meta; `None` while the block is incomplete (no meta.json yet) or unreadable.
     async fn meta(&self, path: &Path) -> Result<Option<Arc<BlockMeta>>> {
         if let Some(m) = self.metas.get(path).await {

@@ -49,6 +49,10 @@ pub enum Command {
     Explain(commands::query::ExplainArgs),
     /// SQL over the span tables (spans, traces, events, links), without a server.
     Sql(commands::sql_cmd::SqlArgs),
+    /// A Ballista scheduler for a cluster of executors over the shared block store.
+    Scheduler(commands::cluster::SchedulerArgs),
+    /// A Ballista executor: runs query stages, reading blocks from the shared store.
+    Executor(commands::cluster::ExecutorArgs),
     /// TraceQL tools: `allegro traceql check '<query>'`.
     Traceql(commands::traceql_cmd::TraceqlArgs),
     /// Config tools: `allegro config check FILE` validates and prints the effective settings.
@@ -146,6 +150,8 @@ pub fn main() -> ExitCode {
             Command::Explain(a) => return commands::query::explain(cfg, a).await,
             Command::Metrics(a) => return commands::metrics_cmd::run(cfg, a).await,
             Command::Sql(a) => return commands::sql_cmd::run(cfg, a).await,
+            Command::Scheduler(a) => commands::cluster::scheduler(cfg, a).await,
+            Command::Executor(a) => commands::cluster::executor(cfg, a).await,
             Command::Traceql(_) | Command::Config(_) => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)

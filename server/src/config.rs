@@ -111,6 +111,10 @@ pub struct Config {
     /// SQL over the span tables (`sql:`, Allegro's own section).
     #[serde(default, deserialize_with = "null_default")]
     pub sql: SqlSection,
+    /// Where queries run (`query:`, Allegro's own section): in this process, or on a Ballista
+    /// cluster.
+    #[serde(default, deserialize_with = "null_default")]
+    pub query: QuerySection,
     /// Serve Grafana's streaming gRPC API (`tempopb.StreamingQuerier`) on the HTTP port;
     /// default on (Tempo's default is off, but Grafana's streaming toggles need it).
     #[serde(default)]
@@ -140,6 +144,43 @@ pub struct SqlSection {
     /// Where the Arrow Flight SQL server listens (`host:port`); unset: [`DEFAULT_FLIGHT_SQL`]
     /// (skipped with a warning when that port is taken); empty: off.
     pub flight_listen_address: Option<String>,
+}
+
+/// `query:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerySection {
+    /// `query.ballista`: a Ballista cluster SQL runs on (docs/scale-out.md).
+    #[serde(deserialize_with = "null_default")]
+    pub ballista: BallistaSection,
+}
+
+/// `query.ballista:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BallistaSection {
+    /// The scheduler's `host:port` (`allegro scheduler` listens on 50050); unset: queries run
+    /// in this process.
+    pub scheduler: Option<String>,
+}
+
+impl BallistaSection {
+    /// The scheduler's host and port, when one is configured.
+    pub fn scheduler(&self) -> Result<Option<(String, u16)>, ConfigError> {
+        let Some(s) = self.scheduler.as_deref().filter(|s| !s.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let bad = || ConfigError::Invalid {
+            key: "query.ballista.scheduler".into(),
+            message: format!("{s:?} is not host:port (e.g. scheduler.internal:50050)"),
+        };
+        let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok(Some((host.to_string(), port)))
+    }
 }
 
 /// The Flight SQL server's default address: loopback only, Dremio's Flight port, which Flight
@@ -1227,6 +1268,7 @@ impl Config {
                 message,
             })
         };
+        self.query.ballista.scheduler()?;
         let c = &self.compactor.compaction;
         if c.compaction_window.is_some_and(|w| w.is_zero()) {
             return bad(

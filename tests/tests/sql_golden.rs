@@ -67,6 +67,18 @@ fn golden_dir() -> PathBuf {
     allegro_tests::workspace_dir().join("tests/sql")
 }
 
+/// The golden files, sorted.
+fn golden_paths() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+}
+
 fn dataset_of(file: &Path) -> dataset::Dataset {
     let text = std::fs::read_to_string(file).unwrap();
     let name = text
@@ -83,15 +95,8 @@ fn dataset_of(file: &Path) -> dataset::Dataset {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_files() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
     let mut failures = Vec::new();
-    for file in &files {
+    for file in &golden_paths() {
         let ds = dataset_of(file);
         let dir = tempfile::tempdir().unwrap();
         let modes = [
@@ -117,6 +122,41 @@ async fn golden_files() {
             });
             if let Err(e) = runner.run_file_async(file).await {
                 failures.push(format!("[{mode}] {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The golden files answered by a Ballista cluster (a scheduler and two executors on
+/// loopback): the same answers as one process, from blocks (decoded by the scheduler, read by
+/// the executors), from the live head (sent as rows) and from a compacted block (time slices
+/// sent as row groups). One cluster over one store; each mode's data replaces the last's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn golden_files_on_a_cluster() {
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let cluster = allegro_tests::cluster::LocalCluster::start(&store, 2).await;
+    let mut failures = Vec::new();
+    for file in &golden_paths() {
+        let ds = dataset_of(file);
+        for mode in ["blocks", "head", "compacted"] {
+            std::fs::remove_dir_all(&store).unwrap();
+            std::fs::create_dir_all(&store).unwrap();
+            let engine = match mode {
+                "blocks" => over_blocks(&ds, &store).await,
+                "head" => over_head(&ds, &store),
+                _ => compacted(&ds, &store).await,
+            };
+            let engine = cluster.remote(engine);
+            assert!(engine.is_remote());
+            let mut runner = sqllogictest::Runner::new(|| {
+                let e = engine.clone();
+                async move { Ok(Db(e)) }
+            });
+            if let Err(e) = runner.run_file_async(file).await {
+                failures.push(format!("[cluster, {mode}] {e}"));
             }
         }
     }

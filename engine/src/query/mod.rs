@@ -4,6 +4,7 @@ mod block_reader;
 pub mod executor;
 pub mod metrics;
 pub mod plan;
+pub mod remote;
 pub mod sampled_scan;
 pub mod search;
 pub mod sources;
@@ -46,6 +47,8 @@ pub struct QueryEngine {
     /// Distinct values of an attribute per block, for tag-value requests without conditions;
     /// `None` for a block holding too many to keep.
     block_values: Arc<moka::sync::Cache<(uuid::Uuid, String), tags::BlockValues>>,
+    /// The cluster SQL runs on, when one is configured.
+    pub(crate) remote: Option<Arc<dyn remote::Remote>>,
 }
 
 impl QueryEngine {
@@ -82,7 +85,21 @@ impl QueryEngine {
                     .max_capacity(64 << 20)
                     .build(),
             ),
+            remote: None,
         })
+    }
+
+    /// The same engine running SQL on `remote` ([`remote`]).
+    pub fn with_remote(self, remote: Arc<dyn remote::Remote>) -> Self {
+        Self {
+            remote: Some(remote),
+            ..self
+        }
+    }
+
+    /// Whether SQL runs on a cluster.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// The budgets queries run under.
@@ -178,6 +195,16 @@ impl QueryEngine {
         optimizer: Optimizer,
         tune: impl FnOnce(SessionConfig) -> SessionConfig,
     ) -> SessionContext {
+        self.session_on(optimizer, tune, None)
+    }
+
+    /// A session as [`QueryEngine::session_with`] makes, whose plans run on `remote` if given.
+    pub(crate) fn session_on(
+        &self,
+        optimizer: Optimizer,
+        tune: impl FnOnce(SessionConfig) -> SessionConfig,
+        remote: Option<&Arc<dyn remote::Remote>>,
+    ) -> SessionContext {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
@@ -186,10 +213,18 @@ impl QueryEngine {
             Optimizer::Full => config,
             Optimizer::TraceQl => config.set_usize("datafusion.optimizer.max_passes", 1),
         };
+        let config = match remote {
+            Some(r) => r.configure(tune(config)),
+            None => tune(config),
+        };
         let state = SessionStateBuilder::new()
-            .with_config(tune(config))
+            .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features();
+        let state = match remote {
+            Some(r) => state.with_query_planner(r.planner()),
+            None => state,
+        };
         let state = match optimizer {
             Optimizer::Full => state,
             Optimizer::TraceQl => state.with_optimizer_rules(TRACEQL_RULES.clone()),

@@ -26,9 +26,18 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::block::meta::{BlockMeta, BlockSlice};
 use crate::catalog::Catalog;
-use crate::query::block_reader::{BlockReaderFactory, block_file, slice_file};
+pub use crate::query::block_reader::block_file;
+use crate::query::block_reader::{BlockReaderFactory, slice_file};
 use crate::query::sampled_scan::{SampledBlock, SampledScanExec};
 use crate::schema::{HotColumn, span_schema};
+
+/// The Parquet reader factory block scans read through: footers, page indexes and page
+/// checksums from `catalog`'s caches; each file's [`BlockMeta`] rides in its extensions.
+pub fn block_readers(
+    catalog: &Arc<Catalog>,
+) -> Arc<dyn datafusion::datasource::physical_plan::ParquetFileReaderFactory> {
+    Arc::new(BlockReaderFactory::new(catalog.clone()))
+}
 
 /// Where the object store is registered in a query session.
 pub const STORE_URL: &str = "allegro://blocks";
@@ -95,6 +104,57 @@ impl BlocksTable {
             sample: None,
             parts: None,
         }
+    }
+
+    /// A table as [`BlocksTable::new`] made it and its variants shaped it, rebuilt from its
+    /// parts where it was sent (a cluster's scheduler): `schema` is the file schema
+    /// ([`BlocksTable::file_schema`]), `parts` name blocks by their index in `blocks`.
+    pub fn restore(
+        catalog: &Arc<Catalog>,
+        schema: SchemaRef,
+        blocks: Vec<Arc<BlockMeta>>,
+        sample: Option<usize>,
+        parts: Option<Vec<(usize, Option<usize>)>>,
+    ) -> crate::error::Result<Self> {
+        let parts = match parts {
+            None => None,
+            Some(p) => Some(
+                p.into_iter()
+                    .map(|(i, slice)| match blocks.get(i) {
+                        Some(block) => Ok(BlockPart {
+                            block: block.clone(),
+                            slice,
+                        }),
+                        None => Err(crate::error::EngineError::Internal(format!(
+                            "a part names block {i} of {}",
+                            blocks.len()
+                        ))),
+                    })
+                    .collect::<crate::error::Result<Vec<_>>>()?,
+            ),
+        };
+        Ok(Self {
+            schema,
+            blocks,
+            readers: Arc::new(BlockReaderFactory::new(catalog.clone())),
+            sample,
+            parts,
+        })
+    }
+
+    /// The blocks' file schema as this table reads it (without a sample's weight column).
+    pub fn file_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The trace-ID buckets a sampled table keeps ([`BlocksTable::sampled`]).
+    pub fn sample_buckets(&self) -> Option<usize> {
+        self.sample
+    }
+
+    /// Whether this table is scanned one partition per part ([`BlocksTable::per_part`]).
+    pub fn is_per_part(&self) -> bool {
+        self.parts.is_some()
     }
 
     /// The same blocks scanned one partition per part: a block, or each time slice of a block

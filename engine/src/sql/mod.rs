@@ -151,17 +151,21 @@ impl QueryEngine {
         // (DataFusion's default: 1 MiB): otherwise both sides are hash-partitioned first, and
         // for `traceql(…) JOIN spans` (42k matches, 2.3 MB) that shuffled all 10M spans, half
         // the query's time.
-        let ctx = self.session_with(crate::query::Optimizer::Full, |c| {
-            c.set_bool("datafusion.execution.parquet.pushdown_filters", false)
-                .set_usize(
-                    "datafusion.optimizer.hash_join_single_partition_threshold",
-                    32 << 20,
-                )
-                .set_usize(
-                    "datafusion.optimizer.hash_join_single_partition_threshold_rows",
-                    1 << 20,
-                )
-        });
+        let ctx = self.session_on(
+            crate::query::Optimizer::Full,
+            |c| {
+                c.set_bool("datafusion.execution.parquet.pushdown_filters", false)
+                    .set_usize(
+                        "datafusion.optimizer.hash_join_single_partition_threshold",
+                        32 << 20,
+                    )
+                    .set_usize(
+                        "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+                        1 << 20,
+                    )
+            },
+            self.remote.as_ref(),
+        );
         ctx.add_optimizer_rule(id_literals::rule());
         ctx.add_optimizer_rule(enum_literals::rule());
         ctx.add_optimizer_rule(id_joins::rule());
@@ -199,6 +203,10 @@ impl QueryEngine {
 
     async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
         let mut df = self.sql_frame(tenants, sql).await?;
+        if self.remote.is_some() {
+            let (state, plan) = df.into_parts();
+            df = DataFrame::new(state, traceql_fn::materialized(plan).await?);
+        }
         // One row past the limit tells a cut answer from one that just fits; EXPLAIN must stay
         // the plan's root.
         if !matches!(

@@ -196,3 +196,70 @@ impl QueryEngine {
             .map_err(|e| EngineError::Internal(format!("traceql() rows: {e}")))
     }
 }
+
+/// `plan` with every `traceql(...)` scan replaced by the spans it matches, found here: a
+/// cluster's nodes have no engine to search with, so a query sent to one carries the matches
+/// as a table of its own (two hex IDs per matching span).
+pub(crate) async fn materialized(
+    plan: datafusion::logical_expr::LogicalPlan,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+    use datafusion::datasource::{provider_as_source, source_as_provider};
+    use datafusion::logical_expr::LogicalPlan;
+
+    let of = |node: &LogicalPlan| -> Option<Arc<dyn TableProvider>> {
+        let LogicalPlan::TableScan(scan) = node else {
+            return None;
+        };
+        let provider = source_as_provider(&scan.source).ok()?;
+        (provider.as_ref() as &dyn std::any::Any)
+            .is::<TraceqlTable>()
+            .then_some(provider)
+    };
+    let mut calls = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        calls.extend(of(node));
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(crate::query::df_err)?;
+    if calls.is_empty() {
+        return Ok(plan);
+    }
+    let mut found: Vec<(usize, Arc<dyn TableProvider>)> = Vec::with_capacity(calls.len());
+    for provider in calls {
+        let Some(t) = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<TraceqlTable>()
+        else {
+            continue;
+        };
+        let batch = t
+            .engine
+            .traceql_matches(&t.tenants, &t.query, t.range)
+            .await
+            .map_err(|e| match e {
+                EngineError::InvalidInput(m) | EngineError::NotSupported(m) => {
+                    EngineError::InvalidInput(format!("traceql(): {m}"))
+                }
+                e => e,
+            })?;
+        let table = MemTable::try_new(schema(), vec![vec![batch]]).map_err(crate::query::df_err)?;
+        found.push((
+            Arc::as_ptr(&provider) as *const () as usize,
+            Arc::new(table),
+        ));
+    }
+    plan.transform_up_with_subqueries(|node| {
+        let Some(provider) = of(&node) else {
+            return Ok(Transformed::no(node));
+        };
+        let key = Arc::as_ptr(&provider) as *const () as usize;
+        match (node, found.iter().find(|(k, _)| *k == key)) {
+            (LogicalPlan::TableScan(mut scan), Some((_, table))) => {
+                scan.source = provider_as_source(table.clone());
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            (node, _) => Ok(Transformed::no(node)),
+        }
+    })
+    .map(|t| t.data)
+    .map_err(crate::query::df_err)
+}

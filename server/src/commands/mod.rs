@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod blocks;
+pub mod cluster;
 pub mod compact;
 pub mod config_cmd;
 pub mod demo;
@@ -37,4 +38,19 @@ pub fn open_catalog(cfg: &Config) -> Result<Arc<Catalog>, String> {
         cc.index_stale_after = Some(s);
     }
     Ok(Arc::new(Catalog::new(store, cc)))
+}
+
+/// `engine` running SQL on the Ballista cluster of `query.ballista`, when one is configured.
+pub fn on_cluster(
+    cfg: &Config,
+    engine: allegro_engine::query::QueryEngine,
+) -> Result<allegro_engine::query::QueryEngine, String> {
+    match cfg.query.ballista.scheduler().map_err(|e| e.to_string())? {
+        Some((host, port)) => {
+            tracing::info!(scheduler = %format!("{host}:{port}"), "SQL runs on a Ballista cluster");
+            let cluster = allegro_cluster::Cluster::new(&host, port, engine.catalog().clone());
+            Ok(engine.with_remote(Arc::new(cluster)))
+        }
+        None => Ok(engine),
+    }
 }

@@ -275,14 +275,15 @@ pub async fn serve_with(
         None => None,
     };
     let live: Arc<dyn allegro_engine::query::LiveSpans> = ingester.clone();
-    let query = Arc::new(
+    let query = Arc::new(super::on_cluster(
+        &cfg,
         allegro_engine::query::QueryEngine::with_limits(
             catalog.clone(),
             Some(live),
             cfg.query_limits().map_err(|e| e.to_string())?,
         )
         .map_err(|e| format!("query engine: {e}"))?,
-    );
+    )?);
     let state = AppState {
         catalog: catalog.clone(),
         query,

@@ -86,6 +86,7 @@ async fn run_one(
 /// `allegro sql`.
 pub async fn run(cfg: Config, a: SqlArgs) -> Result<ExitCode, String> {
     let engine = QueryEngine::new(open_catalog(&cfg)?, None).map_err(|e| e.to_string())?;
+    let engine = super::on_cluster(&cfg, engine)?;
     if let Some(q) = &a.query {
         let ok = run_one(&engine, &a, q, false).await?;
         return Ok(if ok {

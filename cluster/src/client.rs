@@ -1,0 +1,66 @@
+//! The door from a serving process to the cluster: the engine's [`Remote`] over Ballista's
+//! planner, which sends a session's optimized plan to the scheduler and streams the answer
+//! back from the executors.
+
+use std::sync::Arc;
+
+use allegro_engine::catalog::Catalog;
+use allegro_engine::query::remote::Remote;
+use ballista_core::config::BallistaConfig;
+use ballista_core::extension::SessionConfigExt;
+use ballista_core::planner::BallistaQueryPlanner;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::LogicalPlanNode;
+
+use crate::logical_codec::AllegroLogicalCodec;
+use crate::physical_codec::AllegroPhysicalCodec;
+
+/// A Ballista cluster, reached through its scheduler.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    scheduler_url: String,
+    logical: Arc<AllegroLogicalCodec>,
+    physical: Arc<AllegroPhysicalCodec>,
+}
+
+impl Cluster {
+    /// The cluster whose scheduler listens at `host:port`; plans name blocks of `catalog`.
+    pub fn new(host: &str, port: u16, catalog: Arc<Catalog>) -> Self {
+        Self {
+            scheduler_url: format!("df://{host}:{port}"),
+            logical: Arc::new(AllegroLogicalCodec::new(Some(catalog.clone()))),
+            physical: Arc::new(AllegroPhysicalCodec::new(Some(catalog))),
+        }
+    }
+}
+
+impl Remote for Cluster {
+    /// Ballista's adaptive planner (on by default) is turned off: it plans stages with a rule
+    /// list of its own, not the session's, so the scheduler's [`crate::block_scan`] wrapping
+    /// never ran (a merged block's time slices were read whole, once per slice), and it lost a
+    /// `LIMIT` pushed into an in-memory scan (`SELECT column1 FROM (VALUES (1),(2),(3),(4))
+    /// LIMIT 2` answered four rows). The static planner plans as the session says.
+    ///
+    /// File-stream work stealing is off too: it lets one partition's stream read its sibling
+    /// partitions' files, and on a cluster the siblings are other tasks.
+    fn configure(&self, config: SessionConfig) -> SessionConfig {
+        config
+            .upgrade_for_ballista()
+            .with_ballista_logical_extension_codec(self.logical.clone())
+            .with_ballista_physical_extension_codec(self.physical.clone())
+            .with_ballista_adaptive_query_planner(false)
+            .set_bool(
+                "datafusion.execution.enable_file_stream_work_stealing",
+                false,
+            )
+    }
+
+    fn planner(&self) -> Arc<dyn QueryPlanner + Send + Sync> {
+        Arc::new(BallistaQueryPlanner::<LogicalPlanNode>::with_extension(
+            self.scheduler_url.clone(),
+            BallistaConfig::default(),
+            self.logical.clone(),
+        ))
+    }
+}

@@ -1,0 +1,203 @@
+//! How Allegro's tables travel in a logical plan from the process that planned a query to the
+//! scheduler: a table of blocks as its blocks' names, a table of rows (the live head, an
+//! empty tenant, `traceql()` matches) as its rows. Everything else is Ballista's.
+
+use std::sync::Arc;
+
+use allegro_engine::catalog::Catalog;
+use allegro_engine::query::table::BlocksTable;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use ballista_core::serde::BallistaLogicalExtensionCodec;
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use uuid::Uuid;
+
+use crate::named_blocks::NamedBlocksTable;
+use crate::wire;
+
+/// Allegro's logical extension codec; see the module docs.
+#[derive(Debug)]
+pub struct AllegroLogicalCodec {
+    /// Where decoded tables find their blocks (the scheduler's store); `None` on a node that
+    /// only encodes.
+    catalog: Option<Arc<Catalog>>,
+    ballista: BallistaLogicalExtensionCodec,
+}
+
+impl AllegroLogicalCodec {
+    /// A codec whose decoded tables read `catalog`'s blocks.
+    pub fn new(catalog: Option<Arc<Catalog>>) -> Self {
+        Self {
+            catalog,
+            ballista: BallistaLogicalExtensionCodec::default(),
+        }
+    }
+
+    fn blocks_table(t: &BlocksTable) -> wire::BlocksTable {
+        let blocks = t.blocks();
+        let index = |id: &Uuid| blocks.iter().position(|b| b.block_id == *id);
+        wire::BlocksTable {
+            blocks: blocks
+                .iter()
+                .map(|b| wire::BlockRef {
+                    tenant: b.tenant_id.clone(),
+                    id: b.block_id.as_bytes().to_vec(),
+                })
+                .collect(),
+            sample: t.sample_buckets().map(|b| b as u64),
+            per_part: t.is_per_part(),
+            parts: t
+                .parts()
+                .iter()
+                .filter_map(|p| {
+                    Some(wire::Part {
+                        block: index(&p.block.block_id)? as u32,
+                        slice: p.slice.map(|s| s as u32),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn rows_table(t: &MemTable, schema: &SchemaRef) -> Result<wire::RowsTable> {
+        let mut partitions = Vec::with_capacity(t.batches.len());
+        for p in &t.batches {
+            let batches = p.try_read().map_err(|_| {
+                DataFusionError::Internal("a table of rows is being written to".into())
+            })?;
+            let mut buf = Vec::new();
+            let mut w = StreamWriter::try_new(&mut buf, schema)?;
+            for b in batches.iter() {
+                w.write(b)?;
+            }
+            w.finish()?;
+            drop(w);
+            partitions.push(buf);
+        }
+        Ok(wire::RowsTable { partitions })
+    }
+}
+
+/// The block ID in `r`.
+pub(crate) fn block_id(r: &wire::BlockRef) -> Result<Uuid> {
+    Uuid::from_slice(&r.id)
+        .map_err(|e| DataFusionError::Internal(format!("malformed block ID in a plan: {e}")))
+}
+
+impl LogicalExtensionCodec for AllegroLogicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> Result<Extension> {
+        self.ballista.try_decode(buf, inputs, ctx)
+    }
+
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode(node, buf)
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        match wire::unframe(buf) {
+            Some((wire::KIND_BLOCKS_TABLE, body)) => {
+                let t: wire::BlocksTable = wire::decode("table of blocks", body)?;
+                let Some(catalog) = self.catalog.clone() else {
+                    return Err(DataFusionError::Internal(
+                        "a table of blocks arrived where no block store is configured".into(),
+                    ));
+                };
+                let blocks = t
+                    .blocks
+                    .iter()
+                    .map(|b| Ok((b.tenant.clone(), block_id(b)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                let parts = t.per_part.then(|| {
+                    t.parts
+                        .iter()
+                        .map(|p| (p.block as usize, p.slice.map(|s| s as usize)))
+                        .collect()
+                });
+                Ok(Arc::new(NamedBlocksTable::new(
+                    catalog,
+                    schema,
+                    blocks,
+                    t.sample.map(|s| s as usize),
+                    parts,
+                )))
+            }
+            Some((wire::KIND_ROWS_TABLE, body)) => {
+                let t: wire::RowsTable = wire::decode("table of rows", body)?;
+                let mut partitions = Vec::with_capacity(t.partitions.len());
+                for p in &t.partitions {
+                    let reader = StreamReader::try_new(p.as_slice(), None)?;
+                    partitions.push(reader.collect::<Result<Vec<RecordBatch>, _>>()?);
+                }
+                if partitions.is_empty() {
+                    partitions.push(Vec::new());
+                }
+                Ok(Arc::new(MemTable::try_new(schema, partitions)?))
+            }
+            _ => self
+                .ballista
+                .try_decode_table_provider(buf, table_ref, schema, ctx),
+        }
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        if let Some(t) = BlocksTable::of(node.as_ref()) {
+            wire::frame(wire::KIND_BLOCKS_TABLE, &Self::blocks_table(t), buf);
+            return Ok(());
+        }
+        if let Some(t) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<MemTable>() {
+            let rows = Self::rows_table(t, &node.schema())?;
+            wire::frame(wire::KIND_ROWS_TABLE, &rows, buf);
+            return Ok(());
+        }
+        self.ballista
+            .try_encode_table_provider(table_ref, node, buf)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.ballista.try_decode_udf(name, buf)
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.ballista.try_decode_udaf(name, buf)
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udaf(node, buf)
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.ballista.try_decode_udwf(name, buf)
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udwf(node, buf)
+    }
+}

@@ -1,0 +1,172 @@
+//! How a block scan travels in a physical plan from the scheduler to an executor (see
+//! [`crate::block_scan`]). Everything else, Ballista's shuffle nodes first, is Ballista's.
+
+use std::sync::Arc;
+
+use allegro_engine::catalog::Catalog;
+use ballista_core::serde::BallistaPhysicalExtensionCodec;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use prost::Message;
+
+use crate::block_scan::{BlockFile, BlockScanExec};
+use crate::logical_codec::block_id;
+use crate::wire;
+
+/// Allegro's physical extension codec; see the module docs.
+#[derive(Debug)]
+pub struct AllegroPhysicalCodec {
+    /// Where decoded scans find their blocks (an executor's store); `None` on a node that only
+    /// encodes.
+    catalog: Option<Arc<Catalog>>,
+    ballista: BallistaPhysicalExtensionCodec,
+}
+
+impl AllegroPhysicalCodec {
+    /// A codec whose decoded scans read `catalog`'s blocks.
+    pub fn new(catalog: Option<Arc<Catalog>>) -> Self {
+        Self {
+            catalog,
+            ballista: BallistaPhysicalExtensionCodec::default(),
+        }
+    }
+
+    fn decode_scan(
+        &self,
+        body: &[u8],
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let msg: wire::BlockScan = wire::decode("block scan", body)?;
+        let Some(catalog) = self.catalog.clone() else {
+            return Err(DataFusionError::Internal(
+                "a block scan arrived where no block store is configured".into(),
+            ));
+        };
+        let node = PhysicalPlanNode::decode(msg.scan.as_slice())
+            .map_err(|e| DataFusionError::Internal(format!("malformed block scan: {e}")))?;
+        let plan =
+            converter.proto_to_execution_plan(&node, &PhysicalPlanDecodeContext::new(ctx, self))?;
+        let Some(scan) = plan.downcast_ref::<DataSourceExec>() else {
+            return Err(DataFusionError::Internal(format!(
+                "a block scan decoded as {}",
+                plan.name()
+            )));
+        };
+        let groups = msg
+            .groups
+            .iter()
+            .map(|g| {
+                g.files
+                    .iter()
+                    .map(|f| {
+                        let block = f.block.as_ref().ok_or_else(|| {
+                            DataFusionError::Internal("a block scan file without its block".into())
+                        })?;
+                        Ok(BlockFile {
+                            tenant: block.tenant.clone(),
+                            block: block_id(block)?,
+                            row_groups: f.row_group_count.map(|n| {
+                                (
+                                    n as usize,
+                                    f.row_groups.iter().map(|&g| g as usize).collect(),
+                                )
+                            }),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(BlockScanExec::decoded(
+            Arc::new(scan.clone()),
+            groups,
+            catalog,
+        )))
+    }
+}
+
+impl PhysicalExtensionCodec for AllegroPhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match wire::unframe(buf) {
+            Some((wire::KIND_BLOCK_SCAN, body)) => self.decode_scan(body, ctx, converter),
+            _ => self.ballista.try_decode(buf, inputs, ctx, converter),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some(scan) = node.downcast_ref::<BlockScanExec>() else {
+            return self.ballista.try_encode(node, buf, converter);
+        };
+        let inner: Arc<dyn ExecutionPlan> = scan.scan().clone();
+        let msg = wire::BlockScan {
+            scan: converter
+                .execution_plan_to_proto(&inner, self)?
+                .encode_to_vec(),
+            groups: scan
+                .groups()
+                .iter()
+                .map(|g| wire::ScanGroup {
+                    files: g
+                        .iter()
+                        .map(|f| wire::ScanFile {
+                            block: Some(wire::BlockRef {
+                                tenant: f.tenant.clone(),
+                                id: f.block.as_bytes().to_vec(),
+                            }),
+                            row_group_count: f.row_groups.as_ref().map(|(n, _)| *n as u32),
+                            row_groups: f
+                                .row_groups
+                                .as_ref()
+                                .map(|(_, r)| r.iter().map(|&g| g as u32).collect())
+                                .unwrap_or_default(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        wire::frame(wire::KIND_BLOCK_SCAN, &msg, buf);
+        Ok(())
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.ballista.try_decode_udf(name, buf)
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.ballista.try_decode_udaf(name, buf)
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udaf(node, buf)
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.ballista.try_decode_udwf(name, buf)
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udwf(node, buf)
+    }
+}

@@ -1,0 +1,79 @@
+//! `allegro scheduler`: Ballista's scheduler with Allegro's codecs, functions and block scans.
+//! It plans the queries sent to it: decodes the tables (reading the blocks' metas from the
+//! shared store), plans scans as one process does, wraps them for the executors
+//! ([`crate::block_scan`]) and cuts the plan into stages.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use allegro_engine::catalog::Catalog;
+use ballista_core::extension::SessionConfigExt;
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::start_server;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::SessionConfig;
+
+use crate::block_scan::WrapBlockScans;
+use crate::error::{ClusterError, Result};
+use crate::logical_codec::AllegroLogicalCodec;
+use crate::physical_codec::AllegroPhysicalCodec;
+use crate::runtime;
+use crate::source_limits::KeepSourceLimits;
+
+/// What a scheduler needs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Where it listens for clients and executors (gRPC).
+    pub listen: SocketAddr,
+    /// The host name executors and clients reach it by.
+    pub external_host: String,
+}
+
+/// Runs a scheduler over `catalog`'s store until the process ends.
+pub async fn run_scheduler(opts: SchedulerOptions, catalog: Arc<Catalog>) -> Result<()> {
+    let logical = Arc::new(AllegroLogicalCodec::new(Some(catalog.clone())));
+    let physical = Arc::new(AllegroPhysicalCodec::new(Some(catalog.clone())));
+    let (l, p) = (logical.clone(), physical.clone());
+    let config_producer = Arc::new(move || {
+        SessionConfig::new_with_ballista()
+            .with_ballista_logical_extension_codec(l.clone())
+            .with_ballista_physical_extension_codec(p.clone())
+            .with_ballista_adaptive_query_planner(false)
+            .set_bool(
+                "datafusion.execution.enable_file_stream_work_stealing",
+                false,
+            )
+    });
+    let store = catalog.clone();
+    let session_builder = Arc::new(move |config: SessionConfig| {
+        let functions = crate::functions::registry();
+        Ok(SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(runtime::with_store(&store, None)?)
+            .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+            .with_physical_optimizer_rule(Arc::new(WrapBlockScans))
+            .with_physical_optimizer_rule(Arc::new(KeepSourceLimits))
+            .with_scalar_functions(functions.scalar_functions.into_values().collect())
+            .with_aggregate_functions(functions.aggregate_functions.into_values().collect())
+            .with_window_functions(functions.window_functions.into_values().collect())
+            .build())
+    });
+    let config = SchedulerConfig {
+        bind_host: opts.listen.ip().to_string(),
+        bind_port: opts.listen.port(),
+        external_host: opts.external_host.clone(),
+        override_config_producer: Some(config_producer),
+        override_session_builder: Some(session_builder),
+        override_logical_codec: Some(logical),
+        override_physical_codec: Some(physical),
+        ..Default::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(ClusterError::ballista)?;
+    start_server(cluster, opts.listen, Arc::new(config))
+        .await
+        .map_err(ClusterError::ballista)
+}

@@ -1,0 +1,117 @@
+//! What Allegro's codecs put on the wire: protobuf messages (prost, no `.proto` build step)
+//! behind a two-byte tag that tells them apart from Ballista's own extension messages.
+//!
+//! Ballista hands one extension codec every node it cannot serialize itself: its shuffle
+//! nodes and Allegro's. A protobuf message never starts with a zero byte (field number 0 is
+//! invalid), so Allegro's start with one, followed by a kind byte; anything else is
+//! Ballista's and goes to its codec.
+
+use datafusion::error::{DataFusionError, Result};
+use prost::Message;
+
+/// A `BlocksTable`: blocks named by tenant and ID (their metas are read where the plan lands).
+pub const KIND_BLOCKS_TABLE: u8 = 1;
+/// A `MemTable` (the live head, an empty tenant, `traceql()` matches): its rows as Arrow IPC.
+pub const KIND_ROWS_TABLE: u8 = 2;
+/// A block scan (`BlockScanExec`): the Parquet scan as DataFusion encodes it, and its files.
+pub const KIND_BLOCK_SCAN: u8 = 3;
+
+/// `msg` behind the tag of `kind`.
+pub fn frame(kind: u8, msg: &impl Message, buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&[0, kind]);
+    msg.encode(buf)
+        .unwrap_or_else(|_| unreachable!("a Vec grows to fit"));
+}
+
+/// The kind and body of one of Allegro's messages; `None` for anyone else's.
+pub fn unframe(buf: &[u8]) -> Option<(u8, &[u8])> {
+    match buf {
+        [0, kind, body @ ..] => Some((*kind, body)),
+        _ => None,
+    }
+}
+
+/// Decodes `body` as `M`, naming what it was meant to be when it is not.
+pub fn decode<M: Message + Default>(what: &str, body: &[u8]) -> Result<M> {
+    M::decode(body).map_err(|e| DataFusionError::Internal(format!("malformed {what}: {e}")))
+}
+
+/// One block, by tenant and ID.
+#[derive(Clone, PartialEq, Message)]
+pub struct BlockRef {
+    /// The tenant the block belongs to.
+    #[prost(string, tag = "1")]
+    pub tenant: String,
+    /// The block's UUID, 16 bytes.
+    #[prost(bytes = "vec", tag = "2")]
+    pub id: Vec<u8>,
+}
+
+/// One partition of a table scanned a part at a time.
+#[derive(Clone, PartialEq, Message)]
+pub struct Part {
+    /// Index into the table's blocks.
+    #[prost(uint32, tag = "1")]
+    pub block: u32,
+    /// The block's time slice; absent for the whole block.
+    #[prost(uint32, optional, tag = "2")]
+    pub slice: Option<u32>,
+}
+
+/// A table of blocks ([`KIND_BLOCKS_TABLE`]).
+#[derive(Clone, PartialEq, Message)]
+pub struct BlocksTable {
+    /// The blocks, in the table's order.
+    #[prost(message, repeated, tag = "1")]
+    pub blocks: Vec<BlockRef>,
+    /// Trace-ID buckets kept by a sampled table.
+    #[prost(uint64, optional, tag = "2")]
+    pub sample: Option<u64>,
+    /// Whether the table is scanned one partition per part, and the parts.
+    #[prost(bool, tag = "3")]
+    pub per_part: bool,
+    /// The parts, when `per_part`.
+    #[prost(message, repeated, tag = "4")]
+    pub parts: Vec<Part>,
+}
+
+/// A table of rows ([`KIND_ROWS_TABLE`]).
+#[derive(Clone, PartialEq, Message)]
+pub struct RowsTable {
+    /// One Arrow IPC stream per partition.
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub partitions: Vec<Vec<u8>>,
+}
+
+/// One file of a block scan.
+#[derive(Clone, PartialEq, Message)]
+pub struct ScanFile {
+    /// The block the file is the data of.
+    #[prost(message, optional, tag = "1")]
+    pub block: Option<BlockRef>,
+    /// The file's row groups, when only some are read (a time slice).
+    #[prost(uint32, optional, tag = "2")]
+    pub row_group_count: Option<u32>,
+    /// The row groups read, when `row_group_count` is set.
+    #[prost(uint32, repeated, tag = "3")]
+    pub row_groups: Vec<u32>,
+}
+
+/// One partition's files of a block scan.
+#[derive(Clone, PartialEq, Message)]
+pub struct ScanGroup {
+    /// The files, in the scan's order.
+    #[prost(message, repeated, tag = "1")]
+    pub files: Vec<ScanFile>,
+}
+
+/// A block scan ([`KIND_BLOCK_SCAN`]).
+#[derive(Clone, PartialEq, Message)]
+pub struct BlockScan {
+    /// The Parquet scan as DataFusion serializes it (a `PhysicalPlanNode`).
+    #[prost(bytes = "vec", tag = "1")]
+    pub scan: Vec<u8>,
+    /// Its files' blocks, per partition.
+    #[prost(message, repeated, tag = "2")]
+    pub groups: Vec<ScanGroup>,
+}
