@@ -8,6 +8,11 @@ use ballista_core::registry::BallistaFunctionRegistry;
 /// Ballista's function registry with Allegro's functions added.
 pub fn registry() -> BallistaFunctionRegistry {
     let mut r = BallistaFunctionRegistry::default();
+    // Ballista's defaults leave out DataFusion's functions over lists (`array_has`, …), which
+    // the `traces` view's `services` column is queried with.
+    for f in datafusion::functions_nested::all_default_nested_functions() {
+        r.scalar_functions.insert(f.name().to_string(), f);
+    }
     for f in allegro_udfs::all_udfs() {
         r.scalar_functions.insert(f.name().to_string(), Arc::new(f));
     }

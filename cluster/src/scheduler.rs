@@ -11,7 +11,7 @@ use ballista_core::extension::SessionConfigExt;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 
 use crate::block_scan::WrapBlockScans;
@@ -48,17 +48,22 @@ pub async fn run_scheduler(opts: SchedulerOptions, catalog: Arc<Catalog>) -> Res
     let store = catalog.clone();
     let session_builder = Arc::new(move |config: SessionConfig| {
         let functions = crate::functions::registry();
-        Ok(SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime::with_store(&store, None)?)
             .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
             .with_physical_optimizer_rule(Arc::new(WrapBlockScans))
             .with_physical_optimizer_rule(Arc::new(KeepSourceLimits))
-            .with_scalar_functions(functions.scalar_functions.into_values().collect())
-            .with_aggregate_functions(functions.aggregate_functions.into_values().collect())
-            .with_window_functions(functions.window_functions.into_values().collect())
-            .build())
+            .build();
+        // Added to DataFusion's own, which the state already holds.
+        for f in functions.scalar_functions.into_values() {
+            state.register_udf(f)?;
+        }
+        for f in functions.aggregate_functions.into_values() {
+            state.register_udaf(f)?;
+        }
+        Ok(state)
     });
     let config = SchedulerConfig {
         bind_host: opts.listen.ip().to_string(),

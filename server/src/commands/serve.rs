@@ -276,7 +276,7 @@ pub async fn serve_with(
     };
     let live: Arc<dyn allegro_engine::query::LiveSpans> = ingester.clone();
     let query = Arc::new(super::on_cluster(
-        &cfg,
+        cfg,
         allegro_engine::query::QueryEngine::with_limits(
             catalog.clone(),
             Some(live),
