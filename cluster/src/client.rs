@@ -16,6 +16,32 @@ use datafusion_proto::protobuf::LogicalPlanNode;
 use crate::logical_codec::AllegroLogicalCodec;
 use crate::physical_codec::AllegroPhysicalCodec;
 
+/// `config` as every node of the cluster and its clients run queries: Allegro's codecs,
+/// and two of Ballista's and DataFusion's defaults turned off.
+///
+/// Ballista's adaptive planner (on by default) is turned off: it plans stages with a rule
+/// list of its own, not the session's, so the scheduler's [`crate::block_scan`] wrapping
+/// never ran (a merged block's time slices were read whole, once per slice), and it lost a
+/// `LIMIT` pushed into an in-memory scan (`SELECT column1 FROM (VALUES (1),(2),(3),(4))
+/// LIMIT 2` answered four rows). The static planner plans as the session says.
+///
+/// File-stream work stealing is off too: it lets one partition's stream read its sibling
+/// partitions' files, and on a cluster the siblings are other tasks.
+pub(crate) fn for_cluster(
+    config: SessionConfig,
+    logical: Arc<AllegroLogicalCodec>,
+    physical: Arc<AllegroPhysicalCodec>,
+) -> SessionConfig {
+    config
+        .with_ballista_logical_extension_codec(logical)
+        .with_ballista_physical_extension_codec(physical)
+        .with_ballista_adaptive_query_planner(false)
+        .set_bool(
+            "datafusion.execution.enable_file_stream_work_stealing",
+            false,
+        )
+}
+
 /// A Ballista cluster, reached through its scheduler.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -36,24 +62,12 @@ impl Cluster {
 }
 
 impl Remote for Cluster {
-    /// Ballista's adaptive planner (on by default) is turned off: it plans stages with a rule
-    /// list of its own, not the session's, so the scheduler's [`crate::block_scan`] wrapping
-    /// never ran (a merged block's time slices were read whole, once per slice), and it lost a
-    /// `LIMIT` pushed into an in-memory scan (`SELECT column1 FROM (VALUES (1),(2),(3),(4))
-    /// LIMIT 2` answered four rows). The static planner plans as the session says.
-    ///
-    /// File-stream work stealing is off too: it lets one partition's stream read its sibling
-    /// partitions' files, and on a cluster the siblings are other tasks.
     fn configure(&self, config: SessionConfig) -> SessionConfig {
-        config
-            .upgrade_for_ballista()
-            .with_ballista_logical_extension_codec(self.logical.clone())
-            .with_ballista_physical_extension_codec(self.physical.clone())
-            .with_ballista_adaptive_query_planner(false)
-            .set_bool(
-                "datafusion.execution.enable_file_stream_work_stealing",
-                false,
-            )
+        for_cluster(
+            config.upgrade_for_ballista(),
+            self.logical.clone(),
+            self.physical.clone(),
+        )
     }
 
     fn planner(&self) -> Arc<dyn QueryPlanner + Send + Sync> {

@@ -10,6 +10,7 @@ use ballista_core::extension::SessionConfigExt;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use datafusion::prelude::SessionConfig;
 
+use crate::client::for_cluster;
 use crate::error::{ClusterError, Result};
 use crate::logical_codec::AllegroLogicalCodec;
 use crate::physical_codec::AllegroPhysicalCodec;
@@ -42,16 +43,8 @@ pub async fn run_executor(opts: ExecutorOptions, catalog: Arc<Catalog>) -> Resul
     let logical = Arc::new(AllegroLogicalCodec::new(Some(catalog.clone())));
     let physical = Arc::new(AllegroPhysicalCodec::new(Some(catalog.clone())));
     let (l, p) = (logical.clone(), physical.clone());
-    let config_producer = Arc::new(move || {
-        SessionConfig::new_with_ballista()
-            .with_ballista_logical_extension_codec(l.clone())
-            .with_ballista_physical_extension_codec(p.clone())
-            .with_ballista_adaptive_query_planner(false)
-            .set_bool(
-                "datafusion.execution.enable_file_stream_work_stealing",
-                false,
-            )
-    });
+    let config_producer =
+        Arc::new(move || for_cluster(SessionConfig::new_with_ballista(), l.clone(), p.clone()));
     let work_dir = opts.work_dir.clone();
     let store = catalog.clone();
     let runtime_producer =

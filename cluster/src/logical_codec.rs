@@ -43,7 +43,11 @@ impl AllegroLogicalCodec {
 
     fn blocks_table(t: &BlocksTable) -> wire::BlocksTable {
         let blocks = t.blocks();
-        let index = |id: &Uuid| blocks.iter().position(|b| b.block_id == *id);
+        let index: std::collections::HashMap<Uuid, usize> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.block_id, i))
+            .collect();
         wire::BlocksTable {
             blocks: blocks
                 .iter()
@@ -59,7 +63,7 @@ impl AllegroLogicalCodec {
                 .iter()
                 .filter_map(|p| {
                     Some(wire::Part {
-                        block: index(&p.block.block_id)? as u32,
+                        block: *index.get(&p.block.block_id)? as u32,
                         slice: p.slice.map(|s| s as u32),
                     })
                 })

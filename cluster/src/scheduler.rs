@@ -15,6 +15,7 @@ use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 
 use crate::block_scan::WrapBlockScans;
+use crate::client::for_cluster;
 use crate::error::{ClusterError, Result};
 use crate::logical_codec::AllegroLogicalCodec;
 use crate::physical_codec::AllegroPhysicalCodec;
@@ -35,16 +36,8 @@ pub async fn run_scheduler(opts: SchedulerOptions, catalog: Arc<Catalog>) -> Res
     let logical = Arc::new(AllegroLogicalCodec::new(Some(catalog.clone())));
     let physical = Arc::new(AllegroPhysicalCodec::new(Some(catalog.clone())));
     let (l, p) = (logical.clone(), physical.clone());
-    let config_producer = Arc::new(move || {
-        SessionConfig::new_with_ballista()
-            .with_ballista_logical_extension_codec(l.clone())
-            .with_ballista_physical_extension_codec(p.clone())
-            .with_ballista_adaptive_query_planner(false)
-            .set_bool(
-                "datafusion.execution.enable_file_stream_work_stealing",
-                false,
-            )
-    });
+    let config_producer =
+        Arc::new(move || for_cluster(SessionConfig::new_with_ballista(), l.clone(), p.clone()));
     let store = catalog.clone();
     let session_builder = Arc::new(move |config: SessionConfig| {
         let functions = crate::functions::registry();

@@ -2,7 +2,7 @@
 //! store, each with its own catalog (their own caches, as separate processes have), speaking
 //! gRPC and Arrow Flight to each other and to the engine that sends them queries.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,21 +12,13 @@ use allegro_engine::query::QueryEngine;
 use tokio::task::JoinHandle;
 
 use crate::engines::catalog_at;
+use crate::prometheus::free_port;
 
 /// A running cluster; its nodes stop when it is dropped.
 pub struct LocalCluster {
     /// The scheduler's port on 127.0.0.1.
     pub scheduler_port: u16,
     nodes: Vec<JoinHandle<()>>,
-}
-
-/// A free loopback port (bound and released: another process could take it in between, which
-/// loopback tests accept).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Waits until something listens on `port`.
