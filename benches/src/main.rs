@@ -7,6 +7,7 @@
 //! cargo run --release -p allegro-benches -- search --spans 10000000 --duration 6h
 //! cargo run --release -p allegro-benches -- sql --spans 10000000 --duration 6h --ranges 6h
 //! cargo run --release -p allegro-benches -- generator --spans 1000000
+//! cargo run --release -p allegro-benches -- cluster --spans 10000000 --duration 6h --ranges 6h
 //! ```
 //!
 //! Datasets are generated once per (spans, seed, block size) under `--data` and reused.
@@ -22,6 +23,7 @@ fn release_freed_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
+mod cluster;
 mod compaction;
 mod dataset;
 mod duckdb;
@@ -158,6 +160,8 @@ enum Suite {
     Compaction(compaction::CompactionArgs),
     /// Sustained multi-tenant ingest plus a Drilldown query mix, minute by minute.
     Soak(soak::SoakArgs),
+    /// SQL in one process and on a Ballista cluster: distribution's overhead per query.
+    Cluster(cluster::ClusterArgs),
 }
 
 impl Common {
@@ -185,6 +189,7 @@ fn main() {
             Suite::Generator(a) => generator::run(&a).await,
             Suite::Compaction(a) => compaction::run(&a).await,
             Suite::Soak(a) => soak::run(&a).await,
+            Suite::Cluster(a) => cluster::run(&a).await,
         }
     });
     if let Err(e) = result {

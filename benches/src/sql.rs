@@ -22,15 +22,25 @@ use crate::{Common, Versus, Window};
 
 /// One benchmark query in both dialects. `{win}` is the time window, `{start}`/`{end}` its
 /// bounds in unix nanoseconds.
-struct Query {
-    name: &'static str,
-    allegro: &'static str,
+pub(crate) struct Query {
+    pub(crate) name: &'static str,
+    pub(crate) allegro: &'static str,
     duckdb: &'static str,
     /// Columns both engines compute exactly (approximate percentiles are left out).
-    exact: &'static [usize],
+    pub(crate) exact: &'static [usize],
 }
 
-const QUERIES: [Query; 10] = [
+/// `text` with the window `[start, end)` filled in.
+pub(crate) fn fill(text: &str, start: u64, end: u64) -> String {
+    text.replace(
+        "{win}",
+        &format!("start_time_unix_nano >= {start} AND start_time_unix_nano < {end}"),
+    )
+    .replace("{start}", &start.to_string())
+    .replace("{end}", &end.to_string())
+}
+
+pub(crate) const QUERIES: [Query; 10] = [
     Query {
         name: "latency-by-service",
         allegro: "SELECT service_name, count(*) AS spans, \
@@ -195,7 +205,7 @@ fn canonical(v: &Value) -> String {
 
 /// The `exact` columns of `rows`, canonical and sorted: equal answers compare equal whatever
 /// the order of ties.
-fn answer(rows: &[Vec<Value>], exact: &[usize]) -> Vec<Vec<String>> {
+pub(crate) fn answer(rows: &[Vec<Value>], exact: &[usize]) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -210,7 +220,7 @@ fn answer(rows: &[Vec<Value>], exact: &[usize]) -> Vec<Vec<String>> {
 }
 
 /// Arrow batches as JSON rows in column order.
-fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>, String> {
+pub(crate) fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>, String> {
     let mut out = Vec::new();
     for b in batches {
         let mut w = arrow::json::WriterBuilder::new()
@@ -233,10 +243,17 @@ fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>, String> {
     Ok(out)
 }
 
-async fn run_allegro(engine: &QueryEngine, sql: &str) -> Result<Vec<RecordBatch>, String> {
+/// Rows at most in an answer the suites time.
+pub(crate) const MAX_ROWS: usize = 1_000_000;
+
+/// `sql`'s answer from `engine` over the dataset's tenant.
+pub(crate) async fn run_allegro(
+    engine: &QueryEngine,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, String> {
     let tenants = [TENANT.to_string()];
     let answer = engine
-        .sql(&tenants, sql, 1_000_000)
+        .sql(&tenants, sql, MAX_ROWS)
         .await
         .map_err(|e| format!("{e} in {sql}"))?;
     Ok(answer.batches)
@@ -256,14 +273,7 @@ pub async fn run(a: &SqlArgs) -> Result<(), String> {
             end,
             spans: spans_in_range,
         } = Versus::window(r, c, info.spans, data_end)?;
-        let fill = |text: &str| {
-            text.replace(
-                "{win}",
-                &format!("start_time_unix_nano >= {start} AND start_time_unix_nano < {end}"),
-            )
-            .replace("{start}", &start.to_string())
-            .replace("{end}", &end.to_string())
-        };
+        let fill = |text: &str| fill(text, start, end);
         let mut queries = serde_json::Map::new();
         for (i, text) in a.query.iter().enumerate() {
             let sql = fill(text);

@@ -5,12 +5,16 @@
 use std::sync::Arc;
 
 use allegro_engine::catalog::Catalog;
+use allegro_engine::error::EngineError;
 use allegro_engine::query::remote::Remote;
 use ballista_core::config::BallistaConfig;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::planner::BallistaQueryPlanner;
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
+use datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec;
 use datafusion_proto::protobuf::LogicalPlanNode;
 
 use crate::logical_codec::AllegroLogicalCodec;
@@ -61,6 +65,15 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The bytes `plan` travels to the scheduler as (Ballista encodes it with this codec).
+    pub fn plan_bytes(&self, plan: &LogicalPlan) -> Result<usize, EngineError> {
+        logical_plan_to_bytes_with_extension_codec(plan, self.logical.as_ref())
+            .map(|b| b.len())
+            .map_err(|e| EngineError::Internal(format!("encoding a plan: {e}")))
+    }
+}
+
 impl Remote for Cluster {
     fn configure(&self, config: SessionConfig) -> SessionConfig {
         for_cluster(
@@ -76,5 +89,9 @@ impl Remote for Cluster {
             BallistaConfig::default(),
             self.logical.clone(),
         ))
+    }
+
+    fn failure(&self, e: DataFusionError) -> EngineError {
+        crate::failure::classify(e)
     }
 }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use allegro_engine::catalog::Catalog;
 use ballista_core::extension::SessionConfigExt;
@@ -36,6 +37,9 @@ pub struct ExecutorOptions {
     /// The executor's memory for queries, split across its tasks (`None`: Ballista's default
     /// share of the machine's memory).
     pub memory_bytes: Option<u64>,
+    /// How often it tells the scheduler it is alive; well under the scheduler's
+    /// [`crate::scheduler::SchedulerOptions::executor_timeout`].
+    pub heartbeat: Duration,
 }
 
 /// Runs an executor over `catalog`'s store until the process ends.
@@ -68,6 +72,7 @@ pub async fn run_executor(opts: ExecutorOptions, catalog: Arc<Catalog>) -> Resul
         override_runtime_producer: Some(runtime_producer),
         override_logical_codec: Some(logical),
         override_physical_codec: Some(physical),
+        executor_heartbeat_interval_seconds: opts.heartbeat.as_secs().max(1),
         ..Default::default()
     };
     start_executor_process(Arc::new(config))

@@ -1,10 +1,14 @@
 //! How Allegro's tables travel in a logical plan from the process that planned a query to the
 //! scheduler: a table of blocks as its blocks' names, a table of rows (the live head, an
-//! empty tenant, `traceql()` matches) as its rows. Everything else is Ballista's.
+//! empty tenant, `traceql()` matches) as its rows, TraceQL's per-span table (`SpansTable`,
+//! which is a physical plan: every input translated for its block) as that plan, its block
+//! scans wrapped as the scheduler wraps them ([`crate::block_scan`]). Everything else is
+//! Ballista's.
 
 use std::sync::Arc;
 
 use allegro_engine::catalog::Catalog;
+use allegro_engine::query::spans_table::SpansTable;
 use allegro_engine::query::table::BlocksTable;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -17,10 +21,16 @@ use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use uuid::Uuid;
 
+use crate::block_scan::WrapBlockScans;
 use crate::named_blocks::NamedBlocksTable;
+use crate::physical_codec::AllegroPhysicalCodec;
 use crate::wire;
 
 /// Allegro's logical extension codec; see the module docs.
@@ -156,6 +166,12 @@ impl LogicalExtensionCodec for AllegroLogicalCodec {
                 }
                 Ok(Arc::new(MemTable::try_new(schema, partitions)?))
             }
+            Some((wire::KIND_PLANNED_TABLE, body)) => {
+                let t: wire::PlannedTable = wire::decode("planned table", body)?;
+                let codec = AllegroPhysicalCodec::new(self.catalog.clone());
+                let plan = physical_plan_from_bytes_with_extension_codec(&t.plan, ctx, &codec)?;
+                Ok(Arc::new(SpansTable::from_plan(plan)))
+            }
             _ => self
                 .ballista
                 .try_decode_table_provider(buf, table_ref, schema, ctx),
@@ -175,6 +191,13 @@ impl LogicalExtensionCodec for AllegroLogicalCodec {
         if let Some(t) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<MemTable>() {
             let rows = Self::rows_table(t, &node.schema())?;
             wire::frame(wire::KIND_ROWS_TABLE, &rows, buf);
+            return Ok(());
+        }
+        if let Some(t) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<SpansTable>() {
+            let plan = WrapBlockScans.optimize(t.plan().clone(), &Default::default())?;
+            let codec = AllegroPhysicalCodec::new(None);
+            let plan = physical_plan_to_bytes_with_extension_codec(plan, &codec)?.to_vec();
+            wire::frame(wire::KIND_PLANNED_TABLE, &wire::PlannedTable { plan }, buf);
             return Ok(());
         }
         self.ballista

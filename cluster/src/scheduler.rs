@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use allegro_engine::catalog::Catalog;
 use ballista_core::extension::SessionConfigExt;
@@ -29,6 +30,11 @@ pub struct SchedulerOptions {
     pub listen: SocketAddr,
     /// The host name executors and clients reach it by.
     pub external_host: String,
+    /// How long an executor may go without a heartbeat before it is taken for lost and its
+    /// tasks run again elsewhere (see [`ExecutorOptions::heartbeat`]).
+    ///
+    /// [`ExecutorOptions::heartbeat`]: crate::executor::ExecutorOptions::heartbeat
+    pub executor_timeout: Duration,
 }
 
 /// Runs a scheduler over `catalog`'s store until the process ends.
@@ -58,6 +64,9 @@ pub async fn run_scheduler(opts: SchedulerOptions, catalog: Arc<Catalog>) -> Res
         }
         Ok(state)
     });
+    // Ballista's default waits 180 s for a heartbeat: a query whose executor was killed
+    // would hang that long before its tasks ran again elsewhere.
+    let timeout = opts.executor_timeout.as_secs().max(1);
     let config = SchedulerConfig {
         bind_host: opts.listen.ip().to_string(),
         bind_port: opts.listen.port(),
@@ -66,6 +75,10 @@ pub async fn run_scheduler(opts: SchedulerOptions, catalog: Arc<Catalog>) -> Res
         override_session_builder: Some(session_builder),
         override_logical_codec: Some(logical),
         override_physical_codec: Some(physical),
+        executor_timeout_seconds: timeout,
+        // Checked a few times per timeout, so a lost executor is noticed soon after it.
+        expire_dead_executor_interval_seconds: (timeout / 4).max(1),
+        no_executors_grace_period_seconds: timeout,
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config)

@@ -15,6 +15,8 @@ pub const KIND_BLOCKS_TABLE: u8 = 1;
 pub const KIND_ROWS_TABLE: u8 = 2;
 /// A block scan (`BlockScanExec`): the Parquet scan as DataFusion encodes it, and its files.
 pub const KIND_BLOCK_SCAN: u8 = 3;
+/// A table that is a physical plan (`SpansTable`, TraceQL's per-span rows): the plan.
+pub const KIND_PLANNED_TABLE: u8 = 4;
 
 /// `msg` behind the tag of `kind`.
 pub fn frame(kind: u8, msg: &impl Message, buf: &mut Vec<u8>) {
@@ -114,4 +116,12 @@ pub struct BlockScan {
     /// Its files' blocks, per partition.
     #[prost(message, repeated, tag = "2")]
     pub groups: Vec<ScanGroup>,
+}
+
+/// A table that is a physical plan ([`KIND_PLANNED_TABLE`]).
+#[derive(Clone, PartialEq, Message)]
+pub struct PlannedTable {
+    /// The plan as DataFusion serializes it, block scans wrapped (a `PhysicalPlanNode`).
+    #[prost(bytes = "vec", tag = "1")]
+    pub plan: Vec<u8>,
 }

@@ -71,6 +71,10 @@ pub enum EngineError {
         /// The object that was gone.
         path: String,
     },
+    /// The query cluster could not finish the query (an executor lost, a shuffle gone, the
+    /// scheduler unreachable): a 503; asking again may succeed. Never a partial answer.
+    #[error("the query cluster could not finish the query: {0}; retry the query")]
+    Unavailable(String),
     /// An error shared by several waiters on one cache load.
     #[error("{0}")]
     Shared(std::sync::Arc<EngineError>),

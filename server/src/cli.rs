@@ -76,10 +76,16 @@ pub fn load_config(cli: &Cli) -> Result<Config, String> {
 /// Runs the CLI; the exit code is 0 on success, 1 on a runtime failure, 2 on bad usage or config.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+    let serves = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Demo(_) | Command::Scheduler(_) | Command::Executor(_)
+    );
+    if !serves {
         // A command whose reader went away (`allegro blocks | head`) ends quietly, as Unix
-        // tools do, instead of panicking in println!. The server keeps Rust's default (the
-        // signal ignored, a closed socket an error on that request alone).
+        // tools do, instead of panicking in println!. Servers keep Rust's default (the signal
+        // ignored, a closed socket an error on that request alone): with the default
+        // disposition a peer that hung up mid-answer killed an executor (found by
+        // server/tests/cluster.rs, whose readiness probe connects and closes at once).
         // SAFETY: set before any thread starts; SIG_DFL is a valid disposition for SIGPIPE.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

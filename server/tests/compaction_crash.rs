@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::storage::{StorageBackend, open_store};
 use arrow::array::{Array, FixedSizeBinaryArray};
+use common::Killed;
 
 const CONFIG: &str = "distributor:
   receivers:
@@ -189,16 +190,6 @@ fn kill_9_during_compaction_loses_no_span_and_shows_none_twice() {
     // between its last file's deletion and its own, holds nothing and is not counted).
     let left = block_dirs(dir.path());
     assert_eq!(left.len(), levels.values().sum::<usize>(), "{left:?}");
-}
-
-/// A running `allegro serve`, killed with SIGKILL when dropped (also when a test fails).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `allegro serve` over `dir` on a free port; its API base URL.

@@ -1,9 +1,9 @@
 //! Helpers for the integration tests: a real server on a loopback port, and a plain HTTP client.
 
-pub mod cluster;
 pub mod dataset;
 pub mod engines;
 pub mod golden;
+pub mod ports;
 pub mod prometheus;
 pub mod reference;
 pub mod seaweed;

@@ -19,14 +19,6 @@ pub fn binary() -> Option<String> {
     crate::tool("prometheus", &["--version"], "apt-get install prometheus")
 }
 
-/// A free loopback port (bound and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 impl Prometheus {
     /// Starts Prometheus on `port` with its data in `dir` and waits until it is ready.
     pub fn start(bin: &str, dir: &Path, port: u16) -> Self {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::prometheus::free_port;
+use crate::ports::free_port;
 
 /// A running SeaweedFS with its S3 gateway; killed on drop.
 pub struct SeaweedFs {

@@ -17,7 +17,8 @@ use allegro_engine::otlp::common::v1::any_value::Value;
 use allegro_engine::otlp::trace::v1::{ResourceSpans, Span};
 use allegro_server::config::Config;
 use allegro_tests::TestServer;
-use allegro_tests::prometheus::{Prometheus, binary, free_port};
+use allegro_tests::ports::free_port;
+use allegro_tests::prometheus::{Prometheus, binary};
 use prost::Message;
 
 const KINDS: [&str; 6] = [

@@ -6,10 +6,12 @@
 
 use std::path::{Path, PathBuf};
 
+use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use allegro_engine::error::EngineError;
 use allegro_engine::query::QueryEngine;
 use allegro_tests::dataset;
-use allegro_tests::engines::{TENANT, compacted, over_blocks, over_head};
+use allegro_tests::engines::{TENANT, catalog_at, compacted, over_blocks, over_head};
+use allegro_tests::ports::free_port;
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -137,7 +139,15 @@ async fn golden_files_on_a_cluster() {
     let root = tempfile::tempdir().unwrap();
     let store = root.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
-    let cluster = allegro_tests::cluster::LocalCluster::start(&store, 2).await;
+    let opts = InProcessOptions {
+        executors: 2,
+        tasks_per_executor: 2,
+        memory_bytes: Some(512 << 20),
+        work_dir: root.path().join("executors"),
+    };
+    let cluster = InProcessCluster::start(opts, || catalog_at(&store), free_port)
+        .await
+        .unwrap();
     let mut failures = Vec::new();
     for file in &golden_paths() {
         let ds = dataset_of(file);

@@ -6,11 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
+use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use allegro_tests::dataset::{BASE_NANOS, parse_duration};
-use allegro_tests::engines::{TENANT, over_blocks, over_head, split_across};
+use allegro_tests::engines::{TENANT, catalog_at, over_blocks, over_head, split_across};
 use allegro_tests::golden::{self, labels_text};
+use allegro_tests::ports::free_port;
 
 fn golden_dir() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql/metrics")
@@ -80,6 +82,31 @@ async fn run(engine: &QueryEngine, query: &str, range: &str) -> Result<Vec<Strin
     Ok(lines)
 }
 
+/// Runs `g`'s cases of `file` against `engine` (`mode` names its data), adding each failure
+/// to `failures`; how many cases ran.
+async fn check(
+    file: &str,
+    g: &golden::GoldenFile,
+    mode: &str,
+    engine: &QueryEngine,
+    failures: &mut Vec<String>,
+) -> usize {
+    for case in &g.cases {
+        let range = case
+            .range
+            .as_deref()
+            .unwrap_or_else(|| panic!("{file}:{}: no range line", case.line));
+        let got = run(engine, &case.query, range).await;
+        if !case.expect.matches(&got) {
+            failures.push(format!(
+                "{}:{} [{mode}] {}\n  expected: {:#?}\n  got:      {:#?}",
+                file, case.line, case.query, case.expect, got
+            ));
+        }
+    }
+    g.cases.len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_golden_files() {
     let files = golden::load_dir(&golden_dir(), &golden_dir().join("../data"));
@@ -90,21 +117,8 @@ async fn metrics_golden_files() {
         let blocks = over_blocks(ds, &dir.path().join("blocks")).await;
         let head = over_head(ds, &dir.path().join("head"));
         let split = split_across(ds, &dir.path().join("split")).await;
-        for case in &g.cases {
-            cases += 1;
-            let range = case
-                .range
-                .as_deref()
-                .unwrap_or_else(|| panic!("{file}:{}: no range line", case.line));
-            for (mode, engine) in [("blocks", &blocks), ("head", &head), ("split", &split)] {
-                let got = run(engine, &case.query, range).await;
-                if !case.expect.matches(&got) {
-                    failures.push(format!(
-                        "{}:{} [{mode}] {}\n  expected: {:#?}\n  got:      {:#?}",
-                        file, case.line, case.query, case.expect, got
-                    ));
-                }
-            }
+        for (mode, engine) in [("blocks", &blocks), ("head", &head), ("split", &split)] {
+            cases += check(file, g, mode, engine, &mut failures).await;
         }
     }
     assert!(
@@ -116,5 +130,47 @@ async fn metrics_golden_files() {
     eprintln!(
         "{cases} metrics golden cases passed in {} files",
         files.len()
+    );
+}
+
+/// The golden files answered with a Ballista cluster (a scheduler and two executors on
+/// loopback) running the first stages' aggregations: the same answers as one process, over
+/// blocks, the live head and split traces. One cluster over one store; each mode's data
+/// replaces the last's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_golden_files_on_a_cluster() {
+    let files = golden::load_dir(&golden_dir(), &golden_dir().join("../data"));
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let opts = InProcessOptions {
+        executors: 2,
+        tasks_per_executor: 2,
+        memory_bytes: Some(512 << 20),
+        work_dir: root.path().join("executors"),
+    };
+    let cluster = InProcessCluster::start(opts, || catalog_at(&store), free_port)
+        .await
+        .unwrap();
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for (file, g, ds) in &files {
+        for mode in ["blocks", "head", "split"] {
+            std::fs::remove_dir_all(&store).unwrap();
+            std::fs::create_dir_all(&store).unwrap();
+            let engine = match mode {
+                "blocks" => over_blocks(ds, &store).await,
+                "head" => over_head(ds, &store),
+                _ => split_across(ds, &store).await,
+            };
+            let engine = cluster.remote(engine);
+            cases += check(file, g, &format!("cluster, {mode}"), &engine, &mut failures).await;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} metrics golden cases failed on the cluster:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::prelude::SessionConfig;
 
@@ -17,4 +18,9 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
 
     /// The planner that sends a session's optimized plans to the cluster.
     fn planner(&self) -> Arc<dyn QueryPlanner + Send + Sync>;
+
+    /// What an error from running a plan on the cluster means: the query's own mistake (a
+    /// cast that fails on the data: [`crate::error::EngineError::InvalidInput`]) or the
+    /// cluster's failure ([`crate::error::EngineError::Unavailable`]).
+    fn failure(&self, e: DataFusionError) -> crate::error::EngineError;
 }

@@ -17,6 +17,7 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 
@@ -31,17 +32,36 @@ pub struct SpansTable {
 }
 
 impl SpansTable {
-    /// Plans every input and unions them.
+    /// Plans every input and unions them. Inputs planned as empty (a filter the optimizer
+    /// proved false for a source) are left out, one kept if all are: they add nothing, and a
+    /// Ballista cluster handed a union of an empty input beside real ones hung (its tasks
+    /// reported operator metrics of different shapes, which its scheduler could not merge).
     pub async fn try_new(state: &SessionState, inputs: &[LogicalPlan]) -> Result<Self> {
         let mut plans = Vec::with_capacity(inputs.len());
         for p in inputs {
             plans.push(state.create_physical_plan(p).await.map_err(df_err)?);
         }
+        let empty = |p: &Arc<dyn ExecutionPlan>| p.downcast_ref::<EmptyExec>().is_some();
+        if plans.iter().any(|p| !empty(p)) {
+            plans.retain(|p| !empty(p));
+        } else {
+            plans.truncate(1);
+        }
         let plan = UnionExec::try_new(plans).map_err(df_err)?;
-        Ok(Self {
+        Ok(Self::from_plan(plan))
+    }
+
+    /// The table whose rows `plan` produces (a table planned elsewhere, decoded).
+    pub fn from_plan(plan: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
             schema: plan.schema(),
             plan,
-        })
+        }
+    }
+
+    /// The physical plan producing the rows.
+    pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
     }
 }
 

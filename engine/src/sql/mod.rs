@@ -201,14 +201,20 @@ impl QueryEngine {
         plain_strings(df)
     }
 
-    async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
+    /// `sql` planned as it runs: checked, planned, `traceql()` evaluated when the plan goes
+    /// to a cluster, one row past `max_rows` asked for (that row tells a cut answer from one
+    /// that just fits; EXPLAIN stays the plan's root).
+    async fn sql_to_run(
+        &self,
+        tenants: &[String],
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<DataFrame> {
         let mut df = self.sql_frame(tenants, sql).await?;
         if self.remote.is_some() {
             let (state, plan) = df.into_parts();
             df = DataFrame::new(state, traceql_fn::materialized(plan).await?);
         }
-        // One row past the limit tells a cut answer from one that just fits; EXPLAIN must stay
-        // the plan's root.
         if !matches!(
             df.logical_plan(),
             LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
@@ -217,8 +223,28 @@ impl QueryEngine {
                 .limit(0, Some(max_rows.saturating_add(1)))
                 .map_err(sql_err)?;
         }
+        Ok(df)
+    }
+
+    /// The optimized logical plan `sql` runs as with at most `max_rows` rows (with a cluster:
+    /// the plan sent to it), for measuring what a plan costs to ship.
+    pub async fn sql_plan(
+        &self,
+        tenants: &[String],
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<LogicalPlan> {
+        let df = self.sql_to_run(tenants, sql, max_rows).await?;
+        df.into_optimized_plan().map_err(sql_err)
+    }
+
+    async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
+        let df = self.sql_to_run(tenants, sql, max_rows).await?;
         let schema = df.schema().inner().clone();
-        let mut batches = df.collect().await.map_err(sql_err)?;
+        let mut batches = df.collect().await.map_err(|e| match &self.remote {
+            Some(r) => r.failure(e),
+            None => sql_err(e),
+        })?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let truncated = rows > max_rows;
         if truncated {

@@ -65,6 +65,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidInput(_) => StatusCode::BAD_REQUEST,
             EngineError::Budget { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::TooManyQueries(_) => StatusCode::TOO_MANY_REQUESTS,
+            EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             e if e.missing_object().is_some() => StatusCode::SERVICE_UNAVAILABLE,
             e if e.is_user_error() => StatusCode::BAD_REQUEST,
             _ => {

@@ -5,8 +5,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use super::open_catalog;
-use crate::config::Config;
+use crate::config::{Config, parse_duration};
+
+/// `text` as a duration of whole seconds, at least one (Ballista counts liveness in seconds).
+fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{flag} {text:?}: at least 1s"));
+    }
+    Ok(d)
+}
 
 /// Options of `allegro scheduler`.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,6 +28,9 @@ pub struct SchedulerArgs {
     /// The host name executors and clients reach it by.
     #[arg(long, default_value = "localhost")]
     pub external_host: String,
+    /// How long an executor may miss heartbeats before its tasks run again elsewhere.
+    #[arg(long, default_value = "30s")]
+    pub executor_timeout: String,
 }
 
 /// Options of `allegro executor`.
@@ -47,6 +61,10 @@ pub struct ExecutorArgs {
     /// machine's memory).
     #[arg(long)]
     pub memory_bytes: Option<u64>,
+    /// How often it tells the scheduler it is alive (well under the scheduler's
+    /// `--executor-timeout`).
+    #[arg(long, default_value = "5s")]
+    pub heartbeat: String,
 }
 
 /// Runs a scheduler until the process is stopped.
@@ -55,6 +73,7 @@ pub async fn scheduler(cfg: Config, a: SchedulerArgs) -> Result<(), String> {
     let opts = allegro_cluster::SchedulerOptions {
         listen: a.listen,
         external_host: a.external_host,
+        executor_timeout: seconds("--executor-timeout", &a.executor_timeout)?,
     };
     allegro_cluster::run_scheduler(opts, catalog)
         .await
@@ -78,6 +97,7 @@ pub async fn executor(cfg: Config, a: ExecutorArgs) -> Result<(), String> {
         concurrent_tasks: a.concurrent_tasks,
         work_dir: a.work_dir,
         memory_bytes: a.memory_bytes,
+        heartbeat: seconds("--heartbeat", &a.heartbeat)?,
     };
     allegro_cluster::run_executor(opts, catalog)
         .await

@@ -6,6 +6,20 @@
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
+/// Free loopback ports, shared with the cross-crate tests (one source file for both).
+#[path = "../../../tests/src/ports.rs"]
+pub mod ports;
+
+/// A running process, killed with SIGKILL when dropped (also when a test fails).
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `allegro serve` on a free loopback port.
 pub struct Served {
     pub child: Child,

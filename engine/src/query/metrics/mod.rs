@@ -535,6 +535,17 @@ impl QueryEngine {
         });
         let mut raw = Raw::default();
         let from_rollups = rollup::applies(st, grid);
+        // With a cluster configured, the main pass's aggregation over the translated spans
+        // runs there: executors scan the blocks and merge the partial aggregates. Rollups,
+        // the per-trace stages of structural pipelines and sampled reads (whose scan node has
+        // no codec) stay here; docs/scale-out.md.
+        let on_cluster = match (&self.remote, sampling) {
+            (Some(r), None) => Some((
+                self.session_on(super::Optimizer::TraceQl, |c| c, Some(r)),
+                r,
+            )),
+            _ => None,
+        };
         for src in &per_tenant {
             src.account(cost);
             if src.tables.is_empty() {
@@ -582,6 +593,7 @@ impl QueryEngine {
                         .collect::<Result<Vec<_>>>()
                         .map(|v| v.into_iter().flatten().collect::<Vec<_>>());
                     let (ctx, matched) = (&ctx, matched.clone());
+                    let remote = on_cluster.as_ref().filter(|_| per_group.is_none());
                     async move {
                         let inputs = inputs?;
                         if inputs.is_empty() {
@@ -589,8 +601,17 @@ impl QueryEngine {
                         }
                         let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
                         let p = plan::aggregate(table, matched, st, grid, pass, per_group)?;
-                        let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
-                        let (batches, bytes) = collect_counted(ctx, df).await?;
+                        let (batches, bytes) = match remote {
+                            Some((cluster, r)) => {
+                                let df = cluster.execute_logical_plan(p).await.map_err(df_err)?;
+                                let batches = df.collect().await.map_err(|e| r.failure(e))?;
+                                (batches, 0)
+                            }
+                            None => {
+                                let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
+                                collect_counted(ctx, df).await?
+                            }
+                        };
                         Ok::<_, EngineError>(Some((batches, bytes, per_group.is_some())))
                     }
                 });

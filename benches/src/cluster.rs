@@ -1,0 +1,139 @@
+//! What distribution costs: the SQL suite's ten queries over the same blocks, answered in this
+//! process and through a Ballista cluster (a scheduler and executors started in this process
+//! by `allegro_cluster::in_process`, speaking gRPC and Arrow Flight over loopback and
+//! shuffling through files, as separate processes do), the two alternating repetition by
+//! repetition. Per query: p50/p99 of both, the overhead (cluster p50 − local p50), the bytes
+//! of the plan sent to the scheduler, the bytes the executors shuffled, and whether the
+//! answers are equal (the columns computed exactly, as sorted rows).
+//!
+//! ```text
+//! allegro-bench cluster --spans 10000000 --duration 6h --ranges 6h --executors 2
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use serde_json::{Value, json};
+
+use crate::dataset::{self, TENANT};
+use crate::report::{Latency, emit_ranges};
+use crate::sql::{MAX_ROWS, QUERIES, answer, fill, rows_of, run_allegro};
+use crate::{Common, Versus, Window};
+
+/// Options of the cluster suite.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Dataset, repetitions, output.
+    #[command(flatten)]
+    pub common: Common,
+    /// Ranges and which queries (DuckDB is not run here; the SQL suite compares with it).
+    #[command(flatten)]
+    pub versus: Versus,
+    /// Executors in the cluster.
+    #[arg(long, default_value_t = 2)]
+    pub executors: usize,
+    /// Tasks each executor runs at once (with the default two executors, one each uses the
+    /// machine's two cores as one process does).
+    #[arg(long, default_value_t = 1)]
+    pub tasks_per_executor: usize,
+}
+
+/// A free loopback port (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Runs the suite.
+pub async fn run(a: &ClusterArgs) -> Result<(), String> {
+    let c = &a.common;
+    let (_, dir, info) = dataset::ensure(c).await?;
+    let (local, data_end) = dataset::open_engine(&dir).await?;
+    let store = dataset::local_store(&dir)?;
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let opts = InProcessOptions {
+        executors: a.executors,
+        tasks_per_executor: a.tasks_per_executor,
+        memory_bytes: None,
+        work_dir: work.path().to_path_buf(),
+    };
+    let catalog = || Arc::new(Catalog::new(store.clone(), CatalogConfig::default()));
+    let cluster = InProcessCluster::start(opts, catalog, free_port)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (engine, _) = dataset::open_engine(&dir).await?;
+    let client = cluster.client(engine.catalog().clone());
+    let remote = engine.with_remote(Arc::new(client.clone()));
+    let tenants = [TENANT.to_string()];
+    let v = &a.versus;
+    let mut ranges = serde_json::Map::new();
+    for r in &v.ranges {
+        let Window {
+            start,
+            end,
+            spans: spans_in_range,
+        } = Versus::window(r, c, info.spans, data_end)?;
+        let mut queries = serde_json::Map::new();
+        for q in QUERIES.iter().filter(|q| v.runs(q.name)) {
+            let sql = fill(q.allegro, start, end);
+            let plan = remote
+                .sql_plan(&tenants, &sql, MAX_ROWS)
+                .await
+                .map_err(|e| e.to_string())?;
+            let plan_bytes = client.plan_bytes(&plan).map_err(|e| e.to_string())?;
+            let (mut ours, mut theirs, mut shuffled) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut here, mut there) = (Vec::new(), Vec::new());
+            let mut jobs: Vec<PathBuf> = cluster.shuffled_since(&[]).1;
+            for i in 0..c.warmup + c.reps {
+                let t0 = Instant::now();
+                here = run_allegro(&local, &sql).await?;
+                let took_here = t0.elapsed();
+                let t0 = Instant::now();
+                there = run_allegro(&remote, &sql).await?;
+                let took_there = t0.elapsed();
+                let (bytes, now) = cluster.shuffled_since(&jobs);
+                jobs = now;
+                if i >= c.warmup {
+                    ours.push(took_here);
+                    theirs.push(took_there);
+                    shuffled.push(bytes);
+                }
+            }
+            let (rows_here, rows_there) = (rows_of(&here)?, rows_of(&there)?);
+            let equal = answer(&rows_here, q.exact) == answer(&rows_there, q.exact);
+            let (l, d) = (Latency::of(ours), Latency::of(theirs));
+            shuffled.sort_unstable();
+            let shuffle_bytes = shuffled.get(shuffled.len() / 2).copied().unwrap_or(0);
+            let entry = json!({
+                "sql": sql,
+                "local": l,
+                "cluster": d,
+                "overhead_ms": d.p50_ms - l.p50_ms,
+                "cluster_over_local": d.p50_ms / l.p50_ms.max(1e-9),
+                "spans_per_second_local": spans_in_range / (l.p50_ms / 1e3).max(1e-9),
+                "spans_per_second_cluster": spans_in_range / (d.p50_ms / 1e3).max(1e-9),
+                "plan_bytes": plan_bytes,
+                "shuffle_bytes": shuffle_bytes,
+                "rows": rows_here.len(),
+                "answers_equal": equal,
+            });
+            eprintln!(
+                "{r} {:<22} local {:>8.1} ms  cluster {:>8.1} ms  plan {:>7} B  shuffle {:>10} B  rows {:>5}  equal {equal}",
+                q.name,
+                l.p50_ms,
+                d.p50_ms,
+                plan_bytes,
+                shuffle_bytes,
+                rows_here.len(),
+            );
+            queries.insert(q.name.to_string(), entry);
+        }
+        ranges.insert(r.clone(), Value::Object(queries));
+    }
+    emit_ranges("cluster", "SQL on a Ballista cluster", c, &info, ranges)
+}
