@@ -12,19 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Killed;
 use common::ports::free_port;
-
-/// Receivers on any free port: the tests talk to the HTTP API only.
-const RECEIVERS: &str = "distributor:
-  receivers:
-    otlp:
-      protocols:
-        grpc:
-          endpoint: 127.0.0.1:0
-        http:
-          endpoint: 127.0.0.1:0
-";
+use common::{Killed, RECEIVERS};
 
 /// How the tests run every `allegro` command over the store in `dir`.
 fn allegro(dir: &Path, config: &str) -> Command {
@@ -149,13 +138,9 @@ fn start(dir: &Path) -> Processes {
     }
 }
 
-/// An HTTP client that reports every status as an answer.
+/// An HTTP client that waits as long as a query on a cluster that lost an executor may take.
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
+    common::agent(Duration::from_secs(120))
 }
 
 /// `sql` through the serving process (so on the cluster): status and CSV body.

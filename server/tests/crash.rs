@@ -141,11 +141,7 @@ fn request(t: u64, r: u64) -> Vec<u8> {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
+    common::agent(Duration::from_secs(10))
 }
 
 /// Span IDs of a trace as served, with duplicates kept (so they can be detected).

@@ -1,5 +1,6 @@
 //! Helpers for the integration tests: a real server on a loopback port, and a plain HTTP client.
 
+pub mod cluster;
 pub mod dataset;
 pub mod engines;
 pub mod golden;

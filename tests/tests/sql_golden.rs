@@ -6,12 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use allegro_engine::error::EngineError;
 use allegro_engine::query::QueryEngine;
 use allegro_tests::dataset;
-use allegro_tests::engines::{TENANT, catalog_at, compacted, over_blocks, over_head};
-use allegro_tests::ports::free_port;
+use allegro_tests::engines::{TENANT, compacted, over_blocks, over_head};
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -137,23 +135,12 @@ async fn golden_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn golden_files_on_a_cluster() {
     let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    let opts = InProcessOptions {
-        executors: 2,
-        tasks_per_executor: 2,
-        memory_bytes: Some(512 << 20),
-        work_dir: root.path().join("executors"),
-    };
-    let cluster = InProcessCluster::start(opts, || catalog_at(&store), free_port)
-        .await
-        .unwrap();
+    let (cluster, store) = allegro_tests::cluster::two_executors(root.path()).await;
     let mut failures = Vec::new();
     for file in &golden_paths() {
         let ds = dataset_of(file);
         for mode in ["blocks", "head", "compacted"] {
-            std::fs::remove_dir_all(&store).unwrap();
-            std::fs::create_dir_all(&store).unwrap();
+            allegro_tests::cluster::emptied(&store);
             let engine = match mode {
                 "blocks" => over_blocks(&ds, &store).await,
                 "head" => over_head(&ds, &store),

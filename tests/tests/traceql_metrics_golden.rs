@@ -6,13 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
 use allegro_tests::dataset::{BASE_NANOS, parse_duration};
-use allegro_tests::engines::{TENANT, catalog_at, over_blocks, over_head, split_across};
+use allegro_tests::engines::{TENANT, over_blocks, over_head, split_across};
 use allegro_tests::golden::{self, labels_text};
-use allegro_tests::ports::free_port;
 
 fn golden_dir() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql/metrics")
@@ -141,23 +139,12 @@ async fn metrics_golden_files() {
 async fn metrics_golden_files_on_a_cluster() {
     let files = golden::load_dir(&golden_dir(), &golden_dir().join("../data"));
     let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    let opts = InProcessOptions {
-        executors: 2,
-        tasks_per_executor: 2,
-        memory_bytes: Some(512 << 20),
-        work_dir: root.path().join("executors"),
-    };
-    let cluster = InProcessCluster::start(opts, || catalog_at(&store), free_port)
-        .await
-        .unwrap();
+    let (cluster, store) = allegro_tests::cluster::two_executors(root.path()).await;
     let mut failures = Vec::new();
     let mut cases = 0;
     for (file, g, ds) in &files {
         for mode in ["blocks", "head", "split"] {
-            std::fs::remove_dir_all(&store).unwrap();
-            std::fs::create_dir_all(&store).unwrap();
+            allegro_tests::cluster::emptied(&store);
             let engine = match mode {
                 "blocks" => over_blocks(ds, &store).await,
                 "head" => over_head(ds, &store),

@@ -10,6 +10,26 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 #[path = "../../../tests/src/ports.rs"]
 pub mod ports;
 
+/// OTLP receivers on any free port, for configs of tests that talk to the HTTP API only.
+pub const RECEIVERS: &str = "distributor:
+  receivers:
+    otlp:
+      protocols:
+        grpc:
+          endpoint: 127.0.0.1:0
+        http:
+          endpoint: 127.0.0.1:0
+";
+
+/// An HTTP client that reports every status as an answer, waiting at most `timeout`.
+pub fn agent(timeout: std::time::Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
 /// A running process, killed with SIGKILL when dropped (also when a test fails).
 pub struct Killed(pub Child);
 
