@@ -35,9 +35,9 @@ pub struct ClusterArgs {
     /// Executors in the cluster.
     #[arg(long, default_value_t = 2)]
     pub executors: usize,
-    /// Tasks each executor runs at once (with the default two executors, one each uses the
-    /// machine's two cores as one process does).
-    #[arg(long, default_value_t = 1)]
+    /// Tasks each executor runs at once (at least two: see `allegro_cluster::executor::
+    /// task_slots`).
+    #[arg(long, default_value_t = 2)]
     pub tasks_per_executor: usize,
 }
 
@@ -109,7 +109,7 @@ pub async fn run(a: &ClusterArgs) -> Result<(), String> {
             let (l, d) = (Latency::of(ours), Latency::of(theirs));
             shuffled.sort_unstable();
             let shuffle_bytes = shuffled.get(shuffled.len() / 2).copied().unwrap_or(0);
-            let entry = json!({
+            let mut entry = json!({
                 "sql": sql,
                 "local": l,
                 "cluster": d,
@@ -122,6 +122,11 @@ pub async fn run(a: &ClusterArgs) -> Result<(), String> {
                 "rows": rows_here.len(),
                 "answers_equal": equal,
             });
+            if !equal {
+                entry["cluster_rows"] = json!(rows_there.len());
+                entry["first_rows"] = json!(rows_here.iter().take(3).collect::<Vec<_>>());
+                entry["cluster_first_rows"] = json!(rows_there.iter().take(3).collect::<Vec<_>>());
+            }
             eprintln!(
                 "{r} {:<22} local {:>8.1} ms  cluster {:>8.1} ms  plan {:>7} B  shuffle {:>10} B  rows {:>5}  equal {equal}",
                 q.name,

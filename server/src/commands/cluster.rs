@@ -51,7 +51,7 @@ pub struct ExecutorArgs {
     /// Its gRPC port (tasks from the scheduler).
     #[arg(long, default_value_t = 50052)]
     pub grpc_port: u16,
-    /// Tasks run at once (0: one per core).
+    /// Tasks run at once (0: one per core); at least 2 (docs/scale-out.md, "Known problems").
     #[arg(long, default_value_t = 0)]
     pub concurrent_tasks: usize,
     /// Where shuffle files and spills go (default: a temporary directory).
