@@ -197,9 +197,6 @@ impl QueryEngine {
     }
 }
 
-/// `plan` with every `traceql(...)` scan replaced by the spans it matches, found here: a
-/// cluster's nodes have no engine to search with, so a query sent to one carries the matches
-/// as a table of its own (two hex IDs per matching span).
 /// Whether `plan` calls `traceql()` anywhere, subqueries included.
 pub(crate) fn calls_traceql(plan: &datafusion::logical_expr::LogicalPlan) -> Result<bool> {
     use datafusion::common::tree_node::TreeNodeRecursion;
@@ -221,6 +218,9 @@ pub(crate) fn calls_traceql(plan: &datafusion::logical_expr::LogicalPlan) -> Res
     Ok(found)
 }
 
+/// `plan` with every `traceql(...)` scan replaced by the spans it matches, found here: a
+/// cluster's nodes have no engine to search with, so a query sent to one carries the matches
+/// as a table of its own (two hex IDs per matching span).
 pub(crate) async fn materialized(
     plan: datafusion::logical_expr::LogicalPlan,
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
