@@ -35,8 +35,7 @@ pub struct ClusterArgs {
     /// Executors in the cluster.
     #[arg(long, default_value_t = 2)]
     pub executors: usize,
-    /// Tasks each executor runs at once (at least two: see `allegro_cluster::executor::
-    /// task_slots`).
+    /// Tasks each executor runs at once.
     #[arg(long, default_value_t = 2)]
     pub tasks_per_executor: usize,
 }

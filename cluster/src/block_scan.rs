@@ -10,6 +10,17 @@
 //! [`BlockScanExec`] that the codec encodes as the scan plus its files' blocks; an executor
 //! finds each block's `meta.json` (cached) when it starts a partition, and scans as one
 //! process does.
+//!
+//! Ballista's scheduler cuts each stage's plan down to the partitions of one task before it
+//! sends it (`restrict_plan_to_partitions`): it rewrites the leaves it knows — file scans,
+//! in-memory scans, shuffle readers — and leaves any other leaf whole. A task then runs its
+//! plan's partitions `0..k` and expects them to be its global partitions. A block scan that
+//! was a leaf stayed whole, so a task of partition 3 read the scan's partition 0: some
+//! blocks were read twice and others never (every answer over 100 blocks counted each span
+//! twice with one task slot per executor). So a [`BlockScanExec`] has a child Ballista does
+//! restrict: an in-memory table with one row per partition holding that partition's global
+//! index ([`partition_indexes`]). After restriction, local partition `j` reads the child's
+//! row `j` and scans the global partition it names.
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,9 +28,12 @@ use std::sync::Arc;
 use allegro_engine::block::meta::BlockMeta;
 use allegro_engine::catalog::Catalog;
 use allegro_engine::query::table::{STORE_URL, block_file, block_readers};
+use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -29,7 +43,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use futures::{StreamExt, TryStreamExt};
 use uuid::Uuid;
 
@@ -55,29 +71,98 @@ pub struct BlockScanExec {
     groups: Vec<Vec<BlockFile>>,
     /// The catalog metas are found in, where the scan was decoded.
     catalog: Option<Arc<Catalog>>,
+    /// The global partition each of this node's partitions scans ([`partition_indexes`]),
+    /// cut down to a task's partitions by Ballista's scheduler.
+    indexes: Arc<dyn ExecutionPlan>,
+    /// The scan's properties with as many partitions as `indexes` has.
+    properties: Arc<PlanProperties>,
+}
+
+/// An in-memory table of `n` partitions, partition `i` one row holding `i`: the child of a
+/// [`BlockScanExec`] that tells it, once Ballista has restricted it to a task, which global
+/// partitions it runs.
+pub fn partition_indexes(n: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "partition",
+        DataType::UInt32,
+        false,
+    )]));
+    let partitions = (0..n)
+        .map(|i| {
+            let index = u32::try_from(i).map_err(|_| {
+                DataFusionError::Internal(format!("a block scan of {n} partitions"))
+            })?;
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(UInt32Array::from(vec![index]))],
+            )?;
+            Ok(vec![batch])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MemorySourceConfig::try_new_exec(&partitions, schema, None)?)
+}
+
+/// The global partition the `local` partition of `indexes` names.
+fn global_partition(indexes: &Arc<dyn ExecutionPlan>, local: usize) -> Result<usize> {
+    let memory = indexes
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|d| d.data_source().downcast_ref::<MemorySourceConfig>());
+    let index = memory
+        .and_then(|m| m.partitions().get(local))
+        .and_then(|batches| batches.first())
+        .and_then(|b| b.column(0).as_any().downcast_ref::<UInt32Array>())
+        .filter(|a| a.len() == 1 && a.null_count() == 0)
+        .map(|a| a.value(0) as usize);
+    index.ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "a block scan's partition {local} does not name the partition it scans"
+        ))
+    })
+}
+
+/// `scan`'s properties with `partitions` partitions, of the same kind.
+fn properties_for(scan: &DataSourceExec, partitions: usize) -> Arc<PlanProperties> {
+    let props = scan.properties().as_ref().clone();
+    let partitioning = match props.output_partitioning() {
+        Partitioning::Hash(exprs, _) => Partitioning::Hash(exprs.clone(), partitions),
+        Partitioning::RoundRobinBatch(_) => Partitioning::RoundRobinBatch(partitions),
+        _ => Partitioning::UnknownPartitioning(partitions),
+    };
+    Arc::new(props.with_partitioning(partitioning))
 }
 
 impl BlockScanExec {
-    /// `scan`, planned here, whose files are `groups`' blocks.
-    pub fn planned(scan: Arc<DataSourceExec>, groups: Vec<Vec<BlockFile>>) -> Self {
-        Self {
-            scan,
-            groups,
-            catalog: None,
-        }
+    /// `scan`, planned here, whose files are `groups`' blocks; every partition of it.
+    pub fn planned(scan: Arc<DataSourceExec>, groups: Vec<Vec<BlockFile>>) -> Result<Self> {
+        let indexes = partition_indexes(groups.len())?;
+        Ok(Self::new(scan, groups, None, indexes))
     }
 
     /// `scan`, decoded on an executor, whose files' blocks are `groups` and are found in
-    /// `catalog`.
+    /// `catalog`, running the global partitions `indexes` names.
     pub fn decoded(
         scan: Arc<DataSourceExec>,
         groups: Vec<Vec<BlockFile>>,
         catalog: Arc<Catalog>,
+        indexes: Arc<dyn ExecutionPlan>,
     ) -> Self {
+        Self::new(scan, groups, Some(catalog), indexes)
+    }
+
+    fn new(
+        scan: Arc<DataSourceExec>,
+        groups: Vec<Vec<BlockFile>>,
+        catalog: Option<Arc<Catalog>>,
+        indexes: Arc<dyn ExecutionPlan>,
+    ) -> Self {
+        let partitions = indexes.properties().output_partitioning().partition_count();
+        let properties = properties_for(&scan, partitions);
         Self {
             scan,
             groups,
-            catalog: Some(catalog),
+            catalog,
+            indexes,
+            properties,
         }
     }
 
@@ -155,11 +240,11 @@ impl ExecutionPlan for BlockScanExec {
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
-        self.scan.properties()
+        &self.properties
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
+        vec![&self.indexes]
     }
 
     fn apply_expressions(
@@ -173,13 +258,18 @@ impl ExecutionPlan for BlockScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "BlockScanExec is a leaf and takes no children".into(),
+        let [indexes] = <[_; 1]>::try_from(children).map_err(|c| {
+            DataFusionError::Internal(format!(
+                "BlockScanExec takes one child (its partition indexes), not {}",
+                c.len()
             ))
-        }
+        })?;
+        Ok(Arc::new(Self::new(
+            self.scan.clone(),
+            self.groups.clone(),
+            self.catalog.clone(),
+            indexes,
+        )))
     }
 
     fn execute(
@@ -187,6 +277,7 @@ impl ExecutionPlan for BlockScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let partition = global_partition(&self.indexes, partition)?;
         let Some(catalog) = self.catalog.clone() else {
             return self.scan.execute(partition, context);
         };
@@ -272,7 +363,7 @@ impl PhysicalOptimizerRule for WrapBlockScans {
                     let scan = Arc::new(scan.clone());
                     Ok(Transformed::yes(Arc::new(BlockScanExec::planned(
                         scan, groups,
-                    ))))
+                    )?)))
                 }
                 None => Ok(Transformed::no(node)),
             }

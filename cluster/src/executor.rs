@@ -42,26 +42,12 @@ pub struct ExecutorOptions {
     pub heartbeat: Duration,
 }
 
-/// The task slots of an executor asked for `requested` (0: one per core), refused below two.
-///
-/// With one slot, Ballista 55 hands every task a single input partition, and the ten SQL
-/// benchmark queries over 100 blocks came back with every span counted exactly twice
-/// (`allegro-bench cluster --tasks-per-executor 1`, 2026-12-04; with two slots per executor
-/// all ten answers equal one process's). Until the cause is found, an executor that would run
-/// that way does not start: a wrong answer is worse than none.
-pub fn task_slots(requested: usize) -> Result<usize> {
-    let slots = match requested {
+/// The task slots of an executor asked for `requested` (0: one per core).
+pub fn task_slots(requested: usize) -> usize {
+    match requested {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
-    };
-    if slots < 2 {
-        return Err(ClusterError::Ballista(format!(
-            "an executor needs at least 2 task slots (it would have {slots}; pass \
-             --concurrent-tasks 2 or more): with one, answers counted spans twice \
-             (docs/scale-out.md, \"Known problems\")"
-        )));
     }
-    Ok(slots)
 }
 
 /// Runs an executor over `catalog`'s store until the process ends.
@@ -82,7 +68,7 @@ pub async fn run_executor(opts: ExecutorOptions, catalog: Arc<Catalog>) -> Resul
         grpc_port: opts.grpc_port,
         scheduler_host: opts.scheduler.0.clone(),
         scheduler_port: opts.scheduler.1,
-        vcores: task_slots(opts.concurrent_tasks)?,
+        vcores: task_slots(opts.concurrent_tasks),
         work_dir: opts
             .work_dir
             .as_ref()
@@ -100,17 +86,4 @@ pub async fn run_executor(opts: ExecutorOptions, catalog: Arc<Catalog>) -> Resul
     start_executor_process(Arc::new(config))
         .await
         .map_err(ClusterError::ballista)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_task_slot_is_refused_two_are_taken() {
-        let e = task_slots(1).unwrap_err().to_string();
-        assert!(e.contains("at least 2 task slots"), "{e}");
-        assert_eq!(task_slots(2).unwrap(), 2);
-        assert_eq!(task_slots(8).unwrap(), 8);
-    }
 }

@@ -41,9 +41,16 @@ impl AllegroPhysicalCodec {
     fn decode_scan(
         &self,
         body: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
         ctx: &TaskContext,
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [indexes] = inputs else {
+            return Err(DataFusionError::Internal(format!(
+                "a block scan with {} inputs, not its partition indexes",
+                inputs.len()
+            )));
+        };
         let msg: wire::BlockScan = wire::decode("block scan", body)?;
         let Some(catalog) = self.catalog.clone() else {
             return Err(DataFusionError::Internal(
@@ -88,6 +95,7 @@ impl AllegroPhysicalCodec {
             Arc::new(scan.clone()),
             groups,
             catalog,
+            indexes.clone(),
         )))
     }
 }
@@ -101,7 +109,7 @@ impl PhysicalExtensionCodec for AllegroPhysicalCodec {
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match wire::unframe(buf) {
-            Some((wire::KIND_BLOCK_SCAN, body)) => self.decode_scan(body, ctx, converter),
+            Some((wire::KIND_BLOCK_SCAN, body)) => self.decode_scan(body, inputs, ctx, converter),
             _ => self.ballista.try_decode(buf, inputs, ctx, converter),
         }
     }

@@ -9,14 +9,14 @@ use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use crate::engines::catalog_at;
 use crate::ports::free_port;
 
-/// A cluster of two executors (two tasks each) over the store `root/store`, and that store's
-/// path.
-pub async fn two_executors(root: &Path) -> (InProcessCluster, PathBuf) {
+/// A cluster of two executors (`slots` tasks at once each) over the store `root/store`, and
+/// that store's path.
+pub async fn two_executors(root: &Path, slots: usize) -> (InProcessCluster, PathBuf) {
     let store = root.join("store");
     std::fs::create_dir_all(&store).expect("store directory");
     let opts = InProcessOptions {
         executors: 2,
-        tasks_per_executor: 2,
+        tasks_per_executor: slots,
         memory_bytes: Some(512 << 20),
         work_dir: root.join("executors"),
     };

@@ -135,7 +135,7 @@ async fn golden_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn golden_files_on_a_cluster() {
     let root = tempfile::tempdir().unwrap();
-    let (cluster, store) = allegro_tests::cluster::two_executors(root.path()).await;
+    let (cluster, store) = allegro_tests::cluster::two_executors(root.path(), 2).await;
     let mut failures = Vec::new();
     for file in &golden_paths() {
         let ds = dataset_of(file);

@@ -139,7 +139,7 @@ async fn metrics_golden_files() {
 async fn metrics_golden_files_on_a_cluster() {
     let files = golden::load_dir(&golden_dir(), &golden_dir().join("../data"));
     let root = tempfile::tempdir().unwrap();
-    let (cluster, store) = allegro_tests::cluster::two_executors(root.path()).await;
+    let (cluster, store) = allegro_tests::cluster::two_executors(root.path(), 2).await;
     let mut failures = Vec::new();
     let mut cases = 0;
     for (file, g, ds) in &files {

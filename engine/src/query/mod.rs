@@ -97,14 +97,6 @@ impl QueryEngine {
         }
     }
 
-    /// The same engine running everything in this process.
-    pub(crate) fn in_process(&self) -> Self {
-        Self {
-            remote: None,
-            ..self.clone()
-        }
-    }
-
     /// Whether SQL runs on a cluster.
     pub fn is_remote(&self) -> bool {
         self.remote.is_some()

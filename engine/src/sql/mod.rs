@@ -239,15 +239,6 @@ impl QueryEngine {
     }
 
     async fn sql_now(&self, tenants: &[String], sql: &str, max_rows: usize) -> Result<SqlAnswer> {
-        // A query calling `traceql()` runs in this process even with a cluster configured:
-        // on the cluster, the join of its matches with `spans` counted every match twice
-        // (`allegro-bench cluster`, traceql-join, 2026-12-04; docs/scale-out.md, "Known
-        // problems"). A slower right answer until that is understood.
-        if self.remote.is_some()
-            && traceql_fn::calls_traceql(self.sql_frame(tenants, sql).await?.logical_plan())?
-        {
-            return Box::pin(self.in_process().sql_now(tenants, sql, max_rows)).await;
-        }
         let df = self.sql_to_run(tenants, sql, max_rows).await?;
         let schema = df.schema().inner().clone();
         let mut batches = df.collect().await.map_err(|e| match &self.remote {

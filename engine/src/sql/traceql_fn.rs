@@ -197,27 +197,6 @@ impl QueryEngine {
     }
 }
 
-/// Whether `plan` calls `traceql()` anywhere, subqueries included.
-pub(crate) fn calls_traceql(plan: &datafusion::logical_expr::LogicalPlan) -> Result<bool> {
-    use datafusion::common::tree_node::TreeNodeRecursion;
-    use datafusion::datasource::source_as_provider;
-    use datafusion::logical_expr::LogicalPlan;
-
-    let mut found = false;
-    plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && let Ok(p) = source_as_provider(&scan.source)
-            && (p.as_ref() as &dyn std::any::Any).is::<TraceqlTable>()
-        {
-            found = true;
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })
-    .map_err(crate::query::df_err)?;
-    Ok(found)
-}
-
 /// `plan` with every `traceql(...)` scan replaced by the spans it matches, found here: a
 /// cluster's nodes have no engine to search with, so a query sent to one carries the matches
 /// as a table of its own (two hex IDs per matching span).

@@ -1,0 +1,98 @@
+//! SQL over many blocks through a Ballista cluster whose executors run one or two tasks at
+//! once: every answer equals one process's, and counts equal the spans stored.
+//!
+//! Ballista's scheduler cuts a stage's plan down to each task's partitions before sending it;
+//! a block scan it did not know how to cut stayed whole, and every task read the scan's first
+//! partitions instead of its own (docs/scale-out.md). With one task slot per executor, every
+//! answer over 100 blocks counted each span twice; a join with `traceql()` did too. Twelve
+//! blocks give a stage twelve partitions to hand out.
+
+use allegro_engine::query::QueryEngine;
+use allegro_tests::engines::{TENANT, catalog_at, generated_traces, store_block};
+use arrow::util::pretty::pretty_format_batches;
+use std::path::Path;
+
+const BLOCKS: usize = 12;
+const SPANS: u64 = 6_000;
+
+const QUERIES: [&str; 6] = [
+    "SELECT count(*) AS spans, count(DISTINCT trace_id) AS traces, sum(duration_nano) AS d \
+     FROM spans",
+    "SELECT service_name, count(*) AS spans, max(duration_ms) AS slowest FROM spans \
+     GROUP BY 1 ORDER BY 1",
+    "SELECT spans, count(*) AS traces FROM traces GROUP BY 1 ORDER BY 1",
+    "SELECT p.service_name AS caller, c.service_name AS callee, count(*) AS calls \
+     FROM spans p JOIN spans c \
+     ON c.trace_id = p.trace_id AND c.nested_set_parent = p.nested_set_left \
+     WHERE p.service_name <> c.service_name GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+    "SELECT s.service_name, count(*) AS errors FROM traceql('{ status = error }') t \
+     JOIN spans s USING (trace_id, span_id) GROUP BY 1 ORDER BY 1",
+    "SELECT count(*) AS spans FROM traceql('{ }') t JOIN spans s USING (trace_id, span_id)",
+];
+
+/// The generated shop's traces in [`BLOCKS`] blocks under `store`; the spans stored and, of
+/// them, the spans with an error status, counted from the OTLP data.
+async fn stored(store: &Path) -> (usize, usize) {
+    let traces = generated_traces(7, SPANS);
+    let catalog = catalog_at(store);
+    let (mut spans, mut errors) = (0, 0);
+    for chunk in traces.chunks(traces.len().div_ceil(BLOCKS)) {
+        let rs: Vec<_> = chunk.iter().flatten().cloned().collect();
+        for s in rs
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            spans += 1;
+            errors += usize::from(s.status.as_ref().is_some_and(|st| st.code == 2));
+        }
+        store_block(&catalog, TENANT, rs).await;
+    }
+    assert_eq!(catalog.blocks(TENANT).await.unwrap().len(), BLOCKS);
+    (spans, errors)
+}
+
+async fn answer(engine: &QueryEngine, sql: &str) -> String {
+    let a = engine
+        .sql(&[TENANT.to_string()], sql, 100_000)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pretty_format_batches(&a.batches).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_over_many_blocks_equal_one_process_with_one_or_two_task_slots() {
+    for slots in [1, 2] {
+        let root = tempfile::tempdir().unwrap();
+        let (cluster, store) = allegro_tests::cluster::two_executors(root.path(), slots).await;
+        let (spans, errors) = stored(&store).await;
+        let local = QueryEngine::new(catalog_at(&store), None).unwrap();
+        let mut expected = Vec::new();
+        for q in QUERIES {
+            expected.push(answer(&local, q).await);
+        }
+        // One process's answers themselves, against the OTLP data.
+        assert!(
+            expected[0].contains(&format!("| {spans} ")),
+            "{}",
+            expected[0]
+        );
+        let error_total: usize = expected[4]
+            .lines()
+            .filter_map(|l| l.split('|').nth(2)?.trim().parse::<usize>().ok())
+            .sum();
+        assert_eq!(error_total, errors, "{}", expected[4]);
+        assert!(
+            expected[5].contains(&format!("| {spans} ")),
+            "{}",
+            expected[5]
+        );
+
+        let engine = cluster.remote(QueryEngine::new(catalog_at(&store), None).unwrap());
+        assert!(engine.is_remote());
+        for (q, want) in QUERIES.iter().zip(&expected) {
+            let got = answer(&engine, q).await;
+            assert_eq!(&got, want, "{slots} task slot(s) per executor: {q}");
+        }
+    }
+}
