@@ -55,6 +55,18 @@ async fn listening(port: u16, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs `node` as a task of the caller's runtime, logging why it stopped if it does.
+fn spawn_node(
+    what: &'static str,
+    node: impl Future<Output = Result<()>> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = node.await {
+            tracing::error!(error = %e, "in-process {what} stopped");
+        }
+    })
+}
+
 impl InProcessCluster {
     /// Starts a scheduler and `opts.executors` executors, each node with its own catalog from
     /// `catalog` (their own caches, as separate processes have), on ports from `port` (each
@@ -75,12 +87,9 @@ impl InProcessCluster {
             external_host: "127.0.0.1".into(),
             executor_timeout: Duration::from_secs(30),
         };
-        let c = catalog();
-        cluster.nodes.push(tokio::spawn(async move {
-            if let Err(e) = run_scheduler(scheduler, c).await {
-                tracing::error!(error = %e, "in-process scheduler stopped");
-            }
-        }));
+        cluster
+            .nodes
+            .push(spawn_node("scheduler", run_scheduler(scheduler, catalog())));
         listening(scheduler_port, "the scheduler").await?;
         for i in 0..opts.executors {
             let work_dir = opts.work_dir.join(format!("executor-{i}"));
@@ -98,12 +107,9 @@ impl InProcessCluster {
                 memory_bytes: opts.memory_bytes,
                 heartbeat: Duration::from_secs(5),
             };
-            let c = catalog();
-            cluster.nodes.push(tokio::spawn(async move {
-                if let Err(e) = run_executor(executor, c).await {
-                    tracing::error!(error = %e, "in-process executor stopped");
-                }
-            }));
+            cluster
+                .nodes
+                .push(spawn_node("executor", run_executor(executor, catalog())));
             listening(flight_port, "an executor").await?;
             cluster.work_dirs.push(work_dir);
         }

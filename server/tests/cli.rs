@@ -87,12 +87,12 @@ impl Served {
     fn stop(mut self) {
         Command::new("kill")
             .arg("-TERM")
-            .arg(self.child.id().to_string())
+            .arg(self.child.0.id().to_string())
             .status()
             .unwrap();
         let start = std::time::Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
                 assert!(status.success(), "{status}");
                 break;
             }
@@ -723,7 +723,7 @@ fn serve_logs_at_server_log_level() {
             .arg(&cfg)
             .stderr(Stdio::piped());
         let mut srv = common::serve(cmd);
-        let mut stderr = srv.child.stderr.take().unwrap();
+        let mut stderr = srv.child.0.stderr.take().unwrap();
         srv.stop();
         let mut text = String::new();
         std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
@@ -742,9 +742,9 @@ fn sigterm_right_after_the_announcement_is_a_graceful_stop() {
     for _ in 0..20 {
         let mut srv = serve(&dir.path().join("data"), &cfg);
         // SAFETY: kill(2) on our own child's pid; no memory is touched.
-        let sent = unsafe { libc::kill(srv.child.id() as libc::pid_t, libc::SIGTERM) };
+        let sent = unsafe { libc::kill(srv.child.0.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(sent, 0);
-        let status = srv.child.wait().unwrap();
+        let status = srv.child.0.wait().unwrap();
         assert!(status.success(), "{status}");
     }
 }

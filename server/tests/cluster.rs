@@ -132,7 +132,7 @@ fn start(dir: &Path) -> Processes {
     Processes {
         scheduler,
         executors,
-        serve: Killed(child),
+        serve: child,
         api: base,
         logs,
     }

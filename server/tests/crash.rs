@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,7 +47,9 @@ const SPANS_PER_REQUEST: u64 = 4;
 const REQUESTS_PER_TRACE: u64 = 40;
 
 struct Server {
-    child: Child,
+    /// Killed when dropped, so a failing round leaves no server behind holding the test
+    /// runner's output open.
+    child: common::Killed,
     api: String,
     otlp: String,
 }
@@ -231,8 +233,8 @@ fn sigkill_never_loses_acknowledged_spans_nor_duplicates_them() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let mut child = srv.child;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
         for c in clients {
             c.join().unwrap();
@@ -273,10 +275,10 @@ fn sigkill_never_loses_acknowledged_spans_nor_duplicates_them() {
             // A clean stop flushes everything; then blocks alone hold each stored span once.
             Command::new("kill")
                 .arg("-TERM")
-                .arg(child.id().to_string())
+                .arg(child.0.id().to_string())
                 .status()
                 .unwrap();
-            assert!(child.wait().unwrap().success());
+            assert!(child.0.wait().unwrap().success());
             let srv = start(dir.path());
             let stored: u64 = sent_now
                 .keys()
@@ -299,12 +301,9 @@ fn sigkill_never_loses_acknowledged_spans_nor_duplicates_them() {
                 in_blocks, stored,
                 "blocks hold {in_blocks} spans; {stored} distinct are served"
             );
-            let mut c = srv.child;
-            c.kill().unwrap();
-            c.wait().unwrap();
+            drop(srv);
         } else {
-            child.kill().unwrap();
-            child.wait().unwrap();
+            drop(child);
         }
     }
 }

@@ -42,7 +42,9 @@ impl Drop for Killed {
 
 /// A running `allegro serve` on a free loopback port.
 pub struct Served {
-    pub child: Child,
+    /// The server, killed when dropped: a failing test leaves no server holding the test
+    /// runner's output open.
+    pub child: Killed,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// Status lines printed before `allegro listening on`.
@@ -78,7 +80,7 @@ pub fn serve(mut cmd: Command) -> Served {
         before.push(line);
     };
     Served {
-        child,
+        child: Killed(child),
         base,
         before,
         lines,
