@@ -14,6 +14,7 @@ pub mod nested_set;
 pub mod otlp_json;
 pub mod priority;
 pub mod query;
+pub mod ring;
 pub mod schema;
 pub mod sql;
 pub mod storage;

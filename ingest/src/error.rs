@@ -27,6 +27,10 @@ pub enum IngestError {
     /// The server is shutting down and takes no more data.
     #[error("shutting down: no more data is accepted")]
     ShuttingDown,
+    /// Another ingester of the ring could not take its share of a write or answer for its
+    /// live spans: 503 / UNAVAILABLE (retryable).
+    #[error("{0}")]
+    Peer(String),
     /// A block could not be written.
     #[error(transparent)]
     Engine(#[from] allegro_engine::error::EngineError),

@@ -162,6 +162,8 @@ pub struct Ingester {
     /// The heads' parts as queries see them.
     snapshots: HeadSnapshots,
     tap: std::sync::OnceLock<Arc<dyn SpanTap>>,
+    /// With sharded ingest, where spans of traces other ingesters own go.
+    distributor: std::sync::OnceLock<Arc<crate::distributor::Distributor>>,
 }
 
 impl std::fmt::Debug for Ingester {
@@ -327,6 +329,7 @@ impl Ingester {
             flush_lock: tokio::sync::Mutex::new(()),
             snapshots: HeadSnapshots::default(),
             tap: std::sync::OnceLock::new(),
+            distributor: std::sync::OnceLock::new(),
         });
         Ok((ing, out))
     }
@@ -334,6 +337,12 @@ impl Ingester {
     /// The metrics of the ingest path.
     pub fn metrics(&self) -> &Arc<IngestMetrics> {
         &self.metrics
+    }
+
+    /// Sends every span of a trace this process does not own to the ingester that does
+    /// ([`crate::distributor`]); set once, before the receivers start.
+    pub fn set_distributor(&self, d: Arc<crate::distributor::Distributor>) {
+        let _ = self.distributor.set(d);
     }
 
     /// Installs the tap that sees accepted spans (once; later calls are ignored).
@@ -358,11 +367,31 @@ impl Ingester {
         self.wal.lock().clone().ok_or(IngestError::ShuttingDown)
     }
 
-    /// Accepts an encoded `ExportTraceServiceRequest` (OTLP protobuf) for `tenant`. Requests
-    /// are regrouped by trace straight from their bytes ([`crate::wire`]); only those that need
-    /// more (attribute truncation, bad IDs, a metrics-generator tap, anything unusual) are
-    /// decoded first. Malformed protobuf is `InvalidInput`.
+    /// Accepts an encoded `ExportTraceServiceRequest` (OTLP protobuf) for `tenant`: with
+    /// sharded ingest, split among the ingesters owning its traces; otherwise stored here
+    /// ([`Ingester::push_encoded_here`]). Malformed protobuf is `InvalidInput`.
     pub async fn push_encoded(
+        &self,
+        tenant: &str,
+        protocol: &'static str,
+        body: &[u8],
+    ) -> Result<PushOutcome> {
+        if let Some(d) = self.distributor.get() {
+            let req = ExportTraceServiceRequest::decode(body)
+                .map_err(|e| IngestError::InvalidInput(format!("malformed OTLP protobuf: {e}")))?;
+            return self
+                .distribute(d, tenant, protocol, req.resource_spans, body.len())
+                .await;
+        }
+        self.push_encoded_here(tenant, protocol, body).await
+    }
+
+    /// Stores an encoded `ExportTraceServiceRequest` here, whichever ingester owns its traces
+    /// (a share another ingester sent, or every write without a ring). Requests are regrouped
+    /// by trace straight from their bytes ([`crate::wire`]); only those that need more
+    /// (attribute truncation, bad IDs, a metrics-generator tap, anything unusual) are decoded
+    /// first. Malformed protobuf is `InvalidInput`.
+    pub async fn push_encoded_here(
         &self,
         tenant: &str,
         protocol: &'static str,
@@ -378,13 +407,59 @@ impl Ingester {
             let req = ExportTraceServiceRequest::decode(body)
                 .map_err(|e| IngestError::InvalidInput(format!("malformed OTLP protobuf: {e}")))?;
             return self
-                .push(tenant, protocol, req.resource_spans, body.len())
+                .push_here(tenant, protocol, req.resource_spans, body.len())
                 .await;
         };
         let total = prepared.sizes.len() as u64;
         self.admit_rate(tenant, total, body.len())?;
         self.admit(tenant, protocol, prepared, total, body.len(), None)
             .await
+    }
+
+    /// `batches` split by owner: this process's share stored here, the others sent to their
+    /// owners, all at once; the outcomes summed, or the first refusal
+    /// ([`crate::distributor`]).
+    async fn distribute(
+        &self,
+        d: &crate::distributor::Distributor,
+        tenant: &str,
+        protocol: &'static str,
+        batches: Vec<ResourceSpans>,
+        request_bytes: usize,
+    ) -> Result<PushOutcome> {
+        let total = crate::distributor::span_count(&batches).max(1);
+        let me = d.ring().me();
+        let sends = d
+            .split(batches)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, share)| !share.is_empty())
+            .map(|(m, share)| async move {
+                let spans = crate::distributor::span_count(&share);
+                if m == me {
+                    // The rate limit counts this share's part of the request's bytes.
+                    let bytes = (request_bytes as u64 * spans / total) as usize;
+                    return self.push_here(tenant, protocol, share, bytes).await;
+                }
+                let mut o = d
+                    .peers()
+                    .push(&d.ring().members()[m], tenant, share)
+                    .await?;
+                o.accepted = spans.saturating_sub(o.rejected);
+                Ok(o)
+            });
+        let mut outcome = PushOutcome::default();
+        let mut reasons = Vec::new();
+        for o in futures::future::join_all(sends).await {
+            let o = o?;
+            outcome.accepted += o.accepted;
+            outcome.rejected += o.rejected;
+            if !o.message.is_empty() {
+                reasons.push(o.message);
+            }
+        }
+        outcome.message = reasons.join("; ");
+        Ok(outcome)
     }
 
     /// Refuses when shutting down or when `tenant` is over its ingestion rate.
@@ -405,10 +480,32 @@ impl Ingester {
         Ok(())
     }
 
-    /// Accepts a decoded request of `request_bytes` bytes for `tenant` from `protocol`: rate
-    /// limit, attribute truncation, ID checks and trace limits, then the WAL. Returns once the
-    /// spans are durable and queryable.
+    /// Accepts a decoded request of `request_bytes` bytes for `tenant` from `protocol`: with
+    /// sharded ingest, split among the ingesters owning its traces; otherwise stored here
+    /// ([`Ingester::push_here`]).
     pub async fn push(
+        &self,
+        tenant: &str,
+        protocol: &'static str,
+        batches: Vec<ResourceSpans>,
+        request_bytes: usize,
+    ) -> Result<PushOutcome> {
+        match self.distributor.get() {
+            Some(d) => {
+                self.distribute(d, tenant, protocol, batches, request_bytes)
+                    .await
+            }
+            None => {
+                self.push_here(tenant, protocol, batches, request_bytes)
+                    .await
+            }
+        }
+    }
+
+    /// Stores a decoded request of `request_bytes` bytes for `tenant` from `protocol` here:
+    /// rate limit, attribute truncation, ID checks and trace limits, then the WAL. Returns
+    /// once the spans are durable and queryable.
+    pub async fn push_here(
         &self,
         tenant: &str,
         protocol: &'static str,
@@ -946,15 +1043,19 @@ fn trace_spans(id: &TraceId, t: &HeldTrace) -> Result<Vec<FlatSpan>> {
     Ok(flat)
 }
 
+#[async_trait::async_trait]
 impl LiveSpans for Ingester {
-    fn live_batches(&self, tenant: &str) -> allegro_engine::error::Result<Vec<Vec<RecordBatch>>> {
+    async fn live_batches(
+        &self,
+        tenant: &str,
+    ) -> allegro_engine::error::Result<Vec<Vec<RecordBatch>>> {
         match self.live_snapshot(tenant) {
             Ok(b) => Ok(b),
             Err(e) => Err(allegro_engine::error::EngineError::Internal(e.to_string())),
         }
     }
 
-    fn live_trace(
+    async fn live_trace(
         &self,
         tenant: &str,
         id: &TraceId,

@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod distributor;
 pub mod error;
 pub mod generator;
 pub mod head;
@@ -19,7 +20,9 @@ pub mod ingester;
 pub mod jaeger;
 pub mod limits;
 pub mod metrics;
+pub mod peers;
 pub mod prepare;
+pub mod ring_live;
 pub mod sanitize;
 pub mod wal;
 pub mod wire;

@@ -639,6 +639,64 @@ pub struct IngesterSection {
     /// `overrides.*.ingestion.max_head_bytes`.
     #[serde(deserialize_with = "null_default")]
     pub max_head_bytes: u64,
+    /// `ingester.ring` (Allegro's): the serving processes that share the bucket and split
+    /// ingest by trace ID (docs/scale-out.md); unset: this process ingests every span it
+    /// receives.
+    #[serde(deserialize_with = "present")]
+    pub ring: Option<RingSection>,
+}
+
+/// `ingester.ring:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingSection {
+    /// This process's ID among `members`.
+    pub instance_id: String,
+    /// Every member, the same list in every process.
+    pub members: Vec<RingMember>,
+}
+
+/// One of `ingester.ring.members`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingMember {
+    /// Its `instance_id`.
+    pub id: String,
+    /// Its HTTP API, `http://host:port`, reachable from every other member.
+    pub address: String,
+}
+
+impl RingSection {
+    /// The ring, checked: IDs unique and this instance among them, addresses HTTP URLs.
+    pub fn ring(&self) -> Result<allegro_engine::ring::Ring, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        let mut members = Vec::with_capacity(self.members.len());
+        for (i, m) in self.members.iter().enumerate() {
+            let a = m.address.trim().trim_end_matches('/');
+            let host = a
+                .strip_prefix("http://")
+                .or_else(|| a.strip_prefix("https://"))
+                .filter(|h| !h.is_empty() && !h.contains('/'));
+            if host.is_none() {
+                return Err(invalid(
+                    &format!("ingester.ring.members[{i}].address"),
+                    format!(
+                        "{:?} is not an HTTP API address (e.g. http://ingester-a:3200)",
+                        m.address
+                    ),
+                ));
+            }
+            members.push(allegro_engine::ring::Member {
+                id: m.id.trim().to_string(),
+                address: a.to_string(),
+            });
+        }
+        allegro_engine::ring::Ring::new(members, self.instance_id.trim())
+            .map_err(|m| invalid("ingester.ring", m))
+    }
 }
 
 impl Default for IngesterSection {
@@ -650,6 +708,7 @@ impl Default for IngesterSection {
             max_block_duration: None,
             max_block_bytes: 64 << 20,
             max_head_bytes: 512 << 20,
+            ring: None,
         }
     }
 }
@@ -1269,6 +1328,9 @@ impl Config {
             })
         };
         self.query.ballista.scheduler()?;
+        if let Some(r) = &self.ingester.ring {
+            r.ring()?;
+        }
         let c = &self.compactor.compaction;
         if c.compaction_window.is_some_and(|w| w.is_zero()) {
             return bad(
@@ -1483,6 +1545,13 @@ impl Config {
                 l.tenant_retention.insert(tenant.clone(), r);
             }
         }
+        // With sharded ingest each tenant is compacted by one member (validated at start).
+        l.ring = self
+            .ingester
+            .ring
+            .as_ref()
+            .and_then(|r| r.ring().ok())
+            .map(std::sync::Arc::new);
         l
     }
 
@@ -2021,6 +2090,32 @@ mod tests {
                 .contains("ingester.max_trace_live")
         );
         assert_eq!(c.wal_dir(), PathBuf::from("./allegro-data/@wal"));
+    }
+
+    #[test]
+    fn the_ingest_ring_is_read_and_checked() {
+        let ring = |me: &str, b: &str| {
+            format!(
+                "ingester:\n  ring:\n    instance_id: {me}\n    members:\n      - id: a\n        address: http://10.0.0.1:3200/\n      - id: b\n        address: {b}\n"
+            )
+        };
+        let c = parse(&ring("b", "http://10.0.0.2:3200")).unwrap();
+        let r = c.ingester.ring.as_ref().unwrap().ring().unwrap();
+        assert_eq!(r.members()[r.me()].id, "b");
+        assert_eq!(r.members()[0].address, "http://10.0.0.1:3200");
+        assert!(c.lifecycle().ring.is_some());
+        assert!(parse("").unwrap().lifecycle().ring.is_none());
+        let msg = |y: &str| parse(y).unwrap_err().to_string();
+        let m = msg(&ring("c", "http://10.0.0.2:3200"));
+        assert!(
+            m.contains("ingester.ring") && m.contains("\"c\", is not among the members"),
+            "{m}"
+        );
+        let m = msg(&ring("a", "10.0.0.2:3200"));
+        assert!(
+            m.contains("ingester.ring.members[1].address") && m.contains("http://"),
+            "{m}"
+        );
     }
 
     #[test]

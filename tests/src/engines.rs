@@ -28,8 +28,12 @@ impl StaticLive {
     }
 }
 
+#[async_trait::async_trait]
 impl LiveSpans for StaticLive {
-    fn live_batches(&self, _tenant: &str) -> allegro_engine::error::Result<Vec<Vec<RecordBatch>>> {
+    async fn live_batches(
+        &self,
+        _tenant: &str,
+    ) -> allegro_engine::error::Result<Vec<Vec<RecordBatch>>> {
         Ok(self.0.clone())
     }
 }

@@ -64,6 +64,10 @@ pub struct LifecycleConfig {
     /// restarted process takes back the claims of the one that died), different between
     /// processes sharing a bucket.
     pub owner: String,
+    /// With sharded ingest, the ring that gives each tenant's compaction and retention to
+    /// exactly one of the processes sharing the bucket; `None`: this process does every
+    /// tenant's (claims still keep two processes off the same blocks).
+    pub ring: Option<std::sync::Arc<crate::ring::Ring>>,
 }
 
 impl Default for LifecycleConfig {
@@ -77,6 +81,7 @@ impl Default for LifecycleConfig {
             compacted_block_retention: Duration::from_secs(3600),
             claim_lease: Duration::from_secs(3600),
             owner: process_owner().to_string(),
+            ring: None,
         }
     }
 }
@@ -449,6 +454,9 @@ pub async fn run_cycle(
     let mut blocks_gauge = BTreeMap::new();
     let mut backlog_gauge = BTreeMap::new();
     for tenant in catalog.list_tenants().await? {
+        if cfg.ring.as_ref().is_some_and(|r| !r.owns_tenant(&tenant)) {
+            continue;
+        }
         let started = std::time::Instant::now();
         let pass = async {
             // Blocks another process holds, planned around for the rest of this pass.

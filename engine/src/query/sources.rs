@@ -156,7 +156,7 @@ impl QueryEngine {
         let (mut live_spans, mut live_traces) = (0, 0);
         let mut live_split = IncompleteTraces::default();
         if let Some(head) = self.live.as_ref().filter(|_| live) {
-            let groups = head.live_batches(tenant)?;
+            let groups = head.live_batches(tenant).await?;
             if let Some(first) = groups.iter().flatten().next() {
                 let schema = first.schema();
                 live_spans = groups.iter().flatten().map(|b| b.num_rows() as u64).sum();

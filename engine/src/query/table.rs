@@ -42,16 +42,18 @@ pub fn block_readers(
 /// Where the object store is registered in a query session.
 pub const STORE_URL: &str = "allegro://blocks";
 
-/// Spans not yet in a block, for queries: the live head of one tenant.
+/// Spans not yet in a block, for queries: the live head of one tenant (with sharded ingest,
+/// of every ingester).
+#[async_trait::async_trait]
 pub trait LiveSpans: Send + Sync {
     /// The tenant's live spans as span-table batches without hot columns (every attribute in
     /// the overflow maps), nested sets computed per trace; in groups, each holding its traces'
     /// live spans whole (a trace in two groups is treated as split), so that a search can read
     /// them newest first and stop early, as it does blocks.
-    fn live_batches(&self, tenant: &str) -> crate::error::Result<Vec<Vec<RecordBatch>>>;
+    async fn live_batches(&self, tenant: &str) -> crate::error::Result<Vec<Vec<RecordBatch>>>;
 
     /// The tenant's live spans of trace `id`, as received (none unless the head keeps them).
-    fn live_trace(
+    async fn live_trace(
         &self,
         _tenant: &str,
         _id: &crate::ids::TraceId,

@@ -37,7 +37,7 @@ impl QueryEngine {
             inspected_bytes += found.inspected_bytes;
             all.extend(found.resource_spans);
             if let Some(live) = &self.live {
-                let spans = live.live_trace(t, id)?;
+                let spans = live.live_trace(t, id).await?;
                 from_head |= !spans.is_empty();
                 all.extend(spans);
             }

@@ -122,6 +122,24 @@ pub async fn serve_with(
             "replayed the WAL"
         );
     }
+    // Sharded ingest: spans of traces other members own go to them, and queries ask every
+    // member for its live spans (docs/scale-out.md, "Ingest across nodes").
+    let distributor = match &cfg.ingester.ring {
+        Some(r) => {
+            let ring = r.ring().map_err(|e| format!("config: {e}"))?;
+            tracing::info!(
+                instance = %ring.members()[ring.me()].id,
+                members = ring.members().len(),
+                "ingest sharded by trace ID over the ring"
+            );
+            let d = Arc::new(allegro_ingest::distributor::Distributor::new(Arc::new(
+                ring,
+            )));
+            ingester.set_distributor(d.clone());
+            Some(d)
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let receivers = cfg.distributor.effective_receivers();
@@ -162,6 +180,7 @@ pub async fn serve_with(
             ingester: ingester.clone(),
             multitenancy: cfg.multitenancy_enabled,
             max_body: h.max_request_body_size,
+            here: false,
         });
         tasks.spawn(serve_axum(l, app, stop_rx.clone(), "OTLP/HTTP receiver"));
     }
@@ -274,7 +293,13 @@ pub async fn serve_with(
         }
         None => None,
     };
-    let live: Arc<dyn allegro_engine::query::LiveSpans> = ingester.clone();
+    let live: Arc<dyn allegro_engine::query::LiveSpans> = match &distributor {
+        Some(d) => Arc::new(allegro_ingest::ring_live::RingLive::new(
+            ingester.clone(),
+            d.clone(),
+        )),
+        None => ingester.clone(),
+    };
     let query = Arc::new(super::on_cluster(
         cfg,
         allegro_engine::query::QueryEngine::with_limits(
@@ -322,6 +347,21 @@ pub async fn serve_with(
         tasks.spawn(serve_grpc(l, svc, stop_rx.clone(), "Flight SQL server"));
     }
     let mut app = router(state.clone(), &cfg.server.http_api_prefix);
+    if distributor.is_some() {
+        // The other members' shares of their writes, and their questions for live spans.
+        let max_body = otlp_http_limit(cfg);
+        app = app
+            .merge(otlp_http::shares_router(OtlpHttp {
+                ingester: ingester.clone(),
+                multitenancy: cfg.multitenancy_enabled,
+                max_body,
+                here: true,
+            }))
+            .merge(crate::http::ring::router(crate::http::ring::RingReads {
+                ingester: ingester.clone(),
+                multitenancy: cfg.multitenancy_enabled,
+            }));
+    }
     if cfg.stream_over_http_enabled.unwrap_or(true) {
         // Grafana's streaming API shares the port, over HTTP/2 (h2c), as in Tempo.
         app = crate::grpc::router(state).merge(app);
@@ -559,4 +599,20 @@ fn run_lifecycle(
     if let Err(e) = spawned {
         tracing::error!(error = %e, "compaction cannot start");
     }
+}
+
+/// The body limit of the shares other members send: a share is at most a request one of
+/// them received, whose limit is the largest of the OTLP receivers' (20 MiB by default).
+fn otlp_http_limit(cfg: &Config) -> usize {
+    let otlp = cfg
+        .distributor
+        .effective_receivers()
+        .otlp
+        .unwrap_or_default()
+        .protocols;
+    let http = otlp.http.map_or(0, |h| h.max_request_body_size);
+    let grpc = otlp
+        .grpc
+        .map_or(0, |g| g.max_recv_msg_size_mib << 20);
+    http.max(grpc).max(20 << 20)
 }

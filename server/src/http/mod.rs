@@ -4,6 +4,7 @@ pub mod metrics;
 pub mod operator;
 pub mod params;
 pub mod partial;
+pub mod ring;
 pub mod search;
 pub mod sql;
 pub mod status;

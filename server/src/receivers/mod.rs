@@ -101,7 +101,8 @@ impl From<IngestError> for Refusal {
             e @ (IngestError::Wal(_)
             | IngestError::ShuttingDown
             | IngestError::ReadOnly(_)
-            | IngestError::Backpressure(_)) => Self::Unavailable(e.to_string()),
+            | IngestError::Backpressure(_)
+            | IngestError::Peer(_)) => Self::Unavailable(e.to_string()),
             e @ (IngestError::Engine(_) | IngestError::Internal(_)) => {
                 Self::Internal(e.to_string())
             }

@@ -29,13 +29,30 @@ pub struct OtlpHttp {
     pub multitenancy: bool,
     /// Body limit.
     pub max_body: usize,
+    /// Store every span here: the shares of writes other ingesters of the ring send
+    /// ([`allegro_ingest::peers`]), already split by owner.
+    pub here: bool,
 }
 
 /// The receiver's routes.
 pub fn router(state: OtlpHttp) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
-        .with_state(state)
+        .with_state(OtlpHttp {
+            here: false,
+            ..state
+        })
+}
+
+/// The route other ingesters of the ring send this one its shares of their writes at
+/// ([`allegro_ingest::peers::PUSH_PATH`]): OTLP/HTTP, stored here.
+pub fn shares_router(state: OtlpHttp) -> Router {
+    Router::new()
+        .route(allegro_ingest::peers::PUSH_PATH, post(export))
+        .with_state(OtlpHttp {
+            here: true,
+            ..state
+        })
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -154,6 +171,12 @@ async fn handle(
         headers.get(ORG_ID_HEADER).map(|v| v.as_bytes()),
     )?;
     let bytes = body::read(headers, body, s.max_body).await?;
+    if format == Format::Protobuf && s.here {
+        return Ok(s
+            .ingester
+            .push_encoded_here(&tenant, "ring", &bytes)
+            .await?);
+    }
     if format == Format::Protobuf {
         return Ok(s
             .ingester
@@ -166,6 +189,12 @@ async fn handle(
             e.to_string().trim_start_matches("invalid input: ")
         ))
     })?;
+    if s.here {
+        return Ok(s
+            .ingester
+            .push_here(&tenant, "ring", batches, bytes.len())
+            .await?);
+    }
     Ok(s.ingester
         .push(&tenant, "otlp_http_json", batches, bytes.len())
         .await?)

@@ -55,15 +55,16 @@ pub struct Served {
 
 /// Runs `allegro` (with its global flags already on `cmd`) as `serve` on a free loopback port
 /// and waits until it says where it listens.
-pub fn serve(mut cmd: Command) -> Served {
+pub fn serve(cmd: Command) -> Served {
+    serve_on(cmd, 0)
+}
+
+/// [`serve`] with the HTTP API on loopback port `port` (0: any free one).
+pub fn serve_on(mut cmd: Command, port: u16) -> Served {
     let mut child = cmd
-        .args([
-            "serve",
-            "--http-listen-port",
-            "0",
-            "--http-listen-address",
-            "127.0.0.1",
-        ])
+        .args(["serve", "--http-listen-port"])
+        .arg(port.to_string())
+        .args(["--http-listen-address", "127.0.0.1"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
