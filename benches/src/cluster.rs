@@ -4,18 +4,23 @@
 //! shuffling through files, as separate processes do), the two alternating repetition by
 //! repetition. Per query: p50/p99 of both, the overhead (cluster p50 − local p50), the bytes
 //! of the plan sent to the scheduler, the bytes the executors shuffled, and whether the
-//! answers are equal (the columns computed exactly, as sorted rows).
+//! answers are equal (the columns computed exactly, as sorted rows). Then Drilldown's TraceQL
+//! metrics panels (the metrics suite's set) the same way: their first stage runs on the
+//! cluster, and the answers must be the same series with the same samples.
 //!
 //! ```text
 //! allegro-bench cluster --spans 10000000 --duration 6h --ranges 6h --executors 2
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
+use allegro_engine::tempopb::TimeSeries;
 use serde_json::{Value, json};
 
 use crate::dataset::{self, TENANT};
@@ -137,7 +142,112 @@ pub async fn run(a: &ClusterArgs) -> Result<(), String> {
             );
             queries.insert(q.name.to_string(), entry);
         }
+        for (name, q, div) in crate::metrics::QUERIES {
+            if !v.runs(name) {
+                continue;
+            }
+            let step = ((end - start) / 1_000_000_000 / div).max(1) * 1_000_000_000;
+            let req = MetricsRequest {
+                query: q.to_string(),
+                start,
+                end,
+                step: Some(step),
+                // Exemplars are a sample of spans: which ones may differ, the series may not.
+                exemplars: Some(0),
+                max_series: None,
+                mode: Mode::All,
+            };
+            let limits = MetricsLimits::default();
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let (mut here, mut there) = (Vec::new(), Vec::new());
+            for i in 0..c.warmup + c.reps {
+                let t0 = Instant::now();
+                here = local
+                    .query_range(&tenants, &req, &limits)
+                    .await
+                    .map_err(|e| format!("{q}: {e}"))?
+                    .series;
+                let took_here = t0.elapsed();
+                let t0 = Instant::now();
+                there = remote
+                    .query_range(&tenants, &req, &limits)
+                    .await
+                    .map_err(|e| format!("{q} on the cluster: {e}"))?
+                    .series;
+                if i >= c.warmup {
+                    ours.push(took_here);
+                    theirs.push(t0.elapsed());
+                }
+            }
+            let differences = series_differences(&here, &there);
+            let equal = differences.is_empty();
+            let (l, d) = (Latency::of(ours), Latency::of(theirs));
+            eprintln!(
+                "{r} {name:<22} local {:>8.1} ms  cluster {:>8.1} ms  series {:>4}  equal {equal}",
+                l.p50_ms,
+                d.p50_ms,
+                here.len()
+            );
+            let mut entry = json!({
+                "traceql": q,
+                "local": l,
+                "cluster": d,
+                "overhead_ms": d.p50_ms - l.p50_ms,
+                "cluster_over_local": d.p50_ms / l.p50_ms.max(1e-9),
+                "series": here.len(),
+                "answers_equal": equal,
+            });
+            if !equal {
+                entry["differences"] = json!(differences.iter().take(5).collect::<Vec<_>>());
+            }
+            queries.insert(format!("metrics:{name}"), entry);
+        }
         ranges.insert(r.clone(), Value::Object(queries));
     }
     emit_ranges("cluster", "SQL on a Ballista cluster", c, &info, ranges)
+}
+
+/// Where two metrics answers differ (empty: the same series, labels and samples; values equal
+/// to 1e-9 relative, as sums may add in another order).
+fn series_differences(a: &[TimeSeries], b: &[TimeSeries]) -> Vec<String> {
+    let by_labels = |s: &[TimeSeries]| -> BTreeMap<String, Vec<(i64, f64)>> {
+        s.iter()
+            .map(|t| {
+                let mut labels: Vec<String> = t.labels.iter().map(|l| format!("{l:?}")).collect();
+                labels.sort();
+                let samples = t
+                    .samples
+                    .iter()
+                    .map(|p| (p.timestamp_ms, p.value))
+                    .collect();
+                (labels.join(","), samples)
+            })
+            .collect()
+    };
+    let (a, b) = (by_labels(a), by_labels(b));
+    let mut out = Vec::new();
+    for k in a
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (a.get(k), b.get(k)) {
+            (Some(x), Some(y)) if x.len() == y.len() => {
+                for ((tx, vx), (ty, vy)) in x.iter().zip(y) {
+                    let close = (vx - vy).abs() <= 1e-9 * vx.abs().max(vy.abs())
+                        || (vx.is_nan() && vy.is_nan());
+                    if tx != ty || !close {
+                        out.push(format!("{k} at {tx}: {vx} here, {vy} on the cluster"));
+                        break;
+                    }
+                }
+            }
+            (x, y) => out.push(format!(
+                "{k}: {} samples here, {} on the cluster",
+                x.map_or(0, Vec::len),
+                y.map_or(0, Vec::len)
+            )),
+        }
+    }
+    out
 }

@@ -611,8 +611,6 @@ fn otlp_http_limit(cfg: &Config) -> usize {
         .unwrap_or_default()
         .protocols;
     let http = otlp.http.map_or(0, |h| h.max_request_body_size);
-    let grpc = otlp
-        .grpc
-        .map_or(0, |g| g.max_recv_msg_size_mib << 20);
+    let grpc = otlp.grpc.map_or(0, |g| g.max_recv_msg_size_mib << 20);
     http.max(grpc).max(20 << 20)
 }
