@@ -15,11 +15,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
-use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
+use allegro_engine::query::QueryEngine;
+use allegro_engine::query::metrics::MetricsLimits;
 use allegro_engine::tempopb::TimeSeries;
 use serde_json::{Value, json};
 
@@ -146,37 +147,27 @@ pub async fn run(a: &ClusterArgs) -> Result<(), String> {
             if !v.runs(name) {
                 continue;
             }
-            let step = ((end - start) / 1_000_000_000 / div).max(1) * 1_000_000_000;
-            let req = MetricsRequest {
-                query: q.to_string(),
-                start,
-                end,
-                step: Some(step),
-                // Exemplars are a sample of spans: which ones may differ, the series may not.
-                exemplars: Some(0),
-                max_series: None,
-                mode: Mode::All,
-            };
+            // Exemplars are a sample of spans: which ones may differ, the series may not.
+            let req = crate::metrics::request(q, (start, end), div, Some(0));
             let limits = MetricsLimits::default();
+            let series =
+                async |engine: &QueryEngine| -> Result<(Duration, Vec<TimeSeries>), String> {
+                    let t0 = Instant::now();
+                    let r = engine
+                        .query_range(&tenants, &req, &limits)
+                        .await
+                        .map_err(|e| format!("{q}: {e}"))?;
+                    Ok((t0.elapsed(), r.series))
+                };
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             let (mut here, mut there) = (Vec::new(), Vec::new());
             for i in 0..c.warmup + c.reps {
-                let t0 = Instant::now();
-                here = local
-                    .query_range(&tenants, &req, &limits)
-                    .await
-                    .map_err(|e| format!("{q}: {e}"))?
-                    .series;
-                let took_here = t0.elapsed();
-                let t0 = Instant::now();
-                there = remote
-                    .query_range(&tenants, &req, &limits)
-                    .await
-                    .map_err(|e| format!("{q} on the cluster: {e}"))?
-                    .series;
+                let (took_here, h) = series(&local).await?;
+                let (took_there, t) = series(&remote).await?;
+                (here, there) = (h, t);
                 if i >= c.warmup {
                     ours.push(took_here);
-                    theirs.push(t0.elapsed());
+                    theirs.push(took_there);
                 }
             }
             let differences = series_differences(&here, &there);

@@ -77,6 +77,21 @@ pub struct MetricsArgs {
     pub sample: String,
 }
 
+/// A range query of `q` over `range` (unix ns) with a step of the range ÷ `div` (whole
+/// seconds), `exemplars` per series.
+pub fn request(q: &str, range: (u64, u64), div: u64, exemplars: Option<u32>) -> MetricsRequest {
+    let (start, end) = range;
+    MetricsRequest {
+        query: q.to_string(),
+        start,
+        end,
+        step: Some(((end - start) / 1_000_000_000 / div).max(1) * 1_000_000_000),
+        exemplars,
+        max_series: None,
+        mode: Mode::All,
+    }
+}
+
 struct Run {
     latency: Latency,
     series: Vec<allegro_engine::tempopb::TimeSeries>,
@@ -224,21 +239,12 @@ pub async fn run(a: &MetricsArgs) -> Result<(), String> {
             if !a.versus.runs(name) {
                 continue;
             }
-            let step = ((end - start) / 1_000_000_000 / div).max(1) * 1_000_000_000;
-            let req = MetricsRequest {
-                query: q.to_string(),
-                start,
-                end,
-                step: Some(step),
-                exemplars: a.exemplars,
-                max_series: None,
-                mode: Mode::All,
-            };
+            let req = request(q, (start, end), div, a.exemplars);
             let exact = run_query(&engine, c, &req).await?;
             let planning = plan_only(&engine, c, &req).await?;
             let mut entry = json!({
                 "query": q,
-                "step_s": step / 1_000_000_000,
+                "step_s": req.step.unwrap_or(0) / 1_000_000_000,
                 "latency": exact.latency,
                 "planning": planning,
                 "spans_per_second": spans_in_range / (exact.latency.p50_ms / 1e3).max(1e-9),

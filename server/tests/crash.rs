@@ -273,27 +273,14 @@ fn sigkill_never_loses_acknowledged_spans_nor_duplicates_them() {
         let mut child = srv.child;
         if round + 1 == kills.len() {
             // A clean stop flushes everything; then blocks alone hold each stored span once.
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(child.0.id().to_string())
-                .status()
-                .unwrap();
-            assert!(child.0.wait().unwrap().success());
+            child.terminate();
             let srv = start(dir.path());
             let stored: u64 = sent_now
                 .keys()
                 .map(|&t| served(&agent, &srv.api, t).len() as u64)
                 .sum();
-            let out = Command::new(env!("CARGO_BIN_EXE_allegro"))
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args(["blocks", "--format", "json"])
-                .output()
-                .unwrap();
-            let blocks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let in_blocks: u64 = blocks
-                .as_array()
-                .unwrap()
+            let data = dir.path().join("data");
+            let in_blocks: u64 = common::blocks(&["--data-dir".as_ref(), data.as_os_str()])
                 .iter()
                 .map(|b| b["totalSpans"].as_u64().unwrap())
                 .sum();

@@ -302,14 +302,8 @@ fn two_ingesters_share_spans_by_trace_and_answer_every_span_once() {
 
     // A clean stop flushes each member's share to the shared store; restarted, both answer
     // every span once from blocks.
-    for m in [a, b] {
-        let mut child = m.child;
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(child.0.id().to_string())
-            .status()
-            .unwrap();
-        assert!(child.0.wait().unwrap().success());
+    for mut m in [a, b] {
+        m.child.terminate();
     }
     let (a, b) = (
         start(dir.path(), &s3, "a", ports),
@@ -320,14 +314,8 @@ fn two_ingesters_share_spans_by_trace_and_answer_every_span_once() {
         assert_eq!(status, 200);
         assert_eq!(traces, all_traces(), "from blocks");
     }
-    let blocks = Command::new(env!("CARGO_BIN_EXE_allegro"))
-        .arg("--config")
-        .arg(dir.path().join("a.yaml"))
-        .args(["blocks", "--format", "json"])
-        .output()
-        .unwrap();
-    let blocks: serde_json::Value = serde_json::from_slice(&blocks.stdout).unwrap();
-    let blocks = blocks.as_array().unwrap();
+    let config = dir.path().join("a.yaml");
+    let blocks = common::blocks(&["--config".as_ref(), config.as_os_str()]);
     assert_eq!(blocks.len(), 2, "one block from each member: {blocks:?}");
     let spans: Vec<u64> = blocks
         .iter()

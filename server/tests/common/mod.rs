@@ -46,6 +46,39 @@ impl Drop for Killed {
     }
 }
 
+impl Killed {
+    /// SIGTERM, then waits for the process to end; asserts that it ended successfully (a
+    /// graceful stop: in-flight requests finished, the head flushed).
+    pub fn terminate(&mut self) {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+/// `allegro <global> blocks --format json`: the stored blocks, as JSON objects.
+pub fn blocks(global: &[&std::ffi::OsStr]) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_allegro"))
+        .args(global)
+        .args(["blocks", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        serde_json::Value::Array(blocks) => blocks,
+        other => panic!("allegro blocks answered {other}"),
+    }
+}
+
 /// A running `allegro serve` on a free loopback port.
 pub struct Served {
     /// The server, killed when dropped: a failing test leaves no server holding the test
