@@ -35,15 +35,58 @@ pub fn classify(e: DataFusionError) -> EngineError {
     };
     match text.split_once(RUNTIME_ERROR) {
         Some((_, task)) if QUERY_MISTAKES.iter().any(|m| task.contains(m)) => {
-            EngineError::InvalidInput(format!("the query failed on its data: {task}"))
+            EngineError::InvalidInput(format!("the query failed on its data: {}", readable(task)))
         }
         _ => EngineError::Unavailable(text),
     }
 }
 
+/// The message inside a task error's Debug form, as one process words it: `division by zero`,
+/// a cast's or an expression's own text; the whole form when none is found.
+fn readable(task: &str) -> String {
+    if task.contains("DivideByZero") {
+        return "division by zero".into();
+    }
+    for marker in QUERY_MISTAKES {
+        let Some((_, after)) = task.split_once(marker) else {
+            continue;
+        };
+        let Some(quoted) = after.strip_prefix('"') else {
+            continue;
+        };
+        // Up to the closing quote; Debug escapes quotes and backslashes inside.
+        let (mut out, mut chars) = (String::new(), quoted.chars());
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.extend(chars.next()),
+                '"' => return out,
+                c => out.push(c),
+            }
+        }
+    }
+    task.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mistakes_read_as_one_process_words_them() {
+        let task = "DataFusionError(Shared(External(DataFusionError(ParquetError(External(ComputeError(\"Error evaluating filter predicate: ArrowError(DivideByZero, Some(\\\"\\\"))\")))))))";
+        assert_eq!(readable(task), "division by zero");
+        assert_eq!(
+            readable(
+                "DataFusionError(ArrowError(CastError(\"Cannot cast string 'GET' to value of Int32 type\"), None))"
+            ),
+            "Cannot cast string 'GET' to value of Int32 type"
+        );
+        assert_eq!(
+            readable("DataFusionError(Execution(\"a \\\"quoted\\\" name\"))"),
+            "a \"quoted\" name"
+        );
+        assert_eq!(readable("something else"), "something else");
+    }
 
     fn job_failed(task: &str) -> DataFusionError {
         DataFusionError::Execution(format!("Job 3kQ failed: {task}"))

@@ -146,6 +146,26 @@ async fn engine(dir: &std::path::Path) -> (QueryEngine, Vec<ResourceSpans>, usiz
     (engine, traces.into_iter().flatten().collect(), split)
 }
 
+/// Searches without structural operators.
+const PLAIN: [&str; 8] = [
+    "{ }",
+    "{ status = error }",
+    "{ kind = server } | count() > 3",
+    "{ } | avg(duration) > 20ms",
+    "{ name =~ \"GET.*\" }",
+    "{ kind = client } || { status = error }",
+    "{ resource.service.name = \"api-gateway\" } && { status = error }",
+    // The root test holds per part: only the true root has -1.
+    "{ nestedSetParent < 0 && kind = server }",
+];
+
+/// Searches with structural operators.
+const STRUCTURAL: [&str; 3] = [
+    "{ resource.service.name = \"api-gateway\" } >> { status = error }",
+    "{ kind = server } > { kind = client }",
+    "({ kind = server } &>> { status = error }) || ({ kind = server }) | select(status, name)",
+];
+
 async fn search(e: &QueryEngine, q: &str, limit: usize) -> SearchResponse {
     let req = SearchRequest {
         query: q.into(),
@@ -204,23 +224,7 @@ async fn newest_first_answers_are_the_head_of_the_full_answer() {
     );
     // Every answer, structural ones over split traces included, equals the reference
     // evaluator's over whole traces.
-    let plain = [
-        "{ }",
-        "{ status = error }",
-        "{ kind = server } | count() > 3",
-        "{ } | avg(duration) > 20ms",
-        "{ name =~ \"GET.*\" }",
-        "{ kind = client } || { status = error }",
-        "{ resource.service.name = \"api-gateway\" } && { status = error }",
-        // The root test holds per part: only the true root has -1.
-        "{ nestedSetParent < 0 && kind = server }",
-    ];
-    let structural = [
-        "{ resource.service.name = \"api-gateway\" } >> { status = error }",
-        "{ kind = server } > { kind = client }",
-        "({ kind = server } &>> { status = error }) || ({ kind = server }) | select(status, name)",
-    ];
-    for q in plain.iter().chain(&structural) {
+    for q in PLAIN.iter().chain(&STRUCTURAL) {
         let full = answer(&search(&engine, q, 1_000_000).await);
         assert!(full.len() > 20, "{q}: only {} traces match", full.len());
         for limit in [1, 5, 20] {
@@ -289,4 +293,24 @@ async fn newest_first_answers_are_the_head_of_the_full_answer() {
         some * 2 < every,
         "{some} bytes for 20 traces, {every} for all"
     );
+}
+
+/// The same searches through a Ballista cluster (two executors, one task slot each): blocks
+/// read there in waves, newest first, the head here; every answer, cut short by a limit or
+/// not, is one process's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn newest_first_answers_on_a_cluster_are_one_process_answers() {
+    let root = tempfile::tempdir().unwrap();
+    let (cluster, store) = allegro_tests::cluster::two_executors(root.path(), 1).await;
+    let (local, _, _) = engine(&store).await;
+    let remote = cluster.remote(local.clone());
+    for q in PLAIN.iter().chain(&STRUCTURAL) {
+        for limit in [1, 5, 20, 1_000_000] {
+            let (want, got) = (
+                answer(&search(&local, q, limit).await),
+                answer(&search(&remote, q, limit).await),
+            );
+            assert_eq!(got, want, "{q} limit {limit}");
+        }
+    }
 }

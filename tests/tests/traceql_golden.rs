@@ -94,3 +94,44 @@ async fn golden_files() {
     );
     eprintln!("{cases} golden cases passed in {} files", files.len());
 }
+
+/// The golden files answered through a Ballista cluster (a scheduler and two executors with
+/// one task slot each, on loopback): blocks are read on the executors in waves, the head here
+/// (`engine/src/query/search/on_cluster.rs`), and every answer is one process's. One cluster
+/// over one store; each mode's data replaces the last's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn golden_files_on_a_cluster() {
+    let root = tempfile::tempdir().unwrap();
+    let (cluster, store) = allegro_tests::cluster::two_executors(root.path(), 1).await;
+    let files = golden::load_dir(&golden_dir(), &golden_dir().join("data"));
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for (file, g, ds) in &files {
+        for mode in ["blocks", "head", "split", "compacted"] {
+            allegro_tests::cluster::emptied(&store);
+            let engine = match mode {
+                "blocks" => over_blocks(ds, &store).await,
+                "head" => over_head(ds, &store),
+                "split" => split_across(ds, &store).await,
+                _ => compacted(ds, &store).await,
+            };
+            let engine = cluster.remote(engine);
+            for case in &g.cases {
+                cases += 1;
+                let got = run(&engine, ds, &case.query).await;
+                if !case.expect.matches(&got) {
+                    failures.push(format!(
+                        "{}:{} [cluster, {mode}] {}\n  expected: {:?}\n  got:      {:?}",
+                        file, case.line, case.query, case.expect, got
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} golden cases failed on the cluster:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

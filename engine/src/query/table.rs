@@ -199,6 +199,21 @@ impl BlocksTable {
         }
     }
 
+    /// The blocks of `parts` scanned one partition per part, in that order (as
+    /// [`BlocksTable::per_part`] makes them).
+    pub(crate) fn with_parts(&self, parts: Vec<BlockPart>) -> Self {
+        let mut blocks: Vec<Arc<BlockMeta>> = Vec::new();
+        for p in &parts {
+            if !blocks.iter().any(|b| b.block_id == p.block.block_id) {
+                blocks.push(p.block.clone());
+            }
+        }
+        Self {
+            parts: Some(parts),
+            ..self.with_blocks(blocks)
+        }
+    }
+
     /// The partitions of [`BlocksTable::per_part`] (empty for a table not scanned so).
     pub fn parts(&self) -> &[BlockPart] {
         self.parts.as_deref().unwrap_or_default()

@@ -1,0 +1,253 @@
+//! TraceQL search with a cluster configured: the live head is read here, as without one (its
+//! spans are in this process's memory already); blocks are read on the cluster, in waves.
+//!
+//! A search reads parts newest first and stops as soon as no unread part can hold a trace
+//! newer than the `limit`-th found (the module above), most often after a block or two. Each
+//! job sent to the cluster costs a scheduling round trip (20–160 ms measured for SQL,
+//! docs/benchmarks.md), so parts go in waves that double: 2, 4, 8, … parts, a wave holding at
+//! most [`WAVE_SPANS`] spans. A search that stops early costs one small job; one that must
+//! read everything (a rare match over a day) costs `log2(parts)` jobs, each read by every
+//! executor at once. The stop is checked before each wave exactly as before each part, so
+//! the answer is the same as in one process.
+//!
+//! A wave's rows come back as one stream, its parts' rows interleaved, so the per-trace stage
+//! groups them by trace as it does the head's (`sorted: false`) instead of evaluating each
+//! trace as its rows pass; it holds the wave's matching rows until the wave ends, which is
+//! what bounds a wave's spans.
+
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use super::newest::Newest;
+use super::trace_stage::{Rows, TraceStage};
+use super::{Input, Job, Progress, input, search_config};
+use crate::block::meta::BlockMeta;
+use crate::error::{EngineError, Result};
+use crate::query::plan;
+use crate::query::remote::Remote;
+use crate::query::sources::Sources;
+use crate::query::table::{BlockPart, BlocksTable};
+use crate::query::{Optimizer, QueryEngine, bytes_scanned, df_err, split_traces};
+use crate::tempopb::SearchMetrics;
+
+/// Most spans one wave's parts hold (their matching rows are held until the wave ends).
+const WAVE_SPANS: u64 = 2_000_000;
+
+/// Parts in the first wave; each next wave has twice as many.
+const FIRST_WAVE: usize = 2;
+
+/// Spans in `part`: a slice's share of its block when the block is cut in slices.
+fn spans_of(part: &BlockPart) -> u64 {
+    match (&part.block.slices, part.slice) {
+        (Some(slices), Some(_)) => part.block.total_spans / slices.len().max(1) as u64,
+        _ => part.block.total_spans,
+    }
+}
+
+/// The waves of parts of `spans` spans each (sorted newest first): index ranges, each twice
+/// as many parts as the last but at most [`WAVE_SPANS`] spans (and at least one part).
+fn waves(spans: &[u64]) -> Vec<std::ops::Range<usize>> {
+    let (mut out, mut next, mut size) = (Vec::new(), 0, FIRST_WAVE);
+    while next < spans.len() {
+        let (mut end, mut held) = (next, 0);
+        while end < spans.len()
+            && end - next < size
+            && (end == next || held + spans[end] <= WAVE_SPANS)
+        {
+            held += spans[end];
+            end += 1;
+        }
+        out.push(next..end);
+        next = end;
+        size = size.saturating_mul(2);
+    }
+    out
+}
+
+impl QueryEngine {
+    /// [`QueryEngine::newest_first`] with a cluster: see the module docs.
+    pub(super) async fn newest_first_on_cluster(
+        &self,
+        src: &Sources,
+        at: &Job<'_>,
+        newest: &Arc<Mutex<Newest>>,
+        metrics: &mut SearchMetrics,
+        mut progress: Option<&mut Progress>,
+        remote: &Arc<dyn Remote>,
+    ) -> Result<()> {
+        let (c, range, tenant) = (at.c, at.range, at.tenant);
+        let ctx = self.search_session(at.every);
+        let cluster = self.session_on(Optimizer::TraceQl, search_config(at.every), Some(remote));
+        let split = split_traces::split_traces(&self.catalog, src).await?;
+        let task = ctx.task_ctx();
+        let stage = Arc::new(TraceStage::new(
+            c,
+            split.ids.clone(),
+            task.memory_pool().clone(),
+        ));
+        // The head, here, its partitions newest first.
+        let mut heads: Vec<Input> = Vec::new();
+        for s in &src.tables {
+            if BlocksTable::of(s.table.as_ref()).is_none()
+                && let Some(i) =
+                    input(&ctx.state(), s.with_table(s.table.clone()), c, range).await?
+            {
+                heads.push(i);
+            }
+        }
+        let mut units: Vec<(usize, usize, u64)> = heads
+            .iter()
+            .enumerate()
+            .flat_map(|(i, h)| h.head_ends.iter().enumerate().map(move |(p, e)| (i, p, *e)))
+            .collect();
+        units.sort_by_key(|u| std::cmp::Reverse(u.2));
+        for (i, p, end) in units {
+            if newest.lock().beyond(end) {
+                break;
+            }
+            let rest = heads[i]
+                .rest
+                .as_ref()
+                .map(|plan| plan.execute(p, task.clone()))
+                .transpose()
+                .map_err(df_err)?;
+            let rows = Rows {
+                roots: None,
+                rest,
+                sorted: false,
+            };
+            stage.block(rows, newest, tenant).await?;
+            self.job_done(src, at, newest, metrics, progress.as_deref_mut())
+                .await?;
+        }
+        // Blocks, on the cluster, in waves.
+        let mut parts: Vec<(usize, BlockPart)> = Vec::new();
+        for (i, s) in src.tables.iter().enumerate() {
+            if let Some(t) = BlocksTable::of(s.table.as_ref()) {
+                parts.extend(t.per_part(range).parts().iter().map(|p| (i, p.clone())));
+            }
+        }
+        parts.sort_by_key(|(_, p)| std::cmp::Reverse(p.end()));
+        let ordered: Vec<BlockPart> = parts.iter().map(|(_, p)| p.clone()).collect();
+        for wave in waves(&ordered.iter().map(spans_of).collect::<Vec<_>>()) {
+            if newest.lock().beyond(ordered[wave.start].end()) {
+                break;
+            }
+            self.read_wave(
+                &cluster,
+                remote,
+                src,
+                &parts[wave.clone()],
+                at,
+                &stage,
+                newest,
+            )
+            .await?;
+            for _ in wave {
+                self.job_done(src, at, newest, metrics, progress.as_deref_mut())
+                    .await?;
+            }
+        }
+        // Split traces that can still rank, joined here from the blocks that can hold them.
+        let bar = newest.lock().bar().map(|(s, _)| s);
+        let ids = stage.split_candidates(match bar {
+            Some(from) => split.starting_from(from),
+            None => split.ids.clone(),
+        });
+        let joined = split_traces::join(&ctx, src, &ids, c, range, bar).await?;
+        stage.joined(&joined.rows, newest, tenant)?;
+        // Bytes read on the cluster are not reported back (as for metrics there).
+        metrics.inspected_bytes += joined.bytes;
+        metrics.inspected_bytes += heads
+            .iter()
+            .flat_map(Input::plans)
+            .map(bytes_scanned)
+            .sum::<u64>();
+        Ok(())
+    }
+
+    /// Reads the parts of one wave (`(source, part)`) on the cluster into `stage`: per source,
+    /// the parts inside the search's range and those it cuts, as the search plans them.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_wave(
+        &self,
+        cluster: &datafusion::prelude::SessionContext,
+        remote: &Arc<dyn Remote>,
+        src: &Sources,
+        wave: &[(usize, BlockPart)],
+        at: &Job<'_>,
+        stage: &Arc<TraceStage>,
+        newest: &Arc<Mutex<Newest>>,
+    ) -> Result<()> {
+        let (c, range) = (at.c, at.range);
+        let inside = |b: &BlockMeta| {
+            range.is_none_or(|(s, e)| s <= b.start_unix_nano && b.end_unix_nano <= e)
+        };
+        let mut sources: Vec<usize> = wave.iter().map(|(i, _)| *i).collect();
+        sources.dedup();
+        for i in sources {
+            let s = &src.tables[i];
+            let Some(t) = BlocksTable::of(s.table.as_ref()) else {
+                continue;
+            };
+            for (within, filter) in [(true, None), (false, range)] {
+                let parts: Vec<BlockPart> = wave
+                    .iter()
+                    .filter(|(j, p)| *j == i && inside(&p.block) == within)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                if parts.is_empty() {
+                    continue;
+                }
+                let table = Arc::new(t.with_parts(parts).with_string_views());
+                let logical = plan::span_rows(&s.with_table(table), c, filter)?;
+                let df = cluster
+                    .execute_logical_plan(logical)
+                    .await
+                    .map_err(df_err)?;
+                let stream = df.execute_stream().await.map_err(|e| remote.failure(e))?;
+                // The cluster's errors keep their meaning (its failure, or the query's own
+                // mistake) through the stage, which sees only DataFusion's error type.
+                let failed: Arc<Mutex<Option<EngineError>>> = Arc::default();
+                let schema = stream.schema();
+                let (r, slot) = (remote.clone(), failed.clone());
+                let stream = stream.map(move |b| {
+                    b.map_err(|e| {
+                        let why = e.to_string();
+                        *slot.lock() = Some(r.failure(e));
+                        DataFusionError::Execution(why)
+                    })
+                });
+                let rows = Rows {
+                    roots: None,
+                    rest: Some(Box::pin(RecordBatchStreamAdapter::new(schema, stream))),
+                    sorted: false,
+                };
+                if let Err(e) = stage.block(rows, newest, at.tenant).await {
+                    return Err(failed.lock().take().unwrap_or(e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waves_double_and_stay_under_their_span_budget() {
+        assert_eq!(waves(&[100_000; 20]), vec![0..2, 2..6, 6..14, 14..20]);
+        // Big parts: a wave stops at its span budget, and a part over it goes alone.
+        assert_eq!(
+            waves(&[1_500_000, 900_000, 300_000, 3_000_000, 100]),
+            vec![0..1, 1..3, 3..4, 4..5]
+        );
+        assert!(waves(&[]).is_empty());
+    }
+}
