@@ -6,7 +6,8 @@
 //! of the plan sent to the scheduler, the bytes the executors shuffled, and whether the
 //! answers are equal (the columns computed exactly, as sorted rows). Then Drilldown's TraceQL
 //! metrics panels (the metrics suite's set) the same way: their first stage runs on the
-//! cluster, and the answers must be the same series with the same samples.
+//! cluster, and the answers must be the same series with the same samples. Then the search
+//! suite's shapes: blocks read on the cluster in waves, the same traces and spansets.
 //!
 //! ```text
 //! allegro-bench cluster --spans 10000000 --duration 6h --ranges 6h --executors 2
@@ -21,7 +22,8 @@ use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::MetricsLimits;
-use allegro_engine::tempopb::TimeSeries;
+use allegro_engine::query::search::SearchRequest;
+use allegro_engine::tempopb::{SearchResponse, TimeSeries};
 use serde_json::{Value, json};
 
 use crate::dataset::{self, TENANT};
@@ -193,9 +195,83 @@ pub async fn run(a: &ClusterArgs) -> Result<(), String> {
             }
             queries.insert(format!("metrics:{name}"), entry);
         }
+        for shape in crate::search::shapes() {
+            if !v.runs(shape.name) {
+                continue;
+            }
+            let req = SearchRequest {
+                query: shape.traceql.to_string(),
+                limit: shape.limit,
+                spss: shape.spss,
+                range: Some((start, end)),
+            };
+            let found = async |engine: &QueryEngine| -> Result<(Duration, Vec<Trace>), String> {
+                let t0 = Instant::now();
+                let r = engine
+                    .search(&tenants, &req)
+                    .await
+                    .map_err(|e| format!("{}: {e}", shape.traceql))?;
+                Ok((t0.elapsed(), traces_of(&r)))
+            };
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let (mut here, mut there) = (Vec::new(), Vec::new());
+            for i in 0..c.warmup + c.reps {
+                let (took_here, h) = found(&local).await?;
+                let (took_there, t) = found(&remote).await?;
+                (here, there) = (h, t);
+                if i >= c.warmup {
+                    ours.push(took_here);
+                    theirs.push(took_there);
+                }
+            }
+            let equal = here == there;
+            let (l, d) = (Latency::of(ours), Latency::of(theirs));
+            eprintln!(
+                "{r} search:{:<15} local {:>8.1} ms  cluster {:>8.1} ms  traces {:>4}  equal {equal}",
+                shape.name,
+                l.p50_ms,
+                d.p50_ms,
+                here.len()
+            );
+            queries.insert(
+                format!("search:{}", shape.name),
+                json!({
+                    "traceql": shape.traceql,
+                    "local": l,
+                    "cluster": d,
+                    "overhead_ms": d.p50_ms - l.p50_ms,
+                    "cluster_over_local": d.p50_ms / l.p50_ms.max(1e-9),
+                    "traces": here.len(),
+                    "answers_equal": equal,
+                }),
+            );
+        }
         ranges.insert(r.clone(), Value::Object(queries));
     }
     emit_ranges("cluster", "SQL on a Ballista cluster", c, &info, ranges)
+}
+
+/// A search answer's trace: ID, start, and its spansets' span IDs (each sorted, then all).
+type Trace = (String, u64, Vec<Vec<String>>);
+
+/// `r`'s traces, in answer order.
+fn traces_of(r: &SearchResponse) -> Vec<Trace> {
+    r.traces
+        .iter()
+        .map(|t| {
+            let mut sets: Vec<Vec<String>> = t
+                .span_sets
+                .iter()
+                .map(|s| {
+                    let mut ids: Vec<String> = s.spans.iter().map(|x| x.span_id.clone()).collect();
+                    ids.sort();
+                    ids
+                })
+                .collect();
+            sets.sort();
+            (t.trace_id.clone(), t.start_time_unix_nano, sets)
+        })
+        .collect()
 }
 
 /// Where two metrics answers differ (empty: the same series, labels and samples; values equal

@@ -17,12 +17,16 @@ use crate::{Common, Versus, Window};
 
 /// One benchmark query: TraceQL, the SQL that answers it, and Grafana's limit and spss.
 pub struct Shape {
-    name: &'static str,
-    traceql: &'static str,
+    /// The shape's name in reports.
+    pub name: &'static str,
+    /// The search.
+    pub traceql: &'static str,
     /// `{win}`, `{limit}` and `{span.KEY}`/`{resource.KEY}` are filled in by the runner.
     sql: String,
-    limit: usize,
-    spss: usize,
+    /// Traces asked for.
+    pub limit: usize,
+    /// Spans per spanset asked for.
+    pub spss: usize,
 }
 
 /// The newest traces with a span matching `cond`.
@@ -73,7 +77,7 @@ const ERROR: &str = "status_code = 2";
 const GATEWAY: &str = "service_name = 'api-gateway'";
 
 /// The shapes: Tempo's benchmark kinds, `{ }`, and Drilldown's searches as Grafana sends them.
-fn shapes() -> Vec<Shape> {
+pub fn shapes() -> Vec<Shape> {
     let s = |name, traceql, sql: String| Shape {
         name,
         traceql,
