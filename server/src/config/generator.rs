@@ -371,6 +371,9 @@ fn policies(key: &str, p: &[PolicySection]) -> Result<Vec<FilterPolicy>, ConfigE
         .collect()
 }
 
+/// The label that tells series of different generators apart (Tempo's name).
+pub const GENERATOR_INSTANCE_LABEL: &str = "__metrics_gen_instance";
+
 /// Everything the generator needs, validated.
 #[derive(Debug, Clone)]
 pub struct GeneratorSettings {
@@ -444,6 +447,17 @@ impl Config {
                     "is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)",
                 ));
             }
+        }
+        // With sharded ingest every member generates series from its share of the spans: the
+        // same series from two members must not collide in Prometheus, so each carries its
+        // member, under the label Tempo's generators use for their instances.
+        if let Some(ring) = &self.ingester.ring
+            && !r.external_labels.contains_key(GENERATOR_INSTANCE_LABEL)
+        {
+            registry.external_labels.push((
+                GENERATOR_INSTANCE_LABEL.to_string(),
+                ring.instance_id.trim().to_string(),
+            ));
         }
         registry.inject_tenant_id_as = r.inject_tenant_id_as.clone().filter(|s| !s.is_empty());
         if let Some(n) = &registry.inject_tenant_id_as
@@ -788,6 +802,24 @@ mod tests {
         assert!(g.generator.defaults.processors.generates());
         assert!(g.remote_write.add_org_id_header);
         assert!(load("storage:\n").expect("valid").is_none());
+    }
+
+    #[test]
+    fn members_of_an_ingest_ring_label_their_series_with_their_instance() {
+        let ring = "ingester:\n  ring:\n    instance_id: b\n    members:\n      - id: a\n        address: http://a:3200\n      - id: b\n        address: http://b:3200\n";
+        let labels = |y: &str| load(y).unwrap().unwrap().generator.registry.external_labels;
+        assert_eq!(
+            labels(&format!("{ring}metrics_generator:\n")),
+            vec![(GENERATOR_INSTANCE_LABEL.to_string(), "b".to_string())]
+        );
+        // One the operator set stays theirs; without a ring there is none.
+        assert_eq!(
+            labels(&format!(
+                "{ring}metrics_generator:\n  registry:\n    external_labels:\n      __metrics_gen_instance: pod-7\n"
+            )),
+            vec![(GENERATOR_INSTANCE_LABEL.to_string(), "pod-7".to_string())]
+        );
+        assert!(labels("metrics_generator:\n").is_empty());
     }
 
     #[test]
