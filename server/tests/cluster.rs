@@ -1,7 +1,8 @@
 //! A Ballista cluster of separate processes — `allegro scheduler` and two `allegro executor`s —
-//! with `allegro serve` sending its SQL there, over one store: it answers as one process does,
-//! and a kill -9 of an executor mid-query gives a correct answer or a clear 503, never a
-//! partial answer presented as whole.
+//! with `allegro serve` sending its SQL and its searches' block reads there, over one bucket
+//! on a real S3 server (SeaweedFS) that the executors read straight from: it answers as one
+//! process does, and a kill -9 of an executor mid-query gives a correct answer or a clear 503,
+//! never a partial answer presented as whole.
 
 mod common;
 
@@ -15,12 +16,10 @@ use std::time::{Duration, Instant};
 use common::ports::free_port;
 use common::{Killed, RECEIVERS};
 
-/// How the tests run every `allegro` command over the store in `dir`.
+/// How the tests run every `allegro` command with the config `config` in `dir`.
 fn allegro(dir: &Path, config: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_allegro"));
-    c.arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--config")
+    c.arg("--config")
         .arg(dir.join(config))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -30,6 +29,8 @@ fn allegro(dir: &Path, config: &str) -> Command {
 
 /// A scheduler and two executors as processes, and `allegro serve` using them.
 struct Processes {
+    /// The bucket's server, stopped last.
+    _bucket: common::seaweed::SeaweedFs,
     scheduler: Killed,
     executors: Vec<Killed>,
     serve: Killed,
@@ -73,14 +74,27 @@ fn listening(port: u16, what: &str, logs: &dyn Fn() -> String) {
     }
 }
 
-/// Writes `local.yaml` (queries in one process) and `cluster.yaml` (on the cluster), puts
-/// 20 blocks into `dir`'s store, and starts the cluster and a serving process on it.
-fn start(dir: &Path) -> Processes {
+/// Starts a bucket on SeaweedFS, writes `local.yaml` (queries in one process) and
+/// `cluster.yaml` (on the cluster) over it, puts 20 blocks into it, and starts the cluster and
+/// a serving process on it; `None` outside CI without SeaweedFS.
+fn start(dir: &Path) -> Option<Processes> {
+    let weed = common::seaweed::binary()?;
+    let bucket = common::seaweed::SeaweedFs::start(&weed, &dir.join("weed"));
+    bucket.create_bucket("blocks");
+    let storage = format!(
+        "storage:\n  trace:\n    backend: s3\n    s3:\n      bucket: blocks\n      endpoint: {}\n      \
+         insecure: true\n      forcepathstyle: true\n      region: us-east-1\n      \
+         access_key: allegro\n      secret_key: allegro\n    wal:\n      path: {}\n",
+        bucket.endpoint,
+        dir.join("wal").display()
+    );
     let scheduler_port = free_port();
-    std::fs::write(dir.join("local.yaml"), RECEIVERS).unwrap();
+    std::fs::write(dir.join("local.yaml"), format!("{RECEIVERS}{storage}")).unwrap();
     std::fs::write(
         dir.join("cluster.yaml"),
-        format!("{RECEIVERS}query:\n  ballista:\n    scheduler: 127.0.0.1:{scheduler_port}\n"),
+        format!(
+            "{RECEIVERS}{storage}query:\n  ballista:\n    scheduler: 127.0.0.1:{scheduler_port}\n"
+        ),
     )
     .unwrap();
     let ok = allegro(dir, "local.yaml")
@@ -129,13 +143,14 @@ fn start(dir: &Path) -> Processes {
     } = common::serve(cmd);
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Processes {
+    Some(Processes {
+        _bucket: bucket,
         scheduler,
         executors,
         serve: child,
         api: base,
         logs,
-    }
+    })
 }
 
 /// An HTTP client that waits as long as a query on a cluster that lost an executor may take.
@@ -186,9 +201,11 @@ const QUERIES: [&str; 7] = [
 ];
 
 #[test]
-fn a_cluster_of_processes_answers_sql_as_one_process() {
+fn a_cluster_of_processes_answers_sql_and_searches_as_one_process() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path());
+    let Some(p) = start(dir.path()) else {
+        return;
+    };
     let agent = agent();
     for sql in QUERIES {
         let want = in_one_process(dir.path(), sql).unwrap();
@@ -205,12 +222,98 @@ fn a_cluster_of_processes_answers_sql_as_one_process() {
     for text in [&local, &body] {
         assert!(text.contains("Cannot cast string"), "{text}");
     }
+    // Searches: blocks read on the executors in waves, the same traces and spansets as
+    // `allegro query` finds in one process, cut short by a limit or not.
+    for (q, limit) in SEARCHES {
+        let want = traces_of(&search_in_one_process(dir.path(), q, limit));
+        assert!(!want.is_empty(), "{q}: nothing to compare");
+        let mut r = agent
+            .get(format!(
+                "{}/api/search?q={}&limit={limit}&spss=5",
+                p.api,
+                url_encoded(q)
+            ))
+            .call()
+            .unwrap();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        assert_eq!(r.status().as_u16(), 200, "{q}: {body}\n{}", p.logs());
+        let got = traces_of(&serde_json::from_str(&body).unwrap());
+        assert_eq!(got, want, "{q} limit {limit}");
+    }
+}
+
+/// Searches, plain and structural, some cut short by their limit.
+const SEARCHES: [(&str, usize); 4] = [
+    ("{ }", 7),
+    ("{ status = error }", 1000),
+    ("{ resource.service.name = \"api-gateway\" } >> { status = error }", 20),
+    ("{ kind = server } | count() > 3", 1000),
+];
+
+/// `q` answered by `allegro query` in one process over the same bucket, as Tempo's JSON.
+fn search_in_one_process(dir: &Path, q: &str, limit: usize) -> serde_json::Value {
+    let out = allegro(dir, "local.yaml")
+        .args(["query", q, "--format", "json", "--spss", "5"])
+        .arg(format!("--limit={limit}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A search answer's traces: ID, start and each spanset's span IDs (sorted), in answer order.
+fn traces_of(answer: &serde_json::Value) -> Vec<(String, String, Vec<Vec<String>>)> {
+    let Some(traces) = answer["traces"].as_array() else {
+        return Vec::new();
+    };
+    traces
+        .iter()
+        .map(|t| {
+            let mut sets: Vec<Vec<String>> = t["spanSets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let mut ids: Vec<String> = s["spans"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| x["spanID"].as_str().unwrap_or_default().to_string())
+                        .collect();
+                    ids.sort();
+                    ids
+                })
+                .collect();
+            sets.sort();
+            (
+                t["traceID"].as_str().unwrap_or_default().to_string(),
+                t["startTimeUnixNano"].as_str().unwrap_or_default().to_string(),
+                sets,
+            )
+        })
+        .collect()
+}
+
+/// `s` for a URL's query string.
+fn url_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[test]
 fn kill_9_of_an_executor_mid_query_answers_whole_or_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = start(dir.path());
+    let Some(mut p) = start(dir.path()) else {
+        return;
+    };
     // Heavy enough to keep both executors busy: a join over every span, then a shuffle.
     let sql = QUERIES[3];
     let want = in_one_process(dir.path(), sql).unwrap();
