@@ -246,7 +246,10 @@ fn a_cluster_of_processes_answers_sql_and_searches_as_one_process() {
 const SEARCHES: [(&str, usize); 4] = [
     ("{ }", 7),
     ("{ status = error }", 1000),
-    ("{ resource.service.name = \"api-gateway\" } >> { status = error }", 20),
+    (
+        "{ resource.service.name = \"api-gateway\" } >> { status = error }",
+        20,
+    ),
     ("{ kind = server } | count() > 3", 1000),
 ];
 
@@ -259,7 +262,11 @@ fn search_in_one_process(dir: &Path, q: &str, limit: usize) -> serde_json::Value
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -289,7 +296,10 @@ fn traces_of(answer: &serde_json::Value) -> Vec<(String, String, Vec<Vec<String>
             sets.sort();
             (
                 t["traceID"].as_str().unwrap_or_default().to_string(),
-                t["startTimeUnixNano"].as_str().unwrap_or_default().to_string(),
+                t["startTimeUnixNano"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 sets,
             )
         })
