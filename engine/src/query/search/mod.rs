@@ -572,20 +572,36 @@ impl QueryEngine {
                 }
             }
         }
-        // Only split traces that can still rank are joined, from the blocks that can hold them.
+        let read: u64 = inputs
+            .iter()
+            .flat_map(Input::plans)
+            .map(bytes_scanned)
+            .sum();
+        self.join_split(&ctx, src, at, (&stage, &split), newest, metrics)
+            .await?;
+        metrics.inspected_bytes += read;
+        Ok(())
+    }
+
+    /// The search's last step over `src`: the traces split across its sources that can still
+    /// rank, joined from the blocks that can hold them and evaluated whole.
+    async fn join_split(
+        &self,
+        ctx: &SessionContext,
+        src: &Sources,
+        at: &Job<'_>,
+        (stage, split): (&TraceStage, &split_traces::Split),
+        newest: &Arc<Mutex<Newest>>,
+        metrics: &mut SearchMetrics,
+    ) -> Result<()> {
         let bar = newest.lock().bar().map(|(s, _)| s);
         let ids = stage.split_candidates(match bar {
             Some(from) => split.starting_from(from),
             None => split.ids.clone(),
         });
-        let joined = split_traces::join(&ctx, src, &ids, c, range, bar).await?;
-        stage.joined(&joined.rows, newest, tenant)?;
+        let joined = split_traces::join(ctx, src, &ids, at.c, at.range, bar).await?;
+        stage.joined(&joined.rows, newest, at.tenant)?;
         metrics.inspected_bytes += joined.bytes;
-        metrics.inspected_bytes += inputs
-            .iter()
-            .flat_map(Input::plans)
-            .map(bytes_scanned)
-            .sum::<u64>();
         Ok(())
     }
 }

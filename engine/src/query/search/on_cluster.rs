@@ -152,21 +152,14 @@ impl QueryEngine {
                     .await?;
             }
         }
-        // Split traces that can still rank, joined here from the blocks that can hold them.
-        let bar = newest.lock().bar().map(|(s, _)| s);
-        let ids = stage.split_candidates(match bar {
-            Some(from) => split.starting_from(from),
-            None => split.ids.clone(),
-        });
-        let joined = split_traces::join(&ctx, src, &ids, c, range, bar).await?;
-        stage.joined(&joined.rows, newest, tenant)?;
         // Bytes read on the cluster are not reported back (as for metrics there).
-        metrics.inspected_bytes += joined.bytes;
         metrics.inspected_bytes += heads
             .iter()
             .flat_map(Input::plans)
             .map(bytes_scanned)
             .sum::<u64>();
+        self.join_split(&ctx, src, at, (&stage, &split), newest, metrics)
+            .await?;
         Ok(())
     }
 
