@@ -217,3 +217,38 @@ pub fn load_dir(
         })
         .collect()
 }
+
+/// A search answer as a golden file's result lines (see the module docs), sorted; the answer
+/// must show every span of every spanset (no `spss` cut).
+pub fn search_lines(
+    resp: &allegro_engine::tempopb::SearchResponse,
+    ds: &crate::dataset::Dataset,
+) -> Vec<String> {
+    let mut lines: Vec<String> = resp
+        .traces
+        .iter()
+        .map(|t| {
+            let name = ds.trace_name(&t.trace_id).expect("unknown trace in result");
+            let sets = t
+                .span_sets
+                .iter()
+                .map(|s| {
+                    assert_eq!(s.matched as usize, s.spans.len(), "spss must not cut here");
+                    let spans = s
+                        .spans
+                        .iter()
+                        .map(|sp| {
+                            ds.span_name(name, &sp.span_id)
+                                .expect("unknown span")
+                                .to_string()
+                        })
+                        .collect();
+                    (spans, s.attributes.clone())
+                })
+                .collect();
+            result_line(name, sets)
+        })
+        .collect();
+    lines.sort();
+    lines
+}

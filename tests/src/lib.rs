@@ -51,6 +51,12 @@ impl Answer {
 impl TestServer {
     /// Starts `allegro serve` for `cfg` (the listen port is replaced by a free one).
     pub fn start(cfg: Config) -> Self {
+        Self::start_on(cfg, 0)
+    }
+
+    /// Starts `allegro serve` for `cfg` with its HTTP API on loopback port `port` (0: any
+    /// free one).
+    pub fn start_on(cfg: Config, port: u16) -> Self {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -59,7 +65,7 @@ impl TestServer {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                     .await
                     .expect("bind");
                 let ready = move |a: Addresses| {

@@ -10,7 +10,7 @@ use allegro_engine::query::QueryEngine;
 use allegro_engine::query::search::SearchRequest;
 use allegro_tests::dataset::Dataset;
 use allegro_tests::engines::{TENANT, compacted, over_blocks, over_head, split_across};
-use allegro_tests::golden::{self, result_line};
+use allegro_tests::golden::{self, search_lines};
 
 fn golden_dir() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql")
@@ -27,33 +27,7 @@ async fn run(engine: &QueryEngine, ds: &Dataset, query: &str) -> Result<Vec<Stri
         .search(&[TENANT.to_string()], &req)
         .await
         .map_err(|e| e.to_string())?;
-    let mut lines: Vec<String> = resp
-        .traces
-        .iter()
-        .map(|t| {
-            let name = ds.trace_name(&t.trace_id).expect("unknown trace in result");
-            let sets = t
-                .span_sets
-                .iter()
-                .map(|s| {
-                    assert_eq!(s.matched as usize, s.spans.len(), "spss must not cut here");
-                    let spans = s
-                        .spans
-                        .iter()
-                        .map(|sp| {
-                            ds.span_name(name, &sp.span_id)
-                                .expect("unknown span")
-                                .to_string()
-                        })
-                        .collect();
-                    (spans, s.attributes.clone())
-                })
-                .collect();
-            result_line(name, sets)
-        })
-        .collect();
-    lines.sort();
-    Ok(lines)
+    Ok(search_lines(&resp, ds))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

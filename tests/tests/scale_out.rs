@@ -1,0 +1,161 @@
+//! Scale-out end to end, on loopback: a Ballista scheduler and two executors, and two
+//! `allegro serve` members of an ingest ring, all over one bucket on a real S3 server
+//! (SeaweedFS), the members sending their queries' block reads to the cluster. Every TraceQL
+//! golden file's dataset is sent through OTLP to one member (a tenant per file) and its cases
+//! are asked of the other member over HTTP: first while the spans are live in the two heads,
+//! then once every span is in blocks read by the executors. Each answer is the golden file's.
+//!
+//! The scheduler and executors run in the test's process (`allegro_cluster::in_process`) and
+//! the members as servers in it, but every hop is real: OTLP/HTTP and the ring's routes
+//! between members, gRPC and Arrow Flight to and within the cluster, S3 for blocks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
+use allegro_engine::catalog::{Catalog, CatalogConfig};
+use allegro_engine::storage::open_store;
+use allegro_engine::tempopb::SearchResponse;
+use allegro_server::config::{Config, RingMember, RingSection};
+use allegro_tests::golden::{self, search_lines};
+use allegro_tests::ports::free_port;
+use allegro_tests::seaweed::{self, SeaweedFs};
+use allegro_tests::{TestServer, config_on_s3, url_encode};
+use prost::Message;
+
+fn golden_dir() -> PathBuf {
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql")
+}
+
+/// Member `me` of the ring `[a, b]` on API ports `ports`, over the bucket `blocks` on `s3`,
+/// its queries' block reads on the scheduler at `scheduler`; blocks cut within a second.
+fn member(dir: &Path, s3: &SeaweedFs, me: &str, ports: [u16; 2], scheduler: u16) -> Config {
+    let mut c = config_on_s3(&dir.join(me), s3, "blocks");
+    c.multitenancy_enabled = true;
+    c.ingester.ring = Some(RingSection {
+        instance_id: me.into(),
+        members: ["a", "b"]
+            .iter()
+            .zip(ports)
+            .map(|(id, port)| RingMember {
+                id: (*id).into(),
+                address: format!("http://127.0.0.1:{port}"),
+            })
+            .collect(),
+    });
+    c.ingester.trace_idle_period = Some(Duration::from_millis(200));
+    c.ingester.max_block_duration = Some(Duration::from_millis(500));
+    c.ingester.flush_check_period = Some(Duration::from_millis(100));
+    c.storage.trace.blocklist_poll = Some(Duration::from_millis(200));
+    c.query.ballista.scheduler = Some(format!("127.0.0.1:{scheduler}"));
+    c
+}
+
+/// Spans in `srv`'s heads (every tenant's), from `/metrics`.
+fn head_spans(srv: &TestServer) -> u64 {
+    srv.get("/metrics", &[])
+        .text()
+        .lines()
+        .filter(|l| l.split([' ', '{']).next() == Some("allegro_head_spans"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `query` of `tenant` asked of `srv` over HTTP (protobuf answer), as golden result lines, or
+/// the error's text.
+fn search(
+    srv: &TestServer,
+    tenant: &str,
+    ds: &allegro_tests::dataset::Dataset,
+    query: &str,
+) -> Result<Vec<String>, String> {
+    let a = srv.get(
+        &format!("/api/search?q={}&limit=1000&spss=100", url_encode(query)),
+        &[
+            ("X-Scope-OrgID", tenant),
+            ("Accept", "application/protobuf"),
+        ],
+    );
+    if a.status != 200 {
+        return Err(format!("HTTP {}: {}", a.status, a.text()));
+    }
+    let resp = SearchResponse::decode(a.body.as_slice()).map_err(|e| e.to_string())?;
+    Ok(search_lines(&resp, ds))
+}
+
+#[test]
+fn golden_files_through_an_ingest_ring_and_a_query_cluster() {
+    let Some(weed) = seaweed::binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = SeaweedFs::start(&weed, &dir.path().join("weed"));
+    s3.create_bucket("blocks");
+    let store =
+        open_store(&config_on_s3(&dir.path().join("cluster"), &s3, "blocks").backend()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = InProcessOptions {
+        executors: 2,
+        tasks_per_executor: 1,
+        memory_bytes: Some(512 << 20),
+        work_dir: dir.path().join("executors"),
+    };
+    let catalog = || Arc::new(Catalog::new(store.clone(), CatalogConfig::default()));
+    let cluster = rt
+        .block_on(InProcessCluster::start(opts, catalog, free_port))
+        .expect("cluster");
+    let ports = [free_port(), free_port()];
+    let [a, b] = ["a", "b"].map(|me| {
+        TestServer::start_on(
+            member(dir.path(), &s3, me, ports, cluster.scheduler_port),
+            ports[usize::from(me == "b")],
+        )
+    });
+
+    let files = golden::load_dir(&golden_dir(), &golden_dir().join("data"));
+    for (i, (file, _, ds)) in files.iter().enumerate() {
+        let r = a.export(Some(&format!("golden-{i}")), ds.resource_spans());
+        assert_eq!(r.status, 200, "{file}: {}", r.text());
+    }
+    let ask = |phase: &str| {
+        let mut failures = Vec::new();
+        for (i, (file, g, ds)) in files.iter().enumerate() {
+            for case in &g.cases {
+                let got = search(&b, &format!("golden-{i}"), ds, &case.query);
+                if !case.expect.matches(&got) {
+                    failures.push(format!(
+                        "{file}:{} [{phase}] {}\n  expected: {:?}\n  got:      {:?}",
+                        case.line, case.query, case.expect, got
+                    ));
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} golden cases failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    };
+    // Live (or partly cut into blocks already): b answers from both heads.
+    ask("live");
+    // Every span in blocks, read by the executors.
+    let until = Instant::now() + Duration::from_secs(60);
+    while head_spans(&a) + head_spans(&b) > 0 {
+        assert!(Instant::now() < until, "the heads did not empty");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let jobs_before = cluster.shuffled_since(&[]).1.len();
+    ask("blocks");
+    let jobs_after = cluster.shuffled_since(&[]).1.len();
+    assert!(
+        jobs_after > jobs_before,
+        "no job ran on the cluster ({jobs_before} job directories before, {jobs_after} after)"
+    );
+    drop(rt);
+}
