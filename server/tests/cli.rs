@@ -635,6 +635,29 @@ fn config_check_prints_effective_values_and_refuses_what_would_break() {
         g["processor"]["span_metrics"]["histogram_buckets"][13].as_f64(),
         Some(16.384)
     );
+    assert!(v["ingester"]["ring"].is_null(), "no ring unless configured");
+    // A ring prints as read, addresses without a trailing slash.
+    std::fs::write(
+        &path,
+        "ingester:\n  ring:\n    instance_id: b\n    members:\n      - id: a\n        address: http://a:3200/\n      - id: b\n        address: http://b:3200\n",
+    )
+    .unwrap();
+    let out = allegro()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ingester"]["ring"]["instance_id"].as_str(), Some("b"));
+    assert_eq!(
+        v["ingester"]["ring"]["members"][0]["address"].as_str(),
+        Some("http://a:3200")
+    );
 
     for (yaml, want) in [
         (
@@ -648,6 +671,10 @@ fn config_check_prints_effective_values_and_refuses_what_would_break() {
         (
             "overrides:\n  defaults:\n    metrics_generator:\n      processors: [service-graphs]\n",
             "the metrics generator is off",
+        ),
+        (
+            "ingester:\n  ring:\n    instance_id: c\n    members:\n      - id: a\n        address: http://a:3200\n",
+            "ingester.ring: this instance, \"c\", is not among the members (a)",
         ),
     ] {
         std::fs::write(&path, yaml).unwrap();

@@ -328,6 +328,16 @@ impl Config {
                 },
             });
         }
+        // Only when configured: an empty `ring:` would read back as a ring without members.
+        if let Some(r) = &self.ingester.ring {
+            out["ingester"]["ring"] = json!({
+                "instance_id": r.instance_id.trim(),
+                "members": r.members.iter().map(|m| json!({
+                    "id": m.id.trim(),
+                    "address": m.address.trim().trim_end_matches('/'),
+                })).collect::<Vec<_>>(),
+            });
+        }
         Ok(out)
     }
 }
