@@ -27,7 +27,10 @@ use std::sync::Arc;
 
 use allegro_engine::block::meta::BlockMeta;
 use allegro_engine::catalog::Catalog;
+use allegro_engine::query::sampled_scan::SampledScanExec;
 use allegro_engine::query::table::{STORE_URL, block_file, block_readers};
+
+use crate::sampled_scan::SampledBlockScanExec;
 use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -103,7 +106,7 @@ pub fn partition_indexes(n: usize) -> Result<Arc<dyn ExecutionPlan>> {
 }
 
 /// The global partition the `local` partition of `indexes` names.
-fn global_partition(indexes: &Arc<dyn ExecutionPlan>, local: usize) -> Result<usize> {
+pub(crate) fn global_partition(indexes: &Arc<dyn ExecutionPlan>, local: usize) -> Result<usize> {
     let memory = indexes
         .downcast_ref::<DataSourceExec>()
         .and_then(|d| d.data_source().downcast_ref::<MemorySourceConfig>());
@@ -121,7 +124,7 @@ fn global_partition(indexes: &Arc<dyn ExecutionPlan>, local: usize) -> Result<us
 }
 
 /// `scan`'s properties with `partitions` partitions, of the same kind.
-fn properties_for(scan: &DataSourceExec, partitions: usize) -> Arc<PlanProperties> {
+fn properties_for(scan: &dyn ExecutionPlan, partitions: usize) -> Arc<PlanProperties> {
     let props = scan.properties().as_ref().clone();
     let partitioning = match props.output_partitioning() {
         Partitioning::Hash(exprs, _) => Partitioning::Hash(exprs.clone(), partitions),
@@ -156,7 +159,7 @@ impl BlockScanExec {
         indexes: Arc<dyn ExecutionPlan>,
     ) -> Self {
         let partitions = indexes.properties().output_partitioning().partition_count();
-        let properties = properties_for(&scan, partitions);
+        let properties = properties_for(scan.as_ref(), partitions);
         Self {
             scan,
             groups,
@@ -343,7 +346,8 @@ impl ExecutionPlan for BlockScanExec {
     }
 }
 
-/// Wraps every block scan of a plan in a [`BlockScanExec`]; see the module docs. Runs last,
+/// Wraps every block scan of a plan in a [`BlockScanExec`], and every sampled scan in a
+/// [`SampledBlockScanExec`]; see the module docs. Runs last,
 /// so the scans it wraps are final (filters pushed in, files split as they will be read).
 #[derive(Debug, Default)]
 pub struct WrapBlockScans;
@@ -355,6 +359,12 @@ impl PhysicalOptimizerRule for WrapBlockScans {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
+            if let Some(sampled) = node.downcast_ref::<SampledScanExec>() {
+                return Ok(Transformed::yes(Arc::new(SampledBlockScanExec::planned(
+                    Arc::new(sampled.spec().clone()),
+                    node.clone(),
+                )?)));
+            }
             let Some(scan) = node.downcast_ref::<DataSourceExec>() else {
                 return Ok(Transformed::no(node));
             };

@@ -6,7 +6,7 @@
 //! straight from the shared object store. What Allegro adds to Ballista: codecs for its tables
 //! and scans ([`logical_codec`], [`physical_codec`], framed as in [`wire`]), its functions
 //! ([`functions`]), and block scans that keep Allegro's reader on the executors
-//! ([`block_scan`]). See docs/scale-out.md.
+//! ([`block_scan`], [`sampled_scan`]). See docs/scale-out.md.
 
 pub mod block_scan;
 pub mod client;
@@ -19,6 +19,7 @@ pub mod logical_codec;
 pub mod named_blocks;
 pub mod physical_codec;
 pub mod runtime;
+pub mod sampled_scan;
 pub mod scheduler;
 pub mod source_limits;
 pub mod wire;

@@ -4,7 +4,11 @@
 use std::sync::Arc;
 
 use allegro_engine::catalog::Catalog;
+use allegro_engine::query::sampled_scan::SampledScanSpec;
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -18,6 +22,7 @@ use prost::Message;
 
 use crate::block_scan::{BlockFile, BlockScanExec};
 use crate::logical_codec::block_id;
+use crate::sampled_scan::SampledBlockScanExec;
 use crate::wire;
 
 /// Allegro's physical extension codec; see the module docs.
@@ -100,6 +105,67 @@ impl AllegroPhysicalCodec {
     }
 }
 
+impl AllegroPhysicalCodec {
+    fn decode_sampled(
+        &self,
+        body: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [indexes] = inputs else {
+            return Err(DataFusionError::Internal(format!(
+                "a sampled scan with {} inputs, not its partition indexes",
+                inputs.len()
+            )));
+        };
+        let Some(catalog) = self.catalog.clone() else {
+            return Err(DataFusionError::Internal(
+                "a sampled scan arrived where no block store is configured".into(),
+            ));
+        };
+        let msg: wire::SampledScan = wire::decode("sampled scan", body)?;
+        let groups = msg
+            .groups
+            .iter()
+            .map(|g| {
+                g.files
+                    .iter()
+                    .map(|f| {
+                        let block = f.block.as_ref().ok_or_else(|| {
+                            DataFusionError::Internal("a sampled block without its name".into())
+                        })?;
+                        Ok((block.tenant.clone(), block_id(block)?))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let spec = SampledScanSpec {
+            file_schema: schema_of(&msg.file_schema)?,
+            schema: schema_of(&msg.schema)?,
+            projection: msg.projection.iter().map(|&i| i as usize).collect(),
+            buckets: msg.buckets as usize,
+            batch_size: msg.batch_size as usize,
+            groups,
+        };
+        Ok(Arc::new(SampledBlockScanExec::decoded(
+            Arc::new(spec),
+            catalog,
+            indexes.clone(),
+        )))
+    }
+}
+
+/// `schema` as an empty Arrow IPC stream.
+fn schema_bytes(schema: &SchemaRef) -> Result<Vec<u8>> {
+    let mut w = StreamWriter::try_new(Vec::new(), schema)?;
+    w.finish()?;
+    Ok(w.into_inner()?)
+}
+
+/// The schema of an empty Arrow IPC stream.
+fn schema_of(bytes: &[u8]) -> Result<SchemaRef> {
+    Ok(StreamReader::try_new(bytes, None)?.schema())
+}
+
 impl PhysicalExtensionCodec for AllegroPhysicalCodec {
     fn try_decode(
         &self,
@@ -110,6 +176,7 @@ impl PhysicalExtensionCodec for AllegroPhysicalCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match wire::unframe(buf) {
             Some((wire::KIND_BLOCK_SCAN, body)) => self.decode_scan(body, inputs, ctx, converter),
+            Some((wire::KIND_SAMPLED_SCAN, body)) => self.decode_sampled(body, inputs),
             _ => self.ballista.try_decode(buf, inputs, ctx, converter),
         }
     }
@@ -120,6 +187,44 @@ impl PhysicalExtensionCodec for AllegroPhysicalCodec {
         buf: &mut Vec<u8>,
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(sampled) = node.downcast_ref::<SampledBlockScanExec>() {
+            let spec = sampled.spec();
+            let index = |i: usize| {
+                u32::try_from(i).map_err(|_| {
+                    DataFusionError::Internal(format!("a sampled scan's value {i} is too large"))
+                })
+            };
+            let msg = wire::SampledScan {
+                file_schema: schema_bytes(&spec.file_schema)?,
+                schema: schema_bytes(&spec.schema)?,
+                projection: spec
+                    .projection
+                    .iter()
+                    .map(|&i| index(i))
+                    .collect::<Result<_>>()?,
+                buckets: index(spec.buckets)?,
+                batch_size: index(spec.batch_size)?,
+                groups: spec
+                    .groups
+                    .iter()
+                    .map(|g| wire::ScanGroup {
+                        files: g
+                            .iter()
+                            .map(|(tenant, id)| wire::ScanFile {
+                                block: Some(wire::BlockRef {
+                                    tenant: tenant.clone(),
+                                    id: id.as_bytes().to_vec(),
+                                }),
+                                row_group_count: None,
+                                row_groups: Vec::new(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            wire::frame(wire::KIND_SAMPLED_SCAN, &msg, buf);
+            return Ok(());
+        }
         let Some(scan) = node.downcast_ref::<BlockScanExec>() else {
             return self.ballista.try_encode(node, buf, converter);
         };

@@ -17,6 +17,8 @@ pub const KIND_ROWS_TABLE: u8 = 2;
 pub const KIND_BLOCK_SCAN: u8 = 3;
 /// A table that is a physical plan (`SpansTable`, TraceQL's per-span rows): the plan.
 pub const KIND_PLANNED_TABLE: u8 = 4;
+/// A sampled scan of blocks (`SampledBlockScanExec`): its blocks and how they are sampled.
+pub const KIND_SAMPLED_SCAN: u8 = 5;
 
 /// `msg` behind the tag of `kind`.
 pub fn frame(kind: u8, msg: &impl Message, buf: &mut Vec<u8>) {
@@ -124,4 +126,27 @@ pub struct PlannedTable {
     /// The plan as DataFusion serializes it, block scans wrapped (a `PhysicalPlanNode`).
     #[prost(bytes = "vec", tag = "1")]
     pub plan: Vec<u8>,
+}
+
+/// A sampled scan of blocks ([`KIND_SAMPLED_SCAN`]).
+#[derive(Clone, PartialEq, Message)]
+pub struct SampledScan {
+    /// The blocks' file schema, as an empty Arrow IPC stream.
+    #[prost(bytes = "vec", tag = "1")]
+    pub file_schema: Vec<u8>,
+    /// The scan's output schema, as an empty Arrow IPC stream.
+    #[prost(bytes = "vec", tag = "2")]
+    pub schema: Vec<u8>,
+    /// Output columns: indices into the file schema, or one past its end for the weight.
+    #[prost(uint32, repeated, tag = "3")]
+    pub projection: Vec<u32>,
+    /// Trace-ID buckets kept.
+    #[prost(uint32, tag = "4")]
+    pub buckets: u32,
+    /// Rows per batch.
+    #[prost(uint32, tag = "5")]
+    pub batch_size: u32,
+    /// Per partition, its blocks (files carry only their block).
+    #[prost(message, repeated, tag = "6")]
+    pub groups: Vec<ScanGroup>,
 }

@@ -96,3 +96,90 @@ async fn answers_over_many_blocks_equal_one_process_with_one_or_two_task_slots()
         }
     }
 }
+
+/// TraceQL metrics sampled by trace (`with(sample=…)`) read the same rows on the cluster as in
+/// one process (the executors plan each block's sample from its footer): the same series,
+/// values equal to 1e-9 (weighted sums may add in another order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sampled_metrics_on_the_cluster_read_the_same_rows() {
+    use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
+    use allegro_tests::engines::GENERATED_START;
+
+    let root = tempfile::tempdir().unwrap();
+    let (cluster, store) = allegro_tests::cluster::two_executors(root.path(), 1).await;
+    stored(&store).await;
+    let local = QueryEngine::new(catalog_at(&store), None).unwrap();
+    let remote = cluster.remote(QueryEngine::new(catalog_at(&store), None).unwrap());
+    let tenants = [TENANT.to_string()];
+    for q in [
+        "{ } | quantile_over_time(duration, 0.9) by (resource.service.name) with(sample=0.25)",
+        "{ status = error } | avg_over_time(duration) by (resource.service.name) with(sample=0.25)",
+        "{ kind = server } | histogram_over_time(duration) with(sample=0.5)",
+    ] {
+        let req = MetricsRequest {
+            query: q.into(),
+            start: GENERATED_START,
+            end: GENERATED_START + 600_000_000_000,
+            step: Some(60_000_000_000),
+            exemplars: Some(0),
+            max_series: None,
+            mode: Mode::All,
+        };
+        let limits = MetricsLimits::default();
+        let want = local.query_range(&tenants, &req, &limits).await.unwrap();
+        let jobs = cluster.shuffled_since(&[]).1.len();
+        let got = remote.query_range(&tenants, &req, &limits).await.unwrap();
+        assert!(
+            cluster.shuffled_since(&[]).1.len() > jobs,
+            "{q}: nothing ran on the cluster"
+        );
+        let series = |r: &allegro_engine::tempopb::QueryRangeResponse| {
+            let mut s: Vec<(String, Vec<(i64, f64)>)> = r
+                .series
+                .iter()
+                .map(|t| {
+                    (
+                        format!("{:?}", t.labels),
+                        t.samples
+                            .iter()
+                            .map(|p| (p.timestamp_ms, p.value))
+                            .collect(),
+                    )
+                })
+                .collect();
+            s.sort_by(|a, b| a.0.cmp(&b.0));
+            s
+        };
+        // A sample, not the whole: the exact answer differs.
+        let exact_req = MetricsRequest {
+            query: q.split(" with(").next().unwrap_or(q).into(),
+            ..req.clone()
+        };
+        let exact = local
+            .query_range(&tenants, &exact_req, &limits)
+            .await
+            .unwrap();
+        assert_ne!(
+            series(&exact),
+            series(&want),
+            "{q}: the sample read everything"
+        );
+        let (want, got) = (series(&want), series(&got));
+        assert!(!want.is_empty(), "{q}: no series");
+        assert_eq!(
+            want.iter().map(|w| &w.0).collect::<Vec<_>>(),
+            got.iter().map(|g| &g.0).collect::<Vec<_>>(),
+            "{q}"
+        );
+        for ((labels, w), (_, g)) in want.iter().zip(&got) {
+            assert_eq!(w.len(), g.len(), "{q} {labels}");
+            for ((tw, vw), (tg, vg)) in w.iter().zip(g) {
+                assert_eq!(tw, tg, "{q} {labels}");
+                assert!(
+                    (vw - vg).abs() <= 1e-9 * vw.abs().max(vg.abs()),
+                    "{q} {labels} at {tw}: {vw} in one process, {vg} on the cluster"
+                );
+            }
+        }
+    }
+}

@@ -126,46 +126,93 @@ fn sample_rows(rows: &[usize], cuts: Option<&TraceCuts>, buckets: usize) -> Samp
     }
 }
 
+/// A sampled scan as it travels to another node: its blocks by tenant and ID per partition,
+/// and what their rows are planned from; the node finds each block's meta and footer itself
+/// and plans the same rows ([`SampledBlock::plan`] is a function of the footer and buckets).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampledScanSpec {
+    /// The blocks' file schema (footers are read against it).
+    pub file_schema: SchemaRef,
+    /// The scan's output schema.
+    pub schema: SchemaRef,
+    /// Output columns: indices into the file schema, or one past its end for the weight.
+    pub projection: Vec<usize>,
+    /// Trace-ID buckets kept.
+    pub buckets: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Per partition, its blocks' `(tenant, block ID)`.
+    pub groups: Vec<Vec<(String, uuid::Uuid)>>,
+}
+
+impl SampledScanSpec {
+    /// Partition `partition` of the scan, planned over `catalog`'s blocks: the blocks' metas
+    /// and footers found (cached), their sampled rows planned.
+    pub async fn plan_partition(
+        &self,
+        catalog: &Arc<Catalog>,
+        partition: usize,
+    ) -> crate::error::Result<SampledScanExec> {
+        let ids = self.groups.get(partition).cloned().unwrap_or_default();
+        let planned: Vec<SampledBlock> = futures::stream::iter(ids)
+            .map(|(tenant, id)| async move {
+                let meta = catalog.block_meta(&tenant, &id).await?;
+                let footer = catalog.scan_footer(&meta, &self.file_schema).await?;
+                Ok::<_, crate::error::EngineError>(SampledBlock::plan(meta, footer, self.buckets))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        let mut spec = self.clone();
+        spec.groups = vec![Vec::new()];
+        Ok(SampledScanExec::new(catalog.clone(), spec, vec![planned]))
+    }
+}
+
 /// Reads the sampled rows of blocks, `groups[i]` in partition `i`.
 #[derive(Debug)]
 pub struct SampledScanExec {
     catalog: Arc<Catalog>,
-    /// Columns of the blocks' Arrow schema (the weight comes after them).
-    file_columns: usize,
-    /// Output columns: indices into the file schema, or one past its end for the weight.
-    projection: Vec<usize>,
+    /// What it scans; its `groups` name the blocks of `groups` below.
+    spec: SampledScanSpec,
     groups: Vec<Vec<SampledBlock>>,
-    batch_size: usize,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl SampledScanExec {
-    /// A scan producing `schema` (the `projection` of the `file_columns` of the blocks' schema
-    /// plus the weight column).
+    /// A scan of `spec` whose partition `i` reads `groups[i]`, planned.
     pub fn new(
         catalog: Arc<Catalog>,
-        file_columns: usize,
-        schema: SchemaRef,
-        projection: Vec<usize>,
+        mut spec: SampledScanSpec,
         groups: Vec<Vec<SampledBlock>>,
-        batch_size: usize,
     ) -> Self {
         let props = PlanProperties::new(
-            EquivalenceProperties::new(schema),
+            EquivalenceProperties::new(spec.schema.clone()),
             Partitioning::UnknownPartitioning(groups.len().max(1)),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
+        spec.groups = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|b| (b.meta.tenant_id.clone(), b.meta.block_id))
+                    .collect()
+            })
+            .collect();
         Self {
             catalog,
-            file_columns,
-            projection,
+            spec,
             groups,
-            batch_size,
             props: Arc::new(props),
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// What it scans, as it travels to another node.
+    pub fn spec(&self) -> &SampledScanSpec {
+        &self.spec
     }
 }
 
@@ -176,7 +223,7 @@ impl DisplayAs for SampledScanExec {
             f,
             "SampledScanExec: blocks={blocks}, partitions={}, projection={:?}",
             self.groups.len(),
-            self.projection
+            self.spec.projection
         )
     }
 }
@@ -227,21 +274,23 @@ impl ExecutionPlan for SampledScanExec {
         let schema = self.schema();
         let blocks = self.groups.get(partition).cloned().unwrap_or_default();
         // The reader returns the projected roots in file order.
+        let file_columns = self.spec.file_schema.fields().len();
         let mut roots: Vec<usize> = self
+            .spec
             .projection
             .iter()
             .copied()
-            .filter(|&i| i < self.file_columns)
+            .filter(|&i| i < file_columns)
             .collect();
         roots.sort_unstable();
         roots.dedup();
         let read = Arc::new(BlockRead {
             catalog: self.catalog.clone(),
-            file_columns: self.file_columns,
+            file_columns,
             schema: schema.clone(),
-            projection: self.projection.clone(),
+            projection: self.spec.projection.clone(),
             roots,
-            batch_size: self.batch_size,
+            batch_size: self.spec.batch_size,
             bytes: MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition),
         });
         // The next block's pages are fetched while this one decodes.

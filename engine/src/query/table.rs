@@ -28,7 +28,7 @@ use crate::block::meta::{BlockMeta, BlockSlice};
 use crate::catalog::Catalog;
 pub use crate::query::block_reader::block_file;
 use crate::query::block_reader::{BlockReaderFactory, slice_file};
-use crate::query::sampled_scan::{SampledBlock, SampledScanExec};
+use crate::query::sampled_scan::{SampledBlock, SampledScanExec, SampledScanSpec};
 use crate::schema::{HotColumn, span_schema};
 
 /// The Parquet reader factory block scans read through: footers, page indexes and page
@@ -459,14 +459,14 @@ impl BlocksTable {
             Some(p) => p.clone(),
             None => (0..full.fields().len()).collect(),
         };
-        let out = Arc::new(full.project(&projection)?);
-        Ok(Arc::new(SampledScanExec::new(
-            catalog,
-            self.schema.fields().len(),
-            out,
+        let spec = SampledScanSpec {
+            file_schema: self.schema.clone(),
+            schema: Arc::new(full.project(&projection)?),
             projection,
-            groups,
-            state.config().batch_size(),
-        )))
+            buckets,
+            batch_size: state.config().batch_size(),
+            groups: Vec::new(),
+        };
+        Ok(Arc::new(SampledScanExec::new(catalog, spec, groups)))
     }
 }

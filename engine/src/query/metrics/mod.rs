@@ -536,16 +536,15 @@ impl QueryEngine {
         let mut raw = Raw::default();
         let from_rollups = rollup::applies(st, grid);
         // With a cluster configured, the main pass's aggregation over the translated spans
-        // runs there: executors scan the blocks and merge the partial aggregates. Rollups,
-        // the per-trace stages of structural pipelines and sampled reads (whose scan node has
-        // no codec) stay here; docs/scale-out.md.
-        let on_cluster = match (&self.remote, sampling) {
-            (Some(r), None) => Some((
+        // runs there: executors scan the blocks (sampled ones too) and merge the partial
+        // aggregates. Rollups and the per-trace stages of structural pipelines stay here;
+        // docs/scale-out.md.
+        let on_cluster = self.remote.as_ref().map(|r| {
+            (
                 self.session_on(super::Optimizer::TraceQl, |c| c, Some(r)),
                 r,
-            )),
-            _ => None,
-        };
+            )
+        });
         for src in &per_tenant {
             src.account(cost);
             if src.tables.is_empty() {
