@@ -105,6 +105,20 @@ pub fn partition_indexes(n: usize) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(MemorySourceConfig::try_new_exec(&partitions, schema, None)?)
 }
 
+/// The one child of a scan node `name` (its partition indexes), from `children`.
+pub(crate) fn partition_indexes_of(
+    children: Vec<Arc<dyn ExecutionPlan>>,
+    name: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let [indexes] = <[_; 1]>::try_from(children).map_err(|c| {
+        DataFusionError::Internal(format!(
+            "{name} takes one child (its partition indexes), not {}",
+            c.len()
+        ))
+    })?;
+    Ok(indexes)
+}
+
 /// The global partition the `local` partition of `indexes` names.
 pub(crate) fn global_partition(indexes: &Arc<dyn ExecutionPlan>, local: usize) -> Result<usize> {
     let memory = indexes
@@ -261,12 +275,7 @@ impl ExecutionPlan for BlockScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [indexes] = <[_; 1]>::try_from(children).map_err(|c| {
-            DataFusionError::Internal(format!(
-                "BlockScanExec takes one child (its partition indexes), not {}",
-                c.len()
-            ))
-        })?;
+        let indexes = partition_indexes_of(children, "BlockScanExec")?;
         Ok(Arc::new(Self::new(
             self.scan.clone(),
             self.groups.clone(),

@@ -50,18 +50,8 @@ impl AllegroPhysicalCodec {
         ctx: &TaskContext,
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [indexes] = inputs else {
-            return Err(DataFusionError::Internal(format!(
-                "a block scan with {} inputs, not its partition indexes",
-                inputs.len()
-            )));
-        };
+        let (indexes, catalog) = self.scan_inputs(inputs, "a block scan")?;
         let msg: wire::BlockScan = wire::decode("block scan", body)?;
-        let Some(catalog) = self.catalog.clone() else {
-            return Err(DataFusionError::Internal(
-                "a block scan arrived where no block store is configured".into(),
-            ));
-        };
         let node = PhysicalPlanNode::decode(msg.scan.as_slice())
             .map_err(|e| DataFusionError::Internal(format!("malformed block scan: {e}")))?;
         let plan =
@@ -100,28 +90,38 @@ impl AllegroPhysicalCodec {
             Arc::new(scan.clone()),
             groups,
             catalog,
-            indexes.clone(),
+            indexes,
         )))
     }
 }
 
 impl AllegroPhysicalCodec {
+    /// A decoded scan's partition indexes (its one input) and the store it reads.
+    fn scan_inputs(
+        &self,
+        inputs: &[Arc<dyn ExecutionPlan>],
+        what: &str,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<Catalog>)> {
+        let [indexes] = inputs else {
+            return Err(DataFusionError::Internal(format!(
+                "{what} with {} inputs, not its partition indexes",
+                inputs.len()
+            )));
+        };
+        let Some(catalog) = self.catalog.clone() else {
+            return Err(DataFusionError::Internal(format!(
+                "{what} arrived where no block store is configured"
+            )));
+        };
+        Ok((indexes.clone(), catalog))
+    }
+
     fn decode_sampled(
         &self,
         body: &[u8],
         inputs: &[Arc<dyn ExecutionPlan>],
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [indexes] = inputs else {
-            return Err(DataFusionError::Internal(format!(
-                "a sampled scan with {} inputs, not its partition indexes",
-                inputs.len()
-            )));
-        };
-        let Some(catalog) = self.catalog.clone() else {
-            return Err(DataFusionError::Internal(
-                "a sampled scan arrived where no block store is configured".into(),
-            ));
-        };
+        let (indexes, catalog) = self.scan_inputs(inputs, "a sampled scan")?;
         let msg: wire::SampledScan = wire::decode("sampled scan", body)?;
         let groups = msg
             .groups
@@ -149,7 +149,7 @@ impl AllegroPhysicalCodec {
         Ok(Arc::new(SampledBlockScanExec::decoded(
             Arc::new(spec),
             catalog,
-            indexes.clone(),
+            indexes,
         )))
     }
 }

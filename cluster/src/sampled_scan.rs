@@ -25,7 +25,7 @@ use datafusion::physical_plan::{
 };
 use futures::TryStreamExt;
 
-use crate::block_scan::{global_partition, partition_indexes};
+use crate::block_scan::{global_partition, partition_indexes, partition_indexes_of};
 
 /// A sampled scan that can be sent to an executor; see the module docs.
 #[derive(Debug)]
@@ -139,12 +139,7 @@ impl ExecutionPlan for SampledBlockScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [indexes] = <[_; 1]>::try_from(children).map_err(|c| {
-            DataFusionError::Internal(format!(
-                "SampledBlockScanExec takes one child (its partition indexes), not {}",
-                c.len()
-            ))
-        })?;
+        let indexes = partition_indexes_of(children, "SampledBlockScanExec")?;
         Ok(Arc::new(Self::new(
             self.spec.clone(),
             self.planned.clone(),
