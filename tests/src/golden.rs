@@ -252,3 +252,78 @@ pub fn search_lines(
     lines.sort();
     lines
 }
+
+/// An SQL answer as a golden file prints it, for sqllogictest: each column's kind (`I`, `R`,
+/// `T`) and each row's cells (NULL as `NULL`, an empty string as `(empty)`, DataFusion's
+/// conventions).
+pub fn sql_output(
+    schema: &arrow::datatypes::Schema,
+    batches: &[arrow::record_batch::RecordBatch],
+) -> sqllogictest::DBOutput<sqllogictest::DefaultColumnType> {
+    use arrow::datatypes::DataType;
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use sqllogictest::DefaultColumnType;
+
+    let types = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            t if t.is_integer() => DefaultColumnType::Integer,
+            DataType::Float32 | DataType::Float64 => DefaultColumnType::FloatingPoint,
+            _ => DefaultColumnType::Text,
+        })
+        .collect();
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for b in batches {
+        let cols: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for r in 0..b.num_rows() {
+            rows.push(
+                cols.iter()
+                    .map(|c| match c.value(r).to_string() {
+                        s if s.is_empty() => "(empty)".to_string(),
+                        s => s,
+                    })
+                    .collect(),
+            );
+        }
+    }
+    sqllogictest::DBOutput::Rows { types, rows }
+}
+
+/// The SQL golden files (`tests/sql/*.slt`), sorted, each with the dataset its first line
+/// names (`# dataset: shop`, from `tests/traceql/data/`).
+pub fn sql_golden_files() -> Vec<(std::path::PathBuf, crate::dataset::Dataset)> {
+    let dir = crate::workspace_dir().join("tests/sql");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let name = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# dataset: "))
+                .unwrap_or_else(|| {
+                    panic!("{}: first line must be `# dataset: NAME`", file.display())
+                })
+                .trim()
+                .to_string();
+            let path = crate::workspace_dir()
+                .join("tests/traceql/data")
+                .join(format!("{name}.traces"));
+            let ds = crate::dataset::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            (file, ds)
+        })
+        .collect()
+}

@@ -1,9 +1,10 @@
 //! Scale-out end to end, on loopback: a Ballista scheduler and two executors, and two
 //! `allegro serve` members of an ingest ring, all over one bucket on a real S3 server
-//! (SeaweedFS), the members sending their queries' block reads to the cluster. Every TraceQL
-//! golden file's dataset is sent through OTLP to one member (a tenant per file) and its cases
-//! are asked of the other member over HTTP: first while the spans are live in the two heads,
-//! then once every span is in blocks read by the executors. Each answer is the golden file's.
+//! (SeaweedFS), the members sending their queries' block reads and SQL to the cluster. Every
+//! TraceQL and SQL golden file's dataset is sent through OTLP to one member (a tenant per
+//! file) and its cases are asked of the other member over HTTP: first while the spans are
+//! live in the two heads, then once every span is in blocks read by the executors. Each answer
+//! is the golden file's.
 //!
 //! The scheduler and executors run in the test's process (`allegro_cluster::in_process`) and
 //! the members as servers in it, but every hop is real: OTLP/HTTP and the ring's routes
@@ -18,7 +19,7 @@ use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::storage::open_store;
 use allegro_engine::tempopb::SearchResponse;
 use allegro_server::config::{Config, RingMember, RingSection};
-use allegro_tests::golden::{self, search_lines};
+use allegro_tests::golden::{self, search_lines, sql_golden_files, sql_output};
 use allegro_tests::ports::free_port;
 use allegro_tests::seaweed::{self, SeaweedFs};
 use allegro_tests::{TestServer, config_on_s3, url_encode};
@@ -84,6 +85,47 @@ fn search(
     Ok(search_lines(&resp, ds))
 }
 
+/// SQL golden files asked of a member over HTTP (`POST /api/sql`, Arrow IPC answers).
+struct HttpDb {
+    api: String,
+    tenant: String,
+    agent: ureq::Agent,
+}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for HttpDb {
+    type Error = std::io::Error;
+    type ColumnType = sqllogictest::DefaultColumnType;
+
+    async fn run(
+        &mut self,
+        sql: &str,
+    ) -> Result<sqllogictest::DBOutput<Self::ColumnType>, std::io::Error> {
+        let mut r = self
+            .agent
+            .post(format!("{}/api/sql", self.api))
+            .header("X-Scope-OrgID", &self.tenant)
+            .header("Accept", "application/vnd.apache.arrow.stream")
+            .send(sql)
+            .map_err(std::io::Error::other)?;
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_vec().map_err(std::io::Error::other)?;
+        if status != 200 {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            return Err(std::io::Error::other(format!("HTTP {status}: {text}")));
+        }
+        let reader = arrow::ipc::reader::StreamReader::try_new(body.as_slice(), None)
+            .map_err(std::io::Error::other)?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(std::io::Error::other)?;
+        Ok(sql_output(&schema, &batches))
+    }
+
+    async fn shutdown(&mut self) {}
+}
+
 #[test]
 fn golden_files_through_an_ingest_ring_and_a_query_cluster() {
     let Some(weed) = seaweed::binary() else {
@@ -122,6 +164,11 @@ fn golden_files_through_an_ingest_ring_and_a_query_cluster() {
         let r = a.export(Some(&format!("golden-{i}")), ds.resource_spans());
         assert_eq!(r.status, 200, "{file}: {}", r.text());
     }
+    let sql_files = sql_golden_files();
+    for (i, (file, ds)) in sql_files.iter().enumerate() {
+        let r = a.export(Some(&format!("sql-{i}")), ds.resource_spans());
+        assert_eq!(r.status, 200, "{}: {}", file.display(), r.text());
+    }
     let ask = |phase: &str| {
         let mut failures = Vec::new();
         for (i, (file, g, ds)) in files.iter().enumerate() {
@@ -133,6 +180,22 @@ fn golden_files_through_an_ingest_ring_and_a_query_cluster() {
                         case.line, case.query, case.expect, got
                     ));
                 }
+            }
+        }
+        for (i, (file, _)) in sql_files.iter().enumerate() {
+            let mut runner = sqllogictest::Runner::new(|| {
+                let db = HttpDb {
+                    api: b.base.clone(),
+                    tenant: format!("sql-{i}"),
+                    agent: ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into(),
+                };
+                async move { Ok(db) }
+            });
+            if let Err(e) = rt.block_on(runner.run_file_async(file)) {
+                failures.push(format!("[{phase}] {e}"));
             }
         }
         assert!(

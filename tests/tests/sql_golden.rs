@@ -4,14 +4,13 @@
 //! their hot columns separately, the live head, and compacted blocks. The answers must not
 //! depend on where a span or an attribute is stored. Empty strings print as `(empty)`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use allegro_engine::error::EngineError;
 use allegro_engine::query::QueryEngine;
 use allegro_tests::dataset;
 use allegro_tests::engines::{TENANT, compacted, over_blocks, over_head};
-use arrow::datatypes::DataType;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
+use allegro_tests::golden::{sql_golden_files, sql_output};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 struct Db(QueryEngine);
@@ -23,37 +22,7 @@ impl sqllogictest::AsyncDB for Db {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, EngineError> {
         let a = self.0.sql(&[TENANT.to_string()], sql, 100_000).await?;
-        let types = a
-            .schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                t if t.is_integer() => DefaultColumnType::Integer,
-                DataType::Float32 | DataType::Float64 => DefaultColumnType::FloatingPoint,
-                _ => DefaultColumnType::Text,
-            })
-            .collect();
-        let options = FormatOptions::default().with_null("NULL");
-        let mut rows = Vec::new();
-        for b in &a.batches {
-            let cols: Vec<ArrayFormatter> = b
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-                .collect();
-            for r in 0..b.num_rows() {
-                // An empty string is `(empty)`, apart from NULL (DataFusion's convention).
-                rows.push(
-                    cols.iter()
-                        .map(|c| match c.value(r).to_string() {
-                            s if s.is_empty() => "(empty)".to_string(),
-                            s => s,
-                        })
-                        .collect(),
-                );
-            }
-        }
-        Ok(DBOutput::Rows { types, rows })
+        Ok(sql_output(&a.schema, &a.batches))
     }
 
     async fn shutdown(&mut self) {}
@@ -63,48 +32,17 @@ impl sqllogictest::AsyncDB for Db {
     }
 }
 
-fn golden_dir() -> PathBuf {
-    allegro_tests::workspace_dir().join("tests/sql")
-}
-
-/// The golden files, sorted.
-fn golden_paths() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
-    files
-}
-
-fn dataset_of(file: &Path) -> dataset::Dataset {
-    let text = std::fs::read_to_string(file).unwrap();
-    let name = text
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("# dataset: "))
-        .unwrap_or_else(|| panic!("{}: first line must be `# dataset: NAME`", file.display()))
-        .trim();
-    let path = allegro_tests::workspace_dir()
-        .join("tests/traceql/data")
-        .join(format!("{name}.traces"));
-    dataset::parse(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_files() {
     let mut failures = Vec::new();
-    for file in &golden_paths() {
-        let ds = dataset_of(file);
+    for (file, ds) in &sql_golden_files() {
         let dir = tempfile::tempdir().unwrap();
         let modes = [
-            ("blocks", over_blocks(&ds, &dir.path().join("blocks")).await),
-            ("head", over_head(&ds, &dir.path().join("head"))),
+            ("blocks", over_blocks(ds, &dir.path().join("blocks")).await),
+            ("head", over_head(ds, &dir.path().join("head"))),
             (
                 "compacted",
-                compacted(&ds, &dir.path().join("compacted")).await,
+                compacted(ds, &dir.path().join("compacted")).await,
             ),
         ];
         // The two blocks differ in what they keep hot, or the attribute cases prove nothing.
@@ -137,14 +75,13 @@ async fn golden_files_on_a_cluster() {
     let root = tempfile::tempdir().unwrap();
     let (cluster, store) = allegro_tests::cluster::two_executors(root.path(), 2).await;
     let mut failures = Vec::new();
-    for file in &golden_paths() {
-        let ds = dataset_of(file);
+    for (file, ds) in &sql_golden_files() {
         for mode in ["blocks", "head", "compacted"] {
             allegro_tests::cluster::emptied(&store);
             let engine = match mode {
-                "blocks" => over_blocks(&ds, &store).await,
-                "head" => over_head(&ds, &store),
-                _ => compacted(&ds, &store).await,
+                "blocks" => over_blocks(ds, &store).await,
+                "head" => over_head(ds, &store),
+                _ => compacted(ds, &store).await,
             };
             let engine = cluster.remote(engine);
             assert!(engine.is_remote());
