@@ -62,30 +62,18 @@ impl AllegroPhysicalCodec {
                 plan.name()
             )));
         };
-        let groups = msg
-            .groups
-            .iter()
-            .map(|g| {
-                g.files
-                    .iter()
-                    .map(|f| {
-                        let block = f.block.as_ref().ok_or_else(|| {
-                            DataFusionError::Internal("a block scan file without its block".into())
-                        })?;
-                        Ok(BlockFile {
-                            tenant: block.tenant.clone(),
-                            block: block_id(block)?,
-                            row_groups: f.row_group_count.map(|n| {
-                                (
-                                    n as usize,
-                                    f.row_groups.iter().map(|&g| g as usize).collect(),
-                                )
-                            }),
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()
+        let groups = per_file(&msg.groups, "a block scan", |f, block| {
+            Ok(BlockFile {
+                tenant: block.tenant.clone(),
+                block: block_id(block)?,
+                row_groups: f.row_group_count.map(|n| {
+                    (
+                        n as usize,
+                        f.row_groups.iter().map(|&g| g as usize).collect(),
+                    )
+                }),
             })
-            .collect::<Result<Vec<_>>>()?;
+        })?;
         Ok(Arc::new(BlockScanExec::decoded(
             Arc::new(scan.clone()),
             groups,
@@ -123,21 +111,9 @@ impl AllegroPhysicalCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let (indexes, catalog) = self.scan_inputs(inputs, "a sampled scan")?;
         let msg: wire::SampledScan = wire::decode("sampled scan", body)?;
-        let groups = msg
-            .groups
-            .iter()
-            .map(|g| {
-                g.files
-                    .iter()
-                    .map(|f| {
-                        let block = f.block.as_ref().ok_or_else(|| {
-                            DataFusionError::Internal("a sampled block without its name".into())
-                        })?;
-                        Ok((block.tenant.clone(), block_id(block)?))
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let groups = per_file(&msg.groups, "a sampled scan", |_, block| {
+            Ok((block.tenant.clone(), block_id(block)?))
+        })?;
         let spec = SampledScanSpec {
             file_schema: schema_of(&msg.file_schema)?,
             schema: schema_of(&msg.schema)?,
@@ -152,6 +128,29 @@ impl AllegroPhysicalCodec {
             indexes,
         )))
     }
+}
+
+/// Each group's files as `T`s (`f` of the file and the block it names); `what` names the
+/// scan in the error when a file names no block.
+fn per_file<T>(
+    groups: &[wire::ScanGroup],
+    what: &str,
+    f: impl Fn(&wire::ScanFile, &wire::BlockRef) -> Result<T>,
+) -> Result<Vec<Vec<T>>> {
+    groups
+        .iter()
+        .map(|g| {
+            g.files
+                .iter()
+                .map(|file| {
+                    let block = file.block.as_ref().ok_or_else(|| {
+                        DataFusionError::Internal(format!("{what} file without its block"))
+                    })?;
+                    f(file, block)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// `schema` as an empty Arrow IPC stream.
