@@ -44,8 +44,11 @@ impl LiveSpans for RingLive {
         let theirs = futures::future::try_join_all(
             others(self.distributor.ring()).map(|m| peers.live_spans(m, tenant)),
         );
-        let mut groups = self.local.live_batches(tenant).await?;
-        for g in theirs.await.map_err(unavailable)? {
+        // The members are asked first (their requests start on first poll), so their answers
+        // arrive while this head converts.
+        let (theirs, mine) = futures::join!(theirs, self.local.live_batches(tenant));
+        let mut groups = mine?;
+        for g in theirs.map_err(unavailable)? {
             groups.extend(g);
         }
         Ok(groups)
@@ -58,8 +61,9 @@ impl LiveSpans for RingLive {
         let theirs = futures::future::try_join_all(
             others(self.distributor.ring()).map(|m| peers.live_trace(m, tenant, id)),
         );
-        let mut spans = self.local.live_trace(tenant, id).await?;
-        for s in theirs.await.map_err(unavailable)? {
+        let (theirs, mine) = futures::join!(theirs, self.local.live_trace(tenant, id));
+        let mut spans = mine?;
+        for s in theirs.map_err(unavailable)? {
             spans.extend(s);
         }
         Ok(spans)
