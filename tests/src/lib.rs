@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod dataset;
 pub mod engines;
 pub mod golden;
+pub mod metrics;
 pub mod ports;
 pub mod prometheus;
 pub mod reference;

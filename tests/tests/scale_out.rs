@@ -1,10 +1,11 @@
 //! Scale-out end to end, on loopback: a Ballista scheduler and two executors, and two
 //! `allegro serve` members of an ingest ring, all over one bucket on a real S3 server
 //! (SeaweedFS), the members sending their queries' block reads and SQL to the cluster. Every
-//! TraceQL and SQL golden file's dataset is sent through OTLP to one member (a tenant per
-//! file) and its cases are asked of the other member over HTTP: first while the spans are
-//! live in the two heads, then once every span is in blocks read by the executors. Each answer
-//! is the golden file's.
+//! TraceQL search, TraceQL metrics and SQL golden file's dataset, and the generated shop of the
+//! metrics agreement test, is sent through OTLP to one member (a tenant each) and the cases
+//! are asked of the other member over HTTP: first while the spans are live in the two heads,
+//! then once every span is in blocks read by the executors. Each answer is the golden file's,
+//! or the reference evaluator's.
 //!
 //! The scheduler and executors run in the test's process (`allegro_cluster::in_process`) and
 //! the members as servers in it, but every hop is real: OTLP/HTTP and the ring's routes
@@ -17,10 +18,15 @@ use std::time::{Duration, Instant};
 use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::storage::open_store;
-use allegro_engine::tempopb::SearchResponse;
+use allegro_engine::tempopb::{QueryInstantResponse, QueryRangeResponse, SearchResponse};
 use allegro_server::config::{Config, RingMember, RingSection};
+use allegro_tests::engines::{GENERATED_START, generated_traces};
 use allegro_tests::golden::{self, search_lines, sql_golden_files, sql_output};
+use allegro_tests::metrics::{
+    AGREEMENT_QUERIES, diff, golden_range, instant_lines, range_lines, series,
+};
 use allegro_tests::ports::free_port;
+use allegro_tests::reference;
 use allegro_tests::seaweed::{self, SeaweedFs};
 use allegro_tests::{TestServer, config_on_s3, url_encode};
 use prost::Message;
@@ -71,8 +77,20 @@ fn search(
     ds: &allegro_tests::dataset::Dataset,
     query: &str,
 ) -> Result<Vec<String>, String> {
+    let path = format!("/api/search?q={}&limit=1000&spss=100", url_encode(query));
+    let resp: SearchResponse = get_proto(srv, tenant, &path)?;
+    Ok(search_lines(&resp, ds))
+}
+
+/// `path` of `tenant` asked of `srv` over HTTP, its protobuf answer decoded, or the error's
+/// text.
+fn get_proto<M: Message + Default>(
+    srv: &TestServer,
+    tenant: &str,
+    path: &str,
+) -> Result<M, String> {
     let a = srv.get(
-        &format!("/api/search?q={}&limit=1000&spss=100", url_encode(query)),
+        path,
         &[
             ("X-Scope-OrgID", tenant),
             ("Accept", "application/protobuf"),
@@ -81,8 +99,36 @@ fn search(
     if a.status != 200 {
         return Err(format!("HTTP {}: {}", a.status, a.text()));
     }
-    let resp = SearchResponse::decode(a.body.as_slice()).map_err(|e| e.to_string())?;
-    Ok(search_lines(&resp, ds))
+    M::decode(a.body.as_slice()).map_err(|e| e.to_string())
+}
+
+/// Metrics `query` of `tenant` over `(start, end, step)` asked of `srv` over HTTP
+/// (`/api/metrics/query` without a step), as golden result lines, or the error's text.
+fn metrics(
+    srv: &TestServer,
+    tenant: &str,
+    query: &str,
+    (start, end, step): (u64, u64, Option<u64>),
+) -> Result<Vec<String>, String> {
+    let range = format!("q={}&start={start}&end={end}", url_encode(query));
+    Ok(match step {
+        None => instant_lines(
+            &get_proto::<QueryInstantResponse>(
+                srv,
+                tenant,
+                &format!("/api/metrics/query?{range}"),
+            )?,
+            end,
+        ),
+        Some(step) => range_lines(&get_proto::<QueryRangeResponse>(
+            srv,
+            tenant,
+            &format!(
+                "/api/metrics/query_range?{range}&step={}",
+                step as f64 / 1e9
+            ),
+        )?),
+    })
 }
 
 /// SQL golden files asked of a member over HTTP (`POST /api/sql`, Arrow IPC answers).
@@ -164,6 +210,24 @@ fn golden_files_through_an_ingest_ring_and_a_query_cluster() {
         let r = a.export(Some(&format!("golden-{i}")), ds.resource_spans());
         assert_eq!(r.status, 200, "{file}: {}", r.text());
     }
+    let metrics_dir = golden_dir().join("metrics");
+    let metrics_files = golden::load_dir(&metrics_dir, &golden_dir().join("data"));
+    for (i, (file, _, ds)) in metrics_files.iter().enumerate() {
+        let r = a.export(Some(&format!("metrics-{i}")), ds.resource_spans());
+        assert_eq!(r.status, 200, "{file}: {}", r.text());
+    }
+    // The agreement test's shop, a few hundred traces a request.
+    let shop = generated_traces(42, 30_000);
+    for chunk in shop.chunks(300) {
+        let r = a.export(Some("shop"), chunk.iter().flatten().cloned().collect());
+        assert_eq!(r.status, 200, "the shop: {}", r.text());
+    }
+    let shop = reference::traces(&shop.into_iter().flatten().collect::<Vec<_>>());
+    let grid = (
+        GENERATED_START + 17_000_000_000,
+        GENERATED_START + 590_000_000_000,
+        30_000_000_000,
+    );
     let sql_files = sql_golden_files();
     for (i, (file, ds)) in sql_files.iter().enumerate() {
         let r = a.export(Some(&format!("sql-{i}")), ds.resource_spans());
@@ -180,6 +244,42 @@ fn golden_files_through_an_ingest_ring_and_a_query_cluster() {
                         case.line, case.query, case.expect, got
                     ));
                 }
+            }
+        }
+        for (i, (file, g, _)) in metrics_files.iter().enumerate() {
+            for case in &g.cases {
+                let range = case.range.as_deref().expect("a metrics case's range line");
+                let got = metrics(
+                    &b,
+                    &format!("metrics-{i}"),
+                    &case.query,
+                    golden_range(range),
+                );
+                if !case.expect.matches(&got) {
+                    failures.push(format!(
+                        "metrics/{file}:{} [{phase}] {}\n  expected: {:?}\n  got:      {:?}",
+                        case.line, case.query, case.expect, got
+                    ));
+                }
+            }
+        }
+        for q in AGREEMENT_QUERIES {
+            let ast = allegro_traceql::compile(q).expect("an agreement query compiles");
+            let want = reference::metrics(&ast, &shop, grid, &|_| true, &|_, _| 1.0)
+                .expect("the reference answers");
+            let (start, end, step) = grid;
+            let path = format!(
+                "/api/metrics/query_range?q={}&start={start}&end={end}&step={}&maxSeries=100000",
+                url_encode(q),
+                step / 1_000_000_000
+            );
+            match get_proto::<QueryRangeResponse>(&b, "shop", &path) {
+                Ok(got) => {
+                    if let Some(d) = diff(&want, &series(&got)) {
+                        failures.push(format!("[{phase}] the shop, {q}: {d}"));
+                    }
+                }
+                Err(e) => failures.push(format!("[{phase}] the shop, {q}: {e}")),
             }
         }
         for (i, (file, _)) in sql_files.iter().enumerate() {

@@ -11,66 +11,8 @@ use allegro_tests::engines::{
     GENERATED_START, TENANT, generated, generated_compacted, reopened_generated,
 };
 use allegro_tests::golden::labels_text;
+use allegro_tests::metrics::{AGREEMENT_QUERIES, close, diff, series};
 use allegro_tests::reference::{self, RefSeries};
-
-const QUERIES: &[&str] = &[
-    "{ } | rate()",
-    "{ } | count_over_time() by (resource.service.name)",
-    "{ status = error } | rate() by (resource.service.name, name)",
-    "{ kind = server } | count_over_time() by (span.http.response.status_code)",
-    "{ nestedSetParent < 0 } | rate() by (resource.service.name)",
-    "{ } | max_over_time(duration) by (resource.service.name)",
-    "{ } | min_over_time(duration)",
-    "{ kind = client } | sum_over_time(duration) by (kind)",
-    "{ } | avg_over_time(duration) by (status)",
-    "{ span.db.system != nil } | avg_over_time(duration) by (span.db.system)",
-    "{ } | avg_over_time(span.http.response.status_code) by (resource.service.name)",
-    "{ } | sum_over_time(span.http.response.status_code)",
-    "{ } | histogram_over_time(duration)",
-    "{ kind = server } | histogram_over_time(duration) by (resource.service.name)",
-    "{ } | quantile_over_time(duration, 0.5, 0.9, 0.99)",
-    "{ kind = server } | quantile_over_time(duration, 0.95) by (resource.service.name)",
-    "{ kind = server } >> { status = error } | rate()",
-    "{ resource.service.name = \"api-gateway\" } > { } | count_over_time() by (resource.service.name)",
-    "{ status = error } && { kind = client } | count_over_time()",
-    "{ } | count() > 20 | rate()",
-    // Every value (top N above the cardinality), so the reference need not break ties as the
-    // engine does.
-    "{ } | compare({ status = error }, 1000)",
-    "{ kind = server } | compare({ resource.service.name = \"api-gateway\" || duration > 50ms }, 1000)",
-    "{ kind = server } >> { status = error } | compare({ kind = client }, 1000)",
-];
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
-}
-
-fn diff(want: &RefSeries, got: &RefSeries) -> Option<String> {
-    if want.keys().ne(got.keys()) {
-        let missing: Vec<_> = want
-            .keys()
-            .filter(|k| !got.contains_key(*k))
-            .take(3)
-            .collect();
-        let extra: Vec<_> = got
-            .keys()
-            .filter(|k| !want.contains_key(*k))
-            .take(3)
-            .collect();
-        return Some(format!(
-            "{} series expected, {} returned; missing {missing:?}, extra {extra:?}",
-            want.len(),
-            got.len()
-        ));
-    }
-    for (k, w) in want {
-        let g = &got[k];
-        if w.keys().ne(g.keys()) || w.iter().zip(g).any(|(a, b)| !close(*a.1, *b.1)) {
-            return Some(format!("{k}: want {w:?}\n got {g:?}"));
-        }
-    }
-    None
-}
 
 /// The engine's answer to range query `q` over `(start, end, step)`, as the reference evaluator
 /// gives its own, and the answer's partial status.
@@ -92,17 +34,7 @@ async fn answer(
         .query_range(&[TENANT.to_string()], &req, &MetricsLimits::default())
         .await
         .unwrap();
-    let mut got = RefSeries::new();
-    for s in r.series {
-        got.insert(
-            labels_text(&s.labels),
-            s.samples
-                .iter()
-                .map(|x| (x.timestamp_ms, x.value))
-                .collect(),
-        );
-    }
-    (got, r.status)
+    (series(&r), r.status)
 }
 
 /// Counting queries, which blocks answer from their span counts per minute
@@ -244,7 +176,7 @@ async fn metrics_agree_with_the_reference_evaluator() {
     };
     let mut failures = Vec::new();
     let mut points = 0;
-    for q in QUERIES {
+    for q in AGREEMENT_QUERIES {
         let ast = allegro_traceql::compile(q).unwrap();
         let want =
             reference::metrics(&ast, &traces, (start, end, step), &|_| true, &|_, _| 1.0).unwrap();
@@ -355,12 +287,12 @@ async fn metrics_agree_with_the_reference_evaluator() {
         failures.is_empty(),
         "{} of {} queries disagree:\n{}",
         failures.len(),
-        QUERIES.len() + 5,
+        AGREEMENT_QUERIES.len() + 5,
         failures.join("\n\n")
     );
     eprintln!(
         "{} metrics queries agree ({points} points)",
-        QUERIES.len() + 5
+        AGREEMENT_QUERIES.len() + 5
     );
 }
 

@@ -8,76 +8,43 @@ use std::path::{Path, PathBuf};
 
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::{MetricsLimits, MetricsRequest, Mode};
-use allegro_tests::dataset::{BASE_NANOS, parse_duration};
 use allegro_tests::engines::{TENANT, over_blocks, over_head, split_across};
-use allegro_tests::golden::{self, labels_text};
+use allegro_tests::golden;
+use allegro_tests::metrics::{golden_range, instant_lines, range_lines};
 
 fn golden_dir() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("traceql/metrics")
 }
 
-fn number(v: f64) -> String {
-    let s = format!("{v:.6}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.to_string() }
-}
-
-fn offset(ms: i64) -> String {
-    let base_ms = (BASE_NANOS / 1_000_000) as i64;
-    number((ms - base_ms) as f64 / 1000.0)
-}
-
 async fn run(engine: &QueryEngine, query: &str, range: &str) -> Result<Vec<String>, String> {
-    let parts: Vec<&str> = range.split_whitespace().collect();
-    let at = |s: &str| BASE_NANOS + parse_duration(s).expect("range offset");
-    let (start, end) = (at(parts[0]), at(parts[1]));
-    let instant = parts[2] == "instant";
+    let (start, end, step) = golden_range(range);
     let req = MetricsRequest {
         query: query.to_string(),
         start,
         end,
-        step: (!instant).then(|| parse_duration(parts[2]).expect("step")),
+        step,
         exemplars: Some(0),
         max_series: None,
         mode: Mode::All,
     };
     let limits = MetricsLimits::default();
     let tenants = [TENANT.to_string()];
-    let mut lines: Vec<String> = if instant {
-        let r = engine
-            .query_instant(&tenants, &req, &limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        r.series
-            .iter()
-            .map(|s| {
-                format!(
-                    "{}: {}={}",
-                    labels_text(&s.labels),
-                    offset((end / 1_000_000) as i64),
-                    number(s.value)
-                )
-            })
-            .collect()
-    } else {
-        let r = engine
-            .query_range(&tenants, &req, &limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        r.series
-            .iter()
-            .map(|s| {
-                let samples: Vec<String> = s
-                    .samples
-                    .iter()
-                    .map(|x| format!("{}={}", offset(x.timestamp_ms), number(x.value)))
-                    .collect();
-                format!("{}: {}", labels_text(&s.labels), samples.join(" "))
-            })
-            .collect()
-    };
-    lines.sort();
-    Ok(lines)
+    let e = |e: allegro_engine::error::EngineError| e.to_string();
+    Ok(match step {
+        None => instant_lines(
+            &engine
+                .query_instant(&tenants, &req, &limits)
+                .await
+                .map_err(e)?,
+            end,
+        ),
+        Some(_) => range_lines(
+            &engine
+                .query_range(&tenants, &req, &limits)
+                .await
+                .map_err(e)?,
+        ),
+    })
 }
 
 /// Runs `g`'s cases of `file` against `engine` (`mode` names its data), adding each failure
