@@ -1,10 +1,14 @@
-//! How a block scan travels in a physical plan from the scheduler to an executor (see
-//! [`crate::block_scan`]). Everything else, Ballista's shuffle nodes first, is Ballista's.
+//! How Allegro's nodes travel in a physical plan from the scheduler to an executor: block
+//! scans (see [`crate::block_scan`]), sampled scans and a search's per-trace stage
+//! (`TraceFilterExec`). Everything else, Ballista's shuffle nodes first, is Ballista's.
 
 use std::sync::Arc;
 
-use allegro_engine::catalog::Catalog;
+use allegro_engine::catalog::{Catalog, IncompleteTraces};
+use allegro_engine::ids::TraceId;
 use allegro_engine::query::sampled_scan::SampledScanSpec;
+use allegro_engine::query::search::trace_filter::TraceFilterExec;
+use allegro_udfs::spansets::program::Program;
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -153,6 +157,51 @@ fn per_file<T>(
         .collect()
 }
 
+/// A search's per-trace stage as it travels.
+fn trace_filter(f: &TraceFilterExec) -> Result<wire::TraceFilter> {
+    let program = serde_json::to_string(f.program())
+        .map_err(|e| DataFusionError::Internal(format!("a search program as JSON: {e}")))?;
+    let mut split: Vec<[u8; 16]> = f.split().iter().map(|id| id.0).collect();
+    split.sort_unstable();
+    Ok(wire::TraceFilter {
+        program,
+        split: split.concat(),
+        limit: f.limit() as u64,
+    })
+}
+
+/// A search's per-trace stage over its decoded input.
+fn decode_trace_filter(
+    body: &[u8],
+    inputs: &[Arc<dyn ExecutionPlan>],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let msg: wire::TraceFilter = wire::decode("search trace filter", body)?;
+    let [input] = inputs else {
+        return Err(DataFusionError::Internal(format!(
+            "a search trace filter with {} inputs",
+            inputs.len()
+        )));
+    };
+    let program: Program = serde_json::from_str(&msg.program)
+        .map_err(|e| DataFusionError::Internal(format!("malformed search program: {e}")))?;
+    if !msg.split.len().is_multiple_of(16) {
+        return Err(DataFusionError::Internal(
+            "malformed search trace filter: split trace IDs not 16 bytes each".into(),
+        ));
+    }
+    let split: IncompleteTraces = msg
+        .split
+        .chunks_exact(16)
+        .map(|id| TraceId::from_bytes(id).map_err(|e| DataFusionError::External(Box::new(e))))
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(TraceFilterExec::new(
+        input.clone(),
+        Arc::new(program),
+        Arc::new(split),
+        usize::try_from(msg.limit).unwrap_or(usize::MAX),
+    )))
+}
+
 /// `schema` as an empty Arrow IPC stream.
 fn schema_bytes(schema: &SchemaRef) -> Result<Vec<u8>> {
     let mut w = StreamWriter::try_new(Vec::new(), schema)?;
@@ -176,6 +225,7 @@ impl PhysicalExtensionCodec for AllegroPhysicalCodec {
         match wire::unframe(buf) {
             Some((wire::KIND_BLOCK_SCAN, body)) => self.decode_scan(body, inputs, ctx, converter),
             Some((wire::KIND_SAMPLED_SCAN, body)) => self.decode_sampled(body, inputs),
+            Some((wire::KIND_TRACE_FILTER, body)) => decode_trace_filter(body, inputs),
             _ => self.ballista.try_decode(buf, inputs, ctx, converter),
         }
     }
@@ -222,6 +272,10 @@ impl PhysicalExtensionCodec for AllegroPhysicalCodec {
                     .collect(),
             };
             wire::frame(wire::KIND_SAMPLED_SCAN, &msg, buf);
+            return Ok(());
+        }
+        if let Some(filter) = node.downcast_ref::<TraceFilterExec>() {
+            wire::frame(wire::KIND_TRACE_FILTER, &trace_filter(filter)?, buf);
             return Ok(());
         }
         let Some(scan) = node.downcast_ref::<BlockScanExec>() else {

@@ -19,6 +19,9 @@ pub const KIND_BLOCK_SCAN: u8 = 3;
 pub const KIND_PLANNED_TABLE: u8 = 4;
 /// A sampled scan of blocks (`SampledBlockScanExec`): its blocks and how they are sampled.
 pub const KIND_SAMPLED_SCAN: u8 = 5;
+/// A search's per-trace stage on the executors (`TraceFilterExec`): its program, split
+/// traces and limit.
+pub const KIND_TRACE_FILTER: u8 = 6;
 
 /// `msg` behind the tag of `kind`.
 pub fn frame(kind: u8, msg: &impl Message, buf: &mut Vec<u8>) {
@@ -149,4 +152,18 @@ pub struct SampledScan {
     /// Per partition, its blocks (files carry only their block).
     #[prost(message, repeated, tag = "6")]
     pub groups: Vec<ScanGroup>,
+}
+
+/// A search's per-trace stage ([`KIND_TRACE_FILTER`]); its input is the node's child.
+#[derive(Clone, PartialEq, Message)]
+pub struct TraceFilter {
+    /// The per-trace program, as JSON (as the `spansets` UDAF carries it).
+    #[prost(string, tag = "1")]
+    pub program: String,
+    /// The split traces' IDs, 16 bytes each.
+    #[prost(bytes = "vec", tag = "2")]
+    pub split: Vec<u8>,
+    /// Most traces a partition passes on.
+    #[prost(uint64, tag = "3")]
+    pub limit: u64,
 }

@@ -30,6 +30,7 @@ mod matched_values;
 mod newest;
 mod on_cluster;
 mod response;
+pub mod trace_filter;
 mod trace_stage;
 
 use std::sync::Arc;

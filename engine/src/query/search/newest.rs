@@ -68,6 +68,11 @@ impl Newest {
         }
     }
 
+    /// Most traces held.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// The worst trace held once `limit` are: `(start, id)`.
     pub fn bar(&self) -> Option<(u64, TraceId)> {
         (self.heap.len() >= self.limit)

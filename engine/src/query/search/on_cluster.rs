@@ -10,19 +10,27 @@
 //! executor at once. The stop is checked before each wave exactly as before each part, so
 //! the answer is the same as in one process.
 //!
-//! A wave's rows come back as one stream, its parts' rows interleaved, so the per-trace stage
-//! groups them by trace as it does the head's (`sorted: false`) instead of evaluating each
-//! trace as its rows pass; it holds the wave's matching rows until the wave ends, which is
-//! what bounds a wave's spans.
+//! Each wave's per-span rows are planned here, as one process plans them, and evaluated per
+//! trace on the executors (`TraceFilterExec`, [`super::trace_filter`]): a partition passes on
+//! only the rows of its best `limit` traces with a match, and those of split traces. What
+//! comes back is evaluated again here by the per-trace stage, exactly as without a cluster:
+//! the rows of a few traces per part instead of every row a leaf matches. A wave's rows come
+//! back as one stream, its parts' rows interleaved, so the stage groups them by trace (as it
+//! does the head's, `sorted: false`); it holds a wave's rows until the wave ends, which is what
+//! bounds a wave's spans.
 
 use std::sync::Arc;
 
+use datafusion::datasource::provider_as_source;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
 use super::newest::Newest;
+use super::trace_filter::TraceFilterExec;
 use super::trace_stage::{Rows, TraceStage};
 use super::{Input, Job, Progress, input, search_config};
 use crate::block::meta::BlockMeta;
@@ -30,6 +38,7 @@ use crate::error::{EngineError, Result};
 use crate::query::plan;
 use crate::query::remote::Remote;
 use crate::query::sources::Sources;
+use crate::query::spans_table::SpansTable;
 use crate::query::table::{BlockPart, BlocksTable};
 use crate::query::{Optimizer, QueryEngine, bytes_scanned, df_err, split_traces};
 use crate::tempopb::SearchMetrics;
@@ -138,7 +147,7 @@ impl QueryEngine {
                 break;
             }
             self.read_wave(
-                &cluster,
+                (&ctx, &cluster),
                 remote,
                 src,
                 &parts[wave.clone()],
@@ -168,7 +177,7 @@ impl QueryEngine {
     #[allow(clippy::too_many_arguments)]
     async fn read_wave(
         &self,
-        cluster: &datafusion::prelude::SessionContext,
+        (local, cluster): (&SessionContext, &SessionContext),
         remote: &Arc<dyn Remote>,
         src: &Sources,
         wave: &[(usize, BlockPart)],
@@ -177,6 +186,8 @@ impl QueryEngine {
         newest: &Arc<Mutex<Newest>>,
     ) -> Result<()> {
         let (c, range) = (at.c, at.range);
+        let program = Arc::new(c.program.clone());
+        let split = Arc::new(stage.split().clone());
         let inside = |b: &BlockMeta| {
             range.is_none_or(|(s, e)| s <= b.start_unix_nano && b.end_unix_nano <= e)
         };
@@ -198,10 +209,22 @@ impl QueryEngine {
                 }
                 let table = Arc::new(t.with_parts(parts).with_string_views());
                 let logical = plan::span_rows(&s.with_table(table), c, filter)?;
-                let df = cluster
-                    .execute_logical_plan(logical)
+                // Planned here (as one process plans it), the traces evaluated on the executors.
+                let rows = local
+                    .state()
+                    .create_physical_plan(&logical)
                     .await
                     .map_err(df_err)?;
+                let limit = newest.lock().limit();
+                let filtered = TraceFilterExec::new(rows, program.clone(), split.clone(), limit);
+                let wave = LogicalPlanBuilder::scan(
+                    "wave",
+                    provider_as_source(Arc::new(SpansTable::from_plan(Arc::new(filtered)))),
+                    None,
+                )
+                .and_then(|b| b.build())
+                .map_err(df_err)?;
+                let df = cluster.execute_logical_plan(wave).await.map_err(df_err)?;
                 let stream = df.execute_stream().await.map_err(|e| remote.failure(e))?;
                 // The cluster's errors keep their meaning (its failure, or the query's own
                 // mistake) through the stage, which sees only DataFusion's error type.

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use allegro_traceql::ast::{FieldExpr, FieldKind, FieldRef, Intrinsic};
 use allegro_udfs::spansets::eval::SpanRow;
 use allegro_udfs::spansets::program::Program;
+use allegro_udfs::spansets::typed::FoundSet;
 use allegro_udfs::spansets::{SpanColumns, evaluate};
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, UInt64Array};
 use arrow::datatypes::UInt64Type;
@@ -108,6 +109,45 @@ fn lost(what: &str) -> EngineError {
     EngineError::Internal(format!("search rows lost column {what}"))
 }
 
+/// The span columns of `b` for `p`, in [`SpanColumns`] order.
+fn span_columns(p: &Program, b: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    let mut names: Vec<String> = [
+        c::NESTED_SET_LEFT,
+        c::NESTED_SET_RIGHT,
+        c::NESTED_SET_PARENT,
+        c::SPAN_ID,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    names.extend((0..p.leaves).map(|i| format!("leaf{i}")));
+    names.extend((0..p.values).map(|i| format!("v{i}")));
+    names.extend((0..p.keys).map(|i| format!("k{i}")));
+    names
+        .iter()
+        .map(|n| b.column_by_name(n).cloned().ok_or_else(|| lost(n)))
+        .collect()
+}
+
+/// The trace IDs, trace starts and span columns (for `p`) of a batch of per-span rows
+/// ([`crate::query::plan::span_rows`]).
+pub(crate) fn columns(
+    p: &Program,
+    b: &RecordBatch,
+) -> Result<(FixedSizeBinaryArray, UInt64Array, Vec<ArrayRef>)> {
+    let ids = b
+        .column_by_name(c::TRACE_ID)
+        .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
+        .ok_or_else(|| lost(c::TRACE_ID))?
+        .clone();
+    let starts = b
+        .column_by_name(out::TRACE_START)
+        .and_then(|a| a.as_primitive_opt::<UInt64Type>())
+        .ok_or_else(|| lost(out::TRACE_START))?
+        .clone();
+    Ok((ids, starts, span_columns(p, b)?))
+}
+
 impl TraceStage {
     /// The stage of `c`, leaving the traces in `split` to [`TraceStage::joined`], holding rows
     /// under `pool`.
@@ -120,6 +160,11 @@ impl TraceStage {
             split_leaves: Mutex::new(HashMap::new()),
             pool,
         }
+    }
+
+    /// The traces split across sources, evaluated joined.
+    pub(crate) fn split(&self) -> &IncompleteTraces {
+        &self.split
     }
 
     /// Of `among`, the split traces whose joined evaluation can find something: all of them
@@ -140,45 +185,6 @@ impl TraceStage {
                     .is_some_and(|u| self.required.iter().all(|m| u & m != 0))
             })
             .collect()
-    }
-
-    /// The span columns of `b`, in [`SpanColumns`] order.
-    fn span_columns(&self, b: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        let p = &self.program;
-        let mut names: Vec<String> = [
-            c::NESTED_SET_LEFT,
-            c::NESTED_SET_RIGHT,
-            c::NESTED_SET_PARENT,
-            c::SPAN_ID,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        names.extend((0..p.leaves).map(|i| format!("leaf{i}")));
-        names.extend((0..p.values).map(|i| format!("v{i}")));
-        names.extend((0..p.keys).map(|i| format!("k{i}")));
-        names
-            .iter()
-            .map(|n| b.column_by_name(n).cloned().ok_or_else(|| lost(n)))
-            .collect()
-    }
-
-    /// The trace IDs, trace starts and span columns of a batch of per-span rows.
-    fn columns(
-        &self,
-        b: &RecordBatch,
-    ) -> Result<(FixedSizeBinaryArray, UInt64Array, Vec<ArrayRef>)> {
-        let ids = b
-            .column_by_name(c::TRACE_ID)
-            .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
-            .ok_or_else(|| lost(c::TRACE_ID))?
-            .clone();
-        let starts = b
-            .column_by_name(out::TRACE_START)
-            .and_then(|a| a.as_primitive_opt::<UInt64Type>())
-            .ok_or_else(|| lost(out::TRACE_START))?
-            .clone();
-        Ok((ids, starts, self.span_columns(b)?))
     }
 
     /// Reads one block's per-span rows (or the head's): its traces but the split ones are
@@ -212,7 +218,7 @@ impl TraceStage {
                 if b.num_rows() == 0 {
                     continue;
                 }
-                let (ids, starts, arrays) = self.columns(&b)?;
+                let (ids, starts, arrays) = columns(&self.program, &b)?;
                 let cols = SpanColumns::new(&arrays, &self.program).map_err(df_err)?;
                 // Traces older than the bar cannot make the answer; the bar only rises.
                 let bar = newest.lock().bar().map_or(0, |(s, _)| s);
@@ -307,7 +313,7 @@ impl TraceStage {
         let mut bytes = 0;
         let mut traces = Table::default();
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
-            let (ids, starts, arrays) = self.columns(b)?;
+            let (ids, starts, arrays) = columns(&self.program, b)?;
             let cols = SpanColumns::new(&arrays, &self.program).map_err(df_err)?;
             for (i, &start) in starts.values().iter().enumerate() {
                 let row = cols.row(i);
@@ -349,13 +355,7 @@ impl TraceStage {
         if rows.is_empty() || !newest.lock().could_enter(start, &id) {
             return Ok(rows.is_empty());
         }
-        // A trace without a span for one of the leaves the program needs finds nothing.
-        let present = rows.iter().fold(0, |a, r| a | r.leaves);
-        if self.required.iter().any(|m| present & m == 0) {
-            return Ok(true);
-        }
-        let sets = evaluate(&self.program, rows).map_err(|e| EngineError::InvalidInput(e.0))?;
-        if let Some(sets) = sets {
+        if let Some(sets) = evaluated(&self.program, &self.required, rows)? {
             newest.lock().offer(Found {
                 start,
                 id,
@@ -365,6 +365,20 @@ impl TraceStage {
         }
         Ok(true)
     }
+}
+
+/// What `program` finds in one trace's `rows`, `None` when nothing; `required` is its
+/// [`Program::required_leaves`]: a trace without a span for one of them is not evaluated.
+pub(crate) fn evaluated(
+    program: &Program,
+    required: &[u64],
+    rows: &mut Vec<SpanRow>,
+) -> Result<Option<Vec<FoundSet>>> {
+    let present = rows.iter().fold(0, |a, r| a | r.leaves);
+    if required.iter().any(|m| present & m == 0) {
+        return Ok(None);
+    }
+    evaluate(program, rows).map_err(|e| EngineError::InvalidInput(e.0))
 }
 
 /// Traces of a source read out of ID order: start and rows per trace.
