@@ -1,5 +1,5 @@
 //! How Allegro's nodes travel in a physical plan from the scheduler to an executor: block
-//! scans (see [`crate::block_scan`]), sampled scans and a search's per-trace stage
+//! scans (see [`crate::block_scan`]), sampled scans and the per-trace stage of searches and metrics
 //! (`TraceFilterExec`). Everything else, Ballista's shuffle nodes first, is Ballista's.
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use allegro_engine::catalog::{Catalog, IncompleteTraces};
 use allegro_engine::ids::TraceId;
 use allegro_engine::query::sampled_scan::SampledScanSpec;
-use allegro_engine::query::search::trace_filter::TraceFilterExec;
+use allegro_engine::query::search::trace_filter::{Pass, TraceFilterExec};
 use allegro_udfs::spansets::program::Program;
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -157,28 +157,33 @@ fn per_file<T>(
         .collect()
 }
 
-/// A search's per-trace stage as it travels.
+/// A per-trace stage as it travels.
 fn trace_filter(f: &TraceFilterExec) -> Result<wire::TraceFilter> {
     let program = serde_json::to_string(f.program())
         .map_err(|e| DataFusionError::Internal(format!("a search program as JSON: {e}")))?;
     let mut split: Vec<[u8; 16]> = f.split().iter().map(|id| id.0).collect();
     split.sort_unstable();
+    let (limit, matched_spans) = match f.pass() {
+        Pass::BestTraces(n) => (n as u64, false),
+        Pass::MatchedSpans => (0, true),
+    };
     Ok(wire::TraceFilter {
         program,
         split: split.concat(),
-        limit: f.limit() as u64,
+        limit,
+        matched_spans,
     })
 }
 
-/// A search's per-trace stage over its decoded input.
+/// A per-trace stage over its decoded input.
 fn decode_trace_filter(
     body: &[u8],
     inputs: &[Arc<dyn ExecutionPlan>],
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let msg: wire::TraceFilter = wire::decode("search trace filter", body)?;
+    let msg: wire::TraceFilter = wire::decode("trace filter", body)?;
     let [input] = inputs else {
         return Err(DataFusionError::Internal(format!(
-            "a search trace filter with {} inputs",
+            "a trace filter with {} inputs",
             inputs.len()
         )));
     };
@@ -186,7 +191,7 @@ fn decode_trace_filter(
         .map_err(|e| DataFusionError::Internal(format!("malformed search program: {e}")))?;
     if !msg.split.len().is_multiple_of(16) {
         return Err(DataFusionError::Internal(
-            "malformed search trace filter: split trace IDs not 16 bytes each".into(),
+            "malformed trace filter: split trace IDs not 16 bytes each".into(),
         ));
     }
     let split: IncompleteTraces = msg
@@ -198,7 +203,10 @@ fn decode_trace_filter(
         input.clone(),
         Arc::new(program),
         Arc::new(split),
-        usize::try_from(msg.limit).unwrap_or(usize::MAX),
+        match msg.matched_spans {
+            true => Pass::MatchedSpans,
+            false => Pass::BestTraces(usize::try_from(msg.limit).unwrap_or(usize::MAX)),
+        },
     )))
 }
 

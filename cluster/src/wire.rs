@@ -19,8 +19,8 @@ pub const KIND_BLOCK_SCAN: u8 = 3;
 pub const KIND_PLANNED_TABLE: u8 = 4;
 /// A sampled scan of blocks (`SampledBlockScanExec`): its blocks and how they are sampled.
 pub const KIND_SAMPLED_SCAN: u8 = 5;
-/// A search's per-trace stage on the executors (`TraceFilterExec`): its program, split
-/// traces and limit.
+/// A per-trace stage on the executors (`TraceFilterExec`): its program, split traces and
+/// what it passes on.
 pub const KIND_TRACE_FILTER: u8 = 6;
 
 /// `msg` behind the tag of `kind`.
@@ -154,7 +154,7 @@ pub struct SampledScan {
     pub groups: Vec<ScanGroup>,
 }
 
-/// A search's per-trace stage ([`KIND_TRACE_FILTER`]); its input is the node's child.
+/// A per-trace stage ([`KIND_TRACE_FILTER`]); its input is the node's child.
 #[derive(Clone, PartialEq, Message)]
 pub struct TraceFilter {
     /// The per-trace program, as JSON (as the `spansets` UDAF carries it).
@@ -163,7 +163,10 @@ pub struct TraceFilter {
     /// The split traces' IDs, 16 bytes each.
     #[prost(bytes = "vec", tag = "2")]
     pub split: Vec<u8>,
-    /// Most traces a partition passes on.
+    /// A search's: most traces a partition passes on.
     #[prost(uint64, tag = "3")]
     pub limit: u64,
+    /// A metrics pipeline's: the spans found spansets hold, not whole traces.
+    #[prost(bool, tag = "4")]
+    pub matched_spans: bool,
 }

@@ -136,7 +136,14 @@ impl QueryEngine {
             let hot = hot_columns(&src.tables);
             let ctx = self.session();
             let matched = self
-                .matched_spans(&ctx, src, st, (grid.start, grid.end), sampling, cost)
+                .matched_spans(
+                    (&ctx, None),
+                    src,
+                    st,
+                    (grid.start, grid.end),
+                    sampling,
+                    cost,
+                )
                 .await?;
             // Compare counts trace-level attributes too: split traces are read whole.
             let whole = self.whole(&ctx, src, cost).await?;

@@ -560,7 +560,14 @@ impl QueryEngine {
                 false => HashSet::new(),
             };
             let matched = self
-                .matched_spans(&ctx, src, st, (grid.start, grid.end), sampling, cost)
+                .matched_spans(
+                    (&ctx, on_cluster.as_ref()),
+                    src,
+                    st,
+                    (grid.start, grid.end),
+                    sampling,
+                    cost,
+                )
                 .await?;
             let whole = match st.reads_whole_trace() {
                 true => self.whole(&ctx, src, cost).await?,
@@ -585,8 +592,15 @@ impl QueryEngine {
                                 _ if covered.is_empty() => s.table.clone(),
                                 _ => blocks_kept(s, &|b| !covered.contains(&b.block_id))?,
                             };
-                            Some(whole::plans(whole, i, s, table, |s, t, except| {
+                            // Whether each plan reads blocks (the first of a table of
+                            // blocks; the others read joined split traces, in memory).
+                            let blocks = BlocksTable::of(s.table.as_ref()).is_some();
+                            let plans = whole::plans(whole, i, s, table, |s, t, except| {
                                 plan::rows(s, t, st, grid, pass, except)
+                            });
+                            Some(plans.map(|v| {
+                                let v = v.into_iter().enumerate();
+                                v.map(|(k, p)| (p, blocks && k == 0)).collect::<Vec<_>>()
                             }))
                         })
                         .collect::<Result<Vec<_>>>()
@@ -594,24 +608,38 @@ impl QueryEngine {
                     let (ctx, matched) = (&ctx, matched.clone());
                     let remote = on_cluster.as_ref().filter(|_| per_group.is_none());
                     async move {
-                        let inputs = inputs?;
-                        if inputs.is_empty() {
-                            return Ok(None);
-                        }
-                        let table = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
-                        let p = plan::aggregate(table, matched, st, grid, pass, per_group)?;
-                        let (batches, bytes) = match remote {
-                            Some((cluster, r)) => {
-                                let df = cluster.execute_logical_plan(p).await.map_err(df_err)?;
-                                let batches = df.collect().await.map_err(|e| r.failure(e))?;
-                                (batches, 0)
-                            }
-                            None => {
-                                let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
-                                collect_counted(ctx, df).await?
-                            }
+                        // With a cluster, the blocks are aggregated there and the rows in
+                        // memory (the head, joined split traces) here: rows would travel
+                        // inside the plan, and a head of minutes does not fit a message.
+                        let (there, here): (Vec<_>, Vec<_>) = match remote {
+                            Some(_) => inputs?.into_iter().partition(|(_, blocks)| *blocks),
+                            None => (Vec::new(), inputs?),
                         };
-                        Ok::<_, EngineError>(Some((batches, bytes, per_group.is_some())))
+                        let (mut batches, mut bytes, mut any) = (Vec::new(), 0, false);
+                        for (group, remote) in [(there, remote), (here, None)] {
+                            let group: Vec<_> = group.into_iter().map(|(p, _)| p).collect();
+                            if group.is_empty() {
+                                continue;
+                            }
+                            any = true;
+                            let table = Arc::new(SpansTable::try_new(&ctx.state(), &group).await?);
+                            let p =
+                                plan::aggregate(table, matched.clone(), st, grid, pass, per_group)?;
+                            match remote {
+                                Some((cluster, r)) => {
+                                    let df =
+                                        cluster.execute_logical_plan(p).await.map_err(df_err)?;
+                                    batches.extend(df.collect().await.map_err(|e| r.failure(e))?);
+                                }
+                                None => {
+                                    let df = ctx.execute_logical_plan(p).await.map_err(df_err)?;
+                                    let (b, n) = collect_counted(ctx, df).await?;
+                                    batches.extend(b);
+                                    bytes += n;
+                                }
+                            }
+                        }
+                        Ok::<_, EngineError>(any.then(|| (batches, bytes, per_group.is_some())))
                     }
                 });
             for (batches, bytes, exemplars) in futures::future::try_join_all(passes)
@@ -629,11 +657,11 @@ impl QueryEngine {
 
     /// Spans chosen by a pipeline with spanset or structural operators: the search program
     /// per trace over every trace overlapping `range` (unix ns, inclusive), as a
-    /// `(m_trace, m_span)` table.
+    /// `(m_trace, m_span)` table; with a cluster (`on_cluster`), evaluated on its executors.
     /// `None` for a simple first stage, whose filter runs in the Parquet scan instead.
     pub(crate) async fn matched_spans(
         &self,
-        ctx: &SessionContext,
+        (ctx, on_cluster): (&SessionContext, Option<&OnCluster<'_>>),
         src: &Sources,
         st: &FirstStage,
         range: (u64, u64),
@@ -657,6 +685,7 @@ impl QueryEngine {
                 .and_then(|b| b.build())
                 .map_err(df_err),
         };
+        // Per source, its plan and whether it reads blocks.
         let mut inputs = src
             .tables
             .iter()
@@ -668,7 +697,7 @@ impl QueryEngine {
                         .and_then(|b| b.build())
                         .map_err(df_err)?;
                 }
-                sampled(p)
+                Ok((sampled(p)?, BlocksTable::of(s.table.as_ref()).is_some()))
             })
             .collect::<Result<Vec<_>>>()?;
         if let Some(first) = joined.rows.first() {
@@ -681,9 +710,40 @@ impl QueryEngine {
             )
             .and_then(|b| b.build())
             .map_err(df_err)?;
-            inputs.push(sampled(p)?);
+            inputs.push((sampled(p)?, false));
         }
-        let spans = Arc::new(SpansTable::try_new(&ctx.state(), &inputs).await?);
+        // With a cluster, the blocks' traces are evaluated there; the rows in memory here
+        // (they would travel inside the plan).
+        let (there, here): (Vec<_>, Vec<_>) = match on_cluster {
+            Some(_) => inputs.into_iter().partition(|(_, blocks)| *blocks),
+            None => (Vec::new(), inputs),
+        };
+        let there: Vec<_> = there.into_iter().map(|(p, _)| p).collect();
+        let here: Vec<_> = here.into_iter().map(|(p, _)| p).collect();
+        let mut found = match on_cluster {
+            Some((cluster, remote)) if !there.is_empty() => {
+                self.matched_on_cluster(&there, st, cluster, remote).await?
+            }
+            _ => Vec::new(),
+        };
+        if !here.is_empty() {
+            found.push(self.matched_here(ctx, &here, st, cost).await?);
+        }
+        let schema = matched_schema();
+        let mem = MemTable::try_new(schema, vec![found]).map_err(df_err)?;
+        Ok(Some(Arc::new(mem)))
+    }
+
+    /// [`QueryEngine::matched_spans`] of the per-span plans `inputs` in this process, as one
+    /// batch of `(m_trace, m_span)`.
+    async fn matched_here(
+        &self,
+        ctx: &SessionContext,
+        inputs: &[datafusion::logical_expr::LogicalPlan],
+        st: &FirstStage,
+        cost: &mut SearchMetrics,
+    ) -> Result<RecordBatch> {
+        let spans = Arc::new(SpansTable::try_new(&ctx.state(), inputs).await?);
         let p = super::plan::spansets(spans, &st.pipeline)?
             .build()
             .map_err(df_err)?;
@@ -720,15 +780,70 @@ impl QueryEngine {
                 }
             }
         }
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(plan::out::M_TRACE, DataType::FixedSizeBinary(16), false),
-            Field::new(plan::out::M_SPAN, DataType::FixedSizeBinary(8), false),
-        ]));
         let cols: Vec<ArrayRef> = vec![Arc::new(traces.finish()), Arc::new(spans.finish())];
-        let batch = RecordBatch::try_new(schema.clone(), cols)
-            .map_err(|e| EngineError::Internal(format!("matched ids: {e}")))?;
-        let mem = MemTable::try_new(schema, vec![vec![batch]]).map_err(df_err)?;
-        Ok(Some(Arc::new(mem)))
+        RecordBatch::try_new(matched_schema(), cols)
+            .map_err(|e| EngineError::Internal(format!("matched ids: {e}")))
+    }
+}
+
+/// The schema of a pipeline's chosen spans: `(m_trace, m_span)`.
+fn matched_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new(plan::out::M_TRACE, DataType::FixedSizeBinary(16), false),
+        Field::new(plan::out::M_SPAN, DataType::FixedSizeBinary(8), false),
+    ]))
+}
+
+/// A cluster to run on: a session whose plans run there, and how its failures read.
+type OnCluster<'a> = (SessionContext, &'a Arc<dyn super::remote::Remote>);
+
+impl QueryEngine {
+    /// [`QueryEngine::matched_spans`] of the per-span plans `inputs` (of blocks) on a cluster:
+    /// planned here with partitions that hold whole traces, each partition's traces evaluated
+    /// on the executors (`TraceFilterExec`), one row per chosen span sent back.
+    async fn matched_on_cluster(
+        &self,
+        inputs: &[datafusion::logical_expr::LogicalPlan],
+        st: &FirstStage,
+        cluster: &SessionContext,
+        remote: &Arc<dyn super::remote::Remote>,
+    ) -> Result<Vec<RecordBatch>> {
+        use super::search::trace_filter::{Pass, TraceFilterExec};
+        use crate::schema::col as c;
+        use datafusion::logical_expr::{LogicalPlanBuilder, col};
+        let planning = self.session_with(
+            super::Optimizer::TraceQl,
+            super::search::search_config(false),
+        );
+        let spans = SpansTable::try_new(&planning.state(), inputs).await?;
+        let filtered = TraceFilterExec::new(
+            spans.plan().clone(),
+            Arc::new(st.pipeline.program.clone()),
+            Arc::default(),
+            Pass::MatchedSpans,
+        );
+        let table = SpansTable::from_plan(Arc::new(filtered));
+        let p = LogicalPlanBuilder::scan(
+            "matched",
+            datafusion::datasource::provider_as_source(Arc::new(table)),
+            None,
+        )
+        .and_then(|b| {
+            b.project(vec![
+                col(c::TRACE_ID).alias(plan::out::M_TRACE),
+                col(c::SPAN_ID).alias(plan::out::M_SPAN),
+            ])
+        })
+        .and_then(|b| b.build())
+        .map_err(df_err)?;
+        let df = cluster.execute_logical_plan(p).await.map_err(df_err)?;
+        let batches = df.collect().await.map_err(|e| remote.failure(e))?;
+        let schema = matched_schema();
+        batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| EngineError::Internal(format!("matched ids: {e}")))
     }
 }
 

@@ -608,7 +608,7 @@ impl QueryEngine {
 }
 
 /// A search session's settings; see [`QueryEngine::search_session`].
-fn search_config(every: bool) -> impl FnOnce(SessionConfig) -> SessionConfig {
+pub(crate) fn search_config(every: bool) -> impl FnOnce(SessionConfig) -> SessionConfig {
     move |c: SessionConfig| {
         c.set_bool("datafusion.execution.parquet.pushdown_filters", !every)
             .set_bool("datafusion.optimizer.repartition_file_scans", false)

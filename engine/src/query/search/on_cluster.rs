@@ -30,7 +30,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 
 use super::newest::Newest;
-use super::trace_filter::TraceFilterExec;
+use super::trace_filter::{Pass, TraceFilterExec};
 use super::trace_stage::{Rows, TraceStage};
 use super::{Input, Job, Progress, input, search_config};
 use crate::block::meta::BlockMeta;
@@ -216,7 +216,8 @@ impl QueryEngine {
                     .await
                     .map_err(df_err)?;
                 let limit = newest.lock().limit();
-                let filtered = TraceFilterExec::new(rows, program.clone(), split.clone(), limit);
+                let pass = Pass::BestTraces(limit);
+                let filtered = TraceFilterExec::new(rows, program.clone(), split.clone(), pass);
                 let wave = LogicalPlanBuilder::scan(
                     "wave",
                     provider_as_source(Arc::new(SpansTable::from_plan(Arc::new(filtered)))),

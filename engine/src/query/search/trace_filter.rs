@@ -1,23 +1,28 @@
-//! The per-trace stage of a search where the rows are read: on a cluster's executors, each
-//! partition's traces evaluated there and only what can make the answer sent on.
+//! The per-trace stage of a search or of a structural metrics pipeline where the rows are
+//! read: on a cluster's executors, each partition's traces evaluated there and only what the
+//! answer needs sent on.
 //!
 //! Without it, every row a leaf matches crossed from the executors to the serving process,
 //! which evaluated the traces (`trace_stage`): a search whose leaves match far more spans
 //! than its structure, or that matches nothing, shipped most of the store (at 10M spans, a
 //! sibling search matching nothing took 2.2 s on the cluster against 0.66 s in one process,
-//! docs/benchmarks.md). A search partition reads whole blocks or time slices, which hold whole
-//! traces but for the split ones, so each trace can be evaluated in its partition:
+//! docs/benchmarks.md). A partition of these plans reads whole blocks or time slices (file
+//! scans are not cut by byte range), head groups or joined split traces, which hold whole
+//! traces but for the split ones, so each trace can be evaluated in its partition. What a
+//! partition passes on ([`Pass`]):
 //!
-//! - a trace the program finds nothing in is dropped;
-//! - of those it finds something in, the partition keeps the `limit` best by the answer's
-//!   order (newest start, then smallest ID): a trace with `limit` better ones in its own
-//!   partition cannot be among the `limit` best of all, so the cut is exact;
-//! - the rows of split traces pass untouched: they are evaluated joined, in the serving
+//! - for a search, the rows of its `limit` best traces the program finds something in, by
+//!   the answer's order (newest start, then smallest ID): a trace with `limit` better ones in
+//!   its own partition cannot be among the `limit` best of all, so the cut is exact; the
+//!   serving process evaluates them again exactly as it would have (a few traces per part,
+//!   not every matching row);
+//! - for a metrics pipeline with spanset or structural operators, one row of each span its
+//!   found spansets hold: the spans the pipeline chooses, which the serving process only
+//!   collects;
+//! - either way, the rows of split traces untouched: they are evaluated joined, in the serving
 //!   process, which also learns from them which leaves their parts met.
 //!
-//! What passes is the kept traces' rows unchanged, so the serving process evaluates them again
-//! exactly as it would have (a few traces per partition, not every matching row). A
-//! partition's matching rows are held until it ends, reserved from the task's memory pool.
+//! A partition's matching rows are held until it ends, reserved from the task's memory pool.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -51,19 +56,27 @@ pub struct TraceFilterExec {
     required: Vec<u64>,
     /// Traces split across sources: passed untouched.
     split: Arc<IncompleteTraces>,
-    /// Most traces a partition passes on.
-    limit: usize,
+    pass: Pass,
     properties: Arc<PlanProperties>,
+}
+
+/// What a partition of a [`TraceFilterExec`] passes on (besides split traces' rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Every row of its best `n` traces with a match (a search).
+    BestTraces(usize),
+    /// The rows of every span a found spanset holds (a metrics pipeline's chosen spans).
+    MatchedSpans,
 }
 
 impl TraceFilterExec {
     /// Filters `input`'s per-span rows ([`crate::query::plan::span_rows`]) by `program`,
-    /// passing the rows of `split` untouched and at most `limit` found traces per partition.
+    /// passing the rows of `split` untouched and what `pass` says of the others.
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         program: Arc<Program>,
         split: Arc<IncompleteTraces>,
-        limit: usize,
+        pass: Pass,
     ) -> Self {
         Self {
             required: program.required_leaves(),
@@ -71,7 +84,10 @@ impl TraceFilterExec {
             input,
             program,
             split,
-            limit: limit.max(1),
+            pass: match pass {
+                Pass::BestTraces(n) => Pass::BestTraces(n.max(1)),
+                p => p,
+            },
         }
     }
 
@@ -85,9 +101,9 @@ impl TraceFilterExec {
         &self.split
     }
 
-    /// Most traces a partition passes on.
-    pub fn limit(&self) -> usize {
-        self.limit
+    /// What a partition passes on.
+    pub fn pass(&self) -> Pass {
+        self.pass
     }
 }
 
@@ -106,10 +122,10 @@ impl DisplayAs for TraceFilterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "TraceFilterExec: leaves={}, split={}, limit={}",
+            "TraceFilterExec: leaves={}, split={}, pass={:?}",
             self.program.leaves,
             self.split.len(),
-            self.limit
+            self.pass
         )
     }
 }
@@ -156,7 +172,7 @@ impl ExecutionPlan for TraceFilterExec {
             program: self.program.clone(),
             required: self.required.clone(),
             split: self.split.clone(),
-            limit: self.limit,
+            pass: self.pass,
         }))
     }
 
@@ -172,7 +188,7 @@ impl ExecutionPlan for TraceFilterExec {
             program: self.program.clone(),
             required: self.required.clone(),
             split: self.split.clone(),
-            limit: self.limit,
+            pass: self.pass,
         };
         let out = async move { filter.run(input, held).await };
         let batches = futures::stream::once(out)
@@ -190,14 +206,14 @@ struct Partition {
     program: Arc<Program>,
     required: Vec<u64>,
     split: Arc<IncompleteTraces>,
-    limit: usize,
+    pass: Pass,
 }
 
-/// Where a trace's rows are in a partition's batches: (batch, row).
-type RowsAt = Vec<(u32, u32)>;
+/// Where a trace's rows are in a partition's batches, and their span IDs: (batch, row, span).
+type RowsAt = Vec<(u32, u32, [u8; 8])>;
 
 /// One trace's rows in a partition: its start (the earliest of its rows'), where its rows are
-/// (batch, row) and the rows as the program reads them.
+/// and the rows as the program reads them.
 #[derive(Default)]
 struct Trace {
     start: u64,
@@ -241,8 +257,8 @@ impl Partition {
                     ..Trace::default()
                 });
                 t.start = t.start.min(start);
-                t.at.push((bi, i as u32));
                 let row = cols.row(i);
+                t.at.push((bi, i as u32, row.span_id));
                 bytes += std::mem::size_of::<SpanRow>()
                     + row.values.capacity() * std::mem::size_of::<Option<f64>>()
                     + row
@@ -251,28 +267,45 @@ impl Partition {
                         .flatten()
                         .map(String::capacity)
                         .sum::<usize>()
-                    + std::mem::size_of::<(u32, u32)>();
+                    + std::mem::size_of::<(u32, u32, [u8; 8])>();
                 t.rows.push(row);
             }
             held.try_grow(bytes)?;
             batches.push(b);
             keep.push(mask);
         }
-        // The traces found, best first, cut at `limit`.
-        let mut found: Vec<(u64, TraceId, RowsAt)> = Vec::new();
+        // The traces found, and the spans their spansets hold.
+        let mut found: Vec<(u64, TraceId, RowsAt, Vec<[u8; 8]>)> = Vec::new();
         for (id, mut t) in traces {
-            if evaluated(&self.program, &self.required, &mut t.rows)
-                .map_err(df)?
-                .is_some()
-            {
-                found.push((t.start, id, t.at));
+            if let Some(sets) = evaluated(&self.program, &self.required, &mut t.rows).map_err(df)? {
+                let spans = match self.pass {
+                    Pass::BestTraces(_) => Vec::new(),
+                    Pass::MatchedSpans => {
+                        let mut spans: Vec<[u8; 8]> =
+                            sets.iter().flat_map(|s| &s.spans).map(|s| s.0).collect();
+                        spans.sort_unstable();
+                        spans.dedup();
+                        spans
+                    }
+                };
+                found.push((t.start, id, t.at, spans));
             }
         }
-        found.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        found.truncate(self.limit);
-        for (_, _, at) in found {
-            for (b, i) in at {
-                keep[b as usize][i as usize] = true;
+        if let Pass::BestTraces(n) = self.pass {
+            found.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            found.truncate(n);
+        }
+        for (_, _, at, spans) in found {
+            // Of a span received twice, its first row only.
+            let mut taken = vec![false; spans.len()];
+            for (b, i, span) in at {
+                let pass = match self.pass {
+                    Pass::BestTraces(_) => true,
+                    Pass::MatchedSpans => spans
+                        .binary_search(&span)
+                        .is_ok_and(|k| !std::mem::replace(&mut taken[k], true)),
+                };
+                keep[b as usize][i as usize] |= pass;
             }
         }
         let mut out = Vec::new();
@@ -330,8 +363,8 @@ mod tests {
     }
 
     /// The span IDs `{ name = "a" } >> { name = "b" }` passes of `partitions` (each a list of
-    /// batches), with `split` passed untouched and at most `limit` traces a partition.
-    async fn passed(partitions: &[Vec<Vec<Span>>], split: &[u8], limit: usize) -> Vec<u8> {
+    /// batches), with `split` passed untouched and the others as `pass` says.
+    async fn passed(partitions: &[Vec<Vec<Span>>], split: &[u8], pass: Pass) -> Vec<u8> {
         let compiled = compile_search(r#"{ name = "a" } >> { name = "b" }"#).unwrap();
         assert_eq!(compiled.program.leaves, 2);
         let parts: Vec<Vec<RecordBatch>> = partitions
@@ -345,7 +378,7 @@ mod tests {
             input,
             Arc::new(compiled.program),
             Arc::new(split),
-            limit,
+            pass,
         ));
         let out = collect(exec, SessionContext::new().task_ctx())
             .await
@@ -383,18 +416,36 @@ mod tests {
             (4, 42, (2, 3, 1), 50, B),
         ];
         let one = vec![vec![first.clone(), second.clone()]];
-        assert_eq!(passed(&one, &[5], 10).await, [11, 12, 31, 32, 41, 42, 51]);
+        assert_eq!(
+            passed(&one, &[5], Pass::BestTraces(10)).await,
+            [11, 12, 31, 32, 41, 42, 51]
+        );
         // The two newest of three found; trace 2 never.
-        assert_eq!(passed(&one, &[5], 2).await, [11, 12, 31, 32, 51]);
-        assert_eq!(passed(&one, &[], 1).await, [31, 32]);
+        assert_eq!(
+            passed(&one, &[5], Pass::BestTraces(2)).await,
+            [11, 12, 31, 32, 51]
+        );
+        assert_eq!(passed(&one, &[], Pass::BestTraces(1)).await, [31, 32]);
         // Trace 5 is no longer split: alone, it finds nothing.
-        assert_eq!(passed(&one, &[], 10).await, [11, 12, 31, 32, 41, 42]);
+        assert_eq!(
+            passed(&one, &[], Pass::BestTraces(10)).await,
+            [11, 12, 31, 32, 41, 42]
+        );
         // Per partition: trace 4 is the best of its own.
         let apart = vec![
             vec![first, vec![second[0], second[1]]],
             vec![vec![second[2], second[3]]],
         ];
-        assert_eq!(passed(&apart, &[], 1).await, [31, 32, 41, 42]);
+        assert_eq!(
+            passed(&apart, &[], Pass::BestTraces(1)).await,
+            [31, 32, 41, 42]
+        );
+        // A metrics pipeline's chosen spans: the b spans under an a, in every trace found.
+        assert_eq!(
+            passed(&one, &[5], Pass::MatchedSpans).await,
+            [12, 32, 42, 51]
+        );
+        assert_eq!(passed(&apart, &[], Pass::MatchedSpans).await, [12, 32, 42]);
     }
 
     #[tokio::test]
@@ -405,6 +456,9 @@ mod tests {
             (6, 61, (1, 4, -1), 100, A),
             (6, 62, (2, 3, 1), 100, B),
         ];
-        assert_eq!(passed(&[vec![spans]], &[], 1).await, [61, 62]);
+        assert_eq!(
+            passed(&[vec![spans]], &[], Pass::BestTraces(1)).await,
+            [61, 62]
+        );
     }
 }
