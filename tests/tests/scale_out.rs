@@ -4,7 +4,7 @@
 //! TraceQL search, TraceQL metrics and SQL golden file's dataset, and the generated shop of the
 //! metrics agreement test, is sent through OTLP to one member (a tenant each) and the cases
 //! are asked of the other member over HTTP: first while the spans are live in the two heads,
-//! then once every span is in blocks read by the executors. Each answer is the golden file's,
+//! then once `/flush` has put every span in blocks, read by the executors. Each answer is the golden file's,
 //! or the reference evaluator's.
 //!
 //! The scheduler and executors run in the test's process (`allegro_cluster::in_process`) and
@@ -36,7 +36,7 @@ fn golden_dir() -> PathBuf {
 }
 
 /// Member `me` of the ring `[a, b]` on API ports `ports`, over the bucket `blocks` on `s3`,
-/// its queries' block reads on the scheduler at `scheduler`; blocks cut within a second.
+/// its queries' block reads on the scheduler at `scheduler`; blocks cut only on `/flush`.
 fn member(dir: &Path, s3: &SeaweedFs, me: &str, ports: [u16; 2], scheduler: u16) -> Config {
     let mut c = config_on_s3(&dir.join(me), s3, "blocks");
     c.multitenancy_enabled = true;
@@ -51,8 +51,9 @@ fn member(dir: &Path, s3: &SeaweedFs, me: &str, ports: [u16; 2], scheduler: u16)
             })
             .collect(),
     });
-    c.ingester.trace_idle_period = Some(Duration::from_millis(200));
-    c.ingester.max_block_duration = Some(Duration::from_millis(500));
+    // Nothing is cut while the live answers are checked; `/flush` then cuts everything.
+    c.ingester.trace_idle_period = Some(Duration::from_secs(600));
+    c.ingester.max_block_duration = Some(Duration::from_secs(600));
     c.ingester.flush_check_period = Some(Duration::from_millis(100));
     c.storage.trace.blocklist_poll = Some(Duration::from_millis(200));
     c.query.ballista.scheduler = Some(format!("127.0.0.1:{scheduler}"));
@@ -305,14 +306,25 @@ fn golden_files_through_an_ingest_ring_and_a_query_cluster() {
             failures.join("\n")
         );
     };
-    // Live (or partly cut into blocks already): b answers from both heads.
+    // Live: b answers from both heads.
+    assert!(
+        head_spans(&a) > 0 && head_spans(&b) > 0,
+        "both heads hold spans"
+    );
     ask("live");
-    // Every span in blocks, read by the executors.
+    // Every span in blocks, read by the executors: each member flushes its own head.
+    for m in [&a, &b] {
+        let r = m.post(&m.base, "/flush", &[], b"");
+        assert_eq!(r.status, 204, "/flush: {}", r.text());
+    }
+    // A block the flush loop was writing as `/flush` came is stored by the loop.
     let until = Instant::now() + Duration::from_secs(60);
     while head_spans(&a) + head_spans(&b) > 0 {
         assert!(Instant::now() < until, "the heads did not empty");
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
+    // b learns of a's blocks by polling the bucket (every 200 ms).
+    std::thread::sleep(Duration::from_secs(2));
     let jobs_before = cluster.shuffled_since(&[]).1.len();
     ask("blocks");
     let jobs_after = cluster.shuffled_since(&[]).1.len();

@@ -61,6 +61,7 @@ pub fn router(state: AppState, prefix: &str) -> Router {
         .route("/status/endpoints", get(operator::endpoints))
         .route("/api/overrides", get(operator::tenant_overrides))
         .route("/metrics", get(status::metrics))
+        .route("/flush", get(operator::flush).post(operator::flush))
         .route(
             "/api/metrics-generator/metrics",
             get(status::generated_metrics),

@@ -14,7 +14,7 @@ use crate::api::error::ApiError;
 use crate::tenant::request_tenants;
 
 /// Every route of the HTTP API, as `/status/endpoints` lists them.
-pub const ROUTES: [&str; 22] = [
+pub const ROUTES: [&str; 23] = [
     "GET /ready",
     "GET /api/echo",
     "GET /api/status/buildinfo",
@@ -25,6 +25,7 @@ pub const ROUTES: [&str; 22] = [
     "GET /api/overrides",
     "GET /metrics",
     "GET /api/metrics-generator/metrics",
+    "GET, POST /flush",
     "GET /api/traces/{id}",
     "GET /api/v2/traces/{id}",
     "GET /api/search",
@@ -38,6 +39,24 @@ pub const ROUTES: [&str; 22] = [
     "POST <otlp_http>/v1/traces (receiver port)",
     "POST <zipkin>/api/v2/spans (receiver port)",
 ];
+
+/// `GET` or `POST /flush`, Tempo's ingester endpoint: every live trace and head block of this
+/// process (every tenant's) is cut and written as blocks; 204 once they are stored. Heads of
+/// other ring members are theirs to flush.
+pub async fn flush(State(state): State<AppState>) -> Result<axum::http::StatusCode, ApiError> {
+    let Some(ingester) = &state.ingester else {
+        return Err(ApiError::not_found(
+            "this process does not ingest: nothing to flush",
+        ));
+    };
+    match ingester.flush(true).await {
+        Ok(_) => Ok(axum::http::StatusCode::NO_CONTENT),
+        Err(e) => Err(ApiError {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("the head could not be flushed: {e}; retry"),
+        }),
+    }
+}
 
 /// Whether a config key may hold a secret (credentials, tokens, headers).
 fn secret(key: &str) -> bool {
