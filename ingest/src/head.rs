@@ -127,7 +127,14 @@ pub struct TenantHead {
     /// [`FreshPart::from`]).
     derive: HashMap<u64, Vec<u64>>,
     chunk_seq: u64,
+    /// Blocks whose spans left this head lately, and when: other members of a ring learn of
+    /// a block by polling the bucket, so a live answer names them until they surely have.
+    flushed: std::collections::VecDeque<(uuid::Uuid, Instant)>,
 }
+
+/// How long a flushed block is named in live answers: longer than any sensible
+/// `blocklist_poll` (30 s by default, Tempo's 5 m) plus a query's time.
+pub const FLUSHED_NAMED_FOR: Duration = Duration::from_secs(600);
 
 /// A part of the head a query snapshot has not converted yet.
 #[derive(Debug, Default)]
@@ -158,6 +165,9 @@ pub struct SnapshotParts {
     pub stale: Vec<(u64, Vec<TraceId>)>,
     /// The newest key given out so far: a key up to it and not in `keys` has left for good.
     pub newest: u64,
+    /// Blocks whose spans left the head in the last [`FLUSHED_NAMED_FOR`]: none of their
+    /// spans is in this snapshot.
+    pub flushed: Vec<uuid::Uuid>,
 }
 
 impl TenantHead {
@@ -178,6 +188,7 @@ impl TenantHead {
             open: None,
             derive: HashMap::new(),
             chunk_seq: 0,
+            flushed: std::collections::VecDeque::new(),
         }
     }
 
@@ -244,6 +255,13 @@ impl TenantHead {
                 }
             }
         }
+        let now = Instant::now();
+        out.flushed = self
+            .flushed
+            .iter()
+            .filter(|(_, at)| now.duration_since(*at) <= FLUSHED_NAMED_FOR)
+            .map(|(id, _)| *id)
+            .collect();
         out
     }
 
@@ -462,9 +480,21 @@ impl TenantHead {
         Some(block)
     }
 
-    /// Forgets a cut block once it is durable and in the catalog.
-    pub fn cut_done(&mut self, block: &Arc<CutBlock>) {
+    /// Forgets a cut block once it is durable and in the catalog as block `id` (`None`: it
+    /// held nothing worth naming, as in tests).
+    pub fn cut_done(&mut self, block: &Arc<CutBlock>, id: Option<uuid::Uuid>) {
         self.cutting.retain(|b| !Arc::ptr_eq(b, block));
+        let now = Instant::now();
+        while self
+            .flushed
+            .front()
+            .is_some_and(|(_, at)| now.duration_since(*at) > FLUSHED_NAMED_FOR)
+        {
+            self.flushed.pop_front();
+        }
+        if let Some(id) = id {
+            self.flushed.push_back((id, now));
+        }
     }
 
     /// The data of trace `id` held anywhere in the head (each part a `TracesData`).
@@ -603,7 +633,7 @@ mod tests {
         let mut all: Vec<Vec<u8>> = whole.fresh.into_iter().flat_map(|f| f.data).collect();
         all.sort();
         assert_eq!(all, data(&[b"az", b"b", b"c"]));
-        h.cut_done(&block);
+        h.cut_done(&block, None);
         assert!(h.snapshot_parts(|_| false).keys.is_empty());
     }
 
@@ -738,7 +768,7 @@ mod tests {
         h.apply(40, &[chunk(1, b"late")], s(31));
         assert_eq!(h.find(&TraceId([1; 16])).len(), 2);
         assert_eq!(h.oldest_needed_seq(), Some(1));
-        h.cut_done(&b);
+        h.cut_done(&b, None);
         assert_eq!(h.oldest_needed_seq(), Some(40));
         // Cut by age: a small block waits for max_block_duration.
         h.sweep(s(40), &p, false);

@@ -11,8 +11,7 @@ use allegro_engine::convert::flatten::{FlatSpan, flatten};
 use allegro_engine::convert::normalize::normalize;
 use allegro_engine::ids::TraceId;
 use allegro_engine::priority::{BACKGROUND_NICE, QUERY_NICE, at_nice};
-use allegro_engine::query::LiveSpans;
-use arrow::record_batch::RecordBatch;
+use allegro_engine::query::{LiveBatches, LiveSpans};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parking_lot::{Mutex, RwLock};
@@ -696,14 +695,15 @@ impl Ingester {
     /// only live traces with spans after their part was sealed are converted per call (the
     /// first group). Parts not converted yet (converted ahead for tenants
     /// being queried) are converted here. A trace is in one group whole, unless spans of it
-    /// arrived after it was cut into a block being written.
-    pub fn live_snapshot(&self, tenant: &str) -> Result<Vec<Vec<RecordBatch>>> {
+    /// arrived after it was cut into a block being written. With them, the blocks whose
+    /// spans left the head lately (none of which is in the groups).
+    pub fn live_snapshot(&self, tenant: &str) -> Result<LiveBatches> {
         self.snapshots.queried(tenant);
         // A concurrent call for a newer head may drop a part this one still lists (cut and
         // published in between, so its spans are in a block): then look again.
         for _ in 0..3 {
             let Some(parts) = self.convert_parts(tenant)? else {
-                return Ok(Vec::new());
+                return Ok(LiveBatches::default());
             };
             let Some(kept) = self.snapshots.get(tenant, &parts.keys) else {
                 continue;
@@ -724,7 +724,10 @@ impl Ingester {
                 });
             }
             out.retain(|g| g.iter().any(|b| b.num_rows() > 0));
-            return Ok(out);
+            return Ok(LiveBatches {
+                groups: out,
+                flushed: parts.flushed,
+            });
         }
         Err(IngestError::Internal(format!(
             "the head of tenant {tenant} changed under three snapshots in a row"
@@ -897,7 +900,7 @@ impl Ingester {
             .await?;
         self.catalog.publish_block(&encoded).await?;
         if let Some(h) = self.heads.get(&b.tenant) {
-            h.lock().cut_done(b);
+            h.lock().cut_done(b, Some(encoded.meta.block_id));
             self.heads.total.fetch_sub(b.bytes, Ordering::Relaxed);
         }
         self.metrics
@@ -1045,10 +1048,7 @@ fn trace_spans(id: &TraceId, t: &HeldTrace) -> Result<Vec<FlatSpan>> {
 
 #[async_trait::async_trait]
 impl LiveSpans for Ingester {
-    async fn live_batches(
-        &self,
-        tenant: &str,
-    ) -> allegro_engine::error::Result<Vec<Vec<RecordBatch>>> {
+    async fn live_batches(&self, tenant: &str) -> allegro_engine::error::Result<LiveBatches> {
         match self.live_snapshot(tenant) {
             Ok(b) => Ok(b),
             Err(e) => Err(allegro_engine::error::EngineError::Internal(e.to_string())),

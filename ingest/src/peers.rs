@@ -7,7 +7,7 @@
 //! | route | body | answer |
 //! |---|---|---|
 //! | `POST /internal/ingest/push` | OTLP `ExportTraceServiceRequest` (protobuf) | OTLP `ExportTraceServiceResponse`, or the refusal's status and text |
-//! | `GET /internal/ingest/live-spans` | — | the head's span-table groups, [`encode_groups`] |
+//! | `GET /internal/ingest/live-spans` | — | the head's span-table groups and its lately flushed blocks, [`encode_live`] |
 //! | `GET /internal/ingest/live-trace/{id}` | — | the head's spans of the trace, an `ExportTraceServiceRequest` |
 //!
 //! Plain HTTP on the API's port rather than a gRPC service of its own: every member already
@@ -23,11 +23,12 @@ use allegro_engine::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use allegro_engine::otlp::trace::v1::ResourceSpans;
+use allegro_engine::query::LiveBatches;
 use allegro_engine::ring::Member;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
-use arrow::record_batch::RecordBatch;
 use prost::Message;
+use uuid::Uuid;
 
 use crate::error::{IngestError, Result};
 use crate::ingester::PushOutcome;
@@ -153,7 +154,7 @@ impl Peers {
     }
 
     /// `member`'s live spans of `tenant`, in its groups.
-    pub async fn live_spans(&self, member: &Member, tenant: &str) -> Result<Vec<Vec<RecordBatch>>> {
+    pub async fn live_spans(&self, member: &Member, tenant: &str) -> Result<LiveBatches> {
         let bytes = self
             .get(
                 member,
@@ -161,7 +162,7 @@ impl Peers {
                 format!("{}{LIVE_SPANS_PATH}", member.address),
             )
             .await?;
-        decode_groups(&bytes).map_err(|e| {
+        decode_live(&bytes).map_err(|e| {
             IngestError::Peer(format!(
                 "ingester {}'s live spans do not decode: {e}; retry",
                 member.id
@@ -224,9 +225,14 @@ impl Peers {
 
 /// `groups` on the wire: each group as an Arrow IPC stream behind its length (8 bytes, little
 /// endian). A group keeps its traces whole, as the head's groups do.
-pub fn encode_groups(groups: &[Vec<RecordBatch>]) -> Result<Vec<u8>> {
+pub fn encode_live(live: &LiveBatches) -> Result<Vec<u8>> {
+    // The flushed blocks first: their count, then 16 bytes each.
     let mut out = Vec::new();
-    for g in groups.iter().filter(|g| !g.is_empty()) {
+    out.extend_from_slice(&(live.flushed.len() as u64).to_le_bytes());
+    for id in &live.flushed {
+        out.extend_from_slice(id.as_bytes());
+    }
+    for g in live.groups.iter().filter(|g| !g.is_empty()) {
         let mut w = StreamWriter::try_new(Vec::new(), &g[0].schema())
             .map_err(|e| IngestError::Internal(format!("live spans to Arrow IPC: {e}")))?;
         for b in g {
@@ -242,9 +248,25 @@ pub fn encode_groups(groups: &[Vec<RecordBatch>]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The groups [`encode_groups`] wrote.
-pub fn decode_groups(mut bytes: &[u8]) -> std::result::Result<Vec<Vec<RecordBatch>>, String> {
-    let mut groups = Vec::new();
+/// What [`encode_live`] wrote.
+pub fn decode_live(bytes: &[u8]) -> std::result::Result<LiveBatches, String> {
+    let (count, mut bytes) = bytes
+        .split_first_chunk::<8>()
+        .ok_or("the flushed blocks' count is cut short")?;
+    let count = usize::try_from(u64::from_le_bytes(*count)).map_err(|e| e.to_string())?;
+    if bytes.len() / 16 < count {
+        return Err(format!(
+            "{count} flushed blocks do not fit {} bytes",
+            bytes.len()
+        ));
+    }
+    let mut live = LiveBatches::default();
+    for _ in 0..count {
+        let (id, rest) = bytes.split_at(16);
+        live.flushed
+            .push(Uuid::from_slice(id).map_err(|e| e.to_string())?);
+        bytes = rest;
+    }
     while !bytes.is_empty() {
         let (len, rest) = bytes
             .split_first_chunk::<8>()
@@ -255,14 +277,14 @@ pub fn decode_groups(mut bytes: &[u8]) -> std::result::Result<Vec<Vec<RecordBatc
         }
         let (group, rest) = rest.split_at(len);
         let reader = StreamReader::try_new(Cursor::new(group), None).map_err(|e| e.to_string())?;
-        groups.push(
+        live.groups.push(
             reader
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())?,
         );
         bytes = rest;
     }
-    Ok(groups)
+    Ok(live)
 }
 
 /// The members other than this process, for asking each.
@@ -282,9 +304,10 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
 
     #[test]
-    fn groups_survive_the_wire_whole_and_apart() {
+    fn groups_and_flushed_blocks_survive_the_wire() {
         let schema = Arc::new(Schema::new(vec![
             Field::new("n", DataType::Int64, false),
             Field::new("s", DataType::Utf8, true),
@@ -307,12 +330,21 @@ mod tests {
             vec![],
             vec![batch(vec![4], vec![None])],
         ];
-        let bytes = encode_groups(&groups).unwrap();
-        let back = decode_groups(&bytes).unwrap();
+        let flushed = vec![Uuid::from_u128(7), Uuid::from_u128(u128::MAX - 3)];
+        let live = LiveBatches {
+            groups: groups.clone(),
+            flushed: flushed.clone(),
+        };
+        let bytes = encode_live(&live).unwrap();
+        let back = decode_live(&bytes).unwrap();
         // The empty group is not sent; the others keep their batches and boundaries.
-        assert_eq!(back, vec![groups[0].clone(), groups[2].clone()]);
-        assert!(decode_groups(&[]).unwrap().is_empty());
-        assert!(decode_groups(&bytes[..bytes.len() - 1]).is_err());
-        assert!(decode_groups(&bytes[..5]).is_err());
+        assert_eq!(back.groups, vec![groups[0].clone(), groups[2].clone()]);
+        assert_eq!(back.flushed, flushed);
+        let empty = decode_live(&encode_live(&LiveBatches::default()).unwrap()).unwrap();
+        assert!(empty.groups.is_empty() && empty.flushed.is_empty());
+        assert!(decode_live(&[]).is_err());
+        assert!(decode_live(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_live(&bytes[..20]).is_err());
+        assert!(decode_live(&bytes[..45]).is_err());
     }
 }

@@ -4,6 +4,10 @@
 //! A member that does not answer fails the query as unavailable: an answer without its live
 //! spans would be partial, presented as whole.
 //!
+//! A member's answer also names the blocks its head flushed lately: this process learns of
+//! another member's blocks by polling the bucket, so without them a span just flushed there
+//! would be in neither its head nor the blocks listed here until the next poll.
+//!
 //! Cost: every query that reads live spans moves each other member's head for the tenant over
 //! the network as Arrow IPC (about 1.6 KB a span), whatever its filters. That is fine for
 //! heads of seconds to minutes; pushing the query's filters to the members is the next step.
@@ -13,8 +17,7 @@ use std::sync::Arc;
 use allegro_engine::error::{EngineError, Result};
 use allegro_engine::ids::TraceId;
 use allegro_engine::otlp::trace::v1::ResourceSpans;
-use allegro_engine::query::LiveSpans;
-use arrow::record_batch::RecordBatch;
+use allegro_engine::query::{LiveBatches, LiveSpans};
 
 use crate::Ingester;
 use crate::distributor::Distributor;
@@ -39,7 +42,7 @@ fn unavailable(e: crate::error::IngestError) -> EngineError {
 
 #[async_trait::async_trait]
 impl LiveSpans for RingLive {
-    async fn live_batches(&self, tenant: &str) -> Result<Vec<Vec<RecordBatch>>> {
+    async fn live_batches(&self, tenant: &str) -> Result<LiveBatches> {
         let peers = self.distributor.peers();
         let theirs = futures::future::try_join_all(
             others(self.distributor.ring()).map(|m| peers.live_spans(m, tenant)),
@@ -47,11 +50,12 @@ impl LiveSpans for RingLive {
         // The members are asked first (their requests start on first poll), so their answers
         // arrive while this head converts.
         let (theirs, mine) = futures::join!(theirs, self.local.live_batches(tenant));
-        let mut groups = mine?;
-        for g in theirs.map_err(unavailable)? {
-            groups.extend(g);
+        let mut live = mine?;
+        for theirs in theirs.map_err(unavailable)? {
+            live.groups.extend(theirs.groups);
+            live.flushed.extend(theirs.flushed);
         }
-        Ok(groups)
+        Ok(live)
     }
 
     async fn live_trace(&self, tenant: &str, id: &TraceId) -> Result<Vec<ResourceSpans>> {

@@ -565,7 +565,7 @@ fn head_rows(ing: &Ingester) -> Vec<(u8, u64, i32, i32)> {
     use arrow::array::{AsArray, FixedSizeBinaryArray};
     use arrow::datatypes::Int32Type;
     let mut out = Vec::new();
-    for b in ing.live_snapshot("t").unwrap().into_iter().flatten() {
+    for b in ing.live_snapshot("t").unwrap().groups.into_iter().flatten() {
         let ids = |c: &str| -> FixedSizeBinaryArray {
             b.column_by_name(c).unwrap().as_fixed_size_binary().clone()
         };
@@ -593,7 +593,7 @@ fn assert_traces_in_one_group(ing: &Ingester) {
     use allegro_engine::schema::col;
     use arrow::array::AsArray;
     let mut seen: std::collections::HashMap<Vec<u8>, usize> = Default::default();
-    for (g, group) in ing.live_snapshot("t").unwrap().iter().enumerate() {
+    for (g, group) in ing.live_snapshot("t").unwrap().groups.iter().enumerate() {
         for b in group {
             let ids = b
                 .column_by_name(col::TRACE_ID)
@@ -657,7 +657,7 @@ async fn the_heads_arrow_copies_for_queries_count_against_the_budget() {
         n += 1;
     }
     // A query converts the head and keeps the copy.
-    assert!(!ing.live_snapshot("t").unwrap().is_empty());
+    assert!(!ing.live_snapshot("t").unwrap().groups.is_empty());
     let (bytes, copies) = held(&ing);
     assert!(copies > 0, "{copies}");
     let mut metrics = String::new();

@@ -33,8 +33,11 @@ impl LiveSpans for StaticLive {
     async fn live_batches(
         &self,
         _tenant: &str,
-    ) -> allegro_engine::error::Result<Vec<Vec<RecordBatch>>> {
-        Ok(self.0.clone())
+    ) -> allegro_engine::error::Result<allegro_engine::query::LiveBatches> {
+        Ok(allegro_engine::query::LiveBatches {
+            groups: self.0.clone(),
+            flushed: Vec::new(),
+        })
     }
 }
 

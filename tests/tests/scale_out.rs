@@ -334,3 +334,57 @@ fn golden_files_through_an_ingest_ring_and_a_query_cluster() {
     );
     drop(rt);
 }
+
+/// A block one member flushes is seen by the other before it polls the bucket: the flushing
+/// member's live answer names its lately flushed blocks, which the asking member reads by ID.
+/// Without that, the spans were in neither member's answer until the next poll (here an
+/// hour away). Every span once: the total count is the dataset's.
+#[test]
+fn a_block_flushed_by_one_member_is_seen_by_the_other_before_it_polls() {
+    let Some(weed) = seaweed::binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = SeaweedFs::start(&weed, &dir.path().join("weed"));
+    s3.create_bucket("blocks");
+    let ports = [free_port(), free_port()];
+    let [a, b] = ["a", "b"].map(|me| {
+        let mut c = member(dir.path(), &s3, me, ports, 0);
+        c.query.ballista.scheduler = None;
+        c.storage.trace.blocklist_poll = Some(Duration::from_secs(3600));
+        TestServer::start_on(c, ports[usize::from(me == "b")])
+    });
+    let ds = allegro_tests::dataset::parse(
+        &std::fs::read_to_string(golden_dir().join("data/shop.traces")).unwrap(),
+    )
+    .unwrap();
+    let spans: usize = ds
+        .resource_spans()
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    assert_eq!(a.export(Some("t"), ds.resource_spans()).status, 200);
+    assert!(
+        head_spans(&a) > 0 && head_spans(&b) > 0,
+        "both heads hold spans"
+    );
+    let base = allegro_tests::dataset::BASE_NANOS;
+    let window = (base - 3_600_000_000_000, base + 3_600_000_000_000, None);
+    let ask = || {
+        let traces = search(&b, "t", &ds, "{ }").unwrap();
+        let count = metrics(&b, "t", "{ } | count_over_time()", window).unwrap();
+        (traces, count)
+    };
+    // b lists the bucket (no block yet) and keeps the list for an hour.
+    let (live_traces, live_count) = ask();
+    assert_eq!(
+        live_count,
+        [format!("{{__name__=\"count_over_time\"}}: 3600={spans}")]
+    );
+    let r = a.post(&a.base, "/flush", &[], b"");
+    assert_eq!(r.status, 204, "/flush: {}", r.text());
+    assert_eq!(head_spans(&a), 0, "a's head is in a block");
+    assert!(head_spans(&b) > 0, "b's head is its own");
+    assert_eq!(ask(), (live_traces, live_count));
+}

@@ -30,7 +30,7 @@ use crate::error::{EngineError, Result};
 use crate::query::executor::QueryExecutor;
 
 pub use self::executor::{QueryLimits, TenantQueryLimits};
-pub use self::table::LiveSpans;
+pub use self::table::{LiveBatches, LiveSpans};
 
 /// Receives the partial answers of a streamed query while it runs (search, range and instant
 /// metrics); the whole answer is what the query returns.

@@ -13,10 +13,10 @@ use datafusion::datasource::MemTable;
 use super::plan::Range;
 use super::table::{BlocksTable, group_by_schema};
 use super::translate::{KnownKeys, KnownTypes, Translator};
-use super::{QueryEngine, df_err};
+use super::{LiveBatches, QueryEngine, df_err};
 use crate::block::meta::BlockMeta;
 use crate::catalog::IncompleteTraces;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::hot::AttributeKeys;
 use crate::ids::TraceId;
 use crate::schema::{AttrScope, HotColumn, col as c};
@@ -108,9 +108,22 @@ impl QueryEngine {
         keep: &(dyn Fn(&BlockMeta) -> bool + Sync),
         live: bool,
     ) -> Result<Sources> {
+        // Blocks are listed before the head is read: a block cut in between has its spans in
+        // the head's answer or is named in it as flushed.
         let all = self.catalog.blocks(tenant).await?;
+        let live = match self.live.as_ref().filter(|_| live) {
+            Some(head) => Some(head.live_batches(tenant).await?),
+            None => None,
+        };
+        let unlisted = match &live {
+            Some(l) if !l.flushed.is_empty() => {
+                self.flushed_unlisted(tenant, &all, &l.flushed).await?
+            }
+            _ => Vec::new(),
+        };
         let blocks: Vec<Arc<BlockMeta>> = all
             .iter()
+            .chain(&unlisted)
             .filter(|b| range.is_none_or(|(s, e)| b.overlaps(s, e)) && keep(b))
             .cloned()
             .collect();
@@ -155,25 +168,24 @@ impl QueryEngine {
             .collect();
         let (mut live_spans, mut live_traces) = (0, 0);
         let mut live_split = IncompleteTraces::default();
-        if let Some(head) = self.live.as_ref().filter(|_| live) {
-            let groups = head.live_batches(tenant).await?;
-            if let Some(first) = groups.iter().flatten().next() {
-                let schema = first.schema();
-                live_spans = groups.iter().flatten().map(|b| b.num_rows() as u64).sum();
-                let (traces, split) = trace_ids(&groups);
-                live_traces = traces;
-                live_split = split;
-                let (ends, parts) = live_partitions(groups).into_iter().unzip();
-                let mem = MemTable::try_new(schema, parts).map_err(df_err)?;
-                tables.push(Source {
-                    hot: Vec::new(),
-                    others: None,
-                    keys: None,
-                    types: None,
-                    table: Arc::new(mem),
-                    live_ends: Some(ends),
-                });
-            }
+        if let Some(LiveBatches { groups, .. }) = live
+            && let Some(first) = groups.iter().flatten().next()
+        {
+            let schema = first.schema();
+            live_spans = groups.iter().flatten().map(|b| b.num_rows() as u64).sum();
+            let (traces, split) = trace_ids(&groups);
+            live_traces = traces;
+            live_split = split;
+            let (ends, parts) = live_partitions(groups).into_iter().unzip();
+            let mem = MemTable::try_new(schema, parts).map_err(df_err)?;
+            tables.push(Source {
+                hot: Vec::new(),
+                others: None,
+                keys: None,
+                types: None,
+                table: Arc::new(mem),
+                live_ends: Some(ends),
+            });
         }
         Ok(Sources {
             tables,
@@ -182,6 +194,42 @@ impl QueryEngine {
             live_traces,
             live_split,
         })
+    }
+}
+
+impl QueryEngine {
+    /// Of the blocks `flushed` (a head's, lately), those `listed` does not hold, read by ID:
+    /// another ring member's new blocks before this process's next poll of the bucket. A block
+    /// gone since (merged and retired past its grace) or merged into a listed block is left
+    /// out: its spans are in what is listed.
+    async fn flushed_unlisted(
+        &self,
+        tenant: &str,
+        listed: &[Arc<BlockMeta>],
+        flushed: &[uuid::Uuid],
+    ) -> Result<Vec<Arc<BlockMeta>>> {
+        let known: HashSet<uuid::Uuid> = listed
+            .iter()
+            .flat_map(|b| {
+                std::iter::once(b.block_id).chain(b.compacted_from.iter().flatten().copied())
+            })
+            .collect();
+        let mut out = Vec::new();
+        for id in flushed.iter().filter(|id| !known.contains(id)) {
+            match self.catalog.block_meta(tenant, id).await {
+                Ok(m) => out.push(m),
+                Err(EngineError::BlockGone { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !out.is_empty() {
+            tracing::debug!(
+                tenant,
+                blocks = out.len(),
+                "flushed blocks read before they are listed"
+            );
+        }
+        Ok(out)
     }
 }
 

@@ -42,6 +42,17 @@ pub fn block_readers(
 /// Where the object store is registered in a query session.
 pub const STORE_URL: &str = "allegro://blocks";
 
+/// A tenant's live spans ([`LiveSpans::live_batches`]), and the blocks they left for lately.
+#[derive(Debug, Default)]
+pub struct LiveBatches {
+    /// Span-table batches in groups of whole traces.
+    pub groups: Vec<Vec<RecordBatch>>,
+    /// Blocks whose spans left the head lately, none of them in `groups`: a querier that has
+    /// not listed one of them yet (another ring member's, known only by polling the bucket)
+    /// reads it by ID, so each span is seen in the head or in a block.
+    pub flushed: Vec<uuid::Uuid>,
+}
+
 /// Spans not yet in a block, for queries: the live head of one tenant (with sharded ingest,
 /// of every ingester).
 #[async_trait::async_trait]
@@ -50,7 +61,7 @@ pub trait LiveSpans: Send + Sync {
     /// the overflow maps), nested sets computed per trace; in groups, each holding its traces'
     /// live spans whole (a trace in two groups is treated as split), so that a search can read
     /// them newest first and stop early, as it does blocks.
-    async fn live_batches(&self, tenant: &str) -> crate::error::Result<Vec<Vec<RecordBatch>>>;
+    async fn live_batches(&self, tenant: &str) -> crate::error::Result<LiveBatches>;
 
     /// The tenant's live spans of trace `id`, as received (none unless the head keeps them).
     async fn live_trace(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use allegro_engine::ids::TraceId;
 use allegro_engine::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use allegro_ingest::Ingester;
-use allegro_ingest::peers::{LIVE_SPANS_PATH, LIVE_TRACE_PATH, encode_groups};
+use allegro_ingest::peers::{LIVE_SPANS_PATH, LIVE_TRACE_PATH, encode_live};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
@@ -47,7 +47,8 @@ fn tenant(s: &RingReads, headers: &HeaderMap) -> Result<String, Refusal> {
     )
 }
 
-/// The tenant's live spans in this process's head, in its groups.
+/// The tenant's live spans in this process's head, in its groups, and its lately flushed
+/// blocks.
 async fn live_spans(State(s): State<RingReads>, headers: HeaderMap) -> Response {
     let tenant = match tenant(&s, &headers) {
         Ok(t) => t,
@@ -58,7 +59,7 @@ async fn live_spans(State(s): State<RingReads>, headers: HeaderMap) -> Response 
     let encoded = tokio::task::spawn_blocking(move || {
         ingester
             .live_snapshot(&tenant)
-            .and_then(|g| encode_groups(&g))
+            .and_then(|live| encode_live(&live))
     })
     .await;
     match encoded {
