@@ -6,7 +6,7 @@ use allegro_engine::tempopb::{QueryInstantResponse, QueryRangeResponse};
 
 use crate::dataset::{BASE_NANOS, parse_duration};
 use crate::golden::labels_text;
-use crate::reference::RefSeries;
+use crate::reference::{RefSeries, missing_and_extra};
 
 /// Queries whose answers the reference evaluator computes too: every function, `by()`,
 /// structural operators and pipelines.
@@ -112,16 +112,7 @@ pub fn close(a: f64, b: f64) -> bool {
 /// differ), or `None` when they agree.
 pub fn diff(want: &RefSeries, got: &RefSeries) -> Option<String> {
     if want.keys().ne(got.keys()) {
-        let missing: Vec<_> = want
-            .keys()
-            .filter(|k| !got.contains_key(*k))
-            .take(3)
-            .collect();
-        let extra: Vec<_> = got
-            .keys()
-            .filter(|k| !want.contains_key(*k))
-            .take(3)
-            .collect();
+        let (missing, extra) = missing_and_extra(want, got);
         return Some(format!(
             "{} series expected, {} returned; missing {missing:?}, extra {extra:?}",
             want.len(),

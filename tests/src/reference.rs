@@ -1109,3 +1109,13 @@ fn compare(
     }
     Ok(out)
 }
+
+/// Up to three keys of `want` that `got` lacks, and up to three of `got` that `want` lacks.
+pub fn missing_and_extra<'a, K: Ord, V, W>(
+    want: &'a std::collections::BTreeMap<K, V>,
+    got: &'a std::collections::BTreeMap<K, W>,
+) -> (Vec<&'a K>, Vec<&'a K>) {
+    let missing = want.keys().filter(|k| !got.contains_key(*k)).take(3);
+    let extra = got.keys().filter(|k| !want.contains_key(*k)).take(3);
+    (missing.collect(), extra.collect())
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 use allegro_engine::query::search::SearchRequest;
 use allegro_tests::engines::{TENANT, generated, sorted_span_sets};
 use allegro_tests::golden::{self, Expect};
-use allegro_tests::reference;
+use allegro_tests::reference::{self, missing_and_extra};
 
 fn queries(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -87,16 +87,7 @@ async fn engine_agrees_with_the_reference_evaluator() {
                     non_empty += 1;
                 }
                 if got != want {
-                    let missing: Vec<_> = want
-                        .keys()
-                        .filter(|k| !got.contains_key(*k))
-                        .take(3)
-                        .collect();
-                    let extra: Vec<_> = got
-                        .keys()
-                        .filter(|k| !want.contains_key(*k))
-                        .take(3)
-                        .collect();
+                    let (missing, extra) = missing_and_extra(&want, &got);
                     let differ: Vec<_> = want
                         .iter()
                         .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
