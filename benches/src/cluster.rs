@@ -22,7 +22,6 @@ use allegro_cluster::in_process::{InProcessCluster, InProcessOptions};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::query::QueryEngine;
 use allegro_engine::query::metrics::MetricsLimits;
-use allegro_engine::query::search::SearchRequest;
 use allegro_engine::tempopb::{SearchResponse, TimeSeries};
 use serde_json::{Value, json};
 
@@ -199,12 +198,7 @@ pub async fn run(a: &ClusterArgs) -> Result<(), String> {
             if !v.runs(shape.name) {
                 continue;
             }
-            let req = SearchRequest {
-                query: shape.traceql.to_string(),
-                limit: shape.limit,
-                spss: shape.spss,
-                range: Some((start, end)),
-            };
+            let req = shape.request(start, end);
             let found = async |engine: &QueryEngine| -> Result<(Duration, Vec<Trace>), String> {
                 let t0 = Instant::now();
                 let r = engine

@@ -29,6 +29,18 @@ pub struct Shape {
     pub spss: usize,
 }
 
+impl Shape {
+    /// The search of this shape over `[start, end]` (unix ns).
+    pub fn request(&self, start: u64, end: u64) -> SearchRequest {
+        SearchRequest {
+            query: self.traceql.to_string(),
+            limit: self.limit,
+            spss: self.spss,
+            range: Some((start, end)),
+        }
+    }
+}
+
 /// The newest traces with a span matching `cond`.
 fn any_span(cond: &str) -> String {
     format!(
@@ -311,12 +323,7 @@ pub async fn run(a: &SearchArgs) -> Result<(), String> {
             if !v.runs(shape.name) {
                 continue;
             }
-            let req = SearchRequest {
-                query: shape.traceql.to_string(),
-                limit: shape.limit,
-                spss: shape.spss,
-                range: Some((start, end)),
-            };
+            let req = shape.request(start, end);
             let sql = shape
                 .sql
                 .replace(

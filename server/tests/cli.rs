@@ -59,17 +59,13 @@ fn a_bad_config_is_a_clear_start_up_error_naming_the_key() {
 
 /// `allegro gen` of 20,000 spans in blocks of `block_spans` into the data directory `data`.
 fn gen_blocks(data: &std::path::Path, block_spans: &str) {
-    let out = allegro()
-        .arg("--data-dir")
-        .arg(data)
-        .args(["gen", "--spans", "20000", "--block-spans", block_spans])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(allegro().arg("--data-dir").arg(data).args([
+        "gen",
+        "--spans",
+        "20000",
+        "--block-spans",
+        block_spans,
+    ]));
 }
 
 /// Receivers on free loopback ports, so tests never fight over 4317/4318.
@@ -109,17 +105,13 @@ impl Served {
 fn gen_then_serve_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = allegro()
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["gen", "--spans", "20000", "--block-spans", "5000"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::succeeded(allegro().arg("--data-dir").arg(&data).args([
+        "gen",
+        "--spans",
+        "20000",
+        "--block-spans",
+        "5000",
+    ]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("generated 200") && stdout.contains("4 blocks"),
@@ -181,17 +173,12 @@ fn gen_writes_otlp_files_that_decode_to_the_same_spans() {
     ];
     for (format, ext) in [("otlp-json", "json"), ("otlp-proto", "pb")] {
         let out_dir = dir.path().join(format);
-        let out = allegro()
-            .arg("gen")
-            .args(args)
-            .args(["--format", format, "--out"])
-            .arg(&out_dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::succeeded(
+            allegro()
+                .arg("gen")
+                .args(args)
+                .args(["--format", format, "--out"])
+                .arg(&out_dir),
         );
         let mut files: Vec<_> = std::fs::read_dir(&out_dir)
             .unwrap()
@@ -642,16 +629,7 @@ fn config_check_prints_effective_values_and_refuses_what_would_break() {
         "ingester:\n  ring:\n    instance_id: b\n    members:\n      - id: a\n        address: http://a:3200/\n      - id: b\n        address: http://b:3200\n",
     )
     .unwrap();
-    let out = allegro()
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::succeeded(allegro().args(["config", "check"]).arg(&path));
     let v: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ingester"]["ring"]["instance_id"].as_str(), Some("b"));
     assert_eq!(

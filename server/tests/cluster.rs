@@ -255,17 +255,12 @@ const SEARCHES: [(&str, usize); 4] = [
 
 /// `q` answered by `allegro query` in one process over the same bucket, as Tempo's JSON.
 fn search_in_one_process(dir: &Path, q: &str, limit: usize) -> serde_json::Value {
-    let out = allegro(dir, "local.yaml")
-        .args(["query", q, "--format", "json", "--spss", "5"])
-        .arg(format!("--limit={limit}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeeded(
+        allegro(dir, "local.yaml")
+            .args(["query", q, "--format", "json", "--spss", "5"])
+            .arg(format!("--limit={limit}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }

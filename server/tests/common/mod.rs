@@ -61,17 +61,23 @@ impl Killed {
     }
 }
 
-/// `allegro <global> blocks --format json`: the stored blocks, as JSON objects.
-pub fn blocks(global: &[&std::ffi::OsStr]) -> Vec<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_allegro"))
-        .args(global)
-        .args(["blocks", "--format", "json"])
-        .output()
-        .unwrap();
+/// Runs `cmd` to its end; fails the test, showing its stderr, unless it succeeded.
+pub fn succeeded(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `allegro <global> blocks --format json`: the stored blocks, as JSON objects.
+pub fn blocks(global: &[&std::ffi::OsStr]) -> Vec<serde_json::Value> {
+    let out = succeeded(
+        Command::new(env!("CARGO_BIN_EXE_allegro"))
+            .args(global)
+            .args(["blocks", "--format", "json"]),
     );
     match serde_json::from_slice(&out.stdout).unwrap() {
         serde_json::Value::Array(blocks) => blocks,
