@@ -19,6 +19,7 @@ use datafusion_proto::protobuf::LogicalPlanNode;
 
 use crate::logical_codec::AllegroLogicalCodec;
 use crate::physical_codec::AllegroPhysicalCodec;
+use crate::served_rows::{self, RowsServer, ServingPlanner};
 
 /// `config` as every node of the cluster and its clients run queries: Allegro's codecs,
 /// and two of Ballista's and DataFusion's defaults turned off.
@@ -50,8 +51,11 @@ pub(crate) fn for_cluster(
 #[derive(Debug, Clone)]
 pub struct Cluster {
     scheduler_url: String,
+    catalog: Arc<Catalog>,
     logical: Arc<AllegroLogicalCodec>,
     physical: Arc<AllegroPhysicalCodec>,
+    /// Where executors fetch this process's in-memory rows; without it they travel in plans.
+    rows: Option<Arc<RowsServer>>,
 }
 
 impl Cluster {
@@ -60,17 +64,40 @@ impl Cluster {
         Self {
             scheduler_url: format!("df://{host}:{port}"),
             logical: Arc::new(AllegroLogicalCodec::new(Some(catalog.clone()))),
-            physical: Arc::new(AllegroPhysicalCodec::new(Some(catalog))),
+            physical: Arc::new(AllegroPhysicalCodec::new(Some(catalog.clone()))),
+            catalog,
+            rows: None,
         }
+    }
+
+    /// This cluster, its executors fetching the rows this process holds in memory (the live
+    /// head, `traceql()` matches) from `rows` instead of receiving them inside plans.
+    pub fn serving_rows(mut self, rows: Arc<RowsServer>) -> Self {
+        let codec = AllegroLogicalCodec::new(Some(self.catalog.clone())).serving_rows(rows.clone());
+        self.logical = Arc::new(codec);
+        self.rows = Some(rows);
+        self
     }
 }
 
 impl Cluster {
-    /// The bytes `plan` travels to the scheduler as (Ballista encodes it with this codec).
+    /// The bytes `plan` travels to the scheduler as (Ballista encodes it with this codec; its
+    /// tables of rows served, when this process serves them, and released again).
     pub fn plan_bytes(&self, plan: &LogicalPlan) -> Result<usize, EngineError> {
-        logical_plan_to_bytes_with_extension_codec(plan, self.logical.as_ref())
-            .map(|b| b.len())
-            .map_err(|e| EngineError::Internal(format!("encoding a plan: {e}")))
+        let encode = || {
+            logical_plan_to_bytes_with_extension_codec(plan, self.logical.as_ref())
+                .map(|b| b.len())
+                .map_err(|e| EngineError::Internal(format!("encoding a plan: {e}")))
+        };
+        match &self.rows {
+            Some(rows) => served_rows::scoped(rows, encode).0,
+            None => encode(),
+        }
+    }
+
+    /// Where executors fetch this process's in-memory rows, when they do.
+    pub fn rows_server(&self) -> Option<&Arc<RowsServer>> {
+        self.rows.as_ref()
     }
 }
 
@@ -84,11 +111,15 @@ impl Remote for Cluster {
     }
 
     fn planner(&self) -> Arc<dyn QueryPlanner + Send + Sync> {
-        Arc::new(BallistaQueryPlanner::<LogicalPlanNode>::with_extension(
+        let ballista = Arc::new(BallistaQueryPlanner::<LogicalPlanNode>::with_extension(
             self.scheduler_url.clone(),
             BallistaConfig::default(),
             self.logical.clone(),
-        ))
+        ));
+        match &self.rows {
+            Some(rows) => Arc::new(ServingPlanner::new(ballista, rows.clone())),
+            None => ballista,
+        }
     }
 
     fn failure(&self, e: DataFusionError) -> EngineError {

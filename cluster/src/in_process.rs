@@ -15,6 +15,7 @@ use allegro_engine::query::QueryEngine;
 use tokio::task::JoinHandle;
 
 use crate::error::{ClusterError, Result};
+use crate::served_rows::RowsServer;
 use crate::{Cluster, ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
 
 /// What an in-process cluster is made of.
@@ -116,9 +117,18 @@ impl InProcessCluster {
         Ok(cluster)
     }
 
-    /// A client of this cluster whose plans name blocks of `catalog`.
+    /// A client of this cluster whose plans name blocks of `catalog`. Its executors fetch
+    /// every table of rows from a rows server of its own on loopback, however small, so tests
+    /// through it take that path; where that server cannot start, rows travel in plans.
     pub fn client(&self, catalog: Arc<Catalog>) -> Cluster {
-        Cluster::new("127.0.0.1", self.scheduler_port, catalog)
+        let cluster = Cluster::new("127.0.0.1", self.scheduler_port, catalog);
+        match RowsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), None, 0) {
+            Ok(rows) => cluster.serving_rows(rows),
+            Err(e) => {
+                tracing::warn!(error = %e, "rows travel inside plans");
+                cluster
+            }
+        }
     }
 
     /// `engine` sending its SQL to this cluster.

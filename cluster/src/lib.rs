@@ -6,7 +6,8 @@
 //! straight from the shared object store. What Allegro adds to Ballista: codecs for its tables
 //! and scans ([`logical_codec`], [`physical_codec`], framed as in [`wire`]), its functions
 //! ([`functions`]), and block scans that keep Allegro's reader on the executors
-//! ([`block_scan`], [`sampled_scan`]). See docs/scale-out.md.
+//! ([`block_scan`], [`sampled_scan`]), and in-memory rows executors fetch from the serving
+//! process instead of receiving them inside plans ([`served_rows`]). See docs/scale-out.md.
 
 pub mod block_scan;
 pub mod client;
@@ -21,6 +22,7 @@ pub mod physical_codec;
 pub mod runtime;
 pub mod sampled_scan;
 pub mod scheduler;
+pub mod served_rows;
 pub mod source_limits;
 pub mod wire;
 

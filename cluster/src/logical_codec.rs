@@ -1,6 +1,7 @@
 //! How Allegro's tables travel in a logical plan from the process that planned a query to the
 //! scheduler: a table of blocks as its blocks' names, a table of rows (the live head, an
-//! empty tenant, `traceql()` matches) as its rows, TraceQL's per-span table (`SpansTable`,
+//! empty tenant, `traceql()` matches) as its rows or, when this process serves rows to
+//! executors, as where to fetch them ([`crate::served_rows`]), TraceQL's per-span table (`SpansTable`,
 //! which is a physical plan: every input translated for its block) as that plan, its block
 //! scans wrapped as the scheduler wraps them ([`crate::block_scan`]). Everything else is
 //! Ballista's.
@@ -31,6 +32,7 @@ use uuid::Uuid;
 use crate::block_scan::WrapBlockScans;
 use crate::named_blocks::NamedBlocksTable;
 use crate::physical_codec::AllegroPhysicalCodec;
+use crate::served_rows::{self, RowsServer, ServedRef, ServedRowsTable};
 use crate::wire;
 
 /// Allegro's logical extension codec; see the module docs.
@@ -39,6 +41,9 @@ pub struct AllegroLogicalCodec {
     /// Where decoded tables find their blocks (the scheduler's store); `None` on a node that
     /// only encodes.
     catalog: Option<Arc<Catalog>>,
+    /// Where this process serves the rows of its tables of rows to executors; without it,
+    /// they travel inside the plan.
+    rows: Option<Arc<RowsServer>>,
     ballista: BallistaLogicalExtensionCodec,
 }
 
@@ -47,8 +52,37 @@ impl AllegroLogicalCodec {
     pub fn new(catalog: Option<Arc<Catalog>>) -> Self {
         Self {
             catalog,
+            rows: None,
             ballista: BallistaLogicalExtensionCodec::default(),
         }
+    }
+
+    /// This codec, sending tables of rows as references to `rows` (see [`crate::served_rows`]).
+    pub fn serving_rows(mut self, rows: Arc<RowsServer>) -> Self {
+        self.rows = Some(rows);
+        self
+    }
+
+    /// `t` served by this process's rows server, when it has one and `t` is big enough.
+    fn served(&self, t: &MemTable, schema: &SchemaRef) -> Result<Option<wire::ServedTable>> {
+        let Some(rows) = &self.rows else {
+            return Ok(None);
+        };
+        let mut partitions = Vec::with_capacity(t.batches.len());
+        for p in &t.batches {
+            let batches = p.try_read().map_err(|_| {
+                DataFusionError::Internal("a table of rows is being written to".into())
+            })?;
+            partitions.push(batches.clone());
+        }
+        let count = partitions.len();
+        Ok(rows.register(schema.clone(), partitions).map(|id| {
+            served_rows::to_wire(&ServedRef {
+                address: rows.address().to_string(),
+                id,
+                partitions: count,
+            })
+        }))
     }
 
     fn blocks_table(t: &BlocksTable) -> wire::BlocksTable {
@@ -166,6 +200,13 @@ impl LogicalExtensionCodec for AllegroLogicalCodec {
                 }
                 Ok(Arc::new(MemTable::try_new(schema, partitions)?))
             }
+            Some((wire::KIND_SERVED_TABLE, body)) => {
+                let t: wire::ServedTable = wire::decode("served table", body)?;
+                Ok(Arc::new(ServedRowsTable::new(
+                    served_rows::from_wire(&t)?,
+                    schema,
+                )))
+            }
             Some((wire::KIND_PLANNED_TABLE, body)) => {
                 let t: wire::PlannedTable = wire::decode("planned table", body)?;
                 let codec = AllegroPhysicalCodec::new(self.catalog.clone());
@@ -189,6 +230,10 @@ impl LogicalExtensionCodec for AllegroLogicalCodec {
             return Ok(());
         }
         if let Some(t) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<MemTable>() {
+            if let Some(served) = self.served(t, &node.schema())? {
+                wire::frame(wire::KIND_SERVED_TABLE, &served, buf);
+                return Ok(());
+            }
             let rows = Self::rows_table(t, &node.schema())?;
             wire::frame(wire::KIND_ROWS_TABLE, &rows, buf);
             return Ok(());

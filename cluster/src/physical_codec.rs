@@ -1,5 +1,6 @@
 //! How Allegro's nodes travel in a physical plan from the scheduler to an executor: block
-//! scans (see [`crate::block_scan`]), sampled scans and the per-trace stage of searches and metrics
+//! scans (see [`crate::block_scan`]), sampled scans, scans of served rows
+//! ([`crate::served_rows`]) and the per-trace stage of searches and metrics
 //! (`TraceFilterExec`). Everything else, Ballista's shuffle nodes first, is Ballista's.
 
 use std::sync::Arc;
@@ -24,9 +25,10 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use prost::Message;
 
-use crate::block_scan::{BlockFile, BlockScanExec};
+use crate::block_scan::{BlockFile, BlockScanExec, partition_indexes_of};
 use crate::logical_codec::block_id;
 use crate::sampled_scan::SampledBlockScanExec;
+use crate::served_rows::{self, ServedRowsExec};
 use crate::wire;
 
 /// Allegro's physical extension codec; see the module docs.
@@ -210,6 +212,27 @@ fn decode_trace_filter(
     )))
 }
 
+/// A scan of served rows, fetching the global partitions its one input names.
+fn decode_served_scan(
+    body: &[u8],
+    inputs: &[Arc<dyn ExecutionPlan>],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let msg: wire::ServedScan = wire::decode("served scan", body)?;
+    let indexes = partition_indexes_of(inputs.to_vec(), "ServedRowsExec")?;
+    let Some(table) = &msg.table else {
+        return Err(DataFusionError::Internal(
+            "a served scan that names no table".into(),
+        ));
+    };
+    Ok(Arc::new(ServedRowsExec::new(
+        served_rows::from_wire(table)?,
+        schema_of(&msg.schema)?,
+        msg.projected
+            .then(|| msg.projection.iter().map(|&i| i as usize).collect()),
+        indexes,
+    )))
+}
+
 /// `schema` as an empty Arrow IPC stream.
 fn schema_bytes(schema: &SchemaRef) -> Result<Vec<u8>> {
     let mut w = StreamWriter::try_new(Vec::new(), schema)?;
@@ -234,6 +257,7 @@ impl PhysicalExtensionCodec for AllegroPhysicalCodec {
             Some((wire::KIND_BLOCK_SCAN, body)) => self.decode_scan(body, inputs, ctx, converter),
             Some((wire::KIND_SAMPLED_SCAN, body)) => self.decode_sampled(body, inputs),
             Some((wire::KIND_TRACE_FILTER, body)) => decode_trace_filter(body, inputs),
+            Some((wire::KIND_SERVED_SCAN, body)) => decode_served_scan(body, inputs),
             _ => self.ballista.try_decode(buf, inputs, ctx, converter),
         }
     }
@@ -284,6 +308,21 @@ impl PhysicalExtensionCodec for AllegroPhysicalCodec {
         }
         if let Some(filter) = node.downcast_ref::<TraceFilterExec>() {
             wire::frame(wire::KIND_TRACE_FILTER, &trace_filter(filter)?, buf);
+            return Ok(());
+        }
+        if let Some(served) = node.downcast_ref::<ServedRowsExec>() {
+            let msg = wire::ServedScan {
+                table: Some(served_rows::to_wire(served.served())),
+                schema: schema_bytes(&served.schema())?,
+                projection: served
+                    .projection()
+                    .into_iter()
+                    .flatten()
+                    .map(|&i| i as u32)
+                    .collect(),
+                projected: served.projection().is_some(),
+            };
+            wire::frame(wire::KIND_SERVED_SCAN, &msg, buf);
             return Ok(());
         }
         let Some(scan) = node.downcast_ref::<BlockScanExec>() else {

@@ -22,6 +22,10 @@ pub const KIND_SAMPLED_SCAN: u8 = 5;
 /// A per-trace stage on the executors (`TraceFilterExec`): its program, split traces and
 /// what it passes on.
 pub const KIND_TRACE_FILTER: u8 = 6;
+/// A table of rows the serving process serves (`ServedRowsTable`): where to fetch them.
+pub const KIND_SERVED_TABLE: u8 = 7;
+/// A scan of served rows (`ServedRowsExec`): where to fetch them, and which columns.
+pub const KIND_SERVED_SCAN: u8 = 8;
 
 /// `msg` behind the tag of `kind`.
 pub fn frame(kind: u8, msg: &impl Message, buf: &mut Vec<u8>) {
@@ -169,4 +173,35 @@ pub struct TraceFilter {
     /// A metrics pipeline's: the spans found spansets hold, not whole traces.
     #[prost(bool, tag = "4")]
     pub matched_spans: bool,
+}
+
+/// Where a served table's rows are ([`KIND_SERVED_TABLE`]).
+#[derive(Clone, PartialEq, Message)]
+pub struct ServedTable {
+    /// The serving process's rows address, `host:port`.
+    #[prost(string, tag = "1")]
+    pub address: String,
+    /// The table's ID there, 16 bytes.
+    #[prost(bytes = "vec", tag = "2")]
+    pub id: Vec<u8>,
+    /// Its partitions.
+    #[prost(uint64, tag = "3")]
+    pub partitions: u64,
+}
+
+/// A scan of served rows ([`KIND_SERVED_SCAN`]); its input is its partition indexes.
+#[derive(Clone, PartialEq, Message)]
+pub struct ServedScan {
+    /// Where the rows are.
+    #[prost(message, optional, tag = "1")]
+    pub table: Option<ServedTable>,
+    /// The scan's output schema, as an empty Arrow IPC stream.
+    #[prost(bytes = "vec", tag = "2")]
+    pub schema: Vec<u8>,
+    /// Column indices fetched, when `projected`.
+    #[prost(uint32, repeated, tag = "3")]
+    pub projection: Vec<u32>,
+    /// Whether only `projection` is fetched.
+    #[prost(bool, tag = "4")]
+    pub projected: bool,
 }

@@ -1,6 +1,7 @@
 //! The YAML config file. Keys follow Tempo's where the concept is the same; an empty block
 //! (`server:` with nothing under it) means that block's defaults, never zeros.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -162,6 +163,10 @@ pub struct BallistaSection {
     /// The scheduler's `host:port` (`allegro scheduler` listens on 50050); unset: queries run
     /// in this process.
     pub scheduler: Option<String>,
+    /// The `host:port` executors fetch this process's in-memory rows (the live head) from
+    /// (docs/scale-out.md); unset: the address this host reaches the scheduler from, any free
+    /// port. A host that is not an IP address is advertised, and every interface listens.
+    pub rows_address: Option<String>,
 }
 
 impl BallistaSection {
@@ -180,6 +185,31 @@ impl BallistaSection {
             return Err(bad());
         }
         Ok(Some((host.to_string(), port)))
+    }
+
+    /// Where to listen for executors fetching rows, and the host to tell them, when set.
+    pub fn rows_address(&self) -> Result<Option<(SocketAddr, String)>, ConfigError> {
+        let Some(s) = self
+            .rows_address
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let bad = || ConfigError::Invalid {
+            key: "query.ballista.rows_address".into(),
+            message: format!("{s:?} is not host:port (e.g. serve-1.internal:50060)"),
+        };
+        let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        let ip = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        Ok(Some((SocketAddr::new(ip, port), host.to_string())))
     }
 }
 
@@ -1328,6 +1358,7 @@ impl Config {
             })
         };
         self.query.ballista.scheduler()?;
+        self.query.ballista.rows_address()?;
         if let Some(r) = &self.ingester.ring {
             r.ring()?;
         }
@@ -1967,6 +1998,27 @@ mod tests {
         let c = parse("server:\n  http_listen_port:\n").unwrap();
         assert_eq!(c.server.http_listen_port, 3200);
         assert_eq!(parse("").unwrap().server.http_listen_port, 3200);
+    }
+
+    #[test]
+    fn a_rows_address_listens_on_its_ip_or_every_interface_for_a_name() {
+        let rows = |v: &str| {
+            parse(&format!("query:\n  ballista:\n    rows_address: {v:?}\n"))
+                .map(|c| c.query.ballista.rows_address().unwrap())
+        };
+        assert_eq!(
+            rows("10.0.0.5:50060").unwrap(),
+            Some(("10.0.0.5:50060".parse().unwrap(), "10.0.0.5".into()))
+        );
+        assert_eq!(
+            rows("serve-1.internal:0").unwrap(),
+            Some(("0.0.0.0:0".parse().unwrap(), "serve-1.internal".into()))
+        );
+        assert_eq!(rows("").unwrap(), None);
+        for bad in ["serve-1", ":50060", "serve-1:http"] {
+            let e = rows(bad).unwrap_err().to_string();
+            assert!(e.contains("query.ballista.rows_address"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! answer over 100 blocks counted each span twice; a join with `traceql()` did too. Twelve
 //! blocks give a stage twelve partitions to hand out.
 
-use allegro_engine::query::QueryEngine;
-use allegro_tests::engines::{TENANT, catalog_at, generated_traces, store_block};
+use allegro_engine::convert::to_arrow::resource_spans_to_batches;
+use allegro_engine::query::{LiveSpans, QueryEngine};
+use allegro_tests::engines::{StaticLive, TENANT, catalog_at, generated_traces, store_block};
 use arrow::util::pretty::pretty_format_batches;
 use std::path::Path;
+use std::sync::Arc;
 
 const BLOCKS: usize = 12;
 const SPANS: u64 = 6_000;
@@ -182,4 +184,67 @@ async fn sampled_metrics_on_the_cluster_read_the_same_rows() {
             }
         }
     }
+}
+
+/// Spans in the live head of [`sql_over_a_head_bigger_than_a_grpc_message_equals_one_process`]:
+/// their rows take more than Ballista's 16 MiB gRPC message inside a plan.
+const HEAD_SPANS: u64 = 60_000;
+
+/// A head bigger than a plan may be travels by reference: executors fetch it from the serving
+/// process (`allegro_cluster::served_rows`). Inside the plan it failed every SQL query with
+/// a 503 (docs/scale-out.md). Answers equal one process's; the plan is small; nothing stays
+/// served once the answers are in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sql_over_a_head_bigger_than_a_grpc_message_equals_one_process() {
+    let root = tempfile::tempdir().unwrap();
+    let (cluster, store) = allegro_tests::cluster::two_executors(root.path(), 2).await;
+    let traces = generated_traces(11, HEAD_SPANS);
+    let spans: usize = traces
+        .iter()
+        .flatten()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    let head = || {
+        let rs = traces.iter().flatten().cloned().collect();
+        let batches = resource_spans_to_batches(rs, 4096).expect("batches");
+        Some(Arc::new(StaticLive::one(batches)) as Arc<dyn LiveSpans>)
+    };
+    let local = QueryEngine::new(catalog_at(&store), head()).unwrap();
+    let client = cluster.client(catalog_at(&store));
+    let rows = client.rows_server().expect("a rows server").clone();
+    let inline =
+        allegro_cluster::Cluster::new("127.0.0.1", cluster.scheduler_port, catalog_at(&store));
+    let q = QUERIES[0];
+    let plan = local.sql_plan(&[TENANT.into()], q, 100_000).await.unwrap();
+    let inline_bytes = inline.plan_bytes(&plan).unwrap();
+    assert!(
+        inline_bytes > 16 << 20,
+        "the head inside a plan: {inline_bytes} bytes"
+    );
+    let served_bytes = client.plan_bytes(&plan).unwrap();
+    assert!(
+        served_bytes < 64 << 10,
+        "the head by reference: {served_bytes} bytes"
+    );
+
+    let remote = QueryEngine::new(catalog_at(&store), head())
+        .unwrap()
+        .with_remote(Arc::new(client));
+    for q in QUERIES {
+        let want = answer(&local, q).await;
+        let got = answer(&remote, q).await;
+        assert_eq!(got, want, "{q}");
+    }
+    // One process's count, against the OTLP data.
+    assert!(
+        answer(&local, QUERIES[0])
+            .await
+            .contains(&format!("| {spans} "))
+    );
+    assert_eq!(
+        rows.serving(),
+        0,
+        "tables still served after their queries ended"
+    );
 }

@@ -40,6 +40,45 @@ pub fn open_catalog(cfg: &Config) -> Result<Arc<Catalog>, String> {
     Ok(Arc::new(Catalog::new(store, cc)))
 }
 
+/// Tables of rows smaller than this travel inside plans: a fetch costs a round trip.
+const INLINE_ROWS_BELOW: usize = 1 << 20;
+
+/// Where this process serves its in-memory rows to the cluster's executors: at
+/// `query.ballista.rows_address`, or on the interface it reaches the scheduler
+/// `host:port` from, any free port. `None` (rows travel inside plans, and a big head fails
+/// its SQL) only when no such interface is found.
+fn rows_server(
+    cfg: &Config,
+    host: &str,
+    port: u16,
+) -> Result<Option<Arc<allegro_cluster::served_rows::RowsServer>>, String> {
+    let (bind, advertise) = match cfg
+        .query
+        .ballista
+        .rows_address()
+        .map_err(|e| e.to_string())?
+    {
+        Some((bind, host)) => (bind, Some(host)),
+        None => {
+            let local = std::net::UdpSocket::bind(("0.0.0.0", 0))
+                .and_then(|s| s.connect((host, port)).map(|()| s))
+                .and_then(|s| s.local_addr());
+            match local {
+                Ok(a) => (std::net::SocketAddr::new(a.ip(), 0), None),
+                Err(e) => {
+                    tracing::warn!(error = %e, scheduler = %format!("{host}:{port}"),
+                        "no interface reaches the scheduler; in-memory rows travel inside plans \
+                         (set query.ballista.rows_address)");
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    allegro_cluster::served_rows::RowsServer::start(bind, advertise.as_deref(), INLINE_ROWS_BELOW)
+        .map(Some)
+        .map_err(|e| format!("query.ballista.rows_address: {e}"))
+}
+
 /// `engine` running SQL on the Ballista cluster of `query.ballista`, when one is configured.
 pub fn on_cluster(
     cfg: &Config,
@@ -49,6 +88,13 @@ pub fn on_cluster(
         Some((host, port)) => {
             tracing::info!(scheduler = %format!("{host}:{port}"), "SQL runs on a Ballista cluster");
             let cluster = allegro_cluster::Cluster::new(&host, port, engine.catalog().clone());
+            let cluster = match rows_server(cfg, &host, port)? {
+                Some(rows) => {
+                    tracing::info!(at = %rows.address(), "executors fetch in-memory rows here");
+                    cluster.serving_rows(rows)
+                }
+                None => cluster,
+            };
             Ok(engine.with_remote(Arc::new(cluster)))
         }
         None => Ok(engine),

@@ -209,7 +209,10 @@ impl Config {
             "sql": {
                 "flight_listen_address": self.sql.flight_listen_address.as_deref().unwrap_or(super::DEFAULT_FLIGHT_SQL),
             },
-            "query": { "ballista": { "scheduler": self.query.ballista.scheduler } },
+            "query": { "ballista": {
+                "scheduler": self.query.ballista.scheduler,
+                "rows_address": self.query.ballista.rows_address,
+            } },
             "server": {
                 "http_listen_address": self.server.http_listen_address,
                 "http_listen_port": self.server.http_listen_port,
