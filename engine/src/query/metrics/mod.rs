@@ -608,16 +608,9 @@ impl QueryEngine {
                     let (ctx, matched) = (&ctx, matched.clone());
                     let remote = on_cluster.as_ref().filter(|_| per_group.is_none());
                     async move {
-                        // With a cluster, the blocks are aggregated there and the rows in
-                        // memory (the head, joined split traces) here: rows would travel
-                        // inside the plan, and a head of minutes does not fit a message.
-                        let (there, here): (Vec<_>, Vec<_>) = match remote {
-                            Some(_) => inputs?.into_iter().partition(|(_, blocks)| *blocks),
-                            None => (Vec::new(), inputs?),
-                        };
+                        let (there, here) = there_and_here(inputs?, remote.is_some());
                         let (mut batches, mut bytes, mut any) = (Vec::new(), 0, false);
                         for (group, remote) in [(there, remote), (here, None)] {
-                            let group: Vec<_> = group.into_iter().map(|(p, _)| p).collect();
                             if group.is_empty() {
                                 continue;
                             }
@@ -712,14 +705,7 @@ impl QueryEngine {
             .map_err(df_err)?;
             inputs.push((sampled(p)?, false));
         }
-        // With a cluster, the blocks' traces are evaluated there; the rows in memory here
-        // (they would travel inside the plan).
-        let (there, here): (Vec<_>, Vec<_>) = match on_cluster {
-            Some(_) => inputs.into_iter().partition(|(_, blocks)| *blocks),
-            None => (Vec::new(), inputs),
-        };
-        let there: Vec<_> = there.into_iter().map(|(p, _)| p).collect();
-        let here: Vec<_> = here.into_iter().map(|(p, _)| p).collect();
+        let (there, here) = there_and_here(inputs, on_cluster.is_some());
         let mut found = match on_cluster {
             Some((cluster, remote)) if !there.is_empty() => {
                 self.matched_on_cluster(&there, st, cluster, remote).await?
@@ -784,6 +770,19 @@ impl QueryEngine {
         RecordBatch::try_new(matched_schema(), cols)
             .map_err(|e| EngineError::Internal(format!("matched ids: {e}")))
     }
+}
+
+/// Per-source plans (each with whether it reads blocks) by where they run: with a cluster,
+/// those of blocks there and the rest here; without one, all here. The rest are rows in this
+/// process's memory (the head, joined split traces): read where they are, they cost no
+/// round trip, where on the cluster every task would fetch them from here first.
+fn there_and_here<T>(inputs: Vec<(T, bool)>, cluster: bool) -> (Vec<T>, Vec<T>) {
+    let (there, here): (Vec<_>, Vec<_>) = match cluster {
+        true => inputs.into_iter().partition(|(_, blocks)| *blocks),
+        false => (Vec::new(), inputs),
+    };
+    let plans = |v: Vec<(T, bool)>| v.into_iter().map(|(p, _)| p).collect();
+    (plans(there), plans(here))
 }
 
 /// The schema of a pipeline's chosen spans: `(m_trace, m_span)`.
