@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::block_scan::WrapBlockScans;
 use crate::named_blocks::NamedBlocksTable;
 use crate::physical_codec::AllegroPhysicalCodec;
-use crate::served_rows::{self, RowsServer, ServedRef, ServedRowsTable};
+use crate::served_rows::{self, RowsServer, ServedRowsTable};
 use crate::wire;
 
 /// Allegro's logical extension codec; see the module docs.
@@ -75,14 +75,9 @@ impl AllegroLogicalCodec {
             })?;
             partitions.push(batches.clone());
         }
-        let count = partitions.len();
-        Ok(rows.register(schema.clone(), partitions).map(|id| {
-            served_rows::to_wire(&ServedRef {
-                address: rows.address().to_string(),
-                id,
-                partitions: count,
-            })
-        }))
+        Ok(rows
+            .register(schema.clone(), partitions)
+            .map(|at| served_rows::to_wire(&at)))
     }
 
     fn blocks_table(t: &BlocksTable) -> wire::BlocksTable {

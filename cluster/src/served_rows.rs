@@ -39,6 +39,8 @@ use arrow_flight::{
 };
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
@@ -47,6 +49,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -143,19 +146,21 @@ impl RowsServer {
         self.tables.lock().map_or(0, |t| t.len())
     }
 
-    /// Serves `partitions` under a new ID held by the open scope on this thread, unless no
-    /// scope is open or the rows are small enough to travel inside the plan (`None`).
+    /// Serves `partitions` under a new ID held by the open scope on this thread, and says
+    /// where; `None` when no scope is open or the rows are small enough to travel inside the
+    /// plan.
     pub(crate) fn register(
         &self,
         schema: SchemaRef,
         partitions: Vec<Vec<RecordBatch>>,
-    ) -> Option<Uuid> {
-        let bytes: usize = partitions
-            .iter()
-            .flatten()
-            .map(RecordBatch::get_array_memory_size)
-            .sum();
-        if bytes < self.inline_below {
+    ) -> Option<ServedRef> {
+        let mut column_bytes = vec![0u64; schema.fields().len()];
+        for b in partitions.iter().flatten() {
+            for (sum, c) in column_bytes.iter_mut().zip(b.columns()) {
+                *sum += c.get_array_memory_size() as u64;
+            }
+        }
+        if column_bytes.iter().sum::<u64>() < self.inline_below as u64 {
             return None;
         }
         let id = Uuid::new_v4();
@@ -169,11 +174,20 @@ impl RowsServer {
         if !held {
             return None;
         }
+        let at = ServedRef {
+            address: self.address.clone(),
+            id,
+            rows: partitions
+                .iter()
+                .map(|p| p.iter().map(|b| b.num_rows() as u64).sum())
+                .collect(),
+            column_bytes,
+        };
         let served = Arc::new(Served { schema, partitions });
         if let Ok(mut t) = self.tables.lock() {
             t.insert(id, served);
         }
-        Some(id)
+        Some(at)
     }
 
     fn release(&self, ids: &[Uuid]) {
@@ -365,16 +379,26 @@ impl FlightService for RowsService {
     }
 }
 
-/// Where a served table's rows are: the serving process's address, the table's ID and its
-/// partition count.
+/// Where a served table's rows are (the serving process's address, the table's ID), and
+/// their size, which the planner weighs (a small side of a join is sent to every task, not
+/// shuffled).
 #[derive(Debug, Clone)]
 pub struct ServedRef {
     /// The serving process's rows address (`host:port`).
     pub address: String,
     /// The table's ID there.
     pub id: Uuid,
+    /// Rows per partition.
+    pub rows: Vec<u64>,
+    /// In-memory bytes per column, all partitions.
+    pub column_bytes: Vec<u64>,
+}
+
+impl ServedRef {
     /// Its partitions.
-    pub partitions: usize,
+    pub fn partitions(&self) -> usize {
+        self.rows.len()
+    }
 }
 
 /// A served table as a node that is not its own: decoded where a plan lands (the scheduler),
@@ -417,7 +441,7 @@ impl TableProvider for ServedRowsTable {
             self.at.clone(),
             schema,
             projection.cloned(),
-            partition_indexes(self.at.partitions)?,
+            partition_indexes(self.at.partitions())?,
         )))
     }
 }
@@ -475,7 +499,9 @@ impl DisplayAs for ServedRowsExec {
         write!(
             f,
             "ServedRowsExec: from={}, partitions={}, projection={:?}",
-            self.at.address, self.at.partitions, self.projection
+            self.at.address,
+            self.at.partitions(),
+            self.projection
         )
     }
 }
@@ -541,6 +567,36 @@ impl ExecutionPlan for ServedRowsExec {
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let locals = match args.partition() {
+            Some(p) => vec![p],
+            None => (0..self.properties.output_partitioning().partition_count()).collect(),
+        };
+        let mut rows = 0;
+        for local in locals {
+            let global = global_partition(&self.indexes, local)?;
+            rows += self.at.rows.get(global).copied().unwrap_or(0);
+        }
+        // Bytes of the columns read, in proportion to the rows.
+        let all_rows: u64 = self.at.rows.iter().sum();
+        let columns: u64 = match &self.projection {
+            Some(p) => p.iter().filter_map(|&i| self.at.column_bytes.get(i)).sum(),
+            None => self.at.column_bytes.iter().sum(),
+        };
+        let bytes = match all_rows {
+            0 => 0,
+            n => (columns as u128 * rows as u128 / n as u128) as usize,
+        };
+        let mut stats = Statistics::new_unknown(&self.schema);
+        stats.num_rows = Precision::Exact(rows as usize);
+        stats.total_byte_size = Precision::Inexact(bytes);
+        Ok(Arc::new(stats))
     }
 
     fn with_new_children(
@@ -692,7 +748,8 @@ pub(crate) fn to_wire(at: &ServedRef) -> wire::ServedTable {
     wire::ServedTable {
         address: at.address.clone(),
         id: at.id.as_bytes().to_vec(),
-        partitions: at.partitions as u64,
+        rows: at.rows.clone(),
+        column_bytes: at.column_bytes.clone(),
     }
 }
 
@@ -703,9 +760,8 @@ pub(crate) fn from_wire(t: &wire::ServedTable) -> Result<ServedRef> {
         id: Uuid::from_slice(&t.id).map_err(|e| {
             DataFusionError::Internal(format!("malformed served table ID in a plan: {e}"))
         })?,
-        partitions: usize::try_from(t.partitions).map_err(|_| {
-            DataFusionError::Internal(format!("{} served partitions", t.partitions))
-        })?,
+        rows: t.rows.clone(),
+        column_bytes: t.column_bytes.clone(),
     })
 }
 
@@ -745,28 +801,36 @@ mod tests {
         let server = server();
         let (schema, big) = rows(300_000);
         let (_, small) = rows(3);
-        assert_eq!(
-            server.register(schema.clone(), vec![vec![small.clone()]]),
-            None,
+        assert!(
+            server
+                .register(schema.clone(), vec![vec![small.clone()]])
+                .is_none(),
             "outside a scope the rows travel in the plan"
         );
-        let (id, held) = scoped(&server, || {
+        let (at, held) = scoped(&server, || {
             server.register(schema.clone(), vec![vec![small.clone()], vec![big.clone()]])
         });
-        let id = id.expect("registered in a scope");
+        let at = at.expect("registered in a scope");
         assert_eq!(server.serving(), 1);
-
-        let at = ServedRef {
-            address: server.address().to_string(),
-            id,
-            partitions: 2,
-        };
+        assert_eq!(at.rows, [3, 300_000]);
         let table = ServedRowsTable::new(at.clone(), schema.clone());
         let ctx = datafusion::prelude::SessionContext::new();
         let scan = table
             .scan(&ctx.state(), Some(&vec![1]), &[], None)
             .await
             .expect("scan");
+        // The planner's estimates: rows exact, per partition and in all.
+        let rows = |partition: Option<usize>| {
+            let args = match partition {
+                Some(p) => StatisticsArgs::new().with_partition(Some(p)),
+                None => StatisticsArgs::new(),
+            };
+            scan.statistics_from_inputs(&[], &args)
+                .expect("statistics")
+                .num_rows
+        };
+        assert_eq!(rows(None), Precision::Exact(300_003));
+        assert_eq!(rows(Some(0)), Precision::Exact(3));
         let task = Arc::new(TaskContext::default());
         let second: Vec<RecordBatch> = scan
             .execute(1, task.clone())

@@ -184,9 +184,12 @@ pub struct ServedTable {
     /// The table's ID there, 16 bytes.
     #[prost(bytes = "vec", tag = "2")]
     pub id: Vec<u8>,
-    /// Its partitions.
-    #[prost(uint64, tag = "3")]
-    pub partitions: u64,
+    /// Rows per partition.
+    #[prost(uint64, repeated, tag = "3")]
+    pub rows: Vec<u64>,
+    /// In-memory bytes per column, all partitions (for the planner's estimates).
+    #[prost(uint64, repeated, tag = "4")]
+    pub column_bytes: Vec<u64>,
 }
 
 /// A scan of served rows ([`KIND_SERVED_SCAN`]); its input is its partition indexes.
