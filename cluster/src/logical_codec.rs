@@ -63,21 +63,16 @@ impl AllegroLogicalCodec {
         self
     }
 
-    /// `t` served by this process's rows server, when it has one and `t` is big enough.
-    fn served(&self, t: &MemTable, schema: &SchemaRef) -> Result<Option<wire::ServedTable>> {
-        let Some(rows) = &self.rows else {
-            return Ok(None);
-        };
-        let mut partitions = Vec::with_capacity(t.batches.len());
-        for p in &t.batches {
-            let batches = p.try_read().map_err(|_| {
-                DataFusionError::Internal("a table of rows is being written to".into())
-            })?;
-            partitions.push(batches.clone());
-        }
-        Ok(rows
-            .register(schema.clone(), partitions)
-            .map(|at| served_rows::to_wire(&at)))
+    /// The rows of `t`, per partition (the batches shared, not copied).
+    fn partitions(t: &MemTable) -> Result<Vec<Vec<RecordBatch>>> {
+        t.batches
+            .iter()
+            .map(|p| {
+                p.try_read().map(|b| b.clone()).map_err(|_| {
+                    DataFusionError::Internal("a table of rows is being written to".into())
+                })
+            })
+            .collect()
     }
 
     fn blocks_table(t: &BlocksTable) -> wire::BlocksTable {
@@ -110,22 +105,21 @@ impl AllegroLogicalCodec {
         }
     }
 
-    fn rows_table(t: &MemTable, schema: &SchemaRef) -> Result<wire::RowsTable> {
-        let mut partitions = Vec::with_capacity(t.batches.len());
-        for p in &t.batches {
-            let batches = p.try_read().map_err(|_| {
-                DataFusionError::Internal("a table of rows is being written to".into())
-            })?;
+    fn rows_table(partitions: &[Vec<RecordBatch>], schema: &SchemaRef) -> Result<wire::RowsTable> {
+        let mut encoded = Vec::with_capacity(partitions.len());
+        for batches in partitions {
             let mut buf = Vec::new();
             let mut w = StreamWriter::try_new(&mut buf, schema)?;
-            for b in batches.iter() {
+            for b in batches {
                 w.write(b)?;
             }
             w.finish()?;
             drop(w);
-            partitions.push(buf);
+            encoded.push(buf);
         }
-        Ok(wire::RowsTable { partitions })
+        Ok(wire::RowsTable {
+            partitions: encoded,
+        })
     }
 }
 
@@ -225,12 +219,19 @@ impl LogicalExtensionCodec for AllegroLogicalCodec {
             return Ok(());
         }
         if let Some(t) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<MemTable>() {
-            if let Some(served) = self.served(t, &node.schema())? {
-                wire::frame(wire::KIND_SERVED_TABLE, &served, buf);
-                return Ok(());
+            // Served when this process serves rows and the table is big enough; else inline.
+            let partitions = Self::partitions(t)?;
+            let served = self
+                .rows
+                .as_ref()
+                .and_then(|r| r.register(node.schema(), partitions.clone()));
+            match served {
+                Some(at) => wire::frame(wire::KIND_SERVED_TABLE, &served_rows::to_wire(&at), buf),
+                None => {
+                    let rows = Self::rows_table(&partitions, &node.schema())?;
+                    wire::frame(wire::KIND_ROWS_TABLE, &rows, buf);
+                }
             }
-            let rows = Self::rows_table(t, &node.schema())?;
-            wire::frame(wire::KIND_ROWS_TABLE, &rows, buf);
             return Ok(());
         }
         if let Some(t) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<SpansTable>() {

@@ -172,45 +172,54 @@ pub struct BallistaSection {
 impl BallistaSection {
     /// The scheduler's host and port, when one is configured.
     pub fn scheduler(&self) -> Result<Option<(String, u16)>, ConfigError> {
-        let Some(s) = self.scheduler.as_deref().filter(|s| !s.trim().is_empty()) else {
-            return Ok(None);
-        };
-        let bad = || ConfigError::Invalid {
-            key: "query.ballista.scheduler".into(),
-            message: format!("{s:?} is not host:port (e.g. scheduler.internal:50050)"),
-        };
-        let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        if host.is_empty() || port == 0 {
-            return Err(bad());
-        }
-        Ok(Some((host.to_string(), port)))
+        host_port(
+            "query.ballista.scheduler",
+            self.scheduler.as_deref(),
+            "scheduler.internal:50050",
+            false,
+        )
     }
 
     /// Where to listen for executors fetching rows, and the host to tell them, when set.
     pub fn rows_address(&self) -> Result<Option<(SocketAddr, String)>, ConfigError> {
-        let Some(s) = self
-            .rows_address
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
+        let Some((host, port)) = host_port(
+            "query.ballista.rows_address",
+            self.rows_address.as_deref(),
+            "serve-1.internal:50060",
+            true,
+        )?
         else {
             return Ok(None);
         };
-        let bad = || ConfigError::Invalid {
-            key: "query.ballista.rows_address".into(),
-            message: format!("{s:?} is not host:port (e.g. serve-1.internal:50060)"),
-        };
-        let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        if host.is_empty() {
-            return Err(bad());
-        }
         let ip = host
             .trim_matches(|c| c == '[' || c == ']')
             .parse::<IpAddr>()
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        Ok(Some((SocketAddr::new(ip, port), host.to_string())))
+        Ok(Some((SocketAddr::new(ip, port), host)))
     }
+}
+
+/// `value` of `key` as a host and a port, when set (blank: unset); port 0 (any free one) only
+/// when `any_port`. A value that is not `host:port` is named with `example`.
+fn host_port(
+    key: &str,
+    value: Option<&str>,
+    example: &str,
+    any_port: bool,
+) -> Result<Option<(String, u16)>, ConfigError> {
+    let Some(s) = value.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = || ConfigError::Invalid {
+        key: key.into(),
+        message: format!("{s:?} is not host:port (e.g. {example})"),
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || (port == 0 && !any_port) {
+        return Err(bad());
+    }
+    Ok(Some((host.to_string(), port)))
 }
 
 /// The Flight SQL server's default address: loopback only, Dremio's Flight port, which Flight
