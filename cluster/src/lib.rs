@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod sampled_scan;
 pub mod scheduler;
 pub mod served_rows;
+pub mod small_join_sides;
 pub mod source_limits;
 pub mod wire;
 

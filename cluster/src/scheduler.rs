@@ -21,6 +21,7 @@ use crate::error::{ClusterError, Result};
 use crate::logical_codec::AllegroLogicalCodec;
 use crate::physical_codec::AllegroPhysicalCodec;
 use crate::runtime;
+use crate::small_join_sides::BroadcastSmallJoinSides;
 use crate::source_limits::KeepSourceLimits;
 
 /// What a scheduler needs.
@@ -52,6 +53,7 @@ pub async fn run_scheduler(opts: SchedulerOptions, catalog: Arc<Catalog>) -> Res
             .with_config(config)
             .with_runtime_env(runtime::with_store(&store, None)?)
             .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+            .with_physical_optimizer_rules(BroadcastSmallJoinSides::in_default_rules())
             .with_physical_optimizer_rule(Arc::new(WrapBlockScans))
             .with_physical_optimizer_rule(Arc::new(KeepSourceLimits))
             .build();
