@@ -174,6 +174,14 @@ impl Common {
 fn main() {
     allegro_engine::allocator::set_release(release_freed_memory);
     let cli = Cli::parse();
+    // Logs only when asked (`RUST_LOG=ballista_scheduler=info`): the cluster suite's scheduler
+    // says how long each job's planning took.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

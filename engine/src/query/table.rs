@@ -105,6 +105,10 @@ pub struct BlocksTable {
     sample: Option<usize>,
     /// One partition per part, in this order ([`BlocksTable::per_part`]).
     parts: Option<Vec<BlockPart>>,
+    /// Consecutive parts scanned by one partition ([`BlocksTable::parts_per_partition`]);
+    /// 1 but for a search's wave on a cluster, which is planned where it is made (so this is
+    /// not sent with the table).
+    parts_per_partition: usize,
 }
 
 impl BlocksTable {
@@ -116,6 +120,7 @@ impl BlocksTable {
             readers: Arc::new(BlockReaderFactory::new(catalog.clone())),
             sample: None,
             parts: None,
+            parts_per_partition: 1,
         }
     }
 
@@ -152,6 +157,7 @@ impl BlocksTable {
             readers: Arc::new(BlockReaderFactory::new(catalog.clone())),
             sample,
             parts,
+            parts_per_partition: 1,
         })
     }
 
@@ -269,7 +275,18 @@ impl BlocksTable {
             readers: self.readers.clone(),
             sample: self.sample,
             parts,
+            parts_per_partition: self.parts_per_partition,
         }
+    }
+
+    /// The same table, its parts scanned `n` consecutive parts to a partition (partition `i`
+    /// reads parts `i*n..(i+1)*n`): each partition still holds whole blocks or time slices.
+    /// A search's wave on a cluster reads all its parts at once, and every partition is a
+    /// task with a fixed cost in Ballista's scheduler and executors (module docs of
+    /// `search::on_cluster`).
+    pub(crate) fn parts_per_partition(mut self, n: usize) -> Self {
+        self.parts_per_partition = n.max(1);
+        self
     }
 
     /// `table` as a table of blocks, if it is one.
@@ -393,9 +410,11 @@ impl TableProvider for BlocksTable {
                     Some(i) => slice_file(&p.block, &self.schema, i),
                     None => Ok(block_file(&p.block, &self.schema)),
                 })
-                .map(|f| f.map(|f| vec![f]))
-                .collect::<crate::error::Result<_>>()
+                .collect::<crate::error::Result<Vec<_>>>()
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+                .chunks(self.parts_per_partition)
+                .map(<[_]>::to_vec)
+                .collect()
         } else {
             let mut groups = vec![Vec::new(); n];
             let mut load = vec![0u64; n];

@@ -16,8 +16,17 @@
 //! comes back is evaluated again here by the per-trace stage, exactly as without a cluster:
 //! the rows of a few traces per part instead of every row a leaf matches. A wave's rows come
 //! back as one stream, its parts' rows interleaved, so the stage groups them by trace (as it
-//! does the head's, `sorted: false`); it holds a wave's rows until the wave ends, which is what
-//! bounds a wave's spans.
+//! does the head's, `sorted: false`); it holds a wave's rows until the wave ends: at most
+//! `limit` traces' rows per partition.
+//!
+//! A wave's partitions are tasks, and each task costs Ballista's scheduler and executors a
+//! fixed few milliseconds (launch, status, result fetch; planning the job is under 1 ms), more
+//! per task as a wave has more: at 10M spans over 100 blocks and one task slot per executor, a
+//! wave of 19 one-part tasks took about 100 ms and one of 38 took 330–460 ms. So a task reads
+//! at least [`PARTS_PER_TASK`] consecutive parts, and a wave has at most [`TASKS_PER_WAVE`]
+//! tasks. A search matching nothing over those 100 blocks took 745 ms with a task per part
+//! and waves of at most 2M spans, 474 ms with four parts a task, and about 400 ms with up to
+//! 16M spans a wave as well (docs/benchmarks.md).
 
 use std::sync::Arc;
 
@@ -43,8 +52,21 @@ use crate::query::table::{BlockPart, BlocksTable};
 use crate::query::{Optimizer, QueryEngine, bytes_scanned, df_err, split_traces};
 use crate::tempopb::SearchMetrics;
 
-/// Most spans one wave's parts hold (their matching rows are held until the wave ends).
-const WAVE_SPANS: u64 = 2_000_000;
+/// Most spans one wave's parts hold.
+///
+/// The rows a wave sends back are held until it ends; since [`TraceFilterExec`] runs on the
+/// executors those are at most `limit` traces' rows per partition, whatever the spans read,
+/// so this budget bounds the executors' work per wave (how much an early stop can waste), not
+/// the memory held here. It was 2M when every matching row came back: a search matching
+/// nothing over 100 blocks of 100k spans took 8 waves (2, 4, 8, 16, 20, 20, 20, 10 parts),
+/// and over 1,000 such blocks it would take 50; at 16M it takes 6 and 12.
+const WAVE_SPANS: u64 = 16_000_000;
+
+/// Fewest parts one task of a wave reads.
+const PARTS_PER_TASK: usize = 4;
+
+/// Most tasks of one wave (more parts make each task read more).
+const TASKS_PER_WAVE: usize = 16;
 
 /// Parts in the first wave; each next wave has twice as many.
 const FIRST_WAVE: usize = 2;
@@ -207,7 +229,12 @@ impl QueryEngine {
                 if parts.is_empty() {
                     continue;
                 }
-                let table = Arc::new(t.with_parts(parts).with_string_views());
+                let per = parts.len().div_ceil(TASKS_PER_WAVE).max(PARTS_PER_TASK);
+                let table = Arc::new(
+                    t.with_parts(parts)
+                        .parts_per_partition(per)
+                        .with_string_views(),
+                );
                 let logical = plan::span_rows(&s.with_table(table), c, filter)?;
                 // Planned here (as one process plans it), the traces evaluated on the executors.
                 let rows = local
@@ -262,9 +289,13 @@ mod tests {
         assert_eq!(waves(&[100_000; 20]), vec![0..2, 2..6, 6..14, 14..20]);
         // Big parts: a wave stops at its span budget, and a part over it goes alone.
         assert_eq!(
-            waves(&[1_500_000, 900_000, 300_000, 3_000_000, 100]),
+            waves(&[12_000_000, 7_200_000, 2_400_000, 24_000_000, 100]),
             vec![0..1, 1..3, 3..4, 4..5]
         );
+        // A day of 1,000 blocks of 100k spans: 12 waves, 160 parts at most.
+        let day = waves(&[100_000; 1_000]);
+        assert_eq!(day.len(), 12);
+        assert_eq!(day.iter().map(|w| w.len()).max(), Some(160));
         assert!(waves(&[]).is_empty());
     }
 }
