@@ -6,8 +6,10 @@
 //! straight from the shared object store. What Allegro adds to Ballista: codecs for its tables
 //! and scans ([`logical_codec`], [`physical_codec`], framed as in [`wire`]), its functions
 //! ([`functions`]), and block scans that keep Allegro's reader on the executors
-//! ([`block_scan`], [`sampled_scan`]), and in-memory rows executors fetch from the serving
-//! process instead of receiving them inside plans ([`served_rows`]). See docs/scale-out.md.
+//! ([`block_scan`], [`sampled_scan`]), in-memory rows executors fetch from the serving
+//! process instead of receiving them inside plans ([`served_rows`]), and joins that collect
+//! a small side into every task instead of shuffling both ([`small_join_sides`]). See
+//! docs/scale-out.md.
 
 pub mod block_scan;
 pub mod client;

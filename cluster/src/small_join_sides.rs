@@ -164,7 +164,8 @@ mod tests {
             .with_default_features()
             .with_config(config);
         if with_rule {
-            builder = builder.with_physical_optimizer_rules(BroadcastSmallJoinSides::in_default_rules());
+            builder =
+                builder.with_physical_optimizer_rules(BroadcastSmallJoinSides::in_default_rules());
         }
         let ctx = SessionContext::new_with_state(builder.build());
         ctx.register_table("small", table(10)).expect("register");
