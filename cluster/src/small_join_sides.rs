@@ -10,12 +10,13 @@
 //! Ballista cluster"). Raising the collect thresholds changed nothing, for that reason.
 //!
 //! [`BroadcastSmallJoinSides`] runs just before `JoinSelection`: a sort-merge join one of whose
-//! sides is under the thresholds DataFusion collects by (Ballista sets them to its broadcast
-//! thresholds, 128 MiB), and whose join type stays correct with that side collected (probe
+//! sides has an exact row count under the thresholds DataFusion collects by (Ballista sets
+//! them to its broadcast thresholds, 128 MiB), and whose join type stays correct with that side collected (probe
 //! driven: Ballista's rule), becomes a hash join whose mode `JoinSelection` chooses. It then
 //! collects the small side, swapping the inputs when the small side is the right, and
 //! Ballista writes the collected side once as a broadcast stage every probe task reads. A join
-//! of two big sides stays a sort-merge join, which spills.
+//! of two big sides, or of sides whose sizes are only estimates, stays a sort-merge join,
+//! which spills.
 
 use std::sync::Arc;
 
@@ -47,12 +48,20 @@ impl BroadcastSmallJoinSides {
     }
 }
 
-/// Whether `plan`'s statistics put it under the thresholds `JoinSelection` collects by (bytes
-/// when known, else rows; unknown is not small).
+/// Whether `plan`'s rows are counted exactly and its statistics put it under the thresholds
+/// `JoinSelection` collects by (bytes when known, else rows; unknown is not small).
+///
+/// Only an exact count: a side whose size is an estimate (a filtered scan of blocks, a
+/// selectivity guessed) may be far bigger than estimated, and every task would hold it whole
+/// where a sort-merge join spills. In-memory rows (a `traceql()` call's matches, the live
+/// head, `VALUES`) are counted exactly.
 fn small(plan: &dyn ExecutionPlan, config: &ConfigOptions) -> bool {
     let Ok(stats) = StatisticsContext::new().compute(plan, &StatisticsArgs::new()) else {
         return false;
     };
+    if !stats.num_rows.is_exact().unwrap_or(false) {
+        return false;
+    }
     let o = &config.optimizer;
     if let Some(bytes) = stats.total_byte_size.get_value() {
         *bytes < o.hash_join_single_partition_threshold
@@ -146,9 +155,9 @@ mod tests {
         Arc::new(MemTable::try_new(schema.clone(), parts).expect("table"))
     }
 
-    /// The physical plan of `sql` over `small` (10 rows) and `big` (10,000), planned as the
-    /// scheduler plans (Ballista's session defaults; a side is small under 10 KB), with or
-    /// without this rule.
+    /// The physical plan of `sql` over `small` (10 rows), `mid` (1,000) and `big` (10,000),
+    /// planned as the scheduler plans (Ballista's session defaults; a side is small under
+    /// 10 KB), with or without this rule.
     async fn plan(sql: &str, with_rule: bool) -> (String, Arc<dyn ExecutionPlan>) {
         let config = SessionConfig::new_with_ballista()
             .with_target_partitions(2)
@@ -170,6 +179,7 @@ mod tests {
         let ctx = SessionContext::new_with_state(builder.build());
         ctx.register_table("small", table(10)).expect("register");
         ctx.register_table("big", table(10_000)).expect("register");
+        ctx.register_table("mid", table(1_000)).expect("register");
         let df = ctx.sql(sql).await.expect("sql");
         let plan = df.create_physical_plan().await.expect("plan");
         let text = displayable(plan.as_ref()).indent(false).to_string();
@@ -206,10 +216,12 @@ mod tests {
             assert_eq!(collected_rows(&physical), Some(10), "{sql}\n{with}");
             assert!(!with.contains("partitioning=Hash"), "{sql}\n{with}");
         }
-        // Two big sides, and a small side whose rows a collected join would emit from every
-        // task (a left join keeping the small left side's unmatched rows): unchanged.
+        // Two big sides, a side small only by an estimate (a filter's guessed selectivity),
+        // and a small side whose rows a collected join would emit from every task (a left
+        // join keeping the small left side's unmatched rows): unchanged.
         for sql in [
             "SELECT count(*) FROM big a JOIN big b ON a.k = b.k",
+            "SELECT count(*) FROM (SELECT k FROM mid WHERE k % 100 = 0) a JOIN big b ON a.k = b.k",
             "SELECT count(*) FROM small s LEFT JOIN big b ON s.k = b.k AND b.k > 5",
         ] {
             let (with, _) = plan(sql, true).await;
