@@ -103,7 +103,8 @@ pub struct BlocksTable {
     readers: Arc<BlockReaderFactory>,
     /// Trace-ID buckets kept by a sampled scan, see [`BlocksTable::sampled`].
     sample: Option<usize>,
-    /// One partition per part, in this order ([`BlocksTable::per_part`]).
+    /// The parts scanned, in this order, one partition per part ([`BlocksTable::per_part`])
+    /// or per `parts_per_partition` of them.
     parts: Option<Vec<BlockPart>>,
     /// Consecutive parts scanned by one partition ([`BlocksTable::parts_per_partition`]);
     /// 1 but for a search's wave on a cluster, which is planned where it is made (so this is
