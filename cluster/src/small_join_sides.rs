@@ -36,14 +36,18 @@ pub struct BroadcastSmallJoinSides;
 
 impl BroadcastSmallJoinSides {
     /// DataFusion's physical optimizer rules with this one placed just before
-    /// `JoinSelection` (at the end, should DataFusion rename it).
+    /// `JoinSelection`. Without that rule (renamed in a later DataFusion) the list is left as
+    /// it is: placed after the rules that fix distribution and sorting, a hash join of
+    /// undecided mode would run unplanned.
     pub fn in_default_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
         let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
-        let at = rules
-            .iter()
-            .position(|r| r.name() == "join_selection")
-            .unwrap_or(rules.len());
-        rules.insert(at, Arc::new(Self));
+        match rules.iter().position(|r| r.name() == "join_selection") {
+            Some(at) => rules.insert(at, Arc::new(Self)),
+            None => tracing::warn!(
+                "no join_selection rule in DataFusion's optimizer: joins' small sides are not \
+                 collected on the cluster"
+            ),
+        }
         rules
     }
 }
