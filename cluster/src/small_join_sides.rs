@@ -11,16 +11,17 @@
 //!
 //! [`BroadcastSmallJoinSides`] runs just before `JoinSelection`: a sort-merge join one of whose
 //! sides has an exact row count under the thresholds DataFusion collects by (Ballista sets
-//! them to its broadcast thresholds, 128 MiB), and whose join type stays correct with that side collected (probe
-//! driven: Ballista's rule), becomes a hash join whose mode `JoinSelection` chooses. It then
-//! collects the small side, swapping the inputs when the small side is the right, and
-//! Ballista writes the collected side once as a broadcast stage every probe task reads. A join
-//! of two big sides, or of sides whose sizes are only estimates, stays a sort-merge join,
-//! which spills.
+//! them to its broadcast thresholds, 128 MiB), and whose join type stays correct with that
+//! side collected (probe driven: Ballista's rule), becomes a hash join whose mode
+//! `JoinSelection` chooses. It then collects the small side, swapping the inputs when the
+//! small side is the right, and Ballista writes the collected side once as a broadcast stage
+//! every probe task reads. A join of two big sides, or of sides whose sizes are only
+//! estimates, stays a sort-merge join, which spills.
 
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
@@ -53,7 +54,7 @@ impl BroadcastSmallJoinSides {
 }
 
 /// Whether `plan`'s rows are counted exactly and its statistics put it under the thresholds
-/// `JoinSelection` collects by (bytes when known, else rows; unknown is not small).
+/// `JoinSelection` collects by (bytes when known, else rows).
 ///
 /// Only an exact count: a side whose size is an estimate (a filtered scan of blocks, a
 /// selectivity guessed) may be far bigger than estimated, and every task would hold it whole
@@ -63,16 +64,13 @@ fn small(plan: &dyn ExecutionPlan, config: &ConfigOptions) -> bool {
     let Ok(stats) = StatisticsContext::new().compute(plan, &StatisticsArgs::new()) else {
         return false;
     };
-    if !stats.num_rows.is_exact().unwrap_or(false) {
+    let Precision::Exact(rows) = stats.num_rows else {
         return false;
-    }
+    };
     let o = &config.optimizer;
-    if let Some(bytes) = stats.total_byte_size.get_value() {
-        *bytes < o.hash_join_single_partition_threshold
-    } else if let Some(rows) = stats.num_rows.get_value() {
-        *rows < o.hash_join_single_partition_threshold_rows
-    } else {
-        false
+    match stats.total_byte_size.get_value() {
+        Some(bytes) => *bytes < o.hash_join_single_partition_threshold,
+        None => rows < o.hash_join_single_partition_threshold_rows,
     }
 }
 
