@@ -1,5 +1,7 @@
 //! The heads as queries see them: each part of a tenant's head (see [`crate::head`]) converted
-//! to span-table batches once and kept while the part is in the head, with the bytes they hold.
+//! to span-table batches once and kept while the part is in the head, with the bytes they hold
+//! and what its spans record as a block's `meta.json` would (keys, types, distinct values), so
+//! queries read the head as they read blocks (docs/query-execution.md).
 //!
 //! The Arrow copies are larger than the OTLP bytes they come from (about 1.6 KB a span against
 //! 470 bytes in the soak: each row repeats its resource attributes), so they count against
@@ -12,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use allegro_engine::convert::to_arrow::resource_spans_to_batches;
+use allegro_engine::block::recorded::RecordedKeys;
+use allegro_engine::convert::to_arrow::resource_spans_to_recorded_batches;
 use allegro_engine::ids::TraceId;
 use arrow::array::{Array, BooleanArray, FixedSizeBinaryArray};
 use arrow::compute::filter_record_batch;
@@ -26,8 +29,12 @@ use crate::prepare::decode_chunks;
 /// ahead of its queries).
 pub const KEEP_FOR: Duration = Duration::from_secs(300);
 
-/// One converted part and the bytes its batches hold.
-type Converted = (Arc<Vec<RecordBatch>>, u64);
+/// One converted part: its batches, what its spans record (keys, types, values), and the
+/// bytes both hold (a part's lists are up to 256 KiB of values, as a block's).
+type Converted = (Part, u64);
+
+/// A converted part: its batches and what its spans record.
+pub type Part = (Arc<Vec<RecordBatch>>, Arc<RecordedKeys>);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -83,18 +90,19 @@ impl HeadSnapshots {
     pub fn update(
         &self,
         tenant: &str,
-        fresh: Vec<(u64, Vec<RecordBatch>)>,
+        fresh: Vec<(u64, Vec<RecordBatch>, RecordedKeys)>,
         keys: &[u64],
         newest: u64,
     ) {
         let mut g = self.inner.lock();
-        for (key, batches) in fresh {
+        for (key, batches, recorded) in fresh {
             let bytes = batches
                 .iter()
                 .map(|b| b.get_array_memory_size() as u64)
-                .sum();
-            g.parts
-                .insert((tenant.to_string(), key), (Arc::new(batches), bytes));
+                .sum::<u64>()
+                + recorded.approx_bytes();
+            let part = (Arc::new(batches), Arc::new(recorded));
+            g.parts.insert((tenant.to_string(), key), (part, bytes));
         }
         let keys: HashSet<u64> = keys.iter().copied().collect();
         g.parts
@@ -110,7 +118,7 @@ impl HeadSnapshots {
     }
 
     /// The converted parts `keys` of `tenant`; `None` when one is not converted.
-    pub fn get(&self, tenant: &str, keys: &[u64]) -> Option<Vec<Arc<Vec<RecordBatch>>>> {
+    pub fn get(&self, tenant: &str, keys: &[u64]) -> Option<Vec<Part>> {
         let g = self.inner.lock();
         keys.iter()
             .map(|k| {
@@ -132,15 +140,19 @@ impl HeadSnapshots {
     }
 }
 
-/// The head's OTLP `data` (each a `TracesData`) as span-table batches.
-pub fn convert_head_data(tenant: &str, data: Vec<Vec<u8>>) -> Result<Vec<RecordBatch>> {
+/// The head's OTLP `data` (each a `TracesData`) as span-table batches, with what a block of
+/// its spans would record of their keys and values.
+pub fn convert_head_data(
+    tenant: &str,
+    data: Vec<Vec<u8>>,
+) -> Result<(Vec<RecordBatch>, RecordedKeys)> {
     let mut rs = Vec::new();
     for p in data {
         rs.extend(decode_chunks(&p).map_err(|e| {
             IngestError::Internal(format!("head data of tenant {tenant} does not decode: {e}"))
         })?);
     }
-    Ok(resource_spans_to_batches(rs, 8192)?)
+    Ok(resource_spans_to_recorded_batches(rs, 8192)?)
 }
 
 /// `batch` without the rows of traces `ids`.
@@ -151,17 +163,19 @@ pub fn without_traces(batch: &RecordBatch, ids: &HashSet<TraceId>) -> Result<Rec
 /// The rows of traces `ids` in `batches`: a completed part cut out of the live parts its
 /// traces were whole in, at the cost of a filter instead of a protobuf decode and conversion.
 pub fn select_traces(
-    batches: &[Arc<Vec<RecordBatch>>],
+    parts: &[Part],
     ids: &HashSet<TraceId>,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<(Vec<RecordBatch>, RecordedKeys)> {
     let mut out = Vec::new();
-    for b in batches.iter().flat_map(|b| b.iter()) {
+    for b in parts.iter().flat_map(|(b, _)| b.iter()) {
         let rows = filter_traces(b, ids, true)?;
         if rows.num_rows() > 0 {
             out.push(rows);
         }
     }
-    Ok(out)
+    // What the source parts record: it holds for their rows kept here, and more.
+    let recorded = RecordedKeys::union(parts.iter().map(|(_, r)| r.as_ref()));
+    Ok((out, recorded))
 }
 
 /// The rows of `batch` whose trace is in `ids` (`keep`) or is not.

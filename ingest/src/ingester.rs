@@ -713,19 +713,26 @@ impl Ingester {
                 .into_iter()
                 .map(|(k, ids)| (k, ids.into_iter().collect()))
                 .collect();
-            let mut out = vec![convert_head_data(tenant, parts.live)?];
-            for (key, batches) in parts.keys.iter().zip(kept) {
-                out.push(match stale.get(key) {
+            let (live, recorded) = convert_head_data(tenant, parts.live)?;
+            let mut out = vec![(live, Arc::new(recorded))];
+            for (key, (batches, recorded)) in parts.keys.iter().zip(kept) {
+                let rows = match stale.get(key) {
                     None => batches.to_vec(),
                     Some(ids) => batches
                         .iter()
                         .map(|b| without_traces(b, ids))
                         .collect::<Result<_>>()?,
-                });
+                };
+                // A part that lost traces still records theirs: more than it holds, never
+                // less (what left is in the head or a block).
+                out.push((rows, recorded));
             }
-            out.retain(|g| g.iter().any(|b| b.num_rows() > 0));
+            out.retain(|(g, _)| g.iter().any(|b| b.num_rows() > 0));
+            let (groups, recorded): (Vec<_>, Vec<_>) =
+                out.into_iter().map(|(g, r)| (g, Some(r))).unzip();
             return Ok(LiveBatches {
-                groups: out,
+                groups,
+                recorded,
                 flushed: parts.flushed,
             });
         }
@@ -748,11 +755,11 @@ impl Ingester {
             let kept = (!f.from.is_empty())
                 .then(|| self.snapshots.get(tenant, &f.from))
                 .flatten();
-            let batches = match kept {
+            let (batches, recorded) = match kept {
                 Some(src) => select_traces(&src, &f.ids.into_iter().collect())?,
                 None => convert_head_data(tenant, f.data)?,
             };
-            fresh.push((f.key, batches));
+            fresh.push((f.key, batches, recorded));
         }
         self.snapshots
             .update(tenant, fresh, &parts.keys, parts.newest);

@@ -333,6 +333,7 @@ mod tests {
         let flushed = vec![Uuid::from_u128(7), Uuid::from_u128(u128::MAX - 3)];
         let live = LiveBatches {
             groups: groups.clone(),
+            recorded: Vec::new(),
             flushed: flushed.clone(),
         };
         let bytes = encode_live(&live).unwrap();

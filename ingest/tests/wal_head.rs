@@ -699,3 +699,164 @@ async fn completed_traces_keep_the_rows_their_live_part_was_converted_to() {
     assert_eq!(ing.gauges()[0].live_traces, 0);
     assert_eq!(head_rows(&ing), live);
 }
+
+/// Values of `resource.service.name` over `tenant`'s head as a tag-values request without
+/// conditions reads them, over `range`.
+async fn services(
+    engine: &allegro_engine::query::QueryEngine,
+    tenant: &str,
+    range: Option<(u64, u64)>,
+) -> Vec<String> {
+    let req = allegro_engine::query::tag_requests::TagValuesRequest {
+        tag: "resource.service.name".into(),
+        query: None,
+        range,
+        limit: None,
+    };
+    let r = engine
+        .search_tag_values_v2(&[tenant.to_string()], &req)
+        .await
+        .unwrap();
+    r.tag_values.into_iter().map(|v| v.value).collect()
+}
+
+/// `batch` with the resource's service named `service`.
+fn batch_of(service: &str, spans: Vec<Span>) -> Vec<ResourceSpans> {
+    let mut b = batch(spans);
+    b[0].resource.as_mut().unwrap().attributes[0].value = Some(AnyValue {
+        value: Some(Value::StringValue(service.into())),
+    });
+    b
+}
+
+/// Traces (the byte their ID repeats) a search of `q` over `tenant`'s head finds.
+async fn found(engine: &allegro_engine::query::QueryEngine, tenant: &str, q: &str) -> Vec<u8> {
+    let req = allegro_engine::query::search::SearchRequest {
+        query: q.into(),
+        limit: 20,
+        spss: 3,
+        range: None,
+    };
+    let r = engine.search(&[tenant.to_string()], &req).await.unwrap();
+    // Answers trim leading zeros of the hex ID.
+    let id = |t: u8| {
+        format!("{t:02x}")
+            .repeat(16)
+            .trim_start_matches('0')
+            .to_string()
+    };
+    let mut ids: Vec<u8> = (1..=3)
+        .filter(|t| r.traces.iter().any(|x| x.trace_id == id(*t)))
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), r.traces.len(), "a trace not sent here was found");
+    ids
+}
+
+#[tokio::test]
+async fn the_heads_parts_record_keys_and_values_that_queries_read_as_a_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.cut.trace_idle_period = Duration::from_secs(3600);
+    let cat = catalog(dir.path());
+    let (ing, _) = Ingester::open(c, cat.clone(), Default::default())
+        .await
+        .unwrap();
+    let live: Arc<dyn allegro_engine::query::LiveSpans> = ing.clone();
+    let engine = allegro_engine::query::QueryEngine::new(cat, Some(live)).unwrap();
+    ing.push("t", "test", batch_of("a", vec![span(1, 1, "x")]), 0)
+        .await
+        .unwrap();
+    assert_eq!(services(&engine, "t", None).await, ["a"]);
+    // A part converted after the first request: both parts' values.
+    let mut typed = span(2, 1, "x");
+    typed.attributes.push(KeyValue {
+        key: "n".into(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(5)),
+        }),
+        ..Default::default()
+    });
+    ing.push("t", "test", batch_of("b", vec![typed]), 0)
+        .await
+        .unwrap();
+    assert_eq!(services(&engine, "t", None).await, ["a", "b"]);
+    // Conditions read the rows; slots for types no span holds are left out, the rest match.
+    assert_eq!(found(&engine, "t", "{ span.n = 5 }").await, [2]);
+    assert_eq!(
+        found(&engine, "t", "{ span.n = \"5\" }").await,
+        Vec::<u8>::new()
+    );
+    assert_eq!(
+        found(&engine, "t", "{ resource.service.name = \"a\" }").await,
+        [1]
+    );
+    // Another tenant's head: its values only, and not the other way.
+    ing.push("u", "test", batch_of("c", vec![span(3, 1, "x")]), 0)
+        .await
+        .unwrap();
+    assert_eq!(services(&engine, "u", None).await, ["c"]);
+    assert_eq!(services(&engine, "t", None).await, ["a", "b"]);
+    // The spans start at 1.7e18 ns: a range before them holds no part, one around them all.
+    let t0 = 1_700_000_000_000_000_000;
+    assert!(services(&engine, "t", Some((0, t0 - 1))).await.is_empty());
+    assert_eq!(
+        services(&engine, "t", Some((t0, t0 + 10_000))).await,
+        ["a", "b"]
+    );
+    // Trace 1 gets a span after its part was sealed: it leaves the part for the group
+    // converted at each request, whose span brings a new service and a string `n`.
+    let mut more = span(1, 2, "y");
+    more.parent_span_id = 1u64.to_be_bytes().to_vec();
+    more.attributes.push(KeyValue {
+        key: "n".into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue("5".into())),
+        }),
+        ..Default::default()
+    });
+    ing.push("t", "test", batch_of("d", vec![more]), 0)
+        .await
+        .unwrap();
+    assert_eq!(services(&engine, "t", None).await, ["a", "b", "d"]);
+    assert_eq!(found(&engine, "t", "{ span.n = \"5\" }").await, [1]);
+    assert_eq!(found(&engine, "t", "{ span.n = 5 }").await, [2]);
+}
+
+/// A head of one group whose record is `recorded`, whatever its rows hold.
+struct Recorded(
+    Vec<arrow::record_batch::RecordBatch>,
+    Arc<allegro_engine::block::recorded::RecordedKeys>,
+);
+
+#[async_trait::async_trait]
+impl allegro_engine::query::LiveSpans for Recorded {
+    async fn live_batches(
+        &self,
+        _tenant: &str,
+    ) -> allegro_engine::error::Result<allegro_engine::query::LiveBatches> {
+        Ok(allegro_engine::query::LiveBatches {
+            groups: vec![self.0.clone()],
+            recorded: vec![Some(self.1.clone())],
+            flushed: Vec::new(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn tag_values_without_conditions_come_from_the_heads_record_and_conditions_from_its_rows() {
+    use allegro_engine::convert::to_arrow::resource_spans_to_recorded_batches;
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, _) =
+        resource_spans_to_recorded_batches(batch_of("a", vec![span(1, 1, "x")]), 64).unwrap();
+    // The record says "z": a part lists the values of traces that left it for a block.
+    let (_, z) =
+        resource_spans_to_recorded_batches(batch_of("z", vec![span(1, 1, "x")]), 64).unwrap();
+    let live: Arc<dyn allegro_engine::query::LiveSpans> = Arc::new(Recorded(rows, Arc::new(z)));
+    let engine = allegro_engine::query::QueryEngine::new(catalog(dir.path()), Some(live)).unwrap();
+    assert_eq!(services(&engine, "t", None).await, ["z"]);
+    assert_eq!(
+        found(&engine, "t", "{ resource.service.name = \"a\" }").await,
+        [1]
+    );
+}

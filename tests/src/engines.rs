@@ -36,6 +36,7 @@ impl LiveSpans for StaticLive {
     ) -> allegro_engine::error::Result<allegro_engine::query::LiveBatches> {
         Ok(allegro_engine::query::LiveBatches {
             groups: self.0.clone(),
+            recorded: Vec::new(),
             flushed: Vec::new(),
         })
     }

@@ -454,3 +454,19 @@ pub fn resource_spans_to_batches(
         .map(|c| spans_to_batch(c, &[]))
         .collect()
 }
+
+/// [`resource_spans_to_batches`], with what a block of these spans would record of their
+/// attribute keys, types and values (for the live head's parts, which queries read as blocks).
+pub fn resource_spans_to_recorded_batches(
+    data: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
+    rows: usize,
+) -> Result<(Vec<RecordBatch>, crate::block::recorded::RecordedKeys)> {
+    let (mut spans, _rejected) = crate::convert::flatten::flatten(data);
+    crate::nested_set::prepare_traces(&mut spans);
+    let recorded = crate::block::recorded::RecordedKeys::of_spans(&spans);
+    let batches = spans
+        .chunks(rows.max(1))
+        .map(|c| spans_to_batch(c, &[]))
+        .collect::<Result<_>>()?;
+    Ok((batches, recorded))
+}

@@ -15,6 +15,7 @@ use super::table::{BlocksTable, group_by_schema};
 use super::translate::{KnownKeys, KnownTypes, Translator};
 use super::{LiveBatches, QueryEngine, df_err};
 use crate::block::meta::BlockMeta;
+use crate::block::recorded::{RecordedKeys, Records};
 use crate::catalog::IncompleteTraces;
 use crate::error::{EngineError, Result};
 use crate::hot::AttributeKeys;
@@ -68,7 +69,12 @@ pub(crate) struct Sources {
     /// The head's traces whose part there is incomplete (no root, or a span whose parent is
     /// not in the head): their other parts are in blocks.
     pub(crate) live_split: IncompleteTraces,
+    /// The head's groups as it handed them out, each with what it recorded (if it did).
+    pub(crate) live_groups: Vec<LiveGroup>,
 }
+
+/// One group of the head's rows, and what its spans record ([`LiveBatches::recorded`]).
+pub(crate) type LiveGroup = (Vec<RecordBatch>, Option<Arc<RecordedKeys>>);
 
 impl Sources {
     /// Spans held in blocks and the head.
@@ -130,32 +136,7 @@ impl QueryEngine {
         let mut tables: Vec<Source> = group_by_schema(&blocks)
             .into_iter()
             .map(|(hot, metas)| {
-                let others = metas.iter().try_fold(HashSet::new(), |mut acc, m| {
-                    acc.extend(
-                        m.other_keys
-                            .as_ref()?
-                            .iter()
-                            .map(|k| (k.scope, k.key.clone())),
-                    );
-                    Some(acc)
-                });
-                let keys = metas.iter().try_fold(KnownKeys::new(), |mut acc, m| {
-                    let k = m.attribute_keys.as_ref()?;
-                    for scope in AttributeKeys::SCOPES {
-                        acc.entry(scope)
-                            .or_default()
-                            .extend(k.scope(scope).iter().cloned());
-                    }
-                    Some(acc)
-                });
-                let types = metas.iter().try_fold(KnownTypes::new(), |mut acc, m| {
-                    for k in m.key_types.as_ref()? {
-                        acc.entry((k.scope, k.key.clone()))
-                            .or_default()
-                            .extend(k.types.iter().copied());
-                    }
-                    Some(acc)
-                });
+                let (others, keys, types) = known(metas.iter().map(|m| m.as_ref()));
                 Source {
                     table: Arc::new(BlocksTable::new(&self.catalog, &hot, metas)),
                     hot,
@@ -168,10 +149,25 @@ impl QueryEngine {
             .collect();
         let (mut live_spans, mut live_traces) = (0, 0);
         let mut live_split = IncompleteTraces::default();
-        if let Some(LiveBatches { groups, .. }) = live
+        let mut live_groups = Vec::new();
+        if let Some(LiveBatches {
+            groups, recorded, ..
+        }) = live
             && let Some(first) = groups.iter().flatten().next()
         {
             let schema = first.schema();
+            live_groups = groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.clone(), recorded.get(i).cloned().flatten()))
+                .collect();
+            // Known only when every group's is: a group that did not record may hold any key.
+            let all: Option<Vec<&RecordedKeys>> =
+                live_groups.iter().map(|(_, r)| r.as_deref()).collect();
+            let (others, keys, types) = match all {
+                Some(all) => known(all),
+                None => (None, None, None),
+            };
             live_spans = groups.iter().flatten().map(|b| b.num_rows() as u64).sum();
             let (traces, split) = trace_ids(&groups);
             live_traces = traces;
@@ -180,9 +176,9 @@ impl QueryEngine {
             let mem = MemTable::try_new(schema, parts).map_err(df_err)?;
             tables.push(Source {
                 hot: Vec::new(),
-                others: None,
-                keys: None,
-                types: None,
+                others,
+                keys,
+                types,
                 table: Arc::new(mem),
                 live_ends: Some(ends),
             });
@@ -193,8 +189,51 @@ impl QueryEngine {
             live_spans,
             live_traces,
             live_split,
+            live_groups,
         })
     }
+}
+
+/// What `recorded` (a group of blocks, or the head's groups) together know of keys holding
+/// arrays, attribute keys and key types; each `None` when one of them did not record it.
+#[allow(clippy::type_complexity)]
+fn known<'a, R: Records + 'a>(
+    recorded: impl IntoIterator<Item = &'a R> + Clone,
+) -> (
+    Option<HashSet<(AttrScope, String)>>,
+    Option<KnownKeys>,
+    Option<KnownTypes>,
+) {
+    let others = recorded
+        .clone()
+        .into_iter()
+        .try_fold(HashSet::new(), |mut acc, m| {
+            acc.extend(m.other_keys()?.iter().map(|k| (k.scope, k.key.clone())));
+            Some(acc)
+        });
+    let keys = recorded
+        .clone()
+        .into_iter()
+        .try_fold(KnownKeys::new(), |mut acc, m| {
+            let k = m.attribute_keys()?;
+            for scope in AttributeKeys::SCOPES {
+                acc.entry(scope)
+                    .or_default()
+                    .extend(k.scope(scope).iter().cloned());
+            }
+            Some(acc)
+        });
+    let types = recorded
+        .into_iter()
+        .try_fold(KnownTypes::new(), |mut acc, m| {
+            for k in m.key_types()? {
+                acc.entry((k.scope, k.key.clone()))
+                    .or_default()
+                    .extend(k.types.iter().copied());
+            }
+            Some(acc)
+        });
+    (others, keys, types)
 }
 
 impl QueryEngine {

@@ -47,6 +47,11 @@ pub const STORE_URL: &str = "allegro://blocks";
 pub struct LiveBatches {
     /// Span-table batches in groups of whole traces.
     pub groups: Vec<Vec<RecordBatch>>,
+    /// Per group, what a block of its spans would record of their attribute keys, types and
+    /// values (may hold more: traces that left the group); `None`, or no entry, when not
+    /// known (another member's group). Queries read the head as blocks with them: the
+    /// translator leaves out slots no span fills, and tag values come from the lists.
+    pub recorded: Vec<Option<Arc<crate::block::recorded::RecordedKeys>>>,
     /// Blocks whose spans left the head lately, none of them in `groups`: a querier that has
     /// not listed one of them yet (another ring member's, known only by polling the bucket)
     /// reads it by ID, so each span is seen in the head or in a block.
