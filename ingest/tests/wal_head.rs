@@ -797,6 +797,23 @@ async fn the_heads_parts_record_keys_and_values_that_queries_read_as_a_blocks() 
         .unwrap();
     assert_eq!(services(&engine, "u", None).await, ["c"]);
     assert_eq!(services(&engine, "t", None).await, ["a", "b"]);
+    // Tag names come from the parts' records too.
+    let names = |tenant: &'static str| {
+        let engine = engine.clone();
+        async move {
+            let req = allegro_engine::query::tag_requests::TagsRequest {
+                scope: Some("span"),
+                range: None,
+            };
+            let r = engine
+                .search_tags(&[tenant.to_string()], &req)
+                .await
+                .unwrap();
+            r.tag_names
+        }
+    };
+    assert_eq!(names("t").await, ["n"]);
+    assert!(names("u").await.is_empty());
     // The spans start at 1.7e18 ns: a range before them holds no part, one around them all.
     let t0 = 1_700_000_000_000_000_000;
     assert!(services(&engine, "t", Some((0, t0 - 1))).await.is_empty());

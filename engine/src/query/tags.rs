@@ -309,7 +309,7 @@ impl QueryEngine {
             }
             // So are the head's parts, as they record them when converted: in range, all
             // their values (as blocks), without a `SELECT DISTINCT` over a minute of spans
-            // at every request (30–50 ms a request under the soak's 60k spans/s).
+            // at every request (25–50 ms of a request under the soak's 60k spans/s).
             // The lists hold scalars only: a key that may hold arrays is read.
             let arrays = typed.multi.iter().any(|m| m.kind == "array");
             if filter.is_none()
@@ -570,8 +570,8 @@ fn slots(t: &Typed) -> Vec<(&'static str, Expr)> {
     v
 }
 
-/// `field`'s values in block `b` as its `meta.json` records them; `None` when not recorded
-/// (an older block, a key with too many values, a field not recorded).
+/// `field`'s values as `index` lists them (a block's `meta.json`, or a head part's record);
+/// `None` when not recorded (an older block, a key with too many values, a field not recorded).
 fn recorded(index: Option<&TagValueIndex>, field: &FieldRef) -> Result<Option<Vec<TagValue>>> {
     let Some(index) = index else {
         return Ok(None);
