@@ -73,12 +73,18 @@ impl Records for RecordedKeys {
 }
 
 impl RecordedKeys {
-    /// What a block written from `spans` alone would record (as the block writer does).
+    /// What a block written from `spans` alone would record.
     pub fn of_spans(spans: &[FlatSpan]) -> Self {
         let mut scan = KeyScan::default();
         scan.add(spans);
         let mut values = ValueScan::default();
         values.add(spans);
+        Self::of_scans(&scan, values)
+    }
+
+    /// What a block records from the scans of its spans: nothing when they hold more than
+    /// [`MAX_RECORDED_KEYS`] keys.
+    pub fn of_scans(scan: &KeyScan, values: ValueScan) -> Self {
         let recorded = scan.distinct_keys() <= MAX_RECORDED_KEYS;
         Self {
             other_keys: recorded.then(|| scan.others()),

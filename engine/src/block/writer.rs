@@ -621,15 +621,7 @@ impl BlockEncoder {
         let checksums = data.checksums(footer_size, &bloom)?;
         let keys = match std::mem::replace(&mut self.recorded, Recorded::Given(Default::default()))
         {
-            Recorded::Scanned { scan, values } => {
-                let recorded = scan.distinct_keys() <= crate::hot::MAX_RECORDED_KEYS;
-                RecordedKeys {
-                    other_keys: recorded.then(|| scan.others()),
-                    key_types: recorded.then(|| scan.key_types()),
-                    attribute_keys: recorded.then(|| scan.keys()),
-                    tag_values: recorded.then(|| values.finish()),
-                }
-            }
+            Recorded::Scanned { scan, values } => RecordedKeys::of_scans(&scan, *values),
             Recorded::Given(keys) => *keys,
         };
         let sliced = slices.len() > 1;

@@ -447,12 +447,7 @@ pub fn resource_spans_to_batches(
     data: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
     rows: usize,
 ) -> Result<Vec<RecordBatch>> {
-    let (mut spans, _rejected) = crate::convert::flatten::flatten(data);
-    crate::nested_set::prepare_traces(&mut spans);
-    spans
-        .chunks(rows.max(1))
-        .map(|c| spans_to_batch(c, &[]))
-        .collect()
+    Ok(resource_spans_flattened_to_batches(data, rows)?.1)
 }
 
 /// [`resource_spans_to_batches`], with what a block of these spans would record of their
@@ -461,12 +456,21 @@ pub fn resource_spans_to_recorded_batches(
     data: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
     rows: usize,
 ) -> Result<(Vec<RecordBatch>, crate::block::recorded::RecordedKeys)> {
+    let (spans, batches) = resource_spans_flattened_to_batches(data, rows)?;
+    let recorded = crate::block::recorded::RecordedKeys::of_spans(&spans);
+    Ok((batches, recorded))
+}
+
+/// `data` flattened to spans numbered per trace, and those spans as batches of `rows`.
+fn resource_spans_flattened_to_batches(
+    data: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
+    rows: usize,
+) -> Result<(Vec<FlatSpan>, Vec<RecordBatch>)> {
     let (mut spans, _rejected) = crate::convert::flatten::flatten(data);
     crate::nested_set::prepare_traces(&mut spans);
-    let recorded = crate::block::recorded::RecordedKeys::of_spans(&spans);
     let batches = spans
         .chunks(rows.max(1))
         .map(|c| spans_to_batch(c, &[]))
         .collect::<Result<_>>()?;
-    Ok((batches, recorded))
+    Ok((spans, batches))
 }
