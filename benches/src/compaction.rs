@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use allegro_engine::block::compact::{Compacted, compact};
 use allegro_engine::block::lifecycle::{self, LifecycleConfig, plan_compaction};
+use allegro_engine::block::pace::Pace;
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::ids::TraceId;
@@ -267,7 +268,7 @@ async fn compact_all(
         // Each merge's own peak.
         reset_peak_rss();
         let m0 = Instant::now();
-        let (_, done) = compact(catalog, &inputs, opts)
+        let (_, done) = compact(catalog, &inputs, opts, &Pace::never())
             .await
             .map_err(|e| e.to_string())?;
         let took = m0.elapsed();

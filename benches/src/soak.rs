@@ -8,7 +8,8 @@
 //! Queries run one at a time, a tenant in turn, each over the last `--window`: the panels of
 //! Traces Drilldown (root-span rate, errors and p90 by service), its span list, an error search,
 //! tag values and a trace by ID. Every minute: RSS, spans acked, refusals by status and reason,
-//! and each query kind's p50/p99 and failures.
+//! each query kind's p50/p99 and failures, and from the server's `/metrics` (sampled every 5 s)
+//! the most bytes the heads held and the spans compaction merged and the time it waited.
 //!
 //! Targets (issue 28): RSS levels off below the head budget + caches + 1 GiB; every query kind's
 //! p99 under load within 3× its idle p99; refusals only from configured limits, each with its
@@ -141,6 +142,12 @@ struct Minute {
     refused: BTreeMap<String, u64>,
     queries: BTreeMap<&'static str, Vec<Duration>>,
     query_failures: BTreeMap<String, u64>,
+    /// Most bytes the heads held (`allegro_head_bytes` + `allegro_head_snapshot_bytes`, all
+    /// tenants) over the minute's samples.
+    head_max: u64,
+    /// `allegro_compaction_spans_total` and `allegro_compaction_paused_seconds_total` at the
+    /// minute's last sample.
+    compaction: (f64, f64),
 }
 
 struct Shared {
@@ -245,6 +252,46 @@ fn ingest_loop(
                 *m.refused.entry(format!("transport {e}")).or_default() += 1;
             }),
         }
+    }
+}
+
+/// How often the server's `/metrics` is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Samples the heads' bytes and compaction's counters from `/metrics` into each minute until
+/// `stop` is set.
+fn sample_loop(shared: &Shared, api: &str, stop: &AtomicBool) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    while !stop.load(Relaxed) {
+        std::thread::sleep(SAMPLE_EVERY);
+        let Ok(text) = agent
+            .get(&format!("{api}/metrics"))
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+        else {
+            continue;
+        };
+        let (mut head, mut merged, mut paused) = (0.0, 0.0, 0.0);
+        for line in text.lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let v: f64 = value.parse().unwrap_or(0.0);
+            let metric = name.split('{').next().unwrap_or(name);
+            match metric {
+                "allegro_head_bytes" | "allegro_head_snapshot_bytes" => head += v,
+                "allegro_compaction_spans_total" => merged = v,
+                "allegro_compaction_paused_seconds_total" => paused = v,
+                _ => {}
+            }
+        }
+        shared.with_minute(|m| {
+            m.head_max = m.head_max.max(head as u64);
+            m.compaction = (merged, paused);
+        });
     }
 }
 
@@ -382,10 +429,15 @@ pub async fn run(a: &SoakArgs) -> Result<(), String> {
         || now_ns() / 1_000_000_000,
         &loaded,
     ));
+    let sampling = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (s, api, stop) = (shared.clone(), srv.api.clone(), sampling.clone());
+        std::thread::spawn(move || sample_loop(&s, &api, &stop))
+    };
     let mut rss = Vec::new();
     println!(
-        "{:>3} {:>9} {:>7} {:>9} {:>8}  query p50/p99 ms (n)",
-        "min", "spans/s", "refused", "RSS MiB", "q-fail"
+        "{:>3} {:>9} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7}  query p50/p99 ms (n)",
+        "min", "spans/s", "refused", "RSS MiB", "q-fail", "head MiB", "merged M", "paused"
     );
     for minute in 0..a.minutes + a.idle_minutes {
         let until = shared.started + Duration::from_secs((minute + 1) * 60);
@@ -413,6 +465,8 @@ pub async fn run(a: &SoakArgs) -> Result<(), String> {
         }
         print_minute(&shared, minute as usize, *rss.last().unwrap_or(&0));
     }
+    sampling.store(true, Relaxed);
+    let _ = sampler.join();
     shared.stop_ingest.store(true, Relaxed);
     for h in senders {
         let _ = h.join();
@@ -432,12 +486,15 @@ fn print_minute(shared: &Shared, minute: usize, rss: u64) {
     let refused: u64 = m.refused.values().sum();
     let failed: u64 = m.query_failures.values().sum();
     let mut line = format!(
-        "{:>3} {:>9.0} {:>7} {:>9.0} {:>8} ",
+        "{:>3} {:>9.0} {:>7} {:>9.0} {:>8} {:>8.0} {:>9.1} {:>6.0}s ",
         minute + 1,
         m.spans as f64 / 60.0,
         refused,
         rss as f64 / (1 << 20) as f64,
-        failed
+        failed,
+        m.head_max as f64 / (1 << 20) as f64,
+        m.compaction.0 / 1e6,
+        m.compaction.1,
     );
     for (k, v) in &m.queries {
         let l = Latency::of(v.clone());
@@ -526,6 +583,9 @@ fn summarise(
                     "requests": m.requests,
                     "refused": m.refused,
                     "rss_bytes": rss.get(i),
+                    "head_bytes_max": m.head_max,
+                    "compacted_spans_total": m.compaction.0,
+                    "compaction_paused_s_total": m.compaction.1,
                     "queries": q,
                     "query_failures": m.query_failures,
                 })

@@ -1,19 +1,25 @@
 //! OS priorities of Allegro's threads: what gets a core first when both are busy.
 //!
-//! Three tiers, by Linux nice value (per thread): ingest and health checks at 0, so exporters
+//! Four tiers, by Linux nice value (per thread): ingest and health checks at 0, so exporters
 //! are never refused for want of CPU; queries, and converting the head ahead of them, at
 //! [`QUERY_NICE`]; work that can wait a few seconds without anyone noticing (encoding cut
-//! blocks, compaction) at [`BACKGROUND_NICE`]. CFS shares a busy core by weight (1024 at nice
-//! 0, 110 at 10, 36 at 15), so a running query gets three times the CPU of a block write beside
-//! it, and both get all of it when ingest leaves a core idle. In the 60k spans/s soak, block encoding
-//! and compaction at nice 0 took the CPU from queries at nice 10 and made every query's p99
-//! under load 4–40 times its idle p99.
+//! blocks) at [`BACKGROUND_NICE`]; work that can wait minutes (compaction) at
+//! [`COMPACTION_NICE`]. CFS shares a busy core by weight (1024 at nice 0, 110 at 10, 36 at 15,
+//! 15 at 19), so a running query gets three times the CPU of a block write beside it, a block
+//! write more than twice that of a merge, and each gets all of it when the tiers above leave a
+//! core idle. In the 60k spans/s soak, block encoding and compaction at nice 0 took the CPU
+//! from queries at nice 10 and made every query's p99 under load 4–40 times its idle p99; with
+//! both at 15, a window's merges held back the block writer until the heads were full
+//! ([`crate::block::pace`]).
 
 /// OS priority of query threads (0 is normal; higher yields the CPU to other threads).
 pub const QUERY_NICE: i32 = 10;
 
-/// OS priority of background work: block encoding, compaction.
+/// OS priority of background work: encoding the head's cut blocks.
 pub const BACKGROUND_NICE: i32 = 15;
+
+/// OS priority of compaction, the lowest: a merge can wait for everything else.
+pub const COMPACTION_NICE: i32 = 19;
 
 /// Sets the calling thread's nice value (Linux: per thread; threads it spawns inherit it).
 pub fn set_thread_nice(nice: i32) {

@@ -777,6 +777,16 @@ impl Ingester {
         }
     }
 
+    /// True while block flushing is behind: two cut blocks or more wait to be written, or the
+    /// heads hold three quarters of `max_head_bytes`. Compaction waits meanwhile
+    /// ([`allegro_engine::block::pace`]): the block writer is what frees the head.
+    pub fn flushing_behind(&self) -> bool {
+        let queued = self.pending.lock().len() + self.retry.lock().len();
+        let held = self.heads.total.load(Ordering::Relaxed) + self.snapshots.total();
+        let max = self.cfg.max_head_bytes;
+        queued >= BEHIND_QUEUED_BLOCKS || (max > 0 && held >= max / 4 * 3)
+    }
+
     /// Head sizes per tenant.
     pub fn gauges(&self) -> Vec<HeadGauges> {
         self.heads
@@ -987,6 +997,10 @@ impl Ingester {
         r.map(|_| ())
     }
 }
+
+/// Cut blocks waiting to be written from which flushing counts as behind: one waits whenever
+/// two tenants' blocks are cut in the same sweep, two mean the writer has fallen a block back.
+const BEHIND_QUEUED_BLOCKS: usize = 2;
 
 /// How often the heads of tenants being queried are converted for queries ahead of them.
 ///

@@ -468,6 +468,8 @@ async fn after_a_failed_block_write_later_blocks_wait_so_a_crash_loses_nothing()
             .await
             .unwrap();
         assert!(ing.flush(true).await.is_err());
+        // One block waiting is not yet behind (two tenants' blocks are often cut together).
+        assert!(!ing.flushing_behind());
         // A later span of the same trace becomes block B; A is retried first and fails once
         // more, so B must not be published ahead of it: B's `Flushed` record would drop A's
         // spans from the replay.
@@ -476,6 +478,8 @@ async fn after_a_failed_block_write_later_blocks_wait_so_a_crash_loses_nothing()
             .unwrap();
         flaky.fail.store(1, SeqCst);
         assert!(ing.flush(true).await.is_err());
+        // Two blocks waiting: flushing is behind, and compaction waits for it.
+        assert!(ing.flushing_behind());
         assert_eq!(block_spans(&cat).await, 0);
         assert_eq!(names(&ing, &cat, 1).await, ["a", "b"]);
         // Crash.
@@ -486,6 +490,7 @@ async fn after_a_failed_block_write_later_blocks_wait_so_a_crash_loses_nothing()
         .unwrap();
     assert_eq!(s.replayed_spans, 2);
     ing.flush(true).await.unwrap();
+    assert!(!ing.flushing_behind());
     assert_eq!(block_spans(&cat).await, 2);
     assert_eq!(names(&ing, &cat, 1).await, ["a", "b"]);
 }
@@ -533,6 +538,9 @@ async fn the_head_budget_holds_across_tenants_and_a_tenants_share_under_it() {
     let mut refused = None;
     'fill: for round in 0..100u8 {
         for tenant in 0..8u8 {
+            // Flushing counts as behind (compaction waits) from three quarters of the budget.
+            let held: u64 = ing.gauges().iter().map(|g| g.bytes).sum();
+            assert_eq!(ing.flushing_behind(), held >= 48 << 10, "{held}");
             if let Err(e) = ing
                 .push(&format!("t{tenant}"), "test", request(round), 0)
                 .await

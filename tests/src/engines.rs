@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use allegro_datasets::{GenOptions, Generator};
+use allegro_engine::block::pace::Pace;
 use allegro_engine::block::writer::{BlockWriteOptions, EncodedBlock, encode_block};
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::convert::flatten::flatten;
@@ -126,7 +127,7 @@ async fn compact_all(catalog: &Arc<Catalog>, row_group_rows: usize) {
         row_group_rows,
         ..BlockWriteOptions::default()
     };
-    allegro_engine::block::compact::compact(catalog, &blocks, &opts)
+    allegro_engine::block::compact::compact(catalog, &blocks, &opts, &Pace::never())
         .await
         .expect("compaction");
 }

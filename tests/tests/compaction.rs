@@ -1,13 +1,16 @@
 //! Compaction merges blocks into one: every span once (a span written twice kept once), split
 //! traces whole again, the inputs hidden the moment the merged block is visible, and every
 //! trace read back by ID equal to what was sent. Retention follows each tenant's
-//! `block_retention` and leaves merged inputs for `compacted_block_retention`.
+//! `block_retention` and leaves merged inputs for `compacted_block_retention`. A merge waits
+//! while its pace says flushing is behind, and writes the same.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::Duration;
 
 use allegro_engine::block::compact::compact;
 use allegro_engine::block::lifecycle::{LifecycleConfig, apply_retention};
+use allegro_engine::block::pace::Pace;
 use allegro_engine::block::writer::BlockWriteOptions;
 use allegro_engine::catalog::{Catalog, CatalogConfig};
 use allegro_engine::convert::normalize::{normalize, span_count};
@@ -44,9 +47,15 @@ async fn compaction_keeps_every_span_once_and_joins_split_traces() {
     let sent: usize = traces.iter().map(|t| span_count(t)).sum();
     assert_eq!(written as usize, sent + span_count(&traces[0]));
 
-    let (merged, done) = compact(&catalog, &before, &BlockWriteOptions::default())
+    // Flushing is behind when the merge takes its first step: it waits, then merges the same.
+    let asked = Arc::new(AtomicU32::new(0));
+    let a = asked.clone();
+    let pace = Pace::yielding_to(Arc::new(move || a.fetch_add(1, SeqCst) == 0));
+    let (merged, done) = compact(&catalog, &before, &BlockWriteOptions::default(), &pace)
         .await
         .unwrap();
+    assert!(done.paused > Duration::ZERO, "the merge did not wait");
+    assert!(asked.load(SeqCst) >= 2, "asked again after waiting");
     assert_eq!(done.spans_in, written);
     assert_eq!(
         done.spans_out as usize, sent,
@@ -135,7 +144,7 @@ async fn a_merge_in_time_slices_answers_as_a_merge_in_one_run() {
             row_group_rows: rows,
             ..Default::default()
         };
-        let (meta, _) = compact(&catalog, &inputs, &opts).await.unwrap();
+        let (meta, _) = compact(&catalog, &inputs, &opts, &Pace::never()).await.unwrap();
         merged.push((catalog, meta));
     }
     let (one, sliced) = (&merged[0].1, &merged[1].1);
@@ -404,7 +413,7 @@ async fn retention_is_per_tenant_and_merged_inputs_wait_their_turn() {
     assert_eq!(left, [1]);
     // Merged inputs stay for compacted_block_retention, whatever block_retention says.
     let inputs = catalog.blocks("long").await.unwrap();
-    let (merged, _) = compact(&catalog, &inputs, &BlockWriteOptions::default())
+    let (merged, _) = compact(&catalog, &inputs, &BlockWriteOptions::default(), &Pace::never())
         .await
         .unwrap();
     for keep_all in [
@@ -446,8 +455,8 @@ async fn blocks_merged_twice_show_their_spans_once_and_the_extra_merge_goes() {
         inputs.push(Arc::new(b.meta));
     }
     let opts = BlockWriteOptions::default();
-    let (x, _) = compact(&catalog, &inputs[..2], &opts).await.unwrap();
-    let (y, _) = compact(&catalog, &inputs, &opts).await.unwrap();
+    let (x, _) = compact(&catalog, &inputs[..2], &opts, &Pace::never()).await.unwrap();
+    let (y, _) = compact(&catalog, &inputs, &opts, &Pace::never()).await.unwrap();
     let (winner, loser) = if x.block_id < y.block_id {
         (&x, &y)
     } else {

@@ -43,6 +43,7 @@ use parquet::file::statistics::Statistics;
 
 use super::meta::BlockMeta;
 use super::object_reader::ObjectReader;
+use super::pace::Pace;
 use super::reader::{column, parquet_err};
 use super::recorded::RecordedKeys;
 use super::slices::SliceGrid;
@@ -96,6 +97,8 @@ pub struct Compacted {
     /// Spans that went through the span path (split or resent traces, or inputs whose columns
     /// differ) rather than being copied as rows.
     pub rewritten: u64,
+    /// Time the merge waited for flushing to catch up ([`Pace`]).
+    pub paused: std::time::Duration,
 }
 
 /// One sorted run of one input block, read a batch at a time.
@@ -256,11 +259,12 @@ fn runs_of(
 }
 
 /// Merges `inputs` (blocks of one tenant) into one block, written and published through
-/// `catalog`, retiring the inputs; see the module docs.
+/// `catalog`, retiring the inputs, waiting at each step as `pace` says; see the module docs.
 pub async fn compact(
     catalog: &Catalog,
     inputs: &[Arc<BlockMeta>],
     opts: &BlockWriteOptions,
+    pace: &Pace,
 ) -> Result<(BlockMeta, Compacted)> {
     let Some(first) = inputs.first() else {
         return Err(EngineError::InvalidInput("nothing to compact".into()));
@@ -307,7 +311,7 @@ pub async fn compact(
             runs.push(run);
         }
     }
-    let mut block = merge(&tenant, inputs, runs, opts, &mut done).await?;
+    let mut block = merge(&tenant, inputs, runs, opts, pace, &mut done).await?;
     block.meta.compaction_level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
     block.meta.compacted_from = Some(inputs.iter().map(|m| m.block_id).collect());
     done.bytes_out = block.meta.size;
@@ -529,6 +533,7 @@ async fn merge(
     inputs: &[Arc<BlockMeta>],
     mut runs: Vec<Run>,
     opts: &BlockWriteOptions,
+    pace: &Pace,
     done: &mut Compacted,
 ) -> Result<EncodedBlock> {
     let recorded = RecordedKeys::union(inputs.iter().map(|m| m.as_ref()));
@@ -593,12 +598,19 @@ async fn merge(
             done.rewritten += rows as u64;
         }
         let slice = grid.slice_of(trace_start(&pieces)?);
+        let mut stepped = false;
         if pending.add(&id, pieces, copy, slice) >= ENCODE_BATCH_SPANS {
             pending.flush(slice, &mut encoder, done)?;
+            stepped = true;
         }
         // Slices that fill slowly still hold input batches: all go out past a bound.
         if pending.rows >= PENDING_SPANS {
             pending.flush_all(&mut encoder, done)?;
+            stepped = true;
+        }
+        // Each hand-over is a step: the block writer goes first while it is behind.
+        if stepped {
+            done.paused += pace.step().await;
         }
     }
     pending.flush_all(&mut encoder, done)?;

@@ -37,6 +37,7 @@ use parking_lot::Mutex;
 use super::claim::{Claim, claim, process_owner};
 use super::compact::Compacted;
 use super::meta::BlockMeta;
+use super::pace::Pace;
 use super::tenant_index::TenantIndex;
 use super::writer::BlockWriteOptions;
 use crate::catalog::Catalog;
@@ -322,6 +323,8 @@ pub struct LifecycleStats {
     spans_compacted: AtomicU64,
     bytes_compacted: AtomicU64,
     duplicates_dropped: AtomicU64,
+    /// Nanoseconds compaction waited for flushing to catch up.
+    paused_nanos: AtomicU64,
     deleted: [AtomicU64; 3],
     failures: AtomicU64,
     gauges: Mutex<Gauges>,
@@ -338,6 +341,11 @@ impl LifecycleStats {
         self.bytes_compacted.fetch_add(done.bytes_in, Relaxed);
         self.duplicates_dropped
             .fetch_add(done.spans_in.saturating_sub(done.spans_out), Relaxed);
+        self.paused(done.paused);
+    }
+
+    fn paused(&self, waited: Duration) {
+        self.paused_nanos.fetch_add(nanos(waited), Relaxed);
     }
 
     fn deleted(&self, d: &Deleted) {
@@ -409,6 +417,12 @@ impl LifecycleStats {
                 v.load(Relaxed)
             );
         }
+        let name = "allegro_compaction_paused_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time compaction waited for the head's blocks to be written.\n# TYPE {name} counter\n{name} {}",
+            self.paused_nanos.load(Relaxed) as f64 / 1e9
+        );
         let name = "allegro_retention_deleted_blocks_total";
         let _ = writeln!(
             out,
@@ -448,6 +462,7 @@ pub async fn run_cycle(
     cfg: &LifecycleConfig,
     opts: &BlockWriteOptions,
     stats: &LifecycleStats,
+    pace: &Pace,
     budget: Duration,
     now: u64,
 ) -> Result<()> {
@@ -471,6 +486,8 @@ pub async fn run_cycle(
                 let Some(inputs) = plan_compaction(&free, cfg, now) else {
                     break;
                 };
+                // Not even a merge's first read while the head's blocks wait to be written.
+                stats.paused(pace.step().await);
                 let Some((held, listed)) =
                     claim_inputs(catalog, &tenant, &inputs, cfg, &mut busy).await?
                 else {
@@ -478,7 +495,7 @@ pub async fn run_cycle(
                 };
                 // The claims stay with the inputs after a merge; after a failure they are
                 // given back so another process need not wait for them to expire.
-                let (merged, done) = match super::compact::compact(catalog, &inputs, opts).await {
+                let (merged, done) = match super::compact::compact(catalog, &inputs, opts, pace).await {
                     Ok(m) => m,
                     Err(e) => {
                         if let Err(r) = held.release().await {
@@ -500,6 +517,7 @@ pub async fn run_cycle(
                     spans = done.spans_out,
                     duplicates = done.spans_in - done.spans_out,
                     took_ms = started.elapsed().as_millis() as u64,
+                    paused_ms = done.paused.as_millis() as u64,
                     "compacted blocks"
                 );
                 // Other processes learn of the merge before its inputs can go (retention may

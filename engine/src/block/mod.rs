@@ -8,6 +8,7 @@ pub mod compact;
 pub mod lifecycle;
 pub mod meta;
 pub mod object_reader;
+pub mod pace;
 pub mod quarantine;
 pub mod reader;
 pub mod recorded;

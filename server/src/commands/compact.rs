@@ -30,6 +30,8 @@ pub async fn run(cfg: Config, _args: CompactArgs) -> Result<(), String> {
                     &lifecycle,
                     &opts,
                     &stats,
+                    // Nothing here writes a head's blocks to yield to.
+                    &allegro_engine::block::pace::Pace::never(),
                     Duration::MAX,
                     allegro_engine::now_unix_nanos(),
                 ))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allegro_engine::block::lifecycle::LifecycleStats;
+use allegro_engine::block::pace::Pace;
 use allegro_ingest::Ingester;
 use allegro_ingest::generator::Generator;
 use allegro_ingest::generator::remote_write::RemoteWrite;
@@ -369,11 +370,14 @@ pub async fn serve_with(
     tasks.spawn(serve_axum(listener, app, stop_rx.clone(), "HTTP API"));
     let flusher = tokio::spawn(ingester.clone().run_flush_loop());
     if let Some(stats) = &lifecycle {
+        // Merges wait while the head's blocks wait to be written (engine/src/block/pace.rs).
+        let head = ingester.clone();
+        let pace = Pace::yielding_to(Arc::new(move || head.flushing_behind()));
         run_lifecycle(
             cfg,
             catalog.clone(),
             block_opts,
-            stats.clone(),
+            (stats.clone(), pace),
             stop_rx.clone(),
         );
     }
@@ -551,7 +555,7 @@ fn run_lifecycle(
     cfg: &Config,
     catalog: Arc<allegro_engine::catalog::Catalog>,
     opts: allegro_engine::block::writer::BlockWriteOptions,
-    stats: Arc<LifecycleStats>,
+    (stats, pace): (Arc<LifecycleStats>, Pace),
     mut stop: watch::Receiver<bool>,
 ) {
     let c = &cfg.compactor.compaction;
@@ -570,7 +574,7 @@ fn run_lifecycle(
         .spawn(move || {
             // Below queries: a merge can wait, a dashboard should not (the threads it starts,
             // encoders and the runtime's blocking pool, inherit this).
-            allegro_engine::priority::set_thread_nice(allegro_engine::priority::BACKGROUND_NICE);
+            allegro_engine::priority::set_thread_nice(allegro_engine::priority::COMPACTION_NICE);
             let rt = match allegro_engine::block::lifecycle::compactor_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -588,7 +592,7 @@ fn run_lifecycle(
                     }
                     let now = allegro_engine::now_unix_nanos();
                     let pass = allegro_engine::block::lifecycle::run_cycle(
-                        &catalog, &lifecycle, &opts, &stats, budget, now,
+                        &catalog, &lifecycle, &opts, &stats, &pace, budget, now,
                     );
                     if let Err(e) = pass.await {
                         tracing::error!(error = %e, "compaction cycle failed");
