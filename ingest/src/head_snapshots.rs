@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use allegro_engine::block::recorded::RecordedKeys;
 use allegro_engine::convert::to_arrow::resource_spans_to_recorded_batches;
 use allegro_engine::ids::TraceId;
+use allegro_engine::query::head_traces::GroupTraces;
 use arrow::array::{Array, BooleanArray, FixedSizeBinaryArray};
 use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
@@ -29,12 +30,43 @@ use crate::prepare::decode_chunks;
 /// ahead of its queries).
 pub const KEEP_FOR: Duration = Duration::from_secs(300);
 
-/// One converted part: its batches, what its spans record (keys, types, values), and the
-/// bytes both hold (a part's lists are up to 256 KiB of values, as a block's).
+/// One converted part and the bytes it holds (a part's lists are up to 256 KiB of values, as
+/// a block's).
 type Converted = (Part, u64);
 
-/// A converted part: its batches and what its spans record.
-pub type Part = (Arc<Vec<RecordBatch>>, Arc<RecordedKeys>);
+/// A converted part: its batches, what its spans record (keys, types, values), and its
+/// traces (listed once here, not by every query: `allegro_engine::query::head_traces`).
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Its span-table rows.
+    pub batches: Arc<Vec<RecordBatch>>,
+    /// What its spans record, as a block's `meta.json` would.
+    pub recorded: Arc<RecordedKeys>,
+    /// Its traces, and those it could not number whole.
+    pub traces: Arc<GroupTraces>,
+}
+
+impl Part {
+    /// A part of `batches`, which record `recorded`; lists its traces.
+    pub fn new(batches: Vec<RecordBatch>, recorded: RecordedKeys) -> Self {
+        let traces = GroupTraces::of(&batches);
+        Self {
+            batches: Arc::new(batches),
+            recorded: Arc::new(recorded),
+            traces: Arc::new(traces),
+        }
+    }
+
+    /// Bytes its rows and lists hold.
+    fn bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum::<u64>()
+            + self.recorded.approx_bytes()
+            + self.traces.approx_bytes()
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -90,18 +122,13 @@ impl HeadSnapshots {
     pub fn update(
         &self,
         tenant: &str,
-        fresh: Vec<(u64, Vec<RecordBatch>, RecordedKeys)>,
+        fresh: Vec<(u64, Part)>,
         keys: &[u64],
         newest: u64,
     ) {
         let mut g = self.inner.lock();
-        for (key, batches, recorded) in fresh {
-            let bytes = batches
-                .iter()
-                .map(|b| b.get_array_memory_size() as u64)
-                .sum::<u64>()
-                + recorded.approx_bytes();
-            let part = (Arc::new(batches), Arc::new(recorded));
+        for (key, part) in fresh {
+            let bytes = part.bytes();
             g.parts.insert((tenant.to_string(), key), (part, bytes));
         }
         let keys: HashSet<u64> = keys.iter().copied().collect();
@@ -167,14 +194,14 @@ pub fn select_traces(
     ids: &HashSet<TraceId>,
 ) -> Result<(Vec<RecordBatch>, RecordedKeys)> {
     let mut out = Vec::new();
-    for b in parts.iter().flat_map(|(b, _)| b.iter()) {
+    for b in parts.iter().flat_map(|p| p.batches.iter()) {
         let rows = filter_traces(b, ids, true)?;
         if rows.num_rows() > 0 {
             out.push(rows);
         }
     }
     // What the source parts record: it holds for their rows kept here, and more.
-    let recorded = RecordedKeys::union(parts.iter().map(|(_, r)| r.as_ref()));
+    let recorded = RecordedKeys::union(parts.iter().map(|p| p.recorded.as_ref()));
     Ok((out, recorded))
 }
 

@@ -19,7 +19,9 @@ use prost::Message;
 
 use crate::error::{IngestError, Result};
 use crate::head::{CutBlock, CutPolicy, HeldTrace, SnapshotParts, TenantHead};
-use crate::head_snapshots::{HeadSnapshots, convert_head_data, select_traces, without_traces};
+use crate::head_snapshots::{
+    HeadSnapshots, Part, convert_head_data, select_traces, without_traces,
+};
 use crate::limits::{Overrides, RateLimiter};
 use crate::metrics::{HeadGauges, IngestMetrics, RefuseReason};
 use crate::prepare::BadKind;
@@ -714,27 +716,34 @@ impl Ingester {
                 .map(|(k, ids)| (k, ids.into_iter().collect()))
                 .collect();
             let (live, recorded) = convert_head_data(tenant, parts.live)?;
-            let mut out = vec![(live, Arc::new(recorded))];
-            for (key, (batches, recorded)) in parts.keys.iter().zip(kept) {
-                let rows = match stale.get(key) {
-                    None => batches.to_vec(),
-                    Some(ids) => batches
-                        .iter()
-                        .map(|b| without_traces(b, ids))
-                        .collect::<Result<_>>()?,
+            // The live group changes at every call: the query lists its traces from its rows.
+            let mut out = vec![(live, Arc::new(recorded), None)];
+            for (key, part) in parts.keys.iter().zip(kept) {
+                let (rows, traces) = match stale.get(key) {
+                    None => (part.batches.to_vec(), part.traces),
+                    Some(ids) => (
+                        part.batches
+                            .iter()
+                            .map(|b| without_traces(b, ids))
+                            .collect::<Result<_>>()?,
+                        Arc::new(part.traces.without(ids)),
+                    ),
                 };
                 // A part that lost traces still records theirs: more than it holds, never
                 // less (what left is in the head or a block).
-                out.push((rows, recorded));
+                out.push((rows, part.recorded, Some(traces)));
             }
-            out.retain(|(g, _)| g.iter().any(|b| b.num_rows() > 0));
-            let (groups, recorded): (Vec<_>, Vec<_>) =
-                out.into_iter().map(|(g, r)| (g, Some(r))).unzip();
-            return Ok(LiveBatches {
-                groups,
-                recorded,
+            out.retain(|(g, _, _)| g.iter().any(|b| b.num_rows() > 0));
+            let mut live = LiveBatches {
                 flushed: parts.flushed,
-            });
+                ..Default::default()
+            };
+            for (rows, recorded, traces) in out {
+                live.groups.push(rows);
+                live.recorded.push(Some(recorded));
+                live.traces.push(traces);
+            }
+            return Ok(live);
         }
         Err(IngestError::Internal(format!(
             "the head of tenant {tenant} changed under three snapshots in a row"
@@ -759,7 +768,7 @@ impl Ingester {
                 Some(src) => select_traces(&src, &f.ids.into_iter().collect())?,
                 None => convert_head_data(tenant, f.data)?,
             };
-            fresh.push((f.key, batches, recorded));
+            fresh.push((f.key, Part::new(batches, recorded)));
         }
         self.snapshots
             .update(tenant, fresh, &parts.keys, parts.newest);

@@ -334,6 +334,7 @@ mod tests {
         let live = LiveBatches {
             groups: groups.clone(),
             recorded: Vec::new(),
+            traces: Vec::new(),
             flushed: flushed.clone(),
         };
         let bytes = encode_live(&live).unwrap();

@@ -51,8 +51,10 @@ impl LiveSpans for RingLive {
         // arrive while this head converts.
         let (theirs, mine) = futures::join!(theirs, self.local.live_batches(tenant));
         let mut live = mine?;
-        // Other members' groups come without what they record (it is not on the wire).
+        // Other members' groups come without what they record or their traces listed (not on
+        // the wire): the query lists theirs from the rows.
         live.recorded.resize(live.groups.len(), None);
+        live.traces.resize(live.groups.len(), None);
         for theirs in theirs.map_err(unavailable)? {
             live.groups.extend(theirs.groups);
             live.flushed.extend(theirs.flushed);

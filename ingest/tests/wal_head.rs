@@ -863,7 +863,7 @@ impl allegro_engine::query::LiveSpans for Recorded {
         Ok(allegro_engine::query::LiveBatches {
             groups: vec![self.0.clone()],
             recorded: vec![Some(self.1.clone())],
-            flushed: Vec::new(),
+            ..Default::default()
         })
     }
 }

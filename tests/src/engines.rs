@@ -37,8 +37,7 @@ impl LiveSpans for StaticLive {
     ) -> allegro_engine::error::Result<allegro_engine::query::LiveBatches> {
         Ok(allegro_engine::query::LiveBatches {
             groups: self.0.clone(),
-            recorded: Vec::new(),
-            flushed: Vec::new(),
+            ..Default::default()
         })
     }
 }

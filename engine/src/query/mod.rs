@@ -2,6 +2,7 @@
 
 mod block_reader;
 pub mod executor;
+pub mod head_traces;
 pub mod metrics;
 pub mod plan;
 pub mod remote;

@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch};
-use arrow::datatypes::{Int32Type, UInt64Type};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::UInt64Type;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 
+use super::head_traces::head_traces;
 use super::plan::Range;
 use super::table::{BlocksTable, group_by_schema};
 use super::translate::{KnownKeys, KnownTypes, Translator};
@@ -19,7 +20,6 @@ use crate::block::recorded::{RecordedKeys, Records};
 use crate::catalog::IncompleteTraces;
 use crate::error::{EngineError, Result};
 use crate::hot::AttributeKeys;
-use crate::ids::TraceId;
 use crate::schema::{AttrScope, HotColumn, col as c};
 use crate::tempopb::SearchMetrics;
 
@@ -151,7 +151,10 @@ impl QueryEngine {
         let mut live_split = IncompleteTraces::default();
         let mut live_groups = Vec::new();
         if let Some(LiveBatches {
-            groups, recorded, ..
+            groups,
+            recorded,
+            traces,
+            ..
         }) = live
             && let Some(first) = groups.iter().flatten().next()
         {
@@ -169,7 +172,7 @@ impl QueryEngine {
                 None => (None, None, None),
             };
             live_spans = groups.iter().flatten().map(|b| b.num_rows() as u64).sum();
-            let (traces, split) = trace_ids(&groups);
+            let (traces, split) = head_traces(&groups, &traces);
             live_traces = traces;
             live_split = split;
             let (ends, parts) = live_partitions(groups).into_iter().unzip();
@@ -328,40 +331,6 @@ fn latest_start(batches: &[RecordBatch]) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// How many traces the head's `groups` hold, and those whose part there is incomplete: a span
-/// without nested-set numbers (no root, or a parent not in the head), or a trace in more than
-/// one group (each group's rows are evaluated on their own).
-fn trace_ids(groups: &[Vec<RecordBatch>]) -> (u64, IncompleteTraces) {
-    let mut ids: std::collections::HashMap<TraceId, usize, foldhash::fast::RandomState> =
-        Default::default();
-    let mut split = IncompleteTraces::default();
-    for (g, b) in groups
-        .iter()
-        .enumerate()
-        .flat_map(|(g, batches)| batches.iter().map(move |b| (g, b)))
-    {
-        let id = b
-            .column_by_name(c::TRACE_ID)
-            .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>());
-        let left = b
-            .column_by_name(c::NESTED_SET_LEFT)
-            .and_then(|a| a.as_primitive_opt::<Int32Type>());
-        let (Some(id), Some(left)) = (id, left) else {
-            continue;
-        };
-        for i in 0..id.len() {
-            let Ok(t) = TraceId::from_bytes(id.value(i)) else {
-                continue;
-            };
-            let first = *ids.entry(t).or_insert(g);
-            if left.value(i) == 0 || first != g {
-                split.insert(t);
-            }
-        }
-    }
-    (ids.len() as u64, split)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,20 +360,6 @@ mod tests {
             ..Default::default()
         };
         resource_spans_to_batches(vec![rs], 1024).unwrap()
-    }
-
-    #[test]
-    fn a_trace_in_two_groups_of_the_head_is_split_even_when_each_part_looks_whole() {
-        let id = TraceId([7; 16]);
-        // One group: whole.
-        let (traces, split) = trace_ids(&[group(1, 0, 100)]);
-        assert_eq!((traces, split.contains(&id)), (1, false));
-        // A child whose parent is in another group: incomplete there.
-        let (_, split) = trace_ids(&[group(1, 0, 100), group(2, 1, 200)]);
-        assert!(split.contains(&id));
-        // Two roots in two groups: each part numbers whole, yet neither holds the trace.
-        let (traces, split) = trace_ids(&[group(1, 0, 100), group(2, 0, 200)]);
-        assert_eq!((traces, split.contains(&id)), (1, true));
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct LiveBatches {
     /// known (another member's group). Queries read the head as blocks with them: the
     /// translator leaves out slots no span fills, and tag values come from the lists.
     pub recorded: Vec<Option<Arc<crate::block::recorded::RecordedKeys>>>,
+    /// Per group, its traces listed when it was converted; `None`, or no entry, when not
+    /// listed (the query lists them from the rows).
+    pub traces: Vec<Option<Arc<crate::query::head_traces::GroupTraces>>>,
     /// Blocks whose spans left the head lately, none of them in `groups`: a querier that has
     /// not listed one of them yet (another ring member's, known only by polling the bucket)
     /// reads it by ID, so each span is seen in the head or in a block.
