@@ -101,35 +101,41 @@ pub(crate) fn head_traces(
     (first.len() as u64, split)
 }
 
+/// A head group holding one span of trace `trace`: `span`, child of `parent` (0: a root),
+/// starting at `start`.
+#[cfg(test)]
+pub(crate) fn one_span_group(trace: u8, span: u8, parent: u8, start: u64) -> Vec<RecordBatch> {
+    use crate::convert::to_arrow::resource_spans_to_batches;
+    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let s = Span {
+        trace_id: [trace; 16].to_vec(),
+        span_id: [span; 8].to_vec(),
+        parent_span_id: if parent == 0 {
+            Vec::new()
+        } else {
+            [parent; 8].to_vec()
+        },
+        name: "op".into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 10,
+        ..Default::default()
+    };
+    let rs = ResourceSpans {
+        scope_spans: vec![ScopeSpans {
+            spans: vec![s],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    resource_spans_to_batches(vec![rs], 1024).expect("one span converts")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::to_arrow::resource_spans_to_batches;
-    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-    /// A group holding one span of trace `trace`: `span`, child of `parent` (0: a root).
     fn group(trace: u8, span: u8, parent: u8) -> Vec<RecordBatch> {
-        let s = Span {
-            trace_id: [trace; 16].to_vec(),
-            span_id: [span; 8].to_vec(),
-            parent_span_id: if parent == 0 {
-                Vec::new()
-            } else {
-                [parent; 8].to_vec()
-            },
-            name: "op".into(),
-            start_time_unix_nano: 100,
-            end_time_unix_nano: 110,
-            ..Default::default()
-        };
-        let rs = ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![s],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        resource_spans_to_batches(vec![rs], 1024).unwrap()
+        one_span_group(trace, span, parent, 100)
     }
 
     fn sorted(split: IncompleteTraces) -> Vec<u8> {

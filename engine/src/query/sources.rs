@@ -334,32 +334,11 @@ fn latest_start(batches: &[RecordBatch]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::to_arrow::resource_spans_to_batches;
-    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use crate::query::head_traces::one_span_group;
 
     /// A group holding one span of trace 7: `span`, child of `parent` (0: a root).
     fn group(span: u8, parent: u8, start: u64) -> Vec<RecordBatch> {
-        let s = Span {
-            trace_id: [7; 16].to_vec(),
-            span_id: [span; 8].to_vec(),
-            parent_span_id: if parent == 0 {
-                Vec::new()
-            } else {
-                [parent; 8].to_vec()
-            },
-            name: "op".into(),
-            start_time_unix_nano: start,
-            end_time_unix_nano: start + 10,
-            ..Default::default()
-        };
-        let rs = ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![s],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        resource_spans_to_batches(vec![rs], 1024).unwrap()
+        one_span_group(7, span, parent, start)
     }
 
     #[test]
