@@ -119,13 +119,7 @@ impl HeadSnapshots {
 
     /// Keeps `fresh` conversions of `tenant`'s parts and drops those up to `newest` not in
     /// `keys` (parts that left the head; newer ones are a concurrent snapshot's).
-    pub fn update(
-        &self,
-        tenant: &str,
-        fresh: Vec<(u64, Part)>,
-        keys: &[u64],
-        newest: u64,
-    ) {
+    pub fn update(&self, tenant: &str, fresh: Vec<(u64, Part)>, keys: &[u64], newest: u64) {
         let mut g = self.inner.lock();
         for (key, part) in fresh {
             let bytes = part.bytes();

@@ -144,7 +144,9 @@ async fn a_merge_in_time_slices_answers_as_a_merge_in_one_run() {
             row_group_rows: rows,
             ..Default::default()
         };
-        let (meta, _) = compact(&catalog, &inputs, &opts, &Pace::never()).await.unwrap();
+        let (meta, _) = compact(&catalog, &inputs, &opts, &Pace::never())
+            .await
+            .unwrap();
         merged.push((catalog, meta));
     }
     let (one, sliced) = (&merged[0].1, &merged[1].1);
@@ -413,9 +415,14 @@ async fn retention_is_per_tenant_and_merged_inputs_wait_their_turn() {
     assert_eq!(left, [1]);
     // Merged inputs stay for compacted_block_retention, whatever block_retention says.
     let inputs = catalog.blocks("long").await.unwrap();
-    let (merged, _) = compact(&catalog, &inputs, &BlockWriteOptions::default(), &Pace::never())
-        .await
-        .unwrap();
+    let (merged, _) = compact(
+        &catalog,
+        &inputs,
+        &BlockWriteOptions::default(),
+        &Pace::never(),
+    )
+    .await
+    .unwrap();
     for keep_all in [
         cfg.clone(),
         LifecycleConfig {
@@ -455,8 +462,12 @@ async fn blocks_merged_twice_show_their_spans_once_and_the_extra_merge_goes() {
         inputs.push(Arc::new(b.meta));
     }
     let opts = BlockWriteOptions::default();
-    let (x, _) = compact(&catalog, &inputs[..2], &opts, &Pace::never()).await.unwrap();
-    let (y, _) = compact(&catalog, &inputs, &opts, &Pace::never()).await.unwrap();
+    let (x, _) = compact(&catalog, &inputs[..2], &opts, &Pace::never())
+        .await
+        .unwrap();
+    let (y, _) = compact(&catalog, &inputs, &opts, &Pace::never())
+        .await
+        .unwrap();
     let (winner, loser) = if x.block_id < y.block_id {
         (&x, &y)
     } else {

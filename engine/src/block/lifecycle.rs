@@ -495,7 +495,9 @@ pub async fn run_cycle(
                 };
                 // The claims stay with the inputs after a merge; after a failure they are
                 // given back so another process need not wait for them to expire.
-                let (merged, done) = match super::compact::compact(catalog, &inputs, opts, pace).await {
+                let (merged, done) = match super::compact::compact(catalog, &inputs, opts, pace)
+                    .await
+                {
                     Ok(m) => m,
                     Err(e) => {
                         if let Err(r) = held.release().await {

@@ -94,6 +94,10 @@ mod tests {
         stuck.max_pause = POLL * 2;
         let waited = stuck.step().await;
         assert!(waited >= POLL * 2, "{waited:?}");
-        assert!(asked.load(SeqCst) <= 3, "asked {} times", asked.load(SeqCst));
+        assert!(
+            asked.load(SeqCst) <= 3,
+            "asked {} times",
+            asked.load(SeqCst)
+        );
     }
 }

@@ -67,8 +67,7 @@ impl GroupTraces {
 
     /// Bytes the lists hold.
     pub fn approx_bytes(&self) -> u64 {
-        ((self.ids.capacity() + self.unnumbered.capacity()) * std::mem::size_of::<TraceId>())
-            as u64
+        ((self.ids.capacity() + self.unnumbered.capacity()) * std::mem::size_of::<TraceId>()) as u64
     }
 }
 
