@@ -567,7 +567,7 @@ impl Ingester {
             let head = head.lock();
             // The heads' Arrow copies for queries count beside their OTLP bytes.
             let held = head.sizes().2 + self.snapshots.bytes(tenant);
-            let all = self.heads.total.load(Ordering::Relaxed) + self.snapshots.total();
+            let all = self.head_bytes();
             let full = if self.cfg.max_head_bytes > 0 && all >= self.cfg.max_head_bytes {
                 Some(format!(
                     "the heads of all tenants hold {all} bytes not yet in blocks (ingester.max_head_bytes {})",
@@ -791,9 +791,14 @@ impl Ingester {
     /// ([`allegro_engine::block::pace`]): the block writer is what frees the head.
     pub fn flushing_behind(&self) -> bool {
         let queued = self.pending.lock().len() + self.retry.lock().len();
-        let held = self.heads.total.load(Ordering::Relaxed) + self.snapshots.total();
         let max = self.cfg.max_head_bytes;
-        queued >= BEHIND_QUEUED_BLOCKS || (max > 0 && held >= max / 4 * 3)
+        queued >= BEHIND_QUEUED_BLOCKS || (max > 0 && self.head_bytes() >= max / 4 * 3)
+    }
+
+    /// Bytes every tenant's head holds together, their Arrow copies for queries included (what
+    /// `max_head_bytes` bounds).
+    fn head_bytes(&self) -> u64 {
+        self.heads.total.load(Ordering::Relaxed) + self.snapshots.total()
     }
 
     /// Head sizes per tenant.

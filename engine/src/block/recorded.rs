@@ -42,35 +42,27 @@ pub trait Records {
     fn tag_values(&self) -> Option<&TagValueIndex>;
 }
 
-impl Records for BlockMeta {
-    fn other_keys(&self) -> Option<&[AttrKey]> {
-        self.other_keys.as_deref()
-    }
-    fn key_types(&self) -> Option<&[KeyTypes]> {
-        self.key_types.as_deref()
-    }
-    fn attribute_keys(&self) -> Option<&AttributeKeys> {
-        self.attribute_keys.as_ref()
-    }
-    fn tag_values(&self) -> Option<&TagValueIndex> {
-        self.tag_values.as_ref()
-    }
+/// Implements [`Records`] for a type holding the four lists as fields of those names.
+macro_rules! records_from_fields {
+    ($($t:ty),*) => {$(
+        impl Records for $t {
+            fn other_keys(&self) -> Option<&[AttrKey]> {
+                self.other_keys.as_deref()
+            }
+            fn key_types(&self) -> Option<&[KeyTypes]> {
+                self.key_types.as_deref()
+            }
+            fn attribute_keys(&self) -> Option<&AttributeKeys> {
+                self.attribute_keys.as_ref()
+            }
+            fn tag_values(&self) -> Option<&TagValueIndex> {
+                self.tag_values.as_ref()
+            }
+        }
+    )*};
 }
 
-impl Records for RecordedKeys {
-    fn other_keys(&self) -> Option<&[AttrKey]> {
-        self.other_keys.as_deref()
-    }
-    fn key_types(&self) -> Option<&[KeyTypes]> {
-        self.key_types.as_deref()
-    }
-    fn attribute_keys(&self) -> Option<&AttributeKeys> {
-        self.attribute_keys.as_ref()
-    }
-    fn tag_values(&self) -> Option<&TagValueIndex> {
-        self.tag_values.as_ref()
-    }
-}
+records_from_fields!(BlockMeta, RecordedKeys);
 
 impl RecordedKeys {
     /// What a block written from `spans` alone would record.

@@ -243,6 +243,9 @@ impl QueryEngine {
                 Some(e) => Some(t.condition(e)?),
                 None => None,
             };
+            // meta.json and the head's records hold scalar values only: a key that may hold
+            // arrays is read.
+            let arrays = typed.multi.iter().any(|m| m.kind == "array");
             // Without conditions a block's values are a fact of the block: read once, kept.
             if filter.is_none()
                 && let Some(blocks) = BlocksTable::of(s.table.as_ref())
@@ -250,8 +253,6 @@ impl QueryEngine {
                 let key = |b: &BlockMeta| (b.block_id, field.to_string());
                 let mut unknown = Vec::new();
                 let mut wide = BTreeSet::new();
-                // meta.json records scalar values only: a key that may hold arrays is read.
-                let arrays = typed.multi.iter().any(|m| m.kind == "array");
                 for b in blocks.blocks() {
                     if let Some(v) = recorded(b.tag_values.as_ref(), field)?.filter(|_| !arrays) {
                         out.extend(v);
@@ -310,8 +311,6 @@ impl QueryEngine {
             // So are the head's parts, as they record them when converted: in range, all
             // their values (as blocks), without a `SELECT DISTINCT` over a minute of spans
             // at every request (25–50 ms of a request under the soak's 60k spans/s).
-            // The lists hold scalars only: a key that may hold arrays is read.
-            let arrays = typed.multi.iter().any(|m| m.kind == "array");
             if filter.is_none()
                 && s.live_ends.is_some()
                 && !arrays
